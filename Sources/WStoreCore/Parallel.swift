@@ -1,0 +1,57 @@
+import Dispatch
+
+/// Runs `body(i)` for every `i` in `0..<count` on up to `threads` threads.
+/// Worker `w` takes items `w, w + workers, ...`, so items are spread evenly
+/// and `body` may keep per-worker scratch space keyed by the worker index.
+package func parallelFor(_ count: Int, threads: Int, _ body: (_ item: Int, _ worker: Int) throws -> Void) throws {
+    let workers = max(1, min(threads, count))
+    if workers == 1 {
+        for i in 0 ..< count { try body(i, 0) }
+        return
+    }
+    let firstError = FirstError()
+    withoutActuallyEscaping(body) { body in
+        // concurrentPerform returns only after every iteration has finished, so `body`
+        // does not outlive this call; the caller makes what `body` touches per-item.
+        let shared = UncheckedSendable(body)
+        DispatchQueue.concurrentPerform(iterations: workers) { w in
+            var i = w
+            while i < count, !firstError.isSet {
+                do { try shared.value(i, w) } catch { firstError.set(error) }
+                i += workers
+            }
+        }
+    }
+    if let e = firstError.value { throw e }
+}
+
+/// The number of cores the process may use.
+package var defaultThreadCount: Int { System.activeProcessorCount }
+
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+private final class FirstError: Sendable {
+    private let slot = Mutex<(any Error)?>(nil)
+    var isSet: Bool { slot.withLock { $0 != nil } }
+    var value: (any Error)? { slot.withLock { $0 } }
+    func set(_ e: any Error) { slot.withLock { if $0 == nil { $0 = e } } }
+}
+
+package enum System {
+    package static var activeProcessorCount: Int {
+        #if canImport(Glibc)
+        return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
+        #else
+        return 1
+        #endif
+    }
+}
+
+/// Carries a value into a `@Sendable` closure whose callers guarantee the access is safe.
+package struct UncheckedSendable<T>: @unchecked Sendable {
+    package let value: T
+    package init(_ value: T) { self.value = value }
+}

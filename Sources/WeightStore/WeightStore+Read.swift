@@ -1,0 +1,172 @@
+import WStoreCore
+
+extension WeightStore {
+    /// One consistent, read-only view of the store, lent to a ``WeightStore/withSnapshot(_:)``
+    /// closure. Everything read through it sees the same committed state.
+    ///
+    /// - Warning: buffers it lends point into the memory map and are valid only inside
+    ///   the closure they are lent to.
+    public struct Snapshot: ~Copyable {
+        let txn: ReadTransaction
+        let store: WeightStore
+
+        /// The record of `name`, validated; `nil` when absent.
+        func record(_ name: String, model: String) throws -> RecordView? {
+            guard let bytes = try txn.get(store.tensorsDB, store.tensorKey(model: model, name: name)) else { return nil }
+            return try RecordView(bytes, name: "\(model)/\(name)")
+        }
+
+        func requireRecord(_ name: String, model: String) throws -> RecordView {
+            guard let r = try record(name, model: model) else { throw WStoreError.notFound("tensor \(name) in model \(model)") }
+            return r
+        }
+
+        /// What the store knows of tensor `name`.
+        /// - Throws: ``WStoreError/notFound(_:)``, or a corrupt-record error.
+        public func info(_ name: String, model: String = WeightStore.defaultModel) throws -> TensorInfo {
+            TensorInfo(model: model, name: name, record: try requireRecord(name, model: model))
+        }
+
+        /// Whether tensor `name` exists.
+        public func contains(_ name: String, model: String = WeightStore.defaultModel) throws -> Bool {
+            try txn.get(store.tensorsDB, store.tensorKey(model: model, name: name)) != nil
+        }
+
+        /// Lends the bytes of raw tensor `name`, in place in the memory map (zero-copy).
+        ///
+        /// The payload of a record on LMDB overflow pages starts 64-byte aligned.
+        /// - Parameter verify: check the xxh3-64 of the bytes first (reads every byte).
+        /// - Throws: ``WStoreError/notRaw(name:codec:)`` for a compressed record: use
+        ///   ``read(_:model:into:threads:)``.
+        /// - Warning: `bytes` is valid only inside `body`.
+        public func withTensor<R>(_ name: String, model: String = WeightStore.defaultModel, verify: Bool = false,
+                                  _ body: (_ bytes: UnsafeRawBufferPointer, _ info: TensorInfo) throws -> R) throws -> R {
+            let r = try requireRecord(name, model: model)
+            guard r.codec == .raw else { throw WStoreError.notRaw(name: name, codec: r.codec.name) }
+            if verify { try RecordDecoder.verify(r, name: "\(model)/\(name)", r.payload) }
+            return try body(r.payload, TensorInfo(model: model, name: name, record: r))
+        }
+
+        /// Decodes tensor `name` into `buffer` (exactly its raw size), frames on up to
+        /// `threads` threads, and checks its checksum. Works for raw records too (a copy).
+        /// - Throws: ``WStoreError/checksumMismatch(name:expected:actual:)`` rather than
+        ///   return wrong bytes.
+        @discardableResult
+        public func read(_ name: String, model: String = WeightStore.defaultModel,
+                         into buffer: UnsafeMutableRawBufferPointer, threads: Int = 1) throws -> TensorInfo {
+            let r = try requireRecord(name, model: model)
+            try RecordDecoder.decode(r, name: "\(model)/\(name)", into: buffer, threads: threads)
+            return TensorInfo(model: model, name: name, record: r)
+        }
+
+        /// Every tensor of `model`, in name order.
+        public func tensors(model: String = WeightStore.defaultModel) throws -> [TensorInfo] {
+            let prefix = Keys.modelPrefix(model)
+            var out: [TensorInfo] = []
+            var failure: (any Error)?
+            try txn.scan(store.tensorsDB, prefix: prefix) { k, v in
+                let name = String(decoding: k[prefix.count...], as: UTF8.self)
+                do { out.append(TensorInfo(model: model, name: name, record: try RecordView(v, name: "\(model)/\(name)"))) } catch {
+                    failure = error
+                    return false
+                }
+                return true
+            }
+            if let failure { throw failure }
+            return out
+        }
+
+        /// Every tensor name of `model`, without parsing records.
+        public func tensorNames(model: String = WeightStore.defaultModel) throws -> [String] {
+            let prefix = Keys.modelPrefix(model)
+            var out: [String] = []
+            try txn.scan(store.tensorsDB, prefix: prefix) { k, _ in
+                out.append(String(decoding: k[prefix.count...], as: UTF8.self))
+                return true
+            }
+            return out
+        }
+
+        /// Every indexed expert of `model`, by (layer, expert).
+        public func experts(model: String = WeightStore.defaultModel, layer: Int? = nil) throws -> [ExpertEntry] {
+            let modelPrefix = Keys.modelPrefix(model)
+            let prefix = layer.map { Keys.expertPrefix(model: model, layer: $0) } ?? modelPrefix
+            var out: [ExpertEntry] = []
+            var current: (layer: Int, expert: Int, parts: [String: String])?
+            try txn.scan(store.expertsDB, prefix: prefix) { k, v in
+                guard let key = Keys.parseExpert(k, prefixLength: modelPrefix.count) else { return true }
+                let tensor = String(decoding: v, as: UTF8.self)
+                if let c = current, c.layer == key.layer, c.expert == key.expert {
+                    current!.parts[key.part] = tensor
+                } else {
+                    if let c = current { out.append(ExpertEntry(layer: c.layer, expert: c.expert, parts: c.parts)) }
+                    current = (key.layer, key.expert, [key.part: tensor])
+                }
+                return true
+            }
+            if let c = current { out.append(ExpertEntry(layer: c.layer, expert: c.expert, parts: c.parts)) }
+            return out
+        }
+
+        /// The tensors of one expert, part name → tensor name; `nil` when not indexed.
+        public func expert(layer: Int, expert: Int, model: String = WeightStore.defaultModel) throws -> ExpertEntry? {
+            let modelPrefix = Keys.modelPrefix(model)
+            var parts: [String: String] = [:]
+            try txn.scan(store.expertsDB, prefix: Keys.expertPrefix(model: model, layer: layer, expert: expert)) { k, v in
+                if let key = Keys.parseExpert(k, prefixLength: modelPrefix.count) {
+                    parts[key.part] = String(decoding: v, as: UTF8.self)
+                }
+                return true
+            }
+            return parts.isEmpty ? nil : ExpertEntry(layer: layer, expert: expert, parts: parts)
+        }
+    }
+
+    /// Runs `body` on one consistent snapshot of the store.
+    /// - Warning: do not write to the store from inside `body`.
+    public func withSnapshot<R>(_ body: (borrowing Snapshot) throws -> R) throws -> R {
+        try env.withRead { txn in try body(Snapshot(txn: txn.view(), store: self)) }
+    }
+
+    /// See ``Snapshot/info(_:model:)``.
+    public func info(_ name: String, model: String = WeightStore.defaultModel) throws -> TensorInfo {
+        try withSnapshot { try $0.info(name, model: model) }
+    }
+
+    /// See ``Snapshot/withTensor(_:model:verify:_:)``.
+    public func withTensor<R>(_ name: String, model: String = WeightStore.defaultModel, verify: Bool = false,
+                              _ body: (_ bytes: UnsafeRawBufferPointer, _ info: TensorInfo) throws -> R) throws -> R {
+        try withSnapshot { try $0.withTensor(name, model: model, verify: verify, body) }
+    }
+
+    /// See ``Snapshot/read(_:model:into:threads:)``.
+    @discardableResult
+    public func read(_ name: String, model: String = WeightStore.defaultModel,
+                     into buffer: UnsafeMutableRawBufferPointer, threads: Int = defaultThreadCount) throws -> TensorInfo {
+        try withSnapshot { try $0.read(name, model: model, into: buffer, threads: threads) }
+    }
+
+    /// Decodes tensor `name` into a new array.
+    public func readBytes(_ name: String, model: String = WeightStore.defaultModel,
+                          threads: Int = defaultThreadCount) throws -> [UInt8] {
+        try withSnapshot { s in
+            let info = try s.info(name, model: model)
+            var out = [UInt8](repeating: 0, count: info.rawSize)
+            try out.withUnsafeMutableBytes { _ = try s.read(name, model: model, into: $0, threads: threads) }
+            return out
+        }
+    }
+
+    /// See ``Snapshot/tensors(model:)``.
+    public func tensors(model: String = WeightStore.defaultModel) throws -> [TensorInfo] {
+        try withSnapshot { try $0.tensors(model: model) }
+    }
+
+    /// See ``Snapshot/experts(model:layer:)``.
+    public func experts(model: String = WeightStore.defaultModel, layer: Int? = nil) throws -> [ExpertEntry] {
+        try withSnapshot { try $0.experts(model: model, layer: layer) }
+    }
+}
+
+/// The number of cores this process may use; the default thread count for decoding.
+public var defaultThreadCount: Int { WStoreCore.defaultThreadCount }

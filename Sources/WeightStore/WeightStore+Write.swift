@@ -1,0 +1,121 @@
+import WStoreCore
+
+extension WeightStore {
+    /// Lent to a ``WeightStore/write(_:)`` closure: every change made through it
+    /// commits together when the closure returns, or not at all when it throws.
+    public struct Writer: ~Copyable {
+        let txn: WriteTransaction
+        let store: WeightStore
+
+        /// Stores a tensor, replacing any tensor of that name in `model`.
+        ///
+        /// - Parameters:
+        ///   - bytes: the tensor's bytes, little-endian, C order.
+        ///   - codec: ``CodecChoice/auto`` compresses byte-grouped planes with zstd and
+        ///     keeps the record raw (zero-copy readable) when that saves under 5%.
+        ///   - expert: also index the tensor as this part of an MoE expert.
+        /// - Throws: ``WStoreError/invalidArgument(_:)`` for a bad name or a size that
+        ///   does not match the shape; ``LMDBError`` from LMDB.
+        @discardableResult
+        public func put(_ name: String, model: String = WeightStore.defaultModel, dtype: DType, shape: [Int],
+                        bytes: UnsafeRawBufferPointer, codec: CodecChoice = .auto, level: Int = 3,
+                        expert: ExpertKey? = nil) throws -> TensorInfo {
+            var options = store.encodeOptions
+            options.codec = codec
+            options.level = Int32(level)
+            let record = try RecordEncoder.encode(bytes, dtype: dtype, shape: shape, options: options)
+            return try putEncoded(record, source: bytes, name: name, model: model, dtype: dtype, shape: shape, expert: expert)
+        }
+
+        /// Writes a record encoded beforehand (so compression can run outside the transaction).
+        @discardableResult
+        package func putEncoded(_ record: EncodedRecord, source: UnsafeRawBufferPointer, name: String, model: String,
+                                dtype: DType, shape: [Int], expert: ExpertKey? = nil) throws -> TensorInfo {
+            let key = try store.tensorKey(model: model, name: name)
+            try txn.reserve(store.tensorsDB, key, size: record.totalSize) { dst in
+                record.write(into: dst, source: source)
+            }
+            if let expert { try setExpert(expert, tensor: name, model: model) }
+            return TensorInfo(model: model, name: name, dtype: dtype, shape: shape,
+                              codec: record.codec.name, rawSize: record.rawSize, storedSize: record.storedSize,
+                              checksum: record.checksum,
+                              frameCount: record.codec == .zstd ? (record.rawSize + store.encodeOptions.frameSize - 1) / store.encodeOptions.frameSize : 0)
+        }
+
+        /// Indexes tensor `name` as part `key.part` of expert `(key.layer, key.expert)`.
+        public func setExpert(_ key: ExpertKey, tensor name: String, model: String = WeightStore.defaultModel) throws {
+            guard key.layer >= 0, key.expert >= 0, key.layer <= Int(UInt32.max), key.expert <= Int(UInt32.max) else {
+                throw WStoreError.invalidArgument("expert index \(key) out of range")
+            }
+            let ek = Keys.expert(model: model, key)
+            guard ek.count <= store.env.maxKeySize else { throw WStoreError.invalidArgument("expert part name too long: \(key.part)") }
+            try Array(name.utf8).withUnsafeBytes { try txn.put(store.expertsDB, ek, $0) }
+        }
+
+        /// Removes tensor `name` (and nothing else); returns whether it existed.
+        @discardableResult
+        public func delete(_ name: String, model: String = WeightStore.defaultModel) throws -> Bool {
+            try txn.delete(store.tensorsDB, store.tensorKey(model: model, name: name))
+        }
+    }
+
+    /// Runs `body` in one write transaction and commits it.
+    ///
+    /// The map grows by itself: if it fills, the transaction is rolled back and `body`
+    /// runs again, so `body` should only write through the writer.
+    /// - Warning: do not call from inside a read (``withSnapshot(_:)``) closure.
+    public func write<R>(_ body: (borrowing Writer) throws -> R) throws -> R {
+        guard !readOnly else { throw WStoreError.invalidArgument("\(path) is open read-only") }
+        return try env.write { txn in
+            let writer = Writer(txn: txn.view(), store: self)
+            return try body(writer)
+        }
+    }
+
+    /// Stores one tensor in its own transaction; see ``Writer/put(_:model:dtype:shape:bytes:codec:level:expert:)``.
+    @discardableResult
+    public func put(_ name: String, model: String = WeightStore.defaultModel, dtype: DType, shape: [Int],
+                    bytes: UnsafeRawBufferPointer, codec: CodecChoice = .auto, level: Int = 3,
+                    expert: ExpertKey? = nil) throws -> TensorInfo {
+        var options = encodeOptions
+        options.codec = codec
+        options.level = Int32(level)
+        options.threads = defaultThreadCount
+        let record = try RecordEncoder.encode(bytes, dtype: dtype, shape: shape, options: options)
+        return try write { w in
+            try w.putEncoded(record, source: bytes, name: name, model: model, dtype: dtype, shape: shape, expert: expert)
+        }
+    }
+
+    /// Encoding options for this store (the record padding depends on its page size).
+    package var encodeOptions: EncodeOptions {
+        var o = EncodeOptions()
+        o.minRecordSize = minRecordSize
+        return o
+    }
+
+    func tensorKey(model: String, name: String) throws -> [UInt8] {
+        guard !name.isEmpty else { throw WStoreError.invalidArgument("empty tensor name") }
+        guard !model.isEmpty, !model.utf8.contains(0) else { throw WStoreError.invalidArgument("model name must be non-empty and without NUL") }
+        let key = Keys.tensor(model: model, name: name)
+        guard key.count <= env.maxKeySize else {
+            throw WStoreError.invalidArgument("model and tensor name take \(key.count) bytes; LMDB keys are limited to \(env.maxKeySize)")
+        }
+        return key
+    }
+}
+
+extension TensorInfo {
+    init(model: String, name: String, dtype: DType, shape: [Int], codec: String, rawSize: Int, storedSize: Int,
+         checksum: UInt64, frameCount: Int) {
+        self.model = model
+        self.name = name
+        self.dtype = dtype
+        self.shape = shape
+        self.codec = codec
+        self.rawSize = rawSize
+        self.storedSize = storedSize
+        self.checksum = checksum
+        self.frameCount = frameCount
+    }
+}

@@ -1,0 +1,178 @@
+import Foundation
+import WStoreCore
+
+/// A store of model weights: an LMDB environment, memory-mapped, holding tensor
+/// records under model namespaces, with an index of MoE experts.
+///
+/// Open it once per process and share it: every method is safe to call from many
+/// threads and tasks at once. Reads see one consistent snapshot each; writes are
+/// serialized.
+///
+///     let store = try WeightStore.create(at: "model.wstore")
+///     try store.put("w", dtype: .bf16, shape: [4096, 4096], bytes: raw)
+///     try store.withTensor("w") { bytes, info in use(bytes) }   // zero-copy when raw
+public final class WeightStore: Sendable {
+    /// How a store is opened.
+    public struct Options: Sendable {
+        /// Initial map size; it grows by itself, so this only matters for tests.
+        public var initialMapSize: Int = 256 << 20
+        /// `false` turns off the fsync at every commit (faster bulk loads); call
+        /// ``sync()`` when done.
+        public var durable: Bool = true
+        public init() {}
+    }
+
+    /// The model namespace used when a call names none.
+    public static let defaultModel = "default"
+
+    /// The store's directory.
+    public let path: String
+    /// Whether writes are refused.
+    public let readOnly: Bool
+    let env: LMDBEnvironment
+    let tensorsDB: LMDBDatabase
+    let expertsDB: LMDBDatabase
+    let metaDB: LMDBDatabase
+    /// Records shorter than this are padded so LMDB puts them on overflow pages.
+    let minRecordSize: Int
+
+    private init(env: LMDBEnvironment, readOnly: Bool, create: Bool) throws {
+        self.env = env
+        self.path = env.path
+        self.readOnly = readOnly
+        do {
+            self.metaDB = try env.database("meta", create: create)
+            self.tensorsDB = try env.database("tensors", create: create)
+            self.expertsDB = try env.database("experts", create: create)
+        } catch LMDBError.notFound {
+            throw WStoreError.notAStore(path: env.path, reason: "it has no wstore sub-databases")
+        }
+        // lmdb: a node larger than about half a page goes to overflow pages; see FORMAT.md §4.4.
+        self.minRecordSize = env.pageSize / 2 + 64
+    }
+
+    /// Creates a new, empty store in directory `path` (created if missing).
+    ///
+    /// - Throws: ``WStoreError/invalidArgument(_:)`` when `path` already holds a store,
+    ///   ``LMDBError`` when LMDB cannot create it.
+    public static func create(at path: String, options: Options = Options()) throws -> WeightStore {
+        let fm = FileManager.default
+        if fm.fileExists(atPath: path + "/data.mdb") {
+            throw WStoreError.invalidArgument("\(path) already holds a store; open it instead, or remove it first")
+        }
+        try fm.createDirectory(atPath: path, withIntermediateDirectories: true)
+        let env = try LMDBEnvironment(path: path, readOnly: false, options: envOptions(options))
+        let store = try WeightStore(env: env, readOnly: false, create: true)
+        let meta = StoreMetadata(formatVersion: Int(Record.formatVersion), createdBy: "wstore \(wstoreVersion)",
+                                 created: ISO8601DateFormatter().string(from: Date()))
+        let json = try JSONEncoder.sorted.encode(meta)
+        try env.write { txn in try json.withUnsafeBytes { try txn.put(store.metaDB, Keys.storeMeta, $0) } }
+        return store
+    }
+
+    /// Opens an existing store.
+    ///
+    /// - Throws: ``WStoreError/notAStore(path:reason:)`` when `path` is not a store,
+    ///   ``WStoreError/newerFormat(what:found:supported:)`` when a newer wstore wrote it.
+    public static func open(at path: String, readOnly: Bool = true, options: Options = Options()) throws -> WeightStore {
+        var isDir: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
+            throw WStoreError.notAStore(path: path, reason: "no such directory")
+        }
+        guard isDir.boolValue, FileManager.default.fileExists(atPath: path + "/data.mdb") else {
+            throw WStoreError.notAStore(path: path, reason: "no data.mdb inside")
+        }
+        let env: LMDBEnvironment
+        do {
+            env = try LMDBEnvironment(path: path, readOnly: readOnly, options: envOptions(options))
+        } catch let e as LMDBError where e.code == .invalid || e.code == .versionMismatch {
+            throw WStoreError.notAStore(path: path, reason: "data.mdb is not an LMDB environment")
+        }
+        let store = try WeightStore(env: env, readOnly: readOnly, create: false)
+        let meta = try store.metadata()
+        guard meta.formatVersion <= Int(Record.formatVersion) else {
+            throw WStoreError.newerFormat(what: "store \(path)", found: meta.formatVersion, supported: Int(Record.formatVersion))
+        }
+        return store
+    }
+
+    private static func envOptions(_ options: Options) -> LMDBEnvironment.Options {
+        var o = LMDBEnvironment.Options()
+        o.initialMapSize = options.initialMapSize
+        o.noSync = !options.durable
+        return o
+    }
+
+    /// The store-level metadata record.
+    /// - Throws: ``WStoreError/notAStore(path:reason:)`` when it is missing or unreadable.
+    public func metadata() throws -> StoreMetadata {
+        let data: Data? = try env.withRead { txn in
+            try txn.get(metaDB, Keys.storeMeta).map { Data($0) }
+        }
+        guard let data else { throw WStoreError.notAStore(path: path, reason: "no store metadata record") }
+        // Read the version alone first, so a newer store is refused with the right message
+        // even if the rest of its metadata changed shape.
+        struct Version: Decodable { let format_version: Int }
+        guard let version = try? JSONDecoder().decode(Version.self, from: data) else {
+            throw WStoreError.notAStore(path: path, reason: "store metadata record is not valid JSON")
+        }
+        guard version.format_version <= Int(Record.formatVersion) else {
+            throw WStoreError.newerFormat(what: "store \(path)", found: version.format_version, supported: Int(Record.formatVersion))
+        }
+        do {
+            return try JSONDecoder().decode(StoreMetadata.self, from: data)
+        } catch {
+            throw WStoreError.notAStore(path: path, reason: "store metadata record is malformed: \(error)")
+        }
+    }
+
+    /// The model info record of `model`, or `nil` when none was written.
+    public func modelInfo(_ model: String = WeightStore.defaultModel) throws -> ModelInfo? {
+        let data: Data? = try env.withRead { txn in try txn.get(metaDB, Keys.modelMeta(model)).map { Data($0) } }
+        guard let data else { return nil }
+        do { return try JSONDecoder().decode(ModelInfo.self, from: data) } catch {
+            throw WStoreError.corruptRecord(name: "model info \(model)", reason: "not valid JSON")
+        }
+    }
+
+    /// Writes (replaces) the model info record of `info.name`.
+    public func setModelInfo(_ info: ModelInfo) throws {
+        let json = try JSONEncoder.sorted.encode(info)
+        try env.write { txn in try json.withUnsafeBytes { try txn.put(metaDB, Keys.modelMeta(info.name), $0) } }
+    }
+
+    /// Every model namespace that holds a tensor or a model info record, sorted.
+    public func models() throws -> [String] {
+        try env.withRead { txn in
+            var names = Set<String>()
+            try txn.scan(metaDB, prefix: Keys.modelMetaPrefix) { k, _ in
+                names.insert(String(decoding: k[Keys.modelMetaPrefix.count...], as: UTF8.self))
+                return true
+            }
+            // Tensor keys start with the model and a NUL; hop from model to model.
+            var prefix: [UInt8] = []
+            while true {
+                guard let k = try txn.firstKey(tensorsDB, atOrAfter: prefix),
+                      let nul = k.firstIndex(of: 0) else { break }
+                let m = String(decoding: k[..<nul], as: UTF8.self)
+                names.insert(m)
+                prefix = Keys.modelPrefix(m) + [0xFF]
+            }
+            return names.sorted()
+        }
+    }
+
+    /// Flushes everything committed to disk (needed only with `durable: false`).
+    public func sync() throws { try env.sync(force: true) }
+
+    /// Bytes of the store's map (grows as the store does).
+    public var mapSize: Int { env.mapSize }
+}
+
+extension JSONEncoder {
+    static var sorted: JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return e
+    }
+}
