@@ -51,20 +51,16 @@ package final class LMDBEnvironment: @unchecked Sendable {
         self.path = path
         self.readOnly = readOnly
         self.gate = RWLock()
-        do {
-            try LMDBError.check(mdb_env_set_maxdbs(e, MDB_dbi(options.maxDatabases)), "mdb_env_set_maxdbs", path: path)
-            try LMDBError.check(mdb_env_set_maxreaders(e, UInt32(options.maxReaders)), "mdb_env_set_maxreaders", path: path)
-            if !readOnly {
-                try LMDBError.check(mdb_env_set_mapsize(e, options.initialMapSize), "mdb_env_set_mapsize", path: path)
-            }
-            var flags = UInt32(MDB_NOTLS)
-            if readOnly { flags |= UInt32(MDB_RDONLY) }
-            if options.noSync { flags |= UInt32(MDB_NOSYNC) }
-            try LMDBError.check(mdb_env_open(e, path, flags, 0o644), "mdb_env_open", path: path)
-        } catch {
-            mdb_env_close(e)
-            throw error
+        // Every stored property is set, so a throw below runs deinit, which closes `e`.
+        try LMDBError.check(mdb_env_set_maxdbs(e, MDB_dbi(options.maxDatabases)), "mdb_env_set_maxdbs", path: path)
+        try LMDBError.check(mdb_env_set_maxreaders(e, UInt32(options.maxReaders)), "mdb_env_set_maxreaders", path: path)
+        if !readOnly {
+            try LMDBError.check(mdb_env_set_mapsize(e, options.initialMapSize), "mdb_env_set_mapsize", path: path)
         }
+        var flags = UInt32(MDB_NOTLS)
+        if readOnly { flags |= UInt32(MDB_RDONLY) }
+        if options.noSync { flags |= UInt32(MDB_NOSYNC) }
+        try LMDBError.check(mdb_env_open(e, path, flags, 0o644), "mdb_env_open", path: path)
     }
 
     deinit {

@@ -61,7 +61,7 @@ public final class WeightStore: Sendable {
             throw WStoreError.invalidArgument("\(path) already holds a store; open it instead, or remove it first")
         }
         try fm.createDirectory(atPath: path, withIntermediateDirectories: true)
-        let env = try LMDBEnvironment(path: path, readOnly: false, options: envOptions(options))
+        let env = try LMDBEnvironment.shared(path: path, readOnly: false, options: envOptions(options))
         let store = try WeightStore(env: env, readOnly: false, create: true)
         let meta = StoreMetadata(formatVersion: Int(Record.formatVersion), createdBy: "wstore \(wstoreVersion)",
                                  created: ISO8601DateFormatter().string(from: Date()))
@@ -84,7 +84,7 @@ public final class WeightStore: Sendable {
         }
         let env: LMDBEnvironment
         do {
-            env = try LMDBEnvironment(path: path, readOnly: readOnly, options: envOptions(options))
+            env = try LMDBEnvironment.shared(path: path, readOnly: readOnly, options: envOptions(options))
         } catch let e as LMDBError where e.code == .invalid || e.code == .versionMismatch {
             throw WStoreError.notAStore(path: path, reason: "data.mdb is not an LMDB environment")
         }

@@ -1,0 +1,43 @@
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+extension LMDBEnvironment {
+    /// lmdb.h, caveats: "Do not have open an LMDB database twice in the same process at
+    /// the same time. Not even from a plain open() call - close()ing it breaks flock()
+    /// advisory locking." So every open of one directory in this process shares one
+    /// environment, kept here weakly and keyed by the directory's real path.
+    private final class Weak: @unchecked Sendable {
+        weak var env: LMDBEnvironment?
+        init(_ env: LMDBEnvironment) { self.env = env }
+    }
+    private static let registry = Mutex<[String: Weak]>([:])
+
+    /// The environment of directory `path`, opened once per process.
+    ///
+    /// A read-only request is served by an environment already open read-write; a
+    /// read-write request while it is open read-only is refused.
+    /// - Throws: ``WStoreError/invalidArgument(_:)`` for that conflict, ``LMDBError`` from LMDB.
+    package static func shared(path: String, readOnly: Bool, options: Options = Options()) throws -> LMDBEnvironment {
+        let key = realPath(path) ?? path
+        return try registry.withLock { envs in
+            if let env = envs[key]?.env {
+                if env.readOnly && !readOnly {
+                    throw WStoreError.invalidArgument("\(path) is already open read-only in this process; close it before opening it for writing")
+                }
+                return env
+            }
+            let env = try LMDBEnvironment(path: path, readOnly: readOnly, options: options)
+            envs[key] = Weak(env)
+            envs = envs.filter { $0.value.env != nil }
+            return env
+        }
+    }
+
+    private static func realPath(_ path: String) -> String? {
+        guard let p = realpath(path, nil) else { return nil }
+        defer { free(p) }
+        return String(cString: p)
+    }
+}

@@ -1,0 +1,139 @@
+import Foundation
+import Testing
+@testable import WeightStore
+@testable import WStoreCore
+
+@Suite struct RoundTripTests {
+    static let dtypes: [DType] = DType.allPlain + [.ggml(12)]
+
+    @Test(arguments: dtypes, CodecChoice.allCases)
+    func everyDTypeAndCodecRoundTrips(_ dtype: DType, _ codec: CodecChoice) throws {
+        let dir = TempDir()
+        let store = try WeightStore.create(at: dir.sub("s"))
+        let shapes: [[Int]] = [[], [0], [3, 0, 5], [7], [33, 17], [2, 3, 4, 5]]
+        for (i, shape) in shapes.enumerated() {
+            let elements = shape.reduce(1, *)
+            let bytes = sampleBytes(dtype, elements: elements, seed: UInt64(i))
+            let name = "t\(i)"
+            let written = try bytes.withUnsafeBytes {
+                try store.put(name, dtype: dtype, shape: shape, bytes: $0, codec: codec)
+            }
+            let info = try store.info(name)
+            #expect(info == written)
+            #expect(info.dtype == dtype)
+            #expect(info.shape == shape)
+            #expect(info.rawSize == bytes.count)
+            #expect(try store.readBytes(name) == bytes)
+            if codec == .raw || bytes.isEmpty { #expect(info.isRaw) }
+            if info.isRaw {
+                try store.withTensor(name, verify: true) { b, _ in #expect(Array(b) == bytes) }
+            } else {
+                #expect(throws: WStoreError.notRaw(name: name, codec: "zstd")) { try store.withTensor(name) { _, _ in } }
+            }
+        }
+    }
+
+    @Test func compressibleBF16IsCompressedAndNoiseIsStoredRaw() throws {
+        let dir = TempDir()
+        let store = try WeightStore.create(at: dir.sub("s"))
+        let weights = weightLikeBF16(100_000, seed: 1)
+        let noise = randomBytes(200_000, seed: 2)
+        let w = try weights.withUnsafeBytes { try store.put("w", dtype: .bf16, shape: [100_000], bytes: $0) }
+        let n = try noise.withUnsafeBytes { try store.put("n", dtype: .u8, shape: [200_000], bytes: $0) }
+        #expect(w.codec == "zstd")
+        #expect(Double(w.rawSize) / Double(w.storedSize) > 1.3)
+        #expect(n.codec == "raw")  // auto: saves < 5%, so zero-copy readable
+    }
+
+    @Test func manyFramesDecodeInParallelAndSerially() throws {
+        var options = EncodeOptions()
+        options.frameSize = 4096
+        options.threads = 4
+        for dtype in [DType.bf16, .f32, .f16, .u8] {
+            let bytes = sampleBytes(dtype, elements: 300_001 / dtype.elementSize!, seed: 9)
+            let record = try bytes.withUnsafeBytes {
+                try RecordEncoder.encode($0, dtype: dtype, shape: [bytes.count / dtype.elementSize!], options: options)
+            }
+            var buffer = [UInt8](repeating: 0, count: record.totalSize)
+            bytes.withUnsafeBytes { src in buffer.withUnsafeMutableBytes { record.write(into: $0, source: src) } }
+            try buffer.withUnsafeBytes { rec in
+                let view = try RecordView(rec, name: "t")
+                #expect(view.codec == .zstd)
+                #expect(view.frameCount == (bytes.count + 4095) / 4096)
+                for threads in [1, 2, 7] {
+                    var out = [UInt8](repeating: 0, count: bytes.count)
+                    try out.withUnsafeMutableBytes { try RecordDecoder.decode(view, name: "t", into: $0, threads: threads) }
+                    #expect(out == bytes)
+                }
+            }
+        }
+    }
+
+    @Test func largeTensorSpansSeveralDefaultFrames() throws {
+        let dir = TempDir()
+        let store = try WeightStore.create(at: dir.sub("s"))
+        let bytes = weightLikeBF16(3 << 19, seed: 5)  // 3 MiB: three 1 MiB frames
+        let info = try bytes.withUnsafeBytes { try store.put("big", dtype: .bf16, shape: [3 << 19], bytes: $0) }
+        #expect(info.frameCount == 3)
+        #expect(try store.readBytes("big", threads: 2) == bytes)
+    }
+
+    @Test func rawPayloadsAre64ByteAlignedInTheMap() throws {
+        let dir = TempDir()
+        let store = try WeightStore.create(at: dir.sub("s"))
+        let sizes = [1, 2, 30, 500, 2000, 2100, 4096, 5000, 70_000]
+        for (i, size) in sizes.enumerated() {
+            for rank in [0, 1, 2, 5] {
+                let shape = rank == 0 ? [] : [size] + Array(repeating: 1, count: rank - 1)
+                let count = rank == 0 ? 1 : size
+                let b = randomBytes(count, seed: UInt64(i))
+                try b.withUnsafeBytes { _ = try store.put("t\(i).\(rank)", dtype: .u8, shape: shape, bytes: $0, codec: .raw) }
+            }
+        }
+        let reopened = try WeightStore.open(at: dir.sub("s"))
+        for (i, _) in sizes.enumerated() {
+            for rank in [0, 1, 2, 5] {
+                try reopened.withTensor("t\(i).\(rank)") { bytes, _ in
+                    #expect(UInt(bitPattern: bytes.baseAddress!) % 64 == 0, "t\(i).\(rank) at \(bytes.baseAddress!)")
+                }
+            }
+        }
+    }
+
+    @Test func expertIndexListsExpertsInOrder() throws {
+        let dir = TempDir()
+        let store = try WeightStore.create(at: dir.sub("s"))
+        let b = randomBytes(16, seed: 1)
+        try store.write { w in
+            for layer in [1, 0] {
+                for expert in [10, 2] {
+                    for part in ["up", "gate", "down"] {
+                        try b.withUnsafeBytes {
+                            _ = try w.put("l\(layer).e\(expert).\(part)", model: "m", dtype: .u8, shape: [16], bytes: $0,
+                                          expert: ExpertKey(layer: layer, expert: expert, part: part))
+                        }
+                    }
+                }
+            }
+        }
+        let experts = try store.experts(model: "m")
+        #expect(experts.map { [$0.layer, $0.expert] } == [[0, 2], [0, 10], [1, 2], [1, 10]])
+        #expect(experts[1].parts == ["gate": "l0.e10.gate", "up": "l0.e10.up", "down": "l0.e10.down"])
+        #expect(try store.experts(model: "m", layer: 1).count == 2)
+        #expect(try store.withSnapshot { try $0.expert(layer: 1, expert: 10, model: "m") }?.parts.count == 3)
+        #expect(try store.withSnapshot { try $0.expert(layer: 1, expert: 3, model: "m") } == nil)
+        #expect(try store.experts(model: "other").isEmpty)
+        #expect(try store.models() == ["m"])
+    }
+
+    @Test func metadataAndModelInfo() throws {
+        let dir = TempDir()
+        let store = try WeightStore.create(at: dir.sub("s"))
+        #expect(try store.metadata().formatVersion == 1)
+        #expect(try store.modelInfo("m") == nil)
+        let info = ModelInfo(name: "m", layers: 32, expertsPerLayer: 8, topK: 2, sources: ["a.safetensors"])
+        try store.setModelInfo(info)
+        #expect(try WeightStore.open(at: dir.sub("s")).modelInfo("m") == info)
+        #expect(try store.models() == ["m"])
+    }
+}
