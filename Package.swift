@@ -19,11 +19,13 @@ let package = Package(
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
+        // Numeric kernels (attention scores, float conversions) with run-time AVX2 dispatch.
+        .target(name: "CKernels"),
 
         // The storage core: every mdb_*, ZSTD_* and XXH* call lives here.
         .target(
             name: "WStoreCore",
-            dependencies: ["CLMDB", "CZstd", "CXXHash"]
+            dependencies: ["CLMDB", "CZstd", "CXXHash", "CKernels"]
         ),
         .target(
             name: "WeightStore",
@@ -50,6 +52,7 @@ let package = Package(
 
         .testTarget(name: "WStoreCoreTests", dependencies: ["WStoreCore"]),
         .testTarget(name: "WeightStoreTests", dependencies: ["WeightStore", "WStoreCore"]),
+        .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "WStoreCore", "WStoreCLI"]),
         .testTarget(name: "CLITests", dependencies: ["WStoreCLI", "WeightStore"]),
     ],
     swiftLanguageModes: [.v6]

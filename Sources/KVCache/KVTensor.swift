@@ -1,0 +1,173 @@
+import WStoreCore
+
+/// One KV tensor, `[heads, tokens, headDim]`, row-major, in f16, bf16 or f32.
+public struct KVTensor: Sendable, Equatable {
+    /// The element type: `.f16`, `.bf16` or `.f32`.
+    public let dtype: DType
+    /// Heads (KV heads for keys and values, query heads for queries).
+    public let heads: Int
+    /// Token positions.
+    public let tokens: Int
+    /// Elements per head and token.
+    public let headDim: Int
+    /// The elements, little-endian, `heads × tokens × headDim × dtype size` bytes.
+    public let bytes: [UInt8]
+
+    /// The dtypes a KV tensor may have.
+    public static let supportedDTypes: [DType] = [.f16, .bf16, .f32]
+
+    /// Wraps `bytes` as a tensor of the given shape.
+    /// - Throws: ``WStoreError/invalidArgument(_:)`` for another dtype or a size that does not match the shape.
+    public init(dtype: DType, heads: Int, tokens: Int, headDim: Int, bytes: [UInt8]) throws {
+        guard KVTensor.supportedDTypes.contains(dtype) else {
+            throw WStoreError.invalidArgument("KV tensors are f16, bf16 or f32, not \(dtype)")
+        }
+        guard heads >= 0, tokens >= 0, headDim >= 0 else { throw WStoreError.invalidArgument("negative KV tensor dimension") }
+        let need = heads * tokens * headDim * dtype.elementSize!
+        guard bytes.count == need else {
+            throw WStoreError.invalidArgument("KV tensor [\(heads), \(tokens), \(headDim)] of \(dtype) needs \(need) bytes, got \(bytes.count)")
+        }
+        self.dtype = dtype
+        self.heads = heads
+        self.tokens = tokens
+        self.headDim = headDim
+        self.bytes = bytes
+    }
+
+    /// A tensor of `floats` (`heads × tokens × headDim`) rounded to `dtype`.
+    public init(floats: [Float], dtype: DType, heads: Int, tokens: Int, headDim: Int) throws {
+        try self.init(dtype: dtype, heads: heads, tokens: tokens, headDim: headDim,
+                      bytes: FloatCodec.encode(floats, as: dtype))
+    }
+
+    /// Bytes per element.
+    public var elementSize: Int { dtype.elementSize! }
+    /// The shape, `[heads, tokens, headDim]`.
+    public var shape: [Int] { [heads, tokens, headDim] }
+
+    /// The elements as floats.
+    public func floats() -> [Float] { FloatCodec.decode(bytes, from: dtype) }
+
+    /// The token positions `range` of every head.
+    public func slice(tokens range: Range<Int>) -> KVTensor {
+        precondition(range.lowerBound >= 0 && range.upperBound <= tokens)
+        let row = headDim * elementSize, n = range.count
+        var out = [UInt8](repeating: 0, count: heads * n * row)
+        bytes.withUnsafeBytes { src in
+            out.withUnsafeMutableBytes { dst in
+                for h in 0 ..< heads where n > 0 {
+                    (dst.baseAddress! + h * n * row).copyMemory(
+                        from: src.baseAddress! + (h * tokens + range.lowerBound) * row, byteCount: n * row)
+                }
+            }
+        }
+        return try! KVTensor(dtype: dtype, heads: heads, tokens: n, headDim: headDim, bytes: out)
+    }
+
+    /// Concatenates tensors of the same dtype, heads and head size along tokens.
+    /// - Throws: ``WStoreError/invalidArgument(_:)`` when they disagree.
+    public static func concatenate(_ parts: [KVTensor]) throws -> KVTensor {
+        guard let first = parts.first else { throw WStoreError.invalidArgument("nothing to concatenate") }
+        for p in parts where p.dtype != first.dtype || p.heads != first.heads || p.headDim != first.headDim {
+            throw WStoreError.invalidArgument("KV tensors to concatenate differ in dtype, heads or head size")
+        }
+        let total = parts.reduce(0) { $0 + $1.tokens }, row = first.headDim * first.elementSize
+        var out = [UInt8](repeating: 0, count: first.heads * total * row)
+        out.withUnsafeMutableBytes { dst in
+            var at = 0
+            for p in parts {
+                p.bytes.withUnsafeBytes { src in
+                    for h in 0 ..< p.heads where p.tokens > 0 {
+                        (dst.baseAddress! + (h * total + at) * row).copyMemory(
+                            from: src.baseAddress! + h * p.tokens * row, byteCount: p.tokens * row)
+                    }
+                }
+                at += p.tokens
+            }
+        }
+        return try KVTensor(dtype: first.dtype, heads: first.heads, tokens: total, headDim: first.headDim, bytes: out)
+    }
+
+    /// For each output head `o`, the rows `positions[o]` of source head `o / (outHeads / heads)`:
+    /// the keys or values SnapKV keeps.
+    public func gather(positions: [[Int32]]) -> KVTensor {
+        let outHeads = positions.count
+        precondition(outHeads > 0 && outHeads % heads == 0, "output heads must be a multiple of the tensor's heads")
+        let group = outHeads / heads, n = positions[0].count, row = headDim * elementSize
+        var out = [UInt8](repeating: 0, count: outHeads * n * row)
+        bytes.withUnsafeBytes { src in
+            out.withUnsafeMutableBytes { dst in
+                for o in 0 ..< outHeads {
+                    precondition(positions[o].count == n)
+                    let h = o / group
+                    for (i, p) in positions[o].enumerated() {
+                        (dst.baseAddress! + (o * n + i) * row).copyMemory(
+                            from: src.baseAddress! + (h * tokens + Int(p)) * row, byteCount: row)
+                    }
+                }
+            }
+        }
+        return try! KVTensor(dtype: dtype, heads: outHeads, tokens: n, headDim: headDim, bytes: out)
+    }
+}
+
+/// One layer of a KV cache: keys and values of the same shape and dtype.
+public struct KVLayer: Sendable, Equatable {
+    /// `[kvHeads, tokens, headDim]`.
+    public let keys: KVTensor
+    /// `[kvHeads, tokens, headDim]`.
+    public let values: KVTensor
+
+    /// Pairs `keys` and `values`.
+    /// - Throws: ``WStoreError/invalidArgument(_:)`` when their shapes or dtypes differ.
+    public init(keys: KVTensor, values: KVTensor) throws {
+        guard keys.shape == values.shape, keys.dtype == values.dtype else {
+            throw WStoreError.invalidArgument("keys \(keys.shape) \(keys.dtype) and values \(values.shape) \(values.dtype) differ")
+        }
+        self.keys = keys
+        self.values = values
+    }
+
+    /// Token positions in this layer.
+    public var tokens: Int { keys.tokens }
+}
+
+/// A whole KV cache: one ``KVLayer`` per transformer layer, all of the same token count.
+public struct KVCacheData: Sendable, Equatable {
+    /// The layers, in order.
+    public let layers: [KVLayer]
+
+    /// Wraps `layers`.
+    /// - Throws: ``WStoreError/invalidArgument(_:)`` when there are none or their token counts differ.
+    public init(layers: [KVLayer]) throws {
+        guard let first = layers.first else { throw WStoreError.invalidArgument("a KV cache needs at least one layer") }
+        guard layers.allSatisfy({ $0.tokens == first.tokens }) else {
+            throw WStoreError.invalidArgument("KV layers hold different token counts")
+        }
+        self.layers = layers
+    }
+
+    /// Token positions.
+    public var tokens: Int { layers[0].tokens }
+
+    /// Raw bytes of keys and values over all layers.
+    public var byteCount: Int { layers.reduce(0) { $0 + $1.keys.bytes.count + $1.values.bytes.count } }
+
+    /// Token positions `range` of every layer.
+    public func slice(tokens range: Range<Int>) -> KVCacheData {
+        try! KVCacheData(layers: layers.map { try! KVLayer(keys: $0.keys.slice(tokens: range), values: $0.values.slice(tokens: range)) })
+    }
+
+    /// Joins caches along tokens.
+    /// - Throws: ``WStoreError/invalidArgument(_:)`` when their layers disagree.
+    public static func concatenate(_ parts: [KVCacheData]) throws -> KVCacheData {
+        guard let first = parts.first else { throw WStoreError.invalidArgument("nothing to concatenate") }
+        guard parts.allSatisfy({ $0.layers.count == first.layers.count }) else {
+            throw WStoreError.invalidArgument("KV caches to concatenate have different layer counts")
+        }
+        return try KVCacheData(layers: (0 ..< first.layers.count).map { l in
+            try KVLayer(keys: KVTensor.concatenate(parts.map { $0.layers[l].keys }),
+                        values: KVTensor.concatenate(parts.map { $0.layers[l].values }))
+        })
+    }
+}

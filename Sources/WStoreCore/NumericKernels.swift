@@ -1,0 +1,36 @@
+import CKernels
+
+/// Vectorized numeric kernels for the KV cache: attention scores, exp, float conversion.
+/// Each runs an AVX2/FMA/F16C path when the CPU has one and a portable path otherwise.
+package enum NumericKernels {
+    /// Whether the AVX2/FMA paths are in use on this CPU.
+    package static var usesAVX2: Bool { wsk_has_avx2() != 0 }
+
+    /// `out[i * ldo + j] = scale · (q[i] · k[j])` for `m` rows of `q` and `n` rows of `k`, each `d` floats.
+    /// The corresponding C function is `wsk_scaled_dots`.
+    @inline(__always)
+    package static func scaledDots(_ q: UnsafePointer<Float>, m: Int, _ k: UnsafePointer<Float>, n: Int, d: Int,
+                                   scale: Float, into out: UnsafeMutablePointer<Float>, ldo: Int) {
+        wsk_scaled_dots(q, m, k, n, d, scale, out, ldo)
+    }
+
+    /// Replaces `x[i]` by `exp(x[i] − shift)` and returns their sum. The corresponding C function is `wsk_exp_shift_sum`.
+    @inline(__always)
+    package static func expShiftSum(_ x: UnsafeMutablePointer<Float>, count: Int, shift: Float) -> Double {
+        wsk_exp_shift_sum(x, count, shift)
+    }
+
+    /// The largest of `count > 0` floats. The corresponding C function is `wsk_max`.
+    @inline(__always)
+    package static func max(_ x: UnsafePointer<Float>, count: Int) -> Float { wsk_max(x, count) }
+
+    /// IEEE half bit patterns to floats. The corresponding C function is `wsk_f16_to_f32`.
+    package static func halfToFloat(_ src: UnsafePointer<UInt16>, _ dst: UnsafeMutablePointer<Float>, count: Int) {
+        wsk_f16_to_f32(src, dst, count)
+    }
+
+    /// Floats to IEEE half bit patterns, rounding to nearest even. The corresponding C function is `wsk_f32_to_f16`.
+    package static func floatToHalf(_ src: UnsafePointer<Float>, _ dst: UnsafeMutablePointer<UInt16>, count: Int) {
+        wsk_f32_to_f16(src, dst, count)
+    }
+}
