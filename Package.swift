@@ -44,6 +44,7 @@ let package = Package(
             dependencies: [
                 "WeightStore",
                 "KVCache",
+                "WStoreCore",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]

@@ -25,8 +25,6 @@ package func parallelFor(_ count: Int, threads: Int, _ body: (_ item: Int, _ wor
     if let e = firstError.value { throw e }
 }
 
-/// The number of cores the process may use.
-package var defaultThreadCount: Int { System.activeProcessorCount }
 
 import Synchronization
 #if canImport(Glibc)

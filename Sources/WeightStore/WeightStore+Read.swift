@@ -169,4 +169,4 @@ extension WeightStore {
 }
 
 /// The number of cores this process may use; the default thread count for decoding.
-public var defaultThreadCount: Int { WStoreCore.defaultThreadCount }
+public var defaultThreadCount: Int { System.activeProcessorCount }

@@ -80,7 +80,7 @@ extension WeightStore {
         var options = encodeOptions
         options.codec = codec
         options.level = Int32(level)
-        options.threads = defaultThreadCount
+        options.threads = System.activeProcessorCount
         let record = try RecordEncoder.encode(bytes, dtype: dtype, shape: shape, options: options)
         return try write { w in
             try w.putEncoded(record, source: bytes, name: name, model: model, dtype: dtype, shape: shape, expert: expert)
