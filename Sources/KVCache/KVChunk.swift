@@ -1,0 +1,146 @@
+import WStoreCore
+
+/// One stored chunk: every layer's keys and values for a run of tokens, each tensor a
+/// wstore record (checksummed, zstd frames). Byte layout: format-spec/KV.md §3.
+package enum KVChunk {
+    /// "WKVC"
+    static let magic: UInt32 = 0x4356_4B57
+    static let version: UInt16 = 1
+    static let fixedHeaderSize = 48
+
+    /// Encodes `kv` (one chunk's tokens) with `codec`.
+    /// - Throws: ``WStoreError`` when zstd fails.
+    package static func encode(_ kv: KVCacheData, codec: KVCodec, kivi: KIVIOptions, threads: Int = 1) throws -> [UInt8] {
+        let tensors = kv.layers.flatMap { [$0.keys, $0.values] }
+        var records = [[UInt8]](repeating: [], count: tensors.count)
+        let sink = UncheckedSendable(UnsafeMutableBufferPointer<[UInt8]>.allocate(capacity: tensors.count))
+        sink.value.initialize(repeating: [])
+        defer { sink.value.deinitialize(); sink.value.deallocate() }
+        try parallelFor(tensors.count, threads: threads) { i, _ in
+            sink.value[i] = try encodeTensor(tensors[i], isKeys: i % 2 == 0, codec: codec, kivi: kivi)
+        }
+        for i in records.indices { records[i] = sink.value[i] }
+        let first = kv.layers[0].keys
+        let tableSize = 16 * records.count
+        var header = [UInt8](repeating: 0, count: fixedHeaderSize + tableSize)
+        var offset = header.count
+        header.withUnsafeMutableBytes { b in
+            func put<T: FixedWidthInteger>(_ v: T, _ at: Int) { b.storeBytes(of: v.littleEndian, toByteOffset: at, as: T.self) }
+            put(magic, 0)
+            put(version, 4)
+            b[6] = codec.code
+            b[7] = first.dtype.code
+            put(UInt32(kv.layers.count), 8)
+            put(UInt32(kv.tokens), 12)
+            put(UInt32(first.heads), 16)
+            put(UInt32(first.headDim), 20)
+            put(UInt32(kivi.group), 24)
+            put(UInt32(kivi.residual), 28)
+            for (i, r) in records.enumerated() {
+                put(UInt64(offset), fixedHeaderSize + 16 * i)
+                put(UInt64(r.count), fixedHeaderSize + 16 * i + 8)
+                offset += r.count
+            }
+            put(UInt64(offset), 32)
+            put(headerChecksum(UnsafeRawBufferPointer(b)), 40)
+        }
+        var out = header
+        out.reserveCapacity(offset)
+        for r in records { out.append(contentsOf: r) }
+        return out
+    }
+
+    private static func encodeTensor(_ t: KVTensor, isKeys: Bool, codec: KVCodec, kivi: KIVIOptions) throws -> [UInt8] {
+        var options = EncodeOptions()
+        options.codec = .zstd
+        options.minSavings = 0
+        let rec: EncodedRecord, source: [UInt8]
+        if let bits = codec.bits {
+            source = KIVI.encode(t, bits: bits, axis: isKeys ? .perChannel : .perToken, options: kivi)
+            rec = try source.withUnsafeBytes { try RecordEncoder.encode($0, dtype: .u8, shape: [source.count], options: options) }
+        } else {
+            source = t.bytes
+            rec = try source.withUnsafeBytes { try RecordEncoder.encode($0, dtype: t.dtype, shape: t.shape, options: options) }
+        }
+        var out = [UInt8](repeating: 0, count: rec.totalSize)
+        source.withUnsafeBytes { src in out.withUnsafeMutableBytes { rec.write(into: $0, source: src) } }
+        return out
+    }
+
+    /// xxh3 of the header with its checksum field (bytes 40..<48) left out.
+    private static func headerChecksum(_ b: UnsafeRawBufferPointer) -> UInt64 {
+        let seed = xxh3(UnsafeRawBufferPointer(rebasing: b[0 ..< 40]))
+        return xxh3(UnsafeRawBufferPointer(rebasing: b[fixedHeaderSize...]), seed: seed)
+    }
+
+    /// What a chunk header says.
+    package struct Info: Sendable {
+        package let codec: KVCodec
+        package let dtype: DType
+        package let layers: Int
+        package let tokens: Int
+        package let kvHeads: Int
+        package let headDim: Int
+        /// Raw bytes of its keys and values.
+        package var rawBytes: Int { 2 * layers * tokens * kvHeads * headDim * dtype.elementSize! }
+    }
+
+    /// Parses and checks a chunk header.
+    /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` for a damaged header.
+    package static func info(_ bytes: UnsafeRawBufferPointer, name: String) throws -> Info {
+        func corrupt(_ why: String) -> WStoreError { .corruptRecord(name: name, reason: why) }
+        guard bytes.count >= fixedHeaderSize else { throw corrupt("chunk of \(bytes.count) bytes, shorter than its header") }
+        func u32(_ at: Int) -> Int { Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: at, as: UInt32.self))) }
+        func u64(_ at: Int) -> UInt64 { UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: at, as: UInt64.self)) }
+        guard UInt32(u32(0)) == magic else { throw corrupt("bad chunk magic") }
+        let v = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
+        guard v <= version else { throw WStoreError.newerFormat(what: "KV chunk \(name)", found: Int(v), supported: Int(version)) }
+        let layers = u32(8)
+        guard layers > 0, layers <= 4096, fixedHeaderSize + 32 * layers <= bytes.count else { throw corrupt("bad layer count \(layers)") }
+        guard headerChecksum(UnsafeRawBufferPointer(rebasing: bytes[0 ..< fixedHeaderSize + 32 * layers])) == u64(40) else {
+            throw corrupt("chunk header checksum mismatch")
+        }
+        guard let codec = KVCodec(code: bytes[6]), let dtype = DType(code: bytes[7], ggmlType: 0),
+              KVTensor.supportedDTypes.contains(dtype) else { throw corrupt("unknown codec or dtype") }
+        guard u64(32) == UInt64(bytes.count) else { throw corrupt("chunk is \(bytes.count) bytes, header says \(u64(32))") }
+        return Info(codec: codec, dtype: dtype, layers: layers, tokens: u32(12), kvHeads: u32(16), headDim: u32(20))
+    }
+
+    /// Decodes a whole chunk, checking every record's checksum.
+    /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` or ``WStoreError/checksumMismatch(name:expected:actual:)``:
+    ///   a damaged chunk is reported, never returned.
+    package static func decode(_ bytes: UnsafeRawBufferPointer, name: String, threads: Int = 1) throws -> KVCacheData {
+        let info = try info(bytes, name: name)
+        let count = 2 * info.layers
+        let sink = UncheckedSendable(UnsafeMutableBufferPointer<KVTensor?>.allocate(capacity: count))
+        sink.value.initialize(repeating: nil)
+        defer { sink.value.deinitialize(); sink.value.deallocate() }
+        try parallelFor(count, threads: threads) { i, _ in
+            let off = Int(UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: fixedHeaderSize + 16 * i, as: UInt64.self)))
+            let len = Int(UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: fixedHeaderSize + 16 * i + 8, as: UInt64.self)))
+            let what = "\(name) layer \(i / 2) \(i % 2 == 0 ? "keys" : "values")"
+            guard off >= fixedHeaderSize, len >= 0, off <= bytes.count, len <= bytes.count - off else {
+                throw WStoreError.corruptRecord(name: what, reason: "record lies outside the chunk")
+            }
+            let view = try RecordView(UnsafeRawBufferPointer(rebasing: bytes[off ..< off + len]), name: what)
+            var raw = [UInt8](repeating: 0, count: view.rawSize)
+            try raw.withUnsafeMutableBytes { try RecordDecoder.decode(view, name: what, into: $0) }
+            let t: KVTensor
+            if info.codec == .lossless {
+                guard view.shape == [info.kvHeads, info.tokens, info.headDim], view.dtype == info.dtype else {
+                    throw WStoreError.corruptRecord(name: what, reason: "shape \(view.shape) does not match the chunk header")
+                }
+                t = try KVTensor(dtype: info.dtype, heads: info.kvHeads, tokens: info.tokens, headDim: info.headDim, bytes: raw)
+            } else {
+                t = try raw.withUnsafeBytes { try KIVI.decode($0, name: what) }
+                guard t.shape == [info.kvHeads, info.tokens, info.headDim], t.dtype == info.dtype else {
+                    throw WStoreError.corruptRecord(name: what, reason: "shape \(t.shape) does not match the chunk header")
+                }
+            }
+            sink.value[i] = t
+        }
+        return try KVCacheData(layers: (0 ..< info.layers).map { l in
+            try KVLayer(keys: sink.value[2 * l]!, values: sink.value[2 * l + 1]!)
+        })
+    }
+}

@@ -1,0 +1,300 @@
+import Foundation
+import WStoreCore
+
+/// A prefix-keyed, compressed KV cache store: its own LMDB environment (a directory).
+///
+/// Token ids are cut into chunks of ``Options/chunkTokens``; each whole chunk is stored
+/// under its chained prefix key (``PrefixKey``). ``store(tokens:model:salt:kv:)`` writes the
+/// chunks that are missing; ``lookup(tokens:model:salt:)`` finds the longest cached prefix
+/// in whole chunks and returns it, decoded and checked. A byte budget (and optionally a
+/// chunk count) bounds the store: the least recently used chunk that no other chunk
+/// extends (a leaf) is evicted first, so a cached chunk's parent is always cached too.
+/// format-spec/KV.md describes the layout.
+///
+/// Safe to share across threads: LMDB serializes writers and lets readers run in parallel.
+public final class KVStore: Sendable {
+    /// A store's fixed settings, chosen at ``create(at:options:)``.
+    public struct Options: Sendable, Equatable {
+        /// Tokens per chunk.
+        public var chunkTokens: Int = 256
+        /// Most stored bytes (chunk values) the store keeps; `0` for no limit.
+        public var budgetBytes: Int = 0
+        /// Most chunks the store keeps; `0` for no limit.
+        public var maxChunks: Int = 0
+        /// How chunks are compressed.
+        public var codec: KVCodec = .lossless
+        /// Quantization knobs for the int codecs.
+        public var kivi = KIVIOptions()
+        /// Threads that encode and decode the tensors of one chunk.
+        public var threads: Int = 1
+        /// The defaults: 256-token chunks, lossless, no budget.
+        public init() {}
+    }
+
+    /// What ``store(tokens:model:salt:kv:)`` did.
+    public struct StoreResult: Sendable, Equatable {
+        /// Chunks written.
+        public var written: Int
+        /// Chunks that were already there.
+        public var present: Int
+        /// Chunks evicted to stay within the budget.
+        public var evicted: Int
+        /// Stored bytes written.
+        public var storedBytes: Int
+        /// Raw KV bytes of the chunks written.
+        public var rawBytes: Int
+    }
+
+    /// What ``lookup(tokens:model:salt:)`` found.
+    public struct Lookup: Sendable {
+        /// Leading tokens found, a multiple of the chunk size.
+        public var tokens: Int
+        /// Their keys and values; `nil` when nothing was found.
+        public var kv: KVCacheData?
+        /// Chunks found.
+        public var chunks: Int
+    }
+
+    /// Totals, from ``stats()``.
+    public struct Stats: Sendable, Equatable, Codable {
+        /// Chunks held.
+        public var chunks: Int
+        /// Chunks that no other chunk extends.
+        public var leaves: Int
+        /// Stored bytes of all chunks.
+        public var storedBytes: Int
+        /// Raw KV bytes of all chunks.
+        public var rawBytes: Int
+        /// Chunks per model.
+        public var chunksByModel: [String: Int]
+    }
+
+    /// The store's directory.
+    public let path: String
+    /// The settings it was created with (threads from the opener).
+    public let options: Options
+    let env: LMDBEnvironment
+    let meta: LMDBDatabase, chunks: LMDBDatabase, nodes: LMDBDatabase, leaves: LMDBDatabase
+
+    static let formatVersion = 1
+
+    private init(path: String, env: LMDBEnvironment, options: Options) throws {
+        self.path = path
+        self.env = env
+        self.options = options
+        meta = try env.database("kv.meta", create: !env.readOnly)
+        chunks = try env.database("kv.chunks", create: !env.readOnly)
+        nodes = try env.database("kv.nodes", create: !env.readOnly)
+        leaves = try env.database("kv.leaves", create: !env.readOnly)
+    }
+
+    /// Creates a new store in directory `path` (made if missing; it must not hold a store).
+    /// - Throws: ``WStoreError/invalidArgument(_:)`` for bad options or an existing store, ``LMDBError``.
+    public static func create(at path: String, options: Options = Options()) throws -> KVStore {
+        guard options.chunkTokens > 0, options.budgetBytes >= 0, options.maxChunks >= 0, options.kivi.group > 0,
+              options.kivi.residual >= 0 else {
+            throw WStoreError.invalidArgument("chunk tokens and quantization group must be positive, budgets not negative")
+        }
+        if FileManager.default.fileExists(atPath: path + "/data.mdb") {
+            throw WStoreError.invalidArgument("\(path) already holds a store; open it instead")
+        }
+        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        var envOptions = LMDBEnvironment.Options()
+        envOptions.initialMapSize = 64 << 20
+        let env = try LMDBEnvironment(path: path, readOnly: false, options: envOptions)
+        let store = try KVStore(path: path, env: env, options: options)
+        let settings: [String: Any] = [
+            "format": "wstore-kv", "format_version": formatVersion, "chunk_tokens": options.chunkTokens,
+            "budget_bytes": options.budgetBytes, "max_chunks": options.maxChunks, "codec": options.codec.rawValue,
+            "kivi_group": options.kivi.group, "kivi_residual": options.kivi.residual,
+        ]
+        let json = [UInt8](try JSONSerialization.data(withJSONObject: settings, options: [.sortedKeys]))
+        try env.write { txn in
+            try json.withUnsafeBytes { try txn.put(store.meta, Array("settings".utf8), $0) }
+            try Counters().write(txn, store.meta)
+        }
+        return store
+    }
+
+    /// Opens an existing store; `readOnly` for inspection.
+    /// - Throws: ``WStoreError/notAStore(path:reason:)`` when `path` is not a KV store,
+    ///   ``WStoreError/newerFormat(what:found:supported:)`` for a newer one.
+    public static func open(at path: String, readOnly: Bool = false, threads: Int = 1) throws -> KVStore {
+        guard FileManager.default.fileExists(atPath: path + "/data.mdb") else {
+            throw WStoreError.notAStore(path: path, reason: "no data.mdb in it")
+        }
+        let env = try LMDBEnvironment(path: path, readOnly: readOnly)
+        let metaDB: LMDBDatabase
+        do { metaDB = try env.database("kv.meta") } catch {
+            throw WStoreError.notAStore(path: path, reason: "it is not a KV store (no kv.meta)")
+        }
+        let raw: [UInt8]? = try env.withRead { txn in try txn.get(metaDB, Array("settings".utf8)).map { Array($0) } }
+        guard let raw, let s = try? JSONSerialization.jsonObject(with: Data(raw)) as? [String: Any],
+              s["format"] as? String == "wstore-kv", let version = s["format_version"] as? Int else {
+            throw WStoreError.notAStore(path: path, reason: "its KV settings are missing or unreadable")
+        }
+        guard version <= formatVersion else {
+            throw WStoreError.newerFormat(what: "KV store \(path)", found: version, supported: formatVersion)
+        }
+        var o = Options()
+        guard let ct = s["chunk_tokens"] as? Int, ct > 0, let codecName = s["codec"] as? String,
+              let codec = KVCodec(rawValue: codecName) else {
+            throw WStoreError.notAStore(path: path, reason: "its KV settings are incomplete")
+        }
+        o.chunkTokens = ct
+        o.codec = codec
+        o.budgetBytes = s["budget_bytes"] as? Int ?? 0
+        o.maxChunks = s["max_chunks"] as? Int ?? 0
+        o.kivi = KIVIOptions(group: s["kivi_group"] as? Int ?? 64, residual: s["kivi_residual"] as? Int ?? 0)
+        o.threads = max(1, threads)
+        return try KVStore(path: path, env: env, options: o)
+    }
+
+    // MARK: store and lookup
+
+    /// Stores the whole chunks of `tokens` that are missing, and marks the present ones used.
+    ///
+    /// `kv` holds the keys and values of `tokens` (the same token count); a trailing partial
+    /// chunk is not stored. Then evicts least recently used leaves until the budget holds.
+    /// - Throws: ``WStoreError/invalidArgument(_:)`` when `kv` and `tokens` disagree, ``LMDBError``.
+    @discardableResult
+    public func store(tokens: [UInt32], model: String, salt: String = "", kv: KVCacheData) throws -> StoreResult {
+        guard kv.tokens == tokens.count else {
+            throw WStoreError.invalidArgument("KV cache holds \(kv.tokens) tokens for \(tokens.count) token ids")
+        }
+        let keys = PrefixKey.chain(tokens: tokens, chunkTokens: options.chunkTokens, model: model, salt: salt)
+        let present: [Bool] = try env.withRead { txn in
+            try keys.map { try txn.get(nodes, PrefixKey.bytes($0)) != nil }
+        }
+        // Encode the missing chunks before the write transaction (which may run twice).
+        var encoded: [Int: [UInt8]] = [:]
+        var raw = 0
+        for (i, p) in present.enumerated() where !p {
+            let part = kv.slice(tokens: i * options.chunkTokens ..< (i + 1) * options.chunkTokens)
+            encoded[i] = try KVChunk.encode(part, codec: options.codec, kivi: options.kivi, threads: options.threads)
+            raw += part.byteCount
+        }
+        return try env.write { txn in
+            var counters = try Counters.read(txn, meta)
+            var result = StoreResult(written: 0, present: 0, evicted: 0, storedBytes: 0, rawBytes: 0)
+            var parent: UInt64 = 0
+            for (i, key) in keys.enumerated() {
+                if var node = try Node.read(txn, nodes, key) {
+                    counters.clock += 1
+                    try touch(txn, key: key, node: &node, clock: counters.clock)
+                    result.present += 1
+                } else {
+                    guard let value = encoded[i] else {
+                        // Evicted between the read and this write: encode it now.
+                        let part = kv.slice(tokens: i * options.chunkTokens ..< (i + 1) * options.chunkTokens)
+                        let v = try KVChunk.encode(part, codec: options.codec, kivi: options.kivi)
+                        try insert(txn, key: key, parent: parent, depth: i, model: model, value: v, counters: &counters,
+                                   rawBytes: part.byteCount)
+                        result.written += 1
+                        result.storedBytes += v.count
+                        result.rawBytes += part.byteCount
+                        result.evicted += try evictToBudget(txn, counters: &counters)
+                        parent = key
+                        continue
+                    }
+                    let rawBytes = kv.layers.count * 2 * kv.layers[0].keys.heads * options.chunkTokens
+                        * kv.layers[0].keys.headDim * kv.layers[0].keys.elementSize
+                    try insert(txn, key: key, parent: parent, depth: i, model: model, value: value, counters: &counters,
+                               rawBytes: rawBytes)
+                    result.written += 1
+                    result.storedBytes += value.count
+                    result.rawBytes += rawBytes
+                    result.evicted += try evictToBudget(txn, counters: &counters)
+                }
+                parent = key
+            }
+            try counters.write(txn, meta)
+            return result
+        }
+    }
+
+    /// The number of leading whole chunks of `tokens` cached, without loading or touching them.
+    public func cachedChunks(tokens: [UInt32], model: String, salt: String = "") throws -> Int {
+        let keys = PrefixKey.chain(tokens: tokens, chunkTokens: options.chunkTokens, model: model, salt: salt)
+        return try env.withRead { txn in
+            var n = 0
+            for k in keys {
+                guard try txn.get(nodes, PrefixKey.bytes(k)) != nil else { break }
+                n += 1
+            }
+            return n
+        }
+    }
+
+    /// Finds the longest cached prefix of `tokens` in whole chunks, decodes it and marks it used.
+    /// - Throws: ``WStoreError/checksumMismatch(name:expected:actual:)`` or
+    ///   ``WStoreError/corruptRecord(name:reason:)`` when a chunk of the prefix is damaged:
+    ///   damaged bytes are reported, never returned. ``LMDBError`` from LMDB.
+    public func lookup(tokens: [UInt32], model: String, salt: String = "") throws -> Lookup {
+        let keys = PrefixKey.chain(tokens: tokens, chunkTokens: options.chunkTokens, model: model, salt: salt)
+        let parts: [KVCacheData] = try env.withRead { txn in
+            var parts: [KVCacheData] = []
+            for k in keys {
+                guard let value = try txn.get(chunks, PrefixKey.bytes(k)) else { break }
+                parts.append(try KVChunk.decode(value, name: "KV chunk \(hex(k))", threads: options.threads))
+            }
+            return parts
+        }
+        guard !parts.isEmpty else { return Lookup(tokens: 0, kv: nil, chunks: 0) }
+        if !env.readOnly {
+            try env.write { txn in
+                var counters = try Counters.read(txn, meta)
+                for k in keys.prefix(parts.count) {
+                    guard var node = try Node.read(txn, nodes, k) else { break }
+                    counters.clock += 1
+                    try touch(txn, key: k, node: &node, clock: counters.clock)
+                }
+                try counters.write(txn, meta)
+            }
+        }
+        let kv = try KVCacheData.concatenate(parts)
+        return Lookup(tokens: kv.tokens, kv: kv, chunks: parts.count)
+    }
+
+    /// Totals over the store.
+    public func stats() throws -> Stats {
+        try env.withRead { txn in
+            var s = Stats(chunks: 0, leaves: 0, storedBytes: 0, rawBytes: 0, chunksByModel: [:])
+            try txn.scan(nodes, prefix: []) { _, v in
+                let n = try Node.parse(v)
+                s.chunks += 1
+                if n.children == 0 { s.leaves += 1 }
+                s.storedBytes += n.storedBytes
+                s.rawBytes += n.rawBytes
+                s.chunksByModel[n.model, default: 0] += 1
+                return true
+            }
+            return s
+        }
+    }
+
+    /// Checks every chunk's header and checksums; returns the keys of damaged chunks with why.
+    public func verify() throws -> [(key: UInt64, error: String)] {
+        try env.withRead { txn in
+            var bad: [(UInt64, String)] = []
+            try txn.scan(chunks, prefix: []) { k, v in
+                let key = UInt64(bigEndian: k.loadUnaligned(as: UInt64.self))
+                do { _ = try KVChunk.decode(v, name: "KV chunk \(hex(key))") } catch { bad.append((key, "\(error)")) }
+                return true
+            }
+            return bad
+        }
+    }
+}
+
+func hex(_ v: UInt64) -> String {
+    let s = String(v, radix: 16)
+    return String(repeating: "0", count: 16 - s.count) + s
+}
+
+extension KVStore {
+    /// The stored bytes of one chunk, as they are (for tools and tests).
+    package func rawChunk(_ key: UInt64) throws -> [UInt8]? {
+        try env.withRead { txn in try txn.get(chunks, PrefixKey.bytes(key)).map { Array($0) } }
+    }
+}

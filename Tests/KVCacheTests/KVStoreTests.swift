@@ -1,0 +1,135 @@
+import Foundation
+import Testing
+@testable import KVCache
+
+@Suite struct KVStoreTests {
+    /// A small KV cache for `tokens` tokens whose values depend on the token ids (so prefixes agree).
+    func cache(_ tokens: [UInt32], layers: Int = 2, heads: Int = 2, dim: Int = 8) throws -> KVCacheData {
+        try KVCacheData(layers: (0 ..< layers).map { l in
+            var k = [Float](), v = [Float]()
+            for h in 0 ..< heads {
+                for t in tokens {
+                    for c in 0 ..< dim {
+                        k.append(Float(t % 1000) + Float(c) * 0.01 + Float(h + l))
+                        v.append(-Float(t % 1000) - Float(c) * 0.01 - Float(h + l))
+                    }
+                }
+            }
+            return try KVLayer(keys: KVTensor(floats: k, dtype: .f32, heads: heads, tokens: tokens.count, headDim: dim),
+                               values: KVTensor(floats: v, dtype: .f32, heads: heads, tokens: tokens.count, headDim: dim))
+        })
+    }
+
+    func options(chunk: Int = 4, maxChunks: Int = 0) -> KVStore.Options {
+        var o = KVStore.Options()
+        o.chunkTokens = chunk
+        o.maxChunks = maxChunks
+        return o
+    }
+
+    @Test func sharedAndDivergingPrefixes() throws {
+        let dir = temporaryDirectory("prefix")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try KVStore.create(at: dir + "/kv", options: options())
+        let a: [UInt32] = Array(1 ... 14)  // 3 whole chunks + 2 tokens
+        let r = try store.store(tokens: a, model: "m", kv: try cache(a))
+        #expect(r.written == 3 && r.present == 0)
+        // Same first 8 tokens, then different.
+        let b: [UInt32] = Array(1 ... 8) + [99, 98, 97, 96, 95, 94, 93, 92]
+        let found = try store.lookup(tokens: b, model: "m")
+        #expect(found.tokens == 8 && found.chunks == 2)
+        #expect(found.kv == (try cache(Array(a[0 ..< 8]))))
+        let r2 = try store.store(tokens: b, model: "m", kv: try cache(b))
+        #expect(r2.written == 2 && r2.present == 2)
+        #expect(try store.lookup(tokens: b, model: "m").tokens == 16)
+        #expect(try store.lookup(tokens: a, model: "m").tokens == 12)
+        // A difference in the first chunk finds nothing; so does another model or salt.
+        #expect(try store.lookup(tokens: [0] + Array(a.dropFirst()), model: "m").tokens == 0)
+        #expect(try store.lookup(tokens: a, model: "other").tokens == 0)
+        #expect(try store.lookup(tokens: a, model: "m", salt: "lora-1").tokens == 0)
+        // A chunk with the same tokens at another position is a different chunk.
+        #expect(try store.lookup(tokens: Array(a[4 ..< 12]) + Array(a[0 ..< 4]), model: "m").tokens == 0)
+        let stats = try store.stats()
+        #expect(stats.chunks == 5 && stats.leaves == 2 && stats.chunksByModel == ["m": 5])
+        // Reopened, it still answers.
+        let again = try KVStore.open(at: dir + "/kv", readOnly: true)
+        #expect(try again.lookup(tokens: b, model: "m").kv == (try cache(b)).slice(tokens: 0 ..< 16))
+    }
+
+    @Test func evictsLeastRecentlyUsedLeavesFirst() throws {
+        let dir = temporaryDirectory("evict")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let store = try KVStore.create(at: dir + "/kv", options: options(maxChunks: 4))
+        let a: [UInt32] = Array(1 ... 12)  // chunks a0 a1 a2
+        try store.store(tokens: a, model: "m", kv: try cache(a))
+        let b: [UInt32] = Array(101 ... 104)  // chunk b0
+        try store.store(tokens: b, model: "m", kv: try cache(b))
+        // Use a's first chunk: its chain a0 is now newer than b0, but a1, a2 are older still.
+        #expect(try store.lookup(tokens: Array(a[0 ..< 4]), model: "m").tokens == 4)
+        // A fifth chunk forces one eviction: the least recently used leaf is a2 (a0 and a1 are parents).
+        let c: [UInt32] = Array(201 ... 204)
+        let r = try store.store(tokens: c, model: "m", kv: try cache(c))
+        #expect(r.evicted == 1)
+        #expect(try store.lookup(tokens: a, model: "m").tokens == 8)  // a2 went; this touches a0, a1
+        #expect(try store.lookup(tokens: b, model: "m").tokens == 4)
+        // Next: the LRU leaf is now c0 (b0 was just used, a1 just used and a leaf again).
+        let d: [UInt32] = Array(301 ... 304)
+        try store.store(tokens: d, model: "m", kv: try cache(d))
+        #expect(try store.lookup(tokens: c, model: "m").tokens == 0)
+        #expect(try store.lookup(tokens: a, model: "m").tokens == 8)
+        // A parent is never evicted before its children: every cached chunk is reachable.
+        let s = try store.stats()
+        #expect(s.chunks == 4)
+    }
+
+    @Test func byteBudgetHolds() throws {
+        let dir = temporaryDirectory("budget")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var o = options()
+        o.budgetBytes = 6000
+        let store = try KVStore.create(at: dir + "/kv", options: o)
+        for i in 0 ..< 20 {
+            let t: [UInt32] = (0 ..< 8).map { UInt32(i * 100 + $0) }
+            try store.store(tokens: t, model: "m", kv: try cache(t))
+            #expect(try store.stats().storedBytes <= 6000)
+        }
+        #expect(try store.stats().chunks > 0)
+    }
+
+    @Test func corruptChunkIsReportedNeverReturned() throws {
+        let dir = temporaryDirectory("corrupt")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        for codec in [KVCodec.lossless, .int4] {
+            var o = options(chunk: 64)
+            o.codec = codec
+            let path = dir + "/kv-\(codec)"
+            var store: KVStore? = try KVStore.create(at: path, options: o)
+            var rng = TestRNG(state: 3)
+            let tokens: [UInt32] = (0 ..< 64).map { UInt32($0) }
+            let kv = try KVCacheData(layers: [KVLayer(
+                keys: KVTensor(floats: rng.normals(2 * 64 * 16), dtype: .f16, heads: 2, tokens: 64, headDim: 16),
+                values: KVTensor(floats: rng.normals(2 * 64 * 16), dtype: .f16, heads: 2, tokens: 64, headDim: 16))])
+            try store!.store(tokens: tokens, model: "m", kv: kv)
+            store = nil
+            // Flip one byte of the stored chunk's payload in the file.
+            let key = PrefixKey.chain(tokens: tokens, chunkTokens: 64, model: "m")[0]
+            let chunkBytes = try KVStore.open(at: path, readOnly: true).rawChunk(key)!
+            let needle = Array(chunkBytes.suffix(48).prefix(32))
+            var file = try Data(contentsOf: URL(fileURLWithPath: path + "/data.mdb"))
+            let at = try #require(file.firstRange(of: Data(needle)))
+            file[at.lowerBound + 5] ^= 0x5A
+            try file.write(to: URL(fileURLWithPath: path + "/data.mdb"))
+            let reopened = try KVStore.open(at: path)
+            #expect(throws: WStoreError.self) { _ = try reopened.lookup(tokens: tokens, model: "m") }
+            #expect(try reopened.verify().count == 1)
+        }
+    }
+
+    @Test func refusesWhatIsNotAStore() throws {
+        let dir = temporaryDirectory("notastore")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        #expect(throws: WStoreError.self) { _ = try KVStore.open(at: dir) }
+        _ = try KVStore.create(at: dir + "/kv")
+        #expect(throws: WStoreError.self) { _ = try KVStore.create(at: dir + "/kv") }
+    }
+}
