@@ -2,27 +2,204 @@ import ArgumentParser
 import Foundation
 import WeightStore
 
-/// `wstore inspect`: what a store holds.
+/// `wstore inspect`: what a store holds, as tables or JSON (format-spec/IMPORT-EXPORT.md §4).
 struct Inspect: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Show what a store holds.")
+    static let configuration = CommandConfiguration(
+        abstract: "Show what a store holds: models, experts per layer, sizes and ratios, the largest tensors.")
 
     @Argument(help: "The store directory.")
     var store: String
 
+    @Option(help: "Only this model namespace.")
+    var model: String?
+
+    @Flag(help: "Print JSON with the same facts.")
+    var json = false
+
+    @Flag(help: "List every tensor.")
+    var tensors = false
+
+    @Flag(help: "List every expert and its tensors.")
+    var experts = false
+
+    @Option(help: "How many of the largest tensors to list.")
+    var largest = 10
+
     func run() throws {
         let store = try WeightStore.open(at: self.store)
+        let report = try InspectReport.build(store, path: self.store, only: model, tensors: tensors, experts: experts, largest: largest)
+        if json {
+            let e = JSONEncoder()
+            e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try e.encode(report), as: UTF8.self))
+        } else {
+            print(report.text)
+        }
+    }
+}
+
+/// The facts `wstore inspect` shows; its JSON form is `inspect --json`.
+struct InspectReport: Codable {
+    struct Group: Codable {
+        var dtype: String
+        var codec: String
+        var tensors: Int
+        var raw_bytes: Int
+        var stored_bytes: Int
+    }
+    struct Layer: Codable {
+        var layer: Int
+        var experts: Int
+        var shared_experts: Int
+        var expert_tensors: Int
+        var raw_bytes: Int
+        var stored_bytes: Int
+    }
+    struct Tensor: Codable {
+        var name: String
+        var dtype: String
+        var shape: [Int]
+        var codec: String
+        var raw_bytes: Int
+        var stored_bytes: Int
+    }
+    struct Expert: Codable {
+        var layer: Int
+        var expert: Int
+        var shared: Bool
+        var parts: [String: String]
+    }
+    struct Model: Codable {
+        var name: String
+        var layers: Int?
+        var experts_per_layer: Int?
+        var top_k: Int?
+        var sources: [String]
+        var metadata_keys: Int
+        var tensor_count: Int
+        var raw_bytes: Int
+        var stored_bytes: Int
+        var experts_indexed: Int
+        var by_dtype_codec: [Group]
+        var expert_layers: [Layer]
+        var largest: [Tensor]
+        var tensors: [Tensor]?
+        var experts: [Expert]?
+    }
+    var store: String
+    var format_version: Int
+    var created_by: String
+    var created: String
+    var models: [Model]
+
+    static func build(_ store: WeightStore, path: String, only: String?, tensors listTensors: Bool, experts listExperts: Bool,
+                      largest: Int) throws -> InspectReport {
         let meta = try store.metadata()
-        print("store \(self.store): format v\(meta.formatVersion), created by \(meta.createdBy) at \(meta.created)")
-        for model in try store.models() {
-            let tensors = try store.tensors(model: model)
-            let raw = tensors.reduce(0) { $0 + $1.rawSize }, stored = tensors.reduce(0) { $0 + $1.storedSize }
-            let info = try store.modelInfo(model)
-            var line = "model \(model): \(tensors.count) tensors, \(formatBytes(raw)) raw, \(formatBytes(stored)) stored"
-            if raw > 0 { line += String(format: " (%.3fx)", Double(raw) / Double(max(stored, 1))) }
-            print(line)
-            if let info, let l = info.layers, let e = info.expertsPerLayer {
-                print("  \(l) layers × \(e) experts, top-\(info.topK.map(String.init) ?? "?"); \(try store.experts(model: model).count) experts indexed")
+        var models: [Model] = []
+        let names = try store.models()
+        if let only, !names.contains(only) { throw WStoreError.notFound("model \(only) in \(path) (it has: \(names.joined(separator: ", ")))") }
+        try store.withSnapshot { s in
+            for name in names where only == nil || only == name {
+                let info = try store.modelInfo(name)
+                let ts = try s.tensors(model: name)
+                let byName = Dictionary(uniqueKeysWithValues: ts.map { ($0.name, $0) })
+                var groups: [String: Group] = [:]
+                for t in ts {
+                    let k = "\(t.dtype)/\(t.codec)"
+                    var g = groups[k] ?? Group(dtype: "\(t.dtype)", codec: t.codec, tensors: 0, raw_bytes: 0, stored_bytes: 0)
+                    g.tensors += 1
+                    g.raw_bytes += t.rawSize
+                    g.stored_bytes += t.storedSize
+                    groups[k] = g
+                }
+                let ex = try s.experts(model: name)
+                var layers: [Int: Layer] = [:]
+                for e in ex {
+                    var l = layers[e.layer] ?? Layer(layer: e.layer, experts: 0, shared_experts: 0, expert_tensors: 0, raw_bytes: 0, stored_bytes: 0)
+                    if e.expert >= ExpertNaming.sharedExpertBase { l.shared_experts += 1 } else { l.experts += 1 }
+                    for t in e.parts.values {
+                        guard let i = byName[t] else { continue }
+                        l.expert_tensors += 1
+                        l.raw_bytes += i.rawSize
+                        l.stored_bytes += i.storedSize
+                    }
+                    layers[e.layer] = l
+                }
+                func row(_ t: TensorInfo) -> Tensor {
+                    Tensor(name: t.name, dtype: "\(t.dtype)", shape: t.shape, codec: t.codec, raw_bytes: t.rawSize, stored_bytes: t.storedSize)
+                }
+                let big = ts.sorted { ($0.rawSize, $1.name) > ($1.rawSize, $0.name) }.prefix(max(0, largest)).map(row)
+                models.append(Model(
+                    name: name, layers: info?.layers, experts_per_layer: info?.expertsPerLayer, top_k: info?.topK,
+                    sources: info?.sources ?? [], metadata_keys: info?.extra.count ?? 0, tensor_count: ts.count,
+                    raw_bytes: ts.reduce(0) { $0 + $1.rawSize }, stored_bytes: ts.reduce(0) { $0 + $1.storedSize },
+                    experts_indexed: ex.count,
+                    by_dtype_codec: groups.values.sorted { ($0.dtype, $0.codec) < ($1.dtype, $1.codec) },
+                    expert_layers: layers.values.sorted { $0.layer < $1.layer },
+                    largest: Array(big),
+                    tensors: listTensors ? ts.map(row) : nil,
+                    experts: listExperts ? ex.map { Expert(layer: $0.layer, expert: $0.expert,
+                                                           shared: $0.expert >= ExpertNaming.sharedExpertBase, parts: $0.parts) } : nil))
             }
         }
+        return InspectReport(store: path, format_version: meta.formatVersion, created_by: meta.createdBy, created: meta.created,
+                             models: models)
+    }
+
+    /// The human form: a summary line per model, then tables.
+    var text: String {
+        var out = ["store \(store): format v\(format_version), created by \(created_by) at \(created)"]
+        for m in models {
+            out.append("")
+            out.append("model \(m.name): \(m.tensor_count) tensors, \(formatBytes(m.raw_bytes)) raw, \(formatBytes(m.stored_bytes)) stored (\(formatRatio(raw: m.raw_bytes, stored: m.stored_bytes)))")
+            let moe = [m.layers.map { "\($0) layers" }, m.experts_per_layer.map { "\($0) experts per layer" },
+                       m.top_k.map { "top-\($0)" }].compactMap { $0 }
+            if !moe.isEmpty || m.experts_indexed > 0 {
+                out.append("  " + (moe + ["\(m.experts_indexed) experts indexed"]).joined(separator: ", "))
+            }
+            if !m.sources.isEmpty { out.append("  from " + m.sources.joined(separator: ", ")) }
+            if m.metadata_keys > 0 { out.append("  \(m.metadata_keys) metadata entries kept from the source") }
+            out.append("")
+            var g = TextTable("dtype", "codec", "tensors", "raw", "stored", "ratio")
+            for x in m.by_dtype_codec {
+                g.add(x.dtype, x.codec, "\(x.tensors)", formatBytes(x.raw_bytes), formatBytes(x.stored_bytes),
+                      formatRatio(raw: x.raw_bytes, stored: x.stored_bytes))
+            }
+            out.append(g.render(indent: "  "))
+            if !m.expert_layers.isEmpty {
+                out.append("")
+                var l = TextTable("layer", "experts", "shared", "tensors", "raw", "stored", "ratio")
+                for x in m.expert_layers {
+                    l.add("\(x.layer)", "\(x.experts)", "\(x.shared_experts)", "\(x.expert_tensors)", formatBytes(x.raw_bytes),
+                          formatBytes(x.stored_bytes), formatRatio(raw: x.raw_bytes, stored: x.stored_bytes))
+                }
+                out.append(l.render(indent: "  "))
+            }
+            func tensorTable(_ title: String, _ ts: [Tensor]) {
+                guard !ts.isEmpty else { return }
+                out.append("")
+                out.append("  \(title):")
+                var t = TextTable("tensor", "dtype", "shape", "codec", "raw", "stored", "ratio")
+                for x in ts {
+                    t.add(x.name, x.dtype, "[" + x.shape.map(String.init).joined(separator: ", ") + "]", x.codec,
+                          formatBytes(x.raw_bytes), formatBytes(x.stored_bytes), formatRatio(raw: x.raw_bytes, stored: x.stored_bytes))
+                }
+                out.append(t.render(indent: "  "))
+            }
+            tensorTable("largest tensors", m.largest)
+            if let ts = m.tensors { tensorTable("all tensors", ts) }
+            if let ex = m.experts, !ex.isEmpty {
+                out.append("")
+                var t = TextTable("layer", "expert", "part", "tensor")
+                for e in ex {
+                    for (part, tensor) in e.parts.sorted(by: { $0.key < $1.key }) {
+                        let label = e.shared ? "shared \(e.expert - ExpertNaming.sharedExpertBase)" : "\(e.expert)"
+                        t.add("\(e.layer)", label, part, tensor)
+                    }
+                }
+                out.append(t.render(indent: "  "))
+            }
+        }
+        return out.joined(separator: "\n")
     }
 }

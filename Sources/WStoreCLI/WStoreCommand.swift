@@ -10,6 +10,10 @@ public struct WStoreCommand: AsyncParsableCommand {
             Sample.self,
             Inspect.self,
             Bench.self,
+            Trace.self,
+            Pack.self,
+            Export.self,
+            Verify.self,
         ]
     )
 

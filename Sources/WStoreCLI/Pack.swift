@@ -1,0 +1,153 @@
+import ArgumentParser
+import Foundation
+import WStoreCore
+import WeightStore
+
+/// `wstore pack`: imports safetensors and GGUF checkpoints into a new store, atomically.
+struct Pack: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Pack safetensors / GGUF checkpoints into a new store.",
+        discussion: """
+        SRC is a .safetensors file, a sharded checkpoint's *.safetensors.index.json, a .gguf file, \
+        or a folder of them. The store is built beside STORE and moved into place only when \
+        complete; a store already at STORE is replaced atomically, and kept untouched on any failure.
+        """)
+
+    @Argument(help: "Checkpoint files or folders.")
+    var sources: [String]
+
+    @Option(name: .shortAndLong, help: "The store directory to write.")
+    var output: String
+
+    @Option(help: "Codec: auto (zstd planes, raw when that saves < 5%), raw, or zstd.")
+    var codec: CodecChoice = .auto
+
+    @Option(help: "zstd level for planes that are not byte-grouped floats (1-19).")
+    var level = 3
+
+    @Option(help: "Compression threads (default: every core).")
+    var threads: Int?
+
+    @Option(help: "Model namespace (default: the first source's name).")
+    var model: String?
+
+    @Option(help: "JSON file with extra expert-naming rules (format-spec/IMPORT-EXPORT.md).")
+    var mapping: String?
+
+    @Option(help: "Raw bytes per write transaction, in MiB.")
+    var batchMiB = 256
+
+    @Flag(help: "Print nothing but errors.")
+    var quiet = false
+
+    func validate() throws {
+        guard !sources.isEmpty else { throw ValidationError("give at least one source") }
+        guard (1 ... 22).contains(level) else { throw ValidationError("--level must be 1 to 22") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
+        guard batchMiB >= 1 else { throw ValidationError("--batch-mib must be at least 1") }
+    }
+
+    func run() throws {
+        let started = Date()
+        let naming = try mapping.map { try ExpertNaming(mappingFile: $0) } ?? ExpertNaming()
+        let checkpoint = try Checkpoint(paths: sources, naming: naming)
+        let modelName = model ?? Self.defaultModelName(sources[0])
+        let staged = try StagedStore(target: output)
+        staged.armSignals()
+        defer { staged.disarmSignals() }
+        let summary: (raw: Int, stored: Int)
+        do {
+            summary = try write(checkpoint, model: modelName, into: staged.staging)
+            try staged.commit()
+        } catch {
+            staged.discard()
+            throw error
+        }
+        if !quiet {
+            let t = Date().timeIntervalSince(started)
+            print(String(format: "packed %d tensors of %@ (%d files) into %@ as model %@: %@ stored, %.3fx, in %.1fs",
+                         checkpoint.tensors.count, formatBytes(summary.raw), checkpoint.files.count, output, modelName,
+                         formatBytes(summary.stored), Double(summary.raw) / Double(max(summary.stored, 1)), t))
+        }
+    }
+
+    /// The default model namespace: the source's file or folder name without extensions.
+    static func defaultModelName(_ source: String) -> String {
+        var name = URL(fileURLWithPath: source).standardizedFileURL.lastPathComponent
+        for ext in [".safetensors.index.json", ".safetensors", ".gguf"] where name.hasSuffix(ext) {
+            name.removeLast(ext.count)
+        }
+        return name.isEmpty ? WeightStore.defaultModel : name
+    }
+
+    /// Writes every tensor into a new store at `path`: records encoded on every core,
+    /// committed in batches of about `batchMiB` raw bytes, synced at the end.
+    private func write(_ ckpt: Checkpoint, model: String, into path: String) throws -> (raw: Int, stored: Int) {
+        var options = WeightStore.Options()
+        options.durable = false
+        let store = try WeightStore.create(at: path, options: options)
+        let workers = threads ?? System.activeProcessorCount
+        var encode = store.encodeOptions
+        encode.codec = codec
+        encode.level = Int32(level)
+        let total = ckpt.tensors.reduce(0) { $0 + $1.byteCount }
+        let progress = Progress(label: "pack", total: total, quiet: quiet)
+        let batchBytes = batchMiB << 20
+        var raw = 0, stored = 0, i = 0
+        while i < ckpt.tensors.count {
+            var j = i, bytes = 0
+            while j < ckpt.tensors.count, j == i || bytes + ckpt.tensors[j].byteCount <= batchBytes {
+                bytes += ckpt.tensors[j].byteCount
+                j += 1
+            }
+            let batch = Array(ckpt.tensors[i ..< j])
+            for t in batch { ckpt.prefetch(t) }
+            let records = try Self.encode(batch, ckpt: ckpt, options: encode, threads: workers)
+            try store.write { w in
+                for (t, r) in zip(batch, records) {
+                    try ckpt.withBytes(of: t) { src in
+                        _ = try w.putEncoded(r, source: src, name: t.name, model: model, dtype: t.dtype, shape: t.shape,
+                                             expert: t.expert)
+                    }
+                }
+            }
+            for r in records { stored += r.storedSize }
+            raw += bytes
+            progress.advance(bytes, note: "\(j)/\(ckpt.tensors.count) tensors")
+            i = j
+        }
+        var info = ckpt.modelInfo
+        info.name = model
+        try store.setModelInfo(info)
+        try store.sync()
+        progress.finish()
+        return (raw, stored)
+    }
+
+    /// Encodes a batch: large tensors one at a time with their frames on every thread,
+    /// small ones side by side, one per thread.
+    private static func encode(_ batch: [CheckpointTensor], ckpt: Checkpoint, options: EncodeOptions,
+                               threads: Int) throws -> [EncodedRecord] {
+        var out = [EncodedRecord?](repeating: nil, count: batch.count)
+        let large = options.frameSize * threads
+        var small: [Int] = []
+        for (k, t) in batch.enumerated() {
+            if t.byteCount >= large {
+                var o = options
+                o.threads = threads
+                out[k] = try ckpt.withBytes(of: t) { try RecordEncoder.encode($0, dtype: t.dtype, shape: t.shape, options: o) }
+            } else {
+                small.append(k)
+            }
+        }
+        try out.withUnsafeMutableBufferPointer { slots in
+            let slots = UncheckedSendable(slots)
+            try parallelFor(small.count, threads: threads) { n, _ in
+                let t = batch[small[n]]
+                let r = try ckpt.withBytes(of: t) { try RecordEncoder.encode($0, dtype: t.dtype, shape: t.shape, options: options) }
+                slots.value[small[n]] = r
+            }
+        }
+        return out.map { $0! }
+    }
+}

@@ -1,0 +1,52 @@
+import ArgumentParser
+import Foundation
+import WeightStore
+
+/// `wstore verify`: re-checks every checksum; names each corrupt tensor; exits 1 if any.
+struct Verify: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Re-check every tensor's checksum; exit 1 naming each corrupt tensor.")
+
+    @Argument(help: "The store directory.")
+    var store: String
+
+    @Flag(help: "Print JSON with the same facts.")
+    var json = false
+
+    @Option(help: "Decode threads (default: every core).")
+    var threads: Int?
+
+    /// The facts of `verify --json`.
+    struct Report: Codable {
+        struct Failure: Codable {
+            var model: String
+            var tensor: String
+            var reason: String
+        }
+        var store: String
+        var ok: Bool
+        var tensors_checked: Int
+        var bytes_checked: Int
+        var failures: [Failure]
+    }
+
+    func run() throws {
+        let store = try WeightStore.open(at: self.store)
+        let r = try threads.map { try store.verify(threads: $0) } ?? store.verify()
+        let report = Report(store: self.store, ok: r.failures.isEmpty, tensors_checked: r.tensorsChecked, bytes_checked: r.bytesChecked,
+                            failures: r.failures.map { .init(model: $0.model, tensor: $0.name, reason: $0.reason) })
+        if json {
+            let e = JSONEncoder()
+            e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try e.encode(report), as: UTF8.self))
+        } else {
+            if !r.failures.isEmpty {
+                var t = TextTable("model", "tensor", "problem")
+                for f in r.failures { t.add(f.model, f.name, f.reason) }
+                print(t.render())
+            }
+            print("\(report.ok ? "ok" : "CORRUPT"): \(r.tensorsChecked) tensors, \(formatBytes(r.bytesChecked)) checked, \(r.failures.count) corrupt")
+        }
+        if !report.ok { throw ExitCode(1) }
+    }
+}
