@@ -55,6 +55,7 @@ let package = Package(
         .testTarget(name: "WeightStoreTests", dependencies: ["WeightStore", "WStoreCore"]),
         .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "WStoreCore", "WStoreCLI"]),
         .testTarget(name: "CLITests", dependencies: ["WStoreCLI", "WeightStore"]),
+        .testTarget(name: "PackTests", dependencies: ["WStoreCLI", "WeightStore", "WStoreCore"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -35,7 +35,7 @@ struct Pack: ParsableCommand {
     var mapping: String?
 
     @Option(help: "Raw bytes per write transaction, in MiB.")
-    var batchMiB = 256
+    var batchMib = 256
 
     @Flag(help: "Print nothing but errors.")
     var quiet = false
@@ -44,7 +44,7 @@ struct Pack: ParsableCommand {
         guard !sources.isEmpty else { throw ValidationError("give at least one source") }
         guard (1 ... 22).contains(level) else { throw ValidationError("--level must be 1 to 22") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1") }
-        guard batchMiB >= 1 else { throw ValidationError("--batch-mib must be at least 1") }
+        guard batchMib >= 1 else { throw ValidationError("--batch-mib must be at least 1") }
     }
 
     func run() throws {
@@ -65,8 +65,8 @@ struct Pack: ParsableCommand {
         }
         if !quiet {
             let t = Date().timeIntervalSince(started)
-            print(String(format: "packed %d tensors of %@ (%d files) into %@ as model %@: %@ stored, %.3fx, in %.1fs",
-                         checkpoint.tensors.count, formatBytes(summary.raw), checkpoint.files.count, output, modelName,
+            print(String(format: "packed %d tensors of %@ (%d file%@) into %@ as model %@: %@ stored, %.3fx, in %.1fs",
+                         checkpoint.tensors.count, formatBytes(summary.raw), checkpoint.files.count, checkpoint.files.count == 1 ? "" : "s", output, modelName,
                          formatBytes(summary.stored), Double(summary.raw) / Double(max(summary.stored, 1)), t))
         }
     }
@@ -81,7 +81,7 @@ struct Pack: ParsableCommand {
     }
 
     /// Writes every tensor into a new store at `path`: records encoded on every core,
-    /// committed in batches of about `batchMiB` raw bytes, synced at the end.
+    /// committed in batches of about `batchMib` raw bytes, synced at the end.
     private func write(_ ckpt: Checkpoint, model: String, into path: String) throws -> (raw: Int, stored: Int) {
         var options = WeightStore.Options()
         options.durable = false
@@ -92,7 +92,7 @@ struct Pack: ParsableCommand {
         encode.level = Int32(level)
         let total = ckpt.tensors.reduce(0) { $0 + $1.byteCount }
         let progress = Progress(label: "pack", total: total, quiet: quiet)
-        let batchBytes = batchMiB << 20
+        let batchBytes = batchMib << 20
         var raw = 0, stored = 0, i = 0
         while i < ckpt.tensors.count {
             var j = i, bytes = 0

@@ -166,11 +166,11 @@ public final class GGUFFile: Sendable {
             guard t.offset % align == 0 else {
                 throw ImportError(file: path, "tensor \"\(t.name)\" has offset \(t.offset), not a multiple of the alignment \(align)")
             }
+            guard t.offset <= dataSize, t.size <= dataSize - t.offset else {
+                throw ImportError(file: path, "tensor \"\(t.name)\" (\(t.size) bytes at offset \(t.offset)) runs past the end of the data section (\(dataSize) bytes)")
+            }
             guard t.offset == expected else {
                 throw ImportError(file: path, "tensor \"\(t.name)\" has offset \(t.offset), expected \(expected) (tensors must follow each other)")
-            }
-            guard t.size <= dataSize - t.offset else {
-                throw ImportError(file: path, "tensor \"\(t.name)\" (\(t.size) bytes at offset \(t.offset)) runs past the end of the data section (\(dataSize) bytes)")
             }
             expected = t.offset + (t.size + align - 1) / align * align
             list.append(GGUFTensor(name: t.name, dims: t.dims, type: t.type,

