@@ -6,6 +6,8 @@ struct Bench: AsyncParsableCommand {
         abstract: "Benchmarks, each beside a baseline measured in the same run.",
         subcommands: [
             BenchCodec.self,
+            BenchKV.self,
+            BenchSnapKV.self,
         ]
     )
 }

@@ -9,6 +9,7 @@ public struct WStoreCommand: AsyncParsableCommand {
         subcommands: [
             Sample.self,
             Inspect.self,
+            KV.self,
             Bench.self,
             Trace.self,
             Pack.self,

@@ -1,0 +1,226 @@
+import ArgumentParser
+import Foundation
+import KVCache
+import WStoreCore
+
+/// `wstore bench kv`: prefix-cache hit rates of a request trace, and KV bytes through a real store.
+struct BenchKV: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "kv",
+        abstract: "Replay a Mooncake-format request trace: prefix-block and token hit rates; with --model-shape, put/get GB/s beside memcpy.",
+        discussion: """
+            A block hits while it is cached and every earlier block of its request hit. Two \
+            policies are replayed: plain LRU over blocks, and the store's own (least recently \
+            used leaf first). With --model-shape, the first --requests requests are also replayed \
+            through a real KV store holding generated KV bytes of that shape, one chunk per block; \
+            its hits are checked against the leaves-first replay of the same requests.
+            """)
+
+    @Option(help: "A Mooncake-format trace (JSON lines with timestamp, input_length, output_length, hash_ids).")
+    var trace: String?
+    @Option(help: "Without --trace: generate a trace of this many requests (and say so).") var generate = 2000
+    @Option(help: "Tokens per block of the trace.") var blockTokens = 512
+    @Option(help: "Cache capacity in blocks, comma-separated; 0 is unbounded.") var capacityBlocks = "0,20000,5000,1000"
+    @Option(help: "layers=32,kv_heads=8,head_dim=128,dtype=bf16: also move real KV bytes of this shape through a store.")
+    var modelShape: String?
+    @Option(help: "With --model-shape: requests replayed through the store.") var requests = 16
+    @Option(help: "With --model-shape: the store's codec.") var codec: KVCodec = .lossless
+    @Option(help: "With --model-shape: threads that encode and decode a chunk.") var threads = 1
+    @Option(help: "With --model-shape: the store directory (default: a temporary one, removed after).") var store: String?
+    @Flag(help: "Print JSON.") var json = false
+
+    struct Shape: Codable { var layers: Int, kvHeads: Int, headDim: Int, dtype: String }
+
+    struct StoreReport: Codable {
+        var shape: Shape, codec: String, requests: Int, capacityBlocks: Int
+        var hitBlocks: Int, replayHitBlocks: Int
+        var putBytes: Int, putSeconds: Double, getBytes: Int, getSeconds: Double, memcpyGBps: Double
+        var storedBytes: Int, rawBytes: Int
+        var putGBps: Double { putSeconds > 0 ? Double(putBytes) / putSeconds / 1e9 : 0 }
+        var getGBps: Double { getSeconds > 0 ? Double(getBytes) / getSeconds / 1e9 : 0 }
+        enum CodingKeys: String, CodingKey {
+            case shape, codec, requests, capacityBlocks, hitBlocks, replayHitBlocks, putBytes, putSeconds, getBytes,
+                 getSeconds, memcpyGBps, storedBytes, rawBytes
+        }
+    }
+
+    func capacities() throws -> [Int] {
+        try capacityBlocks.split(separator: ",").map {
+            guard let n = Int($0.trimmingCharacters(in: .whitespaces)), n >= 0 else {
+                throw ValidationError("--capacity-blocks takes non-negative integers, got \($0)")
+            }
+            return n
+        }
+    }
+
+    func validate() throws {
+        guard blockTokens > 0, requests > 0, threads > 0, generate > 0 else {
+            throw ValidationError("--block-tokens, --requests, --threads and --generate must be positive")
+        }
+        guard !(try capacities()).isEmpty else { throw ValidationError("--capacity-blocks is empty") }
+        if let modelShape { _ = try parseShape(modelShape) }
+    }
+
+    func parseShape(_ text: String) throws -> (Shape, DType) {
+        let kv = try parseKeyValues(text, option: "--model-shape")
+        func int(_ k: String) throws -> Int {
+            guard let s = kv[k], let n = Int(s), n > 0 else { throw ValidationError("--model-shape needs \(k)=N (positive)") }
+            return n
+        }
+        let name = kv["dtype"] ?? "bf16"
+        guard let dt = DType(safetensorsName: name.uppercased()), KVTensor.supportedDTypes.contains(dt) else {
+            throw ValidationError("--model-shape dtype must be f16, bf16 or f32")
+        }
+        for k in kv.keys where !["layers", "kv_heads", "head_dim", "dtype"].contains(k) {
+            throw ValidationError("--model-shape: unknown key \(k) (layers, kv_heads, head_dim, dtype)")
+        }
+        return (Shape(layers: try int("layers"), kvHeads: try int("kv_heads"), headDim: try int("head_dim"), dtype: name), dt)
+    }
+
+    func run() throws {
+        let label: String
+        let reqs: [TraceRequest]
+        if let trace {
+            reqs = try MooncakeTrace.read(path: trace)
+            label = trace
+        } else {
+            reqs = BenchKV.generatedTrace(requests: generate, seed: 1, blockTokens: blockTokens)
+            label = "generated trace (\(generate) requests; no --trace given)"
+        }
+        guard !reqs.isEmpty else { throw ValidationError("the trace holds no requests") }
+        var results: [PrefixReplay.Result] = []
+        for cap in try capacities() {
+            for policy in PrefixReplay.Policy.allCases {
+                results.append(PrefixReplay.run(reqs, capacityBlocks: cap, blockTokens: blockTokens, policy: policy))
+            }
+        }
+        var storeReport: StoreReport?
+        if let modelShape {
+            storeReport = try replayThroughStore(Array(reqs.prefix(requests)), shape: try parseShape(modelShape),
+                                                 capacity: try capacities()[0])
+        }
+        if json {
+            struct Report: Codable {
+                var trace: String, requests: Int, blockTokens: Int
+                var replays: [Row]
+                var store: StoreReport?
+            }
+            struct Row: Codable {
+                var policy: String, capacityBlocks: Int, blocks: Int, hitBlocks: Int, tokens: Int, hitTokens: Int
+                var evictions: Int, blockHitRate: Double, tokenHitRate: Double
+            }
+            let rows = results.map {
+                Row(policy: $0.policy.rawValue, capacityBlocks: $0.capacityBlocks, blocks: $0.blocks, hitBlocks: $0.hitBlocks,
+                    tokens: $0.tokens, hitTokens: $0.hitTokens, evictions: $0.evictions, blockHitRate: $0.blockHitRate,
+                    tokenHitRate: $0.tokenHitRate)
+            }
+            let enc = JSONEncoder()
+            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
+            print(String(decoding: try enc.encode(Report(trace: label, requests: reqs.count, blockTokens: blockTokens,
+                                                         replays: rows, store: storeReport)), as: UTF8.self))
+            return
+        }
+        print("trace: \(label): \(reqs.count) requests, \(results[0].blocks) blocks of \(blockTokens) tokens, \(results[0].tokens) prompt tokens")
+        print(Table(["capacity (blocks)", "policy", "block hit rate", "token hit rate", "hit blocks", "evictions"],
+                    results.map { r in
+                        [r.capacityBlocks == 0 ? "unbounded" : String(r.capacityBlocks), r.policy.rawValue,
+                         String(format: "%.2f%%", 100 * r.blockHitRate), String(format: "%.2f%%", 100 * r.tokenHitRate),
+                         String(r.hitBlocks), String(r.evictions)]
+                    }).render())
+        if let s = storeReport {
+            print()
+            print("store replay: first \(s.requests) requests, layers=\(s.shape.layers) kv_heads=\(s.shape.kvHeads) head_dim=\(s.shape.headDim) \(s.shape.dtype), codec \(s.codec), capacity \(s.capacityBlocks == 0 ? "unbounded" : "\(s.capacityBlocks) blocks")")
+            print(Table(["path", "GB/s", "x memcpy", "bytes"], [
+                ["memcpy (baseline)", String(format: "%.2f", s.memcpyGBps), "1.00", "-"],
+                ["put (encode + write)", String(format: "%.2f", s.putGBps), String(format: "%.2f", s.putGBps / s.memcpyGBps), formatBytes(s.putBytes)],
+                ["get (read + decode)", String(format: "%.2f", s.getGBps), String(format: "%.2f", s.getGBps / s.memcpyGBps), formatBytes(s.getBytes)],
+            ]).render())
+            print(String(format: "stored %@ for %@ raw (%.2fx); store hits %d blocks, leaves-first replay %d: %@",
+                         formatBytes(s.storedBytes), formatBytes(s.rawBytes), Double(s.rawBytes) / Double(max(s.storedBytes, 1)),
+                         s.hitBlocks, s.replayHitBlocks, s.hitBlocks == s.replayHitBlocks ? "equal" : "DIFFERENT"))
+        }
+    }
+
+    /// Replays `reqs` through a real store, one chunk per block, with generated KV bytes.
+    func replayThroughStore(_ reqs: [TraceRequest], shape: (Shape, DType), capacity: Int) throws -> StoreReport {
+        let (s, dtype) = shape
+        let dir = store ?? NSTemporaryDirectory() + "wstore-bench-kv-\(UUID().uuidString)"
+        defer { if store == nil { try? FileManager.default.removeItem(atPath: dir) } }
+        var o = KVStore.Options()
+        o.chunkTokens = blockTokens
+        o.codec = codec
+        o.maxChunks = capacity
+        o.threads = threads
+        let kvStore = try KVStore.create(at: dir, options: o)
+        // A pool of normal-distributed values; each block's tensors are a window of it chosen by the block id.
+        var rng = SplitMix64(seed: 42)
+        let perTensor = s.kvHeads * blockTokens * s.headDim
+        let poolFloats = (0 ..< (perTensor + 4099)).map { _ in Float(bitPattern: UInt32(rng.bf16Normal(count: 1, std: 1)[0]) << 16) }
+        let pool = FloatCodec.encode(poolFloats, as: dtype)
+        let esz = dtype.elementSize!
+        func block(_ id: Int) throws -> KVCacheData {
+            try KVCacheData(layers: (0 ..< s.layers).map { l in
+                let k = (id &* 131 &+ l &* 17) & 4095, v = (id &* 71 &+ l &* 29 &+ 2048) & 4095
+                return try KVLayer(
+                    keys: KVTensor(dtype: dtype, heads: s.kvHeads, tokens: blockTokens, headDim: s.headDim,
+                                   bytes: Array(pool[k * esz ..< (k + perTensor) * esz])),
+                    values: KVTensor(dtype: dtype, heads: s.kvHeads, tokens: blockTokens, headDim: s.headDim,
+                                     bytes: Array(pool[v * esz ..< (v + perTensor) * esz])))
+            })
+        }
+        var hits = 0, putBytes = 0, getBytes = 0, putSeconds = 0.0, getSeconds = 0.0
+        for r in reqs where !r.hashIDs.isEmpty {
+            let tokens = r.hashIDs.flatMap { id in (0 ..< blockTokens).map { UInt32(truncatingIfNeeded: id &* blockTokens &+ $0) } }
+            let (found, gt) = try kvTime { try kvStore.lookup(tokens: tokens, model: "bench") }
+            hits += found.chunks
+            getSeconds += gt
+            getBytes += found.kv?.byteCount ?? 0
+            let kv = try KVCacheData.concatenate(try r.hashIDs.map(block))
+            let (res, pt) = try kvTime { try kvStore.store(tokens: tokens, model: "bench", kv: kv) }
+            putSeconds += pt
+            putBytes += res.rawBytes
+        }
+        var replayHits = 0
+        _ = PrefixReplay.run(reqs.filter { !$0.hashIDs.isEmpty }, capacityBlocks: capacity, blockTokens: blockTokens,
+                             policy: .leavesFirst) { replayHits += $0 }
+        // memcpy of one block's bytes, repeated: the baseline.
+        let one = try block(0)
+        let bytes = one.byteCount
+        let src = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64)
+        let dst = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64)
+        defer { src.deallocate(); dst.deallocate() }
+        src.initializeMemory(as: UInt8.self, repeating: 1)
+        dst.initializeMemory(as: UInt8.self, repeating: 0)
+        let reps = max(3, min(50, (1 << 30) / max(bytes, 1)))
+        let (_, mt) = kvTime { for _ in 0 ..< reps { dst.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: bytes) } }
+        let stats = try kvStore.stats()
+        return StoreReport(shape: s, codec: codec.rawValue, requests: reqs.count, capacityBlocks: capacity, hitBlocks: hits,
+                           replayHitBlocks: replayHits, putBytes: putBytes, putSeconds: putSeconds, getBytes: getBytes,
+                           getSeconds: getSeconds, memcpyGBps: Double(bytes * reps) / mt / 1e9,
+                           storedBytes: stats.storedBytes, rawBytes: stats.rawBytes)
+    }
+
+    /// A trace with shared system prompts and growing conversations, in Mooncake's shape.
+    static func generatedTrace(requests: Int, seed: UInt64, blockTokens: Int) -> [TraceRequest] {
+        var rng = SplitMix64(seed: seed)
+        var next = 1000
+        var conversations: [[Int]] = []
+        var out: [TraceRequest] = []
+        for i in 0 ..< requests {
+            var ids: [Int]
+            if !conversations.isEmpty && rng.next() % 10 < 6 {
+                let c = Int(rng.next() % UInt64(conversations.count))
+                ids = conversations[c]
+                for _ in 0 ..< 1 + Int(rng.next() % 3) { ids.append(next); next += 1 }
+                conversations[c] = ids
+            } else {
+                ids = [Int(rng.next() % 4)]
+                for _ in 0 ..< 1 + Int(rng.next() % 8) { ids.append(next); next += 1 }
+                conversations.append(ids)
+            }
+            out.append(TraceRequest(timestamp: i * 300, inputLength: (ids.count - 1) * blockTokens + 1 + Int(rng.next() % UInt64(blockTokens)),
+                                    outputLength: 100, hashIDs: ids))
+        }
+        return out
+    }
+}
