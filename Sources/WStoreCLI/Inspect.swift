@@ -106,7 +106,7 @@ struct InspectReport: Codable {
                 var groups: [String: Group] = [:]
                 for t in ts {
                     let k = "\(t.dtype)/\(t.codec)"
-                    var g = groups[k] ?? Group(dtype: "\(t.dtype)", codec: t.codec, tensors: 0, raw_bytes: 0, stored_bytes: 0)
+                    var g = groups[k] ?? Group(dtype: displayName(t.dtype), codec: t.codec, tensors: 0, raw_bytes: 0, stored_bytes: 0)
                     g.tensors += 1
                     g.raw_bytes += t.rawSize
                     g.stored_bytes += t.storedSize
@@ -126,7 +126,7 @@ struct InspectReport: Codable {
                     layers[e.layer] = l
                 }
                 func row(_ t: TensorInfo) -> Tensor {
-                    Tensor(name: t.name, dtype: "\(t.dtype)", shape: t.shape, codec: t.codec, raw_bytes: t.rawSize, stored_bytes: t.storedSize)
+                    Tensor(name: t.name, dtype: displayName(t.dtype), shape: t.shape, codec: t.codec, raw_bytes: t.rawSize, stored_bytes: t.storedSize)
                 }
                 let big = ts.sorted { ($0.rawSize, $1.name) > ($1.rawSize, $0.name) }.prefix(max(0, largest)).map(row)
                 models.append(Model(
@@ -202,4 +202,10 @@ struct InspectReport: Codable {
         }
         return out.joined(separator: "\n")
     }
+}
+
+/// A dtype as inspect shows it: the wstore name, or `ggml:Q4_K` for opaque GGUF blocks.
+func displayName(_ d: DType) -> String {
+    if case .ggml(let id) = d { return "ggml:" + (GGMLType.byID(id)?.name ?? "\(id)") }
+    return "\(d)"
 }

@@ -36,7 +36,7 @@ struct StagedStore {
         }
         let prefix = ".\(name).wstore-pack-"
         for entry in (try? fm.contentsOfDirectory(atPath: parent)) ?? [] where entry.hasPrefix(prefix) {
-            if let pid = Int32(entry.dropFirst(prefix.count)), kill(pid, 0) == -1, errno == ESRCH {
+            if let pid = Int32(entry.dropFirst(prefix.count).prefix { $0.isNumber }), kill(pid, 0) == -1, errno == ESRCH {
                 try? fm.removeItem(atPath: parent + "/" + entry)
             }
         }

@@ -105,6 +105,9 @@ import WeightStore
         #expect(info.layers == 2 && info.expertsPerLayer == 4 && info.topK == 2)
         #expect(info.extra["gguf.general.architecture"] == "qwen2moe")
         #expect(info.extra["gguf.qwen2moe.context_length"] == "128")
+        let report = try InspectReport.build(s, path: dir.sub("g.wstore"), only: nil, tensors: false, experts: false, largest: 1)
+        #expect(Set(report.models[0].by_dtype_codec.map(\.dtype)) == ["f32", "f16", "ggml:Q8_0", "ggml:Q4_0"])
+        #expect(report.models[0].expert_layers.map(\.experts) == [4, 4])
         // The gguf package's own reader says what each slice must hold.
         try wstore("export", dir.sub("g.wstore"), "-o", dir.sub("g.safetensors"), "--quiet")
         let check = pythonCheck("gguf", src, dir.sub("g.safetensors"))
