@@ -8,6 +8,7 @@ struct Bench: AsyncParsableCommand {
             BenchCodec.self,
             BenchKV.self,
             BenchSnapKV.self,
+            BenchLoad.self,
         ]
     )
 }

@@ -1,16 +1,25 @@
 import CXXHash
 
-/// xxh3-64 of a byte range, the checksum of every record. The corresponding C
-/// function is `XXH3_64bits`.
+/// xxh3-64 of a byte range, the checksum of every record. On x86 this calls the
+/// run-time-dispatched entry point (AVX2/AVX-512 where available), which returns the
+/// same value as `XXH3_64bits`.
+/// The corresponding C function is `XXH3_64bits` (`XXH3_64bits_dispatch` on x86).
 @inline(__always)
 package func xxh3(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
+    #if arch(x86_64) || arch(i386)
+    XXH3_64bits_dispatch(bytes.baseAddress, bytes.count)
+    #else
     XXH3_64bits(bytes.baseAddress, bytes.count)
+    #endif
 }
 
-/// xxh3-64 with a seed: the chained hash of KV prefix chunks. The corresponding C
-/// function is `XXH3_64bits_withSeed`.
+/// xxh3-64 with a seed: the chained hash of KV prefix chunks.
+/// The corresponding C function is `XXH3_64bits_withSeed`.
 @inline(__always)
 package func xxh3(_ bytes: UnsafeRawBufferPointer, seed: UInt64) -> UInt64 {
+    #if arch(x86_64) || arch(i386)
+    XXH3_64bits_withSeed_dispatch(bytes.baseAddress, bytes.count, seed)
+    #else
     XXH3_64bits_withSeed(bytes.baseAddress, bytes.count, seed)
+    #endif
 }
-

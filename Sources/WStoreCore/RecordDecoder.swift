@@ -1,25 +1,31 @@
+import Synchronization
+
 /// Turns a record back into the tensor's bytes.
 package enum RecordDecoder {
     /// Decodes `record` into `dst` (exactly `record.rawSize` bytes), frames on up to
     /// `threads` threads, then checks the xxh3-64 of the result against the header.
     ///
+    /// A compressed record is always checked. A raw record is a plain copy, checked
+    /// only when `verify` is set (as for zero-copy reads): hashing costs about as much
+    /// as the copy itself.
     /// `dst` should be at least 4-byte aligned for the fastest path; any alignment works.
     /// - Throws: ``WStoreError/checksumMismatch(name:expected:actual:)`` when the bytes
     ///   are not those that were written (`dst` then holds garbage, never a partial
     ///   success), ``WStoreError/corruptRecord(name:reason:)`` when a frame does not decode.
     package static func decode(_ record: RecordView, name: String, into dst: UnsafeMutableRawBufferPointer,
-                               threads: Int = 1) throws {
+                               threads: Int = 1, verify: Bool = true) throws {
         guard dst.count == record.rawSize else {
             throw WStoreError.invalidArgument("buffer of \(dst.count) bytes for \(name), which has \(record.rawSize)")
         }
-        guard record.rawSize > 0 else { return try verify(record, name: name, UnsafeRawBufferPointer(dst)) }
+        guard record.rawSize > 0 else { return try self.verify(record, name: name, UnsafeRawBufferPointer(dst)) }
         switch record.codec {
         case .raw:
             dst.baseAddress!.copyMemory(from: record.payload.baseAddress!, byteCount: record.rawSize)
+            if verify { try self.verify(record, name: name, UnsafeRawBufferPointer(dst)) }
         case .zstd:
             try decodeFrames(record, name: name, into: dst, threads: threads)
+            try self.verify(record, name: name, UnsafeRawBufferPointer(dst))
         }
-        try verify(record, name: name, UnsafeRawBufferPointer(dst))
     }
 
     /// Checks `bytes` against the record's stored checksum.
@@ -37,8 +43,8 @@ package enum RecordDecoder {
         let transform = record.transform
         // Per worker: room for every plane of one frame (compressed planes decode here).
         let scratchPerWorker = transform == .none ? 0 : record.frameSize
-        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, workers * scratchPerWorker), alignment: 64)
-        defer { scratch.deallocate() }
+        let scratch = ScratchPool.take(max(1, workers * scratchPerWorker))
+        defer { ScratchPool.give(scratch) }
         let payload = record.payload
         try parallelFor(record.frameCount, threads: workers) { f, w in
             let rawStart = f * record.frameSize
@@ -81,5 +87,31 @@ package enum RecordDecoder {
         } catch let e as ZstdError {
             throw WStoreError.corruptRecord(name: name, reason: "frame \(frame) does not decode: \(e.message)")
         }
+    }
+}
+
+/// Reusable decode scratch buffers: a fresh large allocation costs a page fault per
+/// page on every decode, which is as much as the decode of a small frame.
+enum ScratchPool {
+    private static let free = Mutex<[UncheckedSendable<UnsafeMutableRawBufferPointer>]>([])
+    /// Buffers kept at most; more are released.
+    private static let keep = 8
+
+    static func take(_ size: Int) -> UnsafeMutableRawBufferPointer {
+        let found = free.withLock { list -> UnsafeMutableRawBufferPointer? in
+            guard let i = list.firstIndex(where: { $0.value.count >= size }) else { return nil }
+            return list.remove(at: i).value
+        }
+        return found ?? .allocate(byteCount: size, alignment: 64)
+    }
+
+    static func give(_ buffer: UnsafeMutableRawBufferPointer) {
+        let spill = free.withLock { list -> UnsafeMutableRawBufferPointer? in
+            list.append(UncheckedSendable(buffer))
+            guard list.count > keep else { return nil }
+            let smallest = list.indices.min { list[$0].value.count < list[$1].value.count }!
+            return list.remove(at: smallest).value
+        }
+        spill?.deallocate()
     }
 }

@@ -49,13 +49,17 @@ extension WeightStore {
 
         /// Decodes tensor `name` into `buffer` (exactly its raw size), frames on up to
         /// `threads` threads, and checks its checksum. Works for raw records too (a copy).
+        ///
+        /// - Parameter verify: for a raw record, whether to check the checksum of the copy
+        ///   (hashing costs about as much as copying); a compressed record is always checked.
         /// - Throws: ``WStoreError/checksumMismatch(name:expected:actual:)`` rather than
         ///   return wrong bytes.
         @discardableResult
         public func read(_ name: String, model: String = WeightStore.defaultModel,
-                         into buffer: UnsafeMutableRawBufferPointer, threads: Int = 1) throws -> TensorInfo {
+                         into buffer: UnsafeMutableRawBufferPointer, threads: Int = 1,
+                         verify: Bool = true) throws -> TensorInfo {
             let r = try requireRecord(name, model: model)
-            try RecordDecoder.decode(r, name: "\(model)/\(name)", into: buffer, threads: threads)
+            try RecordDecoder.decode(r, name: "\(model)/\(name)", into: buffer, threads: threads, verify: verify)
             return TensorInfo(model: model, name: name, record: r)
         }
 

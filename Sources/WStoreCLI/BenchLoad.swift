@@ -1,0 +1,253 @@
+import ArgumentParser
+import Foundation
+import Histogram
+import WeightStore
+import WStoreCore
+
+/// `wstore bench load`: how fast tensors come out of a store, beside memcpy and a
+/// plain read of the same tensor from its safetensors file, measured in one run.
+struct BenchLoad: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "load",
+        abstract: "Load-path latency and throughput of a store beside memcpy and safetensors reads.")
+
+    @Argument(help: "The store directory.") var store: String
+    @Option(help: "Only tensors whose name matches this glob (fnmatch).") var tensors: String?
+    @Flag(help: "Measure whole experts (all parts of one expert per access).") var experts = false
+    @Option(help: "Model namespace (default: the store's only or first model).") var model: String?
+    @Option(help: "Threads for the parallel materialize.") var threads = defaultThreadCount
+    @Flag(help: "Drop the files' pages from memory before every access.") var cold = false
+    @Option(help: "The safetensors file the store was packed from: adds pread and mmap baselines.") var source: String?
+    @Option(help: "Accesses per item and path (warm runs).") var iterations = 5
+    @Option(help: "At most this many items (tensors or experts), largest first.") var limit = 64
+    @Flag(help: "Print JSON.") var json = false
+
+    func validate() throws {
+        guard !(experts && tensors != nil) else { throw ValidationError("--tensors and --experts exclude each other") }
+        guard threads >= 1, iterations >= 1, limit >= 1 else { throw ValidationError("--threads, --iterations and --limit must be ≥ 1") }
+    }
+
+    /// One thing loaded per access: a tensor, or every part of an expert.
+    struct Item {
+        var label: String
+        var names: [String]
+        var sizes: [Int]
+        var raw: Bool
+        var bytes: Int { sizes.reduce(0, +) }
+    }
+
+    /// Latencies (ns) and totals of one load path.
+    struct PathResult {
+        var name: String
+        var histogram = Histogram<UInt64>(highestTrackableValue: 600_000_000_000, numberOfSignificantValueDigits: .three)
+        var bytes = 0
+        var seconds = 0.0
+        var count: UInt64 { histogram.totalCount }
+        var gbps: Double { seconds > 0 ? Double(bytes) / seconds / 1e9 : 0 }
+
+        init(_ name: String) { self.name = name }
+
+        mutating func record(bytes: Int, _ body: () throws -> Void) rethrows {
+            let t0 = ContinuousClock.now
+            try body()
+            let d = ContinuousClock.now - t0
+            let ns = UInt64(d.components.seconds) * 1_000_000_000 + UInt64(d.components.attoseconds / 1_000_000_000)
+            _ = histogram.record(max(ns, 1))
+            self.bytes += bytes
+            seconds += Double(ns) / 1e9
+        }
+    }
+
+    func run() throws {
+        let store = try WeightStore.open(at: self.store)
+        guard let model = try model ?? store.models().first else { throw ValidationError("\(self.store) holds no model") }
+        let items = try selectItems(store, model: model)
+        guard !items.isEmpty else { throw ValidationError("no tensors selected in model \(model)") }
+        let sourceFile = try source.map { try SafetensorsFile(path: $0) }
+        let reader = source.flatMap { ReadOnlyFile(path: $0) }
+        let reps = cold ? 1 : iterations
+        let maxBytes = items.map(\.bytes).max()!
+        let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(maxBytes, 1), alignment: 64)
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: max(maxBytes, 1), alignment: 64)
+        defer { buffer.deallocate(); scratch.deallocate() }
+        memset(buffer.baseAddress!, 1, buffer.count)  // fault the pages in once, outside the timings
+        memset(scratch.baseAddress!, 1, scratch.count)
+
+        func coldStart(_ item: Item) throws {
+            guard cold else { return }
+            for n in item.names { try store.evictFromMemory(n, model: model) }
+        }
+
+        var results: [PathResult] = []
+        let rawItems = items.filter(\.raw)
+
+        // Zero-copy: lend the bytes; first only the lookup, then touching every page.
+        if !rawItems.isEmpty {
+            var lookup = PathResult("zero-copy lookup")
+            var touch = PathResult("zero-copy, touch every page")
+            for item in rawItems {
+                for _ in 0 ..< (cold ? 1 : max(reps, 200)) {
+                    try coldStart(item)
+                    try lookup.record(bytes: 0) {
+                        try store.withSnapshot { s in
+                            for n in item.names { try s.withTensor(n, model: model) { b, _ in blackHole(b.baseAddress) } }
+                        }
+                    }
+                }
+                for _ in 0 ..< reps {
+                    try coldStart(item)
+                    try touch.record(bytes: item.bytes) {
+                        try store.withSnapshot { s in
+                            for n in item.names { try s.withTensor(n, model: model) { b, _ in touchPages(b) } }
+                        }
+                    }
+                }
+            }
+            results += [lookup, touch]
+        }
+
+        // Materialize: a private copy (raw) or a decode (compressed), checksum checked;
+        // and, for raw records, the plain copy without the checksum.
+        var variants = Array(Set([1, threads])).sorted().map { (threads: $0, verify: true, items: items) }
+        if !rawItems.isEmpty { variants.append((threads: 1, verify: false, items: rawItems)) }
+        for v in variants {
+            let label = v.verify ? "materialize, \(v.threads) thread\(v.threads == 1 ? "" : "s")" : "materialize raw, no checksum"
+            var path = PathResult(label)
+            for item in v.items {
+                for _ in 0 ..< reps {
+                    try coldStart(item)
+                    try path.record(bytes: item.bytes) {
+                        try store.withSnapshot { s in
+                            var at = 0
+                            for (n, size) in zip(item.names, item.sizes) {
+                                try s.read(n, model: model, into: UnsafeMutableRawBufferPointer(rebasing: buffer[at ..< at + size]),
+                                           threads: v.threads, verify: v.verify)
+                                at += size
+                            }
+                        }
+                    }
+                }
+            }
+            results.append(path)
+        }
+
+        // Baselines on the same bytes.
+        var memcpyPath = PathResult("memcpy (baseline)")
+        for item in items {
+            for _ in 0 ..< reps {
+                memcpyPath.record(bytes: item.bytes) {
+                    buffer.baseAddress!.copyMemory(from: scratch.baseAddress!, byteCount: item.bytes)
+                }
+            }
+        }
+        results.append(memcpyPath)
+
+        var preadIndex: Int?
+        if let sourceFile, let reader {
+            let matched = items.filter { $0.names.allSatisfy { sourceFile.tensor(named: $0) != nil } }
+            var pread = PathResult("safetensors pread (baseline)")
+            var mapped = PathResult("safetensors mmap + copy")
+            for item in matched {
+                let ranges = item.names.map { sourceFile.tensor(named: $0)! }
+                for _ in 0 ..< reps {
+                    if cold { reader.dropCache() }
+                    var ok = true
+                    pread.record(bytes: item.bytes) {
+                        var at = 0
+                        for t in ranges {
+                            ok = reader.pread(into: UnsafeMutableRawBufferPointer(rebasing: buffer[at ..< at + t.byteCount]),
+                                              at: t.byteRange.lowerBound) && ok
+                            at += t.byteCount
+                        }
+                    }
+                    guard ok else { throw ValidationError("\(reader.path): short read") }
+                    if cold {
+                        for t in ranges { sourceFile.withBytes(of: t) { PageCache.unmapPages($0) } }
+                        reader.dropCache()
+                    }
+                    mapped.record(bytes: item.bytes) {
+                        var at = 0
+                        for t in ranges {
+                            sourceFile.withBytes(of: t) { (buffer.baseAddress! + at).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                            at += t.byteCount
+                        }
+                    }
+                }
+            }
+            if pread.count > 0 {
+                preadIndex = results.count
+                results += [pread, mapped]
+            }
+        }
+        report(results, items: items, model: model, memcpy: memcpyPath, pread: preadIndex.map { results[$0] })
+    }
+
+    private func selectItems(_ store: WeightStore, model: String) throws -> [Item] {
+        try store.withSnapshot { s in
+            var items: [Item] = []
+            if experts {
+                for e in try s.experts(model: model) {
+                    let names = e.parts.keys.sorted().map { e.parts[$0]! }
+                    let infos = try names.map { try s.info($0, model: model) }
+                    items.append(Item(label: "layer \(e.layer) expert \(e.expert)", names: names,
+                                      sizes: infos.map(\.rawSize), raw: infos.allSatisfy(\.isRaw)))
+                }
+            } else {
+                for t in try s.tensors(model: model) where tensors.map({ fnmatch($0, t.name, 0) == 0 }) ?? true {
+                    items.append(Item(label: t.name, names: [t.name], sizes: [t.rawSize], raw: t.isRaw))
+                }
+            }
+            return Array(items.sorted { $0.bytes > $1.bytes }.prefix(limit))
+        }
+    }
+
+    private func report(_ results: [PathResult], items: [Item], model: String, memcpy: PathResult, pread: PathResult?) {
+        func us(_ ns: UInt64) -> Double { Double(ns) / 1000 }
+        if json {
+            let paths: [[String: Any]] = results.map { r in
+                var o: [String: Any] = [
+                    "path": r.name, "accesses": r.count, "bytes": r.bytes,
+                    "p50_us": us(r.histogram.valueAtPercentile(50)), "p99_us": us(r.histogram.valueAtPercentile(99)),
+                    "gbps": r.gbps,
+                ]
+                if r.bytes > 0 { o["vs_memcpy"] = r.gbps / memcpy.gbps }
+                if let pread, r.bytes > 0 { o["vs_safetensors_pread"] = r.gbps / pread.gbps }
+                return o
+            }
+            let obj: [String: Any] = [
+                "store": store, "model": model, "items": items.count, "unit": experts ? "expert" : "tensor",
+                "bytes_per_pass": items.reduce(0) { $0 + $1.bytes }, "cold": cold, "threads": threads, "paths": paths,
+            ]
+            let data = try! JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        let raw = items.filter(\.raw).count
+        print("\(store) model \(model): \(items.count) \(experts ? "experts" : "tensors") (\(raw) raw), "
+              + "\(formatBytes(items.reduce(0) { $0 + $1.bytes })) per pass, \(cold ? "cold (pages dropped before each access)" : "warm")")
+        let rows = results.map { r -> [String] in
+            [r.name, "\(r.count)", String(format: "%.2f", us(r.histogram.valueAtPercentile(50))),
+             String(format: "%.2f", us(r.histogram.valueAtPercentile(99))),
+             r.bytes > 0 ? String(format: "%.2f", r.gbps) : "—",
+             r.bytes > 0 ? String(format: "%.2f", r.gbps / memcpy.gbps) : "—",
+             pread.map { p in r.bytes > 0 ? String(format: "%.2f", r.gbps / p.gbps) : "—" } ?? "—"]
+        }
+        print(Table(["path", "accesses", "p50 µs", "p99 µs", "GB/s", "× memcpy", "× st pread"], rows).render())
+    }
+}
+
+/// Reads one byte of every page of `bytes`, so each page is really mapped in.
+@inline(never)
+func touchPages(_ bytes: UnsafeRawBufferPointer) {
+    var acc: UInt8 = 0
+    var i = 0
+    while i < bytes.count {
+        acc &+= bytes[i]
+        i += 4096
+    }
+    blackHole(acc)
+}
+
+/// Keeps the optimizer from dropping a computation.
+@inline(never)
+func blackHole<T>(_ value: T) { withExtendedLifetime(value) {} }
