@@ -56,6 +56,7 @@ let package = Package(
         .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "WStoreCore", "WStoreCLI"]),
         .testTarget(name: "CLITests", dependencies: ["WStoreCLI", "WeightStore"]),
         .testTarget(name: "PackTests", dependencies: ["WStoreCLI", "WeightStore", "WStoreCore"]),
+        .testTarget(name: "ResidencyTests", dependencies: ["WeightStore", "WStoreCLI"]),
     ],
     swiftLanguageModes: [.v6]
 )

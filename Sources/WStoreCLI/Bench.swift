@@ -9,6 +9,7 @@ struct Bench: AsyncParsableCommand {
             BenchKV.self,
             BenchSnapKV.self,
             BenchLoad.self,
+            BenchCache.self,
         ]
     )
 }

@@ -1,0 +1,250 @@
+import ArgumentParser
+import Dispatch
+import Foundation
+import Histogram
+import WeightStore
+
+/// `wstore bench cache`: replays a routing trace against every residency policy, with
+/// Belady's MIN beside every figure.
+struct BenchCache: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "cache",
+        abstract: "Replay a routing trace against residency policies, Belady's MIN beside each figure.",
+        discussion: """
+            Without --store the replay is a pure simulation of equal-sized experts. With --store, \
+            misses really load from the store through a ResidencyManager, and the report adds \
+            stall time p50/p99 and the cost of acquiring a resident expert.
+            """)
+
+    @Option(help: "The routing trace (format-spec/ROUTING-TRACE.md).") var trace: String
+    @Option(help: "Experts that fit: a count, or a percentage of all experts such as 50%.") var capacity: String?
+    @Option(help: "Bytes that fit (needs expert_bytes in the trace header, or --store).") var budget: Int?
+    @Option(help: "A policy name (\(ResidencyPolicyKind.allCases.map(\.rawValue).joined(separator: ", "))) or all.")
+    var policy = "all"
+    @Flag(help: "Issue the trace's predictions as prefetch hints one layer ahead.") var prefetch = false
+    @Option(help: "Replay through a ResidencyManager over this store (real loads).") var store: String?
+    @Option(help: "The model namespace in --store (default: the trace's model, else the store's only model).")
+    var model: String?
+    @Option(help: "With --store: microseconds of compute to spin per layer, which prefetches can hide.")
+    var layerTimeUs = 0
+    @Flag(help: "Print one JSON object.") var json = false
+
+    func validate() throws {
+        guard (capacity == nil) != (budget == nil) else { throw ValidationError("give exactly one of --capacity and --budget") }
+        if policy != "all" && ResidencyPolicyKind(rawValue: policy) == nil {
+            throw ValidationError("unknown policy \(policy); choose one of \(ResidencyPolicyKind.allCases.map(\.rawValue).joined(separator: ", ")) or all")
+        }
+        if layerTimeUs < 0 { throw ValidationError("--layer-time-us must not be negative") }
+    }
+
+    func run() throws {
+        let report = try makeReport()
+        if json {
+            print(String(decoding: try CacheBenchFormat.json.encode(report), as: UTF8.self))
+        } else {
+            printHuman(report)
+        }
+    }
+
+    /// Replays the trace and gathers every figure.
+    func makeReport() throws -> Report {
+        let trace = try RoutingTrace.load(path: self.trace)
+        let g = trace.header.geometry
+        let kinds = policy == "all" ? ResidencyPolicyKind.allCases : [ResidencyPolicyKind(rawValue: policy)!]
+        let opened = try store.map { try WeightStore.open(at: $0) }
+        let modelName = try opened.map { try resolveModel($0, trace: trace) }
+        let expertBytes = try opened.map { try ResidencyManager(store: $0, model: modelName!, budget: Int.max).expertBytes }
+            ?? trace.header.expertBytes
+        let cap = try resolveCapacity(total: g.count, expertBytes: expertBytes)
+        if prefetch && !trace.hasPredictions {
+            throw WStoreError.invalidArgument("--prefetch needs predictions, and trace \(self.trace) has none")
+        }
+        let oracle = BeladyMIN.run(trace, capacity: cap)
+        var rows: [PolicyReport] = []
+        for kind in kinds {
+            if let opened {
+                rows.append(try replayStore(trace, kind: kind, store: opened, model: modelName!, capacity: cap,
+                                            expertBytes: expertBytes!))
+            } else {
+                let r = ResidencySimulator.run(trace, policy: kind.make(geometry: g, capacity: cap), capacity: cap, prefetch: prefetch)
+                rows.append(PolicyReport(r))
+            }
+        }
+        let lru = rows.first { $0.policy == "lru" }
+        for i in rows.indices {
+            if let lru, oracle.hitRate - lru.hit_rate > 1e-12 {
+                rows[i].gap_closed = (rows[i].hit_rate - lru.hit_rate) / (oracle.hitRate - lru.hit_rate)
+            }
+        }
+        return Report(trace: self.trace, note: trace.header.note, layers: g.layers, experts: g.experts, top_k: g.topK,
+                            tokens: trace.tokenCount, accesses: trace.accessCount, capacity: cap,
+                            residency: Double(cap) / Double(g.count), prefetch: prefetch, store: store,
+                            min_hit_rate: oracle.hitRate, min_loads_per_access: oracle.loadsPerAccess,
+                            min_per_layer: oracle.perLayerHitRate, policies: rows)
+    }
+
+    private func resolveModel(_ store: WeightStore, trace: RoutingTrace) throws -> String {
+        if let model { return model }
+        let models = try store.models().filter { !((try? store.experts(model: $0).isEmpty) ?? true) }
+        if let m = trace.header.model, models.contains(m) { return m }
+        guard models.count == 1 else {
+            throw WStoreError.invalidArgument(models.isEmpty ? "store \(self.store!) has no indexed experts"
+                : "store \(self.store!) has several models with experts (\(models.joined(separator: ", "))); name one with --model")
+        }
+        return models[0]
+    }
+
+    private func resolveCapacity(total: Int, expertBytes: Int?) throws -> Int {
+        let cap: Int
+        if let budget {
+            guard let expertBytes, expertBytes > 0 else {
+                throw WStoreError.invalidArgument("--budget needs the expert size: give --store, or a trace whose header has expert_bytes")
+            }
+            cap = budget / expertBytes
+        } else {
+            let text = capacity!.trimmingCharacters(in: .whitespaces)
+            if text.hasSuffix("%"), let p = Double(text.dropLast()), p > 0, p <= 100 {
+                cap = Int((Double(total) * p / 100).rounded())
+            } else if let n = Int(text) {
+                cap = n
+            } else {
+                throw WStoreError.invalidArgument("--capacity takes a count or a percentage such as 50%, got \(text)")
+            }
+        }
+        guard cap >= 1 else { throw WStoreError.invalidArgument("the budget holds no expert; raise --capacity or --budget") }
+        return min(cap, total)
+    }
+
+    /// Replays through a real ResidencyManager: every access is acquire + release, on one thread.
+    private func replayStore(_ trace: RoutingTrace, kind: ResidencyPolicyKind, store: WeightStore, model: String,
+                             capacity: Int, expertBytes: Int) throws -> PolicyReport {
+        var options = ResidencyManager.Options()
+        options.policy = kind
+        let m = try ResidencyManager(store: store, model: model, budget: budget ?? capacity * expertBytes, options: options)
+        let g = trace.header.geometry
+        guard g.layers <= m.geometry.layers, g.experts <= m.geometry.experts else {
+            throw WStoreError.invalidArgument("trace routes over \(g.layers) layers × \(g.experts) experts, but model \(model) in the store has \(m.geometry.layers) × \(m.geometry.experts)")
+        }
+        var stalls = Histogram<UInt64>(highestTrackableValue: 60_000_000_000)
+        var hitTimes = Histogram<UInt64>(highestTrackableValue: 60_000_000_000)
+        var timer = Histogram<UInt64>(highestTrackableValue: 60_000_000_000)
+        func now() -> UInt64 { DispatchTime.now().uptimeNanoseconds }
+        func spin(_ us: Int) {
+            guard us > 0 else { return }
+            let end = now() + UInt64(us) * 1000
+            while now() < end {}
+        }
+        for t in 0 ..< trace.tokenCount {
+            if prefetch, let p = trace.predicted(token: t, layer: 0) { m.prefetch(layer: 0, experts: p.map { Int($0) }) }
+            for l in 0 ..< g.layers {
+                for e in trace.experts(token: t, layer: l) {
+                    let wasResident = m.isResident(layer: l, expert: Int(e))
+                    let t0 = now()
+                    let h = try m.acquire(layer: l, expert: Int(e))
+                    let t1 = now()
+                    h.release()
+                    let t2 = now()
+                    _ = now()
+                    let t3 = now()
+                    _ = (wasResident ? hitTimes.record(t1 - t0) : stalls.record(t1 - t0))
+                    _ = timer.record(t3 - t2)
+                }
+                if prefetch && l + 1 < g.layers, let p = trace.predicted(token: t, layer: l + 1) {
+                    m.prefetch(layer: l + 1, experts: p.map { Int($0) })
+                }
+                spin(layerTimeUs)
+            }
+        }
+        let s = m.stats()
+        var report = PolicyReport(ReplayResult(stats: s, policy: kind.rawValue, layers: g.layers))
+        report.stall_p50_us = stalls.totalCount > 0 ? Double(stalls.valueAtPercentile(50)) / 1000 : 0
+        report.stall_p99_us = stalls.totalCount > 0 ? Double(stalls.valueAtPercentile(99)) / 1000 : 0
+        report.resident_acquire_p50_ns = hitTimes.totalCount > 0 ? Double(hitTimes.valueAtPercentile(50)) : nil
+        report.timer_p50_ns = Double(timer.valueAtPercentile(50))
+        report.coalesced_waits = s.coalescedWaits
+        return report
+    }
+
+    private func printHuman(_ r: Report) {
+        print("trace \(r.trace): \(r.layers) layers × \(r.experts) experts, top-\(r.top_k); \(r.tokens) tokens, \(r.accesses) accesses")
+        if let note = r.note { print("  \(note)") }
+        print("capacity \(r.capacity) of \(r.layers * r.experts) experts (\(CacheBenchFormat.pct(r.residency)) resident); prefetch \(r.prefetch ? "on" : "off")"
+              + (r.store.map { "; real loads from \($0)" } ?? "; simulated"))
+        print("")
+        var head = ["policy", "hit rate", "MIN", "gap closed", "loads/access", "MIN loads/access", "prefetch hits", "wasted prefetches"]
+        let store = r.store != nil
+        if store { head += ["stall p50", "stall p99", "resident acquire p50", "timer p50"] }
+        var rows = [head]
+        for p in r.policies {
+            var row = [p.policy, CacheBenchFormat.pct(p.hit_rate), CacheBenchFormat.pct(r.min_hit_rate),
+                       p.gap_closed.map(CacheBenchFormat.pct) ?? "-", String(format: "%.3f", p.loads_per_access),
+                       String(format: "%.3f", r.min_loads_per_access), String(p.prefetch_hits), String(p.wasted_prefetches)]
+            if store {
+                row += [String(format: "%.1f µs", p.stall_p50_us ?? 0), String(format: "%.1f µs", p.stall_p99_us ?? 0),
+                        p.resident_acquire_p50_ns.map { String(format: "%.0f ns", $0) } ?? "-",
+                        String(format: "%.0f ns", p.timer_p50_ns ?? 0)]
+            }
+            rows.append(row)
+        }
+        CacheBenchFormat.table(rows)
+        print("")
+        print("hit rate per layer (MIN last):")
+        var layerRows = [["layer"] + r.policies.map(\.policy) + ["MIN"]]
+        for l in 0 ..< r.layers {
+            layerRows.append([String(l)] + r.policies.map { CacheBenchFormat.pct($0.per_layer[l]) } + [CacheBenchFormat.pct(r.min_per_layer[l])])
+        }
+        CacheBenchFormat.table(layerRows)
+        if store {
+            print("")
+            print("stall: time in acquire when the expert was not resident; resident acquire: time in acquire on a hit, timer p50 the cost of the clock reads around it")
+        }
+    }
+}
+
+/// The `--json` object of `wstore bench cache`.
+struct Report: Encodable {
+    var trace: String
+    var note: String?
+    var layers: Int
+    var experts: Int
+    var top_k: Int
+    var tokens: Int
+    var accesses: Int
+    var capacity: Int
+    var residency: Double
+    var prefetch: Bool
+    var store: String?
+    var min_hit_rate: Double
+    var min_loads_per_access: Double
+    var min_per_layer: [Double]
+    var policies: [PolicyReport]
+}
+
+/// One policy's figures in `wstore bench cache`.
+struct PolicyReport: Encodable {
+    var policy: String
+    var hit_rate: Double
+    var loads_per_access: Double
+    var per_layer: [Double]
+    var prefetch_hits: Int
+    var wasted_prefetches: Int
+    var demand_loads: Int
+    var prefetch_loads: Int
+    var gap_closed: Double?
+    var stall_p50_us: Double?
+    var stall_p99_us: Double?
+    var resident_acquire_p50_ns: Double?
+    var timer_p50_ns: Double?
+    var coalesced_waits: Int?
+
+    init(_ r: ReplayResult) {
+        policy = r.policy
+        hit_rate = r.hitRate
+        loads_per_access = r.loadsPerAccess
+        per_layer = r.perLayerHitRate
+        prefetch_hits = r.prefetchHits
+        wasted_prefetches = r.wastedPrefetches
+        demand_loads = r.demandLoads
+        prefetch_loads = r.prefetchLoads
+    }
+}

@@ -1,0 +1,133 @@
+import Foundation
+
+/// `adaptive`, wstore's own policy: every resident expert is valued by its estimated
+/// chance of being used by the next token of its layer, and the least valuable one
+/// leaves, whatever its layer. Because the values of all layers are probabilities on
+/// one scale, slots flow to the layers where one more slot saves the most misses.
+///
+/// The value of expert `e` of layer `l` is the sum of
+/// - its *rate*: its recent share of the layer's picks times `topK` (a recency-weighted
+///   frequency, LRFU after Lee et al. 2001, halving every ``halfLifeTokens`` tokens of
+///   the layer), kept for non-resident experts too, so a popular expert comes back with
+///   its history;
+/// - its *reuse* bonus: when it was last used `age` tokens ago, the uses the reuse
+///   chain still promises, `ρ_l^age / (1 − ρ_l)`, spread over ``horizonTokens``; `ρ_l`
+///   is the layer's measured probability that an expert of one token is used again by
+///   the next (consecutive tokens reuse experts, more so in deep layers). Experts of
+///   the token under way count as certain;
+/// - its *hint* bonus: when a prefetch hint names it for the layer's next token, the
+///   layer's measured hint accuracy.
+///
+/// Recency and frequency are thus mixed per layer by what the layer's own routing
+/// shows, as ARC mixes them by what its ghost lists show.
+public final class AdaptivePolicy: ResidencyPolicy {
+    public let name = "adaptive"
+    let geometry: ResidencyGeometry
+    /// Tokens over which an expert's rate halves.
+    public let halfLifeTokens: Double
+    /// Tokens ahead over which expected uses are compared (about how long an expert
+    /// stays resident): a reuse bonus counts for `1 / horizon` of its expected uses.
+    public let horizonTokens: Double
+
+    private let k: Int
+    private let lambda: Double      // per layer access
+    private let rateScale: Double
+    private var value: [Double]
+    private var stamp: [Double]
+    private var lastToken: [Int]
+    private var hintToken: [Int]
+    private var layerAccesses: [Int]
+    private var reuse: [Double]
+    private var hintsGiven: [Double]
+    private var hintsUsed: [Double]
+    private var resident: [Int] = []
+    private var position: [Int]
+
+    /// An adaptive policy for `geometry` (the budget is implicit in what is resident).
+    public init(geometry: ResidencyGeometry, capacity: Int, halfLifeTokens: Double = 128, horizonTokens: Double = 8) {
+        self.geometry = geometry
+        self.halfLifeTokens = halfLifeTokens
+        self.horizonTokens = horizonTokens
+        k = max(1, geometry.topK)
+        lambda = 1 / (halfLifeTokens * Double(k))
+        rateScale = Double(k) * (1 - exp2(-lambda))
+        let n = geometry.count
+        value = Array(repeating: 0, count: n)
+        stamp = Array(repeating: 0, count: n)
+        lastToken = Array(repeating: Int.min / 2, count: n)
+        hintToken = Array(repeating: Int.min / 2, count: n)
+        layerAccesses = Array(repeating: 0, count: geometry.layers)
+        reuse = Array(repeating: 0.5, count: geometry.layers)
+        hintsGiven = Array(repeating: 2, count: geometry.layers)
+        hintsUsed = Array(repeating: 1, count: geometry.layers)
+        position = Array(repeating: -1, count: n)
+    }
+
+    /// The token of layer `l` whose accesses come next (or are under way).
+    @inline(__always) private func token(_ l: Int) -> Int { layerAccesses[l] / k }
+
+    public func accessed(_ id: Int, hit: Bool) {
+        let l = id / geometry.experts
+        let t = token(l)
+        // Learn the layer's reuse: a running mean over its first picks, then a moving
+        // average over ~512.
+        let a = 1.0 / Double(min(layerAccesses[l] + 1, 512))
+        reuse[l] += a * ((lastToken[id] == t - 1 ? 1 : 0) - reuse[l])
+        if hintToken[id] == t { hintsUsed[l] += 1 }
+        let now = Double(layerAccesses[l])
+        value[id] = value[id] * exp2(-lambda * (now - stamp[id])) + 1
+        stamp[id] = now
+        lastToken[id] = t
+        layerAccesses[l] += 1
+    }
+
+    public func hinted(_ id: Int) {
+        let l = id / geometry.experts
+        let t = token(l)
+        if hintToken[id] != t {
+            // Decayed counts of hints given and hints the next token used (~512 hints).
+            let d = 1 - 1.0 / 512
+            hintsGiven[l] = hintsGiven[l] * d + 1
+            hintsUsed[l] *= d
+            hintToken[id] = t
+        }
+    }
+
+    public func inserted(_ id: Int, prefetched: Bool) {
+        precondition(position[id] < 0, "expert \(id) inserted twice")
+        position[id] = resident.count
+        resident.append(id)
+    }
+
+    public func removed(_ id: Int) {
+        let p = position[id]
+        guard p >= 0 else { return }
+        let last = resident.removeLast()
+        if last != id {
+            resident[p] = last
+            position[last] = p
+        }
+        position[id] = -1
+    }
+
+    /// The estimated chance that `id` is used by its layer's next token.
+    public func score(_ id: Int) -> Double {
+        let l = id / geometry.experts
+        let t = token(l)
+        let rate = rateScale * value[id] * exp2(-lambda * (Double(layerAccesses[l]) - stamp[id]))
+        let age = t - lastToken[id]
+        var s = rate
+        if age <= 0 { s += 1 } else if age < 16 { s += pow(reuse[l], Double(age)) / ((1 - min(reuse[l], 0.95)) * horizonTokens) }
+        if hintToken[id] == t { s += min(1, hintsUsed[l] / hintsGiven[l]) }
+        return s
+    }
+
+    public func victim(for incoming: Int, isPinned: (Int) -> Bool) -> Int? {
+        var best = -1, bestScore = Double.infinity
+        for id in resident where id != incoming && !isPinned(id) {
+            let s = score(id)
+            if s < bestScore { best = id; bestScore = s }
+        }
+        return best >= 0 ? best : nil
+    }
+}

@@ -1,0 +1,59 @@
+/// `lfu` with aging: evicts the resident expert used least often, counting every demand
+/// access (resident or not); every `agingPeriod` accesses all counts are halved so that
+/// old popularity fades. Ties go to the least recently used.
+public final class LFUPolicy: ResidencyPolicy {
+    public let name = "lfu"
+    /// Demand accesses between two halvings of every count.
+    public let agingPeriod: Int
+    private var counts: [Float]
+    private var lastUse: [Int]
+    private var clock = 0
+    private var resident: [Int] = []
+    private var position: [Int]
+
+    /// An LFU policy; counts halve every `8 × capacity` accesses.
+    public init(geometry: ResidencyGeometry, capacity: Int) {
+        agingPeriod = max(64, 8 * capacity)
+        counts = Array(repeating: 0, count: geometry.count)
+        lastUse = Array(repeating: 0, count: geometry.count)
+        position = Array(repeating: -1, count: geometry.count)
+    }
+
+    public func accessed(_ id: Int, hit: Bool) {
+        clock += 1
+        counts[id] += 1
+        lastUse[id] = clock
+        if clock % agingPeriod == 0 {
+            for i in counts.indices { counts[i] *= 0.5 }
+        }
+    }
+
+    public func hinted(_ id: Int) {}
+
+    public func inserted(_ id: Int, prefetched: Bool) {
+        precondition(position[id] < 0, "expert \(id) inserted twice")
+        position[id] = resident.count
+        resident.append(id)
+    }
+
+    public func removed(_ id: Int) {
+        let p = position[id]
+        guard p >= 0 else { return }
+        let last = resident.removeLast()
+        if last != id {
+            resident[p] = last
+            position[last] = p
+        }
+        position[id] = -1
+    }
+
+    public func victim(for incoming: Int, isPinned: (Int) -> Bool) -> Int? {
+        var best = -1
+        for id in resident where id != incoming && !isPinned(id) {
+            if best < 0 || counts[id] < counts[best] || (counts[id] == counts[best] && lastUse[id] < lastUse[best]) {
+                best = id
+            }
+        }
+        return best >= 0 ? best : nil
+    }
+}

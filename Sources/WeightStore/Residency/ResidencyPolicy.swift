@@ -1,0 +1,83 @@
+/// The shape of the expert space a residency policy manages: `layers × experts`, each
+/// token routed to `topK` experts per layer. An expert's id is `layer * experts + expert`.
+public struct ResidencyGeometry: Sendable, Hashable {
+    /// MoE layers.
+    public var layers: Int
+    /// Routed experts per layer.
+    public var experts: Int
+    /// Experts each token uses per layer.
+    public var topK: Int
+
+    /// A geometry of `layers × experts`, top-`topK`.
+    public init(layers: Int, experts: Int, topK: Int) {
+        self.layers = layers
+        self.experts = experts
+        self.topK = topK
+    }
+
+    /// Number of distinct experts, `layers * experts`.
+    public var count: Int { layers * experts }
+    /// The id of expert `expert` of layer `layer`.
+    @inline(__always) public func id(layer: Int, expert: Int) -> Int { layer * experts + expert }
+    /// The layer of expert id `id`.
+    @inline(__always) public func layer(of id: Int) -> Int { id / experts }
+}
+
+/// Decides which resident expert leaves when room is needed.
+///
+/// One protocol serves both the real ``ResidencyManager`` and the pure
+/// ``ResidencySimulator`` the bench replays traces with, so a policy measured in the
+/// simulator is the policy the manager runs. Every call comes from one thread at a
+/// time (the manager calls it under its lock); ids are ``ResidencyGeometry`` ids.
+///
+/// The event order for one demand access is `accessed` and, on a miss, `inserted`
+/// (after as many `victim`/`removed` pairs as room needs). A prefetch is `hinted`,
+/// then `inserted(prefetched: true)` when it loads.
+public protocol ResidencyPolicy: AnyObject {
+    /// The policy's name as the CLI spells it.
+    var name: String { get }
+    /// A demand access to `id`; `hit` tells whether it was resident.
+    func accessed(_ id: Int, hit: Bool)
+    /// A prefetch hint for `id` (resident or not): it will probably be needed soon.
+    func hinted(_ id: Int)
+    /// `id` became resident (its bytes now count against the budget).
+    func inserted(_ id: Int, prefetched: Bool)
+    /// `id` stopped being resident.
+    func removed(_ id: Int)
+    /// The resident expert to evict to make room for `incoming`, skipping those for
+    /// which `isPinned` is true; `nil` when every resident expert is pinned.
+    func victim(for incoming: Int, isPinned: (Int) -> Bool) -> Int?
+}
+
+/// The policies wstore ships, by CLI name.
+public enum ResidencyPolicyKind: String, Sendable, CaseIterable, CustomStringConvertible {
+    /// One least-recently-used list over every layer.
+    case lru
+    /// Equal slots per layer, LRU inside each (as mixtral-offloading does).
+    case lruPerLayer = "lru-per-layer"
+    /// Fate's split: the first layers fully resident, the rest of the budget even over
+    /// the deeper layers, LRU inside each.
+    case shallow
+    /// Least frequently used, counts halved periodically (aging).
+    case lfu
+    /// wstore's own: per-layer slots moved to where they save the most misses, recency
+    /// and frequency (LRFU) inside a layer.
+    case adaptive
+
+    /// The policy a manager uses when none is named: the best measured by
+    /// `wstore bench cache` (see format-spec/ROUTING-TRACE.md and the bench notes).
+    public static let `default`: ResidencyPolicyKind = .adaptive
+
+    public var description: String { rawValue }
+
+    /// A fresh policy of this kind for `geometry` and a budget of `capacity` experts.
+    public func make(geometry: ResidencyGeometry, capacity: Int) -> any ResidencyPolicy {
+        switch self {
+        case .lru: LRUPolicy(geometry: geometry)
+        case .lruPerLayer: LRUPerLayerPolicy(geometry: geometry, capacity: capacity)
+        case .shallow: ShallowPolicy(geometry: geometry, capacity: capacity)
+        case .lfu: LFUPolicy(geometry: geometry, capacity: capacity)
+        case .adaptive: AdaptivePolicy(geometry: geometry, capacity: capacity)
+        }
+    }
+}

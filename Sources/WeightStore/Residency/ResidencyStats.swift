@@ -1,0 +1,73 @@
+/// What a residency manager has done so far, overall and per layer.
+public struct ResidencyStats: Sendable, Codable {
+    /// One layer's counters.
+    public struct Layer: Sendable, Codable {
+        /// Demand acquires served from memory.
+        public var demandHits = 0
+        /// Demand acquires that had to load, or wait for an in-flight load.
+        public var demandMisses = 0
+        /// Demand hits on an expert a prefetch brought in (its first use).
+        public var prefetchHits = 0
+        /// Prefetched experts evicted without a demand use.
+        public var wastedPrefetches = 0
+        /// Loads for demand acquires.
+        public var demandLoads = 0
+        /// Loads for prefetch hints.
+        public var prefetchLoads = 0
+        /// Bytes decoded or copied into memory.
+        public var bytesLoaded = 0
+        /// Nanoseconds demand acquires spent waiting on loads or room.
+        public var waitNanos: UInt64 = 0
+
+        /// The fraction of demand acquires served from memory.
+        public var hitRate: Double { Double(demandHits) / Double(max(1, demandHits + demandMisses)) }
+
+        mutating func add(_ o: Layer) {
+            demandHits += o.demandHits; demandMisses += o.demandMisses; prefetchHits += o.prefetchHits
+            wastedPrefetches += o.wastedPrefetches; demandLoads += o.demandLoads; prefetchLoads += o.prefetchLoads
+            bytesLoaded += o.bytesLoaded; waitNanos += o.waitNanos
+        }
+    }
+
+    /// Per layer, index = layer.
+    public var layers: [Layer]
+    /// Demand acquires that waited for a load another acquirer or a prefetch had started.
+    public var coalescedWaits = 0
+    /// Prefetch hints dropped because everything in the budget was pinned.
+    public var droppedPrefetches = 0
+    /// Experts evicted.
+    public var evictions = 0
+    /// Bytes resident (or reserved by in-flight loads) now.
+    public var residentBytes = 0
+    /// The most bytes ever resident or reserved at once; never above ``budget``.
+    public var peakResidentBytes = 0
+    /// The byte budget.
+    public var budget = 0
+    /// Prefetched experts resident now that no demand acquire has used yet.
+    public var unusedPrefetchesResident = 0
+
+    /// The sum over layers.
+    public var total: Layer {
+        var t = Layer()
+        for l in layers { t.add(l) }
+        return t
+    }
+}
+
+extension ReplayResult {
+    /// The first `layers` layers of a manager's counters in replay terms; prefetched
+    /// experts still resident and unused count as wasted, as the simulator counts them.
+    package init(stats: ResidencyStats, policy: String, layers: Int) {
+        self.init(policy: policy, layers: layers)
+        for l in 0 ..< min(layers, stats.layers.count) {
+            let s = stats.layers[l]
+            accesses[l] = s.demandHits + s.demandMisses
+            hits[l] = s.demandHits
+            demandLoads += s.demandLoads
+            prefetchLoads += s.prefetchLoads
+            prefetchHits += s.prefetchHits
+            wastedPrefetches += s.wastedPrefetches
+        }
+        wastedPrefetches += stats.unusedPrefetchesResident
+    }
+}
