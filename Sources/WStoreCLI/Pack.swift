@@ -71,13 +71,19 @@ struct Pack: ParsableCommand {
         }
     }
 
-    /// The default model namespace: the source's file or folder name without extensions.
+    /// The default model namespace: the source's file or folder name without extensions;
+    /// for the generic Hugging Face names (`model.safetensors`, `model-00001-of-00002.safetensors`)
+    /// the folder's name.
     static func defaultModelName(_ source: String) -> String {
-        var name = URL(fileURLWithPath: source).standardizedFileURL.lastPathComponent
+        let url = URL(fileURLWithPath: source).standardizedFileURL
+        var name = url.lastPathComponent
         for ext in [".safetensors.index.json", ".safetensors", ".gguf"] where name.hasSuffix(ext) {
             name.removeLast(ext.count)
         }
-        return name.isEmpty ? WeightStore.defaultModel : name
+        if name == "model" || name.hasPrefix("model-0") {
+            name = url.deletingLastPathComponent().lastPathComponent
+        }
+        return name.isEmpty || name == "/" ? WeightStore.defaultModel : name
     }
 
     /// Writes every tensor into a new store at `path`: records encoded on every core,

@@ -155,3 +155,30 @@ import WeightStore
         #expect(r.text.contains("layer  experts  shared"))
     }
 }
+
+@Suite struct PackNamingTests {
+    @Test func defaultModelNameComesFromTheSource() {
+        #expect(Pack.defaultModelName("/x/mixtral") == "mixtral")
+        #expect(Pack.defaultModelName("/x/qwen_moe.safetensors") == "qwen_moe")
+        #expect(Pack.defaultModelName("/x/Qwen1.5-MoE/model.safetensors") == "Qwen1.5-MoE")
+        #expect(Pack.defaultModelName("/x/Qwen1.5-MoE/model-00001-of-00008.safetensors") == "Qwen1.5-MoE")
+        #expect(Pack.defaultModelName("/x/Qwen1.5-MoE/model.safetensors.index.json") == "Qwen1.5-MoE")
+        #expect(Pack.defaultModelName("/x/olmoe-q4.gguf") == "olmoe-q4")
+    }
+
+    @Test func expertNamingRules() throws {
+        let n = ExpertNaming()
+        #expect(n.match("model.layers.3.block_sparse_moe.experts.7.w2.weight")?.key == ExpertKey(layer: 3, expert: 7, part: "down"))
+        #expect(n.match("model.layers.3.mlp.experts.60.gate_proj.weight_scale_inv")?.key
+            == ExpertKey(layer: 3, expert: 60, part: "gate.weight_scale_inv"))
+        let shared = try #require(n.match("model.layers.1.mlp.shared_experts.up_proj.weight"))
+        #expect(shared.shared && shared.key == ExpertKey(layer: 1, expert: ExpertNaming.sharedExpertBase, part: "up"))
+        #expect(n.match("blk.5.ffn_down.3.weight")?.key == ExpertKey(layer: 5, expert: 3, part: "down"))
+        #expect(n.match("model.layers.3.mlp.gate.weight") == nil)
+        #expect(n.match("model.layers.3.self_attn.q_proj.weight") == nil)
+        #expect(n.match("blk.5.ffn_down.weight") == nil)
+        let s = try #require(n.stacked("blk.2.ffn_up_exps.weight"))
+        #expect(s.layer == 2 && s.part == "up" && s.perExpertName(5) == "blk.2.ffn_up.5.weight")
+        #expect(n.stacked("blk.2.ffn_up.weight") == nil)
+    }
+}
