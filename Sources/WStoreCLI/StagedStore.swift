@@ -49,7 +49,7 @@ struct StagedStore {
         StagingCleanup.arm(staging)
     }
 
-    /// Disarms the signal handlers (back to the default actions).
+    /// Disarms the signal handlers (back to the actions before).
     func disarmSignals() { StagingCleanup.disarm() }
 
     /// Removes the staging directory (after a failure).
@@ -103,6 +103,8 @@ private enum Renameat2 {
 /// handler calls only async-signal-safe functions (unlink, rmdir, _exit).
 private enum StagingCleanup {
     nonisolated(unsafe) static var paths = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: 3)
+    /// The SIGINT and SIGTERM actions replaced while armed.
+    nonisolated(unsafe) static var previous = UnsafeMutablePointer<sigaction>.allocate(capacity: 2)
 
     static func arm(_ dir: String) {
         for (i, p) in [dir + "/data.mdb", dir + "/lock.mdb", dir].enumerated() { paths[i] = strdup(p) }
@@ -113,13 +115,14 @@ private enum StagingCleanup {
             _exit(128 + sig)
         }
         sigemptyset(&sa.sa_mask)
-        sigaction(SIGINT, &sa, nil)
-        sigaction(SIGTERM, &sa, nil)
+        sigaction(SIGINT, &sa, previous)
+        sigaction(SIGTERM, &sa, previous + 1)
     }
 
+    /// Restores the actions that were in place before ``arm(_:)``.
     static func disarm() {
-        signal(SIGINT, SIG_DFL)
-        signal(SIGTERM, SIG_DFL)
+        sigaction(SIGINT, previous, nil)
+        sigaction(SIGTERM, previous + 1, nil)
         for i in 0 ..< 3 {
             free(paths[i])
             paths[i] = nil
