@@ -15,7 +15,7 @@ import WeightStore
         ("gap.safetensors", "leaves a gap"),
         ("overlap.safetensors", "overlaps the tensor before it"),
         ("size_mismatch.safetensors", "needs 32 bytes but data_offsets span 24"),
-        ("duplicate_names.safetensors", "duplicate key \"a\""),
+        ("duplicate_names.safetensors", "header lists \"a\" twice"),
         ("truncated.safetensors", "outside the data section"),
         ("bad_magic.gguf", "bad magic"),
         ("bad_version.gguf", "GGUF version 99"),

@@ -13,7 +13,9 @@ import Glibc
 public enum SafetensorsExport {
     /// What an export wrote.
     public struct Summary: Sendable {
+        /// Tensors written.
         public var tensors = 0
+        /// Tensor bytes written (the header not counted).
         public var bytes = 0
     }
 

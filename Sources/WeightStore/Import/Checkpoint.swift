@@ -5,6 +5,7 @@ import Foundation
 public struct CheckpointTensor: Sendable {
     /// The name it gets in the store.
     public let name: String
+    /// Its element type (``DType/ggml(_:)`` for quantized GGUF blocks).
     public let dtype: DType
     /// Dimensions, outermost first (C order).
     public let shape: [Int]

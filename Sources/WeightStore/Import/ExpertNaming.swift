@@ -12,6 +12,7 @@ public struct ExpertNaming: Sendable {
 
     /// What a tensor name says about its expert.
     public struct Match: Sendable, Hashable {
+        /// The (layer, expert, part) it is indexed as.
         public var key: ExpertKey
         /// Whether it is a shared (always-active) expert.
         public var shared: Bool
@@ -19,13 +20,16 @@ public struct ExpertNaming: Sendable {
 
     /// A GGUF tensor holding every expert of one layer and part, stacked outermost.
     public struct Stacked: Sendable, Hashable {
+        /// The transformer layer.
         public var layer: Int
         /// `gate`, `up` or `down` (with `.suffix` when the tensor is not `.weight`).
         public var part: String
         /// The name of expert `e`'s slice: `blk.N.ffn_gate.E.weight` for `blk.N.ffn_gate_exps.weight`.
         public var perExpertName: @Sendable (Int) -> String
 
+        /// Equal when layer and part are.
         public static func == (a: Stacked, b: Stacked) -> Bool { a.layer == b.layer && a.part == b.part }
+        /// Hashes layer and part.
         public func hash(into h: inout Hasher) { h.combine(layer); h.combine(part) }
     }
 

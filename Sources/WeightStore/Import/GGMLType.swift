@@ -9,6 +9,7 @@ public struct GGMLType: Sendable, Hashable, CustomStringConvertible {
     /// Bytes per block.
     public let typeSize: Int
 
+    /// The ggml name.
     public var description: String { name }
 
     /// The wstore dtype a tensor of this type is stored as: a plain dtype for plain

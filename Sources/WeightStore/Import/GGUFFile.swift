@@ -1,10 +1,16 @@
 /// One metadata value of a GGUF file.
 public indirect enum GGUFValue: Sendable, Hashable, CustomStringConvertible {
+    /// An unsigned integer (UINT8 to UINT64).
     case uint(UInt64)
+    /// A signed integer (INT8 to INT64).
     case int(Int64)
+    /// FLOAT32 or FLOAT64.
     case float(Double)
+    /// BOOL.
     case bool(Bool)
+    /// STRING (UTF-8).
     case string(String)
+    /// ARRAY of one value type.
     case array([GGUFValue])
 
     /// The value as an integer, when it is a (fitting) number.

@@ -82,7 +82,7 @@ package indirect enum HeaderJSON: Sendable, Equatable {
                     skipSpace()
                     guard at < bytes.count, bytes[at] == UInt8(ascii: "\"") else { throw fail("expected a string key") }
                     let key = try string()
-                    guard seen.insert(key).inserted else { throw fail("duplicate key \"\(key)\"") }
+                    guard seen.insert(key).inserted else { throw HeaderJSONError("duplicate key \"\(key)\" at byte \(at)", duplicateKey: key) }
                     skipSpace()
                     guard at < bytes.count, bytes[at] == UInt8(ascii: ":") else { throw fail("expected ':'") }
                     at += 1
@@ -215,5 +215,10 @@ package indirect enum HeaderJSON: Sendable, Equatable {
 /// Why a header is not valid JSON.
 package struct HeaderJSONError: Error, CustomStringConvertible {
     package let description: String
-    init(_ d: String) { description = d }
+    /// The key that occurs twice in one object, when that is the problem.
+    package let duplicateKey: String?
+    init(_ d: String, duplicateKey: String? = nil) {
+        description = d
+        self.duplicateKey = duplicateKey
+    }
 }

@@ -12,5 +12,6 @@ public struct ImportError: Error, CustomStringConvertible, Sendable, Equatable {
         self.reason = reason
     }
 
+    /// `FILE: reason`, one line.
     public var description: String { "\(file): \(reason)" }
 }

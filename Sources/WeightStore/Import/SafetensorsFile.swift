@@ -64,7 +64,10 @@ public final class SafetensorsFile: Sendable {
         let headerBytes = UnsafeRawBufferPointer(rebasing: all[8 ..< 8 + n])
         guard headerBytes.first == UInt8(ascii: "{") else { throw fail("header does not start with '{'") }
         let json: HeaderJSON
-        do { json = try HeaderJSON.parse(headerBytes) } catch { throw fail("header is not valid JSON: \(error)") }
+        do { json = try HeaderJSON.parse(headerBytes) } catch {
+            if let dup = error.duplicateKey { throw fail("header lists \"\(dup)\" twice (\(error))") }
+            throw fail("header is not valid JSON: \(error)")
+        }
         guard case .object(let members) = json else { throw fail("header is not a JSON object") }
 
         let dataSize = all.count - dataOffset
