@@ -182,3 +182,48 @@ import WeightStore
         #expect(n.stacked("blk.2.ffn_up.weight") == nil)
     }
 }
+
+@Suite struct GGMLTypeTests {
+    /// ggml's block table as the gguf package has it.
+    static func pythonTable() throws -> [UInt32: (name: String, block: Int, size: Int)] {
+        let data = try Data(contentsOf: URL(fileURLWithPath: fixtures + "/ggml_types.json"))
+        let obj = try #require(try JSONSerialization.jsonObject(with: data) as? [String: [String: Any]])
+        var out: [UInt32: (String, Int, Int)] = [:]
+        for (k, v) in obj { out[UInt32(k)!] = (v["name"] as! String, v["block_size"] as! Int, v["type_size"] as! Int) }
+        return out
+    }
+
+    @Test func blockTableMatchesTheGGUFPackage() throws {
+        let py = try Self.pythonTable()
+        // Every type wstore knows, ggml knows the same way. (A newer gguf package may list types
+        // added to ggml since; GGUF files using them are refused as "unknown ggml type".)
+        // An older gguf package may not know the newest types; those it knows must agree.
+        let common = GGMLType.all.filter { py[$0.id] != nil }
+        #expect(common.count >= 31)
+        for t in common {
+            let p = py[t.id]!
+            #expect(p.name == t.name && p.block == t.blockSize && p.size == t.typeSize, "\(t)")
+        }
+    }
+
+    @Test func everyGGMLTypePacksAndExportsByteIdentical() throws {
+        let dir = Scratch()
+        let src = fixtures + "/all_ggml_types.gguf"
+        try wstore("pack", src, "-o", dir.sub("t.wstore"), "--quiet")
+        let file = try GGUFFile(path: src)
+        let stored = try contents(of: dir.sub("t.wstore"), model: "all_ggml_types")
+        #expect(stored.count == file.tensors.count && file.tensors.count >= 31)
+        for t in file.tensors {
+            let (info, bytes) = try #require(stored[t.name])
+            #expect(info.dtype == t.type.dtype)
+            // 3 rows of 2 blocks each, C order [rows, elements per row].
+            #expect(info.shape == [3, 2 * t.type.blockSize])
+            #expect(bytes.count == 3 * 2 * t.type.typeSize)
+            #expect(bytes == file.withBytes(of: t) { Array($0) })
+        }
+        try wstore("export", dir.sub("t.wstore"), "-o", dir.sub("t.safetensors"), "--quiet")
+        let check = pythonCheck("gguf", src, dir.sub("t.safetensors"))
+        #expect(check.status == 0, "\(check.output)")
+        #expect(check.output.hasPrefix("ok \(file.tensors.count) tensors"))
+    }
+}
