@@ -75,6 +75,14 @@ import WeightStore
         #expect(dir.entries == ["s.wstore"])
     }
 
+    @Test func packFillsAnEmptyFolder() throws {
+        let dir = Scratch()
+        try FileManager.default.createDirectory(atPath: dir.sub("s.wstore"), withIntermediateDirectories: false)
+        try wstore("pack", fixtures + "/bad/good.safetensors", "-o", dir.sub("s.wstore"), "--model", "m", "--quiet")
+        #expect(try Set(contents(of: dir.sub("s.wstore"), model: "m").keys) == ["a", "b"])
+        #expect(dir.entries == ["s.wstore"])
+    }
+
     @Test func packRefusesToReplaceWhatIsNotAStore() throws {
         let dir = Scratch()
         try Data("keep me".utf8).write(to: URL(fileURLWithPath: dir.sub("notes.txt")))
@@ -137,13 +145,14 @@ import WeightStore
         #expect(dir.entries == ["s.wstore"])
     }
 
-    @Test func interruptedPackCleansUpAndKeepsThePreviousStore() throws {
+    @Test(arguments: [SIGINT, SIGTERM])
+    func interruptedPackCleansUpAndKeepsThePreviousStore(_ signal: Int32) throws {
         let dir = Scratch()
         let target = dir.sub("s.wstore")
         try wstore("pack", fixtures + "/sharded", "-o", target, "--model", "m", "--quiet")
         let before = try contents(of: target, model: "m")
-        let status = try Self.interruptedPack(target, dir: dir, signal: SIGINT)
-        #expect(status == 128 + SIGINT)
+        let status = try Self.interruptedPack(target, dir: dir, signal: signal)
+        #expect(status == 128 + signal)
         let after = try contents(of: target, model: "m")
         #expect(Set(before.keys) == Set(after.keys) && before.keys.allSatisfy { before[$0]!.1 == after[$0]!.1 })
         #expect(dir.entries == ["s.wstore"])
