@@ -41,6 +41,36 @@ import WeightStore
         #expect(dir.entries.isEmpty, "left behind: \(dir.entries)")
     }
 
+    @Test(arguments: ["missing", "unlisted", "traversal"])
+    func indexMustMatchItsShards(_ fault: String) throws {
+        let dir = Scratch()
+        let fm = FileManager.default
+        for f in try fm.contentsOfDirectory(atPath: fixtures + "/sharded") {
+            try fm.copyItem(atPath: fixtures + "/sharded/" + f, toPath: dir.sub(f))
+        }
+        let indexPath = dir.sub("model.safetensors.index.json")
+        var index = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: indexPath))) as? [String: Any])
+        var map = try #require(index["weight_map"] as? [String: String])
+        let expected: String
+        switch fault {
+        case "missing":
+            map["model.layers.9.self_attn.q_proj.weight"] = "model-00001-of-00002.safetensors"
+            expected = "lists tensor \"model.layers.9.self_attn.q_proj.weight\" in model-00001-of-00002.safetensors, which does not hold it"
+        case "unlisted":
+            map["model.layers.0.self_attn.q_proj.weight"] = nil
+            expected = "does not list tensor \"model.layers.0.self_attn.q_proj.weight\""
+        default:
+            map["model.layers.0.self_attn.q_proj.weight"] = "../model-00001-of-00002.safetensors"
+            expected = "is not a shard file name"
+        }
+        index["weight_map"] = map
+        try JSONSerialization.data(withJSONObject: index).write(to: URL(fileURLWithPath: indexPath))
+        #expect { try wstore("pack", indexPath, "-o", dir.sub("x.wstore"), "--quiet") } throws: {
+            "\($0)".hasPrefix(indexPath + ": ") && "\($0)".contains(expected)
+        }
+        #expect(!fm.fileExists(atPath: dir.sub("x.wstore")))
+    }
+
     @Test func goodFilesBesideTheBadOnesPack() throws {
         let dir = Scratch()
         try wstore("pack", fixtures + "/bad/good.safetensors", fixtures + "/bad/good.gguf", "-o", dir.sub("x.wstore"), "--quiet")

@@ -79,14 +79,16 @@ public final class Checkpoint: Sendable {
             }
         }
         // An index must list exactly what its shards hold.
+        let byPath = Dictionary(st.map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a })
         for ix in indexed {
             for (name, shard) in ix.weightMap {
                 let shardPath = (ix.dir as NSString).appendingPathComponent(shard)
-                guard let f = st.first(where: { $0.path == shardPath }), f.tensor(named: name) != nil else {
+                guard let f = byPath[shardPath], f.tensor(named: name) != nil else {
                     throw ImportError(file: ix.index, "lists tensor \"\(name)\" in \(shard), which does not hold it")
                 }
             }
-            for f in st where Set(ix.weightMap.values).contains((f.path as NSString).lastPathComponent) {
+            let shards = Set(ix.weightMap.values.map { (ix.dir as NSString).appendingPathComponent($0) })
+            for f in st where shards.contains(f.path) {
                 for t in f.tensors where ix.weightMap[t.name] == nil {
                     throw ImportError(file: ix.index, "does not list tensor \"\(t.name)\" of \((f.path as NSString).lastPathComponent)")
                 }
@@ -191,13 +193,13 @@ public final class Checkpoint: Sendable {
             throw ImportError(file: path, "index has no weight_map object")
         }
         var map: [String: String] = [:]
-        var shards: [String] = []
+        var shards = Set<String>()
         for (name, v) in wm {
-            guard case .string(let shard) = v, !shard.isEmpty, !shard.contains("/") || !shard.contains("..") else {
+            guard case .string(let shard) = v, !shard.isEmpty, !shard.split(separator: "/").contains("..") else {
                 throw ImportError(file: path, "weight_map entry \"\(name)\" is not a shard file name")
             }
             map[name] = shard
-            if !shards.contains(shard) { shards.append(shard) }
+            shards.insert(shard)
         }
         return (map, shards.sorted())
     }
