@@ -60,6 +60,7 @@ struct StagedStore {
     /// in the staging directory has been synced and closed.
     func commit() throws {
         let fm = FileManager.default
+        syncDirectory(staging) // the store's file entries reach the disk before it is moved into place
         if fm.fileExists(atPath: target) {
             if let exchange = Renameat2.function, exchange(AT_FDCWD, staging, AT_FDCWD, target, Renameat2.exchange) == 0 {
                 // The old store is now at `staging`.
@@ -77,11 +78,15 @@ struct StagedStore {
         } else {
             guard rename(staging, target) == 0 else { throw posixError("cannot move the new store to \(target)") }
         }
-        let dir = open(URL(fileURLWithPath: target).deletingLastPathComponent().path, O_RDONLY | O_DIRECTORY)
-        if dir >= 0 {
-            _ = fsync(dir)
-            close(dir)
-        }
+        syncDirectory(URL(fileURLWithPath: target).deletingLastPathComponent().path)
+    }
+
+    /// fsync(2) of a directory, so entries created or renamed in it are durable; best effort.
+    private func syncDirectory(_ path: String) {
+        let dir = open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC)
+        guard dir >= 0 else { return }
+        _ = fsync(dir)
+        close(dir)
     }
 
     private func posixError(_ what: String) -> WStoreError {
