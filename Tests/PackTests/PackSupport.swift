@@ -8,12 +8,15 @@ let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().delet
 
 /// The fixtures, written once per test run by scripts/fixtures/make_fixtures.py with the
 /// real safetensors, numpy and gguf packages (`make pydeps` installs them).
+/// They are removed when the test process exits.
 let fixtures: String = {
-    let dir = FileManager.default.temporaryDirectory.appendingPathComponent("wstore-fixtures-\(getpid())").path
-    let (status, out) = runProcess("/usr/bin/env", ["python3", repoRoot + "/scripts/fixtures/make_fixtures.py", dir])
+    let (status, out) = runProcess("/usr/bin/env", ["python3", repoRoot + "/scripts/fixtures/make_fixtures.py", fixturesDir])
+    atexit { try? FileManager.default.removeItem(atPath: fixturesDir) }
     precondition(status == 0, "make_fixtures.py failed (run `make pydeps`): \(out)")
-    return dir
+    return fixturesDir
 }()
+
+private let fixturesDir = FileManager.default.temporaryDirectory.appendingPathComponent("wstore-fixtures-\(getpid())").path
 
 /// Runs `exe` with `args`; returns its exit status and its stdout and stderr together.
 @discardableResult
