@@ -1,6 +1,7 @@
 // See include/wstore_kernels.h.
 #include "wstore_kernels.h"
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -8,23 +9,6 @@
 #endif
 
 // MARK: portable paths
-
-static void dots_portable(const float *q, size_t m, const float *k, size_t n, size_t d, float scale,
-                          float *out, size_t ldo) {
-    for (size_t i = 0; i < m; i++) {
-        const float *qi = q + i * d;
-        for (size_t j = 0; j < n; j++) {
-            const float *kj = k + j * d;
-            float acc[8] = {0};
-            size_t t = 0;
-            for (; t + 8 <= d; t += 8)
-                for (int l = 0; l < 8; l++) acc[l] += qi[t + l] * kj[t + l];
-            float s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
-            for (; t < d; t++) s += qi[t] * kj[t];
-            out[i * ldo + j] = s * scale;
-        }
-    }
-}
 
 static double exp_portable(float *x, size_t n, float shift) {
     double sum = 0;
@@ -88,59 +72,146 @@ __attribute__((target("avx2,fma"))) static inline float hsum256(__m256 v) {
     return _mm_cvtss_f32(lo);
 }
 
-// A 3 x 4 tile of dot products, 8 lanes along the head dimension, summed across lanes at the end.
-__attribute__((target("avx2,fma"))) static void dots_avx2(const float *q, size_t m, const float *k, size_t n,
-                                                          size_t d, float scale, float *out, size_t ldo) {
-    size_t j = 0;
-    for (; j + 4 <= n; j += 4) {
-        const float *k0 = k + j * d, *k1 = k0 + d, *k2 = k1 + d, *k3 = k2 + d;
+// A 6 x 16 block of outputs: 6 query rows against one panel of 16 keys, 12 accumulators,
+// broadcasting one query element per row and step.
+__attribute__((target("avx2,fma"))) static void panel_dots_avx2(const float *q, size_t m, const float *panels, size_t n,
+                                                                size_t d, float scale, float *out, size_t ldo) {
+    const __m256 sc = _mm256_set1_ps(scale);
+    size_t panelCount = (n + 15) / 16;
+    float tmp[6 * 16];
+    for (size_t pnl = 0; pnl < panelCount; pnl++) {
+        const float *P = panels + pnl * d * 16;
+        size_t j0 = pnl * 16, width = n - j0 < 16 ? n - j0 : 16;
         size_t i = 0;
-        for (; i + 3 <= m; i += 3) {
-            const float *q0 = q + i * d, *q1 = q0 + d, *q2 = q1 + d;
-            __m256 a00 = _mm256_setzero_ps(), a01 = a00, a02 = a00, a03 = a00;
-            __m256 a10 = a00, a11 = a00, a12 = a00, a13 = a00;
-            __m256 a20 = a00, a21 = a00, a22 = a00, a23 = a00;
-            for (size_t t = 0; t < d; t += 8) {
-                __m256 b0 = _mm256_loadu_ps(k0 + t), b1 = _mm256_loadu_ps(k1 + t);
-                __m256 b2 = _mm256_loadu_ps(k2 + t), b3 = _mm256_loadu_ps(k3 + t);
-                __m256 x = _mm256_loadu_ps(q0 + t);
-                a00 = _mm256_fmadd_ps(x, b0, a00); a01 = _mm256_fmadd_ps(x, b1, a01);
-                a02 = _mm256_fmadd_ps(x, b2, a02); a03 = _mm256_fmadd_ps(x, b3, a03);
-                x = _mm256_loadu_ps(q1 + t);
-                a10 = _mm256_fmadd_ps(x, b0, a10); a11 = _mm256_fmadd_ps(x, b1, a11);
-                a12 = _mm256_fmadd_ps(x, b2, a12); a13 = _mm256_fmadd_ps(x, b3, a13);
-                x = _mm256_loadu_ps(q2 + t);
-                a20 = _mm256_fmadd_ps(x, b0, a20); a21 = _mm256_fmadd_ps(x, b1, a21);
-                a22 = _mm256_fmadd_ps(x, b2, a22); a23 = _mm256_fmadd_ps(x, b3, a23);
-            }
-            float *o0 = out + i * ldo + j, *o1 = o0 + ldo, *o2 = o1 + ldo;
-            o0[0] = hsum256(a00) * scale; o0[1] = hsum256(a01) * scale; o0[2] = hsum256(a02) * scale; o0[3] = hsum256(a03) * scale;
-            o1[0] = hsum256(a10) * scale; o1[1] = hsum256(a11) * scale; o1[2] = hsum256(a12) * scale; o1[3] = hsum256(a13) * scale;
-            o2[0] = hsum256(a20) * scale; o2[1] = hsum256(a21) * scale; o2[2] = hsum256(a22) * scale; o2[3] = hsum256(a23) * scale;
-        }
-        for (; i < m; i++) {
+        for (; i < m; i += 6) {
+            size_t rows = m - i < 6 ? m - i : 6;
             const float *q0 = q + i * d;
-            __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-            for (size_t t = 0; t < d; t += 8) {
-                __m256 x = _mm256_loadu_ps(q0 + t);
-                a0 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k0 + t), a0);
-                a1 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k1 + t), a1);
-                a2 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k2 + t), a2);
-                a3 = _mm256_fmadd_ps(x, _mm256_loadu_ps(k3 + t), a3);
+            const float *q1 = q0 + (rows > 1 ? d : 0), *q2 = q0 + (rows > 2 ? 2 * d : 0);
+            const float *q3 = q0 + (rows > 3 ? 3 * d : 0), *q4 = q0 + (rows > 4 ? 4 * d : 0), *q5 = q0 + (rows > 5 ? 5 * d : 0);
+            __m256 c00 = _mm256_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+            __m256 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+            for (size_t t = 0; t < d; t++) {
+                __m256 b0 = _mm256_loadu_ps(P + t * 16), b1 = _mm256_loadu_ps(P + t * 16 + 8);
+                __m256 a = _mm256_broadcast_ss(q0 + t);
+                c00 = _mm256_fmadd_ps(a, b0, c00); c01 = _mm256_fmadd_ps(a, b1, c01);
+                a = _mm256_broadcast_ss(q1 + t);
+                c10 = _mm256_fmadd_ps(a, b0, c10); c11 = _mm256_fmadd_ps(a, b1, c11);
+                a = _mm256_broadcast_ss(q2 + t);
+                c20 = _mm256_fmadd_ps(a, b0, c20); c21 = _mm256_fmadd_ps(a, b1, c21);
+                a = _mm256_broadcast_ss(q3 + t);
+                c30 = _mm256_fmadd_ps(a, b0, c30); c31 = _mm256_fmadd_ps(a, b1, c31);
+                a = _mm256_broadcast_ss(q4 + t);
+                c40 = _mm256_fmadd_ps(a, b0, c40); c41 = _mm256_fmadd_ps(a, b1, c41);
+                a = _mm256_broadcast_ss(q5 + t);
+                c50 = _mm256_fmadd_ps(a, b0, c50); c51 = _mm256_fmadd_ps(a, b1, c51);
             }
-            float *o = out + i * ldo + j;
-            o[0] = hsum256(a0) * scale; o[1] = hsum256(a1) * scale; o[2] = hsum256(a2) * scale; o[3] = hsum256(a3) * scale;
+            __m256 c[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
+            if (width == 16) {
+                for (size_t r = 0; r < rows; r++) {
+                    _mm256_storeu_ps(out + (i + r) * ldo + j0, _mm256_mul_ps(c[2 * r], sc));
+                    _mm256_storeu_ps(out + (i + r) * ldo + j0 + 8, _mm256_mul_ps(c[2 * r + 1], sc));
+                }
+            } else {
+                for (size_t r = 0; r < rows; r++) {
+                    _mm256_storeu_ps(tmp + r * 16, _mm256_mul_ps(c[2 * r], sc));
+                    _mm256_storeu_ps(tmp + r * 16 + 8, _mm256_mul_ps(c[2 * r + 1], sc));
+                    memcpy(out + (i + r) * ldo + j0, tmp + r * 16, width * sizeof(float));
+                }
+            }
         }
     }
-    for (; j < n; j++) {
-        const float *k0 = k + j * d;
-        for (size_t i = 0; i < m; i++) {
-            const float *q0 = q + i * d;
-            __m256 a = _mm256_setzero_ps();
-            for (size_t t = 0; t < d; t += 8) a = _mm256_fmadd_ps(_mm256_loadu_ps(q0 + t), _mm256_loadu_ps(k0 + t), a);
-            out[i * ldo + j] = hsum256(a) * scale;
+}
+
+// Packing: 8 x 8 transposes of two row blocks per panel and column block.
+__attribute__((target("avx2,fma"))) static void pack_panels_avx2(const float *k, size_t n, size_t d, float *panels) {
+    size_t panelCount = (n + 15) / 16;
+    for (size_t p = 0; p < panelCount; p++) {
+        float *P = panels + p * d * 16;
+        size_t j0 = p * 16;
+        if (j0 + 16 > n || d % 8 != 0) {  // a ragged panel: element by element
+            for (size_t l = 0; l < 16; l++)
+                for (size_t t = 0; t < d; t++) P[t * 16 + l] = j0 + l < n ? k[(j0 + l) * d + t] : 0.0f;
+            continue;
+        }
+        for (size_t half = 0; half < 2; half++) {
+            const float *rows = k + (j0 + 8 * half) * d;
+            for (size_t t = 0; t < d; t += 8) {
+                __m256 r0 = _mm256_loadu_ps(rows + 0 * d + t), r1 = _mm256_loadu_ps(rows + 1 * d + t);
+                __m256 r2 = _mm256_loadu_ps(rows + 2 * d + t), r3 = _mm256_loadu_ps(rows + 3 * d + t);
+                __m256 r4 = _mm256_loadu_ps(rows + 4 * d + t), r5 = _mm256_loadu_ps(rows + 5 * d + t);
+                __m256 r6 = _mm256_loadu_ps(rows + 6 * d + t), r7 = _mm256_loadu_ps(rows + 7 * d + t);
+                __m256 t0 = _mm256_unpacklo_ps(r0, r1), t1 = _mm256_unpackhi_ps(r0, r1);
+                __m256 t2 = _mm256_unpacklo_ps(r2, r3), t3 = _mm256_unpackhi_ps(r2, r3);
+                __m256 t4 = _mm256_unpacklo_ps(r4, r5), t5 = _mm256_unpackhi_ps(r4, r5);
+                __m256 t6 = _mm256_unpacklo_ps(r6, r7), t7 = _mm256_unpackhi_ps(r6, r7);
+                __m256 u0 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(1, 0, 1, 0)), u1 = _mm256_shuffle_ps(t0, t2, _MM_SHUFFLE(3, 2, 3, 2));
+                __m256 u2 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(1, 0, 1, 0)), u3 = _mm256_shuffle_ps(t1, t3, _MM_SHUFFLE(3, 2, 3, 2));
+                __m256 u4 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(1, 0, 1, 0)), u5 = _mm256_shuffle_ps(t4, t6, _MM_SHUFFLE(3, 2, 3, 2));
+                __m256 u6 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(1, 0, 1, 0)), u7 = _mm256_shuffle_ps(t5, t7, _MM_SHUFFLE(3, 2, 3, 2));
+                float *o = P + t * 16 + 8 * half;
+                _mm256_storeu_ps(o + 0 * 16, _mm256_permute2f128_ps(u0, u4, 0x20));
+                _mm256_storeu_ps(o + 1 * 16, _mm256_permute2f128_ps(u1, u5, 0x20));
+                _mm256_storeu_ps(o + 2 * 16, _mm256_permute2f128_ps(u2, u6, 0x20));
+                _mm256_storeu_ps(o + 3 * 16, _mm256_permute2f128_ps(u3, u7, 0x20));
+                _mm256_storeu_ps(o + 4 * 16, _mm256_permute2f128_ps(u0, u4, 0x31));
+                _mm256_storeu_ps(o + 5 * 16, _mm256_permute2f128_ps(u1, u5, 0x31));
+                _mm256_storeu_ps(o + 6 * 16, _mm256_permute2f128_ps(u2, u6, 0x31));
+                _mm256_storeu_ps(o + 7 * 16, _mm256_permute2f128_ps(u3, u7, 0x31));
+            }
         }
     }
+}
+
+// AVX-512: 6 query rows against two panels (32 keys), 12 accumulators of 16 lanes.
+__attribute__((target("avx512f"))) static void panel_dots_avx512(const float *q, size_t m, const float *panels, size_t n,
+                                                                size_t d, float scale, float *out, size_t ldo) {
+    const __m512 sc = _mm512_set1_ps(scale);
+    size_t panelCount = (n + 15) / 16;
+    for (size_t pnl = 0; pnl < panelCount; pnl += 2) {
+        const float *P0 = panels + pnl * d * 16;
+        int two = pnl + 1 < panelCount;
+        const float *P1 = two ? P0 + d * 16 : P0;
+        size_t j0 = pnl * 16;
+        size_t w0 = n - j0 < 16 ? n - j0 : 16, w1 = two ? (n - j0 - 16 < 16 ? n - j0 - 16 : 16) : 0;
+        __mmask16 m0 = (__mmask16)((1u << w0) - 1), m1 = (__mmask16)((1u << w1) - 1);
+        for (size_t i = 0; i < m; i += 6) {
+            size_t rows = m - i < 6 ? m - i : 6;
+            const float *q0 = q + i * d;
+            const float *q1 = q0 + (rows > 1 ? d : 0), *q2 = q0 + (rows > 2 ? 2 * d : 0);
+            const float *q3 = q0 + (rows > 3 ? 3 * d : 0), *q4 = q0 + (rows > 4 ? 4 * d : 0), *q5 = q0 + (rows > 5 ? 5 * d : 0);
+            __m512 c00 = _mm512_setzero_ps(), c01 = c00, c10 = c00, c11 = c00, c20 = c00, c21 = c00;
+            __m512 c30 = c00, c31 = c00, c40 = c00, c41 = c00, c50 = c00, c51 = c00;
+            for (size_t t = 0; t < d; t++) {
+                __m512 b0 = _mm512_loadu_ps(P0 + t * 16), b1 = _mm512_loadu_ps(P1 + t * 16);
+                __m512 a = _mm512_set1_ps(q0[t]);
+                c00 = _mm512_fmadd_ps(a, b0, c00); c01 = _mm512_fmadd_ps(a, b1, c01);
+                a = _mm512_set1_ps(q1[t]);
+                c10 = _mm512_fmadd_ps(a, b0, c10); c11 = _mm512_fmadd_ps(a, b1, c11);
+                a = _mm512_set1_ps(q2[t]);
+                c20 = _mm512_fmadd_ps(a, b0, c20); c21 = _mm512_fmadd_ps(a, b1, c21);
+                a = _mm512_set1_ps(q3[t]);
+                c30 = _mm512_fmadd_ps(a, b0, c30); c31 = _mm512_fmadd_ps(a, b1, c31);
+                a = _mm512_set1_ps(q4[t]);
+                c40 = _mm512_fmadd_ps(a, b0, c40); c41 = _mm512_fmadd_ps(a, b1, c41);
+                a = _mm512_set1_ps(q5[t]);
+                c50 = _mm512_fmadd_ps(a, b0, c50); c51 = _mm512_fmadd_ps(a, b1, c51);
+            }
+            __m512 c[12] = {c00, c01, c10, c11, c20, c21, c30, c31, c40, c41, c50, c51};
+            for (size_t r = 0; r < rows; r++) {
+                _mm512_mask_storeu_ps(out + (i + r) * ldo + j0, m0, _mm512_mul_ps(c[2 * r], sc));
+                if (w1) _mm512_mask_storeu_ps(out + (i + r) * ldo + j0 + 16, m1, _mm512_mul_ps(c[2 * r + 1], sc));
+            }
+        }
+    }
+}
+
+static int cpu_avx512(void) {
+    static int cached = -1;
+    if (cached < 0) {
+        __builtin_cpu_init();
+        cached = __builtin_cpu_supports("avx512f");
+    }
+    return cached;
 }
 
 // exp for 8 floats: range reduction by ln 2 and a degree-5 polynomial (Cephes expf), ~1 ulp.
@@ -228,12 +299,45 @@ static int cpu_ok(void) { return 0; }
 
 int wsk_has_avx2(void) { return cpu_ok(); }
 
-void wsk_scaled_dots(const float *q, size_t m, const float *k, size_t n, size_t d, float scale,
-                     float *out, size_t ldo) {
+void wsk_pack_panels(const float *k, size_t n, size_t d, float *panels) {
 #ifdef WSK_X86
-    if (cpu_ok() && d % 8 == 0) { dots_avx2(q, m, k, n, d, scale, out, ldo); return; }
+    if (cpu_ok()) { pack_panels_avx2(k, n, d, panels); return; }
 #endif
-    dots_portable(q, m, k, n, d, scale, out, ldo);
+    size_t panelCount = (n + 15) / 16;
+    for (size_t p = 0; p < panelCount; p++) {
+        float *P = panels + p * d * 16;
+        for (size_t l = 0; l < 16; l++) {
+            size_t j = p * 16 + l;
+            if (j < n) {
+                const float *row = k + j * d;
+                for (size_t t = 0; t < d; t++) P[t * 16 + l] = row[t];
+            } else {
+                for (size_t t = 0; t < d; t++) P[t * 16 + l] = 0;
+            }
+        }
+    }
+}
+
+static void panel_dots_portable(const float *q, size_t m, const float *panels, size_t n, size_t d, float scale,
+                                float *out, size_t ldo) {
+    for (size_t i = 0; i < m; i++) {
+        const float *qi = q + i * d;
+        for (size_t j = 0; j < n; j++) {
+            const float *P = panels + (j / 16) * d * 16 + (j % 16);
+            float s = 0;
+            for (size_t t = 0; t < d; t++) s += qi[t] * P[t * 16];
+            out[i * ldo + j] = s * scale;
+        }
+    }
+}
+
+void wsk_panel_dots(const float *q, size_t m, const float *panels, size_t n, size_t d, float scale,
+                    float *out, size_t ldo) {
+#ifdef WSK_X86
+    if (cpu_avx512() && !getenv("WSTORE_NO_AVX512")) { panel_dots_avx512(q, m, panels, n, d, scale, out, ldo); return; }
+    if (cpu_ok()) { panel_dots_avx2(q, m, panels, n, d, scale, out, ldo); return; }
+#endif
+    panel_dots_portable(q, m, panels, n, d, scale, out, ldo);
 }
 
 double wsk_exp_shift_sum(float *x, size_t n, float shift) {

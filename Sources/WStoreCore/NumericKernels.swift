@@ -6,12 +6,19 @@ package enum NumericKernels {
     /// Whether the AVX2/FMA paths are in use on this CPU.
     package static var usesAVX2: Bool { wsk_has_avx2() != 0 }
 
-    /// `out[i * ldo + j] = scale · (q[i] · k[j])` for `m` rows of `q` and `n` rows of `k`, each `d` floats.
-    /// The corresponding C function is `wsk_scaled_dots`.
+    /// Packs `n` rows of `d` floats into panels of 16 rows, transposed (`[d][16]` each, zero-padded):
+    /// the layout ``panelDots(_:m:_:n:d:scale:into:ldo:)`` reads. `panels` holds `ceil(n/16)·16·d` floats.
+    /// The corresponding C function is `wsk_pack_panels`.
+    package static func packPanels(_ k: UnsafePointer<Float>, n: Int, d: Int, into panels: UnsafeMutablePointer<Float>) {
+        wsk_pack_panels(k, n, d, panels)
+    }
+
+    /// `out[i * ldo + j] = scale · (q[i] · key j)` with the keys packed by ``packPanels(_:n:d:into:)``.
+    /// The corresponding C function is `wsk_panel_dots`.
     @inline(__always)
-    package static func scaledDots(_ q: UnsafePointer<Float>, m: Int, _ k: UnsafePointer<Float>, n: Int, d: Int,
-                                   scale: Float, into out: UnsafeMutablePointer<Float>, ldo: Int) {
-        wsk_scaled_dots(q, m, k, n, d, scale, out, ldo)
+    package static func panelDots(_ q: UnsafePointer<Float>, m: Int, _ panels: UnsafePointer<Float>, n: Int, d: Int,
+                                  scale: Float, into out: UnsafeMutablePointer<Float>, ldo: Int) {
+        wsk_panel_dots(q, m, panels, n, d, scale, out, ldo)
     }
 
     /// Replaces `x[i]` by `exp(x[i] − shift)` and returns their sum. The corresponding C function is `wsk_exp_shift_sum`.
