@@ -153,7 +153,12 @@ public final class GGUFFile: Sendable {
             guard let type = GGMLType.byID(typeID) else {
                 throw ImportError(file: path, "tensor \"\(name)\" has unknown ggml type \(typeID)")
             }
-            let rows = dims.count > 1 ? dims[1...].reduce(1, *) : 1
+            var rows = 1
+            for d in dims.dropFirst() {
+                let (m, o) = rows.multipliedReportingOverflow(by: d)
+                guard !o else { throw ImportError(file: path, "tensor \"\(name)\" has a row count that overflows") }
+                rows = m
+            }
             guard let size = type.byteCount(elementsInRow: dims[0], rows: rows) else {
                 throw ImportError(file: path, "tensor \"\(name)\" has row length \(dims[0]), not a multiple of the \(type.name) block size \(type.blockSize)")
             }
