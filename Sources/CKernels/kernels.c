@@ -233,7 +233,7 @@ __attribute__((target("avx2,fma"))) static inline __m256 exp256(__m256 x) {
     y = _mm256_fmadd_ps(y, x2, _mm256_add_ps(x, _mm256_set1_ps(1.0f)));
     __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(fx), _mm256_set1_epi32(127)), 23);
     y = _mm256_mul_ps(y, _mm256_castsi256_ps(e));
-    return _mm256_andnot_ps(under, y);  // below the range: 0, as expf underflows there
+    return _mm256_andnot_ps(under, y);  // below -87.34 the result would be subnormal (< 2^-126): 0
 }
 
 __attribute__((target("avx2,fma"))) static double exp_avx2(float *x, size_t n, float shift) {

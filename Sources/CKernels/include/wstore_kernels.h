@@ -15,7 +15,8 @@ void wsk_pack_panels(const float *k, size_t n, size_t d, float *panels);
 void wsk_panel_dots(const float *q, size_t m, const float *panels, size_t n, size_t d, float scale,
                     float *out, size_t ldo);
 
-/// x[i] = exp(x[i] - shift) for i < n; returns the sum of the new x (as a double).
+/// x[i] = exp(x[i] - shift) for i < n (about 1 ulp; results below 2^-126 may be 0);
+/// returns the sum of the new x (as a double).
 double wsk_exp_shift_sum(float *x, size_t n, float shift);
 
 /// The largest of x[0..<n] (n > 0).
