@@ -10,7 +10,7 @@ DEMO_DIR  ?= demo-out
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PY_PKGS    = numpy safetensors gguf
 
-.PHONY: all deps pydeps build demo test bench clean
+.PHONY: all deps pydeps build demo test bench bench-check bench-thresholds clean
 
 all: build
 
@@ -42,8 +42,16 @@ test: deps pydeps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 
-bench: build
-	@bash scripts/bench.sh $(BIN)
+# ordo-one/benchmark suites (Benchmarks/, a sibling package so library users never
+# build the harness). bench-check compares a run with the committed Thresholds/.
+bench: deps
+	cd Benchmarks && $(SWIFT) package benchmark --no-progress
+
+bench-check: deps
+	cd Benchmarks && $(SWIFT) package benchmark thresholds check --no-progress
+
+bench-thresholds: deps
+	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark thresholds update --no-progress
 
 clean:
 	rm -rf .build $(DEMO_DIR)

@@ -143,11 +143,12 @@ extension WeightStore {
         try withSnapshot { try $0.withTensor(name, model: model, verify: verify, body) }
     }
 
-    /// See ``Snapshot/read(_:model:into:threads:)``.
+    /// See ``Snapshot/read(_:model:into:threads:verify:)``.
     @discardableResult
     public func read(_ name: String, model: String = WeightStore.defaultModel,
-                     into buffer: UnsafeMutableRawBufferPointer, threads: Int = defaultThreadCount) throws -> TensorInfo {
-        try withSnapshot { try $0.read(name, model: model, into: buffer, threads: threads) }
+                     into buffer: UnsafeMutableRawBufferPointer, threads: Int = defaultThreadCount,
+                     verify: Bool = true) throws -> TensorInfo {
+        try withSnapshot { try $0.read(name, model: model, into: buffer, threads: threads, verify: verify) }
     }
 
     /// Decodes tensor `name` into a new array.
