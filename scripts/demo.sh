@@ -36,3 +36,25 @@ PY
 echo
 echo "== wstore verify =="
 "$bin" verify "$out/packed.wstore"
+echo
+echo "== wstore bench kv: prefix-cache hit rates of a request trace =="
+trace=../shared/data/mooncake/conversation_trace.jsonl
+if [ -f "$trace" ]; then
+    trace_args=(--trace "$trace")
+    "$bin" bench kv "${trace_args[@]}" --capacity-blocks 0,20000,5000,1000
+else
+    echo "note: $trace is absent (no ../shared); replaying a generated trace instead"
+    trace_args=(--generate 3000)
+    "$bin" bench kv "${trace_args[@]}" --capacity-blocks 0,2000,500
+fi
+echo
+echo "== wstore bench kv --model-shape: KV bytes through a real store (first 8 requests, int4), then kv inspect =="
+"$bin" bench kv "${trace_args[@]}" --capacity-blocks 64 --requests 8 \
+    --model-shape layers=4,kv_heads=8,head_dim=128,dtype=bf16 --codec int4 --store "$out/kv.store"
+"$bin" kv inspect "$out/kv.store"
+echo
+echo "== SnapKV (per KV head, keep 1024 of 4096 tokens) + int4 on a generated KV cache; then int4 alone =="
+python3 "$(dirname "$0")/fixtures/make_demo_kv.py" "$out/kv.safetensors" 2 4096
+"$bin" kv compress --input "$out/kv.safetensors" --output "$out/kv-snapkv-int4.safetensors" \
+    --snapkv window=32,capacity=1024,kernel=7,pool=max,heads=kv --codec int4
+"$bin" kv compress --input "$out/kv.safetensors" --output "$out/kv-int4.safetensors" --codec int4

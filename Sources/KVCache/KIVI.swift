@@ -20,19 +20,91 @@ package enum KIVI {
     static let magic: UInt32 = 0x4956_494B
     static let headerSize = 32
 
+    /// The groups of one head, in blob order: `(first element, count, stride)` over a head's
+    /// `q × d` elements. Per channel: runs of `g` tokens for each channel; per token: runs of
+    /// `g` channels for each token.
+    static func groupCount(axis: Axis, q: Int, d: Int, g: Int) -> Int {
+        axis == .perChannel ? ((q + g - 1) / g) * d : q * ((d + g - 1) / g)
+    }
+
     /// Quantizes `t` into a blob (not yet zstd-compressed).
     package static func encode(_ t: KVTensor, bits: Int, axis: Axis, options: KIVIOptions) -> [UInt8] {
         precondition([2, 4, 8].contains(bits) && options.group > 0 && options.residual >= 0)
         let h = t.heads, d = t.headDim, n = t.tokens
         let r = min(options.residual, n), q = n - r, g = options.group
         let x = t.floats()
-        let groupsPerHead = axis == .perChannel ? ((q + g - 1) / g) * d : q * ((d + g - 1) / g)
-        let groups = h * groupsPerHead
+        let perHead = groupCount(axis: axis, q: q, d: d, g: g)
+        let groups = h * perHead
         let codesCount = h * q * d
         let codeBytes = (codesCount * bits + 7) / 8
         let residualBytes = h * r * d * t.elementSize
         var out = [UInt8](repeating: 0, count: headerSize + 4 * groups + codeBytes + residualBytes)
         let levels = Float((1 << bits) - 1)
+        // Codes in blob order, one byte each, packed at the end.
+        var codes = [UInt8](repeating: 0, count: codesCount)
+        var mins = [Float](repeating: 0, count: groups), scales = [Float](repeating: 0, count: groups)
+        x.withUnsafeBufferPointer { xs in
+            codes.withUnsafeMutableBufferPointer { cs in
+                var gi = 0, ci = 0
+                /// Sets the f16 minimum and scale of group `gi` from its range; returns them as f32.
+                func params(_ lo: Float, _ hi: Float) -> (Float, Float) {
+                    let m16 = Float(Float16(lo.isFinite ? lo : 0))
+                    let s16 = Float(Float16(max((hi.isFinite ? hi : 0) - m16, 0) / levels))
+                    mins[gi] = m16
+                    scales[gi] = s16
+                    gi += 1
+                    return (m16, s16)
+                }
+                @inline(__always) func code(_ v: Float, _ m: Float, _ inv: Float) -> UInt8 {
+                    UInt8(min(max(((v - m) * inv).rounded(.toNearestOrEven), 0), levels))
+                }
+                for head in 0 ..< h {
+                    let base = xs.baseAddress! + head * n * d
+                    switch axis {
+                    case .perChannel:
+                        var lo = [Float](repeating: .infinity, count: d), hi = [Float](repeating: -.infinity, count: d)
+                        var m = [Float](repeating: 0, count: d), inv = [Float](repeating: 0, count: d)
+                        var t0 = 0
+                        while t0 < q {
+                            let t1 = min(q, t0 + g), len = t1 - t0
+                            for c in 0 ..< d { lo[c] = .infinity; hi[c] = -.infinity }
+                            for tok in t0 ..< t1 {
+                                let row = base + tok * d
+                                for c in 0 ..< d { lo[c] = min(lo[c], row[c]); hi[c] = max(hi[c], row[c]) }
+                            }
+                            for c in 0 ..< d {
+                                let (m16, s16) = params(lo[c], hi[c])
+                                m[c] = m16
+                                inv[c] = s16 > 0 ? 1 / s16 : 0
+                            }
+                            // Channel c's run of tokens lands at ci + c·len + (tok − t0).
+                            for tok in t0 ..< t1 {
+                                let row = base + tok * d
+                                for c in 0 ..< d { cs[ci + c * len + tok - t0] = code(row[c], m[c], inv[c]) }
+                            }
+                            ci += len * d
+                            t0 = t1
+                        }
+                    case .perToken:
+                        for tok in 0 ..< q {
+                            let row = base + tok * d
+                            var c0 = 0
+                            while c0 < d {
+                                let c1 = min(d, c0 + g)
+                                var lo = Float.infinity, hi = -Float.infinity
+                                for c in c0 ..< c1 { lo = min(lo, row[c]); hi = max(hi, row[c]) }
+                                let (m16, s16) = params(lo, hi)
+                                let inv: Float = s16 > 0 ? 1 / s16 : 0
+                                for c in c0 ..< c1 { cs[ci + c - c0] = code(row[c], m16, inv) }
+                                ci += c1 - c0
+                                c0 = c1
+                            }
+                        }
+                    }
+                }
+                precondition(gi == groups && ci == codesCount)
+            }
+        }
         out.withUnsafeMutableBytes { o in
             func put32(_ v: UInt32, _ at: Int) { o.storeBytes(of: v.littleEndian, toByteOffset: at, as: UInt32.self) }
             put32(magic, 0)
@@ -41,56 +113,13 @@ package enum KIVI {
             o[6] = axis.rawValue
             o[7] = t.dtype.code
             put32(UInt32(h), 8); put32(UInt32(n), 12); put32(UInt32(d), 16); put32(UInt32(g), 20); put32(UInt32(r), 24)
-            let mins = (o.baseAddress! + headerSize).assumingMemoryBound(to: UInt16.self)
-            let scales = mins + groups
-            let codes = (o.baseAddress! + headerSize + 4 * groups).assumingMemoryBound(to: UInt8.self)
-            var codeIndex = 0, groupIndex = 0
-            var minF = [Float](repeating: 0, count: 1), scaleF = [Float](repeating: 0, count: 1)
-            // Visits the element offsets of each group in order, quantizing them.
-            func quantize(_ offsets: StrideTo<Int>) {
-                var lo = Float.infinity, hi = -Float.infinity
-                for i in offsets { lo = min(lo, x[i]); hi = max(hi, x[i]) }
-                if !lo.isFinite { lo = 0; hi = 0 }
-                minF[0] = lo
-                NumericKernels.floatToHalf(minF, mins + groupIndex, count: 1)
-                var m16: Float = 0
-                withUnsafeMutablePointer(to: &m16) { NumericKernels.halfToFloat(mins + groupIndex, $0, count: 1) }
-                scaleF[0] = max(hi - m16, 0) / levels
-                NumericKernels.floatToHalf(scaleF, scales + groupIndex, count: 1)
-                var s16: Float = 0
-                withUnsafeMutablePointer(to: &s16) { NumericKernels.halfToFloat(scales + groupIndex, $0, count: 1) }
-                let inv: Float = s16 > 0 ? 1 / s16 : 0
-                for i in offsets {
-                    let v = min(max(((x[i] - m16) * inv).rounded(.toNearestOrEven), 0), levels)
-                    let c = UInt8(v)
-                    let bit = codeIndex * bits
-                    codes[bit >> 3] |= c << UInt8(bit & 7)
-                    codeIndex += 1
-                }
-                groupIndex += 1
+            let p = (o.baseAddress! + headerSize).assumingMemoryBound(to: UInt16.self)
+            for i in 0 ..< groups {
+                p[i] = Float16(mins[i]).bitPattern.littleEndian
+                p[groups + i] = Float16(scales[i]).bitPattern.littleEndian
             }
-            for head in 0 ..< h {
-                let base = head * n * d
-                switch axis {
-                case .perChannel:
-                    var t0 = 0
-                    while t0 < q {
-                        let t1 = min(q, t0 + g)
-                        for c in 0 ..< d { quantize(stride(from: base + t0 * d + c, to: base + t1 * d + c, by: d)) }
-                        t0 = t1
-                    }
-                case .perToken:
-                    for tok in 0 ..< q {
-                        var c0 = 0
-                        while c0 < d {
-                            let c1 = min(d, c0 + g)
-                            quantize(stride(from: base + tok * d + c0, to: base + tok * d + c1, by: 1))
-                            c0 = c1
-                        }
-                    }
-                }
-            }
-            precondition(groupIndex == groups && codeIndex == codesCount)
+            let packed = (o.baseAddress! + headerSize + 4 * groups).assumingMemoryBound(to: UInt8.self)
+            codes.withUnsafeBufferPointer { pack($0, bits: bits, into: packed) }
             // The residual tokens, as they are.
             let res = o.baseAddress! + headerSize + 4 * groups + codeBytes
             let row = d * t.elementSize
@@ -101,6 +130,44 @@ package enum KIVI {
             }
         }
         return out
+    }
+
+    /// Packs one-byte codes `bits` wide, element k at bit k·bits (least significant first).
+    static func pack(_ codes: UnsafeBufferPointer<UInt8>, bits: Int, into out: UnsafeMutablePointer<UInt8>) {
+        let n = codes.count
+        switch bits {
+        case 8:
+            out.update(from: codes.baseAddress!, count: n)
+        case 4:
+            for i in 0 ..< n / 2 { out[i] = codes[2 * i] | codes[2 * i + 1] << 4 }
+            if n % 2 == 1 { out[n / 2] = codes[n - 1] }
+        default:
+            for i in 0 ..< n / 4 {
+                out[i] = codes[4 * i] | codes[4 * i + 1] << 2 | codes[4 * i + 2] << 4 | codes[4 * i + 3] << 6
+            }
+            if n % 4 != 0 {
+                var last: UInt8 = 0
+                for k in 0 ..< n % 4 { last |= codes[n / 4 * 4 + k] << UInt8(2 * k) }
+                out[n / 4] = last
+            }
+        }
+    }
+
+    /// The inverse of ``pack(_:bits:into:)``.
+    static func unpack(_ packed: UnsafeRawBufferPointer, bits: Int, count n: Int, into out: UnsafeMutablePointer<UInt8>) {
+        switch bits {
+        case 8:
+            out.update(from: packed.baseAddress!.assumingMemoryBound(to: UInt8.self), count: n)
+        case 4:
+            for i in 0 ..< n / 2 { let b = packed[i]; out[2 * i] = b & 15; out[2 * i + 1] = b >> 4 }
+            if n % 2 == 1 { out[n - 1] = packed[n / 2] & 15 }
+        default:
+            for i in 0 ..< n / 4 {
+                let b = packed[i]
+                out[4 * i] = b & 3; out[4 * i + 1] = (b >> 2) & 3; out[4 * i + 2] = (b >> 4) & 3; out[4 * i + 3] = b >> 6
+            }
+            for k in 0 ..< n % 4 { out[n / 4 * 4 + k] = (packed[n / 4] >> UInt8(2 * k)) & 3 }
+        }
     }
 
     /// Rebuilds the tensor from a blob written by ``encode(_:bits:axis:options:)``.
@@ -118,48 +185,51 @@ package enum KIVI {
         let h = u32(8), n = u32(12), d = u32(16), g = u32(20), r = u32(24)
         guard g > 0, r <= n, h <= 1 << 16, d <= 1 << 16, n <= 1 << 24 else { throw corrupt("bad quantized-tensor shape") }
         let q = n - r
-        let groupsPerHead = axis == .perChannel ? ((q + g - 1) / g) * d : q * ((d + g - 1) / g)
-        let groups = h * groupsPerHead, codesCount = h * q * d
+        let perHead = groupCount(axis: axis, q: q, d: d, g: g)
+        let groups = h * perHead, codesCount = h * q * d
         let codeBytes = (codesCount * bits + 7) / 8, esz = dtype.elementSize!
         guard blob.count == headerSize + 4 * groups + codeBytes + h * r * d * esz else {
             throw corrupt("quantized tensor of \(blob.count) bytes does not match its header")
         }
-        var params = [Float](repeating: 0, count: 2 * groups)
-        var halves = [UInt16](repeating: 0, count: 2 * groups)
-        halves.withUnsafeMutableBytes { $0.copyMemory(from: UnsafeRawBufferPointer(rebasing: blob[headerSize ..< headerSize + 4 * groups])) }
-        halves.withUnsafeBufferPointer { hp in params.withUnsafeMutableBufferPointer { NumericKernels.halfToFloat(hp.baseAddress!, $0.baseAddress!, count: 2 * groups) } }
+        var mins = [Float](repeating: 0, count: groups), scales = [Float](repeating: 0, count: groups)
+        for i in 0 ..< groups {
+            mins[i] = Float(Float16(bitPattern: UInt16(littleEndian: blob.loadUnaligned(fromByteOffset: headerSize + 2 * i, as: UInt16.self))))
+            scales[i] = Float(Float16(bitPattern: UInt16(littleEndian: blob.loadUnaligned(fromByteOffset: headerSize + 2 * (groups + i), as: UInt16.self))))
+        }
+        var codes = [UInt8](repeating: 0, count: codesCount)
+        codes.withUnsafeMutableBufferPointer { c in
+            unpack(UnsafeRawBufferPointer(rebasing: blob[headerSize + 4 * groups ..< headerSize + 4 * groups + codeBytes]),
+                   bits: bits, count: codesCount, into: c.baseAddress!)
+        }
         var x = [Float](repeating: 0, count: h * q * d)
-        let mask = UInt8((1 << bits) - 1)
-        let codes = UnsafeRawBufferPointer(rebasing: blob[headerSize + 4 * groups ..< headerSize + 4 * groups + codeBytes])
-        var codeIndex = 0, groupIndex = 0
         x.withUnsafeMutableBufferPointer { xs in
-            params.withUnsafeBufferPointer { p in
-                func dequantize(_ offsets: StrideTo<Int>) {
-                    let m = p[groupIndex], s = p[groups + groupIndex]
-                    for i in offsets {
-                        let bit = codeIndex * bits
-                        let c = (codes[bit >> 3] >> UInt8(bit & 7)) & mask
-                        xs[i] = m + Float(c) * s
-                        codeIndex += 1
-                    }
-                    groupIndex += 1
-                }
+            codes.withUnsafeBufferPointer { cs in
+                var gi = 0, ci = 0
                 for head in 0 ..< h {
-                    let base = head * q * d
+                    let base = xs.baseAddress! + head * q * d
                     switch axis {
                     case .perChannel:
                         var t0 = 0
                         while t0 < q {
-                            let t1 = min(q, t0 + g)
-                            for c in 0 ..< d { dequantize(stride(from: base + t0 * d + c, to: base + t1 * d + c, by: d)) }
+                            let t1 = min(q, t0 + g), len = t1 - t0
+                            for tok in t0 ..< t1 {
+                                let row = base + tok * d
+                                for c in 0 ..< d { row[c] = mins[gi + c] + Float(cs[ci + c * len + tok - t0]) * scales[gi + c] }
+                            }
+                            gi += d
+                            ci += len * d
                             t0 = t1
                         }
                     case .perToken:
                         for tok in 0 ..< q {
+                            let row = base + tok * d
                             var c0 = 0
                             while c0 < d {
                                 let c1 = min(d, c0 + g)
-                                dequantize(stride(from: base + tok * d + c0, to: base + tok * d + c1, by: 1))
+                                let m = mins[gi], s = scales[gi]
+                                for c in c0 ..< c1 { row[c] = m + Float(cs[ci + c - c0]) * s }
+                                gi += 1
+                                ci += c1 - c0
                                 c0 = c1
                             }
                         }
