@@ -8,13 +8,27 @@ public enum DType: Hashable, Sendable, CustomStringConvertible {
     case f16, bf16, f32, f64
     case f8e4m3, f8e5m2, f8e8m0
     case c64
+    case f8e4m3fnuz, f8e5m2fnuz
+    /// Sub-byte floats, packed with no padding between elements (safetensors `F4`,
+    /// `F6_E2M3`, `F6_E3M2`): a tensor of n elements takes ceil(n × bits / 8) bytes.
+    case f4, f6e2m3, f6e3m2
     /// Opaque quantized blocks of the GGUF/ggml type with this id.
     case ggml(UInt32)
 
-    /// Every element type with a fixed element size, in code order.
+    /// Every element type of whole bytes per element.
     public static let allPlain: [DType] = [
         .bool, .u8, .i8, .i16, .u16, .i32, .u32, .i64, .u64,
+        .f16, .bf16, .f32, .f64, .f8e4m3, .f8e5m2, .f8e8m0, .c64, .f8e4m3fnuz, .f8e5m2fnuz,
+    ]
+
+    /// Element types of fewer than 8 bits, packed.
+    public static let allSubByte: [DType] = [.f4, .f6e2m3, .f6e3m2]
+
+    /// Every dtype with a fixed bit width, indexed by code (0 ..< 22).
+    private static let byCode: [DType] = [
+        .bool, .u8, .i8, .i16, .u16, .i32, .u32, .i64, .u64,
         .f16, .bf16, .f32, .f64, .f8e4m3, .f8e5m2, .f8e8m0, .c64,
+        .f8e4m3fnuz, .f8e5m2fnuz, .f4, .f6e2m3, .f6e3m2,
     ]
 
     /// The dtype code stored in the record header.
@@ -37,6 +51,11 @@ public enum DType: Hashable, Sendable, CustomStringConvertible {
         case .f8e5m2: 14
         case .f8e8m0: 15
         case .c64: 16
+        case .f8e4m3fnuz: 17
+        case .f8e5m2fnuz: 18
+        case .f4: 19
+        case .f6e2m3: 20
+        case .f6e3m2: 21
         case .ggml: 255
         }
     }
@@ -44,19 +63,35 @@ public enum DType: Hashable, Sendable, CustomStringConvertible {
     /// Decodes a header's dtype code (and GGUF type id for code 255); `nil` if unknown.
     public init?(code: UInt8, ggmlType: UInt32) {
         if code == 255 { self = .ggml(ggmlType); return }
-        guard Int(code) < DType.allPlain.count else { return nil }
-        self = DType.allPlain[Int(code)]
+        guard Int(code) < DType.byCode.count else { return nil }
+        self = DType.byCode[Int(code)]
     }
 
-    /// Bytes per element; `nil` for opaque quantized blocks.
+    /// Bytes per element; `nil` for sub-byte types and opaque quantized blocks.
     public var elementSize: Int? {
+        guard let bits = bitWidth, bits % 8 == 0 else { return nil }
+        return bits / 8
+    }
+
+    /// Bits per element; `nil` for opaque quantized blocks.
+    public var bitWidth: Int? {
         switch self {
-        case .bool, .u8, .i8, .f8e4m3, .f8e5m2, .f8e8m0: 1
-        case .i16, .u16, .f16, .bf16: 2
-        case .i32, .u32, .f32: 4
-        case .i64, .u64, .f64, .c64: 8
+        case .bool, .u8, .i8, .f8e4m3, .f8e5m2, .f8e8m0, .f8e4m3fnuz, .f8e5m2fnuz: 8
+        case .i16, .u16, .f16, .bf16: 16
+        case .i32, .u32, .f32: 32
+        case .i64, .u64, .f64, .c64: 64
+        case .f4: 4
+        case .f6e2m3, .f6e3m2: 6
         case .ggml: nil
         }
+    }
+
+    /// Bytes a tensor of `elements` elements takes (sub-byte types rounded up to a
+    /// whole byte); `nil` for opaque quantized blocks or on overflow.
+    public func byteCount(elements: Int) -> Int? {
+        guard let bits = bitWidth else { return nil }
+        let (total, o) = elements.multipliedReportingOverflow(by: bits)
+        return o ? nil : (total + 7) / 8
     }
 
     /// The safetensors name of this dtype (`BF16`, `F8_E4M3`, ...); `nil` for GGUF blocks.
@@ -79,13 +114,18 @@ public enum DType: Hashable, Sendable, CustomStringConvertible {
         case .f8e5m2: "F8_E5M2"
         case .f8e8m0: "F8_E8M0"
         case .c64: "C64"
+        case .f8e4m3fnuz: "F8_E4M3FNUZ"
+        case .f8e5m2fnuz: "F8_E5M2FNUZ"
+        case .f4: "F4"
+        case .f6e2m3: "F6_E2M3"
+        case .f6e3m2: "F6_E3M2"
         case .ggml: nil
         }
     }
 
     /// The dtype with this safetensors name, if wstore knows it.
     public init?(safetensorsName: String) {
-        guard let d = DType.allPlain.first(where: { $0.safetensorsName == safetensorsName }) else { return nil }
+        guard let d = DType.byCode.first(where: { $0.safetensorsName == safetensorsName }) else { return nil }
         self = d
     }
 

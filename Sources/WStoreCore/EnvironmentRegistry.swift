@@ -6,8 +6,10 @@ import Glibc
 extension LMDBEnvironment {
     /// lmdb.h, caveats: "Do not have open an LMDB database twice in the same process at
     /// the same time. Not even from a plain open() call - close()ing it breaks flock()
-    /// advisory locking." So every open of one directory in this process shares one
-    /// environment, kept here weakly and keyed by the directory's real path.
+    /// advisory locking." So every open of one store in this process shares one
+    /// environment, kept here weakly and keyed by the device and inode of its
+    /// `data.mdb`: a store moved into the same path (as `wstore pack` does) is a
+    /// different file, and gets an environment of its own.
     private final class Weak: @unchecked Sendable {
         weak var env: LMDBEnvironment?
         init(_ env: LMDBEnvironment) { self.env = env }
@@ -20,24 +22,25 @@ extension LMDBEnvironment {
     /// read-write request while it is open read-only is refused.
     /// - Throws: ``WStoreError/invalidArgument(_:)`` for that conflict, ``LMDBError`` from LMDB.
     package static func shared(path: String, readOnly: Bool, options: Options = Options()) throws -> LMDBEnvironment {
-        let key = realPath(path) ?? path
+        let dataFile = path + "/data.mdb"
         return try registry.withLock { envs in
-            if let env = envs[key]?.env {
+            if let id = fileIdentity(dataFile), let env = envs[id]?.env {
                 if env.readOnly && !readOnly {
                     throw WStoreError.invalidArgument("\(path) is already open read-only in this process; close it before opening it for writing")
                 }
                 return env
             }
             let env = try LMDBEnvironment(path: path, readOnly: readOnly, options: options)
-            envs[key] = Weak(env)
             envs = envs.filter { $0.value.env != nil }
+            if let id = fileIdentity(dataFile) { envs[id] = Weak(env) }
             return env
         }
     }
 
-    private static func realPath(_ path: String) -> String? {
-        guard let p = realpath(path, nil) else { return nil }
-        defer { free(p) }
-        return String(cString: p)
+    private static func fileIdentity(_ path: String) -> String? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return "\(st.st_dev):\(st.st_ino)"
     }
+
 }

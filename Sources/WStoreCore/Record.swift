@@ -94,8 +94,8 @@ package struct RecordView {
     /// an error, never an out-of-bounds read.
     /// - Throws: ``WStoreError/newerFormat(what:found:supported:)`` for a record written
     ///   by a newer format, ``WStoreError/corruptRecord(name:reason:)`` otherwise.
-    package init(_ bytes: UnsafeRawBufferPointer, name: String) throws(WStoreError) {
-        func corrupt(_ why: String) -> WStoreError { .corruptRecord(name: name, reason: why) }
+    package init(_ bytes: UnsafeRawBufferPointer, name: @autoclosure () -> String) throws(WStoreError) {
+        func corrupt(_ why: String) -> WStoreError { .corruptRecord(name: name(), reason: why) }
         func u16(_ o: Int) -> UInt16 { UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
         func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
         func u64(_ o: Int) -> UInt64 { UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
@@ -104,7 +104,7 @@ package struct RecordView {
         guard u32(0) == Record.magic else { throw corrupt("bad magic") }
         let version = u16(4)
         guard version <= Record.formatVersion else {
-            throw .newerFormat(what: "tensor \(name)", found: Int(version), supported: Int(Record.formatVersion))
+            throw .newerFormat(what: "tensor \(name())", found: Int(version), supported: Int(Record.formatVersion))
         }
         guard version >= 1 else { throw corrupt("format version 0") }
         let headerLength = Int(u32(8))
@@ -137,8 +137,10 @@ package struct RecordView {
             guard !o else { throw corrupt("shape overflows") }
             elements = m
         }
-        if let es = dtype.elementSize {
-            guard elements * es == rawSize else { throw corrupt("shape \(shape) × \(es) bytes ≠ raw size \(rawSize)") }
+        if dtype.bitWidth != nil {
+            guard dtype.byteCount(elements: elements) == rawSize else {
+                throw corrupt("shape \(shape) of \(dtype) does not take raw size \(rawSize)")
+            }
         }
         guard storedSize <= bytes.count - headerLength else {
             throw corrupt("payload of \(storedSize) bytes runs past the record (\(bytes.count - headerLength) bytes after the header)")

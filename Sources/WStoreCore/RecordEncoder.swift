@@ -71,10 +71,10 @@ package enum RecordEncoder {
             throw WStoreError.invalidArgument("rank \(shape.count) exceeds the maximum of \(Record.maxRank)")
         }
         guard shape.allSatisfy({ $0 >= 0 }) else { throw WStoreError.invalidArgument("negative dimension in shape \(shape)") }
-        if let es = dtype.elementSize {
-            let elements = shape.reduce(1, *)
-            guard elements * es == src.count else {
-                throw WStoreError.invalidArgument("shape \(shape) of \(dtype) needs \(elements * es) bytes, got \(src.count)")
+        if dtype.bitWidth != nil {
+            let elements = shape.reduce(1) { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }
+            guard let need = dtype.byteCount(elements: elements), need == src.count else {
+                throw WStoreError.invalidArgument("shape \(shape) of \(dtype) does not take \(src.count) bytes")
             }
         }
         let checksum = xxh3(src)

@@ -2,7 +2,12 @@
 enum Keys {
     /// `tensors`: model, NUL, tensor name.
     static func tensor(model: String, name: String) -> [UInt8] {
-        Array(model.utf8) + [0] + Array(name.utf8)
+        var k: [UInt8] = []
+        k.reserveCapacity(model.utf8.count + 1 + name.utf8.count)
+        k.append(contentsOf: model.utf8)
+        k.append(0)
+        k.append(contentsOf: name.utf8)
+        return k
     }
 
     /// The prefix of every `tensors` (and `experts`) key of a model.

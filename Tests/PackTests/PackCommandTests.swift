@@ -11,7 +11,7 @@ import WeightStore
         let file = try SafetensorsFile(path: src)
         let stored = try contents(of: dir.sub("s.wstore"), model: "all_dtypes")
         #expect(stored.count == file.tensors.count)
-        #expect(Set(file.tensors.map(\.dtypeName)).isSuperset(of: ["BOOL", "BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "C64", "F64"]))
+        #expect(Set(file.tensors.map(\.dtypeName)).isSuperset(of: ["BOOL", "BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "C64", "F64", "F8_E4M3FNUZ", "F8_E5M2FNUZ", "F4"]))
         for t in file.tensors {
             let (info, bytes) = try #require(stored[t.name])
             #expect(info.dtype == t.dtype && info.shape == t.shape)

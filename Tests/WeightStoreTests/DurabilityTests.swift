@@ -151,3 +151,31 @@ import Testing
         #expect(try reopened.readBytes("batch5") == chunk)
     }
 }
+
+@Suite struct SharedEnvironmentTests {
+    @Test func oneStoreOpenTwiceSharesItsEnvironment() throws {
+        let dir = TempDir()
+        let a = try WeightStore.create(at: dir.sub("s"))
+        try randomBytes(8, seed: 1).withUnsafeBytes { _ = try a.put("x", dtype: .u8, shape: [8], bytes: $0) }
+        let b = try WeightStore.open(at: dir.sub("s"))
+        #expect(a.env === b.env)
+        #expect(try b.readBytes("x") == randomBytes(8, seed: 1))
+    }
+
+    @Test func aStoreMovedIntoAnOpenStoresPathIsANewStore() throws {
+        let dir = TempDir()
+        let old = try WeightStore.create(at: dir.sub("s"))
+        try randomBytes(8, seed: 1).withUnsafeBytes { _ = try old.put("x", dtype: .u8, shape: [8], bytes: $0) }
+        do {
+            let new = try WeightStore.create(at: dir.sub("new"))
+            try randomBytes(8, seed: 2).withUnsafeBytes { _ = try new.put("x", dtype: .u8, shape: [8], bytes: $0) }
+        }
+        // What an atomic replace does, while `old` is still open in this process.
+        try FileManager.default.moveItem(atPath: dir.sub("s"), toPath: dir.sub("retired"))
+        try FileManager.default.moveItem(atPath: dir.sub("new"), toPath: dir.sub("s"))
+        let reopened = try WeightStore.open(at: dir.sub("s"))
+        #expect(reopened.env !== old.env)
+        #expect(try reopened.readBytes("x") == randomBytes(8, seed: 2))
+        #expect(try old.readBytes("x") == randomBytes(8, seed: 1))
+    }
+}

@@ -4,7 +4,7 @@ import Testing
 @testable import WStoreCore
 
 @Suite struct RoundTripTests {
-    static let dtypes: [DType] = DType.allPlain + [.ggml(12)]
+    static let dtypes: [DType] = DType.allPlain + DType.allSubByte + [.ggml(12)]
 
     @Test(arguments: dtypes, CodecChoice.allCases)
     func everyDTypeAndCodecRoundTrips(_ dtype: DType, _ codec: CodecChoice) throws {
@@ -31,6 +31,18 @@ import Testing
                 #expect(throws: WStoreError.notRaw(name: name, codec: "zstd")) { try store.withTensor(name) { _, _ in } }
             }
         }
+    }
+
+    @Test func subByteTensorsTakeWholeBytesRoundedUp() throws {
+        let dir = TempDir()
+        let store = try WeightStore.create(at: dir.sub("s"))
+        let b = randomBytes(4, seed: 1)  // 7 f4 elements take 4 bytes; 5 f6 elements take 4 bytes
+        try b.withUnsafeBytes { _ = try store.put("f4", dtype: .f4, shape: [7], bytes: $0) }
+        try b.withUnsafeBytes { _ = try store.put("f6", dtype: .f6e3m2, shape: [5], bytes: $0) }
+        #expect(try store.readBytes("f4") == b && store.readBytes("f6") == b)
+        #expect(throws: WStoreError.self) { try b.withUnsafeBytes { _ = try store.put("bad", dtype: .f4, shape: [9], bytes: $0) } }
+        #expect(DType(code: 19, ggmlType: 0) == .f4 && DType(safetensorsName: "F6_E2M3") == .f6e2m3)
+        #expect(DType(code: 22, ggmlType: 0) == nil)
     }
 
     @Test func compressibleBF16IsCompressedAndNoiseIsStoredRaw() throws {

@@ -46,7 +46,7 @@ func sampleBytes(_ dtype: DType, elements: Int, seed: UInt64) -> [UInt8] {
     switch dtype {
     case .bf16: return weightLikeBF16(elements, seed: seed)
     default:
-        let size = (dtype.elementSize ?? 1) * elements
+        let size = dtype.byteCount(elements: elements) ?? elements
         var b = randomBytes(size, seed: seed)
         for i in stride(from: 0, to: size, by: 3) { b[i] = 0 }  // some redundancy
         return b
