@@ -37,6 +37,13 @@ echo
 echo "== wstore verify =="
 "$bin" verify "$out/packed.wstore"
 echo
+echo "== residency: a synthetic routing trace (labelled synthetic), every policy beside Belady's MIN at 50% residency =="
+"$bin" trace synth "$out/routing.jsonl" --layers 4 --experts 8 --requests 4 --tokens 64
+"$bin" bench cache --trace "$out/routing.jsonl" --capacity 50%
+echo
+echo "== the same trace over the sample store: real loads, prefetch hints one layer ahead =="
+"$bin" bench cache --trace "$out/routing.jsonl" --capacity 50% --prefetch --store "$out/sample.wstore"
+echo
 echo "== wstore bench kv: prefix-cache hit rates of a request trace =="
 trace=../shared/data/mooncake/conversation_trace.jsonl
 if [ -f "$trace" ]; then

@@ -1,20 +1,22 @@
 import Foundation
 
-/// `adaptive`, wstore's own policy: every resident expert is valued by its estimated
-/// chance of being used by the next token of its layer, and the least valuable one
-/// leaves, whatever its layer. Because the values of all layers are probabilities on
-/// one scale, slots flow to the layers where one more slot saves the most misses.
+/// `adaptive`, wstore's own policy: every resident expert is valued by the uses it is
+/// expected to bring per token it stays, and the least valuable one leaves, whatever
+/// its layer. Because the values of all layers are on one scale, slots flow to the
+/// layers where one more slot saves the most misses (the per-layer split AdapMoE
+/// computes offline from miss curves, here continuously).
 ///
 /// The value of expert `e` of layer `l` is the sum of
 /// - its *rate*: its recent share of the layer's picks times `topK` (a recency-weighted
 ///   frequency, LRFU after Lee et al. 2001, halving every ``halfLifeTokens`` tokens of
 ///   the layer), kept for non-resident experts too, so a popular expert comes back with
 ///   its history;
-/// - its *reuse* bonus: when it was last used `age` tokens ago, the uses the reuse
-///   chain still promises, `ρ_l^age / (1 − ρ_l)`, spread over ``horizonTokens``; `ρ_l`
-///   is the layer's measured probability that an expert of one token is used again by
-///   the next (consecutive tokens reuse experts, more so in deep layers). Experts of
-///   the token under way count as certain;
+/// - its *reuse* bonus, when the layer's previous token used it: the uses the reuse
+///   chain promises, `ρ_l / (1 − ρ_l)`, spread over ``horizonTokens``, where `ρ_l` is
+///   the layer's measured probability that an expert of one token is used again by the
+///   next (consecutive tokens reuse experts, more so in deep layers). Experts of the
+///   token under way count as certain. (Chaining older uses as `ρ_l^age` measured
+///   worse: reuse beyond the previous token is already in the rate.)
 /// - its *hint* bonus: when a prefetch hint names it for the layer's next token, the
 ///   layer's measured hint accuracy.
 ///
@@ -117,7 +119,12 @@ public final class AdaptivePolicy: ResidencyPolicy {
         let rate = rateScale * value[id] * exp2(-lambda * (Double(layerAccesses[l]) - stamp[id]))
         let age = t - lastToken[id]
         var s = rate
-        if age <= 0 { s += 1 } else if age < 16 { s += pow(reuse[l], Double(age)) / ((1 - min(reuse[l], 0.95)) * horizonTokens) }
+        if age <= 0 {
+            s += 1
+        } else if age == 1 {
+            // The reuse chain: used again with probability ρ, then again with ρ, ...
+            s += reuse[l] / ((1 - min(reuse[l], 0.95)) * horizonTokens)
+        }
         if hintToken[id] == t { s += min(1, hintsUsed[l] / hintsGiven[l]) }
         return s
     }
