@@ -56,14 +56,18 @@ package enum KIVI {
                     return (m16, s16)
                 }
                 @inline(__always) func code(_ v: Float, _ m: Float, _ inv: Float) -> UInt8 {
-                    UInt8(min(max(((v - m) * inv).rounded(.toNearestOrEven), 0), levels))
+                    // Clamp to [0, levels], then round half to even by adding 1.5·2^23: the sum's
+                    // low mantissa byte is then the rounded value.
+                    let c = min(max((v - m) * inv, 0), levels)
+                    return UInt8(truncatingIfNeeded: (c + 12_582_912).bitPattern)
                 }
                 for head in 0 ..< h {
                     let base = xs.baseAddress! + head * n * d
                     switch axis {
                     case .perChannel:
-                        var lo = [Float](repeating: .infinity, count: d), hi = [Float](repeating: -.infinity, count: d)
-                        var m = [Float](repeating: 0, count: d), inv = [Float](repeating: 0, count: d)
+                        let buf = UnsafeMutablePointer<Float>.allocate(capacity: 4 * d)
+                        defer { buf.deallocate() }
+                        let lo = buf, hi = buf + d, m = buf + 2 * d, inv = buf + 3 * d
                         var t0 = 0
                         while t0 < q {
                             let t1 = min(q, t0 + g), len = t1 - t0
