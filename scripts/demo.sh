@@ -41,8 +41,8 @@ echo "== residency: a synthetic routing trace (labelled synthetic), every policy
 "$bin" trace synth "$out/routing.jsonl" --layers 4 --experts 8 --requests 4 --tokens 64
 "$bin" bench cache --trace "$out/routing.jsonl" --capacity 50%
 echo
-echo "== the same trace over the sample store: real loads, prefetch hints one layer ahead =="
-"$bin" bench cache --trace "$out/routing.jsonl" --capacity 50% --prefetch --store "$out/sample.wstore"
+echo "== the same trace over the sample store: real loads, prefetch hints one layer ahead, 500 µs of compute per layer =="
+"$bin" bench cache --trace "$out/routing.jsonl" --capacity 50% --prefetch --store "$out/sample.wstore" --layer-time-us 500
 echo
 echo "== wstore bench kv: prefix-cache hit rates of a request trace =="
 trace=../shared/data/mooncake/conversation_trace.jsonl
