@@ -57,7 +57,7 @@ fi
 echo
 echo "== wstore bench kv --model-shape: KV bytes through a real store (first 8 requests, int4), then kv inspect =="
 "$bin" bench kv "${trace_args[@]}" --capacity-blocks 64 --requests 8 \
-    --model-shape layers=4,kv_heads=8,head_dim=128,dtype=bf16 --codec int4 --store "$out/kv.store"
+    --model-shape layers=2,kv_heads=8,head_dim=128,dtype=bf16 --codec int4 --store "$out/kv.store"
 "$bin" kv inspect "$out/kv.store"
 echo
 echo "== SnapKV (per KV head, keep 1024 of 4096 tokens) + int4 on a generated KV cache; then int4 alone =="
