@@ -36,11 +36,13 @@ struct BenchKV: ParsableCommand {
         var hitBlocks: Int, replayHitBlocks: Int
         var putBytes: Int, putSeconds: Double, getBytes: Int, getSeconds: Double, memcpyGBps: Double
         var storedBytes: Int, rawBytes: Int
+        /// Reconstruction error of one block through the codec (0 for lossless).
+        var maxAbsError: Double, relativeRMSError: Double
         var putGBps: Double { putSeconds > 0 ? Double(putBytes) / putSeconds / 1e9 : 0 }
         var getGBps: Double { getSeconds > 0 ? Double(getBytes) / getSeconds / 1e9 : 0 }
         enum CodingKeys: String, CodingKey {
             case shape, codec, requests, capacityBlocks, hitBlocks, replayHitBlocks, putBytes, putSeconds, getBytes,
-                 getSeconds, memcpyGBps, storedBytes, rawBytes
+                 getSeconds, memcpyGBps, storedBytes, rawBytes, maxAbsError, relativeRMSError
         }
     }
 
@@ -135,8 +137,9 @@ struct BenchKV: ParsableCommand {
                 ["put (encode + write)", String(format: "%.2f", s.putGBps), String(format: "%.2f", s.putGBps / s.memcpyGBps), formatBytes(s.putBytes)],
                 ["get (read + decode)", String(format: "%.2f", s.getGBps), String(format: "%.2f", s.getGBps / s.memcpyGBps), formatBytes(s.getBytes)],
             ]).render())
-            print(String(format: "stored %@ for %@ raw (%.2fx); store hits %d blocks, leaves-first replay %d: %@",
+            print(String(format: "stored %@ for %@ raw (%.2fx; error max abs %.4g, relative RMS %.4f); store hits %d blocks, leaves-first replay %d: %@",
                          formatBytes(s.storedBytes), formatBytes(s.rawBytes), Double(s.rawBytes) / Double(max(s.storedBytes, 1)),
+                         s.maxAbsError, s.relativeRMSError,
                          s.hitBlocks, s.replayHitBlocks, s.hitBlocks == s.replayHitBlocks ? "equal" : "DIFFERENT"))
         }
     }
@@ -194,10 +197,26 @@ struct BenchKV: ParsableCommand {
         let reps = max(3, min(50, (1 << 30) / max(bytes, 1)))
         let (_, mt) = kvTime { for _ in 0 ..< reps { dst.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: bytes) } }
         let stats = try kvStore.stats()
+        // The codec's error on one block, keys and values of every layer.
+        let encoded = try KVChunk.encode(one, codec: codec, kivi: o.kivi)
+        let decoded = try encoded.withUnsafeBytes { try KVChunk.decode($0, name: "block 0") }
+        var maxAbs = 0.0, errSq = 0.0, normSq = 0.0
+        for (a, b) in zip(one.layers, decoded.layers) {
+            for (x, y) in [(a.keys, b.keys), (a.values, b.values)] {
+                let xf = x.floats(), yf = y.floats()
+                for i in xf.indices {
+                    let e = Double(xf[i]) - Double(yf[i])
+                    maxAbs = max(maxAbs, abs(e))
+                    errSq += e * e
+                    normSq += Double(xf[i]) * Double(xf[i])
+                }
+            }
+        }
         return StoreReport(shape: s, codec: codec.rawValue, requests: reqs.count, capacityBlocks: capacity, hitBlocks: hits,
                            replayHitBlocks: replayHits, putBytes: putBytes, putSeconds: putSeconds, getBytes: getBytes,
                            getSeconds: getSeconds, memcpyGBps: Double(bytes * reps) / mt / 1e9,
-                           storedBytes: stats.storedBytes, rawBytes: stats.rawBytes)
+                           storedBytes: stats.storedBytes, rawBytes: stats.rawBytes, maxAbsError: maxAbs,
+                           relativeRMSError: normSq > 0 ? (errSq / normSq).squareRoot() : 0)
     }
 
     /// A trace with shared system prompts and growing conversations, in Mooncake's shape.

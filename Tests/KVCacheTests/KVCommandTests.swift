@@ -78,6 +78,7 @@ import Testing
                                                 capacity: 20)
         #expect(report.hitBlocks == report.replayHitBlocks && report.hitBlocks > 0)
         #expect(report.putBytes > 0 && report.getBytes > 0)
+        #expect(report.relativeRMSError > 0 && report.relativeRMSError < 0.01)  // int8
         let stats = try KVStore.open(at: dir + "/kv", readOnly: true).stats()
         #expect(stats.chunks <= 20 && stats.chunks > 0)
         try FileManager.default.removeItem(atPath: dir + "/kv")
