@@ -299,6 +299,14 @@ static int cpu_ok(void) { return 0; }
 
 int wsk_has_avx2(void) { return cpu_ok(); }
 
+int wsk_has_avx512(void) {
+#ifdef WSK_X86
+    return cpu_avx512() && !getenv("WSTORE_NO_AVX512");
+#else
+    return 0;
+#endif
+}
+
 void wsk_pack_panels(const float *k, size_t n, size_t d, float *panels) {
 #ifdef WSK_X86
     if (cpu_ok()) { pack_panels_avx2(k, n, d, panels); return; }
@@ -334,7 +342,7 @@ static void panel_dots_portable(const float *q, size_t m, const float *panels, s
 void wsk_panel_dots(const float *q, size_t m, const float *panels, size_t n, size_t d, float scale,
                     float *out, size_t ldo) {
 #ifdef WSK_X86
-    if (cpu_avx512() && !getenv("WSTORE_NO_AVX512")) { panel_dots_avx512(q, m, panels, n, d, scale, out, ldo); return; }
+    if (wsk_has_avx512()) { panel_dots_avx512(q, m, panels, n, d, scale, out, ldo); return; }
     if (cpu_ok()) { panel_dots_avx2(q, m, panels, n, d, scale, out, ldo); return; }
 #endif
     panel_dots_portable(q, m, panels, n, d, scale, out, ldo);

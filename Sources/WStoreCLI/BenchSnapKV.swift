@@ -83,12 +83,12 @@ struct BenchSnapKV: ParsableCommand {
                 "capacity": capacity, "kernel": kernel, "pool": pool, "heads": heads, "dtype": dtype, "threads": threads,
                 "snapkv_ms": snap * 1000, "plain_qk_ms": plain * 1000, "speedup_vs_plain_qk": plain / snap,
                 "snapkv_cpu_ms": snapCPU * 1000, "plain_qk_cpu_ms": plainCPU * 1000, "cpu_speedup_vs_plain_qk": plainCPU / snapCPU,
-                "snapkv_gflops": flops / snap / 1e9, "avx2": NumericKernels.usesAVX2, "kept_per_head": kept,
+                "snapkv_gflops": flops / snap / 1e9, "score_kernel": NumericKernels.scorePath, "kept_per_head": kept,
             ]
             print(String(decoding: try JSONSerialization.data(withJSONObject: r, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
             return
         }
-        print("SnapKV: \(qHeads) query heads / \(kvHeads) KV heads x \(tokens) tokens x head_dim \(headDim) (\(dtype)), window \(window), capacity \(capacity), kernel \(kernel), \(pool) pooling, per \(heads) head, \(threads) thread(s), AVX2 kernels: \(NumericKernels.usesAVX2 ? "yes" : "no")")
+        print("SnapKV: \(qHeads) query heads / \(kvHeads) KV heads x \(tokens) tokens x head_dim \(headDim) (\(dtype)), window \(window), capacity \(capacity), kernel \(kernel), \(pool) pooling, per \(heads) head, \(threads) thread(s), score kernel: \(NumericKernels.scorePath)")
         print(Table(["path", "wall ms", "CPU ms", "GFLOP/s (Q·Kᵀ, CPU)", "x plain loop (CPU)"], [
             ["plain scalar Q·Kᵀ loop (baseline; 1 head timed, x\(qHeads))", String(format: "%.1f", plain * 1000),
              String(format: "%.1f", plainCPU * 1000), String(format: "%.1f", flops / plainCPU / 1e9), "1.00"],

@@ -6,6 +6,12 @@ package enum NumericKernels {
     /// Whether the AVX2/FMA paths are in use on this CPU.
     package static var usesAVX2: Bool { wsk_has_avx2() != 0 }
 
+    /// Whether the AVX-512 score kernel is in use (`WSTORE_NO_AVX512=1` turns it off).
+    package static var usesAVX512: Bool { wsk_has_avx512() != 0 }
+
+    /// The widest score-kernel path in use: `AVX-512`, `AVX2` or `portable`.
+    package static var scorePath: String { usesAVX512 ? "AVX-512" : usesAVX2 ? "AVX2" : "portable" }
+
     /// Packs `n` rows of `d` floats into panels of 16 rows, transposed (`[d][16]` each, zero-padded):
     /// the layout ``panelDots(_:m:_:n:d:scale:into:ldo:)`` reads. `panels` holds `ceil(n/16)·16·d` floats.
     /// The corresponding C function is `wsk_pack_panels`.

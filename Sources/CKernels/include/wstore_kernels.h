@@ -31,4 +31,7 @@ void wsk_f32_to_f16(const float *src, uint16_t *dst, size_t n);
 /// 1 when the AVX2/FMA paths are in use, 0 otherwise.
 int wsk_has_avx2(void);
 
+/// 1 when the AVX-512 score kernel is in use, 0 otherwise.
+int wsk_has_avx512(void);
+
 #endif
