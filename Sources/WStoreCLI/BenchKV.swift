@@ -25,7 +25,7 @@ struct BenchKV: ParsableCommand {
     var modelShape: String?
     @Option(help: "With --model-shape: requests replayed through the store.") var requests = 16
     @Option(help: "With --model-shape: the store's codec.") var codec: KVCodec = .lossless
-    @Option(help: "With --model-shape: threads that encode and decode a chunk.") var threads = defaultThreadCount
+    @Option(help: "With --model-shape: threads that encode and decode a chunk.") var threads = System.activeProcessorCount
     @Option(help: "With --model-shape: the store directory (default: a temporary one, removed after).") var store: String?
     @Flag(help: "Print JSON.") var json = false
 
