@@ -8,6 +8,8 @@ let package = Package(
         .library(name: "WeightStore", targets: ["WeightStore"]),
         .library(name: "KVCache", targets: ["KVCache"]),
         .executable(name: "wstore", targets: ["wstore"]),
+        // libwstore-c.so: the C ABI (include/wstore.h) for engines in C, C++, Python.
+        .library(name: "wstore-c", type: .dynamic, targets: ["CWStoreABI"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -50,6 +52,10 @@ let package = Package(
             ]
         ),
         .executableTarget(name: "wstore", dependencies: ["WStoreCLI"]),
+        // The C ABI: include/wstore.h (a header-only module, so Swift uses its exact
+        // structs) and the @_cdecl exports that implement it.
+        .systemLibrary(name: "CWStoreHeader", path: "include"),
+        .target(name: "CWStoreABI", dependencies: ["WeightStore", "CWStoreHeader"]),
 
         .testTarget(name: "WStoreCoreTests", dependencies: ["WStoreCore"]),
         .testTarget(name: "WeightStoreTests", dependencies: ["WeightStore", "WStoreCore"]),
@@ -57,6 +63,8 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["WStoreCLI", "WeightStore"]),
         .testTarget(name: "PackTests", dependencies: ["WStoreCLI", "WeightStore", "WStoreCore"]),
         .testTarget(name: "ResidencyTests", dependencies: ["WeightStore", "WStoreCLI"]),
+        // c/ holds the C program the tests compile against libwstore-c.so.
+        .testTarget(name: "CABITests", dependencies: ["CWStoreABI", "CWStoreHeader", "WeightStore"], exclude: ["c"]),
     ],
     swiftLanguageModes: [.v6]
 )

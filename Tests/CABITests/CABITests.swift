@@ -1,0 +1,162 @@
+import CWStoreHeader
+import Foundation
+import Testing
+import WeightStore
+
+/// The C ABI: a C program compiled against include/wstore.h and linked with the built
+/// libwstore-c.so runs the checks in c/abi_check.c on a store written here; the header is
+/// compile-checked as C and C++; a few calls are also made in-process.
+@Suite struct CABITests {
+    /// The repository root, from this file's path.
+    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .deletingLastPathComponent().path
+
+    @Test func cProgramAgainstTheSharedLibrary() throws {
+        let dir = TempDir()
+        try makeFixture(at: dir.sub("store"))
+        try FileManager.default.createDirectory(atPath: dir.sub("plain"), withIntermediateDirectories: true)
+        let lib = try #require(Self.libraryDirectory(),
+                               "libwstore-c.so not found beside the test binary nor in .build/debug: build with `swift build --build-tests`")
+        let exe = dir.sub("abi_check")
+        let cc = try run(Self.cc, ["-std=c11", "-Wall", "-Wextra", "-Werror", "-I", Self.root + "/include",
+                                   Self.root + "/Tests/CABITests/c/abi_check.c", "-L", lib, "-lwstore-c",
+                                   "-Wl,-rpath," + lib, "-lpthread", "-o", exe])
+        #expect(cc.status == 0, "cc failed: \(cc.output)")
+        guard cc.status == 0 else { return }
+        let r = try run(exe, [dir.sub("store"), dir.sub("plain")])
+        #expect(r.status == 0, "abi_check failed:\n\(r.output)")
+        // The summary line proves the program ran to the end: every check counted, none failed.
+        let summary = r.output.split(separator: "\n").last { $0.hasPrefix("abi_check: ") } ?? ""
+        let counted = Int(summary.dropFirst("abi_check: ".count).prefix { $0.isNumber }) ?? 0
+        #expect(counted >= 80 && summary.hasSuffix(" checks, 0 failed"), "\(r.output)")
+    }
+
+    @Test func headerCompilesAsCAndCxx() throws {
+        let header = Self.root + "/include/wstore.h"
+        let c = try run(Self.cc, ["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-fsyntax-only", "-x", "c", header])
+        #expect(c.status == 0, "\(c.output)")
+        let cxx = try run(Self.cc, ["-std=c++17", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-x", "c++", header])
+        #expect(cxx.status == 0, "\(cxx.output)")
+    }
+
+    /// The C declarations of wstore.h called from Swift: they bind to the @_cdecl exports
+    /// of CWStoreABI linked into this test binary (the same code the .so holds).
+    @Test func inProcessCallsAndErrors() throws {
+        let dir = TempDir()
+        try makeFixture(at: dir.sub("store"))
+        var store: OpaquePointer?
+        #expect(wstore_open(dir.sub("store"), &store) == WSTORE_OK.rawValue)
+        defer { wstore_close(store) }
+
+        var info = wstore_tensor_info()
+        #expect(wstore_info(store, "m", "embed", &info) == WSTORE_OK.rawValue)
+        #expect(info.raw_size == 128 && info.rank == 2 && info.dtype == Int32(WSTORE_DTYPE_F32.rawValue))
+
+        #expect(wstore_info(nil, "m", "embed", &info) == WSTORE_E_INVALID_ARGUMENT.rawValue)
+        #expect(String(cString: wstore_last_error()!) == "store is NULL")
+        #expect(wstore_info(store, "m", "gone", &info) == WSTORE_E_NOT_FOUND.rawValue)
+        #expect(String(cString: wstore_last_error()!) == "not found: tensor gone in model m")
+
+        var buf = [UInt8](repeating: 0, count: 256 * 64 * 2)
+        let rc = buf.withUnsafeMutableBytes { wstore_read(store, "m", "big", $0.baseAddress, $0.count, 1) }
+        #expect(rc == WSTORE_OK.rawValue)
+        #expect(buf.indices.allSatisfy { buf[$0] == bigByte($0) })
+    }
+
+    @Test func corruptRecordIsReportedAsCorrupt() throws {
+        let dir = TempDir()
+        let path = dir.sub("store")
+        let raw = (0 ..< 8192).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+        do {
+            let s = try WeightStore.create(at: path)
+            try raw.withUnsafeBytes { _ = try s.put("w", model: "m", dtype: .u8, shape: [8192], bytes: $0, codec: .raw) }
+        }
+        // Flip one payload byte of the record, in place in data.mdb.
+        let data = try Data(contentsOf: URL(fileURLWithPath: path + "/data.mdb"))
+        let at = try #require(data.range(of: Data(raw[1000 ..< 1064]))).lowerBound
+        let fh = try #require(FileHandle(forUpdatingAtPath: path + "/data.mdb"))
+        try fh.seek(toOffset: UInt64(at))
+        try fh.write(contentsOf: [data[at] ^ 0xFF])
+        try fh.close()
+
+        var store: OpaquePointer?
+        #expect(wstore_open(path, &store) == WSTORE_OK.rawValue)
+        defer { wstore_close(store) }
+        var buf = [UInt8](repeating: 0, count: 8192)
+        let rc = buf.withUnsafeMutableBytes { wstore_read(store, "m", "w", $0.baseAddress, $0.count, 1) }
+        #expect(rc == WSTORE_E_CORRUPT.rawValue)
+        #expect(String(cString: wstore_last_error()!).contains("checksum mismatch"))
+    }
+
+    // MARK: Support
+
+    static let cc = ["/usr/bin/cc", "/usr/bin/clang", "/usr/bin/gcc"].first { FileManager.default.isExecutableFile(atPath: $0) } ?? "cc"
+
+    /// The directory holding the libwstore-c.so built with this test binary: beside the
+    /// test executable (`.build/<triple>/debug`), else the package's `.build/debug`.
+    static func libraryDirectory() -> String? {
+        var candidates: [String] = []
+        if let exe = try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/self/exe") {
+            var d = URL(fileURLWithPath: exe).deletingLastPathComponent()
+            // On Darwin the test binary sits inside a .xctest bundle.
+            while d.path.contains(".xctest") { d = d.deletingLastPathComponent() }
+            candidates.append(d.path)
+        }
+        candidates.append(URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().path)
+        candidates.append(root + "/.build/debug")
+        return candidates.first { FileManager.default.fileExists(atPath: $0 + "/libwstore-c.so") }
+    }
+}
+
+/// Byte `i` of tensor "big" of the fixture (as c/abi_check.c computes it).
+func bigByte(_ i: Int) -> UInt8 { UInt8(truncatingIfNeeded: i &* 13 &+ i >> 8) }
+
+/// The store c/abi_check.c expects: model "m" with "embed" (f32 [4, 8], raw), "big" (bf16
+/// [256, 64], zstd) and a 2 x 2 expert index of parts down, gate, up (256 bf16 each).
+func makeFixture(at path: String) throws {
+    let s = try WeightStore.create(at: path)
+    let embed = (0 ..< 128).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
+    let big = (0 ..< 256 * 64 * 2).map(bigByte)
+    try s.write { w in
+        try embed.withUnsafeBytes { _ = try w.put("embed", model: "m", dtype: .f32, shape: [4, 8], bytes: $0, codec: .raw) }
+        try big.withUnsafeBytes { _ = try w.put("big", model: "m", dtype: .bf16, shape: [256, 64], bytes: $0, codec: .zstd) }
+        for l in 0 ..< 2 {
+            for e in 0 ..< 2 {
+                for (p, part) in ["down", "gate", "up"].enumerated() {
+                    let bytes = (0 ..< 512).map { i in UInt8(truncatingIfNeeded: l * 31 + e * 7 + p * 3 + i * 13 + i >> 8) }
+                    try bytes.withUnsafeBytes { b in
+                        _ = try w.put("l\(l).e\(e).\(part)", model: "m", dtype: .bf16, shape: [256], bytes: b,
+                                      codec: (l + e + p) % 2 == 0 ? .raw : .zstd,
+                                      expert: ExpertKey(layer: l, expert: e, part: part))
+                    }
+                }
+            }
+        }
+    }
+    try s.setModelInfo(ModelInfo(name: "m", layers: 2, expertsPerLayer: 2, topK: 2))
+}
+
+/// A fresh temporary directory, removed when the value is released.
+final class TempDir {
+    let path: String
+    init() {
+        path = FileManager.default.temporaryDirectory.appendingPathComponent("wstore-cabi-\(UUID().uuidString)").path
+        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+    }
+    deinit { try? FileManager.default.removeItem(atPath: path) }
+    func sub(_ name: String) -> String { path + "/" + name }
+}
+
+/// Runs `exe` with `args`, returning its exit status and stdout+stderr.
+func run(_ exe: String, _ args: [String]) throws -> (status: Int32, output: String) {
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: exe)
+    p.arguments = args
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    p.standardError = pipe
+    try p.run()
+    let out = pipe.fileHandleForReading.readDataToEndOfFile()
+    p.waitUntilExit()
+    return (p.terminationStatus, String(decoding: out, as: UTF8.self))
+}

@@ -1,0 +1,292 @@
+/*
+ * abi_check: exercises libwstore-c.so through include/wstore.h the way an engine would.
+ * Run by CABITests against a store the test wrote:
+ *
+ *   abi_check STORE NOT_A_STORE_DIR
+ *
+ * STORE holds model "m" (see CABITests.swift): "embed" f32 [4, 8] raw, byte i = i*7+3;
+ * "big" bf16 [256, 64] zstd, byte i = (i*13 + i/256) & 0xff; a 2 x 2 expert index with
+ * parts down, gate, up of 256 bf16 each, byte i of part p of expert (l, e) =
+ * l*31 + e*7 + p*3 + i*13 + i/256. Prints one line per failed check and exits 1 if any.
+ */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "wstore.h"
+
+static int checks, failures;
+
+#define CHECK(cond, ...)                                                       \
+    do {                                                                       \
+        checks++;                                                              \
+        if (!(cond)) {                                                         \
+            failures++;                                                        \
+            printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);             \
+            printf(__VA_ARGS__);                                               \
+            printf(" (last error: %s)\n", wstore_last_error());                \
+        }                                                                      \
+    } while (0)
+
+#define CHECK_RC(call, want)                                                   \
+    do {                                                                       \
+        int rc_ = (call);                                                      \
+        CHECK(rc_ == (want), "%s returned %s, want %s", #call,                 \
+              wstore_status_name(rc_), wstore_status_name(want));              \
+    } while (0)
+
+static unsigned char embed_byte(size_t i) { return (unsigned char)(i * 7 + 3); }
+static unsigned char big_byte(size_t i) { return (unsigned char)(i * 13 + i / 256); }
+static unsigned char expert_byte(int l, int e, int p, size_t i) {
+    return (unsigned char)(l * 31 + e * 7 + p * 3 + i * 13 + i / 256);
+}
+
+/* ---- callbacks */
+
+struct seen { int calls; int bytes_ok; size_t size; int32_t codec; };
+
+static int check_embed(const void *data, size_t size, const wstore_tensor_info *info, void *ctx) {
+    struct seen *s = ctx;
+    const unsigned char *b = data;
+    s->calls++;
+    s->size = size;
+    s->codec = info->codec;
+    s->bytes_ok = data != NULL;
+    for (size_t i = 0; i < size; i++) if (b[i] != embed_byte(i)) s->bytes_ok = 0;
+    return 0;
+}
+
+static int stop_with_7(const void *data, size_t size, const wstore_tensor_info *info, void *ctx) {
+    (void)data; (void)size; (void)info;
+    (*(int *)ctx)++;
+    return 7;
+}
+
+static int count_tensor(const char *name, const wstore_tensor_info *info, void *ctx) {
+    (void)info;
+    int *n = ctx;
+    if (name && name[0]) (*n)++;
+    return 0;
+}
+
+static int find_model_m(const char *name, void *ctx) {
+    if (strcmp(name, "m") == 0) *(int *)ctx = 1;
+    return 0;
+}
+
+struct expert_count { int parts; int up_parts; };
+
+static int count_parts(int64_t layer, int64_t expert, const char *part, const char *tensor, void *ctx) {
+    struct expert_count *c = ctx;
+    char want[64];
+    snprintf(want, sizeof want, "l%d.e%d.%s", (int)layer, (int)expert, part);
+    if (strcmp(want, tensor) == 0) c->parts++;
+    if (strcmp(part, "up") == 0) c->up_parts++;
+    return 0;
+}
+
+/* An error on another thread leaves this thread's message alone. */
+static void *fail_elsewhere(void *store) {
+    wstore_tensor_info info;
+    int rc = wstore_info(store, "m", "no-such-tensor-on-thread", &info);
+    return (void *)(intptr_t)(rc == WSTORE_E_NOT_FOUND && strstr(wstore_last_error(), "no-such-tensor-on-thread") != NULL);
+}
+
+/* ---- checks */
+
+static void check_errors_without_store(const char *not_a_store) {
+    wstore_store *s = (wstore_store *)0x1;
+    CHECK_RC(wstore_open("/nonexistent/wstore/path", &s), WSTORE_E_NOT_A_STORE);
+    CHECK(s == (wstore_store *)0x1, "out-parameter changed on failure");
+    CHECK(strstr(wstore_last_error(), "is not a wstore store") != NULL, "message: %s", wstore_last_error());
+    CHECK_RC(wstore_open(not_a_store, &s), WSTORE_E_NOT_A_STORE);
+    CHECK(strstr(wstore_last_error(), "no data.mdb") != NULL, "message: %s", wstore_last_error());
+    CHECK(strchr(wstore_last_error(), '\n') == NULL, "message is one line");
+    CHECK_RC(wstore_open(NULL, &s), WSTORE_E_INVALID_ARGUMENT);
+}
+
+static void check_tensors(wstore_store *st) {
+    int version = 0;
+    CHECK_RC(wstore_format_version(st, &version), WSTORE_OK);
+    CHECK(version >= 1, "format version %d", version);
+
+    int64_t layers = 0, epl = 0, topk = 0;
+    CHECK_RC(wstore_model_info(st, "m", &layers, &epl, &topk), WSTORE_OK);
+    CHECK(layers == 2 && epl == 2 && topk == 2, "model info %lld %lld %lld", (long long)layers, (long long)epl, (long long)topk);
+    CHECK_RC(wstore_model_info(st, "nope", &layers, NULL, NULL), WSTORE_E_NOT_FOUND);
+
+    int has_m = 0;
+    CHECK_RC(wstore_list_models(st, find_model_m, &has_m), WSTORE_OK);
+    CHECK(has_m, "model m listed");
+
+    wstore_tensor_info info;
+    memset(&info, 0xAB, sizeof info);
+    CHECK_RC(wstore_info(st, "m", "embed", &info), WSTORE_OK);
+    CHECK(info.dtype == WSTORE_DTYPE_F32 && info.codec == WSTORE_CODEC_RAW && info.rank == 2, "dtype %d codec %d rank %d",
+          info.dtype, info.codec, info.rank);
+    CHECK(info.shape[0] == 4 && info.shape[1] == 8 && info.shape[2] == 0, "shape %lld %lld",
+          (long long)info.shape[0], (long long)info.shape[1]);
+    CHECK(info.raw_size == 128 && info.ggml_type == 0 && info.checksum != 0, "raw size %llu", (unsigned long long)info.raw_size);
+
+    /* Zero-copy: the bytes in the map are what was written. */
+    struct seen seen = {0};
+    CHECK_RC(wstore_with_tensor(st, "m", "embed", 0, check_embed, &seen), WSTORE_OK);
+    CHECK(seen.calls == 1 && seen.size == 128 && seen.bytes_ok && seen.codec == WSTORE_CODEC_RAW, "callback saw calls %d size %zu ok %d",
+          seen.calls, seen.size, seen.bytes_ok);
+    memset(&seen, 0, sizeof seen);
+    CHECK_RC(wstore_with_tensor(st, "m", "embed", WSTORE_VERIFY, check_embed, &seen), WSTORE_OK);
+    CHECK(seen.calls == 1 && seen.bytes_ok, "verified callback");
+    CHECK_RC(wstore_with_tensor(st, "m", "embed", 0x80, check_embed, &seen), WSTORE_E_INVALID_ARGUMENT);
+    int stops = 0;
+    CHECK_RC(wstore_with_tensor(st, "m", "embed", 0, stop_with_7, &stops), WSTORE_E_ABORTED);
+    CHECK(stops == 1 && strstr(wstore_last_error(), "returned 7") != NULL, "abort message: %s", wstore_last_error());
+    CHECK_RC(wstore_with_tensor(st, "m", "big", 0, check_embed, &seen), WSTORE_E_NOT_RAW);
+    CHECK(strstr(wstore_last_error(), "zstd") != NULL, "not-raw message: %s", wstore_last_error());
+
+    /* Missing tensor. */
+    CHECK_RC(wstore_info(st, "m", "missing.weight", &info), WSTORE_E_NOT_FOUND);
+    CHECK(strstr(wstore_last_error(), "missing.weight") != NULL, "not-found message: %s", wstore_last_error());
+    CHECK_RC(wstore_with_tensor(st, "m", "missing.weight", 0, check_embed, &seen), WSTORE_E_NOT_FOUND);
+    CHECK_RC(wstore_info(st, NULL, "embed", &info), WSTORE_E_NOT_FOUND); /* NULL model is "default" */
+
+    /* Decode into the caller's buffer. */
+    CHECK_RC(wstore_info(st, "m", "big", &info), WSTORE_OK);
+    CHECK(info.codec == WSTORE_CODEC_ZSTD && info.dtype == WSTORE_DTYPE_BF16 && info.raw_size == 256 * 64 * 2, "big info");
+    size_t n = (size_t)info.raw_size;
+    unsigned char *buf = malloc(n + 16);
+    memset(buf, 0xEE, n + 16);
+    CHECK_RC(wstore_read(st, "m", "big", buf, n + 16, 2), WSTORE_OK);
+    int same = 1;
+    for (size_t i = 0; i < n; i++) if (buf[i] != big_byte(i)) same = 0;
+    CHECK(same, "decoded bytes equal what was written");
+    CHECK(buf[n] == 0xEE && buf[n + 15] == 0xEE, "bytes past raw_size untouched");
+    CHECK_RC(wstore_read(st, "m", "big", buf, n - 1, 0), WSTORE_E_BUFFER_TOO_SMALL);
+    CHECK(strstr(wstore_last_error(), "too small") != NULL, "too-small message: %s", wstore_last_error());
+    CHECK_RC(wstore_read(st, "m", "embed", buf, 128, 1), WSTORE_OK);
+    same = 1;
+    for (size_t i = 0; i < 128; i++) if (buf[i] != embed_byte(i)) same = 0;
+    CHECK(same, "raw read equals what was written");
+    CHECK_RC(wstore_read(st, "m", "missing.weight", buf, n, 1), WSTORE_E_NOT_FOUND);
+    free(buf);
+
+    int count = 0;
+    CHECK_RC(wstore_list_tensors(st, "m", count_tensor, &count), WSTORE_OK);
+    CHECK(count == 14, "listed %d tensors", count);
+    struct expert_count ec = {0};
+    CHECK_RC(wstore_list_experts(st, "m", -1, count_parts, &ec), WSTORE_OK);
+    CHECK(ec.parts == 12 && ec.up_parts == 4, "expert parts %d, up parts %d", ec.parts, ec.up_parts);
+    memset(&ec, 0, sizeof ec);
+    CHECK_RC(wstore_list_experts(st, "m", 1, count_parts, &ec), WSTORE_OK);
+    CHECK(ec.parts == 6, "layer 1 parts %d", ec.parts);
+
+    /* The last error is per thread. */
+    CHECK_RC(wstore_info(st, "m", "main-thread-missing", &info), WSTORE_E_NOT_FOUND);
+    pthread_t t;
+    void *ok = NULL;
+    pthread_create(&t, NULL, fail_elsewhere, st);
+    pthread_join(t, &ok);
+    CHECK(ok != NULL, "other thread saw its own error");
+    CHECK(strstr(wstore_last_error(), "main-thread-missing") != NULL, "main thread message kept: %s", wstore_last_error());
+}
+
+static int expert_holds(const wstore_expert *h, int l, int e) {
+    const wstore_expert_part *parts = NULL;
+    size_t count = 0;
+    if (wstore_expert_parts(h, &parts, &count) != WSTORE_OK || count != 3) return 0;
+    static const char *names[3] = {"down", "gate", "up"};
+    for (int p = 0; p < 3; p++) {
+        if (strcmp(parts[p].name, names[p]) != 0 || parts[p].size != 512 || ((uintptr_t)parts[p].data & 63) != 0) return 0;
+        const unsigned char *b = parts[p].data;
+        for (size_t i = 0; i < parts[p].size; i++) if (b[i] != expert_byte(l, e, p, i)) return 0;
+    }
+    return 1;
+}
+
+static void check_residency(wstore_store *st) {
+    wstore_residency *r = NULL;
+    CHECK_RC(wstore_residency_open(st, "m", 3072, "bogus", 0, 0, &r), WSTORE_E_INVALID_ARGUMENT);
+    CHECK(strstr(wstore_last_error(), "bogus") != NULL, "policy message: %s", wstore_last_error());
+    CHECK_RC(wstore_residency_open(st, "nope", 3072, NULL, 0, 0, &r), WSTORE_E_NOT_FOUND);
+    /* Room for exactly two experts of 3 x 512 bytes; fail at once when all is pinned. */
+    CHECK_RC(wstore_residency_open(st, "m", 3072, "lru", 1, 0, &r), WSTORE_OK);
+    if (!r) return;
+
+    wstore_expert *a = NULL, *b = NULL, *c = NULL;
+    CHECK_RC(wstore_expert_acquire(r, 0, 0, &a), WSTORE_OK);
+    CHECK(a && expert_holds(a, 0, 0), "expert (0, 0) bytes");
+    CHECK_RC(wstore_expert_acquire(r, 0, 1, &b), WSTORE_OK);
+    CHECK(b && expert_holds(b, 0, 1), "expert (0, 1) bytes");
+
+    const void *data = NULL;
+    size_t size = 0;
+    const wstore_expert_part *parts = NULL;
+    size_t count = 0;
+    CHECK_RC(wstore_expert_part_by_name(a, "up", &data, &size), WSTORE_OK);
+    CHECK_RC(wstore_expert_parts(a, &parts, &count), WSTORE_OK);
+    CHECK(count == 3 && data == parts[2].data && size == 512, "part by name is the same bytes");
+    CHECK_RC(wstore_expert_part_by_name(a, "w4", &data, &size), WSTORE_E_NOT_FOUND);
+
+    CHECK_RC(wstore_expert_acquire(r, 1, 0, &c), WSTORE_E_BUDGET);
+    CHECK(c == NULL && strstr(wstore_last_error(), "pinned") != NULL, "budget message: %s", wstore_last_error());
+    CHECK_RC(wstore_expert_acquire(r, 5, 0, &c), WSTORE_E_NOT_FOUND);
+    CHECK_RC(wstore_expert_acquire(r, 0, -1, &c), WSTORE_E_NOT_FOUND);
+
+    wstore_expert_release(a); /* unpinned: now evictable */
+    CHECK_RC(wstore_expert_acquire(r, 1, 0, &c), WSTORE_OK);
+    CHECK(c && expert_holds(c, 1, 0), "expert (1, 0) bytes after eviction");
+
+    int64_t hint[2] = {1, 99};
+    CHECK_RC(wstore_residency_prefetch(r, 1, hint, 2), WSTORE_OK);
+    CHECK_RC(wstore_residency_prefetch(r, 1, NULL, 1), WSTORE_E_INVALID_ARGUMENT);
+
+    wstore_residency_stats s;
+    CHECK_RC(wstore_residency_get_stats(r, -1, &s), WSTORE_OK);
+    /* The acquire refused for the budget counts as a miss without a load. */
+    CHECK(s.demand_misses == 4 && s.demand_loads == 3 && s.demand_hits == 0, "misses %llu loads %llu hits %llu",
+          (unsigned long long)s.demand_misses, (unsigned long long)s.demand_loads, (unsigned long long)s.demand_hits);
+    CHECK(s.evictions >= 1 && s.budget == 3072 && s.expert_bytes == 1536 && s.peak_resident_bytes <= 3072,
+          "evictions %llu budget %llu expert bytes %llu peak %llu", (unsigned long long)s.evictions,
+          (unsigned long long)s.budget, (unsigned long long)s.expert_bytes, (unsigned long long)s.peak_resident_bytes);
+    CHECK(s.layers == 2 && s.experts_per_layer == 2, "geometry %lld x %lld", (long long)s.layers, (long long)s.experts_per_layer);
+    CHECK_RC(wstore_residency_get_stats(r, 1, &s), WSTORE_OK);
+    CHECK(s.demand_misses == 2, "layer 1 misses %llu", (unsigned long long)s.demand_misses);
+    CHECK_RC(wstore_residency_get_stats(r, 2, &s), WSTORE_E_INVALID_ARGUMENT);
+
+    /* A hit: acquire what is resident and pinned already. */
+    wstore_expert *b2 = NULL;
+    CHECK_RC(wstore_expert_acquire(r, 0, 1, &b2), WSTORE_OK);
+    CHECK_RC(wstore_residency_get_stats(r, 0, &s), WSTORE_OK);
+    CHECK(s.demand_hits == 1, "layer 0 hits %llu", (unsigned long long)s.demand_hits);
+    wstore_expert_release(b2);
+
+    /* Handles outlive the manager: bytes stay valid until released. */
+    wstore_residency_close(r);
+    CHECK(expert_holds(b, 0, 1) && expert_holds(c, 1, 0), "bytes valid after the manager is closed");
+    wstore_expert_release(b);
+    wstore_expert_release(c);
+    wstore_expert_release(NULL);
+    wstore_residency_close(NULL);
+}
+
+int main(int argc, char **argv) {
+    if (argc != 3) {
+        fprintf(stderr, "usage: abi_check STORE NOT_A_STORE_DIR\n");
+        return 2;
+    }
+    CHECK(wstore_abi_version() == WSTORE_ABI_VERSION, "ABI version %d", wstore_abi_version());
+    CHECK(strlen(wstore_version()) > 0, "version string");
+    CHECK(strcmp(wstore_status_name(WSTORE_E_NOT_RAW), "WSTORE_E_NOT_RAW") == 0, "status name");
+    check_errors_without_store(argv[2]);
+
+    wstore_store *st = NULL;
+    CHECK_RC(wstore_open(argv[1], &st), WSTORE_OK);
+    if (st) {
+        check_tensors(st);
+        check_residency(st);
+        wstore_close(st);
+    }
+    wstore_close(NULL);
+    printf("abi_check: %d checks, %d failed\n", checks, failures);
+    return failures == 0 ? 0 : 1;
+}
