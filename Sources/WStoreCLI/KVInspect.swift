@@ -7,23 +7,26 @@ struct KVInspect: ParsableCommand {
     static let configuration = CommandConfiguration(commandName: "inspect", abstract: "Show what a KV store holds.")
 
     @Argument(help: "The KV store directory.") var store: String
+    @Flag(help: "Also decode every chunk and check its checksums; exit non-zero if any is damaged.") var verify = false
     @Flag(help: "Print JSON.") var json = false
 
     func run() throws {
         let s = try KVStore.open(at: store, readOnly: true)
         let stats = try s.stats()
         let o = s.options
+        let damaged: [String]? = verify ? try s.verify().map { "\($0.error)" } : nil
+        defer { if let damaged, !damaged.isEmpty { Foundation.exit(1) } }
         if json {
             struct Report: Codable {
                 var store: String, chunkTokens: Int, codec: String, budgetBytes: Int, maxChunks: Int
-                var kiviGroup: Int, kiviResidual: Int, stats: KVStore.Stats
+                var kiviGroup: Int, kiviResidual: Int, stats: KVStore.Stats, damagedChunks: [String]?
             }
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
             print(String(decoding: try enc.encode(Report(store: store, chunkTokens: o.chunkTokens, codec: o.codec.rawValue,
                                                          budgetBytes: o.budgetBytes, maxChunks: o.maxChunks,
                                                          kiviGroup: o.kivi.group, kiviResidual: o.kivi.residual,
-                                                         stats: stats)), as: UTF8.self))
+                                                         stats: stats, damagedChunks: damaged)), as: UTF8.self))
             return
         }
         let budget = o.budgetBytes == 0 ? "none" : formatBytes(o.budgetBytes)
@@ -41,5 +44,11 @@ struct KVInspect: ParsableCommand {
             String(stats.chunks), String(stats.leaves), formatBytes(stats.rawBytes), formatBytes(stats.storedBytes),
             stats.storedBytes == 0 ? "-" : String(format: "%.2fx", Double(stats.rawBytes) / Double(stats.storedBytes)),
         ]]).render())
+        if let damaged {
+            print()
+            print(damaged.isEmpty ? "verify: all \(stats.chunks) chunks decode and match their checksums"
+                                  : "verify: \(damaged.count) of \(stats.chunks) chunks are damaged")
+            for d in damaged { FileHandle.standardError.write(Data((d + "\n").utf8)) }
+        }
     }
 }
