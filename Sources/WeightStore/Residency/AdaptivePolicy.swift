@@ -1,35 +1,33 @@
 import Foundation
 
-/// `adaptive`, wstore's own policy: every resident expert is valued by the uses it is
-/// expected to bring per token it stays, and the least valuable one leaves, whatever
-/// its layer. Because the values of all layers are on one scale, slots flow to the
-/// layers where one more slot saves the most misses (the per-layer split AdapMoE
+/// `adaptive`, wstore's own policy: it evicts the expert whose next use is expected
+/// furthest away, as Belady's MIN evicts the one whose next use *is* furthest away,
+/// whatever its layer. Expectations of all layers are on one time scale, so slots flow
+/// to the layers where one more slot saves the most misses (the per-layer split AdapMoE
 /// computes offline from miss curves, here continuously).
 ///
-/// The value of expert `e` of layer `l` is the sum of
+/// For expert `e` of layer `l`, `p` is its estimated chance of being used by the
+/// layer's next token, the sum of
 /// - its *rate*: its recent share of the layer's picks times `topK` (a recency-weighted
 ///   frequency, LRFU after Lee et al. 2001, halving every ``halfLifeTokens`` tokens of
 ///   the layer), kept for non-resident experts too, so a popular expert comes back with
 ///   its history;
-/// - its *reuse* bonus, when the layer's previous token used it: the uses the reuse
-///   chain promises, `ρ_l / (1 − ρ_l)`, spread over ``horizonTokens``, where `ρ_l` is
-///   the layer's measured probability that an expert of one token is used again by the
-///   next (consecutive tokens reuse experts, more so in deep layers). Experts of the
-///   token under way count as certain. (Chaining older uses as `ρ_l^age` measured
+/// - its *reuse* bonus, when the layer's previous token used it: `ρ_l`, the layer's
+///   measured probability that an expert of one token is used again by the next
+///   (consecutive tokens reuse experts, more so in deep layers). Experts of the token
+///   under way count as certain. (Also crediting older uses, as `ρ_l^age`, measured
 ///   worse: reuse beyond the previous token is already in the rate.)
 /// - its *hint* bonus: when a prefetch hint names it for the layer's next token, the
 ///   layer's measured hint accuracy.
 ///
-/// Recency and frequency are thus mixed per layer by what the layer's own routing
-/// shows, as ARC mixes them by what its ghost lists show.
+/// Its expected wait is then the way to layer `l` (a fraction of a token) plus
+/// `(1 − p) / p` tokens. Recency and frequency are thus mixed per layer by what the
+/// layer's own routing shows, as ARC mixes them by what its ghost lists show.
 public final class AdaptivePolicy: ResidencyPolicy {
     public let name = "adaptive"
     let geometry: ResidencyGeometry
     /// Tokens over which an expert's rate halves.
     public let halfLifeTokens: Double
-    /// Tokens ahead over which expected uses are compared (about how long an expert
-    /// stays resident): a reuse bonus counts for `1 / horizon` of its expected uses.
-    public let horizonTokens: Double
 
     private let k: Int
     private let lambda: Double      // per layer access
@@ -43,13 +41,13 @@ public final class AdaptivePolicy: ResidencyPolicy {
     private var hintsGiven: [Double]
     private var hintsUsed: [Double]
     private var resident: [Int] = []
+    private var currentLayer = 0
     private var position: [Int]
 
     /// An adaptive policy for `geometry` (the budget is implicit in what is resident).
-    public init(geometry: ResidencyGeometry, capacity: Int, halfLifeTokens: Double = 128, horizonTokens: Double = 8) {
+    public init(geometry: ResidencyGeometry, capacity: Int, halfLifeTokens: Double = 128) {
         self.geometry = geometry
         self.halfLifeTokens = halfLifeTokens
-        self.horizonTokens = horizonTokens
         k = max(1, geometry.topK)
         lambda = 1 / (halfLifeTokens * Double(k))
         rateScale = Double(k) * (1 - exp2(-lambda))
@@ -70,6 +68,7 @@ public final class AdaptivePolicy: ResidencyPolicy {
 
     public func accessed(_ id: Int, hit: Bool) {
         let l = id / geometry.experts
+        currentLayer = l
         let t = token(l)
         // Learn the layer's reuse: a running mean over its first picks, then a moving
         // average over ~512.
@@ -122,8 +121,7 @@ public final class AdaptivePolicy: ResidencyPolicy {
         if age <= 0 {
             s += 1
         } else if age == 1 {
-            // The reuse chain: used again with probability ρ, then again with ρ, ...
-            s += reuse[l] / ((1 - min(reuse[l], 0.95)) * horizonTokens)
+            s += reuse[l]
         }
         if hintToken[id] == t { s += min(1, hintsUsed[l] / hintsGiven[l]) }
         return s
@@ -131,8 +129,13 @@ public final class AdaptivePolicy: ResidencyPolicy {
 
     public func victim(for incoming: Int, isPinned: (Int) -> Bool) -> Int? {
         var best = -1, bestScore = Double.infinity
+        let L = geometry.layers
         for id in resident where id != incoming && !isPinned(id) {
-            let s = score(id)
+            // Expected tokens until the next use: the way to the layer's next token, then
+            // geometric with the per-token chance of use. The furthest leaves (as in MIN).
+            let p = min(1, max(score(id), 1e-9))
+            let d = Double((id / geometry.experts - currentLayer + L) % L) / Double(L)
+            let s = -(d + (1 - p) / p)
             if s < bestScore { best = id; bestScore = s }
         }
         return best >= 0 ? best : nil

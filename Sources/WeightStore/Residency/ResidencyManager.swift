@@ -150,7 +150,8 @@ public final class ResidencyManager: Sendable {
     }
 
     /// Returns expert `expert` of layer `layer`, pinned, loading it first if needed
-    /// (suspending while another task or a prefetch loads it).
+    /// (suspending while another task or a prefetch loads it, or while the budget is all
+    /// pinned). A load this call starts itself decodes on the calling task's thread.
     /// - Throws: ``ResidencyError``, or a store error from the load.
     public func acquire(layer: Int, expert: Int) async throws -> ExpertHandle {
         let slot = try slotFor(layer: layer, expert: expert)
