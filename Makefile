@@ -10,7 +10,7 @@ DEMO_DIR  ?= demo-out
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PY_PKGS    = numpy safetensors gguf
 
-.PHONY: all deps pydeps build demo test bench bench-check bench-thresholds clean
+.PHONY: all deps pydeps build lib demo test bench bench-check bench-thresholds clean
 
 all: build
 
@@ -34,6 +34,10 @@ pydeps:
 
 build: deps
 	$(SWIFT) build -c $(CONFIG) --product wstore
+
+# libwstore-c.so, the C ABI over include/wstore.h (docs/C-ABI.md).
+lib: deps
+	$(SWIFT) build -c $(CONFIG) --product wstore-c
 
 demo: build pydeps
 	@bash scripts/demo.sh $(BIN) $(DEMO_DIR)

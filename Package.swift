@@ -63,8 +63,8 @@ let package = Package(
         .testTarget(name: "CLITests", dependencies: ["WStoreCLI", "WeightStore"]),
         .testTarget(name: "PackTests", dependencies: ["WStoreCLI", "WeightStore", "WStoreCore"]),
         .testTarget(name: "ResidencyTests", dependencies: ["WeightStore", "WStoreCLI"]),
-        // c/ holds the C program the tests compile against libwstore-c.so.
-        .testTarget(name: "CABITests", dependencies: ["CWStoreABI", "CWStoreHeader", "WeightStore"], exclude: ["c"]),
+        // Clients/ holds the C program and Python script the tests run against libwstore-c.so.
+        .testTarget(name: "CABITests", dependencies: ["CWStoreABI", "CWStoreHeader", "WeightStore"], exclude: ["Clients"]),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -4,7 +4,8 @@ import Testing
 import WeightStore
 
 /// The C ABI: a C program compiled against include/wstore.h and linked with the built
-/// libwstore-c.so runs the checks in c/abi_check.c on a store written here; the header is
+/// libwstore-c.so runs the checks in Clients/abi_check.c on a store written here, and
+/// Clients/abi_check.py does the same from Python through ctypes; the header is
 /// compile-checked as C and C++; a few calls are also made in-process.
 @Suite struct CABITests {
     /// The repository root, from this file's path.
@@ -19,7 +20,7 @@ import WeightStore
                                "libwstore-c.so not found beside the test binary nor in .build/debug: build with `swift build --build-tests`")
         let exe = dir.sub("abi_check")
         let cc = try run(Self.cc, ["-std=c11", "-Wall", "-Wextra", "-Werror", "-I", Self.root + "/include",
-                                   Self.root + "/Tests/CABITests/c/abi_check.c", "-L", lib, "-lwstore-c",
+                                   Self.root + "/Tests/CABITests/Clients/abi_check.c", "-L", lib, "-lwstore-c",
                                    "-Wl,-rpath," + lib, "-lpthread", "-o", exe])
         #expect(cc.status == 0, "cc failed: \(cc.output)")
         guard cc.status == 0 else { return }
@@ -29,6 +30,16 @@ import WeightStore
         let summary = r.output.split(separator: "\n").last { $0.hasPrefix("abi_check: ") } ?? ""
         let counted = Int(summary.dropFirst("abi_check: ".count).prefix { $0.isNumber }) ?? 0
         #expect(counted >= 80 && summary.hasSuffix(" checks, 0 failed"), "\(r.output)")
+    }
+
+    @Test func pythonThroughCtypes() throws {
+        let dir = TempDir()
+        try makeFixture(at: dir.sub("store"))
+        let lib = try #require(Self.libraryDirectory(), "libwstore-c.so not found: build with `swift build --build-tests`")
+        let r = try run("/usr/bin/env", ["python3", Self.root + "/Tests/CABITests/Clients/abi_check.py",
+                                         lib + "/libwstore-c.so", dir.sub("store")])
+        #expect(r.status == 0, "abi_check.py failed:\n\(r.output)")
+        #expect(r.output.contains(" checks, 0 failed"), "\(r.output)")
     }
 
     @Test func headerCompilesAsCAndCxx() throws {
@@ -108,10 +119,10 @@ import WeightStore
     }
 }
 
-/// Byte `i` of tensor "big" of the fixture (as c/abi_check.c computes it).
+/// Byte `i` of tensor "big" of the fixture (as Clients/abi_check.c computes it).
 func bigByte(_ i: Int) -> UInt8 { UInt8(truncatingIfNeeded: i &* 13 &+ i >> 8) }
 
-/// The store c/abi_check.c expects: model "m" with "embed" (f32 [4, 8], raw), "big" (bf16
+/// The store Clients/abi_check.c expects: model "m" with "embed" (f32 [4, 8], raw), "big" (bf16
 /// [256, 64], zstd) and a 2 x 2 expert index of parts down, gate, up (256 bf16 each).
 func makeFixture(at path: String) throws {
     let s = try WeightStore.create(at: path)
