@@ -20,9 +20,8 @@ package enum KIVI {
     static let magic: UInt32 = 0x4956_494B
     static let headerSize = 32
 
-    /// The groups of one head, in blob order: `(first element, count, stride)` over a head's
-    /// `q × d` elements. Per channel: runs of `g` tokens for each channel; per token: runs of
-    /// `g` channels for each token.
+    /// The number of groups of one head: per channel, one per channel and run of `g` tokens;
+    /// per token, one per token and run of `g` channels.
     static func groupCount(axis: Axis, q: Int, d: Int, g: Int) -> Int {
         axis == .perChannel ? ((q + g - 1) / g) * d : q * ((d + g - 1) / g)
     }
@@ -81,10 +80,11 @@ package enum KIVI {
                                 m[c] = m16
                                 inv[c] = s16 > 0 ? 1 / s16 : 0
                             }
-                            // Channel c's run of tokens lands at ci + c·len + (tok − t0).
+                            // Codes stay in element order (token-major), so this loop runs along channels.
+                            let dst = cs.baseAddress! + ci
                             for tok in t0 ..< t1 {
-                                let row = base + tok * d
-                                for c in 0 ..< d { cs[ci + c * len + tok - t0] = code(row[c], m[c], inv[c]) }
+                                let row = base + tok * d, out = dst + (tok - t0) * d
+                                for c in 0 ..< d { out[c] = code(row[c], m[c], inv[c]) }
                             }
                             ci += len * d
                             t0 = t1
@@ -208,6 +208,8 @@ package enum KIVI {
         var x = [Float](repeating: 0, count: h * q * d)
         x.withUnsafeMutableBufferPointer { xs in
             codes.withUnsafeBufferPointer { cs in
+              mins.withUnsafeBufferPointer { mins in
+               scales.withUnsafeBufferPointer { scales in
                 var gi = 0, ci = 0
                 for head in 0 ..< h {
                     let base = xs.baseAddress! + head * q * d
@@ -217,8 +219,9 @@ package enum KIVI {
                         while t0 < q {
                             let t1 = min(q, t0 + g), len = t1 - t0
                             for tok in t0 ..< t1 {
-                                let row = base + tok * d
-                                for c in 0 ..< d { row[c] = mins[gi + c] + Float(cs[ci + c * len + tok - t0]) * scales[gi + c] }
+                                let row = base + tok * d, codes = cs.baseAddress! + ci + (tok - t0) * d
+                                let mn = mins.baseAddress! + gi, sc = scales.baseAddress! + gi
+                                for c in 0 ..< d { row[c] = mn[c] + Float(codes[c]) * sc[c] }
                             }
                             gi += d
                             ci += len * d
@@ -239,6 +242,8 @@ package enum KIVI {
                         }
                     }
                 }
+               }
+              }
             }
         }
         let quantized = try KVTensor(floats: x, dtype: dtype, heads: h, tokens: q, headDim: d)
