@@ -269,6 +269,55 @@ static void check_residency(wstore_store *st) {
     wstore_residency_close(NULL);
 }
 
+/* Several threads acquire, check and release experts of one manager at once, with room
+ * for fewer experts than there are, so loads, hits and evictions interleave. */
+struct worker { wstore_residency *r; int seed; int bad; int errors; };
+
+static void *acquire_loop(void *arg) {
+    struct worker *w = arg;
+    unsigned x = (unsigned)w->seed * 2654435761u + 1;
+    for (int i = 0; i < 300; i++) {
+        x = x * 1103515245u + 12345u;
+        int l = (x >> 16) & 1, e = (x >> 17) & 1;
+        wstore_expert *h = NULL;
+        if (wstore_expert_acquire(w->r, l, e, &h) != WSTORE_OK) { w->errors++; continue; }
+        if (!expert_holds(h, l, e)) w->bad++;
+        if (i % 50 == 0) {
+            int64_t next = 1 - e;
+            wstore_residency_prefetch(w->r, l, &next, 1);
+        }
+        wstore_expert_release(h);
+    }
+    return NULL;
+}
+
+static void check_concurrent_acquires(wstore_store *st) {
+    wstore_residency *r = NULL;
+    CHECK_RC(wstore_residency_open(st, "m", 3 * 1536, "adaptive", 2, 10000, &r), WSTORE_OK);
+    if (!r) return;
+    enum { N = 4 };
+    pthread_t t[N];
+    struct worker w[N];
+    for (int i = 0; i < N; i++) {
+        w[i] = (struct worker){r, i, 0, 0};
+        pthread_create(&t[i], NULL, acquire_loop, &w[i]);
+    }
+    int bad = 0, errors = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        bad += w[i].bad;
+        errors += w[i].errors;
+    }
+    CHECK(bad == 0 && errors == 0, "concurrent acquires: %d with wrong bytes, %d failed", bad, errors);
+    wstore_residency_stats s;
+    CHECK_RC(wstore_residency_get_stats(r, -1, &s), WSTORE_OK);
+    CHECK(s.demand_hits + s.demand_misses == N * 300, "acquires counted %llu",
+          (unsigned long long)(s.demand_hits + s.demand_misses));
+    CHECK(s.peak_resident_bytes <= 3 * 1536 && s.evictions > 0, "peak %llu evictions %llu",
+          (unsigned long long)s.peak_resident_bytes, (unsigned long long)s.evictions);
+    wstore_residency_close(r);
+}
+
 int main(int argc, char **argv) {
     if (argc != 3) {
         fprintf(stderr, "usage: abi_check STORE NOT_A_STORE_DIR\n");
@@ -284,6 +333,7 @@ int main(int argc, char **argv) {
     if (st) {
         check_tensors(st);
         check_residency(st);
+        check_concurrent_acquires(st);
         wstore_close(st);
     }
     wstore_close(NULL);
