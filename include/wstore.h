@@ -21,8 +21,9 @@
  * Thread-safety: wstore_store and wstore_residency handles may be used from any number of
  * threads at once, except that closing one must not race any other call on it. A
  * wstore_expert handle may be read from any thread and released from any thread, once.
- * Callbacks run on the calling thread, before the call returns. A callback must not
- * unwind through wstore (no longjmp, no C++ exception): return non-zero to stop instead.
+ * Callbacks run on the calling thread, before the call returns; they may call wstore
+ * functions themselves (read snapshots nest). A callback must not unwind through wstore
+ * (no longjmp, no C++ exception): return non-zero to stop instead.
  *
  * Errors that only a bug in the caller can cause (a handle used after close, a handle
  * released twice) are undefined behaviour, as for free(); NULL handles and NULL required

@@ -63,6 +63,13 @@ static int stop_with_7(const void *data, size_t size, const wstore_tensor_info *
     return 7;
 }
 
+/* A callback may call wstore again: read snapshots nest. */
+static int nested_read(const void *data, size_t size, const wstore_tensor_info *info, void *ctx) {
+    (void)data; (void)size; (void)info;
+    unsigned char buf[128];
+    return wstore_read(ctx, "m", "embed", buf, sizeof buf, 1);
+}
+
 static int count_tensor(const char *name, const wstore_tensor_info *info, void *ctx) {
     (void)info;
     int *n = ctx;
@@ -141,6 +148,7 @@ static void check_tensors(wstore_store *st) {
     int stops = 0;
     CHECK_RC(wstore_with_tensor(st, "m", "embed", 0, stop_with_7, &stops), WSTORE_E_ABORTED);
     CHECK(stops == 1 && strstr(wstore_last_error(), "returned 7") != NULL, "abort message: %s", wstore_last_error());
+    CHECK_RC(wstore_with_tensor(st, "m", "embed", 0, nested_read, st), WSTORE_OK);
     CHECK_RC(wstore_with_tensor(st, "m", "big", 0, check_embed, &seen), WSTORE_E_NOT_RAW);
     CHECK(strstr(wstore_last_error(), "zstd") != NULL, "not-raw message: %s", wstore_last_error());
 
