@@ -375,3 +375,57 @@ void wsk_f32_to_f16(const float *src, uint16_t *dst, size_t n) {
 #endif
     for (size_t i = 0; i < n; i++) dst[i] = float_to_half(src[i]);
 }
+
+// MARK: quantization loops (compiled for AVX2 and for the baseline; the loader picks one)
+
+#if defined(__x86_64__) && defined(__clang__)
+#define WSK_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define WSK_CLONES
+#endif
+
+WSK_CLONES void wsk_quantize(const float *x, size_t n, const float *m, const float *inv, int per_element, float levels,
+                             uint8_t *out) {
+    if (per_element) {
+        for (size_t j = 0; j < n; j++) {
+            float v = (x[j] - m[j]) * inv[j];
+            v = v > 0 ? v : 0;
+            v = v < levels ? v : levels;
+            out[j] = (uint8_t)(int)nearbyintf(v);
+        }
+    } else {
+        float m0 = m[0], i0 = inv[0];
+        for (size_t j = 0; j < n; j++) {
+            float v = (x[j] - m0) * i0;
+            v = v > 0 ? v : 0;
+            v = v < levels ? v : levels;
+            out[j] = (uint8_t)(int)nearbyintf(v);
+        }
+    }
+}
+
+WSK_CLONES void wsk_dequantize(const uint8_t *codes, size_t n, const float *m, const float *s, int per_element, float *out) {
+    if (per_element) {
+        for (size_t j = 0; j < n; j++) out[j] = m[j] + (float)codes[j] * s[j];
+    } else {
+        float m0 = m[0], s0 = s[0];
+        for (size_t j = 0; j < n; j++) out[j] = m0 + (float)codes[j] * s0;
+    }
+}
+
+WSK_CLONES void wsk_minmax_update(const float *x, size_t n, float *lo, float *hi) {
+    for (size_t j = 0; j < n; j++) {
+        lo[j] = x[j] < lo[j] ? x[j] : lo[j];
+        hi[j] = x[j] > hi[j] ? x[j] : hi[j];
+    }
+}
+
+WSK_CLONES void wsk_minmax(const float *x, size_t n, float *lo, float *hi) {
+    float a = x[0], b = x[0];
+    for (size_t j = 1; j < n; j++) {
+        a = x[j] < a ? x[j] : a;
+        b = x[j] > b ? x[j] : b;
+    }
+    *lo = a;
+    *hi = b;
+}

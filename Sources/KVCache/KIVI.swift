@@ -54,12 +54,6 @@ package enum KIVI {
                     gi += 1
                     return (m16, s16)
                 }
-                @inline(__always) func code(_ v: Float, _ m: Float, _ inv: Float) -> UInt8 {
-                    // Clamp to [0, levels], then round half to even by adding 1.5·2^23: the sum's
-                    // low mantissa byte is then the rounded value.
-                    let c = min(max((v - m) * inv, 0), levels)
-                    return UInt8(truncatingIfNeeded: (c + 12_582_912).bitPattern)
-                }
                 for head in 0 ..< h {
                     let base = xs.baseAddress! + head * n * d
                     switch axis {
@@ -71,10 +65,7 @@ package enum KIVI {
                         while t0 < q {
                             let t1 = min(q, t0 + g), len = t1 - t0
                             for c in 0 ..< d { lo[c] = .infinity; hi[c] = -.infinity }
-                            for tok in t0 ..< t1 {
-                                let row = base + tok * d
-                                for c in 0 ..< d { lo[c] = min(lo[c], row[c]); hi[c] = max(hi[c], row[c]) }
-                            }
+                            for tok in t0 ..< t1 { NumericKernels.minMaxUpdate(base + tok * d, count: d, lo: lo, hi: hi) }
                             for c in 0 ..< d {
                                 let (m16, s16) = params(lo[c], hi[c])
                                 m[c] = m16
@@ -83,8 +74,8 @@ package enum KIVI {
                             // Codes stay in element order (token-major), so this loop runs along channels.
                             let dst = cs.baseAddress! + ci
                             for tok in t0 ..< t1 {
-                                let row = base + tok * d, out = dst + (tok - t0) * d
-                                for c in 0 ..< d { out[c] = code(row[c], m[c], inv[c]) }
+                                NumericKernels.quantize(base + tok * d, count: d, min: m, inverseScale: inv, perElement: true,
+                                                        levels: levels, into: dst + (tok - t0) * d)
                             }
                             ci += len * d
                             t0 = t1
@@ -95,11 +86,11 @@ package enum KIVI {
                             var c0 = 0
                             while c0 < d {
                                 let c1 = min(d, c0 + g)
-                                var lo = Float.infinity, hi = -Float.infinity
-                                for c in c0 ..< c1 { lo = min(lo, row[c]); hi = max(hi, row[c]) }
+                                let (lo, hi) = NumericKernels.minMax(row + c0, count: c1 - c0)
                                 let (m16, s16) = params(lo, hi)
-                                let inv: Float = s16 > 0 ? 1 / s16 : 0
-                                for c in c0 ..< c1 { cs[ci + c - c0] = code(row[c], m16, inv) }
+                                var mPair = m16, inv: Float = s16 > 0 ? 1 / s16 : 0
+                                NumericKernels.quantize(row + c0, count: c1 - c0, min: &mPair, inverseScale: &inv, perElement: false,
+                                                        levels: levels, into: cs.baseAddress! + ci)
                                 ci += c1 - c0
                                 c0 = c1
                             }
@@ -220,8 +211,8 @@ package enum KIVI {
                             let t1 = min(q, t0 + g), len = t1 - t0
                             for tok in t0 ..< t1 {
                                 let row = base + tok * d, codes = cs.baseAddress! + ci + (tok - t0) * d
-                                let mn = mins.baseAddress! + gi, sc = scales.baseAddress! + gi
-                                for c in 0 ..< d { row[c] = mn[c] + Float(codes[c]) * sc[c] }
+                                NumericKernels.dequantize(codes, count: d, min: mins.baseAddress! + gi, scale: scales.baseAddress! + gi,
+                                                          perElement: true, into: row)
                             }
                             gi += d
                             ci += len * d
@@ -233,8 +224,8 @@ package enum KIVI {
                             var c0 = 0
                             while c0 < d {
                                 let c1 = min(d, c0 + g)
-                                let m = mins[gi], s = scales[gi]
-                                for c in c0 ..< c1 { row[c] = m + Float(cs[ci + c - c0]) * s }
+                                NumericKernels.dequantize(cs.baseAddress! + ci, count: c1 - c0, min: mins.baseAddress! + gi,
+                                                          scale: scales.baseAddress! + gi, perElement: false, into: row + c0)
                                 gi += 1
                                 ci += c1 - c0
                                 c0 = c1

@@ -37,6 +37,32 @@ package enum NumericKernels {
     @inline(__always)
     package static func max(_ x: UnsafePointer<Float>, count: Int) -> Float { wsk_max(x, count) }
 
+    /// Quantization codes `clamp(round_half_even((x − m)·inv), 0, levels)`, with `m` and `inv` per
+    /// element (`perElement`) or one pair for all. The corresponding C function is `wsk_quantize`.
+    package static func quantize(_ x: UnsafePointer<Float>, count: Int, min m: UnsafePointer<Float>, inverseScale inv: UnsafePointer<Float>,
+                                 perElement: Bool, levels: Float, into out: UnsafeMutablePointer<UInt8>) {
+        wsk_quantize(x, count, m, inv, perElement ? 1 : 0, levels, out)
+    }
+
+    /// `m + code·s`, the inverse of ``quantize(_:count:min:inverseScale:perElement:levels:into:)``.
+    /// The corresponding C function is `wsk_dequantize`.
+    package static func dequantize(_ codes: UnsafePointer<UInt8>, count: Int, min m: UnsafePointer<Float>, scale s: UnsafePointer<Float>,
+                                   perElement: Bool, into out: UnsafeMutablePointer<Float>) {
+        wsk_dequantize(codes, count, m, s, perElement ? 1 : 0, out)
+    }
+
+    /// Element-wise running minimum and maximum. The corresponding C function is `wsk_minmax_update`.
+    package static func minMaxUpdate(_ x: UnsafePointer<Float>, count: Int, lo: UnsafeMutablePointer<Float>, hi: UnsafeMutablePointer<Float>) {
+        wsk_minmax_update(x, count, lo, hi)
+    }
+
+    /// The smallest and largest of `count > 0` floats. The corresponding C function is `wsk_minmax`.
+    package static func minMax(_ x: UnsafePointer<Float>, count: Int) -> (Float, Float) {
+        var lo: Float = 0, hi: Float = 0
+        wsk_minmax(x, count, &lo, &hi)
+        return (lo, hi)
+    }
+
     /// IEEE half bit patterns to floats. The corresponding C function is `wsk_f16_to_f32`.
     package static func halfToFloat(_ src: UnsafePointer<UInt16>, _ dst: UnsafeMutablePointer<Float>, count: Int) {
         wsk_f16_to_f32(src, dst, count)

@@ -28,6 +28,20 @@ void wsk_f16_to_f32(const uint16_t *src, float *dst, size_t n);
 /// float to IEEE half (round to nearest even), n elements.
 void wsk_f32_to_f16(const float *src, uint16_t *dst, size_t n);
 
+/// Quantization codes: out[j] = clamp(round_half_even((x[j] - m) * inv), 0, levels), where m and
+/// inv are m[j] and inv[j] when per_element, m[0] and inv[0] otherwise.
+void wsk_quantize(const float *x, size_t n, const float *m, const float *inv, int per_element, float levels,
+                  uint8_t *out);
+
+/// The inverse: out[j] = m + codes[j] * s, m and s per element or shared as above.
+void wsk_dequantize(const uint8_t *codes, size_t n, const float *m, const float *s, int per_element, float *out);
+
+/// lo[j] = min(lo[j], x[j]) and hi[j] = max(hi[j], x[j]) for j < n.
+void wsk_minmax_update(const float *x, size_t n, float *lo, float *hi);
+
+/// The smallest and largest of x[0..<n] (n > 0).
+void wsk_minmax(const float *x, size_t n, float *lo, float *hi);
+
 /// 1 when the AVX2/FMA paths are in use, 0 otherwise.
 int wsk_has_avx2(void);
 
