@@ -1,4 +1,5 @@
 import CWStoreHeader
+import Synchronization
 import WeightStore
 #if canImport(Glibc)
 import Glibc
@@ -6,24 +7,68 @@ import Glibc
 import Darwin
 #endif
 
-/// What a `wstore_residency *` points at: the manager, and the part names of its experts
-/// as C strings, shared by every handle it hands out.
+/// What a `wstore_residency *` points at: the manager, the part names of its experts as C
+/// strings, and per expert where its parts sit in its buffer, shared by every handle.
 ///
 /// Retained once by `wstore_residency_open` (released by `wstore_residency_close`) and once
 /// by every live ``PinnedExpert``, so a handle's names stay valid after the close.
-final class ResidencyBox {
+///
+/// `@unchecked Sendable`: `partNames` is immutable; each layout slot is an atomic that
+/// goes once from nil to an immutable ``PartLayout`` (retained) and never changes again.
+final class ResidencyBox: @unchecked Sendable {
     let manager: ResidencyManager
     private let partNames: [String: UnsafeMutablePointer<CChar>]
+    private let layouts: UnsafeMutablePointer<Atomic<UnsafeMutableRawPointer?>>
 
     init(manager: ResidencyManager, parts: Set<String>) {
         self.manager = manager
         self.partNames = Dictionary(uniqueKeysWithValues: parts.map { ($0, strdup($0)!) })
+        let n = manager.geometry.count
+        layouts = .allocate(capacity: max(1, n))
+        for i in 0 ..< n { (layouts + i).initialize(to: Atomic(nil)) }
     }
 
-    deinit { for p in partNames.values { free(p) } }
+    deinit {
+        for i in 0 ..< manager.geometry.count {
+            if let p = layouts[i].load(ordering: .acquiring) { Unmanaged<PartLayout>.fromOpaque(p).release() }
+        }
+        layouts.deinitialize(count: manager.geometry.count)
+        layouts.deallocate()
+        for p in partNames.values { free(p) }
+    }
 
-    /// The C string of part name `part` (every part name of the index has one).
-    func cName(_ part: String) -> UnsafePointer<CChar> { UnsafePointer(partNames[part]!) }
+    /// Where the parts of `handle`'s expert sit in its buffer: learnt from the first handle
+    /// of that expert (the layout of an expert never changes), then read lock-free.
+    func layout(of handle: borrowing ExpertHandle) -> PartLayout {
+        let id = manager.geometry.id(layer: handle.layer, expert: handle.expert)
+        if let p = layouts[id].load(ordering: .acquiring) { return Unmanaged<PartLayout>.fromOpaque(p).takeUnretainedValue() }
+        let base = handle.bytes.baseAddress!
+        let names = handle.parts
+        let made = PartLayout(names: names.map { UnsafePointer(partNames[$0]!) },
+                              offsets: names.map { handle.bytes(part: $0)!.baseAddress! - base },
+                              sizes: names.map { handle.bytes(part: $0)!.count })
+        let fresh = Unmanaged.passRetained(made).toOpaque()
+        let (won, current) = layouts[id].compareExchange(expected: nil, desired: fresh, ordering: .acquiringAndReleasing)
+        if won { return made }
+        Unmanaged<PartLayout>.fromOpaque(fresh).release()
+        return Unmanaged<PartLayout>.fromOpaque(current!).takeUnretainedValue()
+    }
+}
+
+/// The parts of one expert: C names, and offsets and sizes in its resident buffer.
+///
+/// `@unchecked Sendable`: immutable; the names are C strings of the ``ResidencyBox``
+/// that holds this layout, never written.
+final class PartLayout: @unchecked Sendable {
+    let names: [UnsafePointer<CChar>]
+    let offsets: [Int]
+    let sizes: [Int]
+
+    init(names: [UnsafePointer<CChar>], offsets: [Int], sizes: [Int]) {
+        self.names = names
+        self.offsets = offsets
+        self.sizes = sizes
+    }
 }
 
 /// What a `wstore_expert *` points at: one pin (the ``ExpertHandle``) and its parts as the
@@ -35,12 +80,12 @@ final class PinnedExpert {
     let count: Int
 
     init(_ handle: consuming ExpertHandle, owner: ResidencyBox) {
-        let names = handle.parts
-        count = names.count
-        parts = .allocate(capacity: max(1, names.count))
-        for (i, name) in names.enumerated() {
-            let b = handle.bytes(part: name)!
-            parts[i] = wstore_expert_part(name: owner.cName(name), data: b.baseAddress, size: b.count)
+        let layout = owner.layout(of: handle)
+        let base = handle.bytes.baseAddress!
+        count = layout.names.count
+        parts = .allocate(capacity: max(1, count))
+        for i in 0 ..< count {
+            parts[i] = wstore_expert_part(name: layout.names[i], data: base + layout.offsets[i], size: layout.sizes[i])
         }
         self.handle = handle
         self.owner = owner
@@ -121,13 +166,13 @@ public func wstore_expert_part_by_name(_ expert: OpaquePointer?, _ part: UnsafeP
                                _ data: UnsafeMutablePointer<UnsafeRawPointer?>?, _ size: UnsafeMutablePointer<Int>?) -> Int32 {
     guarded {
         let e = try expertFrom(expert)
-        let name = try string(part, "part")
+        let part = try required(part, "part")
         let data = try required(data, "data"), size = try required(size, "size")
-        guard let b = e.handle.bytes(part: name) else {
-            throw WStoreError.notFound("part \(name) of expert \(e.handle.expert) of layer \(e.handle.layer)")
+        guard let p = UnsafeBufferPointer(start: e.parts, count: e.count).first(where: { strcmp($0.name, part) == 0 }) else {
+            throw WStoreError.notFound("part \(String(cString: part)) of expert \(e.handle.expert) of layer \(e.handle.layer)")
         }
-        data.pointee = b.baseAddress
-        size.pointee = b.count
+        data.pointee = p.data
+        size.pointee = p.size
     }
 }
 

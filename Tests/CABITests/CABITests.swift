@@ -48,6 +48,10 @@ import WeightStore
         #expect(c.status == 0, "\(c.output)")
         let cxx = try run(Self.cc, ["-std=c++17", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-x", "c++", header])
         #expect(cxx.status == 0, "\(cxx.output)")
+        // The benchmark client stays compilable too.
+        let bench = try run(Self.cc, ["-std=c11", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I", Self.root + "/include",
+                                      Self.root + "/Benchmarks/CABI/bench_abi.c"])
+        #expect(bench.status == 0, "\(bench.output)")
     }
 
     /// The C declarations of wstore.h called from Swift: they bind to the @_cdecl exports
