@@ -13,16 +13,16 @@ import Darwin
 /// Retained once by `wstore_residency_open` (released by `wstore_residency_close`) and once
 /// by every live ``PinnedExpert``, so a handle's names stay valid after the close.
 ///
-/// `@unchecked Sendable`: `partNames` is immutable; each layout slot is an atomic that
-/// goes once from nil to an immutable ``PartLayout`` (retained) and never changes again.
+/// `@unchecked Sendable`: `partNames` is behind a lock, and its C strings are never
+/// written or freed before the box goes; each layout slot is an atomic that goes once from
+/// nil to an immutable ``PartLayout`` (retained) and never changes again.
 final class ResidencyBox: @unchecked Sendable {
     let manager: ResidencyManager
-    private let partNames: [String: UnsafeMutablePointer<CChar>]
+    private let partNames = Mutex<[String: UnsafeMutablePointer<CChar>]>([:])
     private let layouts: UnsafeMutablePointer<Atomic<UnsafeMutableRawPointer?>>
 
-    init(manager: ResidencyManager, parts: Set<String>) {
+    init(manager: ResidencyManager) {
         self.manager = manager
-        self.partNames = Dictionary(uniqueKeysWithValues: parts.map { ($0, strdup($0)!) })
         let n = manager.geometry.count
         layouts = .allocate(capacity: max(1, n))
         for i in 0 ..< n { (layouts + i).initialize(to: Atomic(nil)) }
@@ -34,7 +34,7 @@ final class ResidencyBox: @unchecked Sendable {
         }
         layouts.deinitialize(count: manager.geometry.count)
         layouts.deallocate()
-        for p in partNames.values { free(p) }
+        partNames.withLock { for p in $0.values { free(p) } }
     }
 
     /// Where the parts of `handle`'s expert sit in its buffer: learnt from the first handle
@@ -44,7 +44,15 @@ final class ResidencyBox: @unchecked Sendable {
         if let p = layouts[id].load(ordering: .acquiring) { return Unmanaged<PartLayout>.fromOpaque(p).takeUnretainedValue() }
         let base = handle.bytes.baseAddress!
         let names = handle.parts
-        let made = PartLayout(names: names.map { UnsafePointer(partNames[$0]!) },
+        let cNames = partNames.withLock { table in
+            names.map { name in
+                if let p = table[name] { return UnsafePointer(p) }
+                let p = strdup(name)!
+                table[name] = p
+                return UnsafePointer(p)
+            }
+        }
+        let made = PartLayout(names: cNames,
                               offsets: names.map { handle.bytes(part: $0)!.baseAddress! - base },
                               sizes: names.map { handle.bytes(part: $0)!.count })
         let fresh = Unmanaged.passRetained(made).toOpaque()
@@ -124,8 +132,7 @@ public func wstore_residency_open(_ store: OpaquePointer?, _ model: UnsafePointe
         if loaders > 0 { options.loaders = Int(loaders) }
         if waitMs == 0 { options.whenFull = .fail } else if waitMs > 0 { options.whenFull = .wait(timeout: .milliseconds(waitMs)) }
         let manager = try ResidencyManager(store: s, model: m, budget: Int(budget), options: options)
-        let parts = Set(try s.experts(model: m).flatMap(\.parts.keys))
-        out.pointee = OpaquePointer(Unmanaged.passRetained(ResidencyBox(manager: manager, parts: parts)).toOpaque())
+        out.pointee = OpaquePointer(Unmanaged.passRetained(ResidencyBox(manager: manager)).toOpaque())
     }
 }
 
