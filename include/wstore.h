@@ -272,7 +272,7 @@ int wstore_residency_open(wstore_store *store, const char *model, int64_t budget
 /**
  * Closes a manager; NULL is ignored. Expert handles still held stay valid (their bytes
  * included) until each is released; the memory goes when the last one is.
- * Background prefetch loads already running finish first, in the background.
+ * Prefetch loads already running finish in the background after the close.
  */
 void wstore_residency_close(wstore_residency *residency);
 
@@ -285,8 +285,8 @@ typedef struct wstore_expert_part {
 
 /**
  * Returns expert `expert` of layer `layer`, pinned, in *out: loads it first if needed,
- * blocking the calling thread (a hit is lock-free). Concurrent acquires of one expert
- * share one load. Release the handle as soon as the layer is computed.
+ * blocking the calling thread. A hit pins lock-free and waits for no other thread (the
+ * handle itself is one small allocation). Concurrent acquires of one expert share one load. Release the handle as soon as the layer is computed.
  * Errors: WSTORE_E_NOT_FOUND (not indexed); WSTORE_E_BUDGET (larger than the budget,
  * or the budget stayed all pinned for wait_ms); WSTORE_E_CORRUPT (a damaged record).
  */
