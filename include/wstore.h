@@ -286,7 +286,8 @@ typedef struct wstore_expert_part {
 /**
  * Returns expert `expert` of layer `layer`, pinned, in *out: loads it first if needed,
  * blocking the calling thread. A hit pins lock-free and waits for no other thread (the
- * handle itself takes two small allocations). Concurrent acquires of one expert share one load. Release the handle as soon as the layer is computed.
+ * handle itself takes two small allocations). Concurrent acquires of one expert share
+ * one load. Release the handle as soon as the layer is computed.
  * Errors: WSTORE_E_NOT_FOUND (not indexed); WSTORE_E_BUDGET (larger than the budget,
  * or the budget stayed all pinned for wait_ms); WSTORE_E_CORRUPT (a damaged record).
  */
