@@ -59,7 +59,7 @@ let package = Package(
 
         .testTarget(name: "WStoreCoreTests", dependencies: ["WStoreCore"]),
         .testTarget(name: "WeightStoreTests", dependencies: ["WeightStore", "WStoreCore"]),
-        .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "WStoreCore", "WStoreCLI"]),
+        .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "WStoreCore", "WStoreCLI"], exclude: ["Fixtures"]),
         .testTarget(name: "CLITests", dependencies: ["WStoreCLI", "WeightStore"]),
         .testTarget(name: "PackTests", dependencies: ["WStoreCLI", "WeightStore", "WStoreCore"]),
         .testTarget(name: "ResidencyTests", dependencies: ["WeightStore", "WStoreCLI"]),

@@ -65,3 +65,12 @@ python3 "$(dirname "$0")/fixtures/make_demo_kv.py" "$out/kv.safetensors" 2 4096
 "$bin" kv compress --input "$out/kv.safetensors" --output "$out/kv-snapkv-int4.safetensors" \
     --snapkv window=32,capacity=1024,kernel=7,pool=max,heads=kv --codec int4
 "$bin" kv compress --input "$out/kv.safetensors" --output "$out/kv-int4.safetensors" --codec int4
+
+echo
+echo "== wstore bench load: the packed checkpoint's experts beside memcpy and a pread of the same tensors from their safetensors shard =="
+"$bin" pack "$out/checkpoint/model-00001-of-00002.safetensors" -o "$out/shard1-raw.wstore" --codec raw --model shard1 --quiet
+"$bin" bench load "$out/shard1-raw.wstore" --experts --limit 16 --iterations 3 \
+    --source "$out/checkpoint/model-00001-of-00002.safetensors"
+echo
+echo "== the same, compressed (the default codec): materializing decodes and checks every checksum =="
+"$bin" bench load "$out/packed.wstore" --experts --limit 16 --iterations 3

@@ -56,7 +56,7 @@ struct BenchCodec: ParsableCommand {
         let plainStored = plainRecords.reduce(0) { $0 + storedSize($1) }
 
         // Decode into preallocated buffers, checksum included.
-        var outputs = tensors.map { UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, $0.bytes.count), alignment: 64) }
+        let outputs = tensors.map { UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, $0.bytes.count), alignment: 64) }
         defer { outputs.forEach { $0.deallocate() } }
         func decodeAll(_ recs: [[UInt8]], threads: Int) throws -> Double {
             try time {
@@ -108,7 +108,7 @@ struct BenchCodec: ParsableCommand {
             return
         }
         print("data: \(label): \(tensors.count) tensors, \(formatBytes(total))")
-        print(Table(["path", "GB/s", "× memcpy", "ratio"],
+        print(TextTable(["path", "GB/s", "× memcpy", "ratio"],
                     rows.map { [$0.0, String(format: "%.2f", $0.1), String(format: "%.2f", $0.1 / gbps(memcpyT)),
                                 $0.2.map { String(format: "%.3fx", $0) } ?? "—"] }).render())
         print(String(format: "parallel decode speed-up: %.2fx on %d threads; encode: %.0f MB/s on 1 thread",

@@ -123,7 +123,7 @@ struct BenchKV: ParsableCommand {
             return
         }
         print("trace: \(label): \(reqs.count) requests, \(results[0].blocks) blocks of \(blockTokens) tokens, \(results[0].tokens) prompt tokens")
-        print(Table(["capacity (blocks)", "policy", "block hit rate", "token hit rate", "hit blocks", "evictions"],
+        print(TextTable(["capacity (blocks)", "policy", "block hit rate", "token hit rate", "hit blocks", "evictions"],
                     results.map { r in
                         [r.capacityBlocks == 0 ? "unbounded" : String(r.capacityBlocks), r.policy.rawValue,
                          String(format: "%.2f%%", 100 * r.blockHitRate), String(format: "%.2f%%", 100 * r.tokenHitRate),
@@ -132,7 +132,7 @@ struct BenchKV: ParsableCommand {
         if let s = storeReport {
             print()
             print("store replay: first \(s.requests) requests, layers=\(s.shape.layers) kv_heads=\(s.shape.kvHeads) head_dim=\(s.shape.headDim) \(s.shape.dtype), codec \(s.codec), capacity \(s.capacityBlocks == 0 ? "unbounded" : "\(s.capacityBlocks) blocks")")
-            print(Table(["path", "GB/s", "x memcpy", "bytes"], [
+            print(TextTable(["path", "GB/s", "x memcpy", "bytes"], [
                 ["memcpy (baseline)", String(format: "%.2f", s.memcpyGBps), "1.00", "-"],
                 ["put (encode + write)", String(format: "%.2f", s.putGBps), String(format: "%.2f", s.putGBps / s.memcpyGBps), formatBytes(s.putBytes)],
                 ["get (read + decode)", String(format: "%.2f", s.getGBps), String(format: "%.2f", s.getGBps / s.memcpyGBps), formatBytes(s.getBytes)],

@@ -89,7 +89,7 @@ struct BenchSnapKV: ParsableCommand {
             return
         }
         print("SnapKV: \(qHeads) query heads / \(kvHeads) KV heads x \(tokens) tokens x head_dim \(headDim) (\(dtype)), window \(window), capacity \(capacity), kernel \(kernel), \(pool) pooling, per \(heads) head, \(threads) thread(s), score kernel: \(NumericKernels.scorePath)")
-        print(Table(["path", "wall ms", "CPU ms", "GFLOP/s (Q·Kᵀ, CPU)", "x plain loop (CPU)"], [
+        print(TextTable(["path", "wall ms", "CPU ms", "GFLOP/s (Q·Kᵀ, CPU)", "x plain loop (CPU)"], [
             ["plain scalar Q·Kᵀ loop (baseline; 1 head timed, x\(qHeads))", String(format: "%.1f", plain * 1000),
              String(format: "%.1f", plainCPU * 1000), String(format: "%.1f", flops / plainCPU / 1e9), "1.00"],
             ["SnapKV selection (scores, softmax, pooling, top-k)", String(format: "%.1f", snap * 1000),

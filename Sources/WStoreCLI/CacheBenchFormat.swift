@@ -18,7 +18,7 @@ enum CacheBenchFormat {
     /// Prints rows as a table (``Table``), the first row its header.
     static func table(_ rows: [[String]]) {
         guard let first = rows.first else { return }
-        print(Table(first, Array(rows.dropFirst())).render())
+        print(TextTable(first, Array(rows.dropFirst())).render())
     }
 
     /// Sorted keys, no escaped slashes: the CLI's `--json` style.

@@ -135,7 +135,7 @@ struct KVCompress: ParsableCommand {
         rows.append(["total", "", formatBytes(raw), formatBytes(stored), String(format: "%.2fx", Double(raw) / Double(max(stored, 1))),
                      String(format: "%.4g", maxErr), String(format: "%.4f", rms), ""])
         print("codec \(codec.rawValue)" + (meta["snapkv"].map { ", SnapKV \($0)" } ?? ", no SnapKV") + "; ratio = input bytes / stored bytes; error of the kept tokens")
-        print(Table(["layer", "kept/tokens", "input", "stored", "ratio", "max abs err", "rel RMS", "SnapKV ms"], rows).render())
+        print(TextTable(["layer", "kept/tokens", "input", "stored", "ratio", "max abs err", "rel RMS", "SnapKV ms"], rows).render())
         print("wrote \(output)")
     }
 

@@ -30,7 +30,7 @@ struct KVInspect: ParsableCommand {
             return
         }
         let budget = o.budgetBytes == 0 ? "none" : formatBytes(o.budgetBytes)
-        print(Table(["setting", "value"], [
+        print(TextTable(["setting", "value"], [
             ["store", store], ["chunk tokens", String(o.chunkTokens)],
             ["codec", o.codec.rawValue + (o.codec.bits != nil ? " (group \(o.kivi.group), residual \(o.kivi.residual))" : "")],
             ["byte budget", budget], ["chunk limit", o.maxChunks == 0 ? "none" : String(o.maxChunks)],
@@ -38,9 +38,9 @@ struct KVInspect: ParsableCommand {
         print()
         var rows = stats.chunksByModel.keys.sorted().map { [$0, String(stats.chunksByModel[$0]!)] }
         rows.append(["all models", String(stats.chunks)])
-        print(Table(["model", "chunks"], rows).render())
+        print(TextTable(["model", "chunks"], rows).render())
         print()
-        print(Table(["chunks", "leaves", "raw KV", "stored", "ratio"], [[
+        print(TextTable(["chunks", "leaves", "raw KV", "stored", "ratio"], [[
             String(stats.chunks), String(stats.leaves), formatBytes(stats.rawBytes), formatBytes(stats.storedBytes),
             stats.storedBytes == 0 ? "-" : String(format: "%.2fx", Double(stats.rawBytes) / Double(stats.storedBytes)),
         ]]).render())

@@ -98,7 +98,7 @@ struct StagedStore {
 private enum Renameat2 {
     typealias Fn = @convention(c) (Int32, UnsafePointer<CChar>?, Int32, UnsafePointer<CChar>?, UInt32) -> Int32
     static let exchange: UInt32 = 1 << 1 // RENAME_EXCHANGE, linux/fs.h
-    nonisolated(unsafe) static let function: Fn? = {
+    static let function: Fn? = {
         guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "renameat2") else { return nil }
         return unsafeBitCast(sym, to: Fn.self)
     }()

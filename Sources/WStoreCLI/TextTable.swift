@@ -7,6 +7,12 @@ struct TextTable {
 
     init(_ headers: String...) { self.headers = headers }
 
+    /// A table with all its rows at once.
+    init(_ headers: [String], _ rows: [[String]]) {
+        self.headers = headers
+        self.rows = rows
+    }
+
     mutating func add(_ cells: String...) { rows.append(cells) }
 
     /// The table as lines, each cell padded to its column's width.
@@ -14,7 +20,7 @@ struct TextTable {
         var widths = headers.map(\.count)
         for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
         let numeric = headers.indices.map { i in
-            !rows.isEmpty && rows.allSatisfy { i < $0.count && ($0[i].first.map { $0.isNumber || $0 == "-" } ?? true) }
+            !rows.isEmpty && rows.allSatisfy { i < $0.count && ($0[i].first.map { $0.isNumber || $0 == "-" || $0 == "—" } ?? true) }
         }
         func line(_ cells: [String]) -> String {
             var parts: [String] = []

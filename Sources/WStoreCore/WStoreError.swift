@@ -23,9 +23,9 @@ public enum WStoreError: Error, CustomStringConvertible, Sendable, Equatable {
     public var description: String {
         switch self {
         case let .checksumMismatch(name, expected, actual):
-            "checksum mismatch in \(name): stored xxh3 \(hex(expected)), computed \(hex(actual)); the store is corrupt, run `wstore verify` and re-pack from the source"
+            "checksum mismatch in \(name): stored xxh3 \(hex(expected)), computed \(hex(actual)); the store is damaged: find every damaged entry with `wstore verify` (`wstore kv inspect --verify` for a KV store) and write it again from its source"
         case let .corruptRecord(name, reason):
-            "corrupt record \(name): \(reason); run `wstore verify` and re-pack from the source"
+            "corrupt record \(name): \(reason); the store is damaged: find every damaged entry with `wstore verify` (`wstore kv inspect --verify` for a KV store) and write it again from its source"
         case let .newerFormat(what, found, supported):
             "\(what) uses wstore format version \(found), but this build reads versions up to \(supported); upgrade wstore to read it"
         case let .notFound(name):
