@@ -23,8 +23,13 @@ package enum RecordDecoder {
             dst.baseAddress!.copyMemory(from: record.payload.baseAddress!, byteCount: record.rawSize)
             if verify { try self.verify(record, name: name, UnsafeRawBufferPointer(dst)) }
         case .zstd:
-            try decodeFrames(record, name: name, into: dst, threads: threads)
-            try self.verify(record, name: name, UnsafeRawBufferPointer(dst))
+            if let digest = try decodeFrames(record, name: name, into: dst, threads: threads) {
+                if digest != record.checksum {
+                    throw WStoreError.checksumMismatch(name: name, expected: record.checksum, actual: digest)
+                }
+            } else {
+                try self.verify(record, name: name, UnsafeRawBufferPointer(dst))
+            }
         }
     }
 
@@ -36,8 +41,11 @@ package enum RecordDecoder {
         }
     }
 
+    /// Decodes every frame into `dst`. On one thread, frames come in order and each is
+    /// hashed while still in cache: the digest of all of `dst` is returned. On several
+    /// threads the result is `nil` and the caller hashes `dst` afterwards.
     private static func decodeFrames(_ record: RecordView, name: String, into dst: UnsafeMutableRawBufferPointer,
-                                     threads: Int) throws {
+                                     threads: Int) throws -> UInt64? {
         let planes = record.planeCount
         let workers = max(1, min(threads, record.frameCount))
         let transform = record.transform
@@ -46,6 +54,7 @@ package enum RecordDecoder {
         let scratch = ScratchPool.take(max(1, workers * scratchPerWorker))
         defer { ScratchPool.give(scratch) }
         let payload = record.payload
+        let hasher: XXH3Stream? = workers == 1 ? XXH3Stream() : nil
         try parallelFor(record.frameCount, threads: workers) { f, w in
             let rawStart = f * record.frameSize
             let rawLength = record.frameRawLength(f)
@@ -57,6 +66,7 @@ package enum RecordDecoder {
                 case .stored: out.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: rawLength)
                 case .zstd: try decompress(src, into: out, name: name, frame: f)
                 }
+                hasher?.update(UnsafeRawBufferPointer(out))
                 return
             }
             let planeLength = rawLength / planes
@@ -77,7 +87,9 @@ package enum RecordDecoder {
                 }
                 transform.merge(planes: UnsafePointer(planePointers.baseAddress!), count: planeLength, into: out.baseAddress!)
             }
+            hasher?.update(UnsafeRawBufferPointer(out))
         }
+        return hasher?.digest()
     }
 
     private static func decompress(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer,
