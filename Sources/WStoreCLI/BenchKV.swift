@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KVCache
+import WeightStore
 import WStoreCore
 
 /// `wstore bench kv`: prefix-cache hit rates of a request trace, and KV bytes through a real store.

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KVCache
+import WeightStore
 import WStoreCore
 
 /// `wstore bench snapkv`: SnapKV selection time, beside a plain dot-product loop over the same data.

@@ -62,18 +62,7 @@ struct Sample: ParsableCommand {
 
 extension CodecChoice: ExpressibleByArgument {}
 
-/// A small, seedable generator (SplitMix64) so generated data is reproducible.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-
+extension SplitMix64 {
     /// Normally distributed values, truncated to bf16 (the top 16 bits of an f32).
     mutating func bf16Normal(count: Int, std: Float) -> [UInt16] {
         var out = [UInt16](repeating: 0, count: count)

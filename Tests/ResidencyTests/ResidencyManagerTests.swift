@@ -203,7 +203,7 @@ struct ResidencyManagerTests {
             await withTaskGroup(of: Void.self) { group in
                 for worker in 0 ..< 8 {
                     group.addTask {
-                        var rng = SplitMix(seed: UInt64(worker + 1))
+                        var rng = SplitMix64(seed: UInt64(worker + 1))
                         for _ in 0 ..< 400 {
                             let l = Int.random(in: 0 ..< 4, using: &rng), e = Int.random(in: 0 ..< 6, using: &rng)
                             switch Int.random(in: 0 ..< 10, using: &rng) {
@@ -248,19 +248,6 @@ struct ResidencyManagerTests {
             for l in 0 ..< 4 { for e in 0 ..< 6 { _ = try syncAcquire(m, l, e) } }
             #expect(m.invariantViolation() == nil, "\(kind)")
         }
-    }
-}
-
-/// A seedable generator for the stress test's workers.
-struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }
 

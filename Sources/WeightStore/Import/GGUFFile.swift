@@ -36,19 +36,7 @@ public indirect enum GGUFValue: Sendable, Hashable, CustomStringConvertible {
 
     private var jsonText: String {
         guard case .string(let s) = self else { return description }
-        var out = "\""
-        for u in s.unicodeScalars {
-            switch u {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            case _ where u.value < 0x20: out += String(format: "\\u%04x", u.value)
-            default: out.unicodeScalars.append(u)
-            }
-        }
-        return out + "\""
+        return SafetensorsExport.jsonString(s)
     }
 }
 

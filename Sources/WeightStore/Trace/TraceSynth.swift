@@ -70,7 +70,7 @@ public struct TraceSynth: Sendable {
     /// - Throws: what ``validate()`` throws.
     public func generate() throws -> RoutingTrace {
         try validate()
-        var rng = TraceRandom(seed: seed)
+        var rng = SplitMix64(seed: seed)
         let popularity = (0 ..< layers).map { _ in
             zipf(targetShare: Double.random(in: topShare, using: &rng), rng: &rng)
         }
@@ -122,7 +122,7 @@ public struct TraceSynth: Sendable {
 
     /// Zipf weights over the experts, in a random order, whose top expert takes about
     /// `targetShare` of the picks when `topK` are drawn per token without repetition.
-    private func zipf(targetShare: Double, rng: inout TraceRandom) -> [Double] {
+    private func zipf(targetShare: Double, rng: inout SplitMix64) -> [Double] {
         var lo = 0.0, hi = 4.0
         for _ in 0 ..< 40 {
             let s = (lo + hi) / 2
@@ -151,7 +151,7 @@ public struct TraceSynth: Sendable {
         return (1 - notChosen) / Double(topK)
     }
 
-    private func draw(_ w: [Double], excluding: [Int], rng: inout TraceRandom) -> Int {
+    private func draw(_ w: [Double], excluding: [Int], rng: inout SplitMix64) -> Int {
         var total = 0.0
         for (i, x) in w.enumerated() where !excluding.contains(i) { total += x }
         var u = Double.random(in: 0 ..< total, using: &rng)
@@ -164,16 +164,3 @@ public struct TraceSynth: Sendable {
 }
 
 private func fmt(_ v: Double) -> String { String(format: "%.2f", v) }
-
-/// SplitMix64, so synthetic traces are the same for the same seed everywhere.
-struct TraceRandom: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
