@@ -9,9 +9,11 @@ import Foundation
 /// For expert `e` of layer `l`, `p` is its estimated chance of being used by the
 /// layer's next token, the sum of
 /// - its *rate*: its recent share of the layer's picks times `topK` (a recency-weighted
-///   frequency, LRFU after Lee et al. 2001, halving every ``halfLifeTokens`` tokens of
-///   the layer), kept for non-resident experts too, so a popular expert comes back with
-///   its history;
+///   frequency, LRFU after Lee et al. 2001), the mean of one estimate per half-life in
+///   ``halfLives`` (by default 64 and 512 tokens of the layer: a short one that follows a
+///   request's own taste, a long one that keeps the layer's lasting popularity; their
+///   mean beat either alone on every replay), kept for non-resident experts too, so a
+///   popular expert comes back with its history;
 /// - its *reuse* bonus, when the layer's previous token used it: `ρ_l`, the layer's
 ///   measured probability that an expert of one token is used again by the next
 ///   (consecutive tokens reuse experts, more so in deep layers). Experts of the token
@@ -26,13 +28,15 @@ import Foundation
 public final class AdaptivePolicy: ResidencyPolicy {
     public let name = "adaptive"
     let geometry: ResidencyGeometry
-    /// Tokens over which an expert's rate halves.
-    public let halfLifeTokens: Double
+    /// Tokens over which each of the rate estimates halves; the rate is their mean.
+    public let halfLives: [Double]
+    /// The shortest of ``halfLives``.
+    public var halfLifeTokens: Double { halfLives.min() ?? 0 }
 
     private let k: Int
-    private let lambda: Double      // per layer access
-    private let rateScale: Double
-    private var value: [Double]
+    private let lambda: [Double]    // per layer access, one per half-life
+    private let rateScale: [Double]
+    private var value: [[Double]]   // [half-life][id]: decayed pick counts
     private var stamp: [Double]
     private var lastToken: [Int]
     private var hintToken: [Int]
@@ -44,15 +48,18 @@ public final class AdaptivePolicy: ResidencyPolicy {
     private var currentLayer = 0
     private var position: [Int]
 
-    /// An adaptive policy for `geometry` (the budget is implicit in what is resident).
-    public init(geometry: ResidencyGeometry, capacity: Int, halfLifeTokens: Double = 128) {
+    /// An adaptive policy for `geometry` (the budget is implicit in what is resident)
+    /// whose rate is the mean of estimates halving every `halfLives` tokens.
+    /// - Precondition: `halfLives` is not empty and every half-life is positive.
+    public init(geometry: ResidencyGeometry, capacity: Int, halfLives: [Double] = [64, 512]) {
+        precondition(!halfLives.isEmpty && halfLives.allSatisfy { $0 > 0 }, "half-lives must be positive")
         self.geometry = geometry
-        self.halfLifeTokens = halfLifeTokens
+        self.halfLives = halfLives
         k = max(1, geometry.topK)
-        lambda = 1 / (halfLifeTokens * Double(k))
-        rateScale = Double(k) * (1 - exp2(-lambda))
+        lambda = halfLives.map { [k] in 1 / ($0 * Double(k)) }
+        rateScale = lambda.map { [k] in Double(k) * (1 - exp2(-$0)) }
         let n = geometry.count
-        value = Array(repeating: 0, count: n)
+        value = halfLives.map { _ in Array(repeating: 0, count: n) }
         stamp = Array(repeating: 0, count: n)
         lastToken = Array(repeating: Int.min / 2, count: n)
         hintToken = Array(repeating: Int.min / 2, count: n)
@@ -61,6 +68,11 @@ public final class AdaptivePolicy: ResidencyPolicy {
         hintsGiven = Array(repeating: 2, count: geometry.layers)
         hintsUsed = Array(repeating: 1, count: geometry.layers)
         position = Array(repeating: -1, count: n)
+    }
+
+    /// An adaptive policy with a single rate estimate halving every `halfLifeTokens` tokens.
+    public convenience init(geometry: ResidencyGeometry, capacity: Int, halfLifeTokens: Double) {
+        self.init(geometry: geometry, capacity: capacity, halfLives: [halfLifeTokens])
     }
 
     /// The token of layer `l` whose accesses come next (or are under way).
@@ -76,7 +88,9 @@ public final class AdaptivePolicy: ResidencyPolicy {
         reuse[l] += a * ((lastToken[id] == t - 1 ? 1 : 0) - reuse[l])
         if hintToken[id] == t { hintsUsed[l] += 1 }
         let now = Double(layerAccesses[l])
-        value[id] = value[id] * exp2(-lambda * (now - stamp[id])) + 1
+        for h in lambda.indices {
+            value[h][id] = value[h][id] * exp2(-lambda[h] * (now - stamp[id])) + 1
+        }
         stamp[id] = now
         lastToken[id] = t
         layerAccesses[l] += 1
@@ -115,7 +129,10 @@ public final class AdaptivePolicy: ResidencyPolicy {
     public func score(_ id: Int) -> Double {
         let l = id / geometry.experts
         let t = token(l)
-        let rate = rateScale * value[id] * exp2(-lambda * (Double(layerAccesses[l]) - stamp[id]))
+        let elapsed = Double(layerAccesses[l]) - stamp[id]
+        var rate = 0.0
+        for h in lambda.indices { rate += rateScale[h] * value[h][id] * exp2(-lambda[h] * elapsed) }
+        rate /= Double(lambda.count)
         let age = t - lastToken[id]
         var s = rate
         if age <= 0 {
