@@ -1,8 +1,9 @@
 import Dispatch
 
 /// Runs `body(i)` for every `i` in `0..<count` on up to `threads` threads.
-/// Worker `w` takes items `w, w + workers, ...`, so items are spread evenly
-/// and `body` may keep per-worker scratch space keyed by the worker index.
+/// Items are handed out in order, one at a time, to whichever worker is free (so a
+/// worker slowed by other work takes fewer); `body` may keep per-worker scratch space
+/// keyed by the worker index.
 package func parallelFor(_ count: Int, threads: Int, _ body: (_ item: Int, _ worker: Int) throws -> Void) throws {
     let workers = max(1, min(threads, count))
     if workers == 1 {
@@ -10,15 +11,16 @@ package func parallelFor(_ count: Int, threads: Int, _ body: (_ item: Int, _ wor
         return
     }
     let firstError = FirstError()
+    let nextItem = ItemCounter()
     withoutActuallyEscaping(body) { body in
         // concurrentPerform returns only after every iteration has finished, so `body`
         // does not outlive this call; the caller makes what `body` touches per-item.
         let shared = UncheckedSendable(body)
         DispatchQueue.concurrentPerform(iterations: workers) { w in
-            var i = w
-            while i < count, !firstError.isSet {
+            while !firstError.isSet {
+                let i = nextItem.take()
+                guard i < count else { break }
                 do { try shared.value(i, w) } catch { firstError.set(error) }
-                i += workers
             }
         }
     }
@@ -30,6 +32,12 @@ import Synchronization
 #if canImport(Glibc)
 import Glibc
 #endif
+
+private final class ItemCounter: Sendable {
+    private let next = Atomic<Int>(0)
+    /// The next item index, each handed out once.
+    func take() -> Int { next.add(1, ordering: .relaxed).oldValue }
+}
 
 private final class FirstError: Sendable {
     private let slot = Mutex<(any Error)?>(nil)

@@ -20,18 +20,33 @@ package enum RecordDecoder {
         guard record.rawSize > 0 else { return try self.verify(record, name: name, UnsafeRawBufferPointer(dst)) }
         switch record.codec {
         case .raw:
-            dst.baseAddress!.copyMemory(from: record.payload.baseAddress!, byteCount: record.rawSize)
-            if verify { try self.verify(record, name: name, UnsafeRawBufferPointer(dst)) }
+            guard verify else {
+                dst.baseAddress!.copyMemory(from: record.payload.baseAddress!, byteCount: record.rawSize)
+                return
+            }
+            // Copy and hash in cache-sized pieces, so the hash reads what the copy just wrote.
+            let hasher = XXH3Stream()
+            var at = 0
+            while at < record.rawSize {
+                let n = min(copyChunk, record.rawSize - at)
+                (dst.baseAddress! + at).copyMemory(from: record.payload.baseAddress! + at, byteCount: n)
+                hasher.update(UnsafeRawBufferPointer(rebasing: dst[at ..< at + n]))
+                at += n
+            }
+            let digest = hasher.digest()
+            if digest != record.checksum {
+                throw WStoreError.checksumMismatch(name: name, expected: record.checksum, actual: digest)
+            }
         case .zstd:
-            if let digest = try decodeFrames(record, name: name, into: dst, threads: threads) {
-                if digest != record.checksum {
-                    throw WStoreError.checksumMismatch(name: name, expected: record.checksum, actual: digest)
-                }
-            } else {
-                try self.verify(record, name: name, UnsafeRawBufferPointer(dst))
+            let digest = try decodeFrames(record, name: name, into: dst, threads: threads)
+            if digest != record.checksum {
+                throw WStoreError.checksumMismatch(name: name, expected: record.checksum, actual: digest)
             }
         }
     }
+
+    /// Bytes copied and hashed at a time when a raw record is verified while copied.
+    static let copyChunk = 256 << 10
 
     /// Checks `bytes` against the record's stored checksum.
     package static func verify(_ record: RecordView, name: String, _ bytes: UnsafeRawBufferPointer) throws(WStoreError) {
@@ -41,11 +56,14 @@ package enum RecordDecoder {
         }
     }
 
-    /// Decodes every frame into `dst`. On one thread, frames come in order and each is
-    /// hashed while still in cache: the digest of all of `dst` is returned. On several
-    /// threads the result is `nil` and the caller hashes `dst` afterwards.
+    /// Decodes every frame into `dst` and returns the xxh3-64 of all of `dst`.
+    ///
+    /// The hash runs while frames decode: whichever worker finishes a frame hashes every
+    /// frame that is ready in order (one worker at a time, outside the lock), so frames
+    /// are hashed while still in cache and, on several threads, the hash overlaps the
+    /// decoding of later frames instead of running alone at the end.
     private static func decodeFrames(_ record: RecordView, name: String, into dst: UnsafeMutableRawBufferPointer,
-                                     threads: Int) throws -> UInt64? {
+                                     threads: Int) throws -> UInt64 {
         let planes = record.planeCount
         let workers = max(1, min(threads, record.frameCount))
         let transform = record.transform
@@ -54,7 +72,19 @@ package enum RecordDecoder {
         let scratch = ScratchPool.take(max(1, workers * scratchPerWorker))
         defer { ScratchPool.give(scratch) }
         let payload = record.payload
-        let hasher: XXH3Stream? = workers == 1 ? XXH3Stream() : nil
+        let hasher = XXH3Stream()
+        let cursor = Mutex(HashCursor(frames: record.frameCount))
+        /// Marks frame `f` decoded and, unless another worker is hashing, hashes every
+        /// frame ready in order.
+        func frameDone(_ f: Int) {
+            var ready = cursor.withLock { $0.finish(f) }
+            while let r = ready {
+                let start = r.lowerBound * record.frameSize
+                let end = min(record.rawSize, r.upperBound * record.frameSize)
+                hasher.update(UnsafeRawBufferPointer(rebasing: dst[start ..< end]))
+                ready = cursor.withLock { $0.hashed(r) }
+            }
+        }
         try parallelFor(record.frameCount, threads: workers) { f, w in
             let rawStart = f * record.frameSize
             let rawLength = record.frameRawLength(f)
@@ -66,7 +96,7 @@ package enum RecordDecoder {
                 case .stored: out.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: rawLength)
                 case .zstd: try decompress(src, into: out, name: name, frame: f)
                 }
-                hasher?.update(UnsafeRawBufferPointer(out))
+                frameDone(f)
                 return
             }
             let planeLength = rawLength / planes
@@ -87,9 +117,42 @@ package enum RecordDecoder {
                 }
                 transform.merge(planes: UnsafePointer(planePointers.baseAddress!), count: planeLength, into: out.baseAddress!)
             }
-            hasher?.update(UnsafeRawBufferPointer(out))
+            frameDone(f)
         }
-        return hasher?.digest()
+        // Every frame was marked done, and the worker hashing at that moment re-checked
+        // under the lock before it stopped, so every frame has been hashed.
+        precondition(cursor.withLock { $0.next } == record.frameCount, "frames left unhashed")
+        return hasher.digest()
+    }
+
+    /// Which frames are decoded, and how far the in-order hash has got.
+    private struct HashCursor: ~Copyable {
+        var next = 0
+        var done: [Bool]
+        var busy = false
+
+        init(frames: Int) { done = Array(repeating: false, count: frames) }
+
+        /// Marks `f` decoded; returns frames for the caller to hash, if it should.
+        mutating func finish(_ f: Int) -> Range<Int>? {
+            done[f] = true
+            return busy ? nil : claim()
+        }
+
+        /// The caller hashed `r`; returns more frames to hash, or releases the hash.
+        mutating func hashed(_ r: Range<Int>) -> Range<Int>? {
+            next = r.upperBound
+            busy = false
+            return claim()
+        }
+
+        private mutating func claim() -> Range<Int>? {
+            var end = next
+            while end < done.count && done[end] { end += 1 }
+            guard end > next else { return nil }
+            busy = true
+            return next ..< end
+        }
     }
 
     private static func decompress(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer,
