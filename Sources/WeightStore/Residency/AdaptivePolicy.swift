@@ -44,9 +44,8 @@ public final class AdaptivePolicy: ResidencyPolicy {
     private var reuse: [Double]
     private var hintsGiven: [Double]
     private var hintsUsed: [Double]
-    private var resident: [Int] = []
+    private var resident: ResidentSet
     private var currentLayer = 0
-    private var position: [Int]
 
     /// An adaptive policy for `geometry` (the budget is implicit in what is resident)
     /// whose rate is the mean of estimates halving every `halfLives` tokens.
@@ -67,7 +66,7 @@ public final class AdaptivePolicy: ResidencyPolicy {
         reuse = Array(repeating: 0.5, count: geometry.layers)
         hintsGiven = Array(repeating: 2, count: geometry.layers)
         hintsUsed = Array(repeating: 1, count: geometry.layers)
-        position = Array(repeating: -1, count: n)
+        resident = ResidentSet(count: n)
     }
 
     /// An adaptive policy with a single rate estimate halving every `halfLifeTokens` tokens.
@@ -108,22 +107,9 @@ public final class AdaptivePolicy: ResidencyPolicy {
         }
     }
 
-    public func inserted(_ id: Int, prefetched: Bool) {
-        precondition(position[id] < 0, "expert \(id) inserted twice")
-        position[id] = resident.count
-        resident.append(id)
-    }
+    public func inserted(_ id: Int, prefetched: Bool) { resident.insert(id) }
 
-    public func removed(_ id: Int) {
-        let p = position[id]
-        guard p >= 0 else { return }
-        let last = resident.removeLast()
-        if last != id {
-            resident[p] = last
-            position[last] = p
-        }
-        position[id] = -1
-    }
+    public func removed(_ id: Int) { resident.remove(id) }
 
     /// The estimated chance that `id` is used by its layer's next token.
     public func score(_ id: Int) -> Double {
@@ -147,7 +133,7 @@ public final class AdaptivePolicy: ResidencyPolicy {
     public func victim(for incoming: Int, isPinned: (Int) -> Bool) -> Int? {
         var best = -1, bestScore = Double.infinity
         let L = geometry.layers
-        for id in resident where id != incoming && !isPinned(id) {
+        for id in resident.members where id != incoming && !isPinned(id) {
             // Expected tokens until the next use: the way to the layer's next token, then
             // geometric with the per-token chance of use. The furthest leaves (as in MIN).
             let p = min(1, max(score(id), 1e-9))

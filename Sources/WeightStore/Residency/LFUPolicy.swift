@@ -8,15 +8,14 @@ public final class LFUPolicy: ResidencyPolicy {
     private var counts: [Float]
     private var lastUse: [Int]
     private var clock = 0
-    private var resident: [Int] = []
-    private var position: [Int]
+    private var resident: ResidentSet
 
     /// An LFU policy; counts halve every `8 × capacity` accesses.
     public init(geometry: ResidencyGeometry, capacity: Int) {
         agingPeriod = max(64, 8 * capacity)
         counts = Array(repeating: 0, count: geometry.count)
         lastUse = Array(repeating: 0, count: geometry.count)
-        position = Array(repeating: -1, count: geometry.count)
+        resident = ResidentSet(count: geometry.count)
     }
 
     public func accessed(_ id: Int, hit: Bool) {
@@ -30,26 +29,13 @@ public final class LFUPolicy: ResidencyPolicy {
 
     public func hinted(_ id: Int) {}
 
-    public func inserted(_ id: Int, prefetched: Bool) {
-        precondition(position[id] < 0, "expert \(id) inserted twice")
-        position[id] = resident.count
-        resident.append(id)
-    }
+    public func inserted(_ id: Int, prefetched: Bool) { resident.insert(id) }
 
-    public func removed(_ id: Int) {
-        let p = position[id]
-        guard p >= 0 else { return }
-        let last = resident.removeLast()
-        if last != id {
-            resident[p] = last
-            position[last] = p
-        }
-        position[id] = -1
-    }
+    public func removed(_ id: Int) { resident.remove(id) }
 
     public func victim(for incoming: Int, isPinned: (Int) -> Bool) -> Int? {
         var best = -1
-        for id in resident where id != incoming && !isPinned(id) {
+        for id in resident.members where id != incoming && !isPinned(id) {
             if best < 0 || counts[id] < counts[best] || (counts[id] == counts[best] && lastUse[id] < lastUse[best]) {
                 best = id
             }
