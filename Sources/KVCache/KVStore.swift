@@ -73,14 +73,17 @@ public final class KVStore: Sendable {
     public let path: String
     /// The settings it was created with (threads from the opener).
     public let options: Options
+    /// Whether this handle refuses writes (the environment may be shared with a writer).
+    public let readOnly: Bool
     let env: LMDBEnvironment
     let meta: LMDBDatabase, chunks: LMDBDatabase, nodes: LMDBDatabase, leaves: LMDBDatabase
 
     static let formatVersion = 1
 
-    private init(path: String, env: LMDBEnvironment, options: Options) throws {
+    private init(path: String, env: LMDBEnvironment, options: Options, readOnly: Bool) throws {
         self.path = path
         self.env = env
+        self.readOnly = readOnly
         self.options = options
         meta = try env.database("kv.meta", create: !env.readOnly)
         chunks = try env.database("kv.chunks", create: !env.readOnly)
@@ -101,8 +104,8 @@ public final class KVStore: Sendable {
         try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
         var envOptions = LMDBEnvironment.Options()
         envOptions.initialMapSize = 64 << 20
-        let env = try LMDBEnvironment(path: path, readOnly: false, options: envOptions)
-        let store = try KVStore(path: path, env: env, options: options)
+        let env = try LMDBEnvironment.shared(path: path, readOnly: false, options: envOptions)
+        let store = try KVStore(path: path, env: env, options: options, readOnly: false)
         let settings: [String: Any] = [
             "format": "wstore-kv", "format_version": formatVersion, "chunk_tokens": options.chunkTokens,
             "budget_bytes": options.budgetBytes, "max_chunks": options.maxChunks, "codec": options.codec.rawValue,
@@ -123,7 +126,7 @@ public final class KVStore: Sendable {
         guard FileManager.default.fileExists(atPath: path + "/data.mdb") else {
             throw WStoreError.notAStore(path: path, reason: "no data.mdb in it")
         }
-        let env = try LMDBEnvironment(path: path, readOnly: readOnly)
+        let env = try LMDBEnvironment.shared(path: path, readOnly: readOnly)
         let metaDB: LMDBDatabase
         do { metaDB = try env.database("kv.meta") } catch {
             throw WStoreError.notAStore(path: path, reason: "it is not a KV store (no kv.meta)")
@@ -147,7 +150,7 @@ public final class KVStore: Sendable {
         o.maxChunks = s["max_chunks"] as? Int ?? 0
         o.kivi = KIVIOptions(group: s["kivi_group"] as? Int ?? 64, residual: s["kivi_residual"] as? Int ?? 0)
         o.threads = max(1, threads)
-        return try KVStore(path: path, env: env, options: o)
+        return try KVStore(path: path, env: env, options: o, readOnly: readOnly)
     }
 
     // MARK: store and lookup
@@ -159,6 +162,7 @@ public final class KVStore: Sendable {
     /// - Throws: ``WStoreError/invalidArgument(_:)`` when `kv` and `tokens` disagree, ``LMDBError``.
     @discardableResult
     public func store(tokens: [UInt32], model: String, salt: String = "", kv: KVCacheData) throws -> StoreResult {
+        guard !readOnly else { throw WStoreError.invalidArgument("\(path) is open read-only") }
         guard kv.tokens == tokens.count else {
             throw WStoreError.invalidArgument("KV cache holds \(kv.tokens) tokens for \(tokens.count) token ids")
         }
@@ -241,7 +245,7 @@ public final class KVStore: Sendable {
             return parts
         }
         guard !parts.isEmpty else { return Lookup(tokens: 0, kv: nil, chunks: 0) }
-        if !env.readOnly {
+        if !readOnly {
             try env.write { txn in
                 var counters = try Counters.read(txn, meta)
                 for k in keys.prefix(parts.count) {

@@ -40,6 +40,8 @@ package final class LMDBEnvironment: @unchecked Sendable {
     private let databases = Mutex<[String: MDB_dbi]>([:])
 
     /// Opens (or, when not read-only, creates) the environment in directory `path`.
+    /// Stores open through ``shared(path:readOnly:options:)``, which keeps one
+    /// environment per data file per process, as lmdb.h requires.
     ///
     /// - Throws: ``LMDBError`` when LMDB refuses the directory (missing, not an LMDB
     ///   environment, permissions).

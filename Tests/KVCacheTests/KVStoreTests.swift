@@ -125,6 +125,19 @@ import Testing
         }
     }
 
+    @Test func oneProcessOpensAStoreOnceAndReadOnlyHandlesDoNotWrite() throws {
+        let dir = temporaryDirectory("shared")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let writer = try KVStore.create(at: dir + "/kv", options: options())
+        let a: [UInt32] = Array(1 ... 8)
+        _ = try writer.store(tokens: a, model: "m", kv: try cache(a))
+        let reader = try KVStore.open(at: dir + "/kv", readOnly: true)
+        #expect(reader.env === writer.env)  // lmdb.h: never open one environment twice in a process
+        #expect(try reader.lookup(tokens: a, model: "m").tokens == 8)
+        #expect(throws: WStoreError.self) { _ = try reader.store(tokens: a, model: "m", kv: try cache(a)) }
+        #expect(try writer.stats() == reader.stats())
+    }
+
     @Test func refusesWhatIsNotAStore() throws {
         let dir = temporaryDirectory("notastore")
         defer { try? FileManager.default.removeItem(atPath: dir) }
