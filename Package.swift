@@ -21,6 +21,8 @@ let package = Package(
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
+        // The Redis client library. Only WStoreRemote imports it.
+        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
         // Numeric kernels (attention scores, float conversions) with run-time AVX2 dispatch.
         .target(name: "CKernels"),
 
@@ -36,9 +38,11 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
+        // The remote KV tier's client: every redis* call lives here (standalone and Redis Cluster).
+        .target(name: "WStoreRemote", dependencies: ["CHiredis"]),
         .target(
             name: "KVCache",
-            dependencies: ["WStoreCore"]
+            dependencies: ["WStoreCore", "WStoreRemote"]
         ),
         // Command logic lives in a library so tests can run commands in-process.
         .target(
@@ -59,7 +63,8 @@ let package = Package(
 
         .testTarget(name: "WStoreCoreTests", dependencies: ["WStoreCore"]),
         .testTarget(name: "WeightStoreTests", dependencies: ["WeightStore", "WStoreCore"]),
-        .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "WStoreCore", "WStoreCLI"], exclude: ["Fixtures"]),
+        .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "WStoreCore", "WStoreCLI", "WStoreRemote"],
+                    exclude: ["Fixtures"]),
         .testTarget(name: "CLITests", dependencies: ["WStoreCLI", "WeightStore"]),
         .testTarget(name: "PackTests", dependencies: ["WStoreCLI", "WeightStore", "WStoreCore"]),
         .testTarget(name: "ResidencyTests", dependencies: ["WeightStore", "WStoreCLI"]),
