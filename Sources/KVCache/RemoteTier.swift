@@ -49,7 +49,7 @@ public struct KVTierStats: Sendable, Equatable, Codable {
     public var queueDrops = 0
     /// Chunks dropped because the remote tier was down when their turn came.
     public var unsentChunks = 0
-    /// Successful reconnects after the tier was down.
+    /// Successful connects after the tier was down (or unreachable at open).
     public var reconnects = 0
     /// Chunks waiting in the send queue.
     public var queued = 0
@@ -128,6 +128,9 @@ final class RemoteTier: @unchecked Sendable {
         count { $0.bytesFetched += bytes }
         return values
     }
+
+    /// One pipelined `EXISTS` of `keys` on the reader link; `nil` when the tier is down.
+    func readerExists(_ keys: [[UInt8]]) -> [Bool]? { reader.use { try $0.exists(keys) } }
 
     /// Queues chunks to send; never blocks. When the queue is full the chunks that do not fit are dropped and counted.
     func enqueue(_ items: [(key: UInt64, value: [UInt8])]) {
@@ -247,6 +250,20 @@ final class RemoteTier: @unchecked Sendable {
                     let r = try body(client!)
                     succeeded()
                     return r
+                } catch RemoteError.io {
+                    // A connection the server closed (it restarted, or dropped idle clients):
+                    // one fresh connection before counting a failure.
+                    client = nil
+                    do {
+                        client = try RedisClient(urls: options.urls, options: clientOptions)
+                        let r = try body(client!)
+                        succeeded()
+                        return r
+                    } catch {
+                        client = nil
+                        failed(error)
+                        return nil
+                    }
                 } catch {
                     client = nil
                     failed(error)
@@ -259,7 +276,7 @@ final class RemoteTier: @unchecked Sendable {
             backoff = options.retryInitial
             let wasDown = down
             down = false
-            let reconnected = wasDown && everConnected
+            let reconnected = wasDown
             everConnected = true
             tier?.count { s in
                 s.connected = true

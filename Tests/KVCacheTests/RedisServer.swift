@@ -33,8 +33,8 @@ final class RedisServer: @unchecked Sendable {
     let url: String
 
     /// Starts a server; `password` sets `requirepass`; `cluster` enables cluster mode.
-    init(password: String? = nil, cluster: Bool = false, arguments: [String] = []) throws {
-        port = try freePort()
+    init(port: Int? = nil, password: String? = nil, cluster: Bool = false, arguments: [String] = []) throws {
+        self.port = try port ?? freePort()
         dir = NSTemporaryDirectory() + "wstore-redis-\(port)-\(UUID().uuidString)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         var extra = arguments
@@ -44,7 +44,7 @@ final class RedisServer: @unchecked Sendable {
                       dir + "/nodes.conf", "--cluster-node-timeout", "2000"]
         }
         extraArguments = extra
-        url = "redis://" + (password.map { ":\($0)@" } ?? "") + "127.0.0.1:\(port)"
+        url = "redis://" + (password.map { ":\($0)@" } ?? "") + "127.0.0.1:\(self.port)"
         try start()
     }
 

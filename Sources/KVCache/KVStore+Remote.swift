@@ -1,0 +1,105 @@
+import Foundation
+import WStoreCore
+
+/// The remote tier's part of lookups and stores (format-spec/KV.md §5).
+extension KVStore {
+    /// Per-tier counters since this handle was opened; `nil` without a remote tier.
+    public func tierStats() -> KVTierStats? { remote?.tier.snapshot() }
+
+    /// Waits until every chunk queued for the remote tier has been sent (or dropped), at most `timeout`.
+    /// Returns whether the queue emptied. Without a remote tier, returns `true`.
+    @discardableResult
+    public func flushRemote(timeout: Duration = .seconds(10)) -> Bool { remote?.tier.flush(timeout: timeout) ?? true }
+
+    /// Whether the remote tier holds each of `keys` (one pipelined `EXISTS`); `nil` without a
+    /// remote tier or while it is down.
+    public func remoteHolds(_ keys: [UInt64]) -> [Bool]? {
+        guard let tier = remote?.tier else { return nil }
+        let rk = keys.map(tier.redisKey)
+        return tier.readerExists(rk)
+    }
+
+    /// Continues a local prefix of `local` chunks from the remote tier.
+    ///
+    /// The next keys are probed in one pipelined round trip and the leading run that exists is
+    /// fetched; each value is fully decoded (header and record checksums) and must hold
+    /// ``Options/chunkTokens`` tokens of the same shape as the rest of the prefix: a value that
+    /// fails is a miss (counted in ``KVTierStats/damagedRemote``) and ends the prefix. The chunks
+    /// found are written into the local tier (its budget and eviction apply) unless the handle
+    /// is read-only.
+    func remoteContinuation(keys: [UInt64], local: [KVCacheData], model: String) -> [KVCacheData] {
+        guard let tier = remote?.tier else { return [] }
+        defer { tier.count { $0.lookups += 1; $0.localHitChunks += local.count } }
+        guard local.count < keys.count else { return [] }
+        let values = tier.fetchRun(keys[local.count...])
+        var parts: [KVCacheData] = [], accepted: [[UInt8]] = []
+        var shape = local.first.map(Shape.init)
+        for (i, value) in values.enumerated() {
+            let key = keys[local.count + i]
+            let part: KVCacheData
+            do {
+                part = try value.withUnsafeBytes {
+                    try KVChunk.decode($0, name: "remote KV chunk \(hex(key))", threads: options.threads)
+                }
+            } catch {
+                tier.count { $0.damagedRemote += 1; $0.lastError = "\(error)" }
+                break
+            }
+            let s = Shape(part)
+            guard part.tokens == options.chunkTokens, shape == nil || shape == s else {
+                tier.count {
+                    $0.damagedRemote += 1
+                    $0.lastError = "remote KV chunk \(hex(key)) holds \(part.tokens) tokens of another shape; ignored"
+                }
+                break
+            }
+            shape = s
+            parts.append(part)
+            accepted.append(value)
+        }
+        tier.count { $0.remoteHitChunks += parts.count }
+        if !parts.isEmpty && !readOnly {
+            do { try adopt(keys: keys, from: local.count, values: accepted, parts: parts, model: model) } catch {
+                // The chunks are still delivered; the local tier just does not keep them.
+                tier.count { $0.lastError = "keeping remote chunks locally failed: \(error)" }
+            }
+        }
+        return parts
+    }
+
+    /// Writes chunks fetched from the remote tier into the local tier, under their parents.
+    private func adopt(keys: [UInt64], from start: Int, values: [[UInt8]], parts: [KVCacheData], model: String) throws {
+        try env.write { txn in
+            var counters = try Counters.read(txn, meta)
+            var parent = start > 0 ? keys[start - 1] : 0
+            for (j, value) in values.enumerated() {
+                let key = keys[start + j]
+                if try Node.read(txn, nodes, key) == nil {
+                    try insert(txn, key: key, parent: parent, depth: start + j, model: model, value: value,
+                               counters: &counters, rawBytes: parts[j].byteCount)
+                    _ = try evictToBudget(txn, counters: &counters)
+                }
+                parent = key
+            }
+            try counters.write(txn, meta)
+        }
+    }
+
+    /// Queues the chunks a store wrote locally for the remote tier (never blocks).
+    func sendToRemote(keys: [UInt64], encoded: [Int: [UInt8]]) {
+        guard let tier = remote?.tier, !encoded.isEmpty else { return }
+        tier.enqueue(encoded.keys.sorted().map { (keys[$0], encoded[$0]!) })
+    }
+
+    /// What must agree between the chunks of one prefix.
+    private struct Shape: Equatable {
+        var layers: Int, heads: Int, headDim: Int, dtype: DType
+        init(_ kv: KVCacheData) {
+            let t = kv.layers[0].keys
+            layers = kv.layers.count
+            heads = t.heads
+            headDim = t.headDim
+            dtype = t.dtype
+        }
+    }
+}
