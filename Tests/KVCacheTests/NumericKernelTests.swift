@@ -1,3 +1,4 @@
+import WStoreKernels
 import Foundation
 import Testing
 @testable import KVCache

@@ -1,3 +1,4 @@
+import WStoreFormats
 import Foundation
 import Testing
 import WeightStore

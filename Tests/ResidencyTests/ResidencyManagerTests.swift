@@ -1,3 +1,4 @@
+import WStoreCore
 import Dispatch
 import Foundation
 import Synchronization

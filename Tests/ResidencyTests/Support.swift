@@ -1,3 +1,4 @@
+import WStoreReplay
 import Foundation
 @testable import WeightStore
 

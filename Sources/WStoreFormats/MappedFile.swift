@@ -1,3 +1,4 @@
+import WStoreCore
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)

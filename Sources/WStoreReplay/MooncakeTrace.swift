@@ -1,3 +1,5 @@
+import WeightStore
+import WStoreCore
 import Foundation
 
 /// One request of a Mooncake-format trace (format-spec/KV.md §6).

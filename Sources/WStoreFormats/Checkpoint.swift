@@ -1,3 +1,4 @@
+import WStoreCore
 import Foundation
 
 /// One tensor to import: its name and layout in the store, where its bytes are, and

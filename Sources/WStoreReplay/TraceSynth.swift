@@ -1,3 +1,5 @@
+import WeightStore
+import WStoreCore
 import Foundation
 
 /// Generates synthetic routing traces shaped like real MoE routing, with knobs.

@@ -1,3 +1,5 @@
+import WeightStore
+import WStoreCore
 /// Belady's MIN, the offline oracle: on a miss with the budget full, evict the resident
 /// expert whose next use is furthest in the future (or never). No demand-paging policy
 /// can have fewer misses on the same access sequence with the same capacity.

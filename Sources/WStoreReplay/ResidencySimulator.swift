@@ -1,3 +1,5 @@
+import WeightStore
+import WStoreCore
 /// Replays a routing trace against a policy without a store: a pure, fast model of a
 /// residency manager with a budget of `capacity` equal-sized experts.
 ///
@@ -101,4 +103,22 @@ public struct ReplayResult: Sendable, Codable {
     public var loadsPerAccess: Double { Double(demandLoads + prefetchLoads) / Double(max(1, accessCount)) }
     /// Hit rate of each layer.
     public var perLayerHitRate: [Double] { zip(hits, accesses).map { Double($0) / Double(max(1, $1)) } }
+}
+
+extension ReplayResult {
+    /// The first `layers` layers of a manager's counters in replay terms; prefetched
+    /// experts still resident and unused count as wasted, as the simulator counts them.
+    package init(stats: ResidencyStats, policy: String, layers: Int) {
+        self.init(policy: policy, layers: layers)
+        for l in 0 ..< min(layers, stats.layers.count) {
+            let s = stats.layers[l]
+            accesses[l] = s.demandHits + s.demandMisses
+            hits[l] = s.demandHits
+            demandLoads += s.demandLoads
+            prefetchLoads += s.prefetchLoads
+            prefetchHits += s.prefetchHits
+            wastedPrefetches += s.wastedPrefetches
+        }
+        wastedPrefetches += stats.unusedPrefetchesResident
+    }
 }

@@ -1,3 +1,4 @@
+import WStoreCore
 /// One metadata value of a GGUF file.
 public indirect enum GGUFValue: Sendable, Hashable, CustomStringConvertible {
     /// An unsigned integer (UINT8 to UINT64).
@@ -36,7 +37,7 @@ public indirect enum GGUFValue: Sendable, Hashable, CustomStringConvertible {
 
     private var jsonText: String {
         guard case .string(let s) = self else { return description }
-        return SafetensorsExport.jsonString(s)
+        return SafetensorsWriter.jsonString(s)
     }
 }
 

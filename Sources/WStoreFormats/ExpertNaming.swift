@@ -1,3 +1,4 @@
+import WStoreCore
 import Foundation
 
 /// Recognises MoE expert tensors by name (format-spec/IMPORT-EXPORT.md §2):

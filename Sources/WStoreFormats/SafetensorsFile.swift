@@ -1,3 +1,4 @@
+import WStoreCore
 /// One tensor listed in a safetensors header.
 public struct SafetensorsTensor: Sendable, Hashable {
     /// The tensor's name.

@@ -1,3 +1,4 @@
+import WStoreCore
 /// A JSON value as a checkpoint header holds it: objects keep their key order, and a
 /// duplicate key is an error (Foundation's parser keeps one of them silently).
 package indirect enum HeaderJSON: Sendable, Equatable {

@@ -1,3 +1,5 @@
+import WeightStore
+import WStoreCore
 import Foundation
 
 extension RoutingTrace {

@@ -1,3 +1,5 @@
+import WeightStore
+import WStoreCore
 /// Replays a request trace against a prefix-block cache and counts hits.
 ///
 /// Per request, blocks are visited in order; a block hits when it is cached and every
