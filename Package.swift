@@ -1,9 +1,10 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
+// Linux only: the storage core calls Glibc directly (Sources/WStoreCore/Posix.swift stops
+// the build elsewhere with #error).
 let package = Package(
     name: "wstore",
-    platforms: [.macOS(.v15)],
     products: [
         .library(name: "WeightStore", targets: ["WeightStore"]),
         .library(name: "KVCache", targets: ["KVCache"]),
@@ -70,7 +71,7 @@ let package = Package(
         // The C ABI: include/wstore.h (a header-only module, so Swift uses its exact
         // structs) and the @_cdecl exports that implement it.
         .systemLibrary(name: "CWStoreHeader", path: "include"),
-        .target(name: "CWStoreABI", dependencies: ["WeightStore", "CWStoreHeader"]),
+        .target(name: "CWStoreABI", dependencies: ["WeightStore", "WStoreCore", "CWStoreHeader"]),
 
         .testTarget(name: "WStoreCoreTests", dependencies: ["WStoreCore"]),
         .testTarget(name: "WeightStoreTests", dependencies: ["WeightStore", "WStoreCore"]),
