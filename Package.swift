@@ -73,14 +73,28 @@ let package = Package(
         .systemLibrary(name: "CWStoreHeader", path: "include"),
         .target(name: "CWStoreABI", dependencies: ["WeightStore", "WStoreCore", "CWStoreHeader"]),
 
-        .testTarget(name: "WStoreCoreTests", dependencies: ["WStoreCore"]),
-        .testTarget(name: "WeightStoreTests", dependencies: ["WeightStore", "WStoreCore"]),
-        .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "WStoreCore", "WStoreCLI", "WStoreKernels", "WStoreReplay"], exclude: ["Fixtures"]),
-        .testTarget(name: "CLITests", dependencies: ["WStoreCLI", "WeightStore"]),
-        .testTarget(name: "PackTests", dependencies: ["WStoreCLI", "WeightStore", "WStoreCore", "WStoreFormats"]),
-        .testTarget(name: "ResidencyTests", dependencies: ["WeightStore", "WStoreCLI", "WStoreCore", "WStoreReplay"]),
+        // What the tests share: temporary directories, the process runner, fixtures, seeded data.
+        .target(
+            name: "WStoreTestSupport",
+            dependencies: ["WStoreCore", "WeightStore"],
+            path: "Tests/WStoreTestSupport"
+        ),
+        .testTarget(name: "WStoreCoreTests", dependencies: ["WStoreCore", "WStoreTestSupport"]),
+        .testTarget(name: "WStoreFormatsTests", dependencies: ["WStoreCore", "WStoreFormats", "WeightStore", "WStoreTestSupport"]),
+        .testTarget(name: "WeightStoreTests", dependencies: ["WeightStore", "WStoreCore", "WStoreTestSupport"]),
+        .testTarget(
+            name: "KVCacheTests",
+            dependencies: ["KVCache", "WStoreCore", "WStoreKernels", "WStoreReplay", "WStoreTestSupport"],
+            exclude: ["Fixtures"]
+        ),
+        .testTarget(name: "ResidencyTests", dependencies: ["WeightStore", "WStoreCore", "WStoreReplay", "WStoreTestSupport"]),
+        // Every `wstore` command, run in-process.
+        .testTarget(
+            name: "CLITests",
+            dependencies: ["WStoreCLI", "WeightStore", "KVCache", "WStoreCore", "WStoreFormats", "WStoreReplay", "WStoreTestSupport"]
+        ),
         // Clients/ holds the C program and Python script the tests run against libwstore-c.so.
-        .testTarget(name: "CABITests", dependencies: ["CWStoreABI", "CWStoreHeader", "WeightStore"], exclude: ["Clients"]),
+        .testTarget(name: "CABITests", dependencies: ["CWStoreABI", "CWStoreHeader", "WeightStore", "WStoreTestSupport"], exclude: ["Clients"]),
     ],
     swiftLanguageModes: [.v6]
 )
