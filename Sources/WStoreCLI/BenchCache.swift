@@ -1,3 +1,4 @@
+import WStoreReplay
 import ArgumentParser
 import Dispatch
 import Foundation

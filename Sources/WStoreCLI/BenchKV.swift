@@ -1,3 +1,4 @@
+import WStoreReplay
 import ArgumentParser
 import Foundation
 import KVCache

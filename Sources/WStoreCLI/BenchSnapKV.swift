@@ -1,3 +1,4 @@
+import WStoreKernels
 import ArgumentParser
 import Foundation
 import KVCache

@@ -1,3 +1,4 @@
+import WStoreFormats
 import ArgumentParser
 import Foundation
 import WeightStore

@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 import WStoreRemote
+import WStoreTestSupport
+import WStoreCore
 
 /// The hiredis client against real servers the tests start.
 @Suite(.enabled(if: RedisServer.available, "redis-server not found after `make deps`"))

@@ -2,13 +2,15 @@ import Foundation
 import Testing
 @testable import KVCache
 import WStoreRemote
+import WStoreTestSupport
+import WStoreCore
 
 /// KV stores sharing a remote tier on real Redis servers the tests start.
 @Suite(.enabled(if: RedisServer.available, "redis-server not found after `make deps`"))
 struct RemoteTierTests {
     /// KV for `tokens` whose values depend on the token ids and positions (so prefixes agree).
     static func cache(_ tokens: [UInt32], layers: Int = 2, heads: Int = 2, dim: Int = 16, dtype: DType = .bf16) throws -> KVCacheData {
-        var rng = TestRNG(state: 5)
+        var rng = SplitMix64(seed: 5)
         let noise = rng.normals(heads * dim)
         return try KVCacheData(layers: (0 ..< layers).map { l in
             var k = [Float](), v = [Float]()
@@ -50,8 +52,8 @@ struct RemoteTierTests {
 
     @Test func twoNodesShareAPromptLosslessly() throws {
         let server = try RedisServer()
-        let dir = temporaryDirectory("remote-nodes")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("remote-nodes")
+        let dir = tmp.path
         let r = RemoteTierTests.remote([server.url])
         let a = try KVStore.create(at: dir + "/a", options: RemoteTierTests.options(), remote: r)
         let b = try KVStore.create(at: dir + "/b", options: RemoteTierTests.options(), remote: r)
@@ -96,8 +98,8 @@ struct RemoteTierTests {
 
     @Test func clusterInt4WithinBoundAndReshardedMidRun() throws {
         let cluster = try RedisCluster()
-        let dir = temporaryDirectory("remote-cluster")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("remote-cluster")
+        let dir = tmp.path
         let r = RemoteTierTests.remote(cluster.urls)
         let o = RemoteTierTests.options(codec: .int4)
         let a = try KVStore.create(at: dir + "/a", options: o, remote: r)
@@ -148,8 +150,8 @@ struct RemoteTierTests {
 
     @Test func serverKilledMidRunThenRestarted() throws {
         let server = try RedisServer()
-        let dir = temporaryDirectory("remote-kill")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("remote-kill")
+        let dir = tmp.path
         let r = RemoteTierTests.remote([server.url])
         let a = try KVStore.create(at: dir + "/a", options: RemoteTierTests.options(), remote: r)
         let b = try KVStore.create(at: dir + "/b", options: RemoteTierTests.options(), remote: r)
@@ -183,8 +185,8 @@ struct RemoteTierTests {
 
     @Test func unreachableAtOpenThenComesUp() throws {
         let port = try freePort()
-        let dir = temporaryDirectory("remote-late")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("remote-late")
+        let dir = tmp.path
         let r = RemoteTierTests.remote(["redis://127.0.0.1:\(port)"])
         let a = try KVStore.create(at: dir + "/a", options: RemoteTierTests.options(), remote: r)
         var s = a.tierStats()!
@@ -206,8 +208,8 @@ struct RemoteTierTests {
 
     @Test func damagedOrForeignValuesAreMisses() throws {
         let server = try RedisServer()
-        let dir = temporaryDirectory("remote-damage")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("remote-damage")
+        let dir = tmp.path
         let r = RemoteTierTests.remote([server.url])
         let a = try KVStore.create(at: dir + "/a", options: RemoteTierTests.options(), remote: r)
         let p = RemoteTierTests.prompt(6, chunks: 4)
@@ -222,13 +224,16 @@ struct RemoteTierTests {
         #expect(found.chunks == 2 && found.remoteChunks == 2 && found.kv == kv.slice(tokens: 0 ..< 16))
         #expect(b.tierStats()!.damagedRemote == 1)
         #expect(try b.stats().chunks == 2)  // the damaged chunk was not kept
-        // A value of the wrong size, and a sound chunk of another shape (16 tokens) under a key: misses too.
-        try server.cli(["set", keys[0], "short"])
+        // A value of the wrong size, and a sound chunk of another shape (16 tokens): misses too.
+        let client = try RedisClient(urls: [server.url])
         let wide = try KVChunk.encode(try RemoteTierTests.cache(Array(p.prefix(16))), codec: .lossless, kivi: KIVIOptions())
-        _ = try RedisClient(urls: [server.url]).command(.init([Array("SET".utf8), Array(keys[1].utf8), wide]))
-        let c = try KVStore.create(at: dir + "/c", options: RemoteTierTests.options(), remote: r)
-        #expect(try c.lookup(tokens: p, model: "m").chunks == 0)
-        #expect(c.tierStats()!.damagedRemote == 1)
+        for (i, value) in [Array("short".utf8), wide].enumerated() {
+            try client.command(.init([Array("SET".utf8), Array(keys[0].utf8), value]))
+            let c = try KVStore.create(at: dir + "/c\(i)", options: RemoteTierTests.options(), remote: r)
+            #expect(try c.lookup(tokens: p, model: "m").chunks == 0)
+            #expect(c.tierStats()!.damagedRemote == 1)
+            #expect(try c.stats().chunks == 0)
+        }
         // B holds chunks 0 and 1 locally, so it stops at the damaged third one again.
         #expect(try b.lookup(tokens: p, model: "m").chunks == 2)
         #expect(b.tierStats()!.damagedRemote == 2)
@@ -236,8 +241,8 @@ struct RemoteTierTests {
 
     @Test func wrongPasswordIsOneClearErrorAndStoreStaysLocal() throws {
         let server = try RedisServer(password: "right")
-        let dir = temporaryDirectory("remote-auth")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("remote-auth")
+        let dir = tmp.path
         let a = try KVStore.create(at: dir + "/a", options: RemoteTierTests.options(),
                                    remote: RemoteTierTests.remote(["redis://:wrong@127.0.0.1:\(server.port)"]))
         let s = a.tierStats()!
@@ -255,8 +260,8 @@ struct RemoteTierTests {
 
     @Test func fullQueueDropsAndCounts() throws {
         let server = try RedisServer()
-        let dir = temporaryDirectory("remote-queue")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("remote-queue")
+        let dir = tmp.path
         var r = RemoteTierTests.remote([server.url])
         r.queueChunks = 2
         let a = try KVStore.create(at: dir + "/a", options: RemoteTierTests.options(), remote: r)
