@@ -67,6 +67,7 @@ let package = Package(
                 "WStoreFormats",
                 "WStoreKernels",
                 "WStoreReplay",
+                "WStoreRemote",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
