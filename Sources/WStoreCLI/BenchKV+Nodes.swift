@@ -45,6 +45,8 @@ extension BenchKV {
     struct NodesReport: Codable {
         var trace: String, requests: Int, blockTokens: Int, nodes: Int, remote: String
         var rows: [NodesRow]
+        /// One node with an unbounded cache (plain LRU replay).
+        var singleNodeUnbounded: PrefixReplay.Result
         var store: NodesStoreReport?
     }
 
@@ -98,7 +100,8 @@ extension BenchKV {
         }
     }
 
-    func runNodes(_ reqs: [TraceRequest], label: String, nodes: Int) throws {
+    /// The replays of `--nodes` (and, with `--model-shape`, the KV stores), as a report.
+    func nodesReport(_ reqs: [TraceRequest], label: String, nodes: Int) throws -> NodesReport {
         let client: RedisClient? = remote.isEmpty ? nil : try RedisClient(urls: remote)
         let remoteLabel = client.map { "\(remote.joined(separator: ","))" + ($0.isCluster ? " (Redis Cluster)" : " (Redis)") }
             ?? "in-memory, unbounded (no --remote given)"
@@ -129,8 +132,13 @@ extension BenchKV {
             storeReport = try nodesThroughStores(Array(reqs.prefix(requests)), nodes: nodes, shape: try parseShape(modelShape),
                                                  capacity: try capacities()[0])
         }
-        let report = NodesReport(trace: label, requests: reqs.count, blockTokens: blockTokens, nodes: nodes,
-                                 remote: remoteLabel, rows: rows, store: storeReport)
+        return NodesReport(trace: label, requests: reqs.count, blockTokens: blockTokens, nodes: nodes,
+                           remote: remoteLabel, rows: rows, singleNodeUnbounded: single, store: storeReport)
+    }
+
+    func runNodes(_ reqs: [TraceRequest], label: String, nodes: Int) throws {
+        let report = try nodesReport(reqs, label: label, nodes: nodes)
+        let (rows, single, remoteLabel) = (report.rows, report.singleNodeUnbounded, report.remote)
         if json {
             let enc = JSONEncoder()
             enc.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -147,7 +155,7 @@ extension BenchKV {
                              pct(r.shared.tokenHitRate), formatBytes(r.bytesFetched), formatBytes(r.bytesSent)]
                         }).render())
         print()
-        if client != nil {
+        if !remote.isEmpty {
             print(TextTable(["local tier (blocks/node)", "remote probe+fetch p50 (µs)", "p99 (µs)", "remote lookups"],
                             rows.map { r in
                                 [r.capacityBlocks == 0 ? "unbounded" : String(r.capacityBlocks),
@@ -156,7 +164,7 @@ extension BenchKV {
                             }).render())
             print("(the local tiers of this replay are in-memory block sets; --model-shape times real KV store lookups per tier)")
         }
-        if let s = storeReport {
+        if let s = report.store {
             print()
             print("through KV stores: first \(s.requests) requests, layers=\(s.shape.layers) kv_heads=\(s.shape.kvHeads) head_dim=\(s.shape.headDim) \(s.shape.dtype), codec \(s.codec), \(s.capacityBlocks == 0 ? "unbounded" : "\(s.capacityBlocks) chunks") per node")
             print(TextTable(["lookups", "count", "p50 (ms)", "p99 (ms)"], [
