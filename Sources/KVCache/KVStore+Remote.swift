@@ -103,3 +103,41 @@ extension KVStore {
         }
     }
 }
+
+/// What ``KVStore/inspectRemote()`` found.
+public struct KVRemoteInspection: Sendable, Codable {
+    /// Chunks the local tier holds.
+    public var localChunks: Int
+    /// Of those, the ones the remote tier holds too (`nil` when it could not be asked).
+    public var alsoRemote: Int?
+    /// The server's memory use, its `maxmemory` (0: none) and eviction policy (`INFO memory`).
+    public var usedMemory: Int?, maxMemory: Int?, evictionPolicy: String?
+    /// The tier's counters after the probe.
+    public var stats: KVTierStats
+}
+
+extension KVStore {
+    /// Asks the remote tier which of this store's chunks it holds, and how it evicts.
+    /// `nil` without a remote tier.
+    public func inspectRemote() throws -> KVRemoteInspection? {
+        guard let tier = remote?.tier else { return nil }
+        let keys: [UInt64] = try env.withRead { txn in
+            var keys: [UInt64] = []
+            try txn.scan(nodes, prefix: []) { k, _ in
+                keys.append(UInt64(bigEndian: k.loadUnaligned(as: UInt64.self)))
+                return true
+            }
+            return keys
+        }
+        var held: Int? = 0
+        var i = 0
+        while i < keys.count, held != nil {
+            let batch = Array(keys[i ..< min(i + 1000, keys.count)])
+            if let present = tier.readerExists(batch.map(tier.redisKey)) { held! += present.filter { $0 }.count } else { held = nil }
+            i += 1000
+        }
+        let info = tier.serverMemory()
+        return KVRemoteInspection(localChunks: keys.count, alsoRemote: held, usedMemory: info?.used, maxMemory: info?.max,
+                                  evictionPolicy: info?.policy, stats: tier.snapshot())
+    }
+}

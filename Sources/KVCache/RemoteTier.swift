@@ -132,6 +132,18 @@ final class RemoteTier: @unchecked Sendable {
     /// One pipelined `EXISTS` of `keys` on the reader link; `nil` when the tier is down.
     func readerExists(_ keys: [[UInt8]]) -> [Bool]? { reader.use { try $0.exists(keys) } }
 
+    /// `used_memory`, `maxmemory` and `maxmemory_policy` from `INFO memory` (of the first node of a cluster).
+    func serverMemory() -> (used: Int?, max: Int?, policy: String?)? {
+        guard let text = reader.use({ try $0.command(.init(["INFO", "memory"].map { Array($0.utf8) }, keyIndex: nil)).text })
+            ?? nil else { return nil }
+        var fields: [String: String] = [:]
+        for line in text.split(whereSeparator: \.isNewline) {
+            let parts = line.split(separator: ":", maxSplits: 1)
+            if parts.count == 2 { fields[String(parts[0])] = String(parts[1]) }
+        }
+        return (fields["used_memory"].flatMap { Int($0) }, fields["maxmemory"].flatMap { Int($0) }, fields["maxmemory_policy"])
+    }
+
     /// Queues chunks to send; never blocks. When the queue is full the chunks that do not fit are dropped and counted.
     func enqueue(_ items: [(key: UInt64, value: [UInt8])]) {
         guard !items.isEmpty else { return }

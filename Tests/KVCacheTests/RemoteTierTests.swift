@@ -271,4 +271,21 @@ struct RemoteTierTests {
         let s = a.tierStats()!
         #expect(s.queueDrops == 8 && s.sentChunks == 2 && s.queued == 0)
     }
+
+    @Test func inspectionCountsWhatTheRemoteTierHolds() throws {
+        let server = try RedisServer(arguments: ["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"])
+        let tmp = TemporaryDirectory("remote-inspect")
+        let r = RemoteTierTests.remote([server.url])
+        let a = try KVStore.create(at: tmp.sub("a"), options: RemoteTierTests.options(), remote: r)
+        let p = RemoteTierTests.prompt(9, chunks: 4)
+        try a.store(tokens: p, model: "m", kv: try RemoteTierTests.cache(p))
+        #expect(a.flushRemote())
+        // One chunk leaves Redis (as its LRU eviction would take it).
+        try server.cli(["del", "test:" + hex(PrefixKey.chain(tokens: p, chunkTokens: 8, model: "m")[3])])
+        let inspected = try #require(try KVStore.open(at: tmp.sub("a"), readOnly: true, remote: r).inspectRemote())
+        #expect(inspected.localChunks == 4 && inspected.alsoRemote == 3)
+        #expect(inspected.maxMemory == 64 << 20 && inspected.evictionPolicy == "allkeys-lru" && inspected.usedMemory! > 0)
+        #expect(inspected.stats.connected && inspected.stats.remoteErrors == 0)
+        #expect(try KVStore.open(at: tmp.sub("a"), readOnly: true).inspectRemote() == nil)
+    }
 }
