@@ -34,14 +34,16 @@ public final class RedisClient: @unchecked Sendable {
     public let seeds: [RedisEndpoint]
     public let options: Options
     /// Whether the servers form a Redis Cluster (asked with `CLUSTER SLOTS` at connect).
-    public private(set) var isCluster = false
+    public var isCluster: Bool { lock.withLock { clusterMode } }
+    private var clusterMode = false
 
     private let lock = NSLock()
     private var connections: [RedisEndpoint: RedisConnection] = [:]
     /// Slot → node, for a cluster.
     private var slotOwner: [RedisEndpoint?] = []
     /// Redirects followed since the client was made (`MOVED` and `ASK`).
-    public private(set) var redirects = 0
+    public var redirects: Int { lock.withLock { redirectCount } }
+    private var redirectCount = 0
 
     /// Connects to the first reachable seed and learns whether it is a cluster.
     /// - Parameter urls: `redis://[user:password@]host:port`, one server or several cluster seeds.
@@ -59,11 +61,15 @@ public final class RedisClient: @unchecked Sendable {
             do {
                 let c = try connection(seed)
                 let reply = try c.run([[Array("CLUSTER".utf8), Array("SLOTS".utf8)]], operation: "CLUSTER SLOTS")[0]
-                if case let .error(m) = reply, m.contains("cluster support disabled") {
-                    isCluster = false
+                if case let .error(m) = reply {
+                    // "ERR This instance has cluster support disabled", or CLUSTER not allowed to this user.
+                    guard seeds.count == 1 else {
+                        throw RemoteError.cluster("several URLs name the seeds of a cluster, but \(seed) answers CLUSTER SLOTS with: \(m)")
+                    }
+                    clusterMode = false
                     return
                 }
-                isCluster = true
+                clusterMode = true
                 try applySlots(reply, from: seed)
                 return
             } catch {
@@ -122,7 +128,7 @@ public final class RedisClient: @unchecked Sendable {
     }
 
     private func target(_ c: Command) throws -> RedisEndpoint {
-        guard isCluster else { return seeds[0] }
+        guard clusterMode else { return seeds[0] }
         guard let k = c.keyIndex else { return slotOwner.lazy.compactMap { $0 }.first ?? seeds[0] }
         let slot = HashSlot.of(c.arguments[k])
         guard let e = slotOwner[slot] else {
@@ -139,7 +145,7 @@ public final class RedisClient: @unchecked Sendable {
     /// - Throws: ``RemoteError``.
     public func pipeline(_ commands: [Command]) throws -> [RedisReply] {
         try lock.withLock {
-            if isCluster && slotOwner.isEmpty { try refreshSlots() }
+            if clusterMode && slotOwner.isEmpty { try refreshSlots() }
             var results = [RedisReply?](repeating: nil, count: commands.count)
             // (command index, node, asking)
             var pending: [(Int, RedisEndpoint, Bool)] = try commands.indices.map { ($0, try target(commands[$0]), false) }
@@ -167,7 +173,7 @@ public final class RedisClient: @unchecked Sendable {
                     let replies: [RedisReply]
                     do { replies = try connection(e).run(batch, operation: "a pipeline of \(batch.count) commands") } catch {
                         drop(e)
-                        if isCluster { slotOwner = [] }  // re-learn the map when reconnecting
+                        if clusterMode { slotOwner = [] }  // re-learn the map when reconnecting
                         throw error
                     }
                     var at = 0
@@ -175,12 +181,12 @@ public final class RedisClient: @unchecked Sendable {
                         if asking { at += 1 }  // ASKING's +OK
                         let reply = replies[at]
                         at += 1
-                        if case let .error(m) = reply, isCluster, let (kind, to) = redirect(m, from: e) {
-                            redirects += 1
+                        if case let .error(m) = reply, clusterMode, let (kind, to) = redirect(m, from: e) {
+                            redirectCount += 1
                             if kind == "MOVED" { needRefresh = true; retry.append((i, to, false)) } else { retry.append((i, to, true)) }
                             continue
                         }
-                        if case let .error(m) = reply, isCluster, m.hasPrefix("TRYAGAIN") {
+                        if case let .error(m) = reply, clusterMode, m.hasPrefix("TRYAGAIN") {
                             retry.append((i, e, asking))
                             continue
                         }
@@ -210,7 +216,7 @@ public final class RedisClient: @unchecked Sendable {
     @discardableResult
     public func command(_ c: Command) throws -> RedisReply {
         let r = try pipeline([c])[0]
-        if let m = r.errorMessage { throw RemoteError.server(endpoint: (try? target(c))?.description ?? "?", message: m) }
+        if let m = r.errorMessage { throw RemoteError.server(endpoint: seeds.map(\.description).joined(separator: ","), message: m) }
         return r
     }
 

@@ -56,6 +56,23 @@ final class RedisConnection {
     /// ``RedisReply/error(_:)``; a failed connection throws.
     /// The corresponding C functions are `redisAppendCommandArgv` and `redisGetReply`.
     func run(_ commands: [[[UInt8]]], operation: String) throws -> [RedisReply] {
+        // A write to a connection the server reset raises SIGPIPE, whose default action ends
+        // the process; hiredis writes with plain write(2). SIGPIPE is sent to the writing
+        // thread, so it is blocked here for the call, and one it raised is taken off before
+        // the mask is restored: the write fails with EPIPE instead, an error like any other.
+        var pipe = sigset_t(), previous = sigset_t()
+        sigemptyset(&pipe)
+        sigaddset(&pipe, SIGPIPE)
+        pthread_sigmask(SIG_BLOCK, &pipe, &previous)
+        defer {
+            var pending = sigset_t()
+            sigpending(&pending)
+            if sigismember(&pending, SIGPIPE) == 1 && sigismember(&previous, SIGPIPE) == 0 {
+                var now = timespec()
+                sigtimedwait(&pipe, nil, &now)
+            }
+            pthread_sigmask(SIG_SETMASK, &previous, nil)
+        }
         for args in commands {
             let status = withArgv(args) { argv, lengths in
                 redisAppendCommandArgv(context, Int32(args.count), argv, lengths)
