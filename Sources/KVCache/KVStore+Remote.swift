@@ -31,16 +31,29 @@ extension KVStore {
         guard let tier = remote?.tier else { return [] }
         defer { tier.count { $0.lookups += 1; $0.localHitChunks += local.count } }
         guard local.count < keys.count else { return [] }
-        let values = tier.fetchRun(keys[local.count...])
+        // Each chunk is decoded on a worker as soon as it arrives, while later ones are still
+        // on the wire; the prefix is then walked in order.
+        let decoded = DecodedChunks()
+        let group = DispatchGroup()
+        let start = local.count
+        let values = tier.fetchRun(keys[start...]) { i, value in
+            let key = keys[start + i]
+            DispatchQueue.global().async(group: group) {
+                let r = Result {
+                    try value.withUnsafeBytes { try KVChunk.decode($0, name: "remote KV chunk \(hex(key))", threads: 1) }
+                }
+                decoded.set(i, r)
+            }
+        }
+        group.wait()
         var parts: [KVCacheData] = [], accepted: [[UInt8]] = []
         var shape = local.first.map(Shape.init)
         for (i, value) in values.enumerated() {
             let key = keys[local.count + i]
             let part: KVCacheData
             do {
-                part = try value.withUnsafeBytes {
-                    try KVChunk.decode($0, name: "remote KV chunk \(hex(key))", threads: options.threads)
-                }
+                guard let r = decoded.get(i) else { break }
+                part = try r.get()
             } catch {
                 tier.count { $0.damagedRemote += 1; $0.lastError = "\(error)" }
                 break
@@ -89,6 +102,14 @@ extension KVStore {
     func sendToRemote(keys: [UInt64], encoded: [Int: [UInt8]]) {
         guard let tier = remote?.tier, !encoded.isEmpty else { return }
         tier.enqueue(encoded.keys.sorted().map { (keys[$0], encoded[$0]!) })
+    }
+
+    /// Chunks decoded by workers, by index.
+    private final class DecodedChunks: @unchecked Sendable {
+        private let lock = NSLock()
+        private var results: [Int: Result<KVCacheData, Error>] = [:]
+        func set(_ i: Int, _ r: Result<KVCacheData, Error>) { lock.withLock { results[i] = r } }
+        func get(_ i: Int) -> Result<KVCacheData, Error>? { lock.withLock { results[i] } }
     }
 
     /// What must agree between the chunks of one prefix.

@@ -110,7 +110,8 @@ final class RemoteTier: @unchecked Sendable {
 
     /// The values of the leading run of `keys` the remote tier holds: one pipelined `EXISTS`
     /// round trip over all of them, then one pipelined `GET` of the run; empty when the tier is down.
-    func fetchRun(_ keys: ArraySlice<UInt64>) -> [[UInt8]] {
+    /// `each` receives every value (with its index in `keys`) as soon as it arrives.
+    func fetchRun(_ keys: ArraySlice<UInt64>, each: (Int, [UInt8]) -> Void = { _, _ in }) -> [[UInt8]] {
         guard !keys.isEmpty else { return [] }
         let rk = keys.map(redisKey)
         let values: [[UInt8]] = reader.use { c in
@@ -118,7 +119,7 @@ final class RemoteTier: @unchecked Sendable {
             let n = present.firstIndex(of: false) ?? present.count
             guard n > 0 else { return [] }
             var run: [[UInt8]] = []
-            for v in try c.get(Array(rk.prefix(n))) {
+            for v in try c.get(Array(rk.prefix(n)), each: { i, v in if let v { each(i, v) } }) {
                 guard let v else { break }  // evicted between the probe and the fetch
                 run.append(v)
             }

@@ -143,7 +143,12 @@ public final class RedisClient: @unchecked Sendable {
     /// redirects are followed. A failed connection throws, and that connection is dropped
     /// so the next call reconnects.
     /// - Throws: ``RemoteError``.
-    public func pipeline(_ commands: [Command]) throws -> [RedisReply] {
+    public func pipeline(_ commands: [Command]) throws -> [RedisReply] { try pipeline(commands, each: nil) }
+
+    /// As ``pipeline(_:)``, handing each final reply to `each` (with its command's index) as soon
+    /// as it is read, so work on early replies overlaps the transfer of later ones. Across the
+    /// nodes of a cluster the indices come in node order, not command order.
+    public func pipeline(_ commands: [Command], each: ((Int, RedisReply) -> Void)?) throws -> [RedisReply] {
         try lock.withLock {
             if clusterMode && slotOwner.isEmpty { try refreshSlots() }
             var results = [RedisReply?](repeating: nil, count: commands.count)
@@ -170,27 +175,31 @@ public final class RedisClient: @unchecked Sendable {
                         if asking { batch.append([Array("ASKING".utf8)]) }
                         batch.append(commands[i].arguments)
                     }
-                    let replies: [RedisReply]
-                    do { replies = try connection(e).run(batch, operation: "a pipeline of \(batch.count) commands") } catch {
+                    // Which command each reply of the batch answers (nil: ASKING's +OK).
+                    var answers: [(Int, Bool)?] = []
+                    for (i, asking) in group {
+                        if asking { answers.append(nil) }
+                        answers.append((i, asking))
+                    }
+                    do {
+                        try connection(e).run(batch, operation: "a pipeline of \(batch.count) commands") { k, reply in
+                            guard let (i, asking) = answers[k] else { return }
+                            if case let .error(m) = reply, clusterMode, let (kind, to) = redirect(m, from: e) {
+                                redirectCount += 1
+                                if kind == "MOVED" { needRefresh = true; retry.append((i, to, false)) } else { retry.append((i, to, true)) }
+                                return
+                            }
+                            if case let .error(m) = reply, clusterMode, m.hasPrefix("TRYAGAIN") {
+                                retry.append((i, e, asking))
+                                return
+                            }
+                            results[i] = reply
+                            each?(i, reply)
+                        }
+                    } catch {
                         drop(e)
                         if clusterMode { slotOwner = [] }  // re-learn the map when reconnecting
                         throw error
-                    }
-                    var at = 0
-                    for (i, asking) in group {
-                        if asking { at += 1 }  // ASKING's +OK
-                        let reply = replies[at]
-                        at += 1
-                        if case let .error(m) = reply, clusterMode, let (kind, to) = redirect(m, from: e) {
-                            redirectCount += 1
-                            if kind == "MOVED" { needRefresh = true; retry.append((i, to, false)) } else { retry.append((i, to, true)) }
-                            continue
-                        }
-                        if case let .error(m) = reply, clusterMode, m.hasPrefix("TRYAGAIN") {
-                            retry.append((i, e, asking))
-                            continue
-                        }
-                        results[i] = reply
                     }
                 }
                 if needRefresh { try refreshSlots() }
@@ -223,6 +232,14 @@ public final class RedisClient: @unchecked Sendable {
     /// `GET` of every key, pipelined; `nil` where a key is absent.
     public func get(_ keys: [[UInt8]]) throws -> [[UInt8]?] {
         try check(pipeline(keys.map { Command([Array("GET".utf8), $0]) })).map(\.bytes)
+    }
+
+    /// `GET` of every key, pipelined, each value handed to `each` as soon as it is read (see
+    /// ``pipeline(_:each:)``); also returns them in order.
+    public func get(_ keys: [[UInt8]], each: (Int, [UInt8]?) -> Void) throws -> [[UInt8]?] {
+        try withoutActuallyEscaping(each) { each in
+            try check(pipeline(keys.map { Command([Array("GET".utf8), $0]) }) { each($0, $1.bytes) }).map(\.bytes)
+        }
     }
 
     /// `EXISTS` of every key, pipelined.

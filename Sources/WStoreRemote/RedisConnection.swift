@@ -56,6 +56,15 @@ final class RedisConnection {
     /// ``RedisReply/error(_:)``; a failed connection throws.
     /// The corresponding C functions are `redisAppendCommandArgv` and `redisGetReply`.
     func run(_ commands: [[[UInt8]]], operation: String) throws -> [RedisReply] {
+        var replies: [RedisReply] = []
+        replies.reserveCapacity(commands.count)
+        try run(commands, operation: operation) { _, reply in replies.append(reply) }
+        return replies
+    }
+
+    /// As ``run(_:operation:)``, handing each reply to `each` (with its command's index) as soon as
+    /// it is read, while later replies are still on the wire.
+    func run(_ commands: [[[UInt8]]], operation: String, each: (Int, RedisReply) throws -> Void) throws {
         // A write to a connection the server reset raises SIGPIPE, whose default action ends
         // the process; hiredis writes with plain write(2). SIGPIPE is sent to the writing
         // thread, so it is blocked here for the call, and one it raised is taken off before
@@ -79,18 +88,15 @@ final class RedisConnection {
             }
             if status != REDIS_OK { throw RedisConnection.error(context, endpoint: endpoint, operation: operation) }
         }
-        var replies: [RedisReply] = []
-        replies.reserveCapacity(commands.count)
-        for _ in commands {
+        for k in commands.indices {
             var raw: UnsafeMutableRawPointer?
             guard redisGetReply(context, &raw) == REDIS_OK, let raw else {
                 throw RedisConnection.error(context, endpoint: endpoint, operation: operation)
             }
-            let reply = raw.assumingMemoryBound(to: redisReply.self)
-            replies.append(RedisConnection.convert(reply))
+            let reply = RedisConnection.convert(raw.assumingMemoryBound(to: redisReply.self))
             freeReplyObject(raw)
+            try each(k, reply)
         }
-        return replies
     }
 
     /// Lends hiredis pointers to each argument's bytes; hiredis copies them into its output
