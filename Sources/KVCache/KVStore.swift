@@ -78,7 +78,9 @@ public final class KVStore: Sendable {
     let env: LMDBEnvironment
     let meta: LMDBDatabase, chunks: LMDBDatabase, nodes: LMDBDatabase, leaves: LMDBDatabase
 
-    static let formatVersion = 1
+    /// The KV store format this build writes; version-1 stores (chunks not bound to
+    /// their keys) are still read.
+    static let formatVersion = 2
 
     private init(path: String, env: LMDBEnvironment, options: Options, readOnly: Bool) throws {
         self.path = path
@@ -111,7 +113,8 @@ public final class KVStore: Sendable {
             "budget_bytes": options.budgetBytes, "max_chunks": options.maxChunks, "codec": options.codec.rawValue,
             "kivi_group": options.kivi.group, "kivi_residual": options.kivi.residual,
         ]
-        let json = [UInt8](try JSONSerialization.data(withJSONObject: settings, options: [.sortedKeys]))
+        let json = Sealed.sealJSON([UInt8](try JSONSerialization.data(withJSONObject: settings, options: [.sortedKeys])),
+                                   key: Array("settings".utf8))
         try env.write { txn in
             try json.withUnsafeBytes { try txn.put(store.meta, Array("settings".utf8), $0) }
             try Counters().write(txn, store.meta)
@@ -131,13 +134,21 @@ public final class KVStore: Sendable {
         do { metaDB = try env.database("kv.meta") } catch {
             throw WStoreError.notAStore(path: path, reason: "it is not a KV store (no kv.meta)")
         }
-        let raw: [UInt8]? = try env.withRead { txn in try txn.get(metaDB, Array("settings".utf8)).map { Array($0) } }
-        guard let raw, let s = try? JSONSerialization.jsonObject(with: Data(raw)) as? [String: Any],
+        // Version 2 settings are sealed to their key (KV.md §2); version 1 settings are the JSON alone.
+        let found: (raw: [UInt8], sealed: Bool)? = try env.withRead { txn in
+            try txn.get(metaDB, Array("settings".utf8)).map { v in
+                Sealed.openJSON(v, key: Array("settings".utf8)).map { ($0, true) } ?? (Array(v), false)
+            }
+        }
+        guard let (raw, sealed) = found, let s = try? JSONSerialization.jsonObject(with: Data(raw)) as? [String: Any],
               s["format"] as? String == "wstore-kv", let version = s["format_version"] as? Int else {
             throw WStoreError.notAStore(path: path, reason: "its KV settings are missing or unreadable")
         }
         guard version <= formatVersion else {
             throw WStoreError.newerFormat(what: "KV store \(path)", found: version, supported: formatVersion)
+        }
+        guard version >= 1, sealed || version == 1 else {
+            throw WStoreError.corruptRecord(name: "KV settings of \(path)", reason: "seal mismatch")
         }
         var o = Options()
         guard let ct = s["chunk_tokens"] as? Int, ct > 0, let codecName = s["codec"] as? String,
@@ -175,7 +186,8 @@ public final class KVStore: Sendable {
         var raw = 0
         for (i, p) in present.enumerated() where !p {
             let part = kv.slice(tokens: i * options.chunkTokens ..< (i + 1) * options.chunkTokens)
-            encoded[i] = try KVChunk.encode(part, codec: options.codec, kivi: options.kivi, threads: options.threads)
+            encoded[i] = try KVChunk.encode(part, key: keys[i], codec: options.codec, kivi: options.kivi,
+                                            threads: options.threads)
             raw += part.byteCount
         }
         return try env.write { txn in
@@ -191,7 +203,7 @@ public final class KVStore: Sendable {
                     guard let value = encoded[i] else {
                         // Evicted between the read and this write: encode it now.
                         let part = kv.slice(tokens: i * options.chunkTokens ..< (i + 1) * options.chunkTokens)
-                        let v = try KVChunk.encode(part, codec: options.codec, kivi: options.kivi)
+                        let v = try KVChunk.encode(part, key: key, codec: options.codec, kivi: options.kivi)
                         try insert(txn, key: key, parent: parent, depth: i, model: model, value: v, counters: &counters,
                                    rawBytes: part.byteCount)
                         result.written += 1
@@ -240,7 +252,7 @@ public final class KVStore: Sendable {
             var parts: [KVCacheData] = []
             for k in keys {
                 guard let value = try txn.get(chunks, PrefixKey.bytes(k)) else { break }
-                parts.append(try KVChunk.decode(value, name: "KV chunk \(hex(k))", threads: options.threads))
+                parts.append(try KVChunk.decode(value, key: k, name: "KV chunk \(hex(k))", threads: options.threads))
             }
             return parts
         }
@@ -283,7 +295,7 @@ public final class KVStore: Sendable {
             var bad: [(UInt64, String)] = []
             try txn.scan(chunks, prefix: []) { k, v in
                 let key = UInt64(bigEndian: k.loadUnaligned(as: UInt64.self))
-                do { _ = try KVChunk.decode(v, name: "KV chunk \(hex(key))") } catch { bad.append((key, "\(error)")) }
+                do { _ = try KVChunk.decode(v, key: key, name: "KV chunk \(hex(key))") } catch { bad.append((key, "\(error)")) }
                 return true
             }
             return bad
