@@ -18,6 +18,9 @@ extension KVStore {
             guard b.count >= fixedSize else { throw WStoreError.corruptRecord(name: "KV index entry", reason: "\(b.count) bytes") }
             func u64(_ o: Int) -> UInt64 { UInt64(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
             func u32(_ o: Int) -> Int { Int(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt32.self))) }
+            guard u64(16) <= UInt64(Int.max), u64(24) <= UInt64(Int.max) else {
+                throw WStoreError.corruptRecord(name: "KV index entry", reason: "byte counts out of range")
+            }
             return Node(parent: u64(0), lastUse: u64(8), storedBytes: Int(u64(16)), rawBytes: Int(u64(24)),
                         children: u32(32), depth: u32(36),
                         model: String(decoding: UnsafeRawBufferPointer(rebasing: b[fixedSize...]), as: UTF8.self))

@@ -289,14 +289,75 @@ public final class KVStore: Sendable {
         }
     }
 
-    /// Checks every chunk's header and checksums; returns the keys of damaged chunks with why.
+    /// Checks the data file's B-tree pages, every chunk (header, key binding, every record's
+    /// frame checksums), and the index against the chunks (KV.md §5): every chunk has an index
+    /// entry of its length and every entry a chunk; parents are present one level up; children
+    /// counts, the leaf list and the counters agree with the entries. Returns each problem with
+    /// the chunk key it concerns (0 for the store as a whole).
     public func verify() throws -> [(key: UInt64, error: String)] {
-        try env.withRead { txn in
-            var bad: [(UInt64, String)] = []
+        var bad: [(UInt64, String)] = []
+        let pages = try env.checkPages()
+        for p in pages.problems { bad.append((0, "\(path)/data.mdb: \(p)")) }
+        if !pages.problems.isEmpty { return bad }
+        return try env.withRead { txn in
+            var lengths: [UInt64: Int] = [:]
             try txn.scan(chunks, prefix: []) { k, v in
+                guard k.count == 8 else { bad.append((0, "kv.chunks: key of \(k.count) bytes")); return true }
                 let key = UInt64(bigEndian: k.loadUnaligned(as: UInt64.self))
+                lengths[key] = v.count
                 do { _ = try KVChunk.decode(v, key: key, name: "KV chunk \(hex(key))") } catch { bad.append((key, "\(error)")) }
                 return true
+            }
+            var nodeOf: [UInt64: Node] = [:]
+            try txn.scan(nodes, prefix: []) { k, v in
+                guard k.count == 8 else { bad.append((0, "kv.nodes: key of \(k.count) bytes")); return true }
+                let key = UInt64(bigEndian: k.loadUnaligned(as: UInt64.self))
+                do { nodeOf[key] = try Node.parse(v) } catch { bad.append((key, "KV index entry \(hex(key)): \(error)")) }
+                return true
+            }
+            for (key, length) in lengths.sorted(by: { $0.key < $1.key }) {
+                guard let n = nodeOf[key] else { bad.append((key, "KV chunk \(hex(key)) has no index entry")); continue }
+                if n.storedBytes != length {
+                    bad.append((key, "KV index entry \(hex(key)) says \(n.storedBytes) stored bytes, the chunk has \(length)"))
+                }
+            }
+            var children: [UInt64: Int] = [:]
+            for (key, n) in nodeOf.sorted(by: { $0.key < $1.key }) {
+                if lengths[key] == nil { bad.append((key, "KV index entry \(hex(key)) has no chunk")) }
+                if n.parent == 0 {
+                    if n.depth != 0 { bad.append((key, "KV index entry \(hex(key)): depth \(n.depth) without a parent")) }
+                } else if let p = nodeOf[n.parent] {
+                    if p.depth + 1 != n.depth { bad.append((key, "KV index entry \(hex(key)): depth \(n.depth) under a parent at \(p.depth)")) }
+                    children[n.parent, default: 0] += 1
+                } else {
+                    bad.append((key, "KV index entry \(hex(key)): parent \(hex(n.parent)) is not cached"))
+                }
+            }
+            var expectedLeaves = Set<[UInt8]>()
+            for (key, n) in nodeOf {
+                if n.children != children[key, default: 0] {
+                    bad.append((key, "KV index entry \(hex(key)) counts \(n.children) children, \(children[key, default: 0]) found"))
+                }
+                if n.children == 0 { expectedLeaves.insert(PrefixKey.bytes(n.lastUse) + PrefixKey.bytes(key)) }
+            }
+            var leafCount = 0
+            try txn.scan(leaves, prefix: []) { k, _ in
+                leafCount += 1
+                if !expectedLeaves.contains(Array(k)) { bad.append((0, "kv.leaves: an entry that is not a childless chunk at its last use")) }
+                return true
+            }
+            if leafCount != expectedLeaves.count {
+                bad.append((0, "kv.leaves holds \(leafCount) entries for \(expectedLeaves.count) childless chunks"))
+            }
+            if let c = try txn.get(meta, Array("counters".utf8)), c.count == 24 {
+                let stored = UInt64(littleEndian: c.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+                let count = UInt64(littleEndian: c.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
+                let total = nodeOf.values.reduce(0) { $0 + $1.storedBytes }
+                if count != UInt64(nodeOf.count) || stored != UInt64(total) {
+                    bad.append((0, "KV counters say \(count) chunks, \(stored) bytes; the index holds \(nodeOf.count), \(total)"))
+                }
+            } else {
+                bad.append((0, "KV counters missing or damaged"))
             }
             return bad
         }
