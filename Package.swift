@@ -75,7 +75,7 @@ let package = Package(
         .testTarget(name: "WStoreCoreTests", dependencies: ["WStoreCore"]),
         .testTarget(name: "WeightStoreTests", dependencies: ["WeightStore", "WStoreCore"]),
         .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "WStoreCore", "WStoreCLI", "WStoreKernels", "WStoreReplay"], exclude: ["Fixtures"]),
-        .testTarget(name: "CLITests", dependencies: ["WStoreCLI", "WeightStore"]),
+        .testTarget(name: "CLITests", dependencies: ["WStoreCLI", "WeightStore"], exclude: ["Fixtures"]),
         .testTarget(name: "PackTests", dependencies: ["WStoreCLI", "WeightStore", "WStoreCore", "WStoreFormats"]),
         .testTarget(name: "ResidencyTests", dependencies: ["WeightStore", "WStoreCLI", "WStoreCore", "WStoreReplay"]),
         // Clients/ holds the C program and Python script the tests run against libwstore-c.so.

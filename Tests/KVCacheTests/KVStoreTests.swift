@@ -96,6 +96,41 @@ import Testing
         #expect(try store.stats().chunks > 0)
     }
 
+    @Test func aChunkUnderAnotherPrefixIsCorruptAndTheIndexChecksOut() throws {
+        let dir = temporaryDirectory("swap")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        var o = options()
+        o.budgetBytes = 9000  // evictions, so the index has been rewritten many times
+        let store = try KVStore.create(at: dir + "/kv", options: o)
+        var prompts: [[UInt32]] = []
+        for i in 0 ..< 12 {
+            let t: [UInt32] = (0 ..< 8).map { UInt32(i % 3 * 100 + (i > 5 ? 50 : 0) + $0) }
+            try store.store(tokens: t, model: "m", kv: try cache(t))
+            _ = try store.lookup(tokens: t, model: "m")
+            prompts.append(t)
+        }
+        #expect(try store.verify().isEmpty)
+        // Swap the chunks of two cached prefixes.
+        let cached = prompts.filter { (try? store.cachedChunks(tokens: $0, model: "m")) == 2 }
+        let k1 = PrefixKey.chain(tokens: cached[0], chunkTokens: 4, model: "m")[0]
+        let k2 = try #require(cached.map { PrefixKey.chain(tokens: $0, chunkTokens: 4, model: "m")[0] }.first { $0 != k1 })
+        try store.env.write { txn in
+            let v1 = Array(try txn.get(store.chunks, PrefixKey.bytes(k1))!), v2 = Array(try txn.get(store.chunks, PrefixKey.bytes(k2))!)
+            try v2.withUnsafeBytes { try txn.put(store.chunks, PrefixKey.bytes(k1), $0) }
+            try v1.withUnsafeBytes { try txn.put(store.chunks, PrefixKey.bytes(k2), $0) }
+        }
+        do {
+            _ = try store.lookup(tokens: cached[0], model: "m")
+            Issue.record("a lookup returned another prefix's chunk")
+        } catch let e as WStoreError {
+            #expect("\(e)".contains("not the chunk of this key"))
+        }
+        #expect(Set(try store.verify().map(\.key)).isSuperset(of: [k1, k2]))
+        // An index entry without its chunk is found too.
+        try store.env.write { txn in _ = try txn.delete(store.chunks, PrefixKey.bytes(k1)) }
+        #expect(try store.verify().contains { $0.error.contains("has no chunk") })
+    }
+
     @Test func corruptChunkIsReportedNeverReturned() throws {
         let dir = temporaryDirectory("corrupt")
         defer { try? FileManager.default.removeItem(atPath: dir) }
