@@ -276,8 +276,9 @@ public final class KVStore: Sendable {
     public func stats() throws -> Stats {
         try env.withRead { txn in
             var s = Stats(chunks: 0, leaves: 0, storedBytes: 0, rawBytes: 0, chunksByModel: [:])
-            try txn.scan(nodes, prefix: []) { _, v in
-                let n = try Node.parse(v)
+            try txn.scan(nodes, prefix: []) { k, v in
+                guard k.count == 8 else { throw WStoreError.corruptRecord(name: "KV index", reason: "a key of \(k.count) bytes") }
+                let n = try Node.parse(v, key: UInt64(bigEndian: k.loadUnaligned(as: UInt64.self)))
                 s.chunks += 1
                 if n.children == 0 { s.leaves += 1 }
                 s.storedBytes += n.storedBytes
@@ -300,23 +301,37 @@ public final class KVStore: Sendable {
         for p in pages.problems { bad.append((0, "\(path)/data.mdb: \(p)")) }
         if !pages.problems.isEmpty { return bad }
         return try env.withRead { txn in
-            var lengths: [UInt64: Int] = [:]
+            var lengths: [UInt64: Int] = [:], rawOf: [UInt64: Int] = [:]
             try txn.scan(chunks, prefix: []) { k, v in
                 guard k.count == 8 else { bad.append((0, "kv.chunks: key of \(k.count) bytes")); return true }
                 let key = UInt64(bigEndian: k.loadUnaligned(as: UInt64.self))
                 lengths[key] = v.count
-                do { _ = try KVChunk.decode(v, key: key, name: "KV chunk \(hex(key))") } catch { bad.append((key, "\(error)")) }
+                do {
+                    _ = try KVChunk.decode(v, key: key, name: "KV chunk \(hex(key))")
+                    rawOf[key] = try KVChunk.info(v, key: key, name: "KV chunk \(hex(key))").rawBytes
+                } catch { bad.append((key, "\(error)")) }
                 return true
             }
+            // A version-2 store (sealed settings) holds only sealed index entries.
+            let sealedStore = try txn.get(meta, Array("settings".utf8))
+                .map { Sealed.openJSON($0, key: Array("settings".utf8)) != nil } ?? false
             var nodeOf: [UInt64: Node] = [:]
             try txn.scan(nodes, prefix: []) { k, v in
                 guard k.count == 8 else { bad.append((0, "kv.nodes: key of \(k.count) bytes")); return true }
                 let key = UInt64(bigEndian: k.loadUnaligned(as: UInt64.self))
-                do { nodeOf[key] = try Node.parse(v) } catch { bad.append((key, "KV index entry \(hex(key)): \(error)")) }
+                if sealedStore && (v.count < Node.fixedSize
+                                   || UInt32(littleEndian: v.loadUnaligned(fromByteOffset: 40, as: UInt32.self)) != Node.sealedMarker) {
+                    bad.append((key, "KV index entry \(hex(key)) is not sealed in a version-2 store"))
+                    return true
+                }
+                do { nodeOf[key] = try Node.parse(v, key: key) } catch { bad.append((key, "\(error)")) }
                 return true
             }
             for (key, length) in lengths.sorted(by: { $0.key < $1.key }) {
                 guard let n = nodeOf[key] else { bad.append((key, "KV chunk \(hex(key)) has no index entry")); continue }
+                if let raw = rawOf[key], n.rawBytes != raw {
+                    bad.append((key, "KV index entry \(hex(key)) says \(n.rawBytes) raw bytes, the chunk holds \(raw)"))
+                }
                 if n.storedBytes != length {
                     bad.append((key, "KV index entry \(hex(key)) says \(n.storedBytes) stored bytes, the chunk has \(length)"))
                 }
