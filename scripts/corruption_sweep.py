@@ -255,6 +255,37 @@ def normalize(name, stdout, store):
     return json.dumps(j, sort_keys=True).encode()
 
 
+def permission_checks(wstore, store, work, failures):
+    """As an unprivileged user: a store readable but not writable is read (LMDB opened
+    without its lock file); a folder that cannot be listed says "permission denied"."""
+    if os.geteuid() != 0 or not shutil.which("runuser"):
+        print("permission checks skipped: they need root (to run as nobody) and runuser")
+        return
+    base = tempfile.mkdtemp(prefix="wstore-perm-")
+    try:
+        os.chmod(base, 0o755)
+        binary = os.path.join(base, "wstore")
+        shutil.copy(wstore, binary)
+        copy = os.path.join(base, "store")
+        shutil.copytree(store, copy)
+        for root, dirs, files in os.walk(copy):
+            os.chmod(root, 0o755)
+            for f in files:
+                os.chmod(os.path.join(root, f), 0o644)
+        as_nobody = ["runuser", "-u", "nobody", "--", binary]
+        p = subprocess.run(as_nobody + ["verify", copy], capture_output=True, timeout=120)
+        if p.returncode != 0:
+            failures.append(f"read-only store as nobody: verify exit {p.returncode}: {p.stderr!r}")
+        os.chmod(copy, 0o700)
+        p = subprocess.run(as_nobody + ["inspect", copy], capture_output=True, timeout=120)
+        lines = p.stderr.decode(errors="replace").strip().splitlines()
+        if p.returncode == 0 or len(lines) != 1 or "permission denied" not in lines[0]:
+            failures.append(f"unlistable store as nobody: exit {p.returncode}: {p.stderr!r}")
+        print("permission checks: done as nobody")
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--wstore", required=True)
@@ -291,6 +322,7 @@ def main():
                 expected[(name, "export-bytes")] = open(out, "rb").read()
         counts = collections.Counter()
         failures = []
+        permission_checks(wstore, stores["zstd"][0], work, failures)
         by_kind = collections.Counter()
         for t in range(args.trials):
             name = rng.choice(list(stores))

@@ -126,6 +126,7 @@ public final class KVStore: Sendable {
     /// - Throws: ``WStoreError/notAStore(path:reason:)`` when `path` is not a KV store,
     ///   ``WStoreError/newerFormat(what:found:supported:)`` for a newer one.
     public static func open(at path: String, readOnly: Bool = false, threads: Int = 1) throws -> KVStore {
+        try LMDBFile.checkReadable(directory: path)
         guard FileManager.default.fileExists(atPath: path + "/data.mdb") else {
             throw WStoreError.notAStore(path: path, reason: "no data.mdb in it")
         }

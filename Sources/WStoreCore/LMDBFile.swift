@@ -439,3 +439,25 @@ private struct Walker {
         }
     }
 }
+
+extension LMDBFile {
+    /// Refuses, with "permission denied", a store directory this process cannot list or
+    /// whose data file it cannot read; passes anything else on to the usual checks (a
+    /// missing directory or data file is reported by the caller as not a store).
+    /// - Throws: ``WStoreError/invalidArgument(_:)`` naming the path.
+    package static func checkReadable(directory path: String) throws(WStoreError) {
+        var st = stat()
+        guard stat(path, &st) == 0 else {
+            if errno == EACCES { throw .invalidArgument("\(path): permission denied") }
+            return
+        }
+        guard (st.st_mode & S_IFMT) == S_IFDIR else { return }
+        if access(path, R_OK | X_OK) != 0 && errno == EACCES {
+            throw .invalidArgument("\(path): permission denied (the folder cannot be listed)")
+        }
+        let data = path + "/data.mdb"
+        if access(data, F_OK) == 0 && access(data, R_OK) != 0 && errno == EACCES {
+            throw .invalidArgument("\(data): permission denied")
+        }
+    }
+}

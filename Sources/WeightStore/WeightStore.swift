@@ -81,6 +81,7 @@ public final class WeightStore: Sendable {
     /// - Throws: ``WStoreError/notAStore(path:reason:)`` when `path` is not a store,
     ///   ``WStoreError/newerFormat(what:found:supported:)`` when a newer wstore wrote it.
     public static func open(at path: String, readOnly: Bool = true, options: Options = Options()) throws -> WeightStore {
+        try LMDBFile.checkReadable(directory: path)
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw WStoreError.notAStore(path: path, reason: "no such directory")
