@@ -1,6 +1,7 @@
 import Foundation
 import Testing
 @testable import KVCache
+@testable import WStoreCore
 
 @Suite struct KVStoreTests {
     /// A small KV cache for `tokens` tokens whose values depend on the token ids (so prefixes agree).
@@ -129,6 +130,39 @@ import Testing
         // An index entry without its chunk is found too.
         try store.env.write { txn in _ = try txn.delete(store.chunks, PrefixKey.bytes(k1)) }
         #expect(try store.verify().contains { $0.error.contains("has no chunk") })
+    }
+
+    @Test func aDamagedFreeListIsRefusedBeforeTheFirstWrite() throws {
+        let dir = temporaryDirectory("freelist")
+        defer { try? FileManager.default.removeItem(atPath: dir) }
+        do {
+            var o = options()
+            o.maxChunks = 3  // evictions free pages, so the free list has entries
+            let store = try KVStore.create(at: dir + "/kv", options: o)
+            for i in 0 ..< 10 {
+                let t: [UInt32] = (0 ..< 8).map { UInt32(i * 100 + $0) }
+                try store.store(tokens: t, model: "m", kv: try cache(t))
+            }
+        }
+        let file = dir + "/kv/data.mdb"
+        let meta = try LMDBFile.readMeta(path: file)
+        #expect(meta.free.root != UInt64.max)
+        var data = try Data(contentsOf: URL(fileURLWithPath: file))
+        // The free list's root leaf (one page here); its first node's data is a page list:
+        // make its count say far more pages than it holds.
+        let page = Int(meta.free.root) * meta.pageSize
+        #expect(data[page + 10] & 0x02 != 0)
+        let node = page + Int(data[page + 16]) | Int(data[page + 17]) << 8
+        let ksize = Int(data[node + 6]) | Int(data[node + 7]) << 8
+        var at = node + 8 + ksize
+        if data[node + 4] & 0x01 != 0 {  // F_BIGDATA: the list is on an overflow page
+            let pg = data[at ..< at + 8].withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
+            at = pg * meta.pageSize + 16
+        }
+        data[at + 3] ^= 0x10
+        try data.write(to: URL(fileURLWithPath: file))
+        #expect(throws: LMDBFile.Damage.self) { _ = try KVStore.open(at: dir + "/kv") }
+        #expect(throws: LMDBFile.Damage.self) { _ = try KVStore.open(at: dir + "/kv", readOnly: true) }
     }
 
     @Test func corruptChunkIsReportedNeverReturned() throws {
