@@ -1,8 +1,4 @@
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// Checks of an LMDB data file made by reading it with `pread`, never through the map
 /// and never through LMDB, so that a damaged file is reported instead of crashing the
@@ -64,7 +60,7 @@ package enum LMDBFile {
     /// `mdb_env_read_header` picks; checks that the file holds every page that meta says
     /// is in use (a shorter file would fault with SIGBUS when mapped pages are touched).
     /// - Throws: ``Damage`` when no meta page is valid or the file is short;
-    ///   ``LMDBFileError`` when the file cannot be opened or read.
+    ///   ``WStoreError/io(call:path:errno:)`` when the file cannot be opened or read.
     package static func readMeta(path: String) throws -> Meta {
         let file = try OpenFile(path)
         return try readMeta(file)
@@ -139,50 +135,34 @@ package enum LMDBFile {
     static let maxProblems = 20
 }
 
-/// The file could not be opened or read (not damage: permissions, I/O).
-package struct LMDBFileError: Error, CustomStringConvertible, Sendable {
-    package let path: String
-    package let errno: Int32
-    package let operation: String
-    package var description: String { "\(operation) \(path): \(String(cString: strerror(errno)))" }
-}
-
-/// A read-only file descriptor read with `pread`.
+/// A read-only file descriptor read with `pread`, through the ``Posix`` funnel.
 final class OpenFile {
     let path: String
     let fd: Int32
     let size: UInt64
 
-    init(_ path: String) throws {
+    init(_ path: String) throws(WStoreError) {
         self.path = path
-        fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw LMDBFileError(path: path, errno: errno, operation: "open") }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else {
-            let e = errno
-            close(fd)
-            throw LMDBFileError(path: path, errno: e, operation: "fstat")
+        fd = try Posix.openForReading(path)
+        do { size = UInt64(try Posix.fileStatus(fd, path: path).size) } catch {
+            Posix.close(fd)
+            throw error
         }
-        size = UInt64(st.st_size)
     }
 
-    deinit { close(fd) }
+    deinit { Posix.close(fd) }
 
     /// `count` bytes at `offset`, or `nil` when the file ends before.
-    func read(at offset: UInt64, count: Int) throws -> [UInt8]? {
-        guard offset <= size, UInt64(count) <= size - offset else { return nil }
+    func read(at offset: UInt64, count: Int) throws(WStoreError) -> [UInt8]? {
+        guard offset <= size, UInt64(count) <= size - offset, offset <= UInt64(Int.max) else { return nil }
         var out = [UInt8](repeating: 0, count: count)
-        var done = 0
-        while done < count {
-            let n = out.withUnsafeMutableBytes { pread(fd, $0.baseAddress! + done, count - done, off_t(offset) + off_t(done)) }
-            if n < 0 {
-                if errno == EINTR { continue }
-                throw LMDBFileError(path: path, errno: errno, operation: "pread")
-            }
-            if n == 0 { return nil }
-            done += n
+        var n = 0
+        var failure: WStoreError?
+        out.withUnsafeMutableBytes { b in
+            do throws(WStoreError) { n = try Posix.pread(fd, into: b, at: Int(offset), path: path) } catch { failure = error }
         }
-        return out
+        if let failure { throw failure }
+        return n == count ? out : nil
     }
 }
 

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import KVCache
 @testable import WStoreCore
+import WStoreTestSupport
 
 @Suite struct KVStoreTests {
     /// A small KV cache for `tokens` tokens whose values depend on the token ids (so prefixes agree).
@@ -29,8 +30,8 @@ import Testing
     }
 
     @Test func sharedAndDivergingPrefixes() throws {
-        let dir = temporaryDirectory("prefix")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("prefix")
+        let dir = tmp.path
         let store = try KVStore.create(at: dir + "/kv", options: options())
         let a: [UInt32] = Array(1 ... 14)  // 3 whole chunks + 2 tokens
         let r = try store.store(tokens: a, model: "m", kv: try cache(a))
@@ -58,8 +59,8 @@ import Testing
     }
 
     @Test func evictsLeastRecentlyUsedLeavesFirst() throws {
-        let dir = temporaryDirectory("evict")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("evict")
+        let dir = tmp.path
         let store = try KVStore.create(at: dir + "/kv", options: options(maxChunks: 4))
         let a: [UInt32] = Array(1 ... 12)  // chunks a0 a1 a2
         try store.store(tokens: a, model: "m", kv: try cache(a))
@@ -84,8 +85,8 @@ import Testing
     }
 
     @Test func byteBudgetHolds() throws {
-        let dir = temporaryDirectory("budget")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("budget")
+        let dir = tmp.path
         var o = options()
         o.budgetBytes = 6000
         let store = try KVStore.create(at: dir + "/kv", options: o)
@@ -98,8 +99,8 @@ import Testing
     }
 
     @Test func aChunkUnderAnotherPrefixIsCorruptAndTheIndexChecksOut() throws {
-        let dir = temporaryDirectory("swap")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("swap")
+        let dir = tmp.path
         var o = options()
         o.budgetBytes = 9000  // evictions, so the index has been rewritten many times
         let store = try KVStore.create(at: dir + "/kv", options: o)
@@ -133,8 +134,8 @@ import Testing
     }
 
     @Test func aDamagedFreeListIsRefusedBeforeTheFirstWrite() throws {
-        let dir = temporaryDirectory("freelist")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("freelist")
+        let dir = tmp.path
         do {
             var o = options()
             o.maxChunks = 3  // evictions free pages, so the free list has entries
@@ -166,14 +167,14 @@ import Testing
     }
 
     @Test func corruptChunkIsReportedNeverReturned() throws {
-        let dir = temporaryDirectory("corrupt")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("corrupt")
+        let dir = tmp.path
         for codec in [KVCodec.lossless, .int4] {
             var o = options(chunk: 64)
             o.codec = codec
             let path = dir + "/kv-\(codec)"
             var store: KVStore? = try KVStore.create(at: path, options: o)
-            var rng = TestRNG(state: 3)
+            var rng = SplitMix64(seed: 3)
             let tokens: [UInt32] = (0 ..< 64).map { UInt32($0) }
             let kv = try KVCacheData(layers: [KVLayer(
                 keys: KVTensor(floats: rng.normals(2 * 64 * 16), dtype: .f16, heads: 2, tokens: 64, headDim: 16),
@@ -195,8 +196,8 @@ import Testing
     }
 
     @Test func oneProcessOpensAStoreOnceAndReadOnlyHandlesDoNotWrite() throws {
-        let dir = temporaryDirectory("shared")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("shared")
+        let dir = tmp.path
         let writer = try KVStore.create(at: dir + "/kv", options: options())
         let a: [UInt32] = Array(1 ... 8)
         _ = try writer.store(tokens: a, model: "m", kv: try cache(a))
@@ -208,8 +209,8 @@ import Testing
     }
 
     @Test func refusesWhatIsNotAStore() throws {
-        let dir = temporaryDirectory("notastore")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("notastore")
+        let dir = tmp.path
         #expect(throws: WStoreError.self) { _ = try KVStore.open(at: dir) }
         _ = try KVStore.create(at: dir + "/kv")
         #expect(throws: WStoreError.self) { _ = try KVStore.create(at: dir + "/kv") }

@@ -2,12 +2,13 @@ import Foundation
 import Testing
 @testable import WeightStore
 @testable import WStoreCore
+import WStoreTestSupport
 
 /// Format v2: records bound to their keys, a checksum per frame and per raw block, the
 /// data file checked before LMDB uses it (format-spec/FORMAT.md §3.1, §4, §7).
 @Suite struct IntegrityTests {
     /// A store with two raw and two compressed tensors of the same size, and an expert.
-    func makeStore(_ dir: TempDir) throws -> (path: String, a: [UInt8], b: [UInt8]) {
+    func makeStore(_ dir: TemporaryDirectory) throws -> (path: String, a: [UInt8], b: [UInt8]) {
         let path = dir.sub("s")
         let a = randomBytes(600_000, seed: 1), b = randomBytes(600_000, seed: 2)
         let store = try WeightStore.create(at: path)
@@ -32,7 +33,7 @@ import Testing
     }
 
     @Test func aRecordUnderAnotherKeyIsCorruptNeverAnotherTensor() throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory("integrity")
         let (path, _, _) = try makeStore(dir)
         let store = try WeightStore.open(at: path, readOnly: false)
         for (x, y) in [("raw.a", "raw.b"), ("z.a", "z.b")] {
@@ -54,7 +55,7 @@ import Testing
     }
 
     @Test func anExpertEntryUnderAnotherKeyIsCorrupt() throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory("integrity")
         let (path, _, _) = try makeStore(dir)
         let store = try WeightStore.open(at: path, readOnly: false)
         let other = ExpertKey(layer: 0, expert: 2, part: "up")
@@ -66,7 +67,7 @@ import Testing
     }
 
     @Test func damagedModelInfoAndMetadataAreReportedNotRead() throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory("integrity")
         let (path, _, _) = try makeStore(dir)
         let store = try WeightStore.open(at: path, readOnly: false)
         try store.setModelInfo(ModelInfo(name: "default", layers: 2, expertsPerLayer: 4, topK: 2, sources: []))
@@ -122,7 +123,7 @@ import Testing
     }
 
     @Test func aTruncatedDataFileIsRefusedAtOpen() throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory("integrity")
         let (path, _, _) = try makeStore(dir)
         let file = path + "/data.mdb"
         let size = try FileManager.default.attributesOfItem(atPath: file)[.size] as! Int
@@ -142,7 +143,7 @@ import Testing
     }
 
     @Test func aDamagedLeafPageIsRefusedBeforeLMDBReadsIt() throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory("integrity")
         let (path, _, _) = try makeStore(dir)
         let file = path + "/data.mdb"
         let meta = try LMDBFile.readMeta(path: file)
@@ -166,7 +167,7 @@ import Testing
 
     @Test func aVersionOneStoreIsReadAndRefusesWrites() throws {
         // A version-1 store, made by hand as a v1 writer did: unsealed metadata and a v1 record.
-        let dir = TempDir()
+        let dir = TemporaryDirectory("integrity")
         let path = dir.sub("v1")
         let src = randomBytes(1000, seed: 3)
         do {
