@@ -81,7 +81,7 @@ package final class LMDBEnvironment: @unchecked Sendable {
             let report: LMDBFile.Report? = try withRead { txn in
                 let meta = try LMDBFile.readMeta(path: dataFilePath)
                 // lmdb.h mdb_txn_id: the snapshot this read transaction sees.
-                guard meta.txnID == UInt64(mdb_txn_id(txn.txn)) else { return nil }
+                guard meta.txnID == UInt64(truncatingIfNeeded: mdb_txn_id(txn.txn)) else { return nil }
                 return try LMDBFile.walk(path: dataFilePath, meta: meta)
             }
             if let report { return report }

@@ -68,6 +68,7 @@ package enum LMDBFile {
 
     static func readMeta(_ file: OpenFile) throws -> Meta {
         var metas: [Meta] = []
+        var metaPages: [Int] = []
         var pageSize = 0
         for i in 0 ..< 2 {
             // Page 0 tells the page size; page 1 sits one page further.
@@ -89,6 +90,7 @@ package enum LMDBFile {
             }
             if let m {
                 metas.append(m)
+                metaPages.append(i)
                 if i == 0 { pageSize = m.pageSize }
             } else if i == 0 {
                 // Without page 0 the page size is unknown: try the usual one for page 1.
@@ -97,6 +99,18 @@ package enum LMDBFile {
         }
         guard let meta = metas.max(by: { $0.txnID < $1.txnID }) else {
             throw Damage(path: file.path, reason: "no valid LMDB meta page")
+        }
+        // mdb.c writes the meta of transaction t to page t & 1, so the two pages hold two
+        // consecutive commits. LMDB trusts the larger id blindly: a damaged id would make it
+        // read an older tree, parts of which may since have been reused.
+        for (i, m) in zip(metaPages, metas) where m.txnID & 1 != UInt64(i) {
+            throw Damage(path: file.path, reason: "meta page \(i) holds transaction \(m.txnID), of the other page's parity")
+        }
+        if metas.count == 2 {
+            let (a, b) = (min(metas[0].txnID, metas[1].txnID), max(metas[0].txnID, metas[1].txnID))
+            guard b - a == 1 else {
+                throw Damage(path: file.path, reason: "its meta pages hold transactions \(metas[0].txnID) and \(metas[1].txnID), not two consecutive commits")
+            }
         }
         let needed = (meta.lastPage + 1).multipliedReportingOverflow(by: UInt64(meta.pageSize))
         guard !needed.overflow, meta.lastPage >= 1 else {
