@@ -98,6 +98,13 @@ package enum LMDBFile {
             }
         }
         guard let meta = metas.max(by: { $0.txnID < $1.txnID }) else {
+            // Neither page starts as an LMDB meta page does: not LMDB at all, rather than damaged.
+            let head = try file.read(at: 0, count: 24)
+            let magic = head.map { UInt32($0[16]) | UInt32($0[17]) << 8 | UInt32($0[18]) << 16 | UInt32($0[19]) << 24 }
+            if magic != metaMagic {
+                let dir = file.path.hasSuffix("/data.mdb") ? String(file.path.dropLast("/data.mdb".count)) : file.path
+                throw WStoreError.notAStore(path: dir, reason: "data.mdb is not an LMDB environment")
+            }
             throw Damage(path: file.path, reason: "no valid LMDB meta page")
         }
         // mdb.c writes the meta of transaction t to page t & 1, so the two pages hold two
