@@ -75,7 +75,7 @@ package final class LMDBEnvironment: @unchecked Sendable {
 
     /// Walks the B-tree pages of the snapshot a read transaction pins (so no writer
     /// reuses them meanwhile) with ``LMDBFile/walk(path:meta:)``.
-    /// - Throws: ``LMDBFile/Damage`` when the meta pages are unreadable, ``LMDBError``.
+    /// - Throws: ``WStoreError/damagedFile(path:reason:)`` when the meta pages are unreadable, ``LMDBError``.
     package func checkPages() throws -> LMDBFile.Report {
         for _ in 0 ..< 8 {
             let report: LMDBFile.Report? = try withRead { txn in
