@@ -58,6 +58,21 @@ package enum LMDBFile {
     }
 
     static func readMeta(_ file: OpenFile) throws -> Meta {
+        // A writer in another process may commit between the reads of the two meta pages
+        // (twice, and the ids are no longer consecutive) or grow the file after it was
+        // measured: damage is what persists over a few reads.
+        var attempt = 0
+        while true {
+            do {
+                return try readMetaOnce(file)
+            } catch WStoreError.damagedFile where attempt < 3 {
+                attempt += 1
+                file.refreshSize()
+            }
+        }
+    }
+
+    private static func readMetaOnce(_ file: OpenFile) throws -> Meta {
         var metas: [Meta] = []
         var metaPages: [Int] = []
         var pageSize = 0
@@ -151,7 +166,7 @@ package enum LMDBFile {
 final class OpenFile {
     let path: String
     let fd: Int32
-    let size: UInt64
+    private(set) var size: UInt64
 
     init(_ path: String) throws(WStoreError) {
         self.path = path
@@ -163,6 +178,11 @@ final class OpenFile {
     }
 
     deinit { Posix.close(fd) }
+
+    /// Measures the file again (it only grows while a writer commits).
+    func refreshSize() {
+        if let s = try? Posix.fileStatus(fd, path: path).size { size = UInt64(s) }
+    }
 
     /// `count` bytes at `offset`, or `nil` when the file ends before.
     func read(at offset: UInt64, count: Int) throws(WStoreError) -> [UInt8]? {
