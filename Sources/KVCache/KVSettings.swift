@@ -3,15 +3,10 @@ import Foundation
 /// The `settings` record of a KV store (format-spec/KV.md §2): a JSON object written once
 /// at creation, keys sorted.
 struct KVSettings: Codable, Equatable {
-    /// Always `wstore-kv`.
-    var format: String
-    var format_version: Int
-    var chunk_tokens: Int?
-    var budget_bytes: Int?
-    var max_chunks: Int?
-    var codec: String?
-    var kivi_group: Int?
-    var kivi_residual: Int?
+    /// Always `wstore-kv`, and the version of format-spec/KV.md it follows.
+    var format: String, format_version: Int
+    /// The ``KVStore/Options`` (absent ones take their defaults when read).
+    var chunk_tokens: Int?, budget_bytes: Int?, max_chunks: Int?, codec: String?, kivi_group: Int?, kivi_residual: Int?
 
     static let formatName = "wstore-kv"
 
