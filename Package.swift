@@ -34,7 +34,7 @@ let package = Package(
             dependencies: ["CLMDB", "CZstd", "CXXHash"]
         ),
         // Swift face of CKernels: SnapKV scores, float conversions, KIVI quantization.
-        .target(name: "WStoreKernels", dependencies: ["CKernels", "WStoreCore"]),
+        .target(name: "WStoreKernels", dependencies: ["CKernels"]),
         // Checkpoint formats: safetensors and GGUF readers and writers, expert naming,
         // checkpoint folders. Used by the CLI and the KV cache; engines need not link it.
         .target(name: "WStoreFormats", dependencies: ["WStoreCore"]),
