@@ -91,7 +91,8 @@ let package = Package(
         // Every `wstore` command, run in-process.
         .testTarget(
             name: "CLITests",
-            dependencies: ["WStoreCLI", "WeightStore", "KVCache", "WStoreCore", "WStoreFormats", "WStoreReplay", "WStoreTestSupport"]
+            dependencies: ["WStoreCLI", "WeightStore", "KVCache", "WStoreCore", "WStoreFormats", "WStoreReplay", "WStoreTestSupport"],
+            exclude: ["Fixtures"]
         ),
         // Clients/ holds the C program and Python script the tests run against libwstore-c.so.
         .testTarget(name: "CABITests", dependencies: ["CWStoreABI", "CWStoreHeader", "WeightStore", "WStoreTestSupport"], exclude: ["Clients"]),

@@ -63,7 +63,7 @@ struct BenchCodec: ParsableCommand {
             try time {
                 for (i, r) in recs.enumerated() {
                     try r.withUnsafeBytes { b in
-                        let view = try RecordView(b, name: "t\(i)")
+                        let view = try RecordView(b, binding: 0, name: "t\(i)")
                         try RecordDecoder.decode(view, name: "t\(i)", into: UnsafeMutableRawBufferPointer(rebasing: outputs[i][0 ..< view.rawSize]), threads: threads)
                     }
                 }
@@ -152,7 +152,7 @@ struct BenchCodec: ParsableCommand {
         if forceZstd { o.codec = .zstd }
         let n = t.bytes.count / (t.dtype.elementSize ?? 1)
         return try t.bytes.withUnsafeBytes { src in
-            let rec = try RecordEncoder.encode(src, dtype: t.dtype, shape: [n], options: o)
+            let rec = try RecordEncoder.encode(src, dtype: t.dtype, shape: [n], binding: 0, options: o)
             var out = [UInt8](repeating: 0, count: rec.totalSize)
             out.withUnsafeMutableBytes { rec.write(into: $0, source: src) }
             return out
@@ -160,7 +160,7 @@ struct BenchCodec: ParsableCommand {
     }
 
     private func storedSize(_ record: [UInt8]) -> Int {
-        record.withUnsafeBytes { (try? RecordView($0, name: "t"))?.storedSize ?? 0 }
+        record.withUnsafeBytes { (try? RecordView($0, binding: 0, name: "t"))?.storedSize ?? 0 }
     }
 }
 

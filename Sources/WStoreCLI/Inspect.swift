@@ -101,7 +101,7 @@ struct InspectReport: Codable {
             for name in names where only == nil || only == name {
                 let info = try store.modelInfo(name)
                 let ts = try s.tensors(model: name)
-                let byName = Dictionary(uniqueKeysWithValues: ts.map { ($0.name, $0) })
+                let byName = Dictionary(ts.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
                 var groups: [String: Group] = [:]
                 for t in ts {
                     let k = "\(t.dtype)/\(t.codec)"

@@ -16,6 +16,7 @@ public struct WStoreCommand: AsyncParsableCommand {
             Pack.self,
             Export.self,
             Verify.self,
+            Upgrade.self,
         ]
     )
 

@@ -57,8 +57,36 @@ package final class LMDBEnvironment: @unchecked Sendable {
         }
         var flags = UInt32(MDB_NOTLS)
         if readOnly { flags |= UInt32(MDB_RDONLY) }
+        // lmdb.h, MDB_NOLOCK: "the caller must ensure that no readers are using old
+        // transactions while a writer is active". A reader that cannot write lock.mdb
+        // (a store it may read but not write) opens without the lock file; it then does
+        // not hold back a writer's page reuse, which a store nobody may write cannot have.
+        if readOnly && !Self.lockFileWritable(path) { flags |= UInt32(MDB_NOLOCK) }
         if options.noSync { flags |= UInt32(MDB_NOSYNC) }
         try LMDBError.check(mdb_env_open(e, path, flags, 0o644), "mdb_env_open", path: path)
+    }
+
+    /// Whether this process may write (or create) `lock.mdb` in `path`.
+    static func lockFileWritable(_ path: String) -> Bool {
+        let lock = path + "/lock.mdb"
+        if access(lock, F_OK) == 0 { return access(lock, W_OK) == 0 }
+        return access(path, W_OK) == 0
+    }
+
+    /// Walks the B-tree pages of the snapshot a read transaction pins (so no writer
+    /// reuses them meanwhile) with ``LMDBFile/walk(path:meta:)``.
+    /// - Throws: ``LMDBFile/Damage`` when the meta pages are unreadable, ``LMDBError``.
+    package func checkPages() throws -> LMDBFile.Report {
+        for _ in 0 ..< 8 {
+            let report: LMDBFile.Report? = try withRead { txn in
+                let meta = try LMDBFile.readMeta(path: dataFilePath)
+                // lmdb.h mdb_txn_id: the snapshot this read transaction sees.
+                guard meta.txnID == UInt64(mdb_txn_id(txn.txn)) else { return nil }
+                return try LMDBFile.walk(path: dataFilePath, meta: meta)
+            }
+            if let report { return report }
+        }
+        throw WStoreError.invalidArgument("\(path): the store changed under every attempt to check its pages; try again")
     }
 
     deinit {
