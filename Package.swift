@@ -28,7 +28,7 @@ let package = Package(
         // run-time AVX2/AVX-512 dispatch; called only through WStoreKernels.
         .target(name: "CKernels"),
 
-        // The storage core: every mdb_*, ZSTD_* and XXH* call lives here.
+        // The storage core: every mdb_*, ZSTD_* and XXH* call, and every POSIX call (Posix.swift), lives here.
         .target(
             name: "WStoreCore",
             dependencies: ["CLMDB", "CZstd", "CXXHash"]
