@@ -52,7 +52,7 @@ let package = Package(
         ),
         // Replaying traces: routing traces (real and synthetic), Belady's MIN, the residency
         // simulator, Mooncake KV traces and prefix replay. For the CLI, benches and tests.
-        .target(name: "WStoreReplay", dependencies: ["WeightStore", "KVCache", "WStoreCore"]),
+        .target(name: "WStoreReplay", dependencies: ["WeightStore", "WStoreCore"]),
         // Command logic lives in a library so tests can run commands in-process.
         .target(
             name: "WStoreCLI",
