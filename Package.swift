@@ -28,7 +28,7 @@ let package = Package(
         // run-time AVX2/AVX-512 dispatch; called only through WStoreKernels.
         .target(name: "CKernels"),
 
-        // The storage core: every mdb_*, ZSTD_* and XXH* call lives here.
+        // The storage core: every mdb_*, ZSTD_* and XXH* call, and every POSIX call (Posix.swift), lives here.
         .target(
             name: "WStoreCore",
             dependencies: ["CLMDB", "CZstd", "CXXHash"]
@@ -52,7 +52,7 @@ let package = Package(
         ),
         // Replaying traces: routing traces (real and synthetic), Belady's MIN, the residency
         // simulator, Mooncake KV traces and prefix replay. For the CLI, benches and tests.
-        .target(name: "WStoreReplay", dependencies: ["WeightStore", "KVCache", "WStoreCore"]),
+        .target(name: "WStoreReplay", dependencies: ["WeightStore", "WStoreCore"]),
         // Command logic lives in a library so tests can run commands in-process.
         .target(
             name: "WStoreCLI",

@@ -3,6 +3,7 @@ import Glibc
 import KVCache
 import Testing
 import WStoreCore
+import WStoreReplay
 import WStoreTestSupport
 @testable import WStoreCLI
 import WeightStore
@@ -108,5 +109,13 @@ import WeightStore
             _ = try WeightStore.create(at: dir.sub("s"))
         }
         #expect(dir.entries == ["s"])
+    }
+
+    @Test func missingTracesAreOneLine() {
+        let dir = TemporaryDirectory("io")
+        let routing = ioError("open", errno: ENOENT) { _ = try RoutingTrace.load(path: dir.sub("none.jsonl")) }
+        #expect(routing?.path == dir.sub("none.jsonl"))
+        let mooncake = ioError("open", errno: ENOENT) { _ = try MooncakeTrace.read(path: dir.sub("none.jsonl")) }
+        #expect(mooncake?.path == dir.sub("none.jsonl"))
     }
 }
