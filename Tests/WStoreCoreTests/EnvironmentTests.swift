@@ -36,9 +36,8 @@ import WStoreTestSupport
                         badReads.add(1, ordering: .relaxed)
                     }
                     reads.add(1, ordering: .relaxed)
-                    // Readers that never pause starve the map change (the gate is a glibc rwlock,
-                    // which prefers readers), so each reader pauses between reads.
-                    usleep(100)
+                    // No pause: readers back to back must not hold the map change off (the gate
+                    // prefers a waiting map change over new readers).
                 }
             }
         }
@@ -52,6 +51,34 @@ import WStoreTestSupport
         #expect(badReads.load(ordering: .relaxed) == 0 && reads.load(ordering: .relaxed) > 0)
         let stored = try env.withRead { txn in try [1, 64, 128].map { try txn.get(db, Self.key($0)).map(Array.init) } }
         #expect(stored == [1, 64, 128].map { Self.value($0, size: size) })
+    }
+
+    @Test func aReadInsideAWriteDoesNotDeadlockWithAMapChange() throws {
+        let dir = TemporaryDirectory("env-nested")
+        var options = LMDBEnvironment.Options()
+        options.initialMapSize = 1 << 20
+        options.noSync = true
+        let env = try LMDBEnvironment(path: dir.path, readOnly: false, options: options)
+        let db = try env.database("t", create: true)
+        let size = 64 << 10
+        let startMap = env.mapSize
+        // Each write reads inside its closure (the gate's shared side taken twice by one
+        // thread) while another thread keeps reading; the writes fill the map several times.
+        let writing = Atomic<Bool>(true)
+        let reader = Thread {
+            while writing.load(ordering: .relaxed) { _ = try? env.withRead { try $0.get(db, Self.key(0)) } }
+        }
+        reader.start()
+        for i in 0 ..< 96 {
+            try env.write { txn in
+                let before = try env.withRead { try $0.get(db, Self.key(max(0, i - 1))).map(Array.init) }
+                if i > 0 { #expect(before == Self.value(i - 1, size: size)) }
+                try Self.value(i, size: size).withUnsafeBytes { try txn.put(db, Self.key(i), $0) }
+            }
+        }
+        writing.store(false, ordering: .relaxed)
+        while !reader.isFinished { usleep(1000) }
+        #expect(env.mapSize >= 4 * startMap)
     }
 
     /// A C program that opens the environment in `dir`, sets a 64 MiB map and writes 8 MiB
