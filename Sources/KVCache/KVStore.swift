@@ -109,13 +109,7 @@ public final class KVStore: Sendable {
         envOptions.initialMapSize = 64 << 20
         let env = try LMDBEnvironment.shared(path: path, readOnly: false, options: envOptions)
         let store = try KVStore(path: path, env: env, options: options, readOnly: false)
-        let settings: [String: Any] = [
-            "format": "wstore-kv", "format_version": formatVersion, "chunk_tokens": options.chunkTokens,
-            "budget_bytes": options.budgetBytes, "max_chunks": options.maxChunks, "codec": options.codec.rawValue,
-            "kivi_group": options.kivi.group, "kivi_residual": options.kivi.residual,
-        ]
-        let json = Sealed.sealJSON([UInt8](try JSONSerialization.data(withJSONObject: settings, options: [.sortedKeys])),
-                                   key: Array("settings".utf8))
+        let json = Sealed.sealJSON(try KVSettings(options, version: formatVersion).encoded(), key: Array("settings".utf8))
         try env.write { txn in
             try json.withUnsafeBytes { try txn.put(store.meta, Array("settings".utf8), $0) }
             try Counters().write(txn, store.meta)
@@ -142,10 +136,10 @@ public final class KVStore: Sendable {
                 Sealed.openJSON(v, key: Array("settings".utf8)).map { ($0, true) } ?? (Array(v), false)
             }
         }
-        guard let (raw, sealed) = found, let s = try? JSONSerialization.jsonObject(with: Data(raw)) as? [String: Any],
-              s["format"] as? String == "wstore-kv", let version = s["format_version"] as? Int else {
+        guard let (raw, sealed) = found, let s = KVSettings.decode(raw) else {
             throw WStoreError.notAStore(path: path, reason: "its KV settings are missing or unreadable")
         }
+        let version = s.format_version
         guard version <= formatVersion else {
             throw WStoreError.newerFormat(what: "KV store \(path)", found: version, supported: formatVersion)
         }
@@ -153,15 +147,14 @@ public final class KVStore: Sendable {
             throw WStoreError.corruptRecord(name: "KV settings of \(path)", reason: "seal mismatch")
         }
         var o = Options()
-        guard let ct = s["chunk_tokens"] as? Int, ct > 0, let codecName = s["codec"] as? String,
-              let codec = KVCodec(rawValue: codecName) else {
+        guard let ct = s.chunk_tokens, ct > 0, let codecName = s.codec, let codec = KVCodec(rawValue: codecName) else {
             throw WStoreError.notAStore(path: path, reason: "its KV settings are incomplete")
         }
         o.chunkTokens = ct
         o.codec = codec
-        o.budgetBytes = s["budget_bytes"] as? Int ?? 0
-        o.maxChunks = s["max_chunks"] as? Int ?? 0
-        o.kivi = KIVIOptions(group: s["kivi_group"] as? Int ?? 64, residual: s["kivi_residual"] as? Int ?? 0)
+        o.budgetBytes = s.budget_bytes ?? 0
+        o.maxChunks = s.max_chunks ?? 0
+        o.kivi = KIVIOptions(group: s.kivi_group ?? 64, residual: s.kivi_residual ?? 0)
         o.threads = max(1, threads)
         return try KVStore(path: path, env: env, options: o, readOnly: readOnly)
     }

@@ -96,16 +96,17 @@ struct BenchCodec: ParsableCommand {
         ]
         let encodeMBps = Double(total) / median(encodeSeconds) / 1e6
         if json {
-            let obj: [String: Any] = [
-                "data": label, "bytes": total, "tensors": tensors.count,
-                "ratio": Double(total) / Double(stored), "plain_zstd_ratio": Double(total) / Double(plainStored),
-                "memcpy_gbps": gbps(memcpyT), "decode_gbps_1_thread": gbps(wstore1),
-                "decode_gbps_n_threads": gbps(wstoreN), "threads": threads, "plain_zstd_decode_gbps": gbps(plain1),
-                "decode_vs_memcpy": memcpyT / wstore1, "parallel_speedup": wstore1 / wstoreN,
-                "encode_mbps_1_thread": encodeMBps,
-            ]
-            let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
+            struct Report: Encodable {
+                var data: String, bytes: Int, tensors: Int, ratio: Double, plain_zstd_ratio: Double, memcpy_gbps: Double
+                var decode_gbps_1_thread: Double, decode_gbps_n_threads: Double, threads: Int, plain_zstd_decode_gbps: Double
+                var decode_vs_memcpy: Double, parallel_speedup: Double, encode_mbps_1_thread: Double
+            }
+            try JSONOutput.print(Report(
+                data: label, bytes: total, tensors: tensors.count, ratio: Double(total) / Double(stored),
+                plain_zstd_ratio: Double(total) / Double(plainStored), memcpy_gbps: gbps(memcpyT),
+                decode_gbps_1_thread: gbps(wstore1), decode_gbps_n_threads: gbps(wstoreN), threads: threads,
+                plain_zstd_decode_gbps: gbps(plain1), decode_vs_memcpy: memcpyT / wstore1, parallel_speedup: wstore1 / wstoreN,
+                encode_mbps_1_thread: encodeMBps))
             return
         }
         print("data: \(label): \(tensors.count) tensors, \(formatBytes(total))")

@@ -118,10 +118,8 @@ struct BenchKV: ParsableCommand {
                     tokens: $0.tokens, hitTokens: $0.hitTokens, evictions: $0.evictions, blockHitRate: $0.blockHitRate,
                     tokenHitRate: $0.tokenHitRate)
             }
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try enc.encode(Report(trace: label, requests: reqs.count, blockTokens: blockTokens,
-                                                         replays: rows, store: storeReport)), as: UTF8.self))
+            try JSONOutput.print(Report(trace: label, requests: reqs.count, blockTokens: blockTokens, replays: rows,
+                                        store: storeReport))
             return
         }
         print("trace: \(label): \(reqs.count) requests, \(results[0].blocks) blocks of \(blockTokens) tokens, \(results[0].tokens) prompt tokens")

@@ -30,9 +30,7 @@ struct Inspect: ParsableCommand {
         let store = try WeightStore.open(at: self.store)
         let report = try InspectReport.build(store, path: self.store, only: model, tensors: tensors, experts: experts, largest: largest)
         if json {
-            let e = JSONEncoder()
-            e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: try e.encode(report), as: UTF8.self))
+            try JSONOutput.print(report)
         } else {
             print(report.text)
         }

@@ -121,9 +121,7 @@ struct KVCompress: ParsableCommand {
             let s = Summary(input: input, output: output, codec: codec.rawValue, snapkv: meta["snapkv"], rawBytes: raw,
                             storedBytes: stored, ratio: Double(raw) / Double(max(stored, 1)), maxAbsError: maxErr,
                             relativeRMSError: rms, layers: reports)
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try enc.encode(s), as: UTF8.self))
+            try JSONOutput.print(s)
             return
         }
         var rows = reports.map { r in

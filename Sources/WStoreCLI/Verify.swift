@@ -46,9 +46,7 @@ struct Verify: ParsableCommand {
         let report = Report(store: self.store, ok: r.failures.isEmpty, tensors_checked: r.tensorsChecked, bytes_checked: r.bytesChecked,
                             failures: r.failures.map { .init(model: $0.model, tensor: $0.name, reason: $0.reason) })
         if json {
-            let e = JSONEncoder()
-            e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: try e.encode(report), as: UTF8.self))
+            try JSONOutput.print(report)
         } else {
             if !r.failures.isEmpty {
                 var t = TextTable("model", "tensor", "problem")

@@ -76,6 +76,7 @@ package enum LMDBFile {
         var metas: [Meta] = []
         var metaPages: [Int] = []
         var pageSize = 0
+        var sawMagic = false
         for i in 0 ..< 2 {
             // Page 0 tells the page size; page 1 sits one page further.
             if i == 1 && pageSize == 0 { break }
@@ -86,6 +87,7 @@ package enum LMDBFile {
                 func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
                 func u64(_ o: Int) -> UInt64 { UInt64(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
                 let h = pageHeaderSize
+                if u32(h) == metaMagic { sawMagic = true }
                 guard u16(10) & ~pIgnored == pMeta, u32(h) == metaMagic, u32(h + 4) == dataVersion else { return nil }
                 // MDB_meta: magic, version, address (8), mapsize (8), dbs[2] (48 each), last_pg, txnid.
                 let free = Tree(b, at: h + 24), main = Tree(b, at: h + 24 + dbRecordSize)
@@ -104,12 +106,10 @@ package enum LMDBFile {
             }
         }
         guard let meta = metas.max(by: { $0.txnID < $1.txnID }) else {
-            // Neither page starts as an LMDB meta page does: not LMDB at all, rather than damaged.
-            let head = try file.read(at: 0, count: 24)
-            let magic = head.map { UInt32($0[16]) | UInt32($0[17]) << 8 | UInt32($0[18]) << 16 | UInt32($0[19]) << 24 }
-            if magic != metaMagic {
-                let dir = file.path.hasSuffix("/data.mdb") ? String(file.path.dropLast("/data.mdb".count)) : file.path
-                throw WStoreError.notAStore(path: dir, reason: "data.mdb is not an LMDB environment")
+            // Neither page carries LMDB's magic number: this file was never an LMDB environment.
+            if !sawMagic {
+                let directory = file.path.hasSuffix("/data.mdb") ? String(file.path.dropLast("/data.mdb".count)) : file.path
+                throw WStoreError.notAStore(path: directory, reason: "data.mdb is not an LMDB environment")
             }
             throw WStoreError.damagedFile(path: file.path, reason: "no valid LMDB meta page")
         }

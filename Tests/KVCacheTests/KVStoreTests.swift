@@ -215,4 +215,21 @@ import WStoreTestSupport
         _ = try KVStore.create(at: dir + "/kv")
         #expect(throws: WStoreError.self) { _ = try KVStore.create(at: dir + "/kv") }
     }
+
+    @Test func settingsRecordIsTheJSONObjectOfTheSpec() throws {
+        let tmp = TemporaryDirectory("settings")
+        var options = KVStore.Options()
+        (options.chunkTokens, options.budgetBytes, options.codec) = (128, 1 << 20, .int4)
+        let kv = try KVStore.create(at: tmp.sub("kv"), options: options)
+        let stored = try kv.env.withRead { try $0.get(kv.meta, Array("settings".utf8)).map { Array($0) } }
+        // format-spec/KV.md §2: one JSON object, keys sorted, as a generic JSON writer writes it,
+        // sealed to its key (version 2).
+        let opened = try #require(stored).withUnsafeBytes { Sealed.openJSON($0, key: Array("settings".utf8)) }
+        let object: [String: Any] = [
+            "format": "wstore-kv", "format_version": KVStore.formatVersion, "chunk_tokens": 128, "budget_bytes": 1 << 20, "max_chunks": 0,
+            "codec": "int4", "kivi_group": options.kivi.group, "kivi_residual": options.kivi.residual,
+        ]
+        #expect(opened == [UInt8](try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])))
+        #expect(try KVStore.open(at: tmp.sub("kv"), readOnly: true).options.codec == .int4)
+    }
 }
