@@ -12,6 +12,8 @@ let package = Package(
         .executable(name: "wstore", targets: ["wstore"]),
         // libwstore-c.so: the C ABI (include/wstore.h) for engines in C, C++, Python.
         .library(name: "wstore-c", type: .dynamic, targets: ["CWStoreABI"]),
+        // The parsers of untrusted bytes, one entry point each, for the libFuzzer harness in Fuzz/.
+        .library(name: "WStoreFuzzing", targets: ["WStoreFuzzing"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -67,6 +69,9 @@ let package = Package(
             ]
         ),
         .executableTarget(name: "wstore", dependencies: ["WStoreCLI"]),
+        // Entry points over every parser of untrusted bytes (Fuzz/ runs them under libFuzzer;
+        // FuzzRegressionTests replays what fuzzing found).
+        .target(name: "WStoreFuzzing", dependencies: ["WStoreCore", "WStoreFormats", "KVCache", "WStoreReplay"]),
         // The C ABI: include/wstore.h (a header-only module, so Swift uses its exact
         // structs) and the @_cdecl exports that implement it.
         .systemLibrary(name: "CWStoreHeader", path: "include"),
@@ -75,6 +80,7 @@ let package = Package(
         .testTarget(name: "WStoreCoreTests", dependencies: ["WStoreCore"]),
         .testTarget(name: "WeightStoreTests", dependencies: ["WeightStore", "WStoreCore"]),
         .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "WStoreCore", "WStoreCLI", "WStoreKernels", "WStoreReplay"], exclude: ["Fixtures"]),
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["WStoreFuzzing"], exclude: ["Inputs"]),
         .testTarget(name: "CLITests", dependencies: ["WStoreCLI", "WeightStore"]),
         .testTarget(name: "PackTests", dependencies: ["WStoreCLI", "WeightStore", "WStoreCore", "WStoreFormats"]),
         .testTarget(name: "ResidencyTests", dependencies: ["WeightStore", "WStoreCLI", "WStoreCore", "WStoreReplay"]),

@@ -73,6 +73,18 @@ package enum KVChunk {
         return xxh3(UnsafeRawBufferPointer(rebasing: b[fixedHeaderSize...]), seed: seed)
     }
 
+    /// Rewrites the header checksum of `b` to match its header, when the layer count
+    /// leaves a whole header in `b` (fuzzing reaches the fields behind the checksum so).
+    /// Returns whether it did.
+    package static func resealHeader(_ b: UnsafeMutableRawBufferPointer) -> Bool {
+        guard b.count >= fixedHeaderSize else { return false }
+        let layers = Int(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 8, as: UInt32.self)))
+        guard layers > 0, layers <= 4096, fixedHeaderSize + 32 * layers <= b.count else { return false }
+        let header = UnsafeRawBufferPointer(rebasing: b[0 ..< fixedHeaderSize + 32 * layers])
+        b.storeBytes(of: headerChecksum(header).littleEndian, toByteOffset: 40, as: UInt64.self)
+        return true
+    }
+
     /// What a chunk header says.
     package struct Info: Sendable {
         package let codec: KVCodec

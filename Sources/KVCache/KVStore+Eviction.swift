@@ -3,7 +3,7 @@ import WStoreCore
 /// The chunk index (kv.nodes), the leaf LRU (kv.leaves) and eviction.
 extension KVStore {
     /// A chunk's index entry (format-spec/KV.md §2).
-    struct Node {
+    package struct Node {
         var parent: UInt64
         var lastUse: UInt64
         var storedBytes: Int
@@ -14,7 +14,7 @@ extension KVStore {
 
         static let fixedSize = 44
 
-        static func parse(_ b: UnsafeRawBufferPointer) throws -> Node {
+        package static func parse(_ b: UnsafeRawBufferPointer) throws -> Node {
             guard b.count >= fixedSize else { throw WStoreError.corruptRecord(name: "KV index entry", reason: "\(b.count) bytes") }
             func u64(_ o: Int) -> UInt64 { UInt64(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
             func u32(_ o: Int) -> Int { Int(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt32.self))) }

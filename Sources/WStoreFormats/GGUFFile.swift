@@ -84,9 +84,16 @@ public final class GGUFFile: Sendable {
 
     /// Maps and validates the GGUF file at `path`.
     /// - Throws: ``ImportError`` naming the file and the first violation found.
-    public init(path: String) throws(ImportError) {
+    public convenience init(path: String) throws(ImportError) {
+        try self.init(file: MappedFile(path: path))
+    }
+
+    /// Validates the GGUF bytes of `file`.
+    /// - Throws: ``ImportError`` naming the file and the first violation found.
+    package init(file: MappedFile) throws(ImportError) {
+        let path = file.path
         self.path = path
-        file = try MappedFile(path: path)
+        self.file = file
         var r = Reader(bytes: file.bytes, path: path)
         let magic = try r.u32("magic")
         guard magic == Self.magic else { throw ImportError(file: path, "not a GGUF file (bad magic)") }

@@ -38,6 +38,21 @@ package final class MappedFile: @unchecked Sendable {
         base = UnsafeRawPointer(p)
     }
 
+    /// A private anonymous mapping holding a copy of `bytes`, standing for a file called
+    /// `path` (for parsing bytes that are not in a file: fuzzing, tests).
+    package init(copying bytes: UnsafeRawBufferPointer, path: String) {
+        self.path = path
+        size = bytes.count
+        guard size > 0 else {
+            base = nil
+            return
+        }
+        let p = mmap(nil, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+        guard let p, p != MAP_FAILED else { fatalError("mmap of \(size) anonymous bytes failed: \(String(cString: strerror(errno)))") }
+        p.copyMemory(from: bytes.baseAddress!, byteCount: size)
+        base = UnsafeRawPointer(p)
+    }
+
     deinit {
         if let base { munmap(UnsafeMutableRawPointer(mutating: base), size) }
     }

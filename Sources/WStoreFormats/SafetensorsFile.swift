@@ -51,9 +51,16 @@ public final class SafetensorsFile: Sendable {
 
     /// Maps and validates the file at `path`.
     /// - Throws: ``ImportError`` naming the file and the first violation found.
-    public init(path: String) throws(ImportError) {
+    public convenience init(path: String) throws(ImportError) {
+        try self.init(file: MappedFile(path: path))
+    }
+
+    /// Validates the safetensors bytes of `file`.
+    /// - Throws: ``ImportError`` naming the file and the first violation found.
+    package init(file: MappedFile) throws(ImportError) {
+        let path = file.path
         self.path = path
-        file = try MappedFile(path: path)
+        self.file = file
         let all = file.bytes
         func fail(_ why: String) -> ImportError { ImportError(file: path, why) }
         guard all.count >= 8 else { throw fail("file is \(all.count) bytes, too short for the 8-byte header length") }

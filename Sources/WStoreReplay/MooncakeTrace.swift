@@ -31,6 +31,12 @@ public enum MooncakeTrace {
         guard let data = FileManager.default.contents(atPath: path) else {
             throw WStoreError.invalidArgument("cannot read trace \(path)")
         }
+        return try parse(data, path: path)
+    }
+
+    /// Reads every request of `data`, the contents of file `path`.
+    /// - Throws: ``WStoreError/invalidArgument(_:)`` naming the line for a malformed one.
+    package static func parse(_ data: Data, path: String) throws -> [TraceRequest] {
         var out: [TraceRequest] = []
         var lineNumber = 0
         for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
