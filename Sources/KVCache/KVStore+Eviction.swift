@@ -13,11 +13,17 @@ extension KVStore {
         var model: String
 
         static let fixedSize = 44
+        /// The largest stored or raw size an index entry may claim (2^48 bytes: 256 TiB).
+        static let maxSize: UInt64 = 1 << 48
 
         package static func parse(_ b: UnsafeRawBufferPointer) throws -> Node {
             guard b.count >= fixedSize else { throw WStoreError.corruptRecord(name: "KV index entry", reason: "\(b.count) bytes") }
             func u64(_ o: Int) -> UInt64 { UInt64(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
             func u32(_ o: Int) -> Int { Int(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt32.self))) }
+            // Sizes far past any map: damage, not a chunk (sums of them must not overflow either).
+            guard u64(16) <= maxSize, u64(24) <= maxSize else {
+                throw WStoreError.corruptRecord(name: "KV index entry", reason: "sizes \(u64(16)) and \(u64(24)) are out of range")
+            }
             return Node(parent: u64(0), lastUse: u64(8), storedBytes: Int(u64(16)), rawBytes: Int(u64(24)),
                         children: u32(32), depth: u32(36),
                         model: String(decoding: UnsafeRawBufferPointer(rebasing: b[fixedSize...]), as: UTF8.self))
@@ -49,7 +55,9 @@ extension KVStore {
         var chunks: Int = 0
 
         static func read(_ txn: borrowing WriteTransaction, _ db: LMDBDatabase) throws -> Counters {
-            guard let b = try txn.get(db, Array("counters".utf8)), b.count == 24 else {
+            guard let b = try txn.get(db, Array("counters".utf8)), b.count == 24,
+                  UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) <= UInt64(Int.max / 2),
+                  UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 16, as: UInt64.self)) <= UInt64(Int.max / 2) else {
                 throw WStoreError.corruptRecord(name: "KV counters", reason: "missing or damaged")
             }
             return Counters(clock: UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),

@@ -115,6 +115,12 @@ public enum SnapKV {
             }
         }
         for h in 0 ..< queries.heads { perQueryHead[h] = sink.value[h] }
+        // NaN or infinite queries or keys (or dot products too large for f32) leave NaN scores:
+        // no ranking of positions means anything then.
+        for (h, s) in perQueryHead.enumerated() where s.contains(where: { !$0.isFinite }) {
+            throw WStoreError.invalidArgument(
+                "SnapKV scores of query head \(h) are not finite: the queries or keys hold NaN or infinite values")
+        }
         guard config.heads == .kv, group > 1 else { return perQueryHead }
         return (0 ..< kvHeads).map { g in
             var mean = perQueryHead[g * group]
@@ -252,12 +258,14 @@ public enum SnapKV {
         // The count-th largest value, by selection on a copy.
         var v = s
         let threshold = v.withUnsafeMutableBufferPointer { quickselectDescending($0, k: count - 1) }
+        // NaN ranks as −∞ here as in the selection, so exactly `count` positions come out.
+        func rank(_ x: Float) -> Float { x.isNaN ? -.infinity : x }
         var above = 0
-        for x in s where x > threshold { above += 1 }
+        for x in s where rank(x) > threshold { above += 1 }
         var equalBudget = count - above
         var out = [Int32]()
         out.reserveCapacity(count)
-        for (i, x) in s.enumerated() {
+        for (i, x) in s.lazy.map(rank).enumerated() {
             if x > threshold { out.append(Int32(i)) } else if x == threshold && equalBudget > 0 {
                 out.append(Int32(i))
                 equalBudget -= 1

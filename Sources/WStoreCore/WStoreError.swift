@@ -20,7 +20,10 @@ public enum WStoreError: Error, CustomStringConvertible, Sendable, Equatable {
     /// A zstd call failed.
     case codec(String)
 
-    public var description: String {
+    /// One line: a control character in a name or message is printed as an escape.
+    public var description: String { text.escapingControls }
+
+    private var text: String {
         switch self {
         case let .checksumMismatch(name, expected, actual):
             "checksum mismatch in \(name): stored xxh3 \(hex(expected)), computed \(hex(actual)); the store is damaged: find every damaged entry with `wstore verify` (`wstore kv inspect --verify` for a KV store) and write it again from its source"
