@@ -47,6 +47,20 @@ public struct KVTensor: Sendable, Equatable {
     /// The shape, `[heads, tokens, headDim]`.
     public var shape: [Int] { [heads, tokens, headDim] }
 
+    /// Whether any element is NaN or infinite (its exponent bits all set), a scan of the bytes.
+    public var hasNonFinite: Bool {
+        bytes.withUnsafeBytes { raw in
+            switch dtype {
+            case .f32:
+                return raw.withMemoryRebound(to: UInt32.self) { $0.contains { UInt32(littleEndian: $0) & 0x7F80_0000 == 0x7F80_0000 } }
+            case .f16:
+                return raw.withMemoryRebound(to: UInt16.self) { $0.contains { UInt16(littleEndian: $0) & 0x7C00 == 0x7C00 } }
+            default:
+                return raw.withMemoryRebound(to: UInt16.self) { $0.contains { UInt16(littleEndian: $0) & 0x7F80 == 0x7F80 } }
+            }
+        }
+    }
+
     /// The elements as floats.
     public func floats() -> [Float] { FloatCodec.decode(bytes, from: dtype) }
 

@@ -96,6 +96,10 @@ public enum SnapKV {
                                     threads: Int = 1) throws -> [[Float]] {
         try config.validate()
         try checkShapes(queries: queries, keys: keys, config: config)
+        // Scores of NaN or infinite queries or keys rank nothing.
+        for (t, what) in [(queries, "queries"), (keys, "keys")] where t.hasNonFinite {
+            throw WStoreError.invalidArgument("SnapKV cannot rank positions: the \(what) hold NaN or infinite values")
+        }
         guard keys.tokens > config.window else {
             throw WStoreError.invalidArgument("SnapKV needs more tokens (\(keys.tokens)) than the window (\(config.window))")
         }
@@ -115,11 +119,9 @@ public enum SnapKV {
             }
         }
         for h in 0 ..< queries.heads { perQueryHead[h] = sink.value[h] }
-        // NaN or infinite queries or keys (or dot products too large for f32) leave NaN scores:
-        // no ranking of positions means anything then.
+        // Finite f32 queries and keys whose dot products overflow leave scores that rank nothing too.
         for (h, s) in perQueryHead.enumerated() where s.contains(where: { !$0.isFinite }) {
-            throw WStoreError.invalidArgument(
-                "SnapKV scores of query head \(h) are not finite: the queries or keys hold NaN or infinite values")
+            throw WStoreError.invalidArgument("SnapKV scores of query head \(h) are not finite: the queries or keys are too large")
         }
         guard config.heads == .kv, group > 1 else { return perQueryHead }
         return (0 ..< kvHeads).map { g in
