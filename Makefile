@@ -10,7 +10,7 @@ DEMO_DIR  ?= demo-out
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PY_PKGS    = numpy safetensors gguf
 
-.PHONY: all deps pydeps build lib demo test bench bench-check bench-thresholds fuzz fuzz-build clean
+.PHONY: all deps pydeps build lib demo test bench bench-check bench-thresholds fuzz fuzz-build check-sanitizers check-asan check-tsan clean
 
 all: build
 
@@ -86,6 +86,25 @@ fuzz: fuzz-build pydeps
 			2>$(FUZZ_DIR)/$$t.log || { tail -40 $(FUZZ_DIR)/$$t.log; echo "fuzz $$t: FOUND A CRASH, input in $(FUZZ_DIR)/crashes/$$t/"; exit 1; }; \
 		grep -E "stat::number_of_executed_units|Done [0-9]+ runs" $(FUZZ_DIR)/$$t.log | sed "s/^/fuzz $$t: /"; \
 	done
+
+# The whole suite under AddressSanitizer, then under ThreadSanitizer, each in its own scratch
+# folder (not part of `make test`). The runtimes come with the Swift toolchain; the C and
+# Python clients of libwstore-c.so get the one the library was built with preloaded.
+# TSan: sanitizers/tsan.supp holds the one known false positive (see sanitizers/README.md).
+SAN_RT = $(shell dirname "$$(readlink -f "$$(command -v swiftc)")")/../lib/swift/clang/lib/linux
+
+check-sanitizers: check-asan check-tsan
+
+check-asan: deps pydeps
+	$(SWIFT) build --build-tests --sanitize=address --scratch-path .build-asan
+	ASAN_OPTIONS=detect_leaks=0 WSTORE_SANITIZER_PRELOAD=$(SAN_RT)/libclang_rt.asan-x86_64.so \
+		$(SWIFT) test --skip-build --sanitize=address --scratch-path .build-asan
+
+check-tsan: deps pydeps
+	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
+	TSAN_OPTIONS="suppressions=$(CURDIR)/sanitizers/tsan.supp exitcode=66" \
+		WSTORE_SANITIZER_PRELOAD=$(SAN_RT)/libclang_rt.tsan-x86_64.so \
+		$(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan
 
 clean:
 	rm -rf .build $(DEMO_DIR)

@@ -21,10 +21,10 @@ import WeightStore
         let exe = dir.sub("abi_check")
         let cc = try run(Self.cc, ["-std=c11", "-Wall", "-Wextra", "-Werror", "-I", Self.root + "/include",
                                    Self.root + "/Tests/CABITests/Clients/abi_check.c", "-L", lib, "-lwstore-c",
-                                   "-Wl,-rpath," + lib, "-lpthread", "-o", exe])
+                                   "-Wl,-rpath," + lib, "-lpthread", "-o", exe] + sanitizerLinkFlags)
         #expect(cc.status == 0, "cc failed: \(cc.output)")
         guard cc.status == 0 else { return }
-        let r = try run(exe, [dir.sub("store"), dir.sub("plain")])
+        let r = try run(exe, [dir.sub("store"), dir.sub("plain")], preloadingSanitizer: true)
         #expect(r.status == 0, "abi_check failed:\n\(r.output)")
         // The summary line proves the program ran to the end: every check counted, none failed.
         let summary = r.output.split(separator: "\n").last { $0.hasPrefix("abi_check: ") } ?? ""
@@ -37,7 +37,7 @@ import WeightStore
         try makeFixture(at: dir.sub("store"))
         let lib = try #require(Self.libraryDirectory(), "libwstore-c.so not found: build with `swift build --build-tests`")
         let r = try run("/usr/bin/env", ["python3", Self.root + "/Tests/CABITests/Clients/abi_check.py",
-                                         lib + "/libwstore-c.so", dir.sub("store")])
+                                         lib + "/libwstore-c.so", dir.sub("store")], preloadingSanitizer: true)
         #expect(r.status == 0, "abi_check.py failed:\n\(r.output)")
         #expect(r.output.contains(" checks, 0 failed"), "\(r.output)")
     }
@@ -170,10 +170,23 @@ final class TempDir {
 }
 
 /// Runs `exe` with `args`, returning its exit status and stdout+stderr.
-func run(_ exe: String, _ args: [String]) throws -> (status: Int32, output: String) {
+/// Under `make check-sanitizers` the library is built with ASan or TSan, whose runtime the
+/// executable must bring: WSTORE_SANITIZER_PRELOAD names the runtime to preload into the
+/// C and Python clients (their own code is not instrumented; the library is).
+let sanitizerRuntime = ProcessInfo.processInfo.environment["WSTORE_SANITIZER_PRELOAD"].flatMap { $0.isEmpty ? nil : $0 }
+
+/// Linking a client against a sanitized library leaves the runtime's symbols to the preload.
+let sanitizerLinkFlags = sanitizerRuntime == nil ? [] : ["-Wl,--allow-shlib-undefined"]
+
+func run(_ exe: String, _ args: [String], preloadingSanitizer: Bool = false) throws -> (status: Int32, output: String) {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: exe)
     p.arguments = args
+    if preloadingSanitizer, let sanitizerRuntime {
+        var env = ProcessInfo.processInfo.environment
+        env["LD_PRELOAD"] = sanitizerRuntime
+        p.environment = env
+    }
     let pipe = Pipe()
     p.standardOutput = pipe
     p.standardError = pipe
