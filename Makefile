@@ -89,9 +89,11 @@ fuzz: fuzz-build pydeps
 
 # The whole suite under AddressSanitizer, then under ThreadSanitizer, each in its own scratch
 # folder (not part of `make test`). The runtimes come with the Swift toolchain; the C and
-# Python clients of libwstore-c.so get the one the library was built with preloaded.
+# Python clients of libwstore-c.so get the one the library was built with preloaded (TSan's
+# needs libdispatch beside it, for itself and for the llvm-symbolizer it starts).
 # TSan: sanitizers/tsan.supp holds the one known false positive (see sanitizers/README.md).
-SAN_RT = $(shell dirname "$$(readlink -f "$$(command -v swiftc)")")/../lib/swift/clang/lib/linux
+SWIFT_LIBS = $(shell dirname "$$(readlink -f "$$(command -v swiftc)")")/../lib/swift
+SAN_RT     = $(SWIFT_LIBS)/clang/lib/linux
 
 check-sanitizers: check-asan check-tsan
 
@@ -103,7 +105,7 @@ check-asan: deps pydeps
 check-tsan: deps pydeps
 	$(SWIFT) build --build-tests --sanitize=thread --scratch-path .build-tsan
 	TSAN_OPTIONS="suppressions=$(CURDIR)/sanitizers/tsan.supp exitcode=66" \
-		WSTORE_SANITIZER_PRELOAD=$(SAN_RT)/libclang_rt.tsan-x86_64.so \
+		WSTORE_SANITIZER_PRELOAD="$(SAN_RT)/libclang_rt.tsan-x86_64.so $(SWIFT_LIBS)/linux/libdispatch.so" \
 		$(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan
 
 clean:

@@ -172,7 +172,8 @@ final class TempDir {
 /// Runs `exe` with `args`, returning its exit status and stdout+stderr.
 /// Under `make check-sanitizers` the library is built with ASan or TSan, whose runtime the
 /// executable must bring: WSTORE_SANITIZER_PRELOAD names the runtime to preload into the
-/// C and Python clients (their own code is not instrumented; the library is).
+/// C and Python clients (their own code is not instrumented; the library is): one path, or
+/// several separated by spaces, as LD_PRELOAD takes them.
 let sanitizerRuntime = ProcessInfo.processInfo.environment["WSTORE_SANITIZER_PRELOAD"].flatMap { $0.isEmpty ? nil : $0 }
 
 /// Linking a client against a sanitized library leaves the runtime's symbols to the preload.
