@@ -38,7 +38,7 @@ extension FuzzTarget {
                 o.frameSize = frame
                 o.minSavings = 0
                 let src = weights(600)
-                let rec = try src.withUnsafeBytes { try RecordEncoder.encode($0, dtype: .bf16, shape: [20, 30], options: o) }
+                let rec = try src.withUnsafeBytes { try RecordEncoder.encode($0, dtype: .bf16, shape: [20, 30], binding: Self.binding, options: o) }
                 var b = [UInt8](repeating: 0, count: rec.totalSize)
                 src.withUnsafeBytes { s in b.withUnsafeMutableBytes { rec.write(into: $0, source: s) } }
                 out.append(b)
@@ -52,13 +52,17 @@ extension FuzzTarget {
             let kv = try KVCacheData(layers: [KVLayer(keys: tensor(), values: tensor()), KVLayer(keys: tensor(), values: tensor())])
             var out: [[UInt8]] = []
             for codec in [KVCodec.lossless, .int4] {
-                out.append([0] + (try KVChunk.encode(kv, codec: codec, kivi: KIVIOptions(group: 4, residual: 0))))
+                out.append([0] + (try KVChunk.encode(kv, key: Self.chunkKey, codec: codec, kivi: KIVIOptions(group: 4, residual: 0))))
             }
-            // An index entry (format-spec/KV.md §2): parent, last use, stored and raw bytes, children, depth, model.
-            var node: [UInt8] = [1]
-            for v: UInt64 in [1, 9, 4096, 8192] { withUnsafeBytes(of: v.littleEndian) { node += $0 } }
-            for v: UInt32 in [1, 2, 0] { withUnsafeBytes(of: v.littleEndian) { node += $0 } }
-            out.append(node + Array("m".utf8))
+            // Index entries (format-spec/KV.md §2): parent, last use, stored and raw bytes, children,
+            // depth, version marker, model; version 1 as it is, version 2 sealed to the chunk key.
+            for marker: UInt32 in [0, 0x324E_564B] {
+                var node: [UInt8] = []
+                for v: UInt64 in [1, 9, 4096, 8192] { withUnsafeBytes(of: v.littleEndian) { node += $0 } }
+                for v: UInt32 in [1, 2, marker] { withUnsafeBytes(of: v.littleEndian) { node += $0 } }
+                node += Array("m".utf8)
+                out.append([1] + (marker == 0 ? node : Sealed.seal(node, key: PrefixKey.bytes(Self.chunkKey))))
+            }
             return out
         case .routingTrace:
             var trace = RoutingTrace(header: .init(layers: 2, experts: 8, topK: 2, expertBytes: 1024, model: "m"))

@@ -25,6 +25,11 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     /// The Mooncake-trace parser.
     case mooncake
 
+    /// The key records are bound to (format v2) in the seeds and in every decode here.
+    static let binding = Record.binding(key: Array("model\u{0}tensor".utf8))
+    /// The chunk key KV chunks and index entries are bound to here.
+    static let chunkKey: UInt64 = 0x5EED_C0DE
+
     /// Parses `data`; returns the error a rejected input gives, `nil` for an accepted one.
     /// Never traps on any input (that is what fuzzing checks).
     @discardableResult
@@ -36,7 +41,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
             case .record: try Self.record(data)
             case .kv: try Self.kv(data)
             case .routingTrace: _ = try RoutingTrace.parse(Data(data))
-            case .mooncake: _ = try MooncakeTrace.parse(Data(data), path: "trace.jsonl")
+            case .mooncake: _ = try MooncakeTrace.parse([UInt8](data), path: "trace.jsonl")
             }
             return nil
         } catch {
@@ -79,7 +84,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
             guard b.count >= Record.fixedHeaderSize else { return }
             let headerLength = Int(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 8, as: UInt32.self)))
             guard headerLength >= Record.fixedHeaderSize, headerLength <= b.count else { return }
-            let sum = Record.headerChecksum(UnsafeRawBufferPointer(b), headerLength: headerLength)
+            let sum = Record.headerChecksum(UnsafeRawBufferPointer(b), headerLength: headerLength, binding: Self.binding)
             b.storeBytes(of: sum.littleEndian, toByteOffset: 56, as: UInt64.self)
             try decodeRecord(UnsafeRawBufferPointer(b))
         }
@@ -87,7 +92,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     }
 
     private static func decodeRecord(_ data: UnsafeRawBufferPointer) throws {
-        let view = try RecordView(data, name: "record")
+        let view = try RecordView(data, binding: Self.binding, name: "record")
         // A hostile header may declare any size: decode only what a small input can be.
         guard view.rawSize <= 64 << 20 else { return }
         let out = UnsafeMutableRawBufferPointer.allocate(byteCount: max(view.rawSize, 1), alignment: 64)
@@ -103,15 +108,22 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         guard let selector = data.first else { return }
         let rest = UnsafeRawBufferPointer(rebasing: data.dropFirst())
         if selector & 1 == 1 {
-            _ = try KVStore.Node.parse(rest)
+            // As it is, then with its seal (format v2) made to match the key.
+            var first: (any Error)?
+            do { _ = try KVStore.Node.parse(rest, key: Self.chunkKey) } catch { first = error }
+            if rest.count >= 44 + Sealed.trailerSize, rest.loadUnaligned(fromByteOffset: 40, as: UInt32.self) == UInt32(0x324E_564B).littleEndian {
+                let resealed = Sealed.seal(Array(rest.dropLast(Sealed.trailerSize)), key: PrefixKey.bytes(Self.chunkKey))
+                _ = try resealed.withUnsafeBytes { try KVStore.Node.parse($0, key: Self.chunkKey) }
+            }
+            if let first { throw first }
             return
         }
         var first: (any Error)?
-        do { _ = try KVChunk.decode(rest, name: "chunk", threads: 1) } catch { first = error }
+        do { _ = try KVChunk.decode(rest, key: Self.chunkKey, name: "chunk", threads: 1) } catch { first = error }
         var copy = [UInt8](rest)
         try copy.withUnsafeMutableBytes { b in
-            guard KVChunk.resealHeader(b) else { return }
-            _ = try KVChunk.decode(UnsafeRawBufferPointer(b), name: "chunk", threads: 2)
+            guard KVChunk.resealHeader(b, key: Self.chunkKey) else { return }
+            _ = try KVChunk.decode(UnsafeRawBufferPointer(b), key: Self.chunkKey, name: "chunk", threads: 2)
         }
         if let first { throw first }
     }

@@ -2,13 +2,14 @@ import Foundation
 import Testing
 import WStoreCore
 import WStoreFormats
+import WStoreTestSupport
 @testable import WStoreCLI
 
 /// Checkpoints made to hurt: each is refused with one line naming the file, and no
 /// store is written.
 @Suite struct HostileInputTests {
     /// Packs `source` into a fresh folder; returns the error line, and whether a store appeared.
-    func pack(_ source: String, in dir: Scratch) -> (error: String?, wrote: Bool) {
+    func pack(_ source: String, in dir: TemporaryDirectory) -> (error: String?, wrote: Bool) {
         do {
             try wstore("pack", source, "-o", dir.sub("out.wstore"), "--quiet")
             return (nil, true)
@@ -18,8 +19,8 @@ import WStoreFormats
     }
 
     func python(_ script: String) throws {
-        let (status, out) = runProcess("/usr/bin/env", ["python3", "-c", script])
-        try #require(status == 0, "python failed: \(out)")
+        let r = runProcess("/usr/bin/env", ["python3", "-c", script])
+        try #require(r.status == 0, "python failed: \(r.output)")
     }
 
     /// A GGUF file of one stacked expert tensor `blk.0.ffn_up_exps.weight`, `experts` × `width` f32, written by the gguf package.
@@ -34,7 +35,7 @@ import WStoreFormats
     }
 
     @Test func aGGUFStackingTooManyExpertsIsRefused() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         // 100,000 experts of one element: 0.4 MB that would become 100,000 records.
         try stackedGGUF(dir.sub("many.gguf"), experts: 100_000, width: 1)
         let r = pack(dir.sub("many.gguf"), in: dir)
@@ -51,7 +52,7 @@ import WStoreFormats
     }
 
     /// A sharded checkpoint written by the safetensors package, with an index of `weightMap` (JSON) beside it.
-    func sharded(_ dir: Scratch, weightMap: String, config: String? = nil) throws -> String {
+    func sharded(_ dir: TemporaryDirectory, weightMap: String, config: String? = nil) throws -> String {
         let folder = dir.sub("ckpt")
         try python("""
             import numpy as np, os
@@ -66,7 +67,7 @@ import WStoreFormats
     }
 
     @Test func anEmptyWeightMapBesideRealShardsIsRefused() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         let folder = try sharded(dir, weightMap: "{}")
         let r = pack(folder, in: dir)
         #expect(r.error == folder + "/model.safetensors.index.json: index has an empty weight_map: it lists no tensor")
@@ -82,7 +83,7 @@ import WStoreFormats
         (#"{"num_hidden_layers": "many"}"#, #""num_hidden_layers" is "many""#),
     ])
     func negativeOrAbsurdConfigCountsAreRefused(_ config: String, _ says: String) throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         let folder = try sharded(dir, weightMap: #"{"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}"#,
                                  config: config)
         let r = pack(folder, in: dir)
@@ -93,14 +94,14 @@ import WStoreFormats
     }
 
     @Test func aConfigWithSaneCountsPacksAndADenseConfigSaysNoExperts() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         let folder = try sharded(dir, weightMap: #"{"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}"#,
                                  config: #"{"num_hidden_layers": 2, "num_experts": 0, "num_experts_per_tok": null}"#)
         #expect(pack(folder, in: dir).error == nil)
     }
 
     @Test func namesWithControlCharactersArePrintedEscaped() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         // A tensor named with a newline, ESC and NUL, listed by an index in a shard that lacks it.
         let evil = "x\n\u{1B}[2J\u{0}y"
         let folder = try sharded(dir, weightMap: "{" + SafetensorsWriter.jsonString(evil) + #": "model-00001-of-00002.safetensors", "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}"#)
@@ -114,7 +115,7 @@ import WStoreFormats
     }
 
     @Test func hugeLayerNumbersInNamesAreRefusedNotTrapped() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         try python("""
             import numpy as np
             from safetensors.numpy import save_file
