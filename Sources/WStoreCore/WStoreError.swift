@@ -26,7 +26,10 @@ public enum WStoreError: Error, CustomStringConvertible, Sendable, Equatable {
     /// `path` (`from -> to` for a rename) with errno `errno`.
     case io(call: String, path: String, errno: Int32)
 
-    public var description: String {
+    /// One line: a control character in a name or message is printed as an escape.
+    public var description: String { text.escapingControls }
+
+    private var text: String {
         switch self {
         case let .checksumMismatch(name, expected, actual):
             "checksum mismatch in \(name): stored xxh3 \(hex(expected)), computed \(hex(actual)); the store is damaged: find every damaged entry with `wstore verify` (`wstore kv inspect --verify` for a KV store) and write it again from its source"
