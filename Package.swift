@@ -13,6 +13,8 @@ let package = Package(
         .executable(name: "wstore", targets: ["wstore"]),
         // libwstore-c.so: the C ABI (include/wstore.h) for engines in C, C++, Python.
         .library(name: "wstore-c", type: .dynamic, targets: ["CWStoreABI"]),
+        // The parsers of untrusted bytes, one entry point each, for the libFuzzer harness in Fuzz/.
+        .library(name: "WStoreFuzzing", targets: ["WStoreFuzzing"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -30,13 +32,13 @@ let package = Package(
         // run-time AVX2/AVX-512 dispatch; called only through WStoreKernels.
         .target(name: "CKernels"),
 
-        // The storage core: every mdb_*, ZSTD_* and XXH* call lives here.
+        // The storage core: every mdb_*, ZSTD_* and XXH* call, and every POSIX call (Posix.swift), lives here.
         .target(
             name: "WStoreCore",
             dependencies: ["CLMDB", "CZstd", "CXXHash"]
         ),
         // Swift face of CKernels: SnapKV scores, float conversions, KIVI quantization.
-        .target(name: "WStoreKernels", dependencies: ["CKernels", "WStoreCore"]),
+        .target(name: "WStoreKernels", dependencies: ["CKernels"]),
         // Checkpoint formats: safetensors and GGUF readers and writers, expert naming,
         // checkpoint folders. Used by the CLI and the KV cache; engines need not link it.
         .target(name: "WStoreFormats", dependencies: ["WStoreCore"]),
@@ -56,7 +58,7 @@ let package = Package(
         ),
         // Replaying traces: routing traces (real and synthetic), Belady's MIN, the residency
         // simulator, Mooncake KV traces and prefix replay. For the CLI, benches and tests.
-        .target(name: "WStoreReplay", dependencies: ["WeightStore", "KVCache", "WStoreCore"]),
+        .target(name: "WStoreReplay", dependencies: ["WeightStore", "WStoreCore"]),
         // Command logic lives in a library so tests can run commands in-process.
         .target(
             name: "WStoreCLI",
@@ -73,6 +75,9 @@ let package = Package(
             ]
         ),
         .executableTarget(name: "wstore", dependencies: ["WStoreCLI"]),
+        // Entry points over every parser of untrusted bytes (Fuzz/ runs them under libFuzzer;
+        // FuzzRegressionTests replays what fuzzing found).
+        .target(name: "WStoreFuzzing", dependencies: ["WStoreCore", "WStoreFormats", "KVCache", "WStoreReplay"]),
         // The C ABI: include/wstore.h (a header-only module, so Swift uses its exact
         // structs) and the @_cdecl exports that implement it.
         .systemLibrary(name: "CWStoreHeader", path: "include"),
@@ -96,8 +101,11 @@ let package = Package(
         // Every `wstore` command, run in-process.
         .testTarget(
             name: "CLITests",
-            dependencies: ["WStoreCLI", "WeightStore", "KVCache", "WStoreCore", "WStoreFormats", "WStoreReplay", "WStoreTestSupport"]
+            dependencies: ["WStoreCLI", "WeightStore", "KVCache", "WStoreCore", "WStoreFormats", "WStoreReplay", "WStoreTestSupport"],
+            exclude: ["Fixtures"]
         ),
+        // Replays what fuzzing found through the entry points of WStoreFuzzing.
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["WStoreFuzzing"], exclude: ["Inputs"]),
         // Clients/ holds the C program and Python script the tests run against libwstore-c.so.
         .testTarget(name: "CABITests", dependencies: ["CWStoreABI", "CWStoreHeader", "WeightStore", "WStoreTestSupport"], exclude: ["Clients"]),
     ],

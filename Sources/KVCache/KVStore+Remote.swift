@@ -22,7 +22,8 @@ extension KVStore {
     /// Continues a local prefix of `local` chunks from the remote tier.
     ///
     /// The next keys are probed in one pipelined round trip and the leading run that exists is
-    /// fetched; each value is fully decoded (header and record checksums) and must hold
+    /// fetched; each value is fully decoded (header and record checksums, both bound to the
+    /// chunk's key, so a value stored under another key fails too) and must hold
     /// ``Options/chunkTokens`` tokens of the same shape as the rest of the prefix: a value that
     /// fails is a miss (counted in ``KVTierStats/damagedRemote``) and ends the prefix. The chunks
     /// found are written into the local tier (its budget and eviction apply) unless the handle
@@ -40,7 +41,14 @@ extension KVStore {
             let key = keys[start + i]
             DispatchQueue.global().async(group: group) {
                 let r = Result {
-                    try value.withUnsafeBytes { try KVChunk.decode($0, name: "remote KV chunk \(hex(key))", threads: 1) }
+                    try value.withUnsafeBytes { b in
+                        let name = "remote KV chunk \(hex(key))"
+                        // Only chunks bound to their key (version 2) are taken from a shared tier.
+                        guard try KVChunk.info(b, key: key, name: name).version >= 2 else {
+                            throw WStoreError.corruptRecord(name: name, reason: "a version-1 chunk, not bound to its key")
+                        }
+                        return try KVChunk.decode(b, key: key, name: name, threads: 1)
+                    }
                 }
                 decoded.set(i, r)
             }

@@ -140,9 +140,7 @@ extension BenchKV {
         let report = try nodesReport(reqs, label: label, nodes: nodes)
         let (rows, single, remoteLabel) = (report.rows, report.singleNodeUnbounded, report.remote)
         if json {
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try enc.encode(report), as: UTF8.self))
+            try JSONOutput.print(report)
             return
         }
         print("trace: \(label): \(reqs.count) requests over \(nodes) nodes (request i on node i mod \(nodes)), \(single.blocks) blocks of \(blockTokens) tokens")

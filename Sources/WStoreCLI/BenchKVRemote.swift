@@ -89,9 +89,7 @@ struct BenchKVRemote: ParsableCommand {
         let report = Report(chunks: chunks, chunkTokens: chunkTokens, rawBytes: kv.byteCount, valueBytes: valueBytes,
                             codec: codec.rawValue, server: remote.joined(separator: ","), rounds: measured)
         if json {
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try enc.encode(report), as: UTF8.self))
+            try JSONOutput.print(report)
             return
         }
         print("prefix: \(chunks * chunkTokens) tokens in \(chunks) chunks of \(chunkTokens), \(shape.layers) layers × \(shape.kvHeads) KV heads × \(shape.headDim), \(shape.dtype), codec \(codec.rawValue): \(formatBytes(kv.byteCount)) raw, \(formatBytes(valueBytes)) in Redis (\(report.server))")

@@ -33,13 +33,10 @@ struct KVInspect: ParsableCommand {
                 var kiviGroup: Int, kiviResidual: Int, stats: KVStore.Stats, damagedChunks: [String]?
                 var remote: KVRemoteInspection?
             }
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try enc.encode(Report(store: store, chunkTokens: o.chunkTokens, codec: o.codec.rawValue,
-                                                         budgetBytes: o.budgetBytes, maxChunks: o.maxChunks,
-                                                         kiviGroup: o.kivi.group, kiviResidual: o.kivi.residual,
-                                                         stats: stats, damagedChunks: damaged,
-                                                         remote: remoteReport)), as: UTF8.self))
+            try JSONOutput.print(Report(store: store, chunkTokens: o.chunkTokens, codec: o.codec.rawValue,
+                                        budgetBytes: o.budgetBytes, maxChunks: o.maxChunks, kiviGroup: o.kivi.group,
+                                        kiviResidual: o.kivi.residual, stats: stats, damagedChunks: damaged,
+                                        remote: remoteReport))
             return
         }
         let budget = o.budgetBytes == 0 ? "none" : formatBytes(o.budgetBytes)
@@ -64,7 +61,7 @@ struct KVInspect: ParsableCommand {
         if let damaged {
             print()
             print(damaged.isEmpty ? "verify: all \(stats.chunks) chunks decode and match their checksums"
-                                  : "verify: \(damaged.count) of \(stats.chunks) chunks are damaged")
+                                  : "verify: \(damaged.count) problems in a store of \(stats.chunks) chunks")
             for d in damaged { FileHandle.standardError.write(Data((d + "\n").utf8)) }
         }
     }

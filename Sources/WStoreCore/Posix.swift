@@ -109,6 +109,19 @@ package enum Posix {
         return done
     }
 
+    /// The whole file at `path` (open, fstat and pread(2)).
+    /// - Throws: ``WStoreError/io(call:path:errno:)``; `EISDIR` for a directory.
+    package static func readFile(_ path: String) throws(WStoreError) -> [UInt8] {
+        let fd = try openForReading(path)
+        defer { close(fd) }
+        let status = try fileStatus(fd, path: path)
+        guard status.isRegularFile else { throw .io(call: "read", path: path, errno: EISDIR) }
+        var out = [UInt8](repeating: 0, count: status.size)
+        let read = out.withUnsafeMutableBytes { b in Result { () throws(WStoreError) in try pread(fd, into: b, at: 0, path: path) } }
+        out.removeLast(out.count - (try read.get()))
+        return out
+    }
+
     /// fsync(2).
     package static func fsync(_ fd: Int32, path: String) throws(WStoreError) {
         _ = try syscall("fsync", path) { Glibc.fsync(fd) }
@@ -225,7 +238,19 @@ package enum Posix {
         return UnsafeRawPointer(p)
     }
 
-    /// munmap(2) of a mapping made by ``mapReadOnly(_:size:path:)``.
+    /// A private anonymous mmap(2) holding a copy of `bytes` (not empty), made read-only:
+    /// what ``mapReadOnly(_:size:path:)`` gives for a file, for bytes that are in none.
+    /// Unmap it with ``unmap(_:size:)``. Running out of address space here is fatal.
+    package static func mapCopy(of bytes: UnsafeRawBufferPointer) -> UnsafeRawPointer {
+        guard let p = mmap(nil, bytes.count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
+            fatalError("mmap of \(bytes.count) anonymous bytes failed: \(message(errno: errno))")
+        }
+        p.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+        _ = mprotect(p, bytes.count, PROT_READ)
+        return UnsafeRawPointer(p)
+    }
+
+    /// munmap(2) of a mapping made by ``mapReadOnly(_:size:path:)`` or ``mapCopy(of:)``.
     package static func unmap(_ base: UnsafeRawPointer, size: Int) {
         _ = munmap(UnsafeMutableRawPointer(mutating: base), size)
     }

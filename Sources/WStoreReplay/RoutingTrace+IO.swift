@@ -42,13 +42,10 @@ extension RoutingTrace {
     }
 
     /// Reads the routing trace in file `path`.
-    /// - Throws: ``RoutingTraceError``, or a file error prefixed with the path.
+    /// - Throws: ``RoutingTraceError``, or ``WStoreError/io(call:path:errno:)`` when the
+    ///   file cannot be read.
     public static func load(path: String) throws -> RoutingTrace {
-        let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-            throw WStoreError.invalidArgument("cannot read routing trace \(path): no such file or not readable")
-        }
-        return try parse(data)
+        try parse(Data(try Posix.readFile(path)))
     }
 
     private static func parseHeader(_ line: Data, line n: Int) throws -> Header {
@@ -70,7 +67,11 @@ extension RoutingTrace {
                             expertBytes: object["expert_bytes"] as? Int, model: object["model"] as? String,
                             note: object["note"] as? String)
         guard header.topK <= header.experts else { throw RoutingTraceError.malformed(line: n, "the header's \"top_k\" exceeds \"experts\"") }
-        guard header.layers * header.experts <= 1 << 24 else {
+        if let b = header.expertBytes, b < 0 {
+            throw RoutingTraceError.malformed(line: n, "the header's \"expert_bytes\" is negative")
+        }
+        let (cells, overflow) = header.layers.multipliedReportingOverflow(by: header.experts)
+        guard !overflow, cells <= 1 << 24 else {
             throw RoutingTraceError.malformed(line: n, "the header's layers × experts is too large")
         }
         return header

@@ -224,10 +224,14 @@ struct RemoteTierTests {
         #expect(found.chunks == 2 && found.remoteChunks == 2 && found.kv == kv.slice(tokens: 0 ..< 16))
         #expect(b.tierStats()!.damagedRemote == 1)
         #expect(try b.stats().chunks == 2)  // the damaged chunk was not kept
-        // A value of the wrong size, and a sound chunk of another shape (16 tokens): misses too.
+        // A value of the wrong size, a sound chunk of another key (bound to its own), and a sound
+        // chunk of another shape (16 tokens) bound to the right key: misses too.
         let client = try RedisClient(urls: [server.url])
-        let wide = try KVChunk.encode(try RemoteTierTests.cache(Array(p.prefix(16))), codec: .lossless, kivi: KIVIOptions())
-        for (i, value) in [Array("short".utf8), wide].enumerated() {
+        let chain = PrefixKey.chain(tokens: p, chunkTokens: 8, model: "m")
+        let wide = try KVChunk.encode(try RemoteTierTests.cache(Array(p.prefix(16))), key: chain[0], codec: .lossless,
+                                      kivi: KIVIOptions())
+        let foreign = try #require(try a.rawChunk(chain[1]))
+        for (i, value) in [Array("short".utf8), foreign, wide].enumerated() {
             try client.command(.init([Array("SET".utf8), Array(keys[0].utf8), value]))
             let c = try KVStore.create(at: dir + "/c\(i)", options: RemoteTierTests.options(), remote: r)
             #expect(try c.lookup(tokens: p, model: "m").chunks == 0)

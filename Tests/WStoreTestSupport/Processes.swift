@@ -13,10 +13,14 @@ package struct ProcessResult: Sendable {
 /// Runs `executable` with `arguments` and waits for it. Standard error goes into
 /// ``ProcessResult/output`` with standard output, or into ``ProcessResult/errors`` when
 /// `separateErrors`.
-package func runProcess(_ executable: String, _ arguments: [String], separateErrors: Bool = false) -> ProcessResult {
+package func runProcess(_ executable: String, _ arguments: [String], separateErrors: Bool = false,
+                        environment: [String: String]? = nil) -> ProcessResult {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = arguments
+    if let environment {
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
     let out = Pipe(), err = separateErrors ? Pipe() : nil
     p.standardOutput = out
     p.standardError = err ?? out
@@ -42,3 +46,12 @@ package func runPython(_ arguments: [String]) throws -> String {
     guard r.status == 0 else { throw PythonError(arguments: arguments, errors: r.errors + r.output) }
     return r.output
 }
+
+/// The C compiler on PATH (`cc`, `clang` or `gcc`).
+package let cCompiler: String = {
+    let dirs = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":").map(String.init)
+    for name in ["cc", "clang", "gcc"] {
+        for d in dirs where FileManager.default.isExecutableFile(atPath: d + "/" + name) { return d + "/" + name }
+    }
+    return "/usr/bin/cc"
+}()
