@@ -84,8 +84,11 @@ FUZZ_TARGETS ?= safetensors gguf record kv routing-trace mooncake
 FUZZ_DIR     ?= .build-fuzz
 FUZZ_BIN      = Fuzz/.build/release/wstore-fuzz
 
+# SwiftPM compiles each module with -c, where swiftc adds no coverage for -sanitize=fuzzer by
+# itself: without the explicit -sanitize-coverage libFuzzer would mutate blind.
 fuzz-build: deps
-	cd Fuzz && $(SWIFT) build -c release --sanitize=fuzzer --sanitize=address --product wstore-fuzz
+	cd Fuzz && $(SWIFT) build -c release --sanitize=fuzzer --sanitize=address --product wstore-fuzz \
+		-Xswiftc -sanitize-coverage=edge,trace-cmp,inline-8bit-counters,pc-table
 
 fuzz: fuzz-build pydeps
 	@rm -rf $(FUZZ_DIR)/fixtures && $(PYTHON) scripts/fixtures/make_fixtures.py $(FUZZ_DIR)/fixtures >/dev/null
