@@ -79,7 +79,8 @@ let package = Package(
         .testTarget(name: "PackTests", dependencies: ["WStoreCLI", "WeightStore", "WStoreCore", "WStoreFormats"]),
         .testTarget(name: "ResidencyTests", dependencies: ["WeightStore", "WStoreCLI", "WStoreCore", "WStoreReplay"]),
         // Clients/ holds the C program and Python script the tests run against libwstore-c.so.
-        .testTarget(name: "CABITests", dependencies: ["CWStoreABI", "CWStoreHeader", "WeightStore", "KVCache"], exclude: ["Clients"]),
+        .testTarget(name: "CABITests", dependencies: ["CWStoreABI", "CWStoreHeader", "WeightStore", "KVCache", "WStoreCLI"],
+                    exclude: ["Clients"]),
     ],
     swiftLanguageModes: [.v6]
 )
