@@ -81,7 +81,7 @@ let package = Package(
         // The C ABI: include/wstore.h (a header-only module, so Swift uses its exact
         // structs) and the @_cdecl exports that implement it.
         .systemLibrary(name: "CWStoreHeader", path: "include"),
-        .target(name: "CWStoreABI", dependencies: ["WeightStore", "WStoreCore", "CWStoreHeader"]),
+        .target(name: "CWStoreABI", dependencies: ["WeightStore", "KVCache", "WStoreCore", "CWStoreHeader"]),
 
         // What the tests share: temporary directories, the process runner, fixtures, seeded data.
         .target(
@@ -107,7 +107,11 @@ let package = Package(
         // Replays what fuzzing found through the entry points of WStoreFuzzing.
         .testTarget(name: "FuzzRegressionTests", dependencies: ["WStoreFuzzing"], exclude: ["Inputs"]),
         // Clients/ holds the C program and Python script the tests run against libwstore-c.so.
-        .testTarget(name: "CABITests", dependencies: ["CWStoreABI", "CWStoreHeader", "WeightStore", "WStoreTestSupport"], exclude: ["Clients"]),
+        .testTarget(
+            name: "CABITests",
+            dependencies: ["CWStoreABI", "CWStoreHeader", "WeightStore", "KVCache", "WStoreCLI", "WStoreTestSupport"],
+            exclude: ["Clients"]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -28,15 +28,15 @@ extension KVStore {
     /// fails is a miss (counted in ``KVTierStats/damagedRemote``) and ends the prefix. The chunks
     /// found are written into the local tier (its budget and eviction apply) unless the handle
     /// is read-only.
-    func remoteContinuation(keys: [UInt64], local: [KVCacheData], model: String) -> [KVCacheData] {
+    func remoteContinuation(keys: [UInt64], localChunks: Int, localKV: KVCacheData?, model: String) -> [KVCacheData] {
         guard let tier = remote?.tier else { return [] }
-        defer { tier.count { $0.lookups += 1; $0.localHitChunks += local.count } }
-        guard local.count < keys.count else { return [] }
+        defer { tier.count { $0.lookups += 1; $0.localHitChunks += localChunks } }
+        guard localChunks < keys.count else { return [] }
         // Each chunk is decoded on a worker as soon as it arrives, while later ones are still
         // on the wire; the prefix is then walked in order.
         let decoded = DecodedChunks()
         let group = DispatchGroup()
-        let start = local.count
+        let start = localChunks
         let values = tier.fetchRun(keys[start...]) { i, value in
             let key = keys[start + i]
             DispatchQueue.global().async(group: group) {
@@ -55,9 +55,9 @@ extension KVStore {
         }
         group.wait()
         var parts: [KVCacheData] = [], accepted: [[UInt8]] = []
-        var shape = local.first.map(Shape.init)
+        var shape = localKV.map(Shape.init)
         for (i, value) in values.enumerated() {
-            let key = keys[local.count + i]
+            let key = keys[localChunks + i]
             let part: KVCacheData
             do {
                 guard let r = decoded.get(i) else { break }
@@ -80,7 +80,7 @@ extension KVStore {
         }
         tier.count { $0.remoteHitChunks += parts.count }
         if !parts.isEmpty && !readOnly {
-            do { try adopt(keys: keys, from: local.count, values: accepted, parts: parts, model: model) } catch {
+            do { try adopt(keys: keys, from: localChunks, values: accepted, parts: parts, model: model) } catch {
                 // The chunks are still delivered; the local tier just does not keep them.
                 tier.count { $0.lastError = "keeping remote chunks locally failed: \(error)" }
             }
@@ -103,6 +103,29 @@ extension KVStore {
                 parent = key
             }
             try counters.write(txn, meta)
+        }
+    }
+
+    /// Writes `part` (one chunk's KV) into the caller's buffers `layers` from token `token` on.
+    func deliver(_ part: KVCacheData, into layers: [KVLayerView], at token: Int) throws {
+        guard part.layers.count == layers.count else {
+            throw WStoreError.invalidArgument("the buffers describe \(layers.count) layers; the remote chunk holds \(part.layers.count)")
+        }
+        for (l, view) in layers.enumerated() {
+            for (kv, tensor) in [part.layers[l].keys, part.layers[l].values].enumerated() {
+                guard tensor.dtype == view.dtype, tensor.heads == view.kvHeads, tensor.headDim == view.headDim else {
+                    throw WStoreError.invalidArgument("the buffers do not match the remote chunk's shape")
+                }
+                let rows = view.rows(kv, from: token)
+                let row = tensor.headDim * tensor.elementSize
+                tensor.bytes.withUnsafeBytes { src in
+                    for h in 0 ..< tensor.heads {
+                        for t in 0 ..< tensor.tokens {
+                            rows.row(head: h, token: t).copyMemory(from: src.baseAddress! + (h * tensor.tokens + t) * row, byteCount: row)
+                        }
+                    }
+                }
+            }
         }
     }
 

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import WStoreCore
 
 /// A prefix-keyed, compressed KV cache store: its own LMDB environment (a directory).
@@ -12,6 +13,8 @@ import WStoreCore
 /// format-spec/KV.md describes the layout.
 ///
 /// Safe to share across threads: LMDB serializes writers and lets readers run in parallel.
+/// A lookup runs on a read transaction only: the last uses it sees are kept in memory by
+/// this handle and written by its next store (or ``flushUseStamps()``).
 public final class KVStore: Sendable {
     /// A store's fixed settings, chosen at ``create(at:options:)``.
     public struct Options: Sendable, Equatable {
@@ -55,6 +58,9 @@ public final class KVStore: Sendable {
         public var chunks: Int
         /// Of those, chunks that came from the remote tier (after the local ones).
         public var remoteChunks = 0
+        /// Why the prefix ended early: the damage of the chunk after the last one
+        /// delivered (a checksum or format error naming the chunk); `nil` when none.
+        public var damage: WStoreError?
     }
 
     /// Totals, from ``stats()``.
@@ -81,10 +87,15 @@ public final class KVStore: Sendable {
     let meta: LMDBDatabase, chunks: LMDBDatabase, nodes: LMDBDatabase, leaves: LMDBDatabase
     /// The shared remote tier, when the store was opened with one (KVStore+Remote.swift).
     let remote: RemoteTierHandle?
+    /// Last uses seen by lookups, not yet written (the next ``store(tokens:model:salt:kv:)``
+    /// or ``flushUseStamps()`` writes them), and this handle's lookup counters.
+    let uses = Mutex(PendingUses())
 
-    /// The KV store format this build writes; version-1 stores (chunks not bound to
-    /// their keys) are still read.
-    static let formatVersion = 2
+    /// The newest KV store format this build reads: 2 bound chunks to their keys, 3 added
+    /// the raw codec. A store is written as version 3 only when its codec is raw, else 2,
+    /// so a version-2 reader keeps reading every store it can decode; version-1 stores
+    /// (chunks not bound to their keys) are still read.
+    static let formatVersion = 3
 
     private init(path: String, env: LMDBEnvironment, options: Options, readOnly: Bool,
                  remote: RemoteTierOptions?) throws {
@@ -116,7 +127,7 @@ public final class KVStore: Sendable {
         envOptions.initialMapSize = 64 << 20
         let env = try LMDBEnvironment.shared(path: path, readOnly: false, options: envOptions)
         let store = try KVStore(path: path, env: env, options: options, readOnly: false, remote: remote)
-        let json = Sealed.sealJSON(try KVSettings(options, version: formatVersion).encoded(), key: Array("settings".utf8))
+        let json = Sealed.sealJSON(try KVSettings(options, version: options.codec == .raw ? 3 : 2).encoded(), key: Array("settings".utf8))
         try env.write { txn in
             try json.withUnsafeBytes { try txn.put(store.meta, Array("settings".utf8), $0) }
             try Counters().write(txn, store.meta)
@@ -183,6 +194,7 @@ public final class KVStore: Sendable {
             throw WStoreError.invalidArgument("KV cache holds \(kv.tokens) tokens for \(tokens.count) token ids")
         }
         let keys = PrefixKey.chain(tokens: tokens, chunkTokens: options.chunkTokens, model: model, salt: salt)
+        let pending = uses.withLock { $0.take() }
         let present: [Bool] = try env.withRead { txn in
             try keys.map { try txn.get(nodes, PrefixKey.bytes($0)) != nil }
         }
@@ -195,8 +207,11 @@ public final class KVStore: Sendable {
                                             threads: options.threads)
             raw += part.byteCount
         }
-        let stored = try env.write { txn in
+        let stored: StoreResult
+        do {
+            stored = try env.write { txn in
             var counters = try Counters.read(txn, meta)
+            try foldUses(txn, pending, counters: &counters)
             var result = StoreResult(written: 0, present: 0, evicted: 0, storedBytes: 0, rawBytes: 0)
             var parent: UInt64 = 0
             for (i, key) in keys.enumerated() {
@@ -231,6 +246,10 @@ public final class KVStore: Sendable {
             }
             try counters.write(txn, meta)
             return result
+            }
+        } catch {
+            uses.withLock { $0.restore(pending) }
+            throw error
         }
         sendToRemote(keys: keys, encoded: encoded)
         return stored
@@ -247,38 +266,6 @@ public final class KVStore: Sendable {
             }
             return n
         }
-    }
-
-    /// Finds the longest cached prefix of `tokens` in whole chunks, decodes it and marks it used.
-    /// - Throws: ``WStoreError/checksumMismatch(name:expected:actual:)`` or
-    ///   ``WStoreError/corruptRecord(name:reason:)`` when a chunk of the prefix is damaged:
-    ///   damaged bytes are reported, never returned. ``LMDBError`` from LMDB.
-    public func lookup(tokens: [UInt32], model: String, salt: String = "") throws -> Lookup {
-        let keys = PrefixKey.chain(tokens: tokens, chunkTokens: options.chunkTokens, model: model, salt: salt)
-        var parts: [KVCacheData] = try env.withRead { txn in
-            var parts: [KVCacheData] = []
-            for k in keys {
-                guard let value = try txn.get(chunks, PrefixKey.bytes(k)) else { break }
-                parts.append(try KVChunk.decode(value, key: k, name: "KV chunk \(hex(k))", threads: options.threads))
-            }
-            return parts
-        }
-        let remoteParts = remoteContinuation(keys: keys, local: parts, model: model)
-        parts += remoteParts
-        guard !parts.isEmpty else { return Lookup(tokens: 0, kv: nil, chunks: 0) }
-        if !readOnly {
-            try env.write { txn in
-                var counters = try Counters.read(txn, meta)
-                for k in keys.prefix(parts.count) {
-                    guard var node = try Node.read(txn, nodes, k) else { break }
-                    counters.clock += 1
-                    try touch(txn, key: k, node: &node, clock: counters.clock)
-                }
-                try counters.write(txn, meta)
-            }
-        }
-        let kv = try KVCacheData.concatenate(parts)
-        return Lookup(tokens: kv.tokens, kv: kv, chunks: parts.count, remoteChunks: remoteParts.count)
     }
 
     /// Totals over the store.
@@ -397,5 +384,20 @@ extension KVStore {
     /// The stored bytes of one chunk, as they are (for tools and tests).
     package func rawChunk(_ key: UInt64) throws -> [UInt8]? {
         try env.withRead { txn in try txn.get(chunks, PrefixKey.bytes(key)).map { Array($0) } }
+    }
+}
+
+extension KVStore {
+    /// The settings record as stored (for tools and tests).
+    package func settingsJSON() throws -> String {
+        try env.withRead { txn in
+            String(decoding: try txn.get(meta, Array("settings".utf8)).map { Array($0) } ?? [], as: UTF8.self)
+        }
+    }
+
+    /// Lends the stored bytes of one chunk, in place in the map, to `body` (for benchmarks).
+    /// lmdb.h: the value is valid until the read transaction ends, which is when `body` returns.
+    package func withChunkValue<R>(_ key: UInt64, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R? {
+        try env.withRead { txn in try txn.get(chunks, PrefixKey.bytes(key)).map(body) }
     }
 }

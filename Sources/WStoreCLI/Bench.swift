@@ -8,6 +8,7 @@ struct Bench: AsyncParsableCommand {
             BenchCodec.self,
             BenchKV.self,
             BenchKVRemote.self,
+            BenchKVLookup.self,
             BenchSnapKV.self,
             BenchLoad.self,
             BenchCache.self,
