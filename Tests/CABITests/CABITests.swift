@@ -36,7 +36,7 @@ import WeightStore
         let dir = TempDir()
         try makeFixture(at: dir.sub("store"))
         let lib = try #require(Self.libraryDirectory(), "libwstore-c.so not found: build with `swift build --build-tests`")
-        let r = try run("/usr/bin/env", ["python3", Self.root + "/Tests/CABITests/Clients/abi_check.py",
+        let r = try run("/usr/bin/env", [ProcessInfo.processInfo.environment["WSTORE_PYTHON"] ?? "python3", Self.root + "/Tests/CABITests/Clients/abi_check.py",
                                          lib + "/libwstore-c.so", dir.sub("store")])
         #expect(r.status == 0, "abi_check.py failed:\n\(r.output)")
         #expect(r.output.contains(" checks, 0 failed"), "\(r.output)")

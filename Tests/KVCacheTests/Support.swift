@@ -12,11 +12,14 @@ func temporaryDirectory(_ tag: String) -> String {
     return path
 }
 
+/// The Python the Makefile set up (its virtual environment), else python3 from PATH.
+let python = ProcessInfo.processInfo.environment["WSTORE_PYTHON"] ?? "python3"
+
 /// Runs a Python script from the repository and returns its stdout; fails the test when it fails.
 func runPython(_ arguments: [String]) throws -> String {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-    p.arguments = ["python3"] + arguments
+    p.arguments = [python] + arguments
     let out = Pipe(), err = Pipe()
     p.standardOutput = out
     p.standardError = err
@@ -25,7 +28,7 @@ func runPython(_ arguments: [String]) throws -> String {
     let errData = err.fileHandleForReading.readDataToEndOfFile()
     p.waitUntilExit()
     guard p.terminationStatus == 0 else {
-        throw WStoreError.invalidArgument("python3 \(arguments.joined(separator: " ")) failed: \(String(decoding: errData, as: UTF8.self))")
+        throw WStoreError.invalidArgument("\(python) \(arguments.joined(separator: " ")) failed: \(String(decoding: errData, as: UTF8.self))")
     }
     return String(decoding: data, as: UTF8.self)
 }

@@ -6,11 +6,14 @@ import WeightStore
 let repoRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
     .deletingLastPathComponent().path
 
+/// The Python the Makefile set up (its virtual environment), else python3 from PATH.
+let python = ProcessInfo.processInfo.environment["WSTORE_PYTHON"] ?? "python3"
+
 /// The fixtures, written once per test run by scripts/fixtures/make_fixtures.py with the
 /// real safetensors, numpy and gguf packages (`make pydeps` installs them).
 /// They are removed when the test process exits.
 let fixtures: String = {
-    let (status, out) = runProcess("/usr/bin/env", ["python3", repoRoot + "/scripts/fixtures/make_fixtures.py", fixturesDir])
+    let (status, out) = runProcess("/usr/bin/env", [python, repoRoot + "/scripts/fixtures/make_fixtures.py", fixturesDir])
     atexit { try? FileManager.default.removeItem(atPath: fixturesDir) }
     precondition(status == 0, "make_fixtures.py failed (run `make pydeps`): \(out)")
     return fixturesDir
@@ -41,7 +44,7 @@ func wstore(_ args: String...) throws {
 
 /// Checks an export against its source with the Python packages (scripts/fixtures/check_export.py).
 func pythonCheck(_ mode: String, _ source: String, _ exported: String) -> (status: Int32, output: String) {
-    runProcess("/usr/bin/env", ["python3", repoRoot + "/scripts/fixtures/check_export.py", mode, source, exported])
+    runProcess("/usr/bin/env", [python, repoRoot + "/scripts/fixtures/check_export.py", mode, source, exported])
 }
 
 /// A fresh temporary directory, removed when the value is released.

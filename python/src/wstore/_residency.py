@@ -1,0 +1,390 @@
+"""The residency manager: resident experts as read-only numpy arrays, pinned while in use."""
+from __future__ import annotations
+
+import ctypes as C
+import sys
+import threading
+import types
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
+
+import numpy as np
+
+from . import _dtypes
+from ._arrays import borrowed
+from ._errors import Closed, InvalidArgument, Released
+from ._lib import ResidencyStats as _CStats, check, lib, raise_status
+from ._store import Owned
+
+if TYPE_CHECKING:
+    from ._store import Store
+
+
+class _ExpertPart(C.Structure):
+    """``struct wstore_expert_part``."""
+
+    _fields_ = [("name", C.c_char_p), ("data", C.c_void_p), ("size", C.c_size_t)]
+
+
+_acquire = lib.wstore_expert_acquire
+_release = lib.wstore_expert_release
+_parts = lib.wstore_expert_parts
+_parts.argtypes = [C.c_void_p, C.POINTER(C.POINTER(C.c_void_p)), C.POINTER(C.c_size_t)]
+_PART_WORDS = C.sizeof(_ExpertPart) // C.sizeof(C.c_void_p)
+_DATA_WORD = _ExpertPart.data.offset // C.sizeof(C.c_void_p)
+_getrefcount = sys.getrefcount
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A residency manager's counters (``struct wstore_residency_stats``): over every layer,
+    or one layer's for the per-layer fields when asked with ``layer``."""
+
+    demand_hits: int
+    demand_misses: int
+    prefetch_hits: int
+    wasted_prefetches: int
+    demand_loads: int
+    prefetch_loads: int
+    bytes_loaded: int
+    wait_ns: int
+    coalesced_waits: int
+    dropped_prefetches: int
+    evictions: int
+    resident_bytes: int
+    peak_resident_bytes: int
+    budget: int
+    expert_bytes: int
+    layers: int
+    experts_per_layer: int
+
+    @property
+    def hit_rate(self) -> float:
+        """Demand hits over demand acquires (0 when none)."""
+        n = self.demand_hits + self.demand_misses
+        return self.demand_hits / n if n else 0.0
+
+
+class _Pins:
+    """The owner of a resident expert's arrays: the C expert handles pinning its buffer.
+
+    Every array of the expert has this object at the end of its ``base`` chain. The pins
+    are given back when it goes, i.e. when the last array over the buffer does.
+    """
+
+    __slots__ = ("handles", "__weakref__")
+
+    def __init__(self) -> None:
+        self.handles: list[int] = []
+
+    def __del__(self) -> None:
+        hs, self.handles = self.handles, []
+        for h in hs:
+            try:
+                _release(h)
+            except Exception:  # interpreter shutdown
+                pass
+
+
+class _Resident:
+    """One expert's buffer as arrays: the part data pointers it was made for, the arrays
+    (a read-only mapping), and their owner. Cached per (layer, expert) and reused while a
+    fresh pin finds the same pointers; the arrays are handed out only under a pin."""
+
+    __slots__ = ("ptrs", "parts", "arrays", "owner")
+
+    def __init__(self, ptrs: tuple[int, ...], parts: dict[str, np.ndarray], owner: _Pins) -> None:
+        self.ptrs = ptrs
+        self.arrays = tuple(parts.values())
+        self.parts: Mapping[str, np.ndarray] = types.MappingProxyType(parts)
+        self.owner = owner
+
+
+def _held_outside(arrays: tuple[np.ndarray, ...], base: int) -> bool:
+    """Whether any of a _Resident's arrays is referenced by more than ``base`` holders."""
+    for a in arrays:
+        if _getrefcount(a) > base:
+            return True
+    return False
+
+
+def _baseline() -> int:
+    """How many references _held_outside sees for an array that only its _Resident holds
+    (the parts dict, the arrays tuple, the loop variable, getrefcount's argument)."""
+    r = _Resident((), {"x": np.zeros(1)}, _Pins())
+    return _probe(r.arrays)
+
+
+def _probe(arrays: tuple[np.ndarray, ...]) -> int:
+    seen = 0
+    for a in arrays:
+        seen = max(seen, _getrefcount(a))
+    return seen
+
+
+_UNSHARED = _baseline()
+
+
+class Expert:
+    """A resident expert, pinned: never evicted while this handle (or any of its arrays)
+    exists. A context manager: leaving the ``with`` block releases it.
+
+    ``parts`` maps part names ("down", "gate", "up", ...) to read-only numpy arrays of the
+    part's dtype and shape, over the manager's decoded buffer (no copy).
+
+    Lifetimes: ``release()`` unpins now if no array of the expert is referenced any more;
+    otherwise the pin passes to the arrays and goes with the last of them — so an array is
+    never left over freed memory. Any use of the handle after ``release()`` raises
+    :class:`wstore.Released`, and so does a second ``release()``.
+    """
+
+    __slots__ = ("layer", "expert", "_res", "_resident", "_pin", "__weakref__")
+
+    def __init__(self, layer: int, expert: int, res: Residency, resident: _Resident, pin: int) -> None:
+        self.layer = layer
+        self.expert = expert
+        self._res = res
+        self._resident: _Resident | None = resident
+        self._pin = pin
+
+    @property
+    def parts(self) -> Mapping[str, np.ndarray]:
+        """Part name -> read-only array. Raises :class:`wstore.Released` after release."""
+        r = self._resident
+        if r is None:
+            raise Released(f"expert ({self.layer}, {self.expert}) was released")
+        return r.parts
+
+    def __getitem__(self, part: str) -> np.ndarray:
+        return self.parts[part]
+
+    @property
+    def released(self) -> bool:
+        """Whether ``release()`` was called."""
+        return self._resident is None
+
+    def release(self) -> None:
+        """Unpins the expert (see the class's lifetimes). Raises :class:`wstore.Released`
+        when called twice. The corresponding C function is ``wstore_expert_release``."""
+        r = self._resident
+        if r is None:
+            raise Released(f"expert ({self.layer}, {self.expert}) released twice")
+        self._resident = None
+        self._res._unpin(self.layer, self.expert, r, self._pin)
+
+    def __enter__(self) -> Expert:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._resident is not None:
+            self.release()
+
+    def __del__(self) -> None:
+        if self._resident is not None:
+            try:
+                self.release()
+            except Exception:
+                pass
+
+    def __repr__(self) -> str:
+        state = "released" if self._resident is None else ", ".join(self._resident.parts)
+        return f"<wstore.Expert layer={self.layer} expert={self.expert} {state}>"
+
+
+class ExpertSet:
+    """Experts of one layer pinned together (:meth:`Residency.acquire_many`); a context
+    manager that releases them all. Indexed by expert number."""
+
+    def __init__(self, layer: int, experts: dict[int, Expert]) -> None:
+        self.layer = layer
+        self._experts = experts
+
+    def __getitem__(self, expert: int) -> Expert:
+        return self._experts[expert]
+
+    def __iter__(self) -> Iterator[Expert]:
+        return iter(self._experts.values())
+
+    def __len__(self) -> int:
+        return len(self._experts)
+
+    def release(self) -> None:
+        """Releases every expert of the set (each once)."""
+        for e in self._experts.values():
+            if not e.released:
+                e.release()
+
+    def __enter__(self) -> ExpertSet:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+class Residency:
+    """A byte-budgeted cache of one model's experts (``store.residency(model, budget)``).
+
+    Safe to share across threads: acquires of resident experts pin without waiting for
+    each other. ``close()`` is immediate for this object (later calls raise
+    :class:`wstore.Closed`); experts still held, and their arrays, stay valid until each
+    goes, as the C ABI promises for handles that outlive their manager.
+    """
+
+    def __init__(self, store: Store, model: str | None, budget: int, policy: str = "adaptive", *,
+                 loaders: int = 0, wait: float | None = 30.0) -> None:
+        if budget < 0:
+            raise InvalidArgument(f"budget must be >= 0, got {budget}")
+        self._store = store._sharing(store)  # the manager keeps the store open, as in C
+        self._model_arg = store._model(model)
+        self.model = (self._model_arg or b"default").decode()
+        sh = store._live()
+        out = C.c_void_p()
+        wait_ms = -1 if wait is None else int(wait * 1000)
+        check(lib.wstore_residency_open(sh.ptr, self._model_arg, int(budget), policy.encode(), loaders, wait_ms,
+                                        C.byref(out)))
+        self._h: Owned | None = Owned(out.value or 0, lib.wstore_residency_close)
+        self._cache: dict[tuple[int, int], _Resident] = {}
+        self._layouts: dict[tuple[int, int], dict[str, tuple[np.dtype, tuple[int, ...]]]] = {}
+        self._lock = threading.RLock()  # reentrant: an Expert's __del__ may run under it
+
+    # -- lifetime
+
+    def close(self) -> None:
+        """Closes the manager (see the class). Closing twice does nothing.
+        The corresponding C function is ``wstore_residency_close``."""
+        self._h = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+        return self._h is None
+
+    def __enter__(self) -> Residency:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _live(self) -> Owned:
+        h = self._h
+        if h is None:
+            raise Closed(f"residency manager over model {self.model} is closed")
+        return h
+
+    # -- acquiring
+
+    def acquire(self, layer: int, expert: int) -> Expert:
+        """Expert ``expert`` of layer ``layer``, pinned: loads it first if needed, blocking
+        the calling thread (without holding the GIL). Use it in a ``with`` block, or call
+        ``release()`` as soon as the layer is computed.
+
+        Raises :class:`wstore.NotFound`, :class:`wstore.BudgetExhausted`,
+        :class:`wstore.Corrupt`, :class:`wstore.Closed`.
+        The corresponding C function is ``wstore_expert_acquire``.
+        """
+        h = self._h
+        if h is None:
+            raise Closed(f"residency manager over model {self.model} is closed")
+        out = C.c_void_p()
+        rc = _acquire(h.ptr, layer, expert, C.byref(out))
+        if rc:
+            raise_status(rc)
+        pin: int = out.value  # type: ignore[assignment]
+        try:
+            arr = C.POINTER(C.c_void_p)()
+            n = C.c_size_t()
+            rc = _parts(pin, C.byref(arr), C.byref(n))
+            if rc:
+                raise_status(rc)
+            count = n.value
+            ptrs = tuple(arr[_DATA_WORD:_PART_WORDS * count:_PART_WORDS])
+            key = (layer, expert)
+            with self._lock:
+                r = self._cache.get(key)
+                if r is None or r.ptrs != ptrs:
+                    r = self._resident(key, C.cast(arr, C.POINTER(_ExpertPart)), count, ptrs)
+                    self._cache[key] = r
+                r.owner.handles.append(pin)
+        except BaseException:
+            _release(pin)
+            raise
+        return Expert(layer, expert, self, r, pin)
+
+    def acquire_many(self, layer: int, experts: Iterable[int]) -> ExpertSet:
+        """Experts ``experts`` of layer ``layer``, all pinned (duplicates once), as an
+        :class:`ExpertSet`. On any failure none stays pinned.
+
+        Until the C ABI has a set acquire, they are pinned one at a time, so two threads
+        that each need more than half of a full budget can still wait on each other.
+        """
+        got: dict[int, Expert] = {}
+        try:
+            for e in dict.fromkeys(int(x) for x in experts):
+                got[e] = self.acquire(layer, e)
+        except BaseException:
+            for x in got.values():
+                x.release()
+            raise
+        return ExpertSet(layer, got)
+
+    def _resident(self, key: tuple[int, int], parts: C._Pointer, count: int, ptrs: tuple[int, ...]) -> _Resident:
+        """The arrays over a freshly pinned buffer (the miss path; under the lock)."""
+        layout = self._layout(key)
+        owner = _Pins()
+        arrays: dict[str, np.ndarray] = {}
+        for i in range(count):
+            p = parts[i]
+            name = p.name.decode()
+            dt, shape = layout.get(name, (np.dtype(np.uint8), (p.size,)))
+            if dt.itemsize * int(np.prod(shape, dtype=np.int64)) != p.size:
+                dt, shape = np.dtype(np.uint8), (p.size,)
+            arrays[name] = borrowed(p.data or 0, p.size, dt, shape, owner)
+        return _Resident(ptrs, arrays, owner)
+
+    def _layout(self, key: tuple[int, int]) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
+        """Part name -> (dtype, shape) of an expert, from the store's expert index and
+        tensor records, learnt per layer on first use."""
+        got = self._layouts.get(key)
+        if got is None:
+            store = self._store
+            model = self._model_arg.decode() if self._model_arg else None
+            for ex in store.experts(key[0], model):
+                parts = {}
+                for part, tensor in ex.parts.items():
+                    info = store.info(tensor, model)
+                    parts[part] = _dtypes.array_layout(info.dtype_code, info.shape, info.raw_size)
+                self._layouts[(ex.layer, ex.expert)] = parts
+            got = self._layouts.setdefault(key, {})
+        return got
+
+    def _unpin(self, layer: int, expert: int, r: _Resident, pin: int) -> None:
+        """Gives back one pin of ``r``; the last pin stays with the arrays while any is
+        referenced outside ``r`` (then ``r`` leaves the cache, so it is never reused)."""
+        with self._lock:
+            handles = r.owner.handles
+            handles.remove(pin)
+            if not handles and _held_outside(r.arrays, _UNSHARED):
+                handles.append(pin)  # the arrays' owner releases it with the last array
+                if self._cache.get((layer, expert)) is r:
+                    del self._cache[(layer, expert)]
+                return
+        _release(pin)
+
+    # -- hints and counters
+
+    def prefetch(self, layer: int, experts: Iterable[int]) -> None:
+        """Hints that layer ``layer`` will need ``experts`` soon: those not resident load
+        in the background. Returns at once.
+        The corresponding C function is ``wstore_residency_prefetch``."""
+        h = self._live()
+        xs = [int(e) for e in experts]
+        arr = (C.c_int64 * len(xs))(*xs)
+        check(lib.wstore_residency_prefetch(h.ptr, layer, arr, len(xs)))
+
+    def stats(self, layer: int | None = None) -> Stats:
+        """The manager's counters so far, over every layer or of ``layer``.
+        The corresponding C function is ``wstore_residency_get_stats``."""
+        h = self._live()
+        s = _CStats()
+        check(lib.wstore_residency_get_stats(h.ptr, -1 if layer is None else layer, C.byref(s)))
+        return Stats(**{f.name: int(getattr(s, f.name)) for f in fields(Stats)})
