@@ -33,6 +33,13 @@ _parts.argtypes = [C.c_void_p, C.POINTER(C.POINTER(C.c_void_p)), C.POINTER(C.c_s
 _PART_WORDS = C.sizeof(_ExpertPart) // C.sizeof(C.c_void_p)
 _DATA_WORD = _ExpertPart.data.offset // C.sizeof(C.c_void_p)
 _getrefcount = sys.getrefcount
+_tls = threading.local()
+
+
+def _out_args() -> tuple:
+    """Per-thread out-parameters of the hit path, with their byref()s made once."""
+    out, arr, n = C.c_void_p(), C.POINTER(C.c_void_p)(), C.c_size_t()
+    return out, C.byref(out), arr, C.byref(arr), n, C.byref(n)
 
 
 @dataclass(frozen=True)
@@ -176,8 +183,10 @@ class Expert:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self._resident is not None:
-            self.release()
+        r = self._resident
+        if r is not None:
+            self._resident = None
+            self._res._unpin(self.layer, self.expert, r, self._pin)
 
     def __del__(self) -> None:
         if self._resident is not None:
@@ -285,26 +294,28 @@ class Residency:
         h = self._h
         if h is None:
             raise Closed(f"residency manager over model {self.model} is closed")
-        out = C.c_void_p()
-        rc = _acquire(h.ptr, layer, expert, C.byref(out))
+        try:
+            out, bout, arr, barr, n, bn = _tls.args
+        except AttributeError:
+            out, bout, arr, barr, n, bn = _tls.args = _out_args()
+        rc = _acquire(h.ptr, layer, expert, bout)
         if rc:
             raise_status(rc)
         pin: int = out.value  # type: ignore[assignment]
         try:
-            arr = C.POINTER(C.c_void_p)()
-            n = C.c_size_t()
-            rc = _parts(pin, C.byref(arr), C.byref(n))
+            rc = _parts(pin, barr, bn)
             if rc:
                 raise_status(rc)
             count = n.value
             ptrs = tuple(arr[_DATA_WORD:_PART_WORDS * count:_PART_WORDS])
             key = (layer, expert)
-            with self._lock:
-                r = self._cache.get(key)
-                if r is None or r.ptrs != ptrs:
+            r = self._cache.get(key)
+            if r is None or r.ptrs != ptrs:
+                with self._lock:
                     r = self._resident(key, C.cast(arr, C.POINTER(_ExpertPart)), count, ptrs)
                     self._cache[key] = r
-                r.owner.handles.append(pin)
+            # A list append is atomic under the GIL; _unpin tolerates any interleaving.
+            r.owner.handles.append(pin)
         except BaseException:
             _release(pin)
             raise
@@ -359,15 +370,19 @@ class Residency:
 
     def _unpin(self, layer: int, expert: int, r: _Resident, pin: int) -> None:
         """Gives back one pin of ``r``; the last pin stays with the arrays while any is
-        referenced outside ``r`` (then ``r`` leaves the cache, so it is never reused)."""
-        with self._lock:
-            handles = r.owner.handles
-            handles.remove(pin)
-            if not handles and _held_outside(r.arrays, _UNSHARED):
-                handles.append(pin)  # the arrays' owner releases it with the last array
-                if self._cache.get((layer, expert)) is r:
-                    del self._cache[(layer, expert)]
-                return
+        referenced outside ``r`` (then ``r`` leaves the cache, so it is never reused).
+
+        No lock: each step is atomic under the GIL, and an interleaving with another
+        thread's acquire or release at worst keeps a pin until the arrays go (never
+        releases one that an array still needs: a thread that hands out arrays holds its
+        own pin in ``r.owner``)."""
+        handles = r.owner.handles
+        handles.remove(pin)
+        if not handles and _held_outside(r.arrays, _UNSHARED):
+            handles.append(pin)  # the arrays' owner releases it with the last array
+            if self._cache.get((layer, expert)) is r:
+                self._cache.pop((layer, expert), None)
+            return
         _release(pin)
 
     # -- hints and counters
