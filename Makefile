@@ -17,7 +17,7 @@ PY_PKGS    = numpy safetensors gguf ml_dtypes pytest
 # Tests and scripts find the environment's Python through this variable.
 export WSTORE_PYTHON := $(abspath $(VPY))
 
-.PHONY: all deps venv pydeps build lib python pytest python-install-check demo test bench bench-check bench-thresholds clean
+.PHONY: all deps venv pydeps build lib python pyinstall pytest python-install-check demo test bench bench-check bench-thresholds clean
 
 all: build
 
@@ -63,17 +63,20 @@ PYLIB = python/src/wstore/libwstore-c.so
 python: lib
 	cp .build/$(CONFIG)/libwstore-c.so $(PYLIB)
 
-# The package installed into the environment, then its tests (python/tests). pytest's
-# exit code 5 (no test collected) fails like any other.
-pytest: python pydeps build
+# The package installed into the environment.
+pyinstall: python pydeps
 	$(VPY) -m pip install -q --force-reinstall --no-deps ./python
+
+# The package's tests (python/tests). pytest's exit code 5 (no test collected) fails
+# like any other.
+pytest: pyinstall build
 	WSTORE_BIN=$(abspath $(BIN)) $(VPY) -m pytest -q python/tests
 
 # `pip install ./python` into a fresh virtual environment, then import it and open a store.
 python-install-check: python
 	@bash python/tests/fresh_venv.sh $(PYTHON)
 
-demo: build pydeps python
+demo: build pyinstall
 	@bash scripts/demo.sh $(BIN) $(DEMO_DIR)
 
 test: deps pydeps

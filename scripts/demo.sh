@@ -75,3 +75,7 @@ echo "== wstore bench load: the packed checkpoint's experts beside memcpy and a 
 echo
 echo "== the same, compressed (the default codec): materializing decodes and checks every checksum =="
 "$bin" bench load "$out/packed.wstore" --experts --limit 16 --iterations 3
+echo
+echo "== the README's Python example, from Python (python/, import wstore): pack a checkpoint, serve its experts under a budget =="
+bindir=$(cd "$(dirname "$bin")" && pwd)
+PATH="$bindir:$PATH" "$py" "$(dirname "$0")/readme_python_example.py" "$(dirname "$0")/../README.md" "$out/python"

@@ -147,3 +147,31 @@ def test_bad_arguments_raise(mixtral_stores: dict[str, Path]) -> None:
                 res.acquire(0, 99)
             with pytest.raises(wstore.InvalidArgument):
                 res.stats(layer=7)
+
+
+def test_hits_and_set_acquires(mixtral_stores: dict[str, Path]) -> None:
+    with wstore.open(mixtral_stores["raw"]) as store, store.residency("mixtral", 4 * EXPERT_BYTES) as res:
+        with res.acquire(0, 1) as e:
+            assert e.hit is False
+        with res.acquire(0, 1) as e:
+            assert e.hit is True
+        with pytest.raises(wstore.Released):
+            e.hit
+        with res.acquire_many(0, [1, 2]) as s:
+            assert s.hits == [True, False] and [x.hit for x in s] == [True, False]
+        with pytest.raises(wstore.NotFound, match="9"):
+            res.prefetch(0, [1, 9])
+
+
+def test_library_refusals_map_to_exceptions(mixtral_stores: dict[str, Path]) -> None:
+    from wstore import _lib
+    with wstore.open(mixtral_stores["raw"]) as store:
+        with pytest.raises(wstore.BudgetExhausted):
+            store.residency("mixtral", EXPERT_BYTES // 2)  # below the largest expert: refused at open
+        with store.residency("mixtral", 4 * EXPERT_BYTES) as res:
+            e = res.acquire(1, 1)
+            pin = e._pin
+            e.release()
+            # The package never passes a released handle on; the library refuses one.
+            with pytest.raises(wstore.InvalidHandle):
+                _lib.check(_lib.lib.wstore_expert_release(pin))

@@ -80,7 +80,8 @@ def test_bf16_and_fp8_via_ml_dtypes(tmp_path: Path, codec: str) -> None:
                                 for n, a in arrays.items()}, str(path))
     want = {}
     for name, t in safetensors.deserialize(path.read_bytes()):
-        assert t["dtype"] == arrays[name].dtype.name
+        assert t["dtype"] == {"bfloat16": "BF16", "float8_e4m3fn": "F8_E4M3",
+                              "float8_e5m2": "F8_E5M2"}[arrays[name].dtype.name]
         want[name] = np.frombuffer(bytes(t["data"]), arrays[name].dtype).reshape(t["shape"])
     assert all(same(want[n], arrays[n]) for n in arrays)
     check_store(pack(path, tmp_path / "s.wstore", codec, "m"), "m", want, codec)

@@ -34,6 +34,13 @@ class ResidencyStats(C.Structure):
         "peak_resident_bytes", "budget", "expert_bytes")] + [("layers", C.c_int64), ("experts_per_layer", C.c_int64)]
 
 
+class ExpertPart(C.Structure):
+    """``struct wstore_expert_part``."""
+
+    _fields_ = [("name", C.c_char_p), ("data", C.c_void_p), ("size", C.c_size_t), ("dtype", C.c_int32),
+                ("rank", C.c_int32), ("shape", C.POINTER(C.c_int64))]
+
+
 MODEL_FN = C.CFUNCTYPE(C.c_int, C.c_char_p, C.c_void_p)
 TENSOR_LIST_FN = C.CFUNCTYPE(C.c_int, C.c_char_p, C.POINTER(TensorInfo), C.c_void_p)
 TENSOR_FN = C.CFUNCTYPE(C.c_int, C.c_void_p, C.c_size_t, C.POINTER(TensorInfo), C.c_void_p)
@@ -49,7 +56,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "wstore_last_error": (C.c_char_p, []),
     "wstore_status_name": (C.c_char_p, [C.c_int]),
     "wstore_open": (C.c_int, [_cp, _P(_vp)]),
-    "wstore_close": (None, [_vp]),
+    "wstore_close": (C.c_int, [_vp]),
     "wstore_format_version": (C.c_int, [_vp, _P(C.c_int)]),
     "wstore_model_info": (C.c_int, [_vp, _cp, _P(_i64), _P(_i64), _P(_i64)]),
     "wstore_list_models": (C.c_int, [_vp, MODEL_FN, _vp]),
@@ -59,11 +66,13 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "wstore_read": (C.c_int, [_vp, _cp, _cp, _vp, _sz, C.c_int]),
     "wstore_list_experts": (C.c_int, [_vp, _cp, _i64, EXPERT_LIST_FN, _vp]),
     "wstore_residency_open": (C.c_int, [_vp, _cp, _i64, _cp, C.c_int, _i64, _P(_vp)]),
-    "wstore_residency_close": (None, [_vp]),
+    "wstore_residency_close": (C.c_int, [_vp]),
     "wstore_expert_acquire": (C.c_int, [_vp, _i64, _i64, _P(_vp)]),
-    "wstore_expert_parts": (C.c_int, [_vp, _P(_vp), _P(_sz)]),
+    "wstore_expert_acquire_many": (C.c_int, [_vp, _i64, _P(_i64), _sz, _P(_vp), _P(C.c_int)]),
+    "wstore_expert_hit": (C.c_int, [_vp, _P(C.c_int)]),
+    "wstore_expert_parts": (C.c_int, [_vp, _P(_P(_vp)), _P(_sz)]),
     "wstore_expert_part_by_name": (C.c_int, [_vp, _cp, _P(_vp), _P(_sz)]),
-    "wstore_expert_release": (None, [_vp]),
+    "wstore_expert_release": (C.c_int, [_vp]),
     "wstore_residency_prefetch": (C.c_int, [_vp, _i64, _P(_i64), _sz]),
     "wstore_residency_get_stats": (C.c_int, [_vp, _i64, _P(ResidencyStats)]),
 }
@@ -83,12 +92,14 @@ def _library_path() -> str:
 path = _library_path()
 lib = C.CDLL(path)
 for _name, (_res, _args) in _SIGNATURES.items():
-    _f = getattr(lib, _name)
+    _f = getattr(lib, _name)  # AttributeError: a library older than this package
     _f.restype = _res
     _f.argtypes = _args
 
 #: The library's ABI version (``wstore_abi_version``).
 abi_version: int = lib.wstore_abi_version()
+if abi_version < 2:
+    raise ImportError(f"{path} has C ABI version {abi_version}; this package needs 2 or later (rebuild it)")
 #: The library's wstore version string.
 version: str = lib.wstore_version().decode()
 

@@ -13,23 +13,16 @@ import numpy as np
 from . import _dtypes
 from ._arrays import borrowed
 from ._errors import Closed, InvalidArgument, Released
-from ._lib import ResidencyStats as _CStats, check, lib, raise_status
+from ._lib import ExpertPart as _ExpertPart, ResidencyStats as _CStats, check, lib, raise_status
 from ._store import Owned
 
 if TYPE_CHECKING:
     from ._store import Store
 
 
-class _ExpertPart(C.Structure):
-    """``struct wstore_expert_part``."""
-
-    _fields_ = [("name", C.c_char_p), ("data", C.c_void_p), ("size", C.c_size_t)]
-
-
 _acquire = lib.wstore_expert_acquire
 _release = lib.wstore_expert_release
 _parts = lib.wstore_expert_parts
-_parts.argtypes = [C.c_void_p, C.POINTER(C.POINTER(C.c_void_p)), C.POINTER(C.c_size_t)]
 _PART_WORDS = C.sizeof(_ExpertPart) // C.sizeof(C.c_void_p)
 _DATA_WORD = _ExpertPart.data.offset // C.sizeof(C.c_void_p)
 _getrefcount = sys.getrefcount
@@ -166,6 +159,16 @@ class Expert:
         return self.parts[part]
 
     @property
+    def hit(self) -> bool:
+        """Whether the acquire found the expert resident. Raises :class:`wstore.Released`
+        after release. The corresponding C function is ``wstore_expert_hit``."""
+        if self._resident is None:
+            raise Released(f"expert ({self.layer}, {self.expert}) was released")
+        v = C.c_int()
+        check(lib.wstore_expert_hit(self._pin, C.byref(v)))
+        return bool(v.value)
+
+    @property
     def released(self) -> bool:
         """Whether ``release()`` was called."""
         return self._resident is None
@@ -204,9 +207,11 @@ class ExpertSet:
     """Experts of one layer pinned together (:meth:`Residency.acquire_many`); a context
     manager that releases them all. Indexed by expert number."""
 
-    def __init__(self, layer: int, experts: dict[int, Expert]) -> None:
+    def __init__(self, layer: int, experts: dict[int, Expert], hits: list[bool]) -> None:
         self.layer = layer
         self._experts = experts
+        #: Per expert of the set, in the order asked: whether it was resident.
+        self.hits = hits
 
     def __getitem__(self, expert: int) -> Expert:
         return self._experts[expert]
@@ -253,8 +258,6 @@ class Residency:
                                         C.byref(out)))
         self._h: Owned | None = Owned(out.value or 0, lib.wstore_residency_close)
         self._cache: dict[tuple[int, int], _Resident] = {}
-        self._layouts: dict[tuple[int, int], dict[str, tuple[np.dtype, tuple[int, ...]]]] = {}
-        self._lock = threading.RLock()  # reentrant: an Expert's __del__ may run under it
 
     # -- lifetime
 
@@ -301,7 +304,12 @@ class Residency:
         rc = _acquire(h.ptr, layer, expert, bout)
         if rc:
             raise_status(rc)
-        pin: int = out.value  # type: ignore[assignment]
+        return self._wrap(layer, expert, out.value, arr, barr, n, bn)  # type: ignore[arg-type]
+
+    def _wrap(self, layer: int, expert: int, pin: int, arr: C._Pointer, barr: object, n: C.c_size_t,
+              bn: object) -> Expert:
+        """An Expert over the pinned handle ``pin``: the cached arrays of its buffer when
+        the pin finds the same part pointers, else new ones. Releases ``pin`` on failure."""
         try:
             rc = _parts(pin, barr, bn)
             if rc:
@@ -311,9 +319,8 @@ class Residency:
             key = (layer, expert)
             r = self._cache.get(key)
             if r is None or r.ptrs != ptrs:
-                with self._lock:
-                    r = self._resident(key, C.cast(arr, C.POINTER(_ExpertPart)), count, ptrs)
-                    self._cache[key] = r
+                r = self._resident(C.cast(arr, C.POINTER(_ExpertPart)), count, ptrs)
+                self._cache[key] = r
             # A list append is atomic under the GIL; _unpin tolerates any interleaving.
             r.owner.handles.append(pin)
         except BaseException:
@@ -322,51 +329,51 @@ class Residency:
         return Expert(layer, expert, self, r, pin)
 
     def acquire_many(self, layer: int, experts: Iterable[int]) -> ExpertSet:
-        """Experts ``experts`` of layer ``layer``, all pinned (duplicates once), as an
-        :class:`ExpertSet`. On any failure none stays pinned.
+        """Experts ``experts`` of layer ``layer`` pinned all at once, or none, as an
+        :class:`ExpertSet` (a context manager). Room for the whole set is reserved
+        together and nothing of it is held while waiting, so threads that each need a set
+        (a token's top-k) cannot starve each other. Duplicates are pinned once.
 
-        Until the C ABI has a set acquire, they are pinned one at a time, so two threads
-        that each need more than half of a full budget can still wait on each other.
+        Raises as :meth:`acquire`; :class:`wstore.BudgetExhausted` when the set alone
+        exceeds the budget. The corresponding C function is ``wstore_expert_acquire_many``.
         """
+        h = self._live()
+        xs = list(dict.fromkeys(int(x) for x in experts))
+        k = len(xs)
+        outs = (C.c_void_p * k)()
+        hits = (C.c_int * k)()
+        check(lib.wstore_expert_acquire_many(h.ptr, layer, (C.c_int64 * k)(*xs), k, outs, hits))
+        try:
+            out, bout, arr, barr, n, bn = _tls.args
+        except AttributeError:
+            out, bout, arr, barr, n, bn = _tls.args = _out_args()
         got: dict[int, Expert] = {}
         try:
-            for e in dict.fromkeys(int(x) for x in experts):
-                got[e] = self.acquire(layer, e)
+            for i, e in enumerate(xs):
+                pin, outs[i] = outs[i], None
+                got[e] = self._wrap(layer, e, pin, arr, barr, n, bn)  # type: ignore[arg-type]
         except BaseException:
             for x in got.values():
                 x.release()
+            for p in outs:
+                if p:
+                    _release(p)
             raise
-        return ExpertSet(layer, got)
+        return ExpertSet(layer, got, [bool(v) for v in hits])
 
-    def _resident(self, key: tuple[int, int], parts: C._Pointer, count: int, ptrs: tuple[int, ...]) -> _Resident:
-        """The arrays over a freshly pinned buffer (the miss path; under the lock)."""
-        layout = self._layout(key)
+    def _resident(self, parts: C._Pointer, count: int, ptrs: tuple[int, ...]) -> _Resident:
+        """The arrays over a freshly pinned buffer (the miss path), of each part's dtype
+        and shape (``uint8`` bytes for the dtypes numpy has none for)."""
         owner = _Pins()
         arrays: dict[str, np.ndarray] = {}
         for i in range(count):
             p = parts[i]
-            name = p.name.decode()
-            dt, shape = layout.get(name, (np.dtype(np.uint8), (p.size,)))
+            shape = tuple(int(p.shape[d]) for d in range(p.rank))
+            dt, shape = _dtypes.array_layout(p.dtype, shape, p.size)
             if dt.itemsize * int(np.prod(shape, dtype=np.int64)) != p.size:
                 dt, shape = np.dtype(np.uint8), (p.size,)
-            arrays[name] = borrowed(p.data or 0, p.size, dt, shape, owner)
+            arrays[p.name.decode()] = borrowed(p.data or 0, p.size, dt, shape, owner)
         return _Resident(ptrs, arrays, owner)
-
-    def _layout(self, key: tuple[int, int]) -> dict[str, tuple[np.dtype, tuple[int, ...]]]:
-        """Part name -> (dtype, shape) of an expert, from the store's expert index and
-        tensor records, learnt per layer on first use."""
-        got = self._layouts.get(key)
-        if got is None:
-            store = self._store
-            model = self._model_arg.decode() if self._model_arg else None
-            for ex in store.experts(key[0], model):
-                parts = {}
-                for part, tensor in ex.parts.items():
-                    info = store.info(tensor, model)
-                    parts[part] = _dtypes.array_layout(info.dtype_code, info.shape, info.raw_size)
-                self._layouts[(ex.layer, ex.expert)] = parts
-            got = self._layouts.setdefault(key, {})
-        return got
 
     def _unpin(self, layer: int, expert: int, r: _Resident, pin: int) -> None:
         """Gives back one pin of ``r``; the last pin stays with the arrays while any is
