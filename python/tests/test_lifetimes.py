@@ -175,3 +175,16 @@ def test_library_refusals_map_to_exceptions(mixtral_stores: dict[str, Path]) -> 
             # The package never passes a released handle on; the library refuses one.
             with pytest.raises(wstore.InvalidHandle):
                 _lib.check(_lib.lib.wstore_expert_release(pin))
+
+
+def test_a_snapshot_lends_up_to_its_limit(mixtral_stores: dict[str, Path], src: dict[str, np.ndarray]) -> None:
+    from wstore._store import MAX_VIEWS
+    name = "model.norm.weight"
+    with wstore.open(mixtral_stores["raw"]) as store, store.snapshot() as snap:
+        views = [snap.tensor(name) for _ in range(MAX_VIEWS)]  # each a nested read scope
+        with pytest.raises(wstore.InvalidArgument, match="at most"):
+            snap.tensor(name)
+        assert all(v.tobytes() == src[name].tobytes() for v in views)
+        views.pop()
+        assert snap.tensor(name).tobytes() == src[name].tobytes()  # one given back: one more lent
+        del views
