@@ -265,6 +265,7 @@ class Residency:
         """Closes the manager (see the class). Closing twice does nothing.
         The corresponding C function is ``wstore_residency_close``."""
         self._h = None
+        self._cache = {}  # arrays over buffers no handle pins any more; held experts keep their own
 
     @property
     def closed(self) -> bool:

@@ -285,8 +285,8 @@ class Snapshot:
     """
 
     def __init__(self, store: Store) -> None:
-        self._store = store
-        self._h = store._live()
+        self._store = store._sharing(store)  # the scope keeps the store open
+        self._h = self._store._live()
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
