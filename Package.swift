@@ -70,7 +70,7 @@ let package = Package(
         // The C ABI: include/wstore.h (a header-only module, so Swift uses its exact
         // structs) and the @_cdecl exports that implement it.
         .systemLibrary(name: "CWStoreHeader", path: "include"),
-        .target(name: "CWStoreABI", dependencies: ["WeightStore", "CWStoreHeader"]),
+        .target(name: "CWStoreABI", dependencies: ["WeightStore", "KVCache", "CWStoreHeader"]),
 
         .testTarget(name: "WStoreCoreTests", dependencies: ["WStoreCore"]),
         .testTarget(name: "WeightStoreTests", dependencies: ["WeightStore", "WStoreCore"]),
@@ -79,7 +79,8 @@ let package = Package(
         .testTarget(name: "PackTests", dependencies: ["WStoreCLI", "WeightStore", "WStoreCore", "WStoreFormats"]),
         .testTarget(name: "ResidencyTests", dependencies: ["WeightStore", "WStoreCLI", "WStoreCore", "WStoreReplay"]),
         // Clients/ holds the C program and Python script the tests run against libwstore-c.so.
-        .testTarget(name: "CABITests", dependencies: ["CWStoreABI", "CWStoreHeader", "WeightStore"], exclude: ["Clients"]),
+        .testTarget(name: "CABITests", dependencies: ["CWStoreABI", "CWStoreHeader", "WeightStore", "KVCache", "WStoreCLI"],
+                    exclude: ["Clients"]),
     ],
     swiftLanguageModes: [.v6]
 )

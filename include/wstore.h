@@ -397,6 +397,156 @@ typedef struct wstore_residency_stats {
  */
 int wstore_residency_get_stats(wstore_residency *residency, int64_t layer, wstore_residency_stats *out);
 
+/* ---------------------------------------------------------------- KV cache */
+
+/**
+ * A KV cache store: its own directory (an LMDB environment, format-spec/KV.md), holding
+ * the keys and values of token prefixes in chunks of `chunk_tokens` tokens, found by
+ * chained prefix hashes of (model, salt, token ids). Opaque.
+ *
+ * Thread-safety: any number of threads may call wstore_kv_lookup and wstore_kv_probe at
+ * once, in parallel with each other and with one wstore_kv_store (lookups run on LMDB
+ * read transactions; stores are serialised by LMDB). Closing must not race another call
+ * on the handle.
+ */
+typedef struct wstore_kv wstore_kv;
+
+/** How KV chunks are stored (format-spec/KV.md §4). */
+enum wstore_kv_codec {
+    /** Byte-grouped zstd, exact (the default, 0). */
+    WSTORE_KV_LOSSLESS = 0,
+    /** The bytes as they are, no compression: the fastest lookup, the largest store. */
+    WSTORE_KV_RAW = 1,
+    /** KIVI-style quantization (keys per channel, values per token) under zstd: lossy. */
+    WSTORE_KV_INT2 = 2,
+    WSTORE_KV_INT4 = 4,
+    WSTORE_KV_INT8 = 8
+};
+
+/**
+ * Settings of a new KV store, fixed at creation. All-zero (`wstore_kv_options o = {0};`)
+ * is valid and means every default.
+ */
+typedef struct wstore_kv_options {
+    int64_t chunk_tokens;   /**< tokens per chunk; 0: 256 */
+    int64_t budget_bytes;   /**< most stored bytes kept (least recently used leaves evicted first); 0: no limit */
+    int64_t max_chunks;     /**< most chunks kept; 0: no limit */
+    int32_t codec;          /**< an enum wstore_kv_codec code; 0 is lossless */
+    int32_t threads;        /**< threads encoding/decoding one chunk's tensors; <= 0: 1 */
+    int32_t kivi_group;     /**< quantization group for the int codecs; 0: 64 */
+    int32_t kivi_residual;  /**< newest tokens of each chunk kept unquantized by the int codecs */
+} wstore_kv_options;
+
+/**
+ * Creates a KV store in directory `path` (made if missing; it must not hold a store yet)
+ * with `options` (NULL: every default) and sets *out to a writable handle.
+ * Errors: WSTORE_E_INVALID_ARGUMENT for bad options or a directory that holds a store
+ * already; WSTORE_E_IO.
+ */
+int wstore_kv_create(const char *path, const wstore_kv_options *options, wstore_kv **out);
+
+/**
+ * Opens the KV store in directory `path`; `read_only` non-zero refuses stores (lookups
+ * and probes only); `threads` decode one chunk's tensors (<= 0: 1). Opening one path
+ * several times in a process shares one environment. Errors: WSTORE_E_NOT_A_STORE,
+ * WSTORE_E_NEWER_FORMAT, WSTORE_E_IO.
+ */
+int wstore_kv_open(const char *path, int read_only, int threads, wstore_kv **out);
+
+/**
+ * Closes a KV handle; NULL is ignored. A writable handle first writes the last-use stamps
+ * of its lookups (see wstore_kv_lookup) in one transaction. Errors:
+ * WSTORE_E_INVALID_HANDLE when already closed (the handle is closed even when writing
+ * the stamps fails, which is then reported).
+ */
+int wstore_kv_close(wstore_kv *kv);
+
+/**
+ * The keys and values of one layer in the engine's own memory: element (token t, head h,
+ * dim d) of K is at  (char *)k + t * token_stride + h * head_stride + d * element_size,
+ * and likewise for V. Each head's head_dim elements of one token are contiguous.
+ *   [tokens][heads][head_dim] layout: token_stride = heads * head_dim * size, head_stride = 0
+ *   [heads][tokens][head_dim] layout: token_stride = head_dim * size, head_stride = capacity * head_dim * size
+ * For wstore_kv_store k and v are read during the call only; for wstore_kv_lookup they are
+ * written during the call only (wstore keeps no pointer after it returns).
+ */
+typedef struct wstore_kv_layer {
+    void *k;               /**< keys of token 0, head 0 */
+    void *v;               /**< values of token 0, head 0 */
+    int32_t dtype;         /**< WSTORE_DTYPE_F16, WSTORE_DTYPE_BF16 or WSTORE_DTYPE_F32 */
+    int32_t kv_heads;      /**< KV heads */
+    int32_t head_dim;      /**< elements per head and token */
+    int32_t reserved;      /**< 0 */
+    int64_t token_stride;  /**< bytes from token t to token t + 1 of one head */
+    int64_t head_stride;   /**< bytes from head h to head h + 1 at one token; 0: head_dim * element size */
+} wstore_kv_layer;
+
+/**
+ * Stores the KV of `tokens[0 ..< n_tokens]` of `model` (NULL: "default") under `salt`
+ * (NULL: ""): writes the whole chunks that are missing (a trailing partial chunk is not
+ * stored), marks the present ones used, then evicts least recently used leaves while over
+ * the budget. `layers[0 ..< n_layers]` describe the engine's buffers, which must hold
+ * n_tokens tokens; every layer has the same dtype, heads and head_dim. *cached_tokens
+ * (may be NULL) is how many leading tokens are cached now, a multiple of chunk_tokens.
+ * Errors: WSTORE_E_INVALID_ARGUMENT (a read-only handle, bad layer descriptions, a dtype
+ * or shape that differs from chunks already stored for the same prefix), WSTORE_E_IO.
+ */
+int wstore_kv_store(wstore_kv *kv, const char *model, const char *salt, const uint32_t *tokens, size_t n_tokens,
+                    const wstore_kv_layer *layers, size_t n_layers, size_t *cached_tokens);
+
+/**
+ * The longest cached prefix of `tokens[0 ..< n_tokens]` in *cached_tokens (a multiple of
+ * chunk_tokens), decoding nothing and writing nothing. Errors: WSTORE_E_IO.
+ */
+int wstore_kv_probe(wstore_kv *kv, const char *model, const char *salt, const uint32_t *tokens, size_t n_tokens,
+                    size_t *cached_tokens);
+
+/** What wstore_kv_lookup delivered. A plain value: the caller owns it. */
+typedef struct wstore_kv_lookup_result {
+    uint64_t tokens;   /**< leading tokens written into the caller's buffers (whole chunks) */
+    uint64_t chunks;   /**< chunks delivered */
+    int32_t damaged;   /**< 1 when the prefix ended at a damaged chunk (see wstore_last_error()), else 0 */
+    int32_t reserved;
+} wstore_kv_lookup_result;
+
+/**
+ * Finds the longest cached prefix of `tokens[0 ..< n_tokens]` and decodes it directly
+ * into the caller's buffers `layers[0 ..< n_layers]` (which must hold
+ * n_tokens tokens at their strides, with the dtype, heads and head_dim the chunks were
+ * stored with), every checksum checked, on a read transaction. Tokens past the prefix
+ * are not written. *out says how many tokens were delivered.
+ * A damaged chunk ends the prefix there: the chunks before it are delivered, out->damaged
+ * is 1 and wstore_last_error() names the chunk and the damage, and the call still returns
+ * WSTORE_OK (the destination rows of the damaged chunk hold unspecified bytes).
+ * Lossy codecs deliver their reconstruction. Last-use stamps for eviction are kept in
+ * memory by the handle and written by its next wstore_kv_store or its close, never by a
+ * lookup (format-spec/KV.md §5 says what survives a restart).
+ * Errors: WSTORE_E_INVALID_ARGUMENT when the layers do not match the stored chunks;
+ * WSTORE_E_IO.
+ */
+int wstore_kv_lookup(wstore_kv *kv, const char *model, const char *salt, const uint32_t *tokens, size_t n_tokens,
+                     const wstore_kv_layer *layers, size_t n_layers, wstore_kv_lookup_result *out);
+
+/** A KV store's totals and this handle's counters. */
+typedef struct wstore_kv_stats {
+    uint64_t chunks;          /**< chunks held */
+    uint64_t leaves;          /**< chunks no other chunk extends */
+    uint64_t stored_bytes;    /**< stored bytes of every chunk */
+    uint64_t raw_bytes;       /**< raw KV bytes of every chunk */
+    int64_t chunk_tokens;     /**< the store's chunk size */
+    int32_t codec;            /**< its enum wstore_kv_codec code */
+    int32_t read_only;        /**< 1 for a read-only handle */
+    /* Counters of this handle since it was opened. */
+    uint64_t lookups;         /**< wstore_kv_lookup calls */
+    uint64_t lookup_tokens;   /**< tokens asked for by lookups */
+    uint64_t hit_tokens;      /**< tokens delivered by lookups */
+    uint64_t damaged_chunks;  /**< lookups that ended at a damaged chunk */
+    uint64_t reserved[4];     /**< 0; room for more tiers */
+} wstore_kv_stats;
+
+/** Fills *out with the store's totals (one read transaction) and the handle's counters. */
+int wstore_kv_get_stats(wstore_kv *kv, wstore_kv_stats *out);
+
 #ifdef __cplusplus
 }
 #endif

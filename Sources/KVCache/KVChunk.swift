@@ -52,7 +52,7 @@ package enum KVChunk {
 
     private static func encodeTensor(_ t: KVTensor, isKeys: Bool, codec: KVCodec, kivi: KIVIOptions) throws -> [UInt8] {
         var options = EncodeOptions()
-        options.codec = .zstd
+        options.codec = codec == .raw ? .raw : .zstd
         options.minSavings = 0
         let rec: EncodedRecord, source: [UInt8]
         if let bits = codec.bits {
@@ -106,41 +106,85 @@ package enum KVChunk {
         return Info(codec: codec, dtype: dtype, layers: layers, tokens: u32(12), kvHeads: u32(16), headDim: u32(20))
     }
 
-    /// Decodes a whole chunk, checking every record's checksum.
+    /// Decodes a whole chunk into fresh tensors, checking every record's checksum.
     /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` or ``WStoreError/checksumMismatch(name:expected:actual:)``:
     ///   a damaged chunk is reported, never returned.
     package static func decode(_ bytes: UnsafeRawBufferPointer, name: String, threads: Int = 1) throws -> KVCacheData {
         let info = try info(bytes, name: name)
+        let row = info.headDim * info.dtype.elementSize!, size = info.kvHeads * info.tokens * row
         let count = 2 * info.layers
         let sink = UncheckedSendable(UnsafeMutableBufferPointer<KVTensor?>.allocate(capacity: count))
         sink.value.initialize(repeating: nil)
         defer { sink.value.deinitialize(); sink.value.deallocate() }
         try parallelFor(count, threads: threads) { i, _ in
-            let off = Int(UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: fixedHeaderSize + 16 * i, as: UInt64.self)))
-            let len = Int(UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: fixedHeaderSize + 16 * i + 8, as: UInt64.self)))
-            let what = "\(name) layer \(i / 2) \(i % 2 == 0 ? "keys" : "values")"
-            guard off >= fixedHeaderSize, len >= 0, off <= bytes.count, len <= bytes.count - off else {
-                throw WStoreError.corruptRecord(name: what, reason: "record lies outside the chunk")
+            let out = try [UInt8](unsafeUninitializedCapacity: size) { b, n in
+                try decodeTensor(bytes, info, i, name: name, into: KVRows(
+                    base: UnsafeMutableRawPointer(b.baseAddress!), tokenStride: row, headStride: info.tokens * row))
+                n = size
             }
-            let view = try RecordView(UnsafeRawBufferPointer(rebasing: bytes[off ..< off + len]), name: what)
-            var raw = [UInt8](repeating: 0, count: view.rawSize)
-            try raw.withUnsafeMutableBytes { try RecordDecoder.decode(view, name: what, into: $0) }
-            let t: KVTensor
-            if info.codec == .lossless {
-                guard view.shape == [info.kvHeads, info.tokens, info.headDim], view.dtype == info.dtype else {
-                    throw WStoreError.corruptRecord(name: what, reason: "shape \(view.shape) does not match the chunk header")
-                }
-                t = try KVTensor(dtype: info.dtype, heads: info.kvHeads, tokens: info.tokens, headDim: info.headDim, bytes: raw)
-            } else {
-                t = try raw.withUnsafeBytes { try KIVI.decode($0, name: what) }
-                guard t.shape == [info.kvHeads, info.tokens, info.headDim], t.dtype == info.dtype else {
-                    throw WStoreError.corruptRecord(name: what, reason: "shape \(t.shape) does not match the chunk header")
-                }
-            }
-            sink.value[i] = t
+            sink.value[i] = try KVTensor(dtype: info.dtype, heads: info.kvHeads, tokens: info.tokens, headDim: info.headDim, bytes: out)
         }
         return try KVCacheData(layers: (0 ..< info.layers).map { l in
             try KVLayer(keys: sink.value[2 * l]!, values: sink.value[2 * l + 1]!)
         })
+    }
+
+    /// Decodes record `i` of a chunk (layer `i / 2`, keys when even) straight into `rows`,
+    /// checking its checksum: a raw record is copied row by row out of the chunk (each
+    /// head's rows hashed right after they are copied), a compressed one decodes into a
+    /// reused scratch buffer and is scattered, a quantized one is dequantized into place.
+    /// `info` is what ``info(_:name:)`` returned for `bytes`.
+    /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` or ``WStoreError/checksumMismatch(name:expected:actual:)``;
+    ///   the rows then hold unspecified bytes.
+    package static func decodeTensor(_ bytes: UnsafeRawBufferPointer, _ info: Info, _ i: Int, name: String,
+                                     into rows: KVRows) throws {
+        let off = Int(UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: fixedHeaderSize + 16 * i, as: UInt64.self)))
+        let len = Int(UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: fixedHeaderSize + 16 * i + 8, as: UInt64.self)))
+        let what = "\(name) layer \(i / 2) \(i % 2 == 0 ? "keys" : "values")"
+        guard off >= fixedHeaderSize, len >= 0, off <= bytes.count, len <= bytes.count - off else {
+            throw WStoreError.corruptRecord(name: what, reason: "record lies outside the chunk")
+        }
+        let view = try RecordView(UnsafeRawBufferPointer(rebasing: bytes[off ..< off + len]), name: what)
+        let h = info.kvHeads, n = info.tokens, d = info.headDim, row = d * info.dtype.elementSize!
+        func scatter(_ src: UnsafeRawPointer, head: Int) {
+            let block = src + head * n * row
+            if rows.tokenStride == row {
+                rows.row(head: head, token: 0).copyMemory(from: block, byteCount: n * row)
+            } else {
+                for t in 0 ..< n { rows.row(head: head, token: t).copyMemory(from: block + t * row, byteCount: row) }
+            }
+        }
+        if info.codec.bits == nil {
+            guard view.shape == [h, n, d], view.dtype == info.dtype else {
+                throw WStoreError.corruptRecord(name: what, reason: "shape \(view.shape) does not match the chunk header")
+            }
+            if view.codec == .raw {
+                let src = view.payload.baseAddress!
+                let hasher = XXH3Stream()
+                for head in 0 ..< h {
+                    scatter(src, head: head)
+                    hasher.update(UnsafeRawBufferPointer(start: src + head * n * row, count: n * row))
+                }
+                let digest = hasher.digest()
+                guard digest == view.checksum else {
+                    throw WStoreError.checksumMismatch(name: what, expected: view.checksum, actual: digest)
+                }
+                return
+            }
+        }
+        let scratch = ScratchPool.take(max(1, view.rawSize))
+        defer { ScratchPool.give(scratch) }
+        let raw = UnsafeMutableRawBufferPointer(rebasing: scratch[0 ..< view.rawSize])
+        try RecordDecoder.decode(view, name: what, into: raw)
+        guard info.codec.bits != nil else {
+            for head in 0 ..< h { scatter(UnsafeRawPointer(raw.baseAddress!), head: head) }
+            return
+        }
+        let blob = UnsafeRawBufferPointer(raw)
+        let hd = try KIVI.header(blob, name: what)
+        guard hd.heads == h, hd.tokens == n, hd.headDim == d, hd.dtype == info.dtype else {
+            throw WStoreError.corruptRecord(name: what, reason: "shape [\(hd.heads), \(hd.tokens), \(hd.headDim)] does not match the chunk header")
+        }
+        KIVI.decode(blob, hd, into: rows)
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import WStoreCore
 
 /// A prefix-keyed, compressed KV cache store: its own LMDB environment (a directory).
@@ -12,6 +13,8 @@ import WStoreCore
 /// format-spec/KV.md describes the layout.
 ///
 /// Safe to share across threads: LMDB serializes writers and lets readers run in parallel.
+/// A lookup runs on a read transaction only: the last uses it sees are kept in memory by
+/// this handle and written by its next store (or ``flushUseStamps()``).
 public final class KVStore: Sendable {
     /// A store's fixed settings, chosen at ``create(at:options:)``.
     public struct Options: Sendable, Equatable {
@@ -53,6 +56,9 @@ public final class KVStore: Sendable {
         public var kv: KVCacheData?
         /// Chunks found.
         public var chunks: Int
+        /// Why the prefix ended early: the damage of the chunk after the last one
+        /// delivered (a checksum or format error naming the chunk); `nil` when none.
+        public var damage: WStoreError?
     }
 
     /// Totals, from ``stats()``.
@@ -77,8 +83,13 @@ public final class KVStore: Sendable {
     public let readOnly: Bool
     let env: LMDBEnvironment
     let meta: LMDBDatabase, chunks: LMDBDatabase, nodes: LMDBDatabase, leaves: LMDBDatabase
+    /// Last uses seen by lookups, not yet written (the next ``store(tokens:model:salt:kv:)``
+    /// or ``flushUseStamps()`` writes them), and this handle's lookup counters.
+    let uses = Mutex(PendingUses())
 
-    static let formatVersion = 1
+    /// The newest KV format this code reads and writes: 2 added the raw codec. A store is
+    /// written as version 1 unless its codec is raw, so older readers keep reading it.
+    static let formatVersion = 2
 
     private init(path: String, env: LMDBEnvironment, options: Options, readOnly: Bool) throws {
         self.path = path
@@ -107,7 +118,7 @@ public final class KVStore: Sendable {
         let env = try LMDBEnvironment.shared(path: path, readOnly: false, options: envOptions)
         let store = try KVStore(path: path, env: env, options: options, readOnly: false)
         let settings: [String: Any] = [
-            "format": "wstore-kv", "format_version": formatVersion, "chunk_tokens": options.chunkTokens,
+            "format": "wstore-kv", "format_version": options.codec == .raw ? 2 : 1, "chunk_tokens": options.chunkTokens,
             "budget_bytes": options.budgetBytes, "max_chunks": options.maxChunks, "codec": options.codec.rawValue,
             "kivi_group": options.kivi.group, "kivi_residual": options.kivi.residual,
         ]
@@ -167,6 +178,7 @@ public final class KVStore: Sendable {
             throw WStoreError.invalidArgument("KV cache holds \(kv.tokens) tokens for \(tokens.count) token ids")
         }
         let keys = PrefixKey.chain(tokens: tokens, chunkTokens: options.chunkTokens, model: model, salt: salt)
+        let pending = uses.withLock { $0.take() }
         let present: [Bool] = try env.withRead { txn in
             try keys.map { try txn.get(nodes, PrefixKey.bytes($0)) != nil }
         }
@@ -178,8 +190,10 @@ public final class KVStore: Sendable {
             encoded[i] = try KVChunk.encode(part, codec: options.codec, kivi: options.kivi, threads: options.threads)
             raw += part.byteCount
         }
-        return try env.write { txn in
+        do {
+            return try env.write { txn in
             var counters = try Counters.read(txn, meta)
+            try foldUses(txn, pending, counters: &counters)
             var result = StoreResult(written: 0, present: 0, evicted: 0, storedBytes: 0, rawBytes: 0)
             var parent: UInt64 = 0
             for (i, key) in keys.enumerated() {
@@ -214,6 +228,10 @@ public final class KVStore: Sendable {
             }
             try counters.write(txn, meta)
             return result
+            }
+        } catch {
+            uses.withLock { $0.restore(pending) }
+            throw error
         }
     }
 
@@ -228,36 +246,6 @@ public final class KVStore: Sendable {
             }
             return n
         }
-    }
-
-    /// Finds the longest cached prefix of `tokens` in whole chunks, decodes it and marks it used.
-    /// - Throws: ``WStoreError/checksumMismatch(name:expected:actual:)`` or
-    ///   ``WStoreError/corruptRecord(name:reason:)`` when a chunk of the prefix is damaged:
-    ///   damaged bytes are reported, never returned. ``LMDBError`` from LMDB.
-    public func lookup(tokens: [UInt32], model: String, salt: String = "") throws -> Lookup {
-        let keys = PrefixKey.chain(tokens: tokens, chunkTokens: options.chunkTokens, model: model, salt: salt)
-        let parts: [KVCacheData] = try env.withRead { txn in
-            var parts: [KVCacheData] = []
-            for k in keys {
-                guard let value = try txn.get(chunks, PrefixKey.bytes(k)) else { break }
-                parts.append(try KVChunk.decode(value, name: "KV chunk \(hex(k))", threads: options.threads))
-            }
-            return parts
-        }
-        guard !parts.isEmpty else { return Lookup(tokens: 0, kv: nil, chunks: 0) }
-        if !readOnly {
-            try env.write { txn in
-                var counters = try Counters.read(txn, meta)
-                for k in keys.prefix(parts.count) {
-                    guard var node = try Node.read(txn, nodes, k) else { break }
-                    counters.clock += 1
-                    try touch(txn, key: k, node: &node, clock: counters.clock)
-                }
-                try counters.write(txn, meta)
-            }
-        }
-        let kv = try KVCacheData.concatenate(parts)
-        return Lookup(tokens: kv.tokens, kv: kv, chunks: parts.count)
     }
 
     /// Totals over the store.
@@ -300,5 +288,14 @@ extension KVStore {
     /// The stored bytes of one chunk, as they are (for tools and tests).
     package func rawChunk(_ key: UInt64) throws -> [UInt8]? {
         try env.withRead { txn in try txn.get(chunks, PrefixKey.bytes(key)).map { Array($0) } }
+    }
+}
+
+extension KVStore {
+    /// The settings record as stored (for tools and tests).
+    package func settingsJSON() throws -> String {
+        try env.withRead { txn in
+            String(decoding: try txn.get(meta, Array("settings".utf8)).map { Array($0) } ?? [], as: UTF8.self)
+        }
     }
 }

@@ -96,23 +96,24 @@ import Testing
         #expect(try store.stats().chunks > 0)
     }
 
-    @Test func corruptChunkIsReportedNeverReturned() throws {
+    @Test func corruptChunkEndsThePrefixAndIsReported() throws {
         let dir = temporaryDirectory("corrupt")
         defer { try? FileManager.default.removeItem(atPath: dir) }
-        for codec in [KVCodec.lossless, .int4] {
+        for codec in [KVCodec.lossless, .int4, .raw] {
             var o = options(chunk: 64)
             o.codec = codec
             let path = dir + "/kv-\(codec)"
             var store: KVStore? = try KVStore.create(at: path, options: o)
             var rng = TestRNG(state: 3)
-            let tokens: [UInt32] = (0 ..< 64).map { UInt32($0) }
+            let tokens: [UInt32] = (0 ..< 128).map { UInt32($0) }
             let kv = try KVCacheData(layers: [KVLayer(
-                keys: KVTensor(floats: rng.normals(2 * 64 * 16), dtype: .f16, heads: 2, tokens: 64, headDim: 16),
-                values: KVTensor(floats: rng.normals(2 * 64 * 16), dtype: .f16, heads: 2, tokens: 64, headDim: 16))])
+                keys: KVTensor(floats: rng.normals(2 * 128 * 16), dtype: .f16, heads: 2, tokens: 128, headDim: 16),
+                values: KVTensor(floats: rng.normals(2 * 128 * 16), dtype: .f16, heads: 2, tokens: 128, headDim: 16))])
             try store!.store(tokens: tokens, model: "m", kv: kv)
+            let intact = try store!.lookup(tokens: tokens, model: "m").kv!
             store = nil
-            // Flip one byte of the stored chunk's payload in the file.
-            let key = PrefixKey.chain(tokens: tokens, chunkTokens: 64, model: "m")[0]
+            // Flip one byte of the second chunk's payload in the file.
+            let key = PrefixKey.chain(tokens: tokens, chunkTokens: 64, model: "m")[1]
             let chunkBytes = try KVStore.open(at: path, readOnly: true).rawChunk(key)!
             let needle = Array(chunkBytes.suffix(48).prefix(32))
             var file = try Data(contentsOf: URL(fileURLWithPath: path + "/data.mdb"))
@@ -120,7 +121,21 @@ import Testing
             file[at.lowerBound + 5] ^= 0x5A
             try file.write(to: URL(fileURLWithPath: path + "/data.mdb"))
             let reopened = try KVStore.open(at: path)
-            #expect(throws: WStoreError.self) { _ = try reopened.lookup(tokens: tokens, model: "m") }
+            // The intact first chunk is returned, the damage reported, never the damaged bytes.
+            let found = try reopened.lookup(tokens: tokens, model: "m")
+            #expect(found.tokens == 64 && found.chunks == 1, "\(codec)")
+            #expect(found.kv == intact.slice(tokens: 0 ..< 64), "\(codec)")
+            let damage = try #require(found.damage, "\(codec)")
+            #expect("\(damage)".contains(String(key, radix: 16)), "\(damage)")
+            // Into the caller's buffers: the same.
+            var k = [UInt8](repeating: 0, count: 128 * 2 * 16 * 2), v = k
+            let delivered = try k.withUnsafeMutableBytes { kb in
+                try v.withUnsafeMutableBytes { vb in
+                    try reopened.lookup(tokens: tokens, model: "m", into: [KVLayerView(
+                        keys: kb.baseAddress!, values: vb.baseAddress!, dtype: .f16, kvHeads: 2, headDim: 16, tokenStride: 2 * 16 * 2)])
+                }
+            }
+            #expect(delivered.tokens == 64 && delivered.damage != nil, "\(codec)")
             #expect(try reopened.verify().count == 1)
         }
     }
