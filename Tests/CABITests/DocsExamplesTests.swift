@@ -31,7 +31,7 @@ import WStoreCLI
     static func workspace() throws -> TempDir {
         let dir = TempDir()
         let lib = try #require(CABITests.libraryDirectory(), "libwstore-c.so not found: build with `swift build --build-tests`")
-        let py = try run("/usr/bin/env", ["python3", CABITests.root + "/scripts/fixtures/make_demo_checkpoint.py", dir.sub("mixtral")])
+        let py = try run("/usr/bin/env", [CABITests.python, CABITests.root + "/scripts/fixtures/make_demo_checkpoint.py", dir.sub("mixtral")])
         try #require(py.status == 0, "make_demo_checkpoint.py failed: \(py.output)")
         var pack = try WStoreCommand.parseAsRoot(["pack", dir.sub("mixtral"), "-o", dir.sub("moe.wstore"), "--quiet"])
         try pack.run()
@@ -65,14 +65,16 @@ import WStoreCLI
         }
     }
 
+    /// The ctypes blocks of docs/C-ABI.md. README.md's Python block is the `wstore` package's
+    /// example: python/tests/test_readme.py runs it with the package installed.
     @Test func pythonBlocksRun() throws {
-        let blocks = try Self.blocks("docs/C-ABI.md", language: "python") + Self.blocks("README.md", language: "python")
+        let blocks = try Self.blocks("docs/C-ABI.md", language: "python")
         try #require(!blocks.isEmpty, "no Python block in docs/C-ABI.md")
         let dir = try Self.workspace()
         for (n, block) in blocks.enumerated() {
             let src = dir.sub("block\(n).py")
             try block.code.write(toFile: src, atomically: true, encoding: .utf8)
-            let r = try run("/bin/sh", ["-c", "cd '\(dir.path)' && exec python3 '\(src)'"])
+            let r = try run("/bin/sh", ["-c", "cd '\(dir.path)' && exec '\(CABITests.python)' '\(src)'"])
             #expect(r.status == 0, "Python block at line \(block.line) exits \(r.status):\n\(r.output)")
             #expect(r.output.contains("read 512000 bytes, shape [1000, 256]"), "\(r.output)")
         }

@@ -15,4 +15,6 @@ def test_readme_python_example(tmp_path: Path) -> None:
                         str(tmp_path)], capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "2 layers served under a 2-expert budget" in r.stdout, r.stdout
-    assert (tmp_path / "tiny-moe.wstore").is_dir()
+    assert "cached prefix of the next prompt: 256 tokens" in r.stdout, r.stdout
+    assert "KV: 512 of 512 tokens from the cache" in r.stdout, r.stdout
+    assert (tmp_path / "tiny-moe.wstore").is_dir() and (tmp_path / "prompts.kvstore").is_dir()

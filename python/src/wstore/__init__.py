@@ -7,6 +7,10 @@
             with experts.acquire(0, 3) as e:               # pinned until the block ends
                 up = e["up"]                                # read-only, the part's dtype and shape
 
+    with wstore.kv.open("prompts.kvstore", chunk_tokens=256, codec="int4") as cache:
+        cache.store(tokens, keys, values)                  # per layer [tokens, kv_heads, head_dim]
+        hit = cache.lookup(tokens, out=(keys, values))     # decoded straight into the arrays
+
 Everything goes through libwstore-c.so (include/wstore.h), loaded with ctypes from
 ``WSTORE_LIB`` or from inside this package.
 """
@@ -14,7 +18,7 @@ from __future__ import annotations
 
 import os
 
-from . import _lib
+from . import _lib, kv
 from ._errors import (Aborted, BudgetExhausted, BufferTooSmall, Closed, Corrupt, Internal, InvalidArgument,
                       InvalidHandle, NewerFormat, NotAStore, NotFound, NotRaw, Released, StoreIOError,
                       WStoreError)
@@ -41,5 +45,5 @@ __all__ = [
     "open", "Store", "Snapshot", "TensorInfo", "ModelInfo", "ExpertInfo", "Residency", "Expert", "ExpertSet",
     "Stats", "WStoreError", "InvalidArgument", "NotFound", "NotAStore", "NewerFormat", "Corrupt", "NotRaw",
     "BufferTooSmall", "BudgetExhausted", "Aborted", "StoreIOError", "Internal", "InvalidHandle", "Closed",
-    "Released", "abi_version", "library_path",
+    "Released", "abi_version", "library_path", "kv",
 ]
