@@ -305,7 +305,14 @@ class Residency:
         rc = _acquire(h.ptr, layer, expert, bout)
         if rc:
             raise_status(rc)
-        return self._wrap(layer, expert, out.value, arr, barr, n, bn)  # type: ignore[arg-type]
+        pin = out.value
+        # The hit path, inline: the same part pointers as the cached arrays -> reuse them.
+        if not _parts(pin, barr, bn):
+            r = self._cache.get((layer, expert))
+            if r is not None and r.ptrs == tuple(arr[_DATA_WORD:_PART_WORDS * n.value:_PART_WORDS]):
+                r.owner.handles.append(pin)  # atomic under the GIL; _unpin tolerates any interleaving
+                return Expert(layer, expert, self, r, pin)
+        return self._wrap(layer, expert, pin, arr, barr, n, bn)  # type: ignore[arg-type]
 
     def _wrap(self, layer: int, expert: int, pin: int, arr: C._Pointer, barr: object, n: C.c_size_t,
               bn: object) -> Expert:
@@ -386,7 +393,7 @@ class Residency:
         own pin in ``r.owner``)."""
         handles = r.owner.handles
         handles.remove(pin)
-        if not handles and _held_outside(r.arrays, _UNSHARED):
+        if not handles and _held_outside(r.arrays, _UNSHARED):  # (a function: _UNSHARED counts its frame)
             handles.append(pin)  # the arrays' owner releases it with the last array
             if self._cache.get((layer, expert)) is r:
                 self._cache.pop((layer, expert), None)
