@@ -188,3 +188,17 @@ def test_a_snapshot_lends_up_to_its_limit(mixtral_stores: dict[str, Path], src: 
         views.pop()
         assert snap.tensor(name).tobytes() == src[name].tobytes()  # one given back: one more lent
         del views
+
+
+def test_a_parts_dict_kept_past_release_keeps_the_pin(mixtral_stores: dict[str, Path],
+                                                      src: dict[str, np.ndarray]) -> None:
+    with wstore.open(mixtral_stores["raw"]) as store, store.residency("mixtral", 2 * EXPERT_BYTES, wait=0) as res:
+        with res.acquire(1, 0) as e:
+            parts = e.parts
+        with res.acquire(1, 2):
+            with pytest.raises(wstore.BudgetExhausted):
+                res.acquire(1, 3)
+        assert parts["up"].tobytes() == up_of(src, 1, 0).tobytes()
+        del parts
+        with res.acquire_many(1, [2, 3]):
+            pass

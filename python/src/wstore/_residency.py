@@ -4,9 +4,8 @@ from __future__ import annotations
 import ctypes as C
 import sys
 import threading
-import types
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 
@@ -88,15 +87,17 @@ class _Pins:
 
 class _Resident:
     """One expert's buffer as arrays: the part data pointers it was made for, the arrays
-    (a read-only mapping), and their owner. Cached per (layer, expert) and reused while a
-    fresh pin finds the same pointers; the arrays are handed out only under a pin."""
+    by part name, and their owner. Cached per (layer, expert) and reused while a fresh pin
+    finds the same pointers; the arrays are handed out only under a pin, and never in a
+    container of this object's (a caller holding one would hide its arrays from
+    ``_held_outside``)."""
 
     __slots__ = ("ptrs", "parts", "arrays", "owner")
 
     def __init__(self, ptrs: tuple[int, ...], parts: dict[str, np.ndarray], owner: _Pins) -> None:
         self.ptrs = ptrs
         self.arrays = tuple(parts.values())
-        self.parts: Mapping[str, np.ndarray] = types.MappingProxyType(parts)
+        self.parts = parts
         self.owner = owner
 
 
@@ -108,21 +109,16 @@ def _held_outside(arrays: tuple[np.ndarray, ...], base: int) -> bool:
     return False
 
 
-def _baseline() -> int:
-    """How many references _held_outside sees for an array that only its _Resident holds
-    (the parts dict, the arrays tuple, the loop variable, getrefcount's argument)."""
-    r = _Resident((), {"x": np.zeros(1)}, _Pins())
-    return _probe(r.arrays)
-
-
 def _probe(arrays: tuple[np.ndarray, ...]) -> int:
     seen = 0
-    for a in arrays:
+    for a in arrays:  # the same loop as _held_outside's
         seen = max(seen, _getrefcount(a))
     return seen
 
 
-_UNSHARED = _baseline()
+#: The references _held_outside sees for an array only its _Resident holds (the parts
+#: dict, the arrays tuple, the loop variable, getrefcount's argument).
+_UNSHARED = _probe(_Resident((), {"x": np.zeros(1)}, _Pins()).arrays)
 
 
 class Expert:
@@ -148,15 +144,21 @@ class Expert:
         self._pin = pin
 
     @property
-    def parts(self) -> Mapping[str, np.ndarray]:
-        """Part name -> read-only array. Raises :class:`wstore.Released` after release."""
+    def parts(self) -> dict[str, np.ndarray]:
+        """Part name -> read-only array (a new dict: holding it holds the arrays, and so
+        the pin). Raises :class:`wstore.Released` after release."""
         r = self._resident
         if r is None:
             raise Released(f"expert ({self.layer}, {self.expert}) was released")
-        return r.parts
+        return dict(r.parts)
 
     def __getitem__(self, part: str) -> np.ndarray:
-        return self.parts[part]
+        """The array of part ``part``. Raises :class:`wstore.Released` after release,
+        ``KeyError`` for a part the expert does not have."""
+        r = self._resident
+        if r is None:
+            raise Released(f"expert ({self.layer}, {self.expert}) was released")
+        return r.parts[part]
 
     @property
     def hit(self) -> bool:
