@@ -14,8 +14,16 @@ DEMO_DIR  ?= demo-out
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PY_PKGS    = numpy safetensors gguf ml_dtypes pytest
 
-# Tests and scripts find the environment's Python through this variable.
+# Tests and scripts find the environment's Python through this variable; the
+# environment's bin/ also comes first on PATH, so a test or script that runs plain
+# `python3` gets it too. The virtual environment itself is made by the Python found
+# before that.
+ifndef SYSPYTHON
+SYSPYTHON := $(shell command -v $(PYTHON) 2>/dev/null || echo $(PYTHON))
+endif
+export SYSPYTHON
 export WSTORE_PYTHON := $(abspath $(VPY))
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: all deps venv pydeps build lib python pyinstall pytest python-install-check demo test bench bench-check bench-thresholds clean
 
@@ -38,10 +46,10 @@ deps:
 venv: $(VPY)
 
 $(VPY):
-	@$(PYTHON) -m venv --help >/dev/null 2>&1 && $(PYTHON) -c "import ensurepip" 2>/dev/null || { \
+	@$(SYSPYTHON) -m venv --help >/dev/null 2>&1 && $(SYSPYTHON) -c "import ensurepip" 2>/dev/null || { \
 		echo "installing: python3-venv"; \
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv; }
-	$(PYTHON) -m venv $(VENV)
+	$(SYSPYTHON) -m venv $(VENV)
 
 # Python packages, in the environment: those that write the test fixtures, ml_dtypes
 # (bf16 and fp8 numpy dtypes), pytest, and a small real model (its safetensors file
@@ -74,7 +82,7 @@ pytest: pyinstall build
 
 # `pip install ./python` into a fresh virtual environment, then import it and open a store.
 python-install-check: python
-	@bash python/tests/fresh_venv.sh $(PYTHON)
+	@bash python/tests/fresh_venv.sh $(SYSPYTHON)
 
 demo: build pyinstall
 	@bash scripts/demo.sh $(BIN) $(DEMO_DIR)
