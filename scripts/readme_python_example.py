@@ -16,7 +16,8 @@ SECTION = "## From Python: `import wstore`"
 
 def example(readme: str) -> str:
     """The first ```python block of the README's Python section."""
-    text = open(readme, encoding="utf-8").read()
+    with open(readme, encoding="utf-8") as f:
+        text = f.read()
     start = text.index(SECTION)
     end = text.find("\n## ", start + len(SECTION))
     m = re.search(r"```python\n(.*?)```", text[start:end if end >= 0 else len(text)], re.S)
