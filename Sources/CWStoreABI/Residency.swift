@@ -55,39 +55,50 @@ final class ResidencyBox: @unchecked Sendable {
 
     deinit { for p in owned { p.deallocate() } }
 
-    /// The parts of `handle`'s expert, pointing into its buffer, in `out` (count entries).
-    func fill(_ out: UnsafeMutablePointer<wstore_expert_part>, for handle: borrowing ExpertHandle) {
-        let t = templates[manager.geometry.id(layer: handle.layer, expert: handle.expert)]!
-        let base = handle.baseAddress
+    /// The parts of pinned `slot`'s expert, pointing into its buffer, in `out` (count entries).
+    @inline(__always)
+    func fill(_ out: UnsafeMutablePointer<wstore_expert_part>, for slot: ExpertSlot) {
+        let t = templates[manager.geometry.id(layer: slot.layer, expert: slot.expert)]!
+        let base = UnsafeRawPointer(slot.buffer!)
         for i in 0 ..< t.count {
             out[i] = t[i]
             out[i].data = base + Int(bitPattern: t[i].data)
         }
     }
 
-    func partCount(layer: Int, expert: Int) -> Int {
-        templates[manager.geometry.id(layer: layer, expert: expert)]!.count
+    func partCount(of slot: ExpertSlot) -> Int {
+        templates[manager.geometry.id(layer: slot.layer, expert: slot.expert)]!.count
     }
 }
 
-/// What a `wstore_expert *` handle names: one pin (the ``ExpertHandle``) and its parts
-/// as the C array `wstore_expert_parts` lends, which ends in the same allocation as
-/// the object. Releasing the handle drops the pin.
-final class PinnedExpert {
-    let handle: ExpertHandle
+/// What a `wstore_expert *` handle names, in one allocation: one pin on an expert's slot
+/// (dropped when the object goes) and its parts as the C array `wstore_expert_parts`
+/// lends, tail-allocated after the header.
+struct PinnedHeader {
+    let slot: ExpertSlot
     let owner: ResidencyBox
-    let parts: UnsafeMutablePointer<wstore_expert_part>
+    let hit: Bool
     let count: Int
+}
 
-    init(_ handle: consuming ExpertHandle, owner: ResidencyBox) {
-        count = owner.partCount(layer: handle.layer, expert: handle.expert)
-        parts = .allocate(capacity: max(1, count))
-        owner.fill(parts, for: handle)
-        self.handle = handle
-        self.owner = owner
+final class PinnedExpert: ManagedBuffer<PinnedHeader, wstore_expert_part> {
+    /// Takes over the pin already held on `slot`.
+    static func make(pinned slot: ExpertSlot, hit: Bool, owner: ResidencyBox) -> PinnedExpert {
+        let count = owner.partCount(of: slot)
+        let made = unsafeDowncast(create(minimumCapacity: max(1, count)) { _ in
+            PinnedHeader(slot: slot, owner: owner, hit: hit, count: count)
+        }, to: PinnedExpert.self)
+        made.withUnsafeMutablePointerToElements { owner.fill($0, for: slot) }
+        return made
     }
 
-    deinit { parts.deallocate() }
+    deinit { header.slot.unpin() }
+
+    var slot: ExpertSlot { header.slot }
+    var hit: Bool { header.hit }
+    var count: Int { header.count }
+    /// The parts array; valid while this object lives.
+    var parts: UnsafeMutablePointer<wstore_expert_part> { withUnsafeMutablePointerToElements { $0 } }
 }
 
 let residencies = HandleTable<ResidencyBox>(.residency)
@@ -143,8 +154,8 @@ public func wstore_expert_acquire(_ residency: OpaquePointer?, _ layer: Int64, _
     guarded {
         let box = try residencyFrom(residency)
         let out = try required(out, "out")
-        let handle = try box.manager.acquire(layer: Int(clamping: layer), expert: Int(clamping: expert))
-        out.pointee = try experts.insert(PinnedExpert(handle, owner: box))
+        let (slot, hit) = try box.manager.acquireSlot(layer: Int(clamping: layer), expert: Int(clamping: expert))
+        out.pointee = try experts.insert(PinnedExpert.make(pinned: slot, hit: hit, owner: box))
     }
 }
 
@@ -161,7 +172,7 @@ public func wstore_expert_acquire_many(_ residency: OpaquePointer?, _ layer: Int
         let (slots, wasHit) = try box.manager.acquirePinned(
             layer: Int(clamping: layer), experts: UnsafeBufferPointer(start: list, count: count).map { Int(clamping: $0) })
         // Every pin is owned by an object first, so an early exit gives back the rest.
-        let pinned = slots.enumerated().map { PinnedExpert(ExpertHandle(pinned: $1, hit: wasHit[$0]), owner: box) }
+        let pinned = slots.enumerated().map { PinnedExpert.make(pinned: $1, hit: wasHit[$0], owner: box) }
         var made: [OpaquePointer] = []
         do {
             for e in pinned { made.append(try experts.insert(e)) }
@@ -182,7 +193,7 @@ public func wstore_expert_acquire_many(_ residency: OpaquePointer?, _ layer: Int
 public func wstore_expert_hit(_ expert: OpaquePointer?, _ hit: UnsafeMutablePointer<Int32>?) -> Int32 {
     guarded {
         let e = try expertFrom(expert)
-        try required(hit, "hit").pointee = e.handle.wasHit ? 1 : 0
+        try required(hit, "hit").pointee = e.hit ? 1 : 0
     }
 }
 
@@ -207,7 +218,7 @@ public func wstore_expert_part_by_name(_ expert: OpaquePointer?, _ part: UnsafeP
         let part = try required(part, "part")
         let data = try required(data, "data"), size = try required(size, "size")
         guard let p = UnsafeBufferPointer(start: e.parts, count: e.count).first(where: { strcmp($0.name, part) == 0 }) else {
-            throw WStoreError.notFound("part \(String(cString: part)) of expert \(e.handle.expert) of layer \(e.handle.layer)")
+            throw WStoreError.notFound("part \(String(cString: part)) of expert \(e.slot.expert) of layer \(e.slot.layer)")
         }
         data.pointee = p.data
         size.pointee = p.size

@@ -14,13 +14,14 @@ enum HandleKind: UInt64 {
 /// close or release, released twice, or of the wrong kind, is found not to match and
 /// refused with `WSTORE_E_INVALID_HANDLE`, and a freed object is never dereferenced.
 ///
-/// Lookups are lock-free (two acquiring loads); inserting and removing take a mutex on
-/// the free list. A lookup racing the close of the same handle is the caller's bug
-/// (the header says so); anything else may run on any thread.
+/// Lookups are lock-free (two acquiring loads); so are inserting and removing, which pop
+/// and push free slots on a Treiber stack whose head carries a tag against ABA (a mutex
+/// is taken only to add a chunk of 1024 slots). A lookup racing the close of the same
+/// handle is the caller's bug (the header says so); anything else may run on any thread.
 ///
-/// `@unchecked Sendable`: the chunk directory's entries go once from nil to a chunk,
-/// under the mutex, published by a releasing store; a slot's object pointer is written
-/// only while the slot is not live, before the releasing store that makes it live.
+/// `@unchecked Sendable`: the chunk directory's entries go once from 0 to a chunk, under
+/// the mutex, published by a releasing store; a slot's object pointer is written only while
+/// the slot is not live, before the releasing store that makes it live.
 final class HandleTable<Object: AnyObject>: @unchecked Sendable {
     private static var chunkBits: Int { 10 }
     private static var chunkSize: Int { 1 << chunkBits }
@@ -31,19 +32,23 @@ final class HandleTable<Object: AnyObject>: @unchecked Sendable {
     private let words: UnsafeMutablePointer<Atomic<UInt>>
     /// Per chunk: the address of its object pointers, 0 until made.
     private let objects: UnsafeMutablePointer<Atomic<UInt>>
-    private struct FreeList {
-        var free: [UInt32] = []
-        var next: UInt32 = 0
-    }
-    private let freeList = Mutex(FreeList())
+    /// Per chunk: the address of its free-list links (`Atomic<UInt32>`, next slot + 1), 0 until made.
+    private let links: UnsafeMutablePointer<Atomic<UInt>>
+    /// The free list's head: tag << 32 | (slot + 1), 0 in the low half when empty.
+    private let freeHead = Atomic<UInt64>(0)
+    /// Slots never used yet start here.
+    private let fresh = Atomic<Int>(0)
+    private let growing = Mutex(())
 
     init(_ kind: HandleKind) {
         self.kind = kind
         words = .allocate(capacity: Self.maxChunks)
         objects = .allocate(capacity: Self.maxChunks)
+        links = .allocate(capacity: Self.maxChunks)
         for i in 0 ..< Self.maxChunks {
             (words + i).initialize(to: Atomic(0))
             (objects + i).initialize(to: Atomic(0))
+            (links + i).initialize(to: Atomic(0))
         }
     }
     // Never deinitialized: the tables are process-wide and live as long as the process.
@@ -59,26 +64,66 @@ final class HandleTable<Object: AnyObject>: @unchecked Sendable {
         return UnsafeMutablePointer<UnsafeMutableRawPointer?>(bitPattern: chunk)! + (index & (Self.chunkSize - 1))
     }
 
+    private func slotLink(_ index: Int) -> UnsafeMutablePointer<Atomic<UInt32>> {
+        let chunk = links[index >> Self.chunkBits].load(ordering: .acquiring)
+        return UnsafeMutablePointer<Atomic<UInt32>>(bitPattern: chunk)! + (index & (Self.chunkSize - 1))
+    }
+
+    /// Makes the chunk holding slot `index` if no thread has yet.
+    private func ensureChunk(_ index: Int) {
+        let c = index >> Self.chunkBits
+        guard words[c].load(ordering: .acquiring) == 0 else { return }
+        growing.withLock { _ in
+            guard words[c].load(ordering: .acquiring) == 0 else { return }
+            let o = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: Self.chunkSize)
+            o.initialize(repeating: nil, count: Self.chunkSize)
+            let l = UnsafeMutablePointer<Atomic<UInt32>>.allocate(capacity: Self.chunkSize)
+            let w = UnsafeMutablePointer<Atomic<UInt64>>.allocate(capacity: Self.chunkSize)
+            for j in 0 ..< Self.chunkSize {
+                (l + j).initialize(to: Atomic(0))
+                (w + j).initialize(to: Atomic(0))
+            }
+            objects[c].store(UInt(bitPattern: o), ordering: .releasing)
+            links[c].store(UInt(bitPattern: l), ordering: .releasing)
+            words[c].store(UInt(bitPattern: w), ordering: .releasing)
+        }
+    }
+
+    /// A free slot: popped from the free list, else a fresh one.
+    private func takeSlot() throws -> Int {
+        var head = freeHead.load(ordering: .acquiring)
+        while head & 0xFFFF_FFFF != 0 {
+            let index = Int(head & 0xFFFF_FFFF) - 1
+            let next = UInt64(slotLink(index).pointee.load(ordering: .relaxed))
+            let (done, seen) = freeHead.compareExchange(expected: head, desired: (head >> 32 &+ 1) << 32 | next,
+                                                        ordering: .acquiring)
+            if done { return index }
+            head = seen
+        }
+        let i = fresh.add(1, ordering: .relaxed).oldValue
+        guard i < Self.maxChunks * Self.chunkSize else {
+            throw ABIError.invalidArgument("too many open handles (\(i)): release some")
+        }
+        ensureChunk(i)
+        return i
+    }
+
+    /// Puts slot `index` on the free list.
+    private func giveSlot(_ index: Int) {
+        var head = freeHead.load(ordering: .relaxed)
+        while true {
+            slotLink(index).pointee.store(UInt32(truncatingIfNeeded: head & 0xFFFF_FFFF), ordering: .relaxed)
+            let (done, seen) = freeHead.compareExchange(expected: head, desired: (head >> 32 &+ 1) << 32 | UInt64(index + 1),
+                                                        ordering: .releasing)
+            if done { return }
+            head = seen
+        }
+    }
+
     /// Stores `object` (retained) in a free slot and returns its handle.
     /// - Throws: ``ABIError/invalidArgument(_:)`` when 16 million handles of this kind are live.
     func insert(_ object: Object) throws -> OpaquePointer {
-        let index = try freeList.withLock { f throws -> Int in
-            if let i = f.free.popLast() { return Int(i) }
-            let i = Int(f.next)
-            guard i < Self.maxChunks * Self.chunkSize else {
-                throw ABIError.invalidArgument("too many open handles (\(i)): release some")
-            }
-            if i & (Self.chunkSize - 1) == 0 {
-                let w = UnsafeMutablePointer<Atomic<UInt64>>.allocate(capacity: Self.chunkSize)
-                for j in 0 ..< Self.chunkSize { (w + j).initialize(to: Atomic(0)) }
-                let o = UnsafeMutablePointer<UnsafeMutableRawPointer?>.allocate(capacity: Self.chunkSize)
-                o.initialize(repeating: nil, count: Self.chunkSize)
-                objects[i >> Self.chunkBits].store(UInt(bitPattern: o), ordering: .releasing)
-                words[i >> Self.chunkBits].store(UInt(bitPattern: w), ordering: .releasing)
-            }
-            f.next += 1
-            return i
-        }
+        let index = try takeSlot()
         let word = slotWord(index)!
         let generation = ((word.pointee.load(ordering: .relaxed) >> 1) + 1) & 0x0FFF_FFFF
         let g = generation == 0 ? 1 : generation
@@ -117,7 +162,7 @@ final class HandleTable<Object: AnyObject>: @unchecked Sendable {
         let slot = slotObject(index)
         let p = slot.pointee!
         slot.pointee = nil
-        freeList.withLock { $0.free.append(UInt32(index)) }
+        giveSlot(index)
         return Unmanaged<Object>.fromOpaque(p).takeRetainedValue()
     }
 }

@@ -299,3 +299,11 @@ extension KVStore {
         }
     }
 }
+
+extension KVStore {
+    /// Lends the stored bytes of one chunk, in place in the map, to `body` (for benchmarks).
+    /// lmdb.h: the value is valid until the read transaction ends, which is when `body` returns.
+    package func withChunkValue<R>(_ key: UInt64, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R? {
+        try env.withRead { txn in try txn.get(chunks, PrefixKey.bytes(key)).map(body) }
+    }
+}

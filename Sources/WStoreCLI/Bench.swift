@@ -7,6 +7,7 @@ struct Bench: AsyncParsableCommand {
         subcommands: [
             BenchCodec.self,
             BenchKV.self,
+            BenchKVLookup.self,
             BenchSnapKV.self,
             BenchLoad.self,
             BenchCache.self,

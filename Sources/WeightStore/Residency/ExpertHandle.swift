@@ -220,16 +220,20 @@ final class RoomSleeper: Sendable {
 /// a pin (acquiring) or under the lock.
 package final class ExpertSlot: @unchecked Sendable {
     let id: Int
-    let layer: Int
-    let expert: Int
-    let layout: ExpertLayout
+    /// The expert's layer.
+    package let layer: Int
+    /// The expert's index in its layer.
+    package let expert: Int
+    /// Where its parts sit in its buffer.
+    package let layout: ExpertLayout
     let room: RoomSignal
     let pin = Atomic<Int>(-1)
     let hits = Atomic<Int>(0)
     let prefetchHits = Atomic<Int>(0)
     let deferredHits = Atomic<Int>(0)
     let prefetchedUnused = Atomic<Bool>(false)
-    var buffer: UnsafeMutableRawPointer?
+    /// The resident buffer; read it only while holding a pin.
+    package var buffer: UnsafeMutableRawPointer?
 
     init(id: Int, layer: Int, expert: Int, layout: ExpertLayout, room: RoomSignal) {
         self.id = id
@@ -259,7 +263,7 @@ package final class ExpertSlot: @unchecked Sendable {
     }
 
     /// Drops one pin; the last one wakes anyone waiting for room.
-    @inline(__always) func unpin() {
+    @inline(__always) package func unpin() {
         let before = pin.subtract(1, ordering: .sequentiallyConsistent).oldValue
         precondition(before > 0, "released an expert handle that held no pin")
         if before == 1, room.waiting.load(ordering: .sequentiallyConsistent) > 0 { room.wakeAll() }

@@ -159,15 +159,23 @@ public final class ResidencyManager: Sendable {
     /// - Throws: ``ResidencyError``, or a store error from the load (a damaged record is
     ///   a checksum error, never wrong bytes).
     public func acquire(layer: Int, expert: Int) throws -> ExpertHandle {
+        let (slot, hit) = try acquireSlot(layer: layer, expert: expert)
+        return ExpertHandle(pinned: slot, hit: hit)
+    }
+
+    /// ``acquire(layer:expert:)`` for the C ABI: the pin is the caller's to give back
+    /// (``ExpertSlot/unpin()``); returns the slot and whether it was a hit.
+    @inline(__always)
+    package func acquireSlot(layer: Int, expert: Int) throws -> (ExpertSlot, Bool) {
         let slot = try slotFor(layer: layer, expert: expert)
         if slot.pinIfResident() {
             recordFastHit(slot)
-            return ExpertHandle(pinned: slot, hit: true)
+            return (slot, true)
         }
         var a = Attempt(slots: [slot])
         defer { addWait(layer: layer, since: a.start) }
         while let w = try advance(&a) { try w.wait(room) }
-        return ExpertHandle(pinned: slot, hit: a.hits[0])
+        return (slot, a.hits[0])
     }
 
     /// Returns expert `expert` of layer `layer`, pinned, loading it first if needed
