@@ -202,3 +202,17 @@ def test_a_parts_dict_kept_past_release_keeps_the_pin(mixtral_stores: dict[str, 
         del parts
         with res.acquire_many(1, [2, 3]):
             pass
+
+
+def test_a_released_expert_s_arrays_are_reused_by_the_next_hit(mixtral_stores: dict[str, Path]) -> None:
+    """The hit path reuses the arrays of a resident expert when nobody kept them."""
+    with wstore.open(mixtral_stores["raw"]) as store, store.residency("mixtral", 4 * EXPERT_BYTES) as res:
+        with res.acquire(0, 1) as e:
+            first = e._resident
+            e["up"].sum()
+        with res.acquire(0, 1) as e:
+            assert e.hit and e._resident is first
+            kept = e["down"]
+        with res.acquire(0, 1) as e:
+            assert e._resident is not first  # `kept` outlived its release: those arrays left the cache
+        del kept

@@ -118,7 +118,12 @@ def _probe(arrays: tuple[np.ndarray, ...]) -> int:
 
 #: The references _held_outside sees for an array only its _Resident holds (the parts
 #: dict, the arrays tuple, the loop variable, getrefcount's argument).
-_UNSHARED = _probe(_Resident((), {"x": np.zeros(1)}, _Pins()).arrays)
+def _baseline() -> int:
+    r = _Resident((), {"x": np.zeros(1)}, _Pins())  # alive during the probe, as in _unpin
+    return _probe(r.arrays)
+
+
+_UNSHARED = _baseline()
 
 
 class Expert:
