@@ -96,6 +96,14 @@ for _name, (_res, _args) in _SIGNATURES.items():
     _f.restype = _res
     _f.argtypes = _args
 
+#: The hit path's three functions again, without ``argtypes``: ctypes then passes ctypes
+#: instances as they are instead of converting every argument, which halves the cost of
+#: a call. Callers pass ONLY ctypes instances of the declared C types (c_void_p handles,
+#: c_int64 numbers, byref() out-parameters); anything else is undefined behaviour.
+fast = C.CDLL(path)
+for _name in ("wstore_expert_acquire", "wstore_expert_parts", "wstore_expert_release"):
+    getattr(fast, _name).restype = C.c_int
+
 #: The library's ABI version (``wstore_abi_version``).
 abi_version: int = lib.wstore_abi_version()
 if abi_version < 2:

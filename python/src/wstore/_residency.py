@@ -12,16 +12,29 @@ import numpy as np
 from . import _dtypes
 from ._arrays import borrowed
 from ._errors import Closed, InvalidArgument, Released
-from ._lib import ExpertPart as _ExpertPart, ResidencyStats as _CStats, check, lib, raise_status
+from ._lib import ExpertPart as _ExpertPart, ResidencyStats as _CStats, check, fast, lib, raise_status
 from ._store import Owned
 
 if TYPE_CHECKING:
     from ._store import Store
 
 
-_acquire = lib.wstore_expert_acquire
-_release = lib.wstore_expert_release
-_parts = lib.wstore_expert_parts
+# Without argtypes (see _lib.fast): every argument below is a ctypes instance.
+_acquire = fast.wstore_expert_acquire
+_release = fast.wstore_expert_release
+_parts = fast.wstore_expert_parts
+_I64: dict[int, C.c_int64] = {}  # shared, never written: small layer and expert numbers as C values
+
+
+def _i64(v: int) -> C.c_int64:
+    """``v`` as a C value: shared for 0 ... 65535, new above (the table stays small)."""
+    try:
+        return _I64[v]
+    except KeyError:
+        c = C.c_int64(v)
+        if 0 <= v < 65536:
+            _I64[v] = c
+        return c
 _PART_WORDS = C.sizeof(_ExpertPart) // C.sizeof(C.c_void_p)
 _DATA_WORD = _ExpertPart.data.offset // C.sizeof(C.c_void_p)
 _getrefcount = sys.getrefcount
@@ -30,8 +43,8 @@ _tls = threading.local()
 
 def _out_args() -> tuple:
     """Per-thread out-parameters of the hit path, with their byref()s made once."""
-    out, arr, n = C.c_void_p(), C.POINTER(C.c_void_p)(), C.c_size_t()
-    return out, C.byref(out), arr, C.byref(arr), n, C.byref(n)
+    arr, n = C.POINTER(C.c_void_p)(), C.c_size_t()
+    return arr, C.byref(arr), n, C.byref(n)
 
 
 @dataclass(frozen=True)
@@ -74,7 +87,7 @@ class _Pins:
     __slots__ = ("handles", "__weakref__")
 
     def __init__(self) -> None:
-        self.handles: list[int] = []
+        self.handles: list[C.c_void_p] = []
 
     def __del__(self) -> None:
         hs, self.handles = self.handles, []
@@ -141,7 +154,7 @@ class Expert:
 
     __slots__ = ("layer", "expert", "_res", "_resident", "_pin", "__weakref__")
 
-    def __init__(self, layer: int, expert: int, res: Residency, resident: _Resident, pin: int) -> None:
+    def __init__(self, layer: int, expert: int, res: Residency, resident: _Resident, pin: C.c_void_p) -> None:
         self.layer = layer
         self.expert = expert
         self._res = res
@@ -172,7 +185,7 @@ class Expert:
         if self._resident is None:
             raise Released(f"expert ({self.layer}, {self.expert}) was released")
         v = C.c_int()
-        check(lib.wstore_expert_hit(self._pin, C.byref(v)))
+        check(lib.wstore_expert_hit(self._pin, C.byref(v)))  # argtypes: c_void_p takes the instance
         return bool(v.value)
 
     @property
@@ -306,22 +319,26 @@ class Residency:
         if h is None:
             raise Closed(f"residency manager over model {self.model} is closed")
         try:
-            out, bout, arr, barr, n, bn = _tls.args
+            arr, barr, n, bn = _tls.args
         except AttributeError:
-            out, bout, arr, barr, n, bn = _tls.args = _out_args()
-        rc = _acquire(h.ptr, layer, expert, bout)
+            arr, barr, n, bn = _tls.args = _out_args()
+        pin = C.c_void_p()  # the handle, kept as a C value for the calls that take it
+        try:
+            l64, e64 = _I64[layer], _I64[expert]
+        except KeyError:
+            l64, e64 = _i64(int(layer)), _i64(int(expert))
+        rc = _acquire(h.cp, l64, e64, C.byref(pin))
         if rc:
             raise_status(rc)
-        pin = out.value
         # The hit path, inline: the same part pointers as the cached arrays -> reuse them.
         if not _parts(pin, barr, bn):
             r = self._cache.get((layer, expert))
             if r is not None and r.ptrs == tuple(arr[_DATA_WORD:_PART_WORDS * n.value:_PART_WORDS]):
                 r.owner.handles.append(pin)  # atomic under the GIL; _unpin tolerates any interleaving
                 return Expert(layer, expert, self, r, pin)
-        return self._wrap(layer, expert, pin, arr, barr, n, bn)  # type: ignore[arg-type]
+        return self._wrap(layer, expert, pin, arr, barr, n, bn)
 
-    def _wrap(self, layer: int, expert: int, pin: int, arr: C._Pointer, barr: object, n: C.c_size_t,
+    def _wrap(self, layer: int, expert: int, pin: C.c_void_p, arr: C._Pointer, barr: object, n: C.c_size_t,
               bn: object) -> Expert:
         """An Expert over the pinned handle ``pin``: the cached arrays of its buffer when
         the pin finds the same part pointers, else new ones. Releases ``pin`` on failure."""
@@ -359,20 +376,20 @@ class Residency:
         hits = (C.c_int * k)()
         check(lib.wstore_expert_acquire_many(h.ptr, layer, (C.c_int64 * k)(*xs), k, outs, hits))
         try:
-            out, bout, arr, barr, n, bn = _tls.args
+            arr, barr, n, bn = _tls.args
         except AttributeError:
-            out, bout, arr, barr, n, bn = _tls.args = _out_args()
+            arr, barr, n, bn = _tls.args = _out_args()
         got: dict[int, Expert] = {}
         try:
             for i, e in enumerate(xs):
-                pin, outs[i] = outs[i], None
-                got[e] = self._wrap(layer, e, pin, arr, barr, n, bn)  # type: ignore[arg-type]
+                pin, outs[i] = C.c_void_p(outs[i]), None
+                got[e] = self._wrap(layer, e, pin, arr, barr, n, bn)
         except BaseException:
             for x in got.values():
                 x.release()
             for p in outs:
                 if p:
-                    _release(p)
+                    _release(C.c_void_p(p))
             raise
         return ExpertSet(layer, got, [bool(v) for v in hits])
 
@@ -390,7 +407,7 @@ class Residency:
             arrays[p.name.decode()] = borrowed(p.data or 0, p.size, dt, shape, owner)
         return _Resident(ptrs, arrays, owner)
 
-    def _unpin(self, layer: int, expert: int, r: _Resident, pin: int) -> None:
+    def _unpin(self, layer: int, expert: int, r: _Resident, pin: C.c_void_p) -> None:
         """Gives back one pin of ``r``; the last pin stays with the arrays while any is
         referenced outside ``r`` (then ``r`` leaves the cache, so it is never reused).
 

@@ -29,10 +29,12 @@ class Owned:
     array.
     """
 
-    __slots__ = ("ptr", "_free", "__weakref__")
+    __slots__ = ("ptr", "cp", "_free", "__weakref__")
 
     def __init__(self, ptr: int, free: Callable[[int], None]) -> None:
         self.ptr = ptr
+        #: The handle as a C value, for functions called without argtypes (_lib.fast).
+        self.cp = C.c_void_p(ptr)
         self._free = free
 
     def __del__(self) -> None:
