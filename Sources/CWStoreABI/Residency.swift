@@ -92,11 +92,13 @@ final class PinnedExpert: ManagedBuffer<PinnedHeader, wstore_expert_part> {
         return made
     }
 
-    deinit { header.slot.unpin() }
+    // The header is read through its pointer: `header` itself is a class `var`, whose
+    // every access is checked for exclusivity at run time.
+    deinit { withUnsafeMutablePointerToHeader { $0.pointee.slot.unpin() } }
 
-    var slot: ExpertSlot { header.slot }
-    var hit: Bool { header.hit }
-    var count: Int { header.count }
+    var slot: ExpertSlot { withUnsafeMutablePointerToHeader { $0.pointee.slot } }
+    var hit: Bool { withUnsafeMutablePointerToHeader { $0.pointee.hit } }
+    var count: Int { withUnsafeMutablePointerToHeader { $0.pointee.count } }
     /// The parts array; valid while this object lives.
     var parts: UnsafeMutablePointer<wstore_expert_part> { withUnsafeMutablePointerToElements { $0 } }
 }
