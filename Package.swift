@@ -1,9 +1,10 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
+// Linux only: the storage core calls Glibc directly (Sources/WStoreCore/Posix.swift stops
+// the build elsewhere with #error).
 let package = Package(
     name: "wstore",
-    platforms: [.macOS(.v15)],
     products: [
         .library(name: "WeightStore", targets: ["WeightStore"]),
         .library(name: "KVCache", targets: ["KVCache"]),
@@ -70,17 +71,34 @@ let package = Package(
         // The C ABI: include/wstore.h (a header-only module, so Swift uses its exact
         // structs) and the @_cdecl exports that implement it.
         .systemLibrary(name: "CWStoreHeader", path: "include"),
-        .target(name: "CWStoreABI", dependencies: ["WeightStore", "KVCache", "CWStoreHeader"]),
+        .target(name: "CWStoreABI", dependencies: ["WeightStore", "KVCache", "WStoreCore", "CWStoreHeader"]),
 
-        .testTarget(name: "WStoreCoreTests", dependencies: ["WStoreCore"]),
-        .testTarget(name: "WeightStoreTests", dependencies: ["WeightStore", "WStoreCore"]),
-        .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "WStoreCore", "WStoreCLI", "WStoreKernels", "WStoreReplay"], exclude: ["Fixtures"]),
-        .testTarget(name: "CLITests", dependencies: ["WStoreCLI", "WeightStore"]),
-        .testTarget(name: "PackTests", dependencies: ["WStoreCLI", "WeightStore", "WStoreCore", "WStoreFormats"]),
-        .testTarget(name: "ResidencyTests", dependencies: ["WeightStore", "WStoreCLI", "WStoreCore", "WStoreReplay"]),
+        // What the tests share: temporary directories, the process runner, fixtures, seeded data.
+        .target(
+            name: "WStoreTestSupport",
+            dependencies: ["WStoreCore", "WeightStore"],
+            path: "Tests/WStoreTestSupport"
+        ),
+        .testTarget(name: "WStoreCoreTests", dependencies: ["WStoreCore", "WStoreTestSupport"]),
+        .testTarget(name: "WStoreFormatsTests", dependencies: ["WStoreCore", "WStoreFormats", "WeightStore", "WStoreTestSupport"]),
+        .testTarget(name: "WeightStoreTests", dependencies: ["WeightStore", "WStoreCore", "WStoreTestSupport"]),
+        .testTarget(
+            name: "KVCacheTests",
+            dependencies: ["KVCache", "WStoreCore", "WStoreKernels", "WStoreReplay", "WStoreTestSupport"],
+            exclude: ["Fixtures"]
+        ),
+        .testTarget(name: "ResidencyTests", dependencies: ["WeightStore", "WStoreCore", "WStoreReplay", "WStoreTestSupport"]),
+        // Every `wstore` command, run in-process.
+        .testTarget(
+            name: "CLITests",
+            dependencies: ["WStoreCLI", "WeightStore", "KVCache", "WStoreCore", "WStoreFormats", "WStoreReplay", "WStoreTestSupport"]
+        ),
         // Clients/ holds the C program and Python script the tests run against libwstore-c.so.
-        .testTarget(name: "CABITests", dependencies: ["CWStoreABI", "CWStoreHeader", "WeightStore", "KVCache", "WStoreCLI"],
-                    exclude: ["Clients"]),
+        .testTarget(
+            name: "CABITests",
+            dependencies: ["CWStoreABI", "CWStoreHeader", "WeightStore", "KVCache", "WStoreCLI", "WStoreTestSupport"],
+            exclude: ["Clients"]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,10 +1,6 @@
 import CWStoreHeader
+import WStoreCore
 import WeightStore
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// What a `wstore_residency *` handle names: the manager, and per expert its parts as the
 /// C array a handle lends (names, offsets, dtypes and shapes from the manager's own
@@ -35,7 +31,7 @@ final class ResidencyBox: @unchecked Sendable {
             owned.append(UnsafeMutableRawPointer(parts.baseAddress!))
             for (i, p) in layout.parts.enumerated() {
                 let name = names[p.name] ?? {
-                    let c = strdup(p.name)!
+                    let c = Posix.duplicateCString(p.name)
                     names[p.name] = c
                     owned.append(UnsafeMutableRawPointer(c))
                     return c
@@ -53,7 +49,11 @@ final class ResidencyBox: @unchecked Sendable {
         self.owned = owned
     }
 
-    deinit { for p in owned { p.deallocate() } }
+    deinit {
+        // Names came from Posix.duplicateCString (malloc), everything else from allocate.
+        let names = Set(templates.compactMap { $0 }.flatMap { $0.map { UnsafeMutableRawPointer(mutating: $0.name!) } })
+        for p in owned { if names.contains(p) { Posix.freeCString(p) } else { p.deallocate() } }
+    }
 
     /// The parts of pinned `slot`'s expert, pointing into its buffer, in `out` (count entries).
     @inline(__always)
@@ -219,7 +219,7 @@ public func wstore_expert_part_by_name(_ expert: OpaquePointer?, _ part: UnsafeP
         let e = try expertFrom(expert)
         let part = try required(part, "part")
         let data = try required(data, "data"), size = try required(size, "size")
-        guard let p = UnsafeBufferPointer(start: e.parts, count: e.count).first(where: { strcmp($0.name, part) == 0 }) else {
+        guard let p = UnsafeBufferPointer(start: e.parts, count: e.count).first(where: { Posix.equalCStrings($0.name, part) }) else {
             throw WStoreError.notFound("part \(String(cString: part)) of expert \(e.slot.expert) of layer \(e.slot.layer)")
         }
         data.pointee = p.data

@@ -103,7 +103,8 @@ public final class KVStore: Sendable {
     }
 
     /// Creates a new store in directory `path` (made if missing; it must not hold a store).
-    /// - Throws: ``WStoreError/invalidArgument(_:)`` for bad options or an existing store, ``LMDBError``.
+    /// - Throws: ``WStoreError/invalidArgument(_:)`` for bad options or an existing store,
+    ///   ``WStoreError/io(call:path:errno:)`` when the directory cannot be made, ``LMDBError``.
     public static func create(at path: String, options: Options = Options()) throws -> KVStore {
         guard options.chunkTokens > 0, options.budgetBytes >= 0, options.maxChunks >= 0, options.kivi.group > 0,
               options.kivi.residual >= 0 else {
@@ -112,7 +113,7 @@ public final class KVStore: Sendable {
         if FileManager.default.fileExists(atPath: path + "/data.mdb") {
             throw WStoreError.invalidArgument("\(path) already holds a store; open it instead")
         }
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        try Posix.makeDirectories(path)
         var envOptions = LMDBEnvironment.Options()
         envOptions.initialMapSize = 64 << 20
         let env = try LMDBEnvironment.shared(path: path, readOnly: false, options: envOptions)

@@ -70,14 +70,14 @@ struct BenchLoad: ParsableCommand {
         let items = try selectItems(store, model: model)
         guard !items.isEmpty else { throw ValidationError("no tensors selected in model \(model)") }
         let sourceFile = try source.map { try SafetensorsFile(path: $0) }
-        let reader = source.flatMap { ReadOnlyFile(path: $0) }
+        let reader = try source.map { try ReadOnlyFile(path: $0) }
         let reps = cold ? 1 : iterations
         let maxBytes = items.map(\.bytes).max()!
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(maxBytes, 1), alignment: 64)
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: max(maxBytes, 1), alignment: 64)
         defer { buffer.deallocate(); scratch.deallocate() }
-        memset(buffer.baseAddress!, 1, buffer.count)  // fault the pages in once, outside the timings
-        memset(scratch.baseAddress!, 1, scratch.count)
+        buffer.initializeMemory(as: UInt8.self, repeating: 1)  // fault the pages in once, outside the timings
+        scratch.initializeMemory(as: UInt8.self, repeating: 1)
 
         func coldStart(_ item: Item) throws {
             guard cold else { return }
@@ -181,10 +181,10 @@ struct BenchLoad: ParsableCommand {
                 for _ in 0 ..< reps {
                     if cold { reader.dropCache() }
                     var ok = true
-                    pread.record(bytes: item.bytes) {
+                    try pread.record(bytes: item.bytes) {
                         var at = 0
                         for t in ranges {
-                            ok = reader.pread(into: UnsafeMutableRawBufferPointer(rebasing: buffer[at ..< at + t.byteCount]),
+                            ok = try reader.pread(into: UnsafeMutableRawBufferPointer(rebasing: buffer[at ..< at + t.byteCount]),
                                               at: t.byteRange.lowerBound) && ok
                             at += t.byteCount
                         }
@@ -222,7 +222,7 @@ struct BenchLoad: ParsableCommand {
                                       sizes: infos.map(\.rawSize), raw: infos.allSatisfy(\.isRaw)))
                 }
             } else {
-                for t in try s.tensors(model: model) where tensors.map({ fnmatch($0, t.name, 0) == 0 }) ?? true {
+                for t in try s.tensors(model: model) where tensors.map({ Posix.matches(t.name, glob: $0) }) ?? true {
                     items.append(Item(label: t.name, names: [t.name], sizes: [t.rawSize], raw: t.isRaw))
                 }
             }

@@ -1,10 +1,6 @@
 import CLMDB
 import Synchronization
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// An LMDB environment: one memory map, its named sub-databases, and the
 /// transactions that read and write them.

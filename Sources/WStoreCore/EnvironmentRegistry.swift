@@ -1,7 +1,4 @@
 import Synchronization
-#if canImport(Glibc)
-import Glibc
-#endif
 
 extension LMDBEnvironment {
     /// lmdb.h, caveats: "Do not have open an LMDB database twice in the same process at
@@ -38,9 +35,7 @@ extension LMDBEnvironment {
     }
 
     private static func fileIdentity(_ path: String) -> String? {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return nil }
-        return "\(st.st_dev):\(st.st_ino)"
+        Posix.fileIdentity(path).map { "\($0.device):\($0.inode)" }
     }
 
 }

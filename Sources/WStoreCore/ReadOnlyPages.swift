@@ -19,11 +19,11 @@ package enum ReadOnlyPages {
     }
 
     /// Maps `rounded(byteCount)` bytes of zeroed, writable, page-aligned memory.
-    /// - Throws: ``WStoreError/invalidArgument(_:)`` when the system refuses the memory.
-    package static func allocate(_ byteCount: Int) throws -> UnsafeMutableRawPointer {
+    /// - Throws: ``WStoreError/io(call:path:errno:)`` when the system refuses the memory.
+    package static func allocate(_ byteCount: Int) throws(WStoreError) -> UnsafeMutableRawPointer {
         let n = rounded(byteCount)
         guard let p = mmap(nil, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
-            throw WStoreError.invalidArgument("mmap of \(n) bytes for a resident expert failed: \(String(cString: strerror(errno)))")
+            throw .io(call: "mmap of \(n) bytes for a resident expert", path: "", errno: errno)
         }
         return p
     }
@@ -32,12 +32,12 @@ package enum ReadOnlyPages {
     /// lmdb.h is not involved; mprotect(2): the range must be page-aligned, as allocate's is.
     package static func protect(_ p: UnsafeMutableRawPointer, _ byteCount: Int) {
         let rc = mprotect(p, rounded(byteCount), PROT_READ)
-        precondition(rc == 0, "mprotect of a resident buffer failed: \(String(cString: strerror(errno)))")
+        precondition(rc == 0, "mprotect of a resident buffer failed: \(Posix.message(errno: errno))")
     }
 
     /// Unmaps memory from ``allocate(_:)`` (read-only or not).
     package static func free(_ p: UnsafeMutableRawPointer, _ byteCount: Int) {
         let rc = munmap(p, rounded(byteCount))
-        precondition(rc == 0, "munmap of a resident buffer failed: \(String(cString: strerror(errno)))")
+        precondition(rc == 0, "munmap of a resident buffer failed: \(Posix.message(errno: errno))")
     }
 }

@@ -54,13 +54,14 @@ public final class WeightStore: Sendable {
     /// Creates a new, empty store in directory `path` (created if missing).
     ///
     /// - Throws: ``WStoreError/invalidArgument(_:)`` when `path` already holds a store,
+    ///   ``WStoreError/io(call:path:errno:)`` when the directory cannot be made,
     ///   ``LMDBError`` when LMDB cannot create it.
     public static func create(at path: String, options: Options = Options()) throws -> WeightStore {
         let fm = FileManager.default
         if fm.fileExists(atPath: path + "/data.mdb") {
             throw WStoreError.invalidArgument("\(path) already holds a store; open it instead, or remove it first")
         }
-        try fm.createDirectory(atPath: path, withIntermediateDirectories: true)
+        try Posix.makeDirectories(path)
         let env = try LMDBEnvironment.shared(path: path, readOnly: false, options: envOptions(options))
         let store = try WeightStore(env: env, readOnly: false, create: true)
         let meta = StoreMetadata(formatVersion: Int(Record.formatVersion), createdBy: "wstore \(wstoreVersion)",

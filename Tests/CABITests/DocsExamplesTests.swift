@@ -1,8 +1,10 @@
 import Foundation
 import Testing
 import WStoreCLI
+import WStoreTestSupport
 
-/// Every C and Python code block of README.md and docs/C-ABI.md, extracted from the
+/// Every C block of README.md and docs/C-ABI.md and every Python block of docs/C-ABI.md
+/// (README.md's is the package's, run by python/tests), extracted from the
 /// Markdown (not copied), compiled against include/wstore.h and run against a checkpoint
 /// written by Python safetensors and packed with `wstore pack` (so the model is named after
 /// its folder, `mixtral`, as the docs say).
@@ -28,10 +30,10 @@ import WStoreCLI
 
     /// A working directory holding `moe.wstore` (the packed checkpoint) and
     /// `.build/release/libwstore-c.so` (the library built with these tests), as the docs assume.
-    static func workspace() throws -> TempDir {
-        let dir = TempDir()
+    static func workspace() throws -> TemporaryDirectory {
+        let dir = TemporaryDirectory()
         let lib = try #require(CABITests.libraryDirectory(), "libwstore-c.so not found: build with `swift build --build-tests`")
-        let py = try run("/usr/bin/env", [CABITests.python, CABITests.root + "/scripts/fixtures/make_demo_checkpoint.py", dir.sub("mixtral")])
+        let py = runProcess("/usr/bin/env", [pythonExecutable, CABITests.root + "/scripts/fixtures/make_demo_checkpoint.py", dir.sub("mixtral")])
         try #require(py.status == 0, "make_demo_checkpoint.py failed: \(py.output)")
         var pack = try WStoreCommand.parseAsRoot(["pack", dir.sub("mixtral"), "-o", dir.sub("moe.wstore"), "--quiet"])
         try pack.run()
@@ -47,14 +49,14 @@ import WStoreCLI
         for (n, block) in blocks.enumerated() {
             let src = dir.sub("block\(n).c"), exe = dir.sub("block\(n)")
             try block.code.write(toFile: src, atomically: true, encoding: .utf8)
-            let cc = try run(CABITests.cc, ["-std=c11", "-Wall", "-Wextra", "-Werror", "-I", CABITests.root + "/include", src,
+            let cc = runProcess(CABITests.cc, ["-std=c11", "-Wall", "-Wextra", "-Werror", "-I", CABITests.root + "/include", src,
                                             "-L", dir.sub(".build/release"), "-lwstore-c", "-Wl,-rpath," + dir.sub(".build/release"),
                                             "-o", exe])
             #expect(cc.status == 0, "\(file):\(block.line): the C block does not compile:\n\(cc.output)")
             guard cc.status == 0 else { continue }
             // The engine example takes what the text before it says to run it with.
             let args = block.code.contains("argv") ? ["moe.wstore", "model.embed_tokens.weight", "prompts.kvstore"] : []
-            let r = try run("/bin/sh", ["-c", "cd '\(dir.path)' && exec '\(exe)' " + args.joined(separator: " ")])
+            let r = runProcess("/bin/sh", ["-c", "cd '\(dir.path)' && exec '\(exe)' " + args.joined(separator: " ")])
             #expect(r.status == 0, "\(file):\(block.line): the C block exits \(r.status):\n\(r.output)")
             if args.isEmpty {
                 #expect(r.output.contains("up: 262144 bytes"), "\(file):\(block.line): \(r.output)")
@@ -74,7 +76,7 @@ import WStoreCLI
         for (n, block) in blocks.enumerated() {
             let src = dir.sub("block\(n).py")
             try block.code.write(toFile: src, atomically: true, encoding: .utf8)
-            let r = try run("/bin/sh", ["-c", "cd '\(dir.path)' && exec '\(CABITests.python)' '\(src)'"])
+            let r = runProcess("/bin/sh", ["-c", "cd '\(dir.path)' && exec '\(pythonExecutable)' '\(src)'"])
             #expect(r.status == 0, "Python block at line \(block.line) exits \(r.status):\n\(r.output)")
             #expect(r.output.contains("read 512000 bytes, shape [1000, 256]"), "\(r.output)")
         }

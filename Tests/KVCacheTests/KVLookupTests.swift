@@ -4,12 +4,13 @@ import Synchronization
 import Testing
 @testable import KVCache
 import WStoreCore
+import WStoreTestSupport
 
 /// Lookups that decode straight into the caller's buffers, the raw codec, last-use stamps
 /// kept in memory, and readers running beside a writer.
 @Suite struct KVLookupTests {
     func randomCache(tokens: Int, layers: Int = 3, heads: Int = 2, dim: Int = 16, dtype: DType = .bf16, seed: UInt64 = 1) throws -> KVCacheData {
-        var rng = TestRNG(state: seed)
+        var rng = SplitMix64(seed: seed)
         return try KVCacheData(layers: (0 ..< layers).map { _ in
             try KVLayer(keys: KVTensor(floats: rng.normals(heads * tokens * dim), dtype: dtype, heads: heads, tokens: tokens, headDim: dim),
                         values: KVTensor(floats: rng.normals(heads * tokens * dim), dtype: dtype, heads: heads, tokens: tokens, headDim: dim))
@@ -33,8 +34,8 @@ import WStoreCore
 
     @Test(arguments: [KVCodec.lossless, .raw, .int4])
     func lookupIntoEngineBuffersEqualsTheSwiftLookup(codec: KVCodec) throws {
-        let dir = temporaryDirectory("into-\(codec)")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("into-\(codec)")
+        let dir = tmp.path
         var o = KVStore.Options()
         o.chunkTokens = 32
         o.codec = codec
@@ -90,8 +91,8 @@ import WStoreCore
     }
 
     @Test func rawStoresAreVersionTwoOthersStayVersionOne() throws {
-        let dir = temporaryDirectory("version")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("version")
+        let dir = tmp.path
         for codec in [KVCodec.raw, .lossless] {
             var o = KVStore.Options()
             o.codec = codec
@@ -103,8 +104,8 @@ import WStoreCore
 
     /// A lookup writes nothing; its last uses reach the file with the next store (or a flush).
     @Test func lastUsesAreFoldedInByTheNextWriter() throws {
-        let dir = temporaryDirectory("stamps")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("stamps")
+        let dir = tmp.path
         var o = KVStore.Options()
         o.chunkTokens = 4
         o.maxChunks = 2
@@ -128,8 +129,8 @@ import WStoreCore
     /// Four readers look up while a writer adds chunks: every lookup returns a whole prefix
     /// equal to what was stored.
     @Test func readersRunBesideAWriter() throws {
-        let dir = temporaryDirectory("parallel")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("parallel")
+        let dir = tmp.path
         var o = KVStore.Options()
         o.chunkTokens = 16
         let store = try KVStore.create(at: dir + "/kv", options: o)

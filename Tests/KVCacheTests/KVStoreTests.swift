@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 @testable import KVCache
+import WStoreCore
+import WStoreTestSupport
 
 @Suite struct KVStoreTests {
     /// A small KV cache for `tokens` tokens whose values depend on the token ids (so prefixes agree).
@@ -28,8 +30,8 @@ import Testing
     }
 
     @Test func sharedAndDivergingPrefixes() throws {
-        let dir = temporaryDirectory("prefix")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("prefix")
+        let dir = tmp.path
         let store = try KVStore.create(at: dir + "/kv", options: options())
         let a: [UInt32] = Array(1 ... 14)  // 3 whole chunks + 2 tokens
         let r = try store.store(tokens: a, model: "m", kv: try cache(a))
@@ -57,8 +59,8 @@ import Testing
     }
 
     @Test func evictsLeastRecentlyUsedLeavesFirst() throws {
-        let dir = temporaryDirectory("evict")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("evict")
+        let dir = tmp.path
         let store = try KVStore.create(at: dir + "/kv", options: options(maxChunks: 4))
         let a: [UInt32] = Array(1 ... 12)  // chunks a0 a1 a2
         try store.store(tokens: a, model: "m", kv: try cache(a))
@@ -83,8 +85,8 @@ import Testing
     }
 
     @Test func byteBudgetHolds() throws {
-        let dir = temporaryDirectory("budget")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("budget")
+        let dir = tmp.path
         var o = options()
         o.budgetBytes = 6000
         let store = try KVStore.create(at: dir + "/kv", options: o)
@@ -97,14 +99,14 @@ import Testing
     }
 
     @Test func corruptChunkEndsThePrefixAndIsReported() throws {
-        let dir = temporaryDirectory("corrupt")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("corrupt")
+        let dir = tmp.path
         for codec in [KVCodec.lossless, .int4, .raw] {
             var o = options(chunk: 64)
             o.codec = codec
             let path = dir + "/kv-\(codec)"
             var store: KVStore? = try KVStore.create(at: path, options: o)
-            var rng = TestRNG(state: 3)
+            var rng = SplitMix64(seed: 3)
             let tokens: [UInt32] = (0 ..< 128).map { UInt32($0) }
             let kv = try KVCacheData(layers: [KVLayer(
                 keys: KVTensor(floats: rng.normals(2 * 128 * 16), dtype: .f16, heads: 2, tokens: 128, headDim: 16),
@@ -141,8 +143,8 @@ import Testing
     }
 
     @Test func oneProcessOpensAStoreOnceAndReadOnlyHandlesDoNotWrite() throws {
-        let dir = temporaryDirectory("shared")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("shared")
+        let dir = tmp.path
         let writer = try KVStore.create(at: dir + "/kv", options: options())
         let a: [UInt32] = Array(1 ... 8)
         _ = try writer.store(tokens: a, model: "m", kv: try cache(a))
@@ -154,8 +156,8 @@ import Testing
     }
 
     @Test func refusesWhatIsNotAStore() throws {
-        let dir = temporaryDirectory("notastore")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("notastore")
+        let dir = tmp.path
         #expect(throws: WStoreError.self) { _ = try KVStore.open(at: dir) }
         _ = try KVStore.create(at: dir + "/kv")
         #expect(throws: WStoreError.self) { _ = try KVStore.create(at: dir + "/kv") }

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import WeightStore
 @testable import WStoreCore
+import WStoreTestSupport
 
 @Suite struct DurabilityTests {
     /// Flips one byte of `file` at the first occurrence of `pattern` (plus `delta`).
@@ -16,7 +17,7 @@ import Testing
     }
 
     @Test func aFlippedPayloadByteIsAChecksumErrorNeverWrongData() throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory()
         let raw = randomBytes(50_000, seed: 11)
         let packed = weightLikeBF16(200_000, seed: 12)
         do {
@@ -88,7 +89,7 @@ import Testing
     }
 
     @Test func readersSeeConsistentSnapshotsWhileAWriterCommits() async throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory()
         let store = try WeightStore.create(at: dir.sub("s"))
         func generation(_ g: Int) -> [UInt8] { [UInt8](repeating: UInt8(g % 251), count: 10_000) }
         try store.write { w in
@@ -131,7 +132,7 @@ import Testing
     }
 
     @Test func theMapGrowsFarPastItsInitialSize() throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory()
         var options = WeightStore.Options()
         options.initialMapSize = 1 << 20
         let store = try WeightStore.create(at: dir.sub("s"), options: options)
@@ -156,7 +157,7 @@ import Testing
 
 @Suite struct SharedEnvironmentTests {
     @Test func oneStoreOpenTwiceSharesItsEnvironment() throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory()
         let a = try WeightStore.create(at: dir.sub("s"))
         try randomBytes(8, seed: 1).withUnsafeBytes { _ = try a.put("x", dtype: .u8, shape: [8], bytes: $0) }
         let b = try WeightStore.open(at: dir.sub("s"))
@@ -165,7 +166,7 @@ import Testing
     }
 
     @Test func aStoreMovedIntoAnOpenStoresPathIsANewStore() throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory()
         let old = try WeightStore.create(at: dir.sub("s"))
         try randomBytes(8, seed: 1).withUnsafeBytes { _ = try old.put("x", dtype: .u8, shape: [8], bytes: $0) }
         do {
