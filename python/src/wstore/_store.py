@@ -171,8 +171,12 @@ class Store:
         ``wstore_list_models``."""
         h = self._live()
         names: list[str] = []
-        fn = MODEL_FN(lambda name, ctx: names.append(name.decode()) or 0)
-        check(lib.wstore_list_models(h.ptr, fn, None))
+
+        def each(name: bytes, ctx: Any) -> int:
+            names.append(name.decode())
+            return 0
+
+        check(lib.wstore_list_models(h.ptr, MODEL_FN(each), None))
         return names
 
     def model_info(self, model: str | None = None) -> ModelInfo:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import ctypes as C
 import os
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -120,7 +120,7 @@ def _tokens(tokens: Sequence[int] | np.ndarray) -> np.ndarray:
 
 
 def _layers(keys: Sequence[np.ndarray], values: Sequence[np.ndarray], n_tokens: int,
-            writable: bool) -> C.Array:
+            writable: bool) -> C.Array[_Layer]:
     """The C descriptions of per-layer [tokens, kv_heads, head_dim] arrays, any strides
     with a contiguous last axis."""
     if len(keys) != len(values) or not keys:
@@ -210,11 +210,12 @@ class KVStore:
         h = self._live()
         t = _tokens(tokens)
         if out is None:
-            if None in (layers, kv_heads, head_dim, dtype):
+            if layers is None or kv_heads is None or head_dim is None or dtype is None:
                 raise InvalidArgument("without out=, give layers, kv_heads, head_dim and dtype")
-            dt = np.dtype(dtype)  # type: ignore[arg-type]
-            keys = [np.empty((len(t), kv_heads, head_dim), dt) for _ in range(layers)]  # type: ignore[arg-type]
-            values = [np.empty((len(t), kv_heads, head_dim), dt) for _ in range(layers)]  # type: ignore[arg-type]
+            dt = np.dtype(dtype)
+            shape = (len(t), int(kv_heads), int(head_dim))
+            keys = [np.empty(shape, dt) for _ in range(layers)]
+            values = [np.empty(shape, dt) for _ in range(layers)]
         else:
             keys, values = list(out[0]), list(out[1])
         descs = _layers(keys, values, len(t), writable=True)
@@ -234,10 +235,11 @@ class KVStore:
         h = self._live()
         s = _Stats()
         check(lib.wstore_kv_get_stats(h.ptr, C.byref(s)))
-        vals = {f.name: getattr(s, f.name) for f in fields(Stats)}
-        vals["codec"] = _CODEC_NAMES.get(s.codec, f"codec{s.codec}")
-        vals["read_only"] = bool(s.read_only)
-        return Stats(**{k: (v if isinstance(v, (str, bool)) else int(v)) for k, v in vals.items()})
+        return Stats(chunks=int(s.chunks), leaves=int(s.leaves), stored_bytes=int(s.stored_bytes),
+                     raw_bytes=int(s.raw_bytes), chunk_tokens=int(s.chunk_tokens),
+                     codec=_CODEC_NAMES.get(s.codec, f"codec{s.codec}"), read_only=bool(s.read_only),
+                     lookups=int(s.lookups), lookup_tokens=int(s.lookup_tokens), hit_tokens=int(s.hit_tokens),
+                     damaged_chunks=int(s.damaged_chunks))
 
 
 def open(path: str | os.PathLike[str], *, chunk_tokens: int = 256, codec: str = "lossless", budget: int = 0,
