@@ -310,7 +310,7 @@ typedef struct wstore_expert_part {
 /**
  * Returns expert `expert` of layer `layer`, pinned, in *out: loads it first if needed,
  * blocking the calling thread. A hit pins lock-free and waits for no other thread (the
- * handle itself takes two small allocations). Concurrent acquires of one expert share
+ * handle itself takes one small allocation). Concurrent acquires of one expert share
  * one load. When the budget is all pinned the thread sleeps (no CPU) until a release
  * makes room, up to wait_ms. Release the handle as soon as the layer is computed.
  * A thread that needs several experts of a layer at once should use

@@ -207,7 +207,9 @@ public final class ResidencyManager: Sendable {
 
     /// The async form of ``acquire(layer:experts:)``: suspends instead of blocking.
     public func acquire(layer: Int, experts: [Int]) async throws -> ExpertSet {
-        var a = Attempt(slots: try slotsFor(layer: layer, experts: experts))
+        let slots = try slotsFor(layer: layer, experts: experts)
+        if pinAllIfResident(slots) { return ExpertSet(pinned: slots, hits: Array(repeating: true, count: slots.count)) }
+        var a = Attempt(slots: slots)
         defer { addWait(layer: layer, since: a.start) }
         while let w = try advance(&a) { try await w.value(room) }
         return ExpertSet(pinned: a.slots, hits: a.hits)
@@ -216,7 +218,9 @@ public final class ResidencyManager: Sendable {
     /// ``acquire(layer:experts:)`` for the C ABI: the pins are the caller's to give back,
     /// one per slot (``ExpertHandle/init(pinned:hit:)``).
     package func acquirePinned(layer: Int, experts: [Int]) throws -> (slots: [ExpertSlot], hits: [Bool]) {
-        var a = Attempt(slots: try slotsFor(layer: layer, experts: experts))
+        let slots = try slotsFor(layer: layer, experts: experts)
+        if pinAllIfResident(slots) { return (slots, Array(repeating: true, count: slots.count)) }
+        var a = Attempt(slots: slots)
         defer { addWait(layer: layer, since: a.start) }
         while let w = try advance(&a) { try w.wait(room) }
         return (a.slots, a.hits)
@@ -286,15 +290,27 @@ public final class ResidencyManager: Sendable {
 
     private func slotsFor(layer: Int, experts: [Int]) throws -> [ExpertSlot] {
         let slots = try experts.map { try slotFor(layer: layer, expert: $0) }
-        var seen = Set<Int>()
-        for s in slots where !seen.insert(s.id).inserted {
-            throw WStoreError.invalidArgument("expert \(s.expert) of layer \(layer) is listed twice")
+        for i in slots.indices {  // a token's top-k: a few, so no set
+            for j in 0 ..< i where slots[j] === slots[i] {
+                throw WStoreError.invalidArgument("expert \(slots[i].expert) of layer \(layer) is listed twice")
+            }
         }
         let bytes = slots.reduce(0) { $0 + $1.layout.totalBytes }
         guard bytes <= budget else {
             throw ResidencyError.setLargerThanBudget(layer: layer, experts: experts, bytes: bytes, budget: budget)
         }
         return slots
+    }
+
+    /// The hit path of a set: pins every expert of it lock-free if all are resident (and
+    /// records the hits), else pins none.
+    private func pinAllIfResident(_ slots: [ExpertSlot]) -> Bool {
+        for (i, s) in slots.enumerated() where !s.pinIfResident() {
+            for j in 0 ..< i { slots[j].unpin() }
+            return false
+        }
+        for s in slots { recordFastHit(s) }
+        return true
     }
 
     @inline(__always) private func recordFastHit(_ slot: ExpertSlot) {
