@@ -25,7 +25,7 @@ export SYSPYTHON
 export WSTORE_PYTHON := $(abspath $(VPY))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: all deps venv pydeps build lib python pyinstall pytest python-install-check demo test bench bench-check bench-thresholds clean
+.PHONY: all deps venv pydeps build lib python pyinstall pytest python-install-check demo test corruption-sweep bench bench-check bench-thresholds clean
 
 all: build
 
@@ -91,7 +91,19 @@ demo: build pyinstall
 test: deps pydeps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+	$(VPY) scripts/corruption_sweep.py --wstore .build/debug/wstore --trials $(SWEEP_TRIALS_FAST)
 	$(MAKE) pytest python-install-check CONFIG=debug   # the library the Swift tests just built
+
+# Damages copies of a weight store and a KV store SWEEP_TRIALS times (meta, branch, leaf and
+# overflow pages, record headers, frame tables, payloads, keys, indexes, truncations) and
+# runs the readers on each in a child process: every run must be a clean one-line error or
+# exactly the right output (no signal, no hang, no silent wrong bytes). `make test` runs 100.
+SWEEP_TRIALS      ?= 1000
+SWEEP_TRIALS_FAST ?= 100
+SWEEP_SEED        ?= 1
+corruption-sweep: deps venv
+	$(SWIFT) build --product wstore
+	$(VPY) scripts/corruption_sweep.py --wstore .build/debug/wstore --trials $(SWEEP_TRIALS) --seed $(SWEEP_SEED)
 
 # ordo-one/benchmark suites (Benchmarks/, a sibling package so library users never
 # build the harness). bench-check compares a run with the committed Thresholds/.

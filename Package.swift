@@ -28,13 +28,13 @@ let package = Package(
         // run-time AVX2/AVX-512 dispatch; called only through WStoreKernels.
         .target(name: "CKernels"),
 
-        // The storage core: every mdb_*, ZSTD_* and XXH* call lives here.
+        // The storage core: every mdb_*, ZSTD_* and XXH* call, and every POSIX call (Posix.swift), lives here.
         .target(
             name: "WStoreCore",
             dependencies: ["CLMDB", "CZstd", "CXXHash"]
         ),
         // Swift face of CKernels: SnapKV scores, float conversions, KIVI quantization.
-        .target(name: "WStoreKernels", dependencies: ["CKernels", "WStoreCore"]),
+        .target(name: "WStoreKernels", dependencies: ["CKernels"]),
         // Checkpoint formats: safetensors and GGUF readers and writers, expert naming,
         // checkpoint folders. Used by the CLI and the KV cache; engines need not link it.
         .target(name: "WStoreFormats", dependencies: ["WStoreCore"]),
@@ -52,7 +52,7 @@ let package = Package(
         ),
         // Replaying traces: routing traces (real and synthetic), Belady's MIN, the residency
         // simulator, Mooncake KV traces and prefix replay. For the CLI, benches and tests.
-        .target(name: "WStoreReplay", dependencies: ["WeightStore", "KVCache", "WStoreCore"]),
+        .target(name: "WStoreReplay", dependencies: ["WeightStore", "WStoreCore"]),
         // Command logic lives in a library so tests can run commands in-process.
         .target(
             name: "WStoreCLI",
@@ -91,7 +91,8 @@ let package = Package(
         // Every `wstore` command, run in-process.
         .testTarget(
             name: "CLITests",
-            dependencies: ["WStoreCLI", "WeightStore", "KVCache", "WStoreCore", "WStoreFormats", "WStoreReplay", "WStoreTestSupport"]
+            dependencies: ["WStoreCLI", "WeightStore", "KVCache", "WStoreCore", "WStoreFormats", "WStoreReplay", "WStoreTestSupport"],
+            exclude: ["Fixtures"]
         ),
         // Clients/ holds the C program and Python script the tests run against libwstore-c.so.
         .testTarget(

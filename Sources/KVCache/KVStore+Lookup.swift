@@ -115,7 +115,7 @@ extension KVStore {
                     try parallelFor(limit, threads: options.threads) { c, _ in
                         let rows = KVRows(base: base + c * t * row, tokenStride: row, headStride: limit * t * row)
                         do {
-                            try KVChunk.decodeTensor(values[c], infos[c], i, name: "KV chunk \(hex(keys[c]))", into: rows)
+                            try KVChunk.decodeTensor(values[c], infos[c], i, key: keys[c], name: "KV chunk \(hex(keys[c]))", into: rows)
                         } catch let e as WStoreError {
                             damagedAt.withLock { if c < $0.chunk { $0 = (c, e) } }
                         }
@@ -164,7 +164,7 @@ extension KVStore {
             for (c, info) in infos.enumerated() {
                 do {
                     try parallelFor(2 * info.layers, threads: options.threads) { i, _ in
-                        try KVChunk.decodeTensor(values[c], info, i, name: "KV chunk \(hex(keys[c]))",
+                        try KVChunk.decodeTensor(values[c], info, i, key: keys[c], name: "KV chunk \(hex(keys[c]))",
                                                  into: layers[i / 2].rows(i % 2, from: c * t))
                     }
                 } catch let e as WStoreError {
@@ -186,7 +186,7 @@ extension KVStore {
         for k in keys {
             guard let v = try txn.get(chunks, PrefixKey.bytes(k)) else { break }
             do {
-                let info = try KVChunk.info(v, name: "KV chunk \(hex(k))")
+                let info = try KVChunk.info(v, key: k, name: "KV chunk \(hex(k))")
                 if let f = infos.first, info.layers != f.layers || info.dtype != f.dtype || info.kvHeads != f.kvHeads
                     || info.headDim != f.headDim || info.tokens != f.tokens || info.codec != f.codec {
                     throw WStoreError.corruptRecord(name: "KV chunk \(hex(k))", reason: "its header differs from the prefix's first chunk")

@@ -109,11 +109,12 @@ struct BenchKVLookup: ParsableCommand {
             var at = 0
             for (c, value) in chunkValues.enumerated() {
                 try value.withUnsafeBytes { b in
-                    let info = try KVChunk.info(b, name: "chunk \(c)")
+                    let info = try KVChunk.info(b, key: keys[c], name: "chunk \(c)")
                     for i in 0 ..< 2 * info.layers {
                         let off = Int(UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 48 + 16 * i, as: UInt64.self)))
                         let len = Int(UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 48 + 16 * i + 8, as: UInt64.self)))
-                        let view = try RecordView(UnsafeRawBufferPointer(rebasing: b[off ..< off + len]), name: "record")
+                        let view = try RecordView(UnsafeRawBufferPointer(rebasing: b[off ..< off + len]),
+                                                  binding: KVChunk.recordBinding(key: keys[c], index: i), name: "record")
                         let dst = UnsafeMutableRawBufferPointer(rebasing: contiguous[at ..< at + view.rawSize])
                         try RecordDecoder.decode(view, name: "record", into: dst, threads: 1, verify: true)
                         at = (at + view.rawSize) % max(1, rawBytes - view.rawSize)

@@ -208,7 +208,7 @@ struct BenchLoad: ParsableCommand {
                 results += [pread, mapped]
             }
         }
-        report(results, items: items, model: model, memcpy: memcpyPath, pread: preadIndex.map { results[$0] })
+        try report(results, items: items, model: model, memcpy: memcpyPath, pread: preadIndex.map { results[$0] })
     }
 
     private func selectItems(_ store: WeightStore, model: String) throws -> [Item] {
@@ -230,25 +230,26 @@ struct BenchLoad: ParsableCommand {
         }
     }
 
-    private func report(_ results: [PathResult], items: [Item], model: String, memcpy: PathResult, pread: PathResult?) {
+    private func report(_ results: [PathResult], items: [Item], model: String, memcpy: PathResult, pread: PathResult?) throws {
         func us(_ ns: UInt64) -> Double { Double(ns) / 1000 }
         if json {
-            let paths: [[String: Any]] = results.map { r in
-                var o: [String: Any] = [
-                    "path": r.name, "accesses": r.count, "bytes": r.bytes,
-                    "p50_us": us(r.histogram.valueAtPercentile(50)), "p99_us": us(r.histogram.valueAtPercentile(99)),
-                    "gbps": r.gbps,
-                ]
-                if r.bytes > 0 { o["vs_memcpy"] = r.gbps / memcpy.gbps }
-                if let pread, r.bytes > 0 { o["vs_safetensors_pread"] = r.gbps / pread.gbps }
-                return o
+            struct Path: Encodable {
+                var path: String, accesses: UInt64, bytes: Int, p50_us: Double, p99_us: Double, gbps: Double
+                var vs_memcpy: Double?, vs_safetensors_pread: Double?
             }
-            let obj: [String: Any] = [
-                "store": store, "model": model, "items": items.count, "unit": experts ? "expert" : "tensor",
-                "bytes_per_pass": items.reduce(0) { $0 + $1.bytes }, "cold": cold, "threads": threads, "paths": paths,
-            ]
-            let data = try! JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
+            struct Report: Encodable {
+                var store: String, model: String, items: Int, unit: String, bytes_per_pass: Int, cold: Bool, threads: Int
+                var paths: [Path]
+            }
+            let paths = results.map { r in
+                Path(path: r.name, accesses: r.count, bytes: r.bytes, p50_us: us(r.histogram.valueAtPercentile(50)),
+                     p99_us: us(r.histogram.valueAtPercentile(99)), gbps: r.gbps,
+                     vs_memcpy: r.bytes > 0 ? r.gbps / memcpy.gbps : nil,
+                     vs_safetensors_pread: pread.flatMap { r.bytes > 0 ? r.gbps / $0.gbps : nil })
+            }
+            try JSONOutput.print(Report(store: store, model: model, items: items.count, unit: experts ? "expert" : "tensor",
+                                        bytes_per_pass: items.reduce(0) { $0 + $1.bytes }, cold: cold, threads: threads,
+                                        paths: paths))
             return
         }
         let raw = items.filter(\.raw).count

@@ -64,7 +64,7 @@ struct TraceSynthCommand: ParsableCommand {
             let out = Out(path: output, layers: L, experts: trace.header.experts, top_k: trace.header.topK,
                           tokens: trace.tokenCount, accesses: trace.accessCount, note: trace.header.note,
                           top_share: st.topShare, reuse: st.reuse, chance_reuse: st.chanceReuse, accuracy: st.accuracy)
-            print(String(decoding: try CacheBenchFormat.json.encode(out), as: UTF8.self))
+            try JSONOutput.print(out)
             return
         }
         print("wrote \(output): \(trace.tokenCount) tokens × \(L) layers, \(trace.header.experts) experts, top-\(trace.header.topK) (synthetic)")

@@ -109,6 +109,19 @@ package enum Posix {
         return done
     }
 
+    /// The whole file at `path` (open, fstat and pread(2)).
+    /// - Throws: ``WStoreError/io(call:path:errno:)``; `EISDIR` for a directory.
+    package static func readFile(_ path: String) throws(WStoreError) -> [UInt8] {
+        let fd = try openForReading(path)
+        defer { close(fd) }
+        let status = try fileStatus(fd, path: path)
+        guard status.isRegularFile else { throw .io(call: "read", path: path, errno: EISDIR) }
+        var out = [UInt8](repeating: 0, count: status.size)
+        let read = out.withUnsafeMutableBytes { b in Result { () throws(WStoreError) in try pread(fd, into: b, at: 0, path: path) } }
+        out.removeLast(out.count - (try read.get()))
+        return out
+    }
+
     /// fsync(2).
     package static func fsync(_ fd: Int32, path: String) throws(WStoreError) {
         _ = try syscall("fsync", path) { Glibc.fsync(fd) }

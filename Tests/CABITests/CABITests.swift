@@ -135,13 +135,7 @@ import WStoreTestSupport
     // MARK: Support
 
     /// A C compiler: cc, else the clang of the Swift toolchain, else gcc, from PATH.
-    static let cc: String = {
-        let dirs = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":").map(String.init)
-        for name in ["cc", "clang", "gcc"] {
-            for d in dirs where FileManager.default.isExecutableFile(atPath: d + "/" + name) { return d + "/" + name }
-        }
-        return "/usr/bin/cc"
-    }()
+    static let cc = cCompiler
 
     /// The directory holding the libwstore-c.so built with this test binary: beside the
     /// test executable (`.build/<triple>/debug`), else the package's `.build/debug`.

@@ -19,7 +19,7 @@ struct BenchCacheCommandTests {
         #expect(report.capacity == 16 && report.accesses == 4 * 100 * 2)
         #expect(report.policies.map(\.policy) == ResidencyPolicyKind.allCases.map(\.rawValue))
         #expect(report.policies.allSatisfy { $0.per_layer.count == 4 && $0.prefetch_loads > 0 })
-        let json = try JSONSerialization.jsonObject(with: CacheBenchFormat.json.encode(report)) as? [String: Any]
+        let json = try JSONSerialization.jsonObject(with: JSONOutput.encoder.encode(report)) as? [String: Any]
         for key in ["trace", "capacity", "min_hit_rate", "policies"] { #expect(json?[key] != nil, "\(key)") }
         let first = (json?["policies"] as? [[String: Any]])?.first
         for key in ["policy", "hit_rate", "loads_per_access", "per_layer"] { #expect(first?[key] != nil, "\(key)") }

@@ -90,7 +90,7 @@ import WStoreTestSupport
         }
     }
 
-    @Test func rawStoresAreVersionTwoOthersStayVersionOne() throws {
+    @Test func rawStoresAreVersionThreeOthersStayVersionTwo() throws {
         let tmp = TemporaryDirectory("version")
         let dir = tmp.path
         for codec in [KVCodec.raw, .lossless] {
@@ -98,7 +98,7 @@ import WStoreTestSupport
             o.codec = codec
             _ = try KVStore.create(at: dir + "/\(codec)", options: o)
             let settings = try KVStore.open(at: dir + "/\(codec)", readOnly: true).settingsJSON()
-            #expect(settings.contains("\"format_version\":\(codec == .raw ? 2 : 1)"), "\(settings)")
+            #expect(settings.contains("\"format_version\":\(codec == .raw ? 3 : 2)"), "\(settings)")
         }
     }
 

@@ -76,13 +76,13 @@ import WStoreTestSupport
                         values: KVTensor(floats: rng.normals(4 * 256 * 64), dtype: .f16, heads: 4, tokens: 256, headDim: 64))
         }
         let kv = try KVCacheData(layers: layers)
-        let lossless = try KVChunk.encode(kv, codec: .lossless, kivi: KIVIOptions())
-        #expect(try lossless.withUnsafeBytes { try KVChunk.decode($0, name: "c") } == kv)
+        let lossless = try KVChunk.encode(kv, key: 7, codec: .lossless, kivi: KIVIOptions())
+        #expect(try lossless.withUnsafeBytes { try KVChunk.decode($0, key: 7, name: "c") } == kv)
         var sizes: [KVCodec: Int] = [:]
         for codec in [KVCodec.int8, .int4, .int2] {
-            let enc = try KVChunk.encode(kv, codec: codec, kivi: KIVIOptions())
+            let enc = try KVChunk.encode(kv, key: 7, codec: codec, kivi: KIVIOptions())
             sizes[codec] = enc.count
-            let back = try enc.withUnsafeBytes { try KVChunk.decode($0, name: "c") }
+            let back = try enc.withUnsafeBytes { try KVChunk.decode($0, key: 7, name: "c") }
             #expect(back.tokens == kv.tokens && back.layers.count == 2)
         }
         #expect(sizes[.int8]! > sizes[.int4]! && sizes[.int4]! > sizes[.int2]!)

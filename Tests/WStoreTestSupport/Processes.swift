@@ -46,3 +46,12 @@ package func runPython(_ arguments: [String]) throws -> String {
     guard r.status == 0 else { throw PythonError(arguments: arguments, errors: r.errors + r.output) }
     return r.output
 }
+
+/// The C compiler on PATH (`cc`, `clang` or `gcc`).
+package let cCompiler: String = {
+    let dirs = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":").map(String.init)
+    for name in ["cc", "clang", "gcc"] {
+        for d in dirs where FileManager.default.isExecutableFile(atPath: d + "/" + name) { return d + "/" + name }
+    }
+    return "/usr/bin/cc"
+}()

@@ -51,7 +51,7 @@ import WStoreTestSupport
         var options = EncodeOptions()
         options.codec = .zstd
         options.frameSize = 2048
-        let record = try packed.withUnsafeBytes { try RecordEncoder.encode($0, dtype: .bf16, shape: [4096], options: options) }
+        let record = try packed.withUnsafeBytes { try RecordEncoder.encode($0, dtype: .bf16, shape: [4096], binding: 0, options: options) }
         var bytes = [UInt8](repeating: 0, count: record.totalSize)
         packed.withUnsafeBytes { s in bytes.withUnsafeMutableBytes { record.write(into: $0, source: s) } }
         var errors = 0
@@ -60,8 +60,8 @@ import WStoreTestSupport
             damaged[position] ^= 0x01
             do {
                 try damaged.withUnsafeBytes { rec in
-                    let view = try RecordView(rec, name: "t")
-                    // One thread hashes frame by frame as it decodes; two hash the result.
+                    let view = try RecordView(rec, binding: 0, name: "t")
+                    // Each worker checks the frames it decodes, on one thread or two.
                     let threads = position % 2 + 1
                     var out = [UInt8](repeating: 0, count: view.rawSize)
                     try out.withUnsafeMutableBytes { try RecordDecoder.decode(view, name: "t", into: $0, threads: threads) }
@@ -77,15 +77,15 @@ import WStoreTestSupport
 
     @Test func truncatedOrLyingHeadersAreCorruptRecords() throws {
         let src = randomBytes(1000, seed: 1)
-        let record = try src.withUnsafeBytes { try RecordEncoder.encode($0, dtype: .u8, shape: [1000], options: EncodeOptions()) }
+        let record = try src.withUnsafeBytes { try RecordEncoder.encode($0, dtype: .u8, shape: [1000], binding: 0, options: EncodeOptions()) }
         var bytes = [UInt8](repeating: 0, count: record.totalSize)
         src.withUnsafeBytes { s in bytes.withUnsafeMutableBytes { record.write(into: $0, source: s) } }
         for cut in [0, 10, 63, 100, bytes.count - 1] {
-            #expect(throws: WStoreError.self) { try Array(bytes[..<cut]).withUnsafeBytes { _ = try RecordView($0, name: "t") } }
+            #expect(throws: WStoreError.self) { try Array(bytes[..<cut]).withUnsafeBytes { _ = try RecordView($0, binding: 0, name: "t") } }
         }
         var lying = bytes
         lying[24] = 0xFF  // raw size, without fixing the header checksum
-        #expect(throws: WStoreError.self) { try lying.withUnsafeBytes { _ = try RecordView($0, name: "t") } }
+        #expect(throws: WStoreError.self) { try lying.withUnsafeBytes { _ = try RecordView($0, binding: 0, name: "t") } }
     }
 
     @Test func readersSeeConsistentSnapshotsWhileAWriterCommits() async throws {

@@ -51,8 +51,8 @@ import WStoreTestSupport
             _ = try WeightStore.open(at: dir.sub("s"))
             Issue.record("a newer store opened")
         } catch let e as WStoreError {
-            #expect(e == .newerFormat(what: "store \(dir.sub("s"))", found: 7, supported: 1))
-            #expect(e.description.contains("version 7") && e.description.contains("up to 1"))
+            #expect(e == .newerFormat(what: "store \(dir.sub("s"))", found: 7, supported: 2))
+            #expect(e.description.contains("version 7") && e.description.contains("up to 2"))
         }
     }
 
@@ -60,16 +60,16 @@ import WStoreTestSupport
         let dir = TemporaryDirectory()
         let store = try WeightStore.create(at: dir.sub("s"))
         try randomBytes(64, seed: 1).withUnsafeBytes { _ = try store.put("a", dtype: .u8, shape: [64], bytes: $0, codec: .raw) }
-        // Rewrite the record with version 2 and a correct header checksum.
+        // Rewrite the record with version 3 and a correct header checksum.
         try store.env.write { txn in
             let key = Keys.tensor(model: WeightStore.defaultModel, name: "a")
             var rec = Array(try txn.get(store.tensorsDB, key)!)
-            rec[4] = 2
+            rec[4] = 3
             let hl = Int(rec[8]) | Int(rec[9]) << 8
-            let sum = rec.withUnsafeBytes { Record.headerChecksum($0, headerLength: hl) }
+            let sum = rec.withUnsafeBytes { Record.headerChecksum($0, headerLength: hl, binding: Record.binding(key: key)) }
             withUnsafeBytes(of: sum.littleEndian) { for i in 0 ..< 8 { rec[56 + i] = $0[i] } }
             try rec.withUnsafeBytes { try txn.put(store.tensorsDB, key, $0) }
         }
-        #expect(throws: WStoreError.newerFormat(what: "tensor default/a", found: 2, supported: 1)) { try store.info("a") }
+        #expect(throws: WStoreError.newerFormat(what: "tensor default/a", found: 3, supported: 2)) { try store.info("a") }
     }
 }

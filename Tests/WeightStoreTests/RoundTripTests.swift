@@ -65,12 +65,12 @@ import WStoreTestSupport
         for dtype in [DType.bf16, .f32, .f16, .u8] {
             let bytes = sampleBytes(dtype, elements: 300_001 / dtype.elementSize!, seed: 9)
             let record = try bytes.withUnsafeBytes {
-                try RecordEncoder.encode($0, dtype: dtype, shape: [bytes.count / dtype.elementSize!], options: options)
+                try RecordEncoder.encode($0, dtype: dtype, shape: [bytes.count / dtype.elementSize!], binding: 0, options: options)
             }
             var buffer = [UInt8](repeating: 0, count: record.totalSize)
             bytes.withUnsafeBytes { src in buffer.withUnsafeMutableBytes { record.write(into: $0, source: src) } }
             try buffer.withUnsafeBytes { rec in
-                let view = try RecordView(rec, name: "t")
+                let view = try RecordView(rec, binding: 0, name: "t")
                 #expect(view.codec == .zstd)
                 #expect(view.frameCount == (bytes.count + 4095) / 4096)
                 for threads in [1, 2, 7] {
@@ -142,7 +142,7 @@ import WStoreTestSupport
     @Test func metadataAndModelInfo() throws {
         let dir = TemporaryDirectory()
         let store = try WeightStore.create(at: dir.sub("s"))
-        #expect(try store.metadata().formatVersion == 1)
+        #expect(try store.metadata().formatVersion == 2)
         #expect(try store.modelInfo("m") == nil)
         let info = ModelInfo(name: "m", layers: 32, expertsPerLayer: 8, topK: 2, sources: ["a.safetensors"])
         try store.setModelInfo(info)
