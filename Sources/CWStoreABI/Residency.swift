@@ -55,19 +55,10 @@ final class ResidencyBox: @unchecked Sendable {
         for p in owned { if names.contains(p) { Posix.freeCString(p) } else { p.deallocate() } }
     }
 
-    /// The parts of pinned `slot`'s expert, pointing into its buffer, in `out` (count entries).
+    /// The parts of `slot`'s expert with `data` as offsets into its buffer.
     @inline(__always)
-    func fill(_ out: UnsafeMutablePointer<wstore_expert_part>, for slot: ExpertSlot) {
-        let t = templates[manager.geometry.id(layer: slot.layer, expert: slot.expert)]!
-        let base = UnsafeRawPointer(slot.buffer!)
-        for i in 0 ..< t.count {
-            out[i] = t[i]
-            out[i].data = base + Int(bitPattern: t[i].data)
-        }
-    }
-
-    func partCount(of slot: ExpertSlot) -> Int {
-        templates[manager.geometry.id(layer: slot.layer, expert: slot.expert)]!.count
+    func template(of slot: ExpertSlot) -> UnsafeMutableBufferPointer<wstore_expert_part> {
+        templates[manager.geometry.id(layer: slot.layer, expert: slot.expert)].unsafelyUnwrapped
     }
 }
 
@@ -84,11 +75,18 @@ struct PinnedHeader {
 final class PinnedExpert: ManagedBuffer<PinnedHeader, wstore_expert_part> {
     /// Takes over the pin already held on `slot`.
     static func make(pinned slot: ExpertSlot, hit: Bool, owner: ResidencyBox) -> PinnedExpert {
-        let count = owner.partCount(of: slot)
-        let made = unsafeDowncast(create(minimumCapacity: max(1, count)) { _ in
-            PinnedHeader(slot: slot, owner: owner, hit: hit, count: count)
+        let t = owner.template(of: slot)
+        let made = unsafeDowncast(create(minimumCapacity: max(1, t.count)) { _ in
+            PinnedHeader(slot: slot, owner: owner, hit: hit, count: t.count)
         }, to: PinnedExpert.self)
-        made.withUnsafeMutablePointerToElements { owner.fill($0, for: slot) }
+        // Only the data pointers differ from the template: the pinned buffer plus each offset.
+        let base = UnsafeRawPointer(slot.buffer.unsafelyUnwrapped)
+        made.withUnsafeMutablePointerToElements { out in
+            for i in 0 ..< t.count {
+                out[i] = t[i]
+                out[i].data = base + Int(bitPattern: t[i].data)
+            }
+        }
         return made
     }
 

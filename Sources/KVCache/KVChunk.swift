@@ -185,11 +185,24 @@ package enum KVChunk {
                 throw WStoreError.corruptRecord(name: what, reason: "shape \(view.shape) does not match the chunk header")
             }
             if view.codec == .raw {
+                // Rows straight out of the map, hashed in pieces of about 16 KiB right after
+                // they are copied, while still in cache (one pass over the source).
                 let src = view.payload.baseAddress!
                 let hasher = XXH3Stream()
+                let piece = max(1, (16 << 10) / max(1, row))
                 for head in 0 ..< h {
-                    scatter(src, head: head)
-                    hasher.update(UnsafeRawBufferPointer(start: src + head * n * row, count: n * row))
+                    let block = src + head * n * row
+                    var t0 = 0
+                    while t0 < n {
+                        let t1 = min(n, t0 + piece)
+                        if rows.tokenStride == row {
+                            rows.row(head: head, token: t0).copyMemory(from: block + t0 * row, byteCount: (t1 - t0) * row)
+                        } else {
+                            for t in t0 ..< t1 { rows.row(head: head, token: t).copyMemory(from: block + t * row, byteCount: row) }
+                        }
+                        hasher.update(UnsafeRawBufferPointer(start: block + t0 * row, count: (t1 - t0) * row))
+                        t0 = t1
+                    }
                 }
                 let digest = hasher.digest()
                 guard digest == view.checksum else {

@@ -236,10 +236,10 @@ import WStoreTestSupport
         let kv = try KVStore.create(at: tmp.sub("kv"), options: options)
         let stored = try kv.env.withRead { try $0.get(kv.meta, Array("settings".utf8)).map { Array($0) } }
         // format-spec/KV.md §2: one JSON object, keys sorted, as a generic JSON writer writes it,
-        // sealed to its key (version 2).
+        // sealed to its key (version 2; only a raw-codec store is written as version 3).
         let opened = try #require(stored).withUnsafeBytes { Sealed.openJSON($0, key: Array("settings".utf8)) }
         let object: [String: Any] = [
-            "format": "wstore-kv", "format_version": KVStore.formatVersion, "chunk_tokens": 128, "budget_bytes": 1 << 20, "max_chunks": 0,
+            "format": "wstore-kv", "format_version": 2, "chunk_tokens": 128, "budget_bytes": 1 << 20, "max_chunks": 0,
             "codec": "int4", "kivi_group": options.kivi.group, "kivi_residual": options.kivi.residual,
         ]
         #expect(opened == [UInt8](try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])))
