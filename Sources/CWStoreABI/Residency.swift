@@ -152,10 +152,13 @@ public func wstore_residency_close(_ residency: OpaquePointer?) -> Int32 {
 public func wstore_expert_acquire(_ residency: OpaquePointer?, _ layer: Int64, _ expert: Int64,
                                   _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
     guarded {
-        let box = try residencyFrom(residency)
         let out = try required(out, "out")
-        let (slot, hit) = try box.manager.acquireSlot(layer: Int(clamping: layer), expert: Int(clamping: expert))
-        out.pointee = try experts.insert(PinnedExpert.make(pinned: slot, hit: hit, owner: box))
+        // The hit path: the manager is borrowed from the table without a retain.
+        let made: Void? = try residencies.withLive(try required(residency, "residency")) { box in
+            let (slot, hit) = try box.manager.acquireSlot(layer: Int(clamping: layer), expert: Int(clamping: expert))
+            out.pointee = try experts.insert(PinnedExpert.make(pinned: slot, hit: hit, owner: box))
+        }
+        guard made != nil else { throw ABIError.invalidHandle("residency") }
     }
 }
 

@@ -152,6 +152,16 @@ final class HandleTable<Object: AnyObject>: @unchecked Sendable {
         return Unmanaged<Object>.fromOpaque(p).takeUnretainedValue()
     }
 
+    /// Runs `body` on the object behind a live handle without retaining it (the table holds
+    /// it, and a close racing this call is the caller's bug), or returns nil when the handle
+    /// is not live.
+    @inline(__always) func withLive<R>(_ handle: OpaquePointer, _ body: (Object) throws -> R) rethrows -> R? {
+        guard let (index, live) = decode(handle), let word = slotWord(index),
+              word.pointee.load(ordering: .acquiring) == live,
+              let p = slotObject(index).pointee else { return nil }
+        return try Unmanaged<Object>.fromOpaque(p)._withUnsafeGuaranteedRef(body)
+    }
+
     /// Ends a live handle and returns its object (the table's reference, now the
     /// caller's); nil when the handle is not live. Exactly one of two racing removes wins.
     func remove(_ handle: OpaquePointer) -> Object? {
