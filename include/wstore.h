@@ -550,6 +550,66 @@ typedef struct wstore_kv_stats {
 /** Fills *out with the store's totals (one read transaction) and the handle's counters. */
 int wstore_kv_get_stats(wstore_kv *kv, wstore_kv_stats *out);
 
+/* ------------------------------------------------- KV cache: the remote tier */
+
+/**
+ * A shared remote tier on Redis (format-spec/KV.md §8): a lookup continues the local
+ * prefix from Redis, chunks found there are checked (bound to their key) and kept locally,
+ * and stores are sent to Redis in the background through a bounded queue that never blocks
+ * (full: dropped and counted). A remote tier that is down is not an error: the store works
+ * from its local tier, warns once on stderr and reconnects with backoff.
+ *
+ * Lifetime: the strings are read during the call only.
+ */
+typedef struct wstore_kv_remote {
+    /** `redis://[user:password@]host:port`, several separated by commas: one URL is one
+     *  server, several are seed nodes of one Redis Cluster. Required. */
+    const char *urls;
+    /** Prefix of every Redis key, so deployments can share one Redis; NULL: "wstore:kv:". */
+    const char *key_namespace;
+    /** Most time one connect or one pipelined batch may take; <= 0: 500 ms. */
+    int64_t timeout_ms;
+    /** Most chunks waiting to be sent; <= 0: 512. */
+    int64_t queue_chunks;
+} wstore_kv_remote;
+
+/** wstore_kv_create with a remote tier (`remote` NULL: none). Errors as wstore_kv_create,
+ *  and WSTORE_E_INVALID_ARGUMENT for a URL that is not redis://host:port. */
+int wstore_kv_create_remote(const char *path, const wstore_kv_options *options, const wstore_kv_remote *remote,
+                            wstore_kv **out);
+
+/** wstore_kv_open with a remote tier (`remote` NULL: none). Errors as wstore_kv_open, and
+ *  WSTORE_E_INVALID_ARGUMENT for a URL that is not redis://host:port. */
+int wstore_kv_open_remote(const char *path, int read_only, int threads, const wstore_kv_remote *remote,
+                          wstore_kv **out);
+
+/** Counters of a KV handle's tiers since it was opened. */
+typedef struct wstore_kv_tier_stats {
+    int32_t has_remote;          /**< 1 when the handle has a remote tier (else every field below is 0) */
+    int32_t connected;           /**< 1 when the last remote operation succeeded */
+    uint64_t lookups;            /**< lookups made */
+    uint64_t local_hit_chunks;   /**< chunks lookups found in the local tier */
+    uint64_t remote_hit_chunks;  /**< chunks lookups found in the remote tier */
+    uint64_t bytes_fetched;      /**< value bytes received from Redis */
+    uint64_t bytes_sent;         /**< value bytes sent to Redis */
+    uint64_t sent_chunks;        /**< chunks Redis accepted */
+    uint64_t already_remote;     /**< chunks not sent because Redis held them */
+    uint64_t remote_errors;      /**< failed connects and command batches */
+    uint64_t damaged_remote;     /**< remote values that failed their checks: misses, never returned */
+    uint64_t queue_drops;        /**< chunks dropped because the send queue was full */
+    uint64_t unsent_chunks;      /**< chunks dropped because Redis was down when their turn came */
+    uint64_t reconnects;         /**< successful connects after the tier was down */
+    uint64_t queued;             /**< chunks waiting in the send queue now */
+    uint64_t reserved[4];        /**< 0 */
+} wstore_kv_tier_stats;
+
+/** Fills *out with the tier counters of `kv`. */
+int wstore_kv_get_tier_stats(wstore_kv *kv, wstore_kv_tier_stats *out);
+
+/** Waits until every chunk queued for the remote tier is sent or dropped, at most
+ *  `timeout_ms` milliseconds; sets *drained to 1 when the queue emptied (NULL: not told). */
+int wstore_kv_flush_remote(wstore_kv *kv, int64_t timeout_ms, int *drained);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,3 +1,4 @@
+import Foundation
 import CWStoreHeader
 import KVCache
 import WeightStore
@@ -42,6 +43,21 @@ private func layerViews(_ p: UnsafePointer<wstore_kv_layer>?, _ n: Int) throws -
     }
 }
 
+/// The settings a C call passes (NULL: every default).
+private func kvOptions(_ options: UnsafePointer<wstore_kv_options>?) throws -> KVStore.Options {
+    var o = KVStore.Options()
+    if let c = options?.pointee {
+        if c.chunk_tokens != 0 { o.chunkTokens = Int(c.chunk_tokens) }
+        o.budgetBytes = Int(c.budget_bytes)
+        o.maxChunks = Int(c.max_chunks)
+        o.codec = try kvCodec(c.codec)
+        o.threads = max(1, Int(c.threads))
+        if c.kivi_group != 0 { o.kivi.group = Int(c.kivi_group) }
+        o.kivi.residual = Int(c.kivi_residual)
+    }
+    return o
+}
+
 /// See `wstore_kv_create` in wstore.h.
 @_cdecl("wstore_kv_create")
 public func wstore_kv_create(_ path: UnsafePointer<CChar>?, _ options: UnsafePointer<wstore_kv_options>?,
@@ -49,17 +65,7 @@ public func wstore_kv_create(_ path: UnsafePointer<CChar>?, _ options: UnsafePoi
     guarded {
         let path = try string(path, "path")
         let out = try required(out, "out")
-        var o = KVStore.Options()
-        if let c = options?.pointee {
-            if c.chunk_tokens != 0 { o.chunkTokens = Int(c.chunk_tokens) }
-            o.budgetBytes = Int(c.budget_bytes)
-            o.maxChunks = Int(c.max_chunks)
-            o.codec = try kvCodec(c.codec)
-            o.threads = max(1, Int(c.threads))
-            if c.kivi_group != 0 { o.kivi.group = Int(c.kivi_group) }
-            o.kivi.residual = Int(c.kivi_residual)
-        }
-        out.pointee = try kvStores.insert(try KVStore.create(at: path, options: o))
+        out.pointee = try kvStores.insert(try KVStore.create(at: path, options: try kvOptions(options)))
     }
 }
 
@@ -158,5 +164,84 @@ public func wstore_kv_get_stats(_ kv: OpaquePointer?, _ out: UnsafeMutablePointe
         r.hit_tokens = UInt64(c.hitTokens)
         r.damaged_chunks = UInt64(c.damaged)
         out.pointee = r
+    }
+}
+
+// MARK: the remote tier
+
+/// The remote tier a C call describes, checked; `nil` for a NULL `remote`.
+private func remoteTier(_ p: UnsafePointer<wstore_kv_remote>?) throws -> RemoteTierOptions? {
+    guard let r = p?.pointee else { return nil }
+    let urls = try string(r.urls, "remote->urls").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+        .filter { !$0.isEmpty }
+    var o = RemoteTierOptions(urls: urls)
+    if r.key_namespace != nil { o.namespace = try string(r.key_namespace, "remote->key_namespace") }
+    if r.timeout_ms > 0 { o.timeout = .milliseconds(r.timeout_ms) }
+    if r.queue_chunks > 0 { o.queueChunks = Int(r.queue_chunks) }
+    do { try o.validate() } catch let WStoreError.invalidArgument(why) { throw ABIError.invalidArgument(why) }
+    return o
+}
+
+/// See `wstore_kv_create_remote` in wstore.h.
+@_cdecl("wstore_kv_create_remote")
+public func wstore_kv_create_remote(_ path: UnsafePointer<CChar>?, _ options: UnsafePointer<wstore_kv_options>?,
+                                    _ remote: UnsafePointer<wstore_kv_remote>?,
+                                    _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    guarded {
+        let path = try string(path, "path")
+        let out = try required(out, "out")
+        out.pointee = try kvStores.insert(try KVStore.create(at: path, options: try kvOptions(options), remote: try remoteTier(remote)))
+    }
+}
+
+/// See `wstore_kv_open_remote` in wstore.h.
+@_cdecl("wstore_kv_open_remote")
+public func wstore_kv_open_remote(_ path: UnsafePointer<CChar>?, _ readOnly: Int32, _ threads: Int32,
+                                  _ remote: UnsafePointer<wstore_kv_remote>?,
+                                  _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+    guarded {
+        let path = try string(path, "path")
+        let out = try required(out, "out")
+        let tier = try remoteTier(remote)
+        out.pointee = try kvStores.insert(try KVStore.open(at: path, readOnly: readOnly != 0, threads: max(1, Int(threads)),
+                                                          remote: tier))
+    }
+}
+
+/// See `wstore_kv_get_tier_stats` in wstore.h.
+@_cdecl("wstore_kv_get_tier_stats")
+public func wstore_kv_get_tier_stats(_ kv: OpaquePointer?, _ out: UnsafeMutablePointer<wstore_kv_tier_stats>?) -> Int32 {
+    guarded {
+        let store = try kvFrom(kv)
+        let out = try required(out, "out")
+        var r = wstore_kv_tier_stats()
+        if let t = store.tierStats() {
+            r.has_remote = 1
+            r.connected = t.connected ? 1 : 0
+            r.lookups = UInt64(t.lookups)
+            r.local_hit_chunks = UInt64(t.localHitChunks)
+            r.remote_hit_chunks = UInt64(t.remoteHitChunks)
+            r.bytes_fetched = UInt64(t.bytesFetched)
+            r.bytes_sent = UInt64(t.bytesSent)
+            r.sent_chunks = UInt64(t.sentChunks)
+            r.already_remote = UInt64(t.alreadyRemote)
+            r.remote_errors = UInt64(t.remoteErrors)
+            r.damaged_remote = UInt64(t.damagedRemote)
+            r.queue_drops = UInt64(t.queueDrops)
+            r.unsent_chunks = UInt64(t.unsentChunks)
+            r.reconnects = UInt64(t.reconnects)
+            r.queued = UInt64(t.queued)
+        }
+        out.pointee = r
+    }
+}
+
+/// See `wstore_kv_flush_remote` in wstore.h.
+@_cdecl("wstore_kv_flush_remote")
+public func wstore_kv_flush_remote(_ kv: OpaquePointer?, _ timeoutMs: Int64, _ drained: UnsafeMutablePointer<Int32>?) -> Int32 {
+    guarded {
+        let store = try kvFrom(kv)
+        let ok = store.flushRemote(timeout: .milliseconds(max(0, timeoutMs)))
+        drained?.pointee = ok ? 1 : 0
     }
 }

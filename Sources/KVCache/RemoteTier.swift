@@ -23,6 +23,15 @@ public struct RemoteTierOptions: Sendable {
     public var warnings = true
 
     public init(urls: [String]) { self.urls = urls }
+
+    /// Checks that there is at least one URL and each is `redis://[user:password@]host:port`.
+    /// - Throws: ``WStoreError/invalidArgument(_:)`` naming the first that is not.
+    public func validate() throws {
+        guard !urls.isEmpty else { throw WStoreError.invalidArgument("no Redis URL given for the remote tier") }
+        for u in urls {
+            do { _ = try RedisEndpoint(url: u) } catch { throw WStoreError.invalidArgument("\(error)") }
+        }
+    }
 }
 
 /// Counters of a KV store's tiers since it was opened (``KVStore/tierStats()``).
