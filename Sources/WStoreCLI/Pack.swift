@@ -58,7 +58,11 @@ struct Pack: ParsableCommand {
         defer { staged.disarmSignals() }
         let summary: (raw: Int, stored: Int)
         do {
-            summary = try write(checkpoint, model: modelName, into: staged.staging)
+            let written = try write(checkpoint, model: modelName, into: staged.staging)
+            // The store is closed now: its file is as long as its map (MDB_WRITEMAP); cut
+            // it to the pages in use before it is moved into place.
+            try WeightStore.trimDataFile(at: staged.staging, to: written.usedBytes)
+            summary = (written.raw, written.stored)
             try staged.commit()
         } catch {
             staged.discard()
@@ -88,10 +92,21 @@ struct Pack: ParsableCommand {
     }
 
     /// Writes every tensor into a new store at `path`: records encoded on every core,
-    /// committed in batches of about `batchMib` raw bytes, synced at the end.
-    private func write(_ ckpt: Checkpoint, model: String, into path: String) throws -> (raw: Int, stored: Int) {
+    /// committed in batches of about `batchMib` raw bytes, synced at the end; returns the
+    /// bytes of its data file in use.
+    ///
+    /// The store is written through its map (``WeightStore/Options/writeMap``), sized for
+    /// the whole checkpoint up front; each batch's disk writes start as soon as it commits,
+    /// and the checkpoint's pages leave this process once their tensor is written, so
+    /// resident memory follows the batch size, not the model.
+    private func write(_ ckpt: Checkpoint, model: String, into path: String) throws -> (raw: Int, stored: Int, usedBytes: Int) {
         var options = WeightStore.Options()
-        options.durable = false
+        options.writeMap = true
+        // Every record fits its raw size plus a header page and a partial last page;
+        // the trees and the free list take a little more. The map still grows if needed.
+        let page = 4096
+        let estimate = ckpt.tensors.reduce(64 << 20) { $0 + ($1.byteCount + 2 * page) }
+        options.initialMapSize = (estimate + (1 << 20) - 1) & ~((1 << 20) - 1)
         let store = try WeightStore.create(at: path, options: options)
         let workers = threads ?? System.activeProcessorCount
         var encode = store.encodeOptions
@@ -115,9 +130,11 @@ struct Pack: ParsableCommand {
                     try ckpt.withBytes(of: t) { src in
                         _ = try w.putEncoded(r, source: src, name: t.name, model: model, dtype: t.dtype, shape: t.shape,
                                              expert: t.expert)
+                        PageCache.unmapPages(src)
                     }
                 }
             }
+            store.startWriteback()
             for r in records { stored += r.storedSize }
             raw += bytes
             progress.advance(bytes, note: "\(j)/\(ckpt.tensors.count) tensors")
@@ -128,7 +145,7 @@ struct Pack: ParsableCommand {
         try store.setModelInfo(info)
         try store.sync()
         progress.finish()
-        return (raw, stored)
+        return (raw, stored, store.usedBytes)
     }
 
     /// Encodes a batch: large tensors one at a time with their frames on every thread,

@@ -33,7 +33,12 @@ extension WeightStore {
                                 dtype: DType, shape: [Int], expert: ExpertKey? = nil) throws -> TensorInfo {
             let key = try store.tensorKey(model: model, name: name)
             try txn.reserve(store.tensorsDB, key, size: record.totalSize) { dst in
+                // With MDB_WRITEMAP, `dst` is in the map: the record is written into the
+                // file's own pages, and its pages leave this process once written (they
+                // stay dirty in the page cache; madvise(MADV_DONTNEED) of a shared file
+                // mapping keeps the data).
                 record.write(into: dst, source: source)
+                if store.env.writeMap { PageCache.unmapPages(UnsafeRawBufferPointer(dst)) }
             }
             if let expert { try setExpert(expert, tensor: name, model: model) }
             return TensorInfo(model: model, name: name, dtype: dtype, shape: shape,

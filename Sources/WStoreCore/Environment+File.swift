@@ -1,0 +1,126 @@
+import CLMDB
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reading and writing large values through the data file itself, beside the map.
+///
+/// A value larger than about half a page lives on LMDB overflow pages: contiguous pages
+/// of the data file, the first one starting with a 16-byte page header (lmdb.c,
+/// `MDB_page`: `mp_pgno` (size_t), `mp_pad` (u16), `mp_flags` (u16), `mp_pages` (u32);
+/// `PAGEHDRSZ` 16; overflow data at `METADATA(page)`). So such a value can be read with
+/// pread(2) at `mp_pgno * psize + 16`, exactly its bytes, instead of faulting the map,
+/// whose faults read the disk's whole readahead window around each page.
+extension LMDBEnvironment {
+    /// lmdb.c `PAGEHDRSZ` on 64-bit builds.
+    private static let pageHeaderSize = 16
+    /// lmdb.c `P_OVERFLOW`.
+    private static let overflowFlag: UInt16 = 0x04
+
+    /// The data file's descriptor, LMDB's own. The corresponding C function is `mdb_env_get_fd`.
+    var fileDescriptor: Int32 {
+        var fd: mdb_filehandle_t = -1
+        mdb_env_get_fd(env, &fd)
+        return fd
+    }
+
+    /// The offset in the data file of `value`, bytes lent by a transaction of this
+    /// environment, when they are on overflow pages; `nil` otherwise (a small value in a
+    /// leaf page). Reads the page header just before `value`, which is on the value's
+    /// own first page.
+    package func fileOffset(of value: UnsafeRawBufferPointer) -> Int? {
+        guard let base = value.baseAddress, value.count > 0 else { return nil }
+        let psize = pageSize
+        let page = base - Self.pageHeaderSize
+        guard UInt(bitPattern: page) % UInt(psize) == 0 else { return nil }
+        let pgno = page.loadUnaligned(as: UInt.self)
+        let flags = page.loadUnaligned(fromByteOffset: 10, as: UInt16.self)
+        let pages = page.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
+        guard flags & Self.overflowFlag != 0, Int(pages) * psize >= value.count + Self.pageHeaderSize,
+              pgno <= UInt(Int.max / psize) else { return nil }
+        return Int(pgno) * psize + Self.pageHeaderSize
+    }
+
+    /// Reads `buffer.count` bytes of the data file at `offset` (pread(2), EINTR retried).
+    /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` when the file ends first
+    ///   (`name` names the record), ``LMDBError`` with errno on an I/O error.
+    package func readFile(into buffer: UnsafeMutableRawBufferPointer, at offset: Int, name: @autoclosure () -> String) throws {
+        let fd = fileDescriptor
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { try LMDBError.check(errno, "pread(data.mdb)", path: path) }
+            if n == 0 {
+                throw WStoreError.corruptRecord(name: name(), reason: "data.mdb ends at \(offset + done), inside the record")
+            }
+            done += n
+        }
+    }
+
+    /// Asks the kernel to start reading exactly `length` bytes at `offset` into the page
+    /// cache (posix_fadvise `POSIX_FADV_WILLNEED`), and no more: the reads that follow
+    /// wait only for what they need, and nothing around the range is read ahead.
+    package func adviseWillNeed(offset: Int, length: Int) {
+        _ = posix_fadvise(fileDescriptor, off_t(offset), off_t(length), POSIX_FADV_WILLNEED)
+    }
+
+    /// Drops the clean page-cache pages of `length` bytes at `offset` (posix_fadvise
+    /// `POSIX_FADV_DONTNEED`); pages another mapping still holds stay.
+    package func dropFileCache(offset: Int, length: Int) {
+        _ = posix_fadvise(fileDescriptor, off_t(offset), off_t(length), POSIX_FADV_DONTNEED)
+    }
+
+    /// Starts writing back every dirty page of the data file without waiting
+    /// (sync_file_range `SYNC_FILE_RANGE_WRITE`), so a bulk load's disk writes overlap
+    /// its work instead of all waiting for the final ``sync(force:)``. A hint only.
+    package func startWriteback() {
+        _ = SyncFileRange.function?(fileDescriptor, 0, 0, SyncFileRange.write)
+    }
+
+    /// Shortens the data file of the closed environment at `path` to `bytes`
+    /// (``usedBytes`` read before closing it) and fsyncs it: a `MDB_WRITEMAP`
+    /// environment leaves its file as long as its map. Never lengthens it.
+    /// - Throws: ``LMDBError`` with errno when the file cannot be opened, truncated or synced.
+    package static func trimDataFile(path: String, to bytes: Int) throws {
+        let file = path + "/data.mdb"
+        let fd = open(file, O_RDWR | O_CLOEXEC)
+        if fd < 0 { try LMDBError.check(errno, "open(data.mdb)", path: path) }
+        defer { close(fd) }
+        var st = stat()
+        if fstat(fd, &st) != 0 { try LMDBError.check(errno, "fstat(data.mdb)", path: path) }
+        guard Int(st.st_size) > bytes else { return }
+        if ftruncate(fd, off_t(bytes)) != 0 { try LMDBError.check(errno, "ftruncate(data.mdb)", path: path) }
+        if fsync(fd) != 0 { try LMDBError.check(errno, "fsync(data.mdb)", path: path) }
+    }
+}
+
+/// sync_file_range(2), looked up at run time (glibc declares it only under _GNU_SOURCE).
+private enum SyncFileRange {
+    typealias Fn = @convention(c) (Int32, off_t, off_t, UInt32) -> Int32
+    static let write: UInt32 = 2 // SYNC_FILE_RANGE_WRITE, fcntl.h
+    static let function: Fn? = {
+        guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "sync_file_range") else { return nil }
+        return unsafeBitCast(sym, to: Fn.self)
+    }()
+}
+
+extension LMDBEnvironment {
+    /// Before `value` (on overflow pages) is read through the map: when its first or
+    /// last page is not in memory (mincore(2)), asks for exactly its range
+    /// (``adviseWillNeed(offset:length:)``), so the faults that follow find the pages
+    /// on their way instead of each reading one page (``Options/noReadahead``) or a
+    /// whole readahead window. Costs one mincore call when the value is warm.
+    package func prepareToRead(_ value: UnsafeRawBufferPointer) {
+        guard value.count > PageCache.pageSize, let base = value.baseAddress else { return }
+        let mask = UInt(PageCache.pageSize - 1)
+        var resident: (UInt8, UInt8) = (0, 0)
+        let first = UnsafeMutableRawPointer(bitPattern: UInt(bitPattern: base) & ~mask)!
+        let last = UnsafeMutableRawPointer(bitPattern: (UInt(bitPattern: base) + UInt(value.count) - 1) & ~mask)!
+        let warm = withUnsafeMutableBytes(of: &resident) { r in
+            mincore(first, 1, r.baseAddress!.assumingMemoryBound(to: UInt8.self)) == 0
+                && mincore(last, 1, r.baseAddress!.assumingMemoryBound(to: UInt8.self) + 1) == 0
+        } && resident.0 & 1 != 0 && resident.1 & 1 != 0
+        if !warm, let offset = fileOffset(of: value) { adviseWillNeed(offset: offset, length: value.count) }
+    }
+}
