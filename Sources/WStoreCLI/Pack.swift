@@ -130,8 +130,8 @@ struct Pack: ParsableCommand {
                     try ckpt.withBytes(of: t) { src in
                         _ = try w.putEncoded(r, source: src, name: t.name, model: model, dtype: t.dtype, shape: t.shape,
                                              expert: t.expert)
-                        PageCache.unmapPages(src)
                     }
+                    ckpt.release(t)
                 }
             }
             store.startWriteback()
@@ -149,7 +149,8 @@ struct Pack: ParsableCommand {
     }
 
     /// Encodes a batch: large tensors one at a time with their frames on every thread,
-    /// small ones side by side, one per thread.
+    /// small ones side by side, one per thread. Each tensor's pages leave this process
+    /// once it is encoded (the page cache keeps them for the write).
     private static func encode(_ batch: [CheckpointTensor], ckpt: Checkpoint, options: EncodeOptions,
                                threads: Int) throws -> [EncodedRecord] {
         var out = [EncodedRecord?](repeating: nil, count: batch.count)
@@ -160,6 +161,7 @@ struct Pack: ParsableCommand {
                 var o = options
                 o.threads = threads
                 out[k] = try ckpt.withBytes(of: t) { try RecordEncoder.encode($0, dtype: t.dtype, shape: t.shape, options: o) }
+                ckpt.release(t)
             } else {
                 small.append(k)
             }
@@ -169,6 +171,7 @@ struct Pack: ParsableCommand {
             try parallelFor(small.count, threads: threads) { n, _ in
                 let t = batch[small[n]]
                 let r = try ckpt.withBytes(of: t) { try RecordEncoder.encode($0, dtype: t.dtype, shape: t.shape, options: options) }
+                ckpt.release(t)
                 slots.value[small[n]] = r
             }
         }

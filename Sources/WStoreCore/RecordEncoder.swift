@@ -110,6 +110,9 @@ package enum RecordEncoder {
         let scratch = UnsafeMutableRawBufferPointer.allocate(
             byteCount: transform == .none ? 0 : workers * frameSize, alignment: 64)
         defer { scratch.deallocate() }
+        let outputPerWorker = Zstd.bound(frameSize)
+        let output = UnsafeMutableRawBufferPointer.allocate(byteCount: workers * outputPerWorker, alignment: 64)
+        defer { output.deallocate() }
         try pieces.withUnsafeMutableBufferPointer { piecesOut in
             try methods.withUnsafeMutableBufferPointer { methodsOut in
                     try parallelFor(frameCount, threads: workers) { f, w in
@@ -126,11 +129,13 @@ package enum RecordEncoder {
                         }
                         for p in 0 ..< planes {
                             let plane = UnsafeRawBufferPointer(rebasing: planeBytes[p * planeLength ..< (p + 1) * planeLength])
-                            var out = [UInt8](repeating: 0, count: Zstd.bound(planeLength))
-                            let n = try out.withUnsafeMutableBytes { try Zstd.compress(plane, into: $0, profile: profile) }
+                            // Compressed into this worker's scratch, then kept in an array of
+                            // exactly its size: a batch holds its pieces until written.
+                            let room = UnsafeMutableRawBufferPointer(
+                                rebasing: output[w * outputPerWorker ..< (w + 1) * outputPerWorker])
+                            let n = try Zstd.compress(plane, into: room, profile: profile)
                             if Double(n) <= Double(planeLength) * (1 - options.minSavings) {
-                                out.removeLast(out.count - n)
-                                piecesOut[f * planes + p] = out
+                                piecesOut[f * planes + p] = Array(UnsafeRawBufferPointer(rebasing: room[..<n]))
                                 methodsOut[f * planes + p] = .zstd
                             } else {
                                 piecesOut[f * planes + p] = Array(plane)
