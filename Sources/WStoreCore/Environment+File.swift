@@ -106,11 +106,13 @@ private enum SyncFileRange {
 }
 
 extension LMDBEnvironment {
-    /// Before `value` (on overflow pages) is read through the map: when its first or
-    /// last page is not in memory (mincore(2)), asks for exactly its range
-    /// (``adviseWillNeed(offset:length:)``), so the faults that follow find the pages
-    /// on their way instead of each reading one page (``Options/noReadahead``) or a
-    /// whole readahead window. Costs one mincore call when the value is warm.
+    /// Before `value` (on overflow pages) is read: when its first or last page is not in
+    /// memory (mincore(2)), asks for exactly its range (``adviseWillNeed(offset:length:)``),
+    /// so the faults or reads that follow find the pages on their way instead of each
+    /// reading one page (``Options/noReadahead``) or a whole readahead window. Call it
+    /// before touching `value`: the range is found from the map's address, without
+    /// reading the value's page header, so the record's first page comes with the rest
+    /// in one request. Costs two mincore calls when the value is warm.
     package func prepareToRead(_ value: UnsafeRawBufferPointer) {
         guard value.count > PageCache.pageSize, let base = value.baseAddress else { return }
         let mask = UInt(PageCache.pageSize - 1)
@@ -121,6 +123,39 @@ extension LMDBEnvironment {
             mincore(first, 1, r.baseAddress!.assumingMemoryBound(to: UInt8.self)) == 0
                 && mincore(last, 1, r.baseAddress!.assumingMemoryBound(to: UInt8.self) + 1) == 0
         } && resident.0 & 1 != 0 && resident.1 & 1 != 0
-        if !warm, let offset = fileOffset(of: value) { adviseWillNeed(offset: offset, length: value.count) }
+        guard !warm, let offset = mapOffset(of: value) else { return }
+        let start = offset - offset % PageCache.pageSize
+        adviseWillNeed(offset: start, length: offset + value.count - start)
+    }
+
+    /// The file offset of `value` by its distance from the start of the map, which is
+    /// found in /proc/self/maps (LMDB does not publish its map address) and cached. A
+    /// hint only: a map moved since is noticed when `value` falls outside it, and a
+    /// stale answer would only advise the wrong range.
+    func mapOffset(of value: UnsafeRawBufferPointer) -> Int? {
+        let p = Int(bitPattern: value.baseAddress)
+        let size = mapSize
+        let cached = mapStart.load(ordering: .relaxed)
+        if cached != 0, p >= cached, p + value.count <= cached + size { return p - cached }
+        guard let start = Self.findMapping(containing: p), p + value.count <= start + size else { return nil }
+        mapStart.store(start, ordering: .relaxed)
+        return p - start
+    }
+
+    /// The address at which file offset 0 of the mapping holding `address` sits, from /proc/self/maps.
+    private static func findMapping(containing address: Int) -> Int? {
+        guard let f = fopen("/proc/self/maps", "r") else { return nil }
+        defer { fclose(f) }
+        var line = [CChar](repeating: 0, count: 4096)
+        while fgets(&line, Int32(line.count), f) != nil {
+            // "start-end perms offset dev inode path"
+            let fields = String(cString: line).split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 6 else { continue }
+            let range = fields[0].split(separator: "-")
+            guard range.count == 2, let lo = Int(range[0], radix: 16), let hi = Int(range[1], radix: 16),
+                  let offset = Int(fields[2], radix: 16), address >= lo, address < hi else { continue }
+            return lo - offset
+        }
+        return nil
     }
 }

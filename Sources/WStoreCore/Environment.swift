@@ -53,6 +53,8 @@ package final class LMDBEnvironment: @unchecked Sendable {
     /// Read transactions that were reset and can be renewed (mdb_txn_renew) cheaply.
     private let idleReaders = Mutex<[UncheckedSendable<OpaquePointer>]>([])
     private let databases = Mutex<[String: MDB_dbi]>([:])
+    /// Where the map starts, once found (``mapOffset(of:)``); 0 until then.
+    let mapStart = Atomic<Int>(0)
 
     /// Opens (or, when not read-only, creates) the environment in directory `path`.
     /// Stores open through ``shared(path:readOnly:options:)``, which keeps one

@@ -1,7 +1,10 @@
+import Synchronization
+
 extension RecordDecoder {
     /// Decodes `record`, lent by a transaction of `env`, by reading its bytes from the
-    /// data file (``LMDBEnvironment/readFile(into:at:name:)``) instead of the map: the
-    /// kernel is asked for exactly the record's range first, a raw payload is read
+    /// data file (``LMDBEnvironment/readFile(into:at:name:)``) instead of the map: once
+    /// the caller has asked for exactly the record's range
+    /// (``LMDBEnvironment/prepareToRead(_:)``, before touching it), a raw payload is read
     /// straight into `dst` (and hashed piece by piece while the next pieces arrive, when
     /// `verify`), and a compressed one into a scratch buffer it then decodes from.
     /// Nothing of the record is mapped into the process, and a cold read moves its bytes
@@ -20,7 +23,7 @@ extension RecordDecoder {
             throw WStoreError.invalidArgument("buffer of \(dst.count) bytes for \(name), which has \(record.rawSize)")
         }
         let length = record.headerLength + record.storedSize
-        env.adviseWillNeed(offset: offset, length: length)
+        // The caller asked for the range before touching the record (prepareToRead).
         defer { if dropCache { env.dropFileCache(offset: offset, length: length) } }
         switch record.codec {
         case .raw:
@@ -43,15 +46,35 @@ extension RecordDecoder {
                 throw WStoreError.checksumMismatch(name: name, expected: record.checksum, actual: digest)
             }
         case .zstd:
+            // The header first, then the payload frame by frame as workers reach it, so
+            // decoding overlaps the reading of later frames (all already requested).
             let scratch = ScratchPool.take(length)
             defer { ScratchPool.give(scratch) }
             let bytes = UnsafeMutableRawBufferPointer(rebasing: scratch[0 ..< length])
-            try env.readFile(into: bytes, at: offset, name: name)
+            try env.readFile(into: UnsafeMutableRawBufferPointer(rebasing: bytes[0 ..< record.headerLength]), at: offset, name: name)
             let copy = try RecordView(UnsafeRawBufferPointer(bytes), name: name)
-            guard copy.checksum == record.checksum, copy.storedSize == record.storedSize else {
+            guard copy.checksum == record.checksum, copy.storedSize == record.storedSize,
+                  copy.frameCount == record.frameCount, copy.codec == .zstd else {
                 throw WStoreError.corruptRecord(name: name, reason: "data.mdb does not hold the record the map shows")
             }
-            try decode(copy, name: name, into: dst, threads: threads, verify: true)
+            let readTo = Mutex(copy.headerLength)
+            let digest = try decodeFrames(copy, name: name, into: dst, threads: threads) { f in
+                let need = copy.headerLength + (0 ..< copy.planeCount).reduce(0) { end, p in
+                    let e = copy.entry(frame: f, plane: p)
+                    return max(end, e.offset + e.size)
+                }
+                guard need <= length else { return }  // a damaged table: the decode reports it
+                try readTo.withLock { (at: inout Int) throws in
+                    guard at < need else { return }
+                    // At least fileChunk at a time, so reads stay large.
+                    let end = min(length, max(need, at + fileChunk))
+                    try env.readFile(into: UnsafeMutableRawBufferPointer(rebasing: bytes[at ..< end]), at: offset + at, name: name)
+                    at = end
+                }
+            }
+            if digest != record.checksum {
+                throw WStoreError.checksumMismatch(name: name, expected: record.checksum, actual: digest)
+            }
         }
         return true
     }

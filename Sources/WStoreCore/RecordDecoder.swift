@@ -38,7 +38,7 @@ package enum RecordDecoder {
                 throw WStoreError.checksumMismatch(name: name, expected: record.checksum, actual: digest)
             }
         case .zstd:
-            let digest = try decodeFrames(record, name: name, into: dst, threads: threads)
+            let digest = try decodeFrames(record, name: name, into: dst, threads: threads, arrive: nil)
             if digest != record.checksum {
                 throw WStoreError.checksumMismatch(name: name, expected: record.checksum, actual: digest)
             }
@@ -62,8 +62,11 @@ package enum RecordDecoder {
     /// frame that is ready in order (one worker at a time, outside the lock), so frames
     /// are hashed while still in cache and, on several threads, the hash overlaps the
     /// decoding of later frames instead of running alone at the end.
-    private static func decodeFrames(_ record: RecordView, name: String, into dst: UnsafeMutableRawBufferPointer,
-                                     threads: Int) throws -> UInt64 {
+    /// `arrive(f)`, when given, is called before frame `f` is read, to make its bytes
+    /// (the payload up to the end of its last plane) present: a record read from the file
+    /// is decoded frame by frame as it arrives.
+    static func decodeFrames(_ record: RecordView, name: String, into dst: UnsafeMutableRawBufferPointer,
+                             threads: Int, arrive: ((Int) throws -> Void)?) throws -> UInt64 {
         let planes = record.planeCount
         let workers = max(1, min(threads, record.frameCount))
         let transform = record.transform
@@ -86,6 +89,7 @@ package enum RecordDecoder {
             }
         }
         try parallelFor(record.frameCount, threads: workers) { f, w in
+            try arrive?(f)
             let rawStart = f * record.frameSize
             let rawLength = record.frameRawLength(f)
             let out = UnsafeMutableRawBufferPointer(rebasing: dst[rawStart ..< rawStart + rawLength])

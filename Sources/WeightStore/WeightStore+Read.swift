@@ -13,6 +13,9 @@ extension WeightStore {
         /// The record of `name`, validated; `nil` when absent.
         func record(_ name: String, model: String) throws -> RecordView? {
             guard let bytes = try txn.get(store.tensorsDB, store.tensorKey(model: model, name: name)) else { return nil }
+            // A cold record is asked for by its exact range before its header is read, so
+            // it arrives in one request, with nothing read ahead past it.
+            store.env.prepareToRead(bytes)
             return try RecordView(bytes, name: "\(model)/\(name)")
         }
 
@@ -43,7 +46,6 @@ extension WeightStore {
                                   _ body: (_ bytes: UnsafeRawBufferPointer, _ info: TensorInfo) throws -> R) throws -> R {
             let r = try requireRecord(name, model: model)
             guard r.codec == .raw else { throw WStoreError.notRaw(name: name, codec: r.codec.name) }
-            store.env.prepareToRead(r.bytes)
             if verify { try RecordDecoder.verify(r, name: "\(model)/\(name)", r.payload) }
             return try body(r.payload, TensorInfo(model: model, name: name, record: r))
         }
@@ -64,7 +66,6 @@ extension WeightStore {
             let label = "\(model)/\(name)"
             switch path {
             case .map:
-                store.env.prepareToRead(r.bytes)
                 try RecordDecoder.decode(r, name: label, into: buffer, threads: threads, verify: verify)
             case .file, .fileDropCache:
                 if try !RecordDecoder.decodeFromFile(r, env: store.env, name: label, into: buffer, threads: threads,
