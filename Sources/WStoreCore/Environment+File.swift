@@ -71,6 +71,15 @@ extension LMDBEnvironment {
         _ = posix_fadvise(fileDescriptor, off_t(offset), off_t(length), POSIX_FADV_DONTNEED)
     }
 
+    /// Drops every page of the record at `offset` (as ``fileOffset(of:)`` gives it) of
+    /// `length` bytes, its first page with the page header and its last partial page
+    /// included: overflow pages hold one value only.
+    package func dropRecordPages(offset: Int, length: Int) {
+        let page = PageCache.pageSize
+        let start = offset - offset % page, end = (offset + length + page - 1) / page * page
+        dropFileCache(offset: start, length: end - start)
+    }
+
     /// Starts writing back every dirty page of the data file without waiting
     /// (sync_file_range `SYNC_FILE_RANGE_WRITE`), so a bulk load's disk writes overlap
     /// its work instead of all waiting for the final ``sync(force:)``. A hint only.
@@ -112,17 +121,18 @@ extension LMDBEnvironment {
     /// reading one page (``Options/noReadahead``) or a whole readahead window. Call it
     /// before touching `value`: the range is found from the map's address, without
     /// reading the value's page header, so the record's first page comes with the rest
-    /// in one request. Costs two mincore calls when the value is warm.
+    /// in one request. Costs three mincore calls when the value is warm.
     package func prepareToRead(_ value: UnsafeRawBufferPointer) {
         guard value.count > PageCache.pageSize, let base = value.baseAddress else { return }
         let mask = UInt(PageCache.pageSize - 1)
-        var resident: (UInt8, UInt8) = (0, 0)
-        let first = UnsafeMutableRawPointer(bitPattern: UInt(bitPattern: base) & ~mask)!
-        let last = UnsafeMutableRawPointer(bitPattern: (UInt(bitPattern: base) + UInt(value.count) - 1) & ~mask)!
-        let warm = withUnsafeMutableBytes(of: &resident) { r in
-            mincore(first, 1, r.baseAddress!.assumingMemoryBound(to: UInt8.self)) == 0
-                && mincore(last, 1, r.baseAddress!.assumingMemoryBound(to: UInt8.self) + 1) == 0
-        } && resident.0 & 1 != 0 && resident.1 & 1 != 0
+        // The first, middle and last pages: a record whose ends stayed (a partial drop)
+        // but whose middle went is still cold.
+        var warm = true
+        for at in [0, value.count / 2, value.count - 1] where warm {
+            var resident: UInt8 = 0
+            let page = UnsafeMutableRawPointer(bitPattern: (UInt(bitPattern: base) + UInt(at)) & ~mask)!
+            warm = mincore(page, 1, &resident) == 0 && resident & 1 != 0
+        }
         guard !warm, let offset = mapOffset(of: value) else { return }
         let start = offset - offset % PageCache.pageSize
         adviseWillNeed(offset: start, length: offset + value.count - start)

@@ -84,6 +84,12 @@ package final class LMDBEnvironment: @unchecked Sendable {
         if options.mapAsync && options.writeMap && !readOnly { flags |= UInt32(MDB_MAPASYNC) }
         if options.noReadahead { flags |= UInt32(MDB_NORDAHEAD) }
         try LMDBError.check(mdb_env_open(e, path, flags, 0o644), "mdb_env_open", path: path)
+        if options.noReadahead {
+            // Reads of large records through the data file ask for their exact range;
+            // a pread that misses then reads what it asked for, no readahead past it.
+            var fd: mdb_filehandle_t = -1
+            if mdb_env_get_fd(e, &fd) == 0 { _ = posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM) }
+        }
     }
 
     deinit {

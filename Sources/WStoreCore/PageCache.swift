@@ -30,6 +30,38 @@ package enum PageCache {
     }
 }
 
+extension PageCache {
+    /// Bytes of the file at `path` in the page cache: mincore(2) over a mapping of the
+    /// file made for the purpose (it reports the page cache, whoever maps the pages).
+    /// `nil` when the file cannot be opened or mapped.
+    package static func cachedBytes(path: String) -> Int? {
+        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0 else { return nil }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return nil }
+        let size = Int(st.st_size)
+        guard size > 0 else { return 0 }
+        guard let map = mmap(nil, size, PROT_READ, MAP_SHARED, fd, 0), map != MAP_FAILED else { return nil }
+        defer { munmap(map, size) }
+        let pages = (size + pageSize - 1) / pageSize
+        var vec = [UInt8](repeating: 0, count: pages)
+        guard mincore(map, size, &vec) == 0 else { return nil }
+        return vec.reduce(0) { $0 + Int($1 & 1) } * pageSize
+    }
+
+    /// This process's resident set in bytes (/proc/self/statm, second field); 0 if unreadable.
+    package static func residentSetBytes() -> Int {
+        guard let f = fopen("/proc/self/statm", "r") else { return 0 }
+        defer { fclose(f) }
+        var line = [CChar](repeating: 0, count: 256)
+        guard fgets(&line, Int32(line.count), f) != nil else { return 0 }
+        let fields = String(cString: line).split(separator: " ")
+        guard fields.count >= 2, let pages = Int(fields[1]) else { return 0 }
+        return pages * pageSize
+    }
+}
+
 extension LMDBEnvironment {
     /// The path of the data file (`data.mdb`).
     package var dataFilePath: String { path + "/data.mdb" }
@@ -62,4 +94,24 @@ package final class ReadOnlyFile: @unchecked Sendable {
 
     /// Drops this file's clean pages from the page cache.
     package func dropCache() { _ = posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) }
+}
+
+/// Large buffers straight from the kernel (anonymous mmap(2)), given back whole on
+/// release (munmap(2)). malloc keeps freed multi-megabyte blocks in its arenas once its
+/// mmap threshold has risen past them, so a cache that allocates and frees expert-sized
+/// buffers would hold memory beyond what it uses; these never do.
+package enum PageMemory {
+    /// `bytes` (rounded up to whole pages) of zero-filled, page-aligned memory.
+    package static func allocate(_ bytes: Int) -> UnsafeMutableRawPointer {
+        let length = max(bytes, 1)
+        guard let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
+            preconditionFailure("out of memory: mmap of \(length) bytes failed: \(String(cString: strerror(errno)))")
+        }
+        return p
+    }
+
+    /// Releases memory from ``allocate(_:)`` of the same `bytes`.
+    package static func deallocate(_ pointer: UnsafeMutableRawPointer, bytes: Int) {
+        munmap(pointer, max(bytes, 1))
+    }
 }

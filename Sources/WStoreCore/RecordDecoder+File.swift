@@ -24,7 +24,15 @@ extension RecordDecoder {
         }
         let length = record.headerLength + record.storedSize
         // The caller asked for the range before touching the record (prepareToRead).
-        defer { if dropCache { env.dropFileCache(offset: offset, length: length) } }
+        defer {
+            // The record's overflow pages are its own: drop them whole, first to last,
+            // after unmapping those the header read mapped (with the pages around it
+            // that the fault mapped too): the page cache keeps pages that are mapped.
+            if dropCache {
+                PageCache.unmapPages(record.bytes)
+                env.dropRecordPages(offset: offset, length: length)
+            }
+        }
         switch record.codec {
         case .raw:
             let payloadOffset = offset + record.headerLength

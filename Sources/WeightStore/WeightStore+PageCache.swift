@@ -11,10 +11,7 @@ extension WeightStore {
             let offset = env.fileOffset(of: bytes)
             PageCache.unmapPages(bytes)
             guard let offset else { return false }
-            // Whole pages only are dropped: from the record's first page to past its end.
-            let page = PageCache.pageSize
-            let start = offset - offset % page, end = (offset + bytes.count + page - 1) / page * page
-            env.dropFileCache(offset: start, length: end - start)
+            env.dropRecordPages(offset: offset, length: bytes.count)
             return true
         }
         if !dropped { PageCache.drop(path: env.dataFilePath) }

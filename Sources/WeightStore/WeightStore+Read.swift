@@ -10,17 +10,20 @@ extension WeightStore {
         let txn: ReadTransaction
         let store: WeightStore
 
-        /// The record of `name`, validated; `nil` when absent.
-        func record(_ name: String, model: String) throws -> RecordView? {
+        /// The record of `name`, validated; `nil` when absent. With `payload`, the caller
+        /// is about to read the payload: a cold record is asked for by its exact range
+        /// before its header is read, so it arrives in one request, with nothing read
+        /// ahead past it.
+        func record(_ name: String, model: String, payload: Bool = false) throws -> RecordView? {
             guard let bytes = try txn.get(store.tensorsDB, store.tensorKey(model: model, name: name)) else { return nil }
-            // A cold record is asked for by its exact range before its header is read, so
-            // it arrives in one request, with nothing read ahead past it.
-            store.env.prepareToRead(bytes)
+            if payload { store.env.prepareToRead(bytes) }
             return try RecordView(bytes, name: "\(model)/\(name)")
         }
 
-        func requireRecord(_ name: String, model: String) throws -> RecordView {
-            guard let r = try record(name, model: model) else { throw WStoreError.notFound("tensor \(name) in model \(model)") }
+        func requireRecord(_ name: String, model: String, payload: Bool = false) throws -> RecordView {
+            guard let r = try record(name, model: model, payload: payload) else {
+                throw WStoreError.notFound("tensor \(name) in model \(model)")
+            }
             return r
         }
 
@@ -44,7 +47,7 @@ extension WeightStore {
         /// - Warning: `bytes` is valid only inside `body`.
         public func withTensor<R>(_ name: String, model: String = WeightStore.defaultModel, verify: Bool = false,
                                   _ body: (_ bytes: UnsafeRawBufferPointer, _ info: TensorInfo) throws -> R) throws -> R {
-            let r = try requireRecord(name, model: model)
+            let r = try requireRecord(name, model: model, payload: true)
             guard r.codec == .raw else { throw WStoreError.notRaw(name: name, codec: r.codec.name) }
             if verify { try RecordDecoder.verify(r, name: "\(model)/\(name)", r.payload) }
             return try body(r.payload, TensorInfo(model: model, name: name, record: r))
@@ -62,7 +65,7 @@ extension WeightStore {
         public func read(_ name: String, model: String = WeightStore.defaultModel,
                          into buffer: UnsafeMutableRawBufferPointer, threads: Int = 1,
                          verify: Bool = true, path: ReadPath = .map) throws -> TensorInfo {
-            let r = try requireRecord(name, model: model)
+            let r = try requireRecord(name, model: model, payload: true)
             let label = "\(model)/\(name)"
             switch path {
             case .map:
@@ -191,7 +194,7 @@ public var defaultThreadCount: Int { System.activeProcessorCount }
 
 /// Where ``WeightStore/Snapshot/read(_:model:into:threads:verify:path:)`` takes a
 /// record's bytes from.
-public enum ReadPath: Sendable, Equatable {
+public enum ReadPath: String, Sendable, Equatable, CaseIterable {
     /// Copied or decoded out of the memory map: the fastest when the record's pages are
     /// in memory. A cold record is first asked for by its exact range, so the faults
     /// that follow do not read ahead past it.
@@ -204,5 +207,5 @@ public enum ReadPath: Sendable, Equatable {
     /// As ``file``, then the record's pages leave the page cache
     /// (`POSIX_FADV_DONTNEED`): for a caller that keeps its own decoded copy and should
     /// not also hold the stored one in memory.
-    case fileDropCache
+    case fileDropCache = "file-drop-cache"
 }

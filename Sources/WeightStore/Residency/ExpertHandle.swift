@@ -1,4 +1,5 @@
 import Synchronization
+import WStoreCore
 
 /// A resident expert, pinned: while a handle exists its expert is never evicted and its
 /// bytes stay valid. Release it (``release()``, or let it go out of scope) as soon as
@@ -89,7 +90,7 @@ final class ExpertSlot: @unchecked Sendable {
         self.layout = layout
     }
 
-    deinit { buffer?.deallocate() }
+    deinit { if let buffer { PageMemory.deallocate(buffer, bytes: layout.totalBytes) } }
 
     /// Pins the expert if it is resident; lock-free.
     @inline(__always) func pinIfResident() -> Bool {

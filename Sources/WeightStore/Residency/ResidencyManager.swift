@@ -2,6 +2,7 @@ import Dispatch
 import DequeModule
 import Foundation
 import Synchronization
+import WStoreCore
 
 /// A byte-budgeted cache of MoE experts over a ``WeightStore``: what an engine calls on
 /// every layer of every token.
@@ -42,6 +43,12 @@ public final class ResidencyManager: Sendable {
         public var loaders = 2
         /// Threads decoding one compressed tensor.
         public var decodeThreads = 1
+        /// Where loads read an expert's records from. The default reads them from the
+        /// data file and then drops their pages from the page cache, so that, beside the
+        /// budget, the store holds next to nothing in memory (`wstore bench cache
+        /// --store` reports the bytes beyond the budget); ``ReadPath/file`` leaves them
+        /// in the page cache, a second tier the kernel may reclaim.
+        public var loadPath: ReadPath = .fileDropCache
         /// What a demand acquire does when the budget is all pinned.
         public var whenFull: WhenFull = .wait(timeout: .seconds(30))
         /// Default options.
@@ -309,7 +316,7 @@ public final class ResidencyManager: Sendable {
             s.used -= v.layout.totalBytes
             s.evictions += 1
             if v.prefetchedUnused.exchange(false, ordering: .relaxed) { s.layers[v.layer].wastedPrefetches += 1 }
-            v.buffer?.deallocate()
+            if let b = v.buffer { PageMemory.deallocate(b, bytes: v.layout.totalBytes) }
             v.buffer = nil
         }
         s.used += size
@@ -323,16 +330,17 @@ public final class ResidencyManager: Sendable {
     /// it, pinned once for a demand acquirer.
     private func load(_ slot: ExpertSlot, future: LoadFuture, forDemand: Bool) throws {
         let layout = slot.layout
-        let buffer = UnsafeMutableRawPointer.allocate(byteCount: max(64, layout.totalBytes), alignment: 64)
+        // Page-aligned, and given back to the kernel on eviction (PageMemory).
+        let buffer = PageMemory.allocate(layout.totalBytes)
         do {
             try store.withSnapshot { s in
                 for p in layout.parts {
                     try s.read(p.tensor, model: model, into: UnsafeMutableRawBufferPointer(start: buffer + p.offset, count: p.size),
-                               threads: options.decodeThreads)
+                               threads: options.decodeThreads, path: options.loadPath)
                 }
             }
         } catch {
-            buffer.deallocate()
+            PageMemory.deallocate(buffer, bytes: layout.totalBytes)
             state.withLock { s in
                 s.phase[slot.id] = .absent
                 s.used -= layout.totalBytes
