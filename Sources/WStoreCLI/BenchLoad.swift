@@ -86,6 +86,21 @@ struct BenchLoad: ParsableCommand {
 
         var results: [PathResult] = []
         let rawItems = items.filter(\.raw)
+        if !cold {
+            // Warm means in memory: one untimed pass brings every item's pages in first.
+            try store.withSnapshot { s in
+                for item in items {
+                    var at = 0
+                    for (n, size) in zip(item.names, item.sizes) {
+                        try s.read(n, model: model, into: UnsafeMutableRawBufferPointer(rebasing: buffer[at ..< at + size]))
+                        at += size
+                    }
+                }
+            }
+            if let sourceFile {
+                for item in items { for n in item.names { if let t = sourceFile.tensor(named: n) { sourceFile.withBytes(of: t) { touchPages($0) } } } }
+            }
+        }
 
         // Zero-copy: lend the bytes; first only the lookup, then (cold only) touching every
         // page. Warm, the pages are already mapped and touching them measures nothing.
