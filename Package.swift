@@ -1,9 +1,10 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
+// Linux only: the storage core calls Glibc directly (Sources/WStoreCore/Posix.swift stops
+// the build elsewhere with #error).
 let package = Package(
     name: "wstore",
-    platforms: [.macOS(.v15)],
     products: [
         .library(name: "WeightStore", targets: ["WeightStore"]),
         .library(name: "KVCache", targets: ["KVCache"]),
@@ -27,13 +28,13 @@ let package = Package(
         // run-time AVX2/AVX-512 dispatch; called only through WStoreKernels.
         .target(name: "CKernels"),
 
-        // The storage core: every mdb_*, ZSTD_* and XXH* call lives here.
+        // The storage core: every mdb_*, ZSTD_* and XXH* call, and every POSIX call (Posix.swift), lives here.
         .target(
             name: "WStoreCore",
             dependencies: ["CLMDB", "CZstd", "CXXHash"]
         ),
         // Swift face of CKernels: SnapKV scores, float conversions, KIVI quantization.
-        .target(name: "WStoreKernels", dependencies: ["CKernels", "WStoreCore"]),
+        .target(name: "WStoreKernels", dependencies: ["CKernels"]),
         // Checkpoint formats: safetensors and GGUF readers and writers, expert naming,
         // checkpoint folders. Used by the CLI and the KV cache; engines need not link it.
         .target(name: "WStoreFormats", dependencies: ["WStoreCore"]),
@@ -51,7 +52,7 @@ let package = Package(
         ),
         // Replaying traces: routing traces (real and synthetic), Belady's MIN, the residency
         // simulator, Mooncake KV traces and prefix replay. For the CLI, benches and tests.
-        .target(name: "WStoreReplay", dependencies: ["WeightStore", "KVCache", "WStoreCore"]),
+        .target(name: "WStoreReplay", dependencies: ["WeightStore", "WStoreCore"]),
         // Command logic lives in a library so tests can run commands in-process.
         .target(
             name: "WStoreCLI",
@@ -70,16 +71,31 @@ let package = Package(
         // The C ABI: include/wstore.h (a header-only module, so Swift uses its exact
         // structs) and the @_cdecl exports that implement it.
         .systemLibrary(name: "CWStoreHeader", path: "include"),
-        .target(name: "CWStoreABI", dependencies: ["WeightStore", "CWStoreHeader"]),
+        .target(name: "CWStoreABI", dependencies: ["WeightStore", "WStoreCore", "CWStoreHeader"]),
 
-        .testTarget(name: "WStoreCoreTests", dependencies: ["WStoreCore"]),
-        .testTarget(name: "WeightStoreTests", dependencies: ["WeightStore", "WStoreCore"]),
-        .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "WStoreCore", "WStoreCLI", "WStoreKernels", "WStoreReplay"], exclude: ["Fixtures"]),
-        .testTarget(name: "CLITests", dependencies: ["WStoreCLI", "WeightStore"]),
-        .testTarget(name: "PackTests", dependencies: ["WStoreCLI", "WeightStore", "WStoreCore", "WStoreFormats"]),
-        .testTarget(name: "ResidencyTests", dependencies: ["WeightStore", "WStoreCLI", "WStoreCore", "WStoreReplay"]),
+        // What the tests share: temporary directories, the process runner, fixtures, seeded data.
+        .target(
+            name: "WStoreTestSupport",
+            dependencies: ["WStoreCore", "WeightStore"],
+            path: "Tests/WStoreTestSupport"
+        ),
+        .testTarget(name: "WStoreCoreTests", dependencies: ["WStoreCore", "WStoreTestSupport"]),
+        .testTarget(name: "WStoreFormatsTests", dependencies: ["WStoreCore", "WStoreFormats", "WeightStore", "WStoreTestSupport"]),
+        .testTarget(name: "WeightStoreTests", dependencies: ["WeightStore", "WStoreCore", "WStoreTestSupport"]),
+        .testTarget(
+            name: "KVCacheTests",
+            dependencies: ["KVCache", "WStoreCore", "WStoreKernels", "WStoreReplay", "WStoreTestSupport"],
+            exclude: ["Fixtures"]
+        ),
+        .testTarget(name: "ResidencyTests", dependencies: ["WeightStore", "WStoreCore", "WStoreReplay", "WStoreTestSupport"]),
+        // Every `wstore` command, run in-process.
+        .testTarget(
+            name: "CLITests",
+            dependencies: ["WStoreCLI", "WeightStore", "KVCache", "WStoreCore", "WStoreFormats", "WStoreReplay", "WStoreTestSupport"],
+            exclude: ["Fixtures"]
+        ),
         // Clients/ holds the C program and Python script the tests run against libwstore-c.so.
-        .testTarget(name: "CABITests", dependencies: ["CWStoreABI", "CWStoreHeader", "WeightStore"], exclude: ["Clients"]),
+        .testTarget(name: "CABITests", dependencies: ["CWStoreABI", "CWStoreHeader", "WeightStore", "WStoreTestSupport"], exclude: ["Clients"]),
     ],
     swiftLanguageModes: [.v6]
 )

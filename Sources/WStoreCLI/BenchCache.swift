@@ -44,7 +44,7 @@ struct BenchCache: ParsableCommand {
     func run() throws {
         let report = try makeReport()
         if json {
-            print(String(decoding: try CacheBenchFormat.json.encode(report), as: UTF8.self))
+            try JSONOutput.print(report)
         } else {
             printHuman(report)
         }

@@ -40,6 +40,17 @@ extension RecordDecoder {
                 try env.readFile(into: dst, at: payloadOffset, name: name)
                 return true
             }
+            if record.hasFrameChecksums {
+                // Version 2: read each block and check it against its own checksum while
+                // it is in cache, blocks on up to `threads` threads.
+                try parallelFor(record.frameCount, threads: threads) { b, _ in
+                    let start = b * record.frameSize, n = record.frameRawLength(b)
+                    let piece = UnsafeMutableRawBufferPointer(rebasing: dst[start ..< start + n])
+                    try env.readFile(into: piece, at: payloadOffset + start, name: name)
+                    try checkFrame(record, b, UnsafeRawBufferPointer(piece), name: name)
+                }
+                return true
+            }
             let hasher = XXH3Stream()
             var at = 0
             while at < record.rawSize {
@@ -60,7 +71,7 @@ extension RecordDecoder {
             defer { ScratchPool.give(scratch) }
             let bytes = UnsafeMutableRawBufferPointer(rebasing: scratch[0 ..< length])
             try env.readFile(into: UnsafeMutableRawBufferPointer(rebasing: bytes[0 ..< record.headerLength]), at: offset, name: name)
-            let copy = try RecordView(UnsafeRawBufferPointer(bytes), name: name)
+            let copy = try RecordView(UnsafeRawBufferPointer(bytes), binding: record.binding, name: name)
             guard copy.checksum == record.checksum, copy.storedSize == record.storedSize,
                   copy.frameCount == record.frameCount, copy.codec == .zstd else {
                 throw WStoreError.corruptRecord(name: name, reason: "data.mdb does not hold the record the map shows")
@@ -80,7 +91,7 @@ extension RecordDecoder {
                     at = end
                 }
             }
-            if digest != record.checksum {
+            if let digest, digest != record.checksum {
                 throw WStoreError.checksumMismatch(name: name, expected: record.checksum, actual: digest)
             }
         }

@@ -1,9 +1,4 @@
 import WStoreCore
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// A whole file mapped read-only into memory, unmapped when the last reference goes.
 ///
@@ -18,28 +13,29 @@ package final class MappedFile: @unchecked Sendable {
     private let base: UnsafeRawPointer?
 
     /// Maps `path` read-only.
-    /// - Throws: ``ImportError`` when the file cannot be opened or mapped.
+    /// - Throws: ``ImportError`` naming the file, the call that failed and why, when the
+    ///   file cannot be opened or mapped or is not a regular file.
     package init(path: String) throws(ImportError) {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        guard fd >= 0 else { throw ImportError(file: path, "cannot open: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw ImportError(file: path, "cannot stat: \(String(cString: strerror(errno)))") }
-        guard (st.st_mode & S_IFMT) == S_IFREG else { throw ImportError(file: path, "not a regular file") }
-        size = Int(st.st_size)
-        if size == 0 {
-            base = nil
-            return
+        do {
+            let fd = try Posix.openForReading(path)
+            defer { Posix.close(fd) }
+            let status = try Posix.fileStatus(fd, path: path)
+            guard status.isRegularFile else { throw ImportError(file: path, "not a regular file") }
+            size = status.size
+            // mmap(2): the mapping stays valid after the descriptor is closed.
+            base = size == 0 ? nil : try Posix.mapReadOnly(fd, size: size, path: path)
+        } catch let e as ImportError {
+            throw e
+        } catch let WStoreError.io(call, _, code) {
+            throw ImportError(file: path, "cannot \(call): \(Posix.message(errno: code))")
+        } catch {
+            preconditionFailure("Posix throws only WStoreError.io: \(error)")
         }
-        // mmap(2): the mapping stays valid after the descriptor is closed.
-        let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0)
-        guard let p, p != MAP_FAILED else { throw ImportError(file: path, "cannot map: \(String(cString: strerror(errno)))") }
-        base = UnsafeRawPointer(p)
     }
 
     deinit {
-        if let base { munmap(UnsafeMutableRawPointer(mutating: base), size) }
+        if let base { Posix.unmap(base, size: size) }
     }
 
     /// The whole file. Valid while this object lives.
@@ -53,10 +49,8 @@ package final class MappedFile: @unchecked Sendable {
 
     /// Asks the kernel to read `range` ahead (madvise WILLNEED); a hint only.
     package func prefetch(_ range: Range<Int>) {
-        guard let base, !range.isEmpty else { return }
-        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
-        let start = range.lowerBound - range.lowerBound % page
-        _ = madvise(UnsafeMutableRawPointer(mutating: base + start), range.upperBound - start, MADV_WILLNEED)
+        guard base != nil, !range.isEmpty else { return }
+        Posix.adviseWillNeed(bytes(range))
     }
 
     /// Lets go of this process's page-table entries for `range` (madvise `MADV_DONTNEED`

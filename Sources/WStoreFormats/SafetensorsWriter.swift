@@ -1,7 +1,4 @@
 import WStoreCore
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// Writes safetensors files: the one writer for exported weights and KV files.
 ///
@@ -54,39 +51,26 @@ public enum SafetensorsWriter {
 
     /// Writes a safetensors file at `path`: the header for `entries`, then the tensors' bytes,
     /// which `body` hands to `put` in the order of `entries`.
-    /// - Throws: ``ImportError`` naming `path` when it cannot be written, or when `body`
-    ///   puts a different number of bytes than the entries announce; whatever `body` throws.
+    /// - Throws: ``WStoreError/io(call:path:errno:)`` naming the call and the file when it
+    ///   cannot be written; ``ImportError`` naming `path` when `body` puts a different number
+    ///   of bytes than the entries announce; whatever `body` throws. On any failure the
+    ///   temporary file is removed and whatever was at `path` is left as it was.
     public static func write(to path: String, entries: [Entry], metadata: [(key: String, value: String)] = [],
                              body: (_ put: (UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
-        let tmp = path + ".wstore-partial-\(getpid())"
-        let fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw ImportError(file: path, "cannot write: \(String(cString: strerror(errno)))") }
-        var ok = false
-        defer {
-            close(fd)
-            if !ok { unlink(tmp) }
-        }
-        var written = 0
-        func put(_ b: UnsafeRawBufferPointer) throws {
-            var at = 0
-            while at < b.count {
-                let n = Glibc.write(fd, b.baseAddress! + at, b.count - at)
-                if n < 0 && errno == EINTR { continue }
-                guard n > 0 else { throw ImportError(file: path, "write failed: \(String(cString: strerror(errno)))") }
-                at += n
+        try Posix.writeAtomically(to: path) { write in try withoutActuallyEscaping(write) { write in
+            var written = 0
+            func put(_ b: UnsafeRawBufferPointer) throws {
+                try write(b)
+                written += b.count
             }
-            written += b.count
-        }
-        let head = header(entries: entries, metadata: metadata)
-        try head.withUnsafeBytes { try put($0) }
-        try body(put)
-        let expected = head.count + entries.reduce(0) { $0 + $1.byteCount }
-        guard written == expected else {
-            throw ImportError(file: path, "wrote \(written) bytes where the header announces \(expected)")
-        }
-        guard fsync(fd) == 0 else { throw ImportError(file: path, "fsync failed: \(String(cString: strerror(errno)))") }
-        guard rename(tmp, path) == 0 else { throw ImportError(file: path, "cannot move into place: \(String(cString: strerror(errno)))") }
-        ok = true
+            let head = header(entries: entries, metadata: metadata)
+            try head.withUnsafeBytes { try put($0) }
+            try body(put)
+            let expected = head.count + entries.reduce(0) { $0 + $1.byteCount }
+            guard written == expected else {
+                throw ImportError(file: path, "wrote \(written) bytes where the header announces \(expected)")
+            }
+        } }
     }
 
     /// `s` as a JSON string literal (quotes, backslashes and control characters escaped).

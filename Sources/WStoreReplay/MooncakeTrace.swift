@@ -26,11 +26,10 @@ public struct TraceRequest: Sendable, Equatable {
 /// `input_length`, `output_length` and `hash_ids`.
 public enum MooncakeTrace {
     /// Reads every request of the file at `path`.
-    /// - Throws: ``WStoreError/invalidArgument(_:)`` naming the line for a malformed one.
+    /// - Throws: ``WStoreError/invalidArgument(_:)`` naming the line for a malformed one,
+    ///   ``WStoreError/io(call:path:errno:)`` when the file cannot be read.
     public static func read(path: String) throws -> [TraceRequest] {
-        guard let data = FileManager.default.contents(atPath: path) else {
-            throw WStoreError.invalidArgument("cannot read trace \(path)")
-        }
+        let data = try Posix.readFile(path)
         var out: [TraceRequest] = []
         var lineNumber = 0
         for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {

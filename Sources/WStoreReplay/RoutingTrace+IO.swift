@@ -42,13 +42,10 @@ extension RoutingTrace {
     }
 
     /// Reads the routing trace in file `path`.
-    /// - Throws: ``RoutingTraceError``, or a file error prefixed with the path.
+    /// - Throws: ``RoutingTraceError``, or ``WStoreError/io(call:path:errno:)`` when the
+    ///   file cannot be read.
     public static func load(path: String) throws -> RoutingTrace {
-        let data: Data
-        do { data = try Data(contentsOf: URL(fileURLWithPath: path)) } catch {
-            throw WStoreError.invalidArgument("cannot read routing trace \(path): no such file or not readable")
-        }
-        return try parse(data)
+        try parse(Data(try Posix.readFile(path)))
     }
 
     private static func parseHeader(_ line: Data, line n: Int) throws -> Header {

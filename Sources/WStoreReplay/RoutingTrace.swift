@@ -1,6 +1,5 @@
 import WeightStore
 import WStoreCore
-import Foundation
 
 /// A routing trace (format-spec/ROUTING-TRACE.md): which experts every token used in
 /// every layer, and optionally which the engine predicted one layer ahead.

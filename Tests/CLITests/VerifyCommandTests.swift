@@ -2,10 +2,11 @@ import Foundation
 import Testing
 @testable import WStoreCLI
 import WeightStore
+import WStoreTestSupport
 
 @Suite struct VerifyCommandTests {
     @Test func verifyNamesTheCorruptTensorAndFails() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         let target = dir.sub("s.wstore")
         try wstore("pack", fixtures + "/sharded", "-o", target, "--model", "m", "--codec", "raw", "--quiet")
         try wstore("verify", target)

@@ -1,7 +1,9 @@
+import WStoreCore
 import WStoreFormats
 import Foundation
 import Testing
 import WeightStore
+import WStoreTestSupport
 
 /// Damaged files never crash a reader: each one either reads (with every tensor's bytes
 /// inside the file) or is an ImportError naming the file.
@@ -10,7 +12,7 @@ import WeightStore
     /// 64-bit field set to an extreme value, all inside the first `region` bytes.
     static func damaged(_ source: String, region: Int, count: Int, seed: UInt64) throws -> [[UInt8]] {
         let good = [UInt8](try Data(contentsOf: URL(fileURLWithPath: source)))
-        var rng = Mix(state: seed)
+        var rng = SplitMix64(seed: seed)
         var out: [[UInt8]] = []
         for i in 0 ..< count {
             var b = good
@@ -28,19 +30,8 @@ import WeightStore
         return out
     }
 
-    struct Mix {
-        var state: UInt64
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
-
     @Test func damagedSafetensorsNeverCrash() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         let path = dir.sub("f.safetensors")
         var rejected = 0
         for b in try Self.damaged(fixtures + "/bad/good.safetensors", region: 160, count: 400, seed: 1) {
@@ -59,7 +50,7 @@ import WeightStore
     }
 
     @Test func damagedGGUFNeverCrashes() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         let path = dir.sub("f.gguf")
         let good = try GGUFFile(path: fixtures + "/bad/good.gguf")
         let infoEnd = good.tensors.first!.byteRange.lowerBound
