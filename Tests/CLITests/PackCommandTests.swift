@@ -55,7 +55,7 @@ import WStoreTestSupport
     /// trimmed: the packed data.mdb holds exactly the pages in use, none of them a hole,
     /// and the store takes later ordinary writes.
     @Test func packedDataFileIsTrimmedToItsPagesAndStaysWritable() throws {
-        let dir = Scratch()
+        let dir = TemporaryDirectory()
         let src = fixtures + "/all_dtypes.safetensors"
         try wstore("pack", src, "-o", dir.sub("s.wstore"), "--batch-mib", "1", "--quiet")
         let used = try WeightStore.open(at: dir.sub("s.wstore")).usedBytes

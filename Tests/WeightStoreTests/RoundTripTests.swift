@@ -96,7 +96,7 @@ import WStoreTestSupport
     /// pieces long and small ones that fall back to the map, checked or not.
     @Test(arguments: [ReadPath.map, .file, .fileDropCache])
     func everyReadPathGivesTheSameBytes(_ path: ReadPath) throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory()
         let store = try WeightStore.create(at: dir.sub("s"))
         let tensors: [(String, [UInt8], CodecChoice)] = [
             ("raw-large", randomBytes(5 << 19 + 3, seed: 1), .raw), ("zstd-large", weightLikeBF16(5 << 19, seed: 2), .zstd),
