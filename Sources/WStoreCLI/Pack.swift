@@ -115,6 +115,7 @@ struct Pack: ParsableCommand {
         let total = ckpt.tensors.reduce(0) { $0 + $1.byteCount }
         let progress = Progress(label: "pack", total: total, quiet: quiet)
         let batchBytes = batchMib << 20
+        let writeback = DispatchQueue(label: "wstore.pack.writeback")
         var raw = 0, stored = 0, i = 0
         while i < ckpt.tensors.count {
             var j = i, bytes = 0
@@ -135,7 +136,9 @@ struct Pack: ParsableCommand {
                     ckpt.release(t)
                 }
             }
-            store.startWriteback()
+            // On a thread of its own: starting writeback blocks while the disk's queue is
+            // full, and the next batch can encode meanwhile.
+            writeback.async { store.startWriteback() }
             for r in records { stored += r.storedSize }
             raw += bytes
             progress.advance(bytes, note: "\(j)/\(ckpt.tensors.count) tensors")
@@ -144,6 +147,7 @@ struct Pack: ParsableCommand {
         var info = ckpt.modelInfo
         info.name = model
         try store.setModelInfo(info)
+        writeback.sync {}
         try store.sync()
         progress.finish()
         return (raw, stored, store.usedBytes)

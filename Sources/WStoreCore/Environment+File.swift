@@ -58,6 +58,19 @@ extension LMDBEnvironment {
         }
     }
 
+    /// Writes `bytes` into the data file at `offset` (pwrite(2), EINTR retried).
+    /// - Throws: ``LMDBError`` with errno.
+    package func writeFile(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
+        let fd = fileDescriptor
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { try LMDBError.check(n < 0 ? errno : EIO, "pwrite(data.mdb)", path: path) }
+            done += n
+        }
+    }
+
     /// Asks the kernel to start reading exactly `length` bytes at `offset` into the page
     /// cache (posix_fadvise `POSIX_FADV_WILLNEED`), and no more: the reads that follow
     /// wait only for what they need, and nothing around the range is read ahead.

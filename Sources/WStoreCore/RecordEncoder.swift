@@ -43,19 +43,24 @@ package struct EncodedRecord: Sendable {
 
     /// Writes the record into `dst` (`totalSize` bytes); `source` is the same raw
     /// bytes given to ``RecordEncoder/encode(_:dtype:shape:options:)``.
-    package func write(into dst: UnsafeMutableRawBufferPointer, source: UnsafeRawBufferPointer) {
+    ///
+    /// With `writeFile`, the payload goes through it instead (bytes, and their offset in
+    /// the record): for `dst` in a `MDB_WRITEMAP` map, a pwrite(2) to the data file at
+    /// that place fills the same page-cache pages without faulting each one in.
+    package func write(into dst: UnsafeMutableRawBufferPointer, source: UnsafeRawBufferPointer,
+                       writeFile: ((UnsafeRawBufferPointer, Int) throws -> Void)? = nil) rethrows {
         precondition(dst.count == totalSize)
         let base = dst.baseAddress!
         header.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         var at = header.count
+        func put(_ bytes: UnsafeRawBufferPointer) throws {
+            if let writeFile { try writeFile(bytes, at) } else { (base + at).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
+            at += bytes.count
+        }
         if let pieces {
-            for p in pieces where !p.isEmpty {
-                p.withUnsafeBytes { (base + at).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-                at += p.count
-            }
+            for p in pieces where !p.isEmpty { try p.withUnsafeBytes { try put($0) } }
         } else if source.count > 0 {
-            (base + at).copyMemory(from: source.baseAddress!, byteCount: source.count)
-            at += source.count
+            try put(source)
         }
         if at < totalSize { (base + at).initializeMemory(as: UInt8.self, repeating: 0, count: totalSize - at) }
     }
