@@ -41,7 +41,7 @@ struct BenchKV: ParsableCommand {
         /// Reconstruction error of one block through the codec (0 for lossless).
         var maxAbsError: Double, relativeRMSError: Double
         /// Peers on the same block bytes: the codec's encode alone, and a plain file write
-        /// + fdatasync (a KV put commits durably) and pread of them.
+        /// + fsync (a KV put commits durably) and pread of them.
         var encodeGBps: Double, fileWriteSyncGBps: Double, filePreadGBps: Double
         var putGBps: Double { putSeconds > 0 ? Double(putBytes) / putSeconds / 1e9 : 0 }
         var getGBps: Double { getSeconds > 0 ? Double(getBytes) / getSeconds / 1e9 : 0 }
@@ -141,10 +141,10 @@ struct BenchKV: ParsableCommand {
                 ["put (encode + write)", String(format: "%.2f", s.putGBps), String(format: "%.2f", s.putGBps / s.memcpyGBps), formatBytes(s.putBytes)],
                 ["get (read + decode)", String(format: "%.2f", s.getGBps), String(format: "%.2f", s.getGBps / s.memcpyGBps), formatBytes(s.getBytes)],
                 ["\(s.codec) encode alone (peer)", String(format: "%.2f", s.encodeGBps), String(format: "%.2f", s.encodeGBps / s.memcpyGBps), "-"],
-                ["file write + fdatasync (peer)", String(format: "%.2f", s.fileWriteSyncGBps), String(format: "%.2f", s.fileWriteSyncGBps / s.memcpyGBps), "-"],
+                ["file write + fsync (peer)", String(format: "%.2f", s.fileWriteSyncGBps), String(format: "%.2f", s.fileWriteSyncGBps / s.memcpyGBps), "-"],
                 ["file pread (peer)", String(format: "%.2f", s.filePreadGBps), String(format: "%.2f", s.filePreadGBps / s.memcpyGBps), "-"],
             ]).render())
-            print(String(format: "put %.2fx the codec's encode alone, %.2fx a file write + fdatasync; get %.2fx a file pread (warm)",
+            print(String(format: "put %.2fx the codec's encode alone, %.2fx a file write + fsync; get %.2fx a file pread (warm)",
                          s.putGBps / max(s.encodeGBps, 1e-12), s.putGBps / max(s.fileWriteSyncGBps, 1e-12), s.getGBps / max(s.filePreadGBps, 1e-12)))
             print(String(format: "stored %@ for %@ raw (%.2fx; error max abs %.4g, relative RMS %.4f); store hits %d blocks, leaves-first replay %d: %@",
                          formatBytes(s.storedBytes), formatBytes(s.rawBytes), Double(s.rawBytes) / Double(max(s.storedBytes, 1)),
@@ -210,20 +210,22 @@ struct BenchKV: ParsableCommand {
         let (_, et) = try kvTime { for _ in 0 ..< blockReps { _ = try KVChunk.encode(one, key: 0, codec: codec, kivi: o.kivi, threads: threads) } }
         let raw = one.layers.flatMap { $0.keys.bytes + $0.values.bytes }
         let peerPath = dir + "/peer.bin"
-        defer { unlink(peerPath) }
-        let fd = open(peerPath, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw ValidationError("cannot create \(peerPath)") }
-        defer { close(fd) }
-        let (_, wt) = kvTime {
-            raw.withUnsafeBytes { b in
-                for i in 0 ..< blockReps {
-                    _ = pwrite(fd, b.baseAddress!, b.count, off_t(i * b.count))
-                    _ = fdatasync(fd)
+        defer { try? Posix.unlink(peerPath) }
+        let fd = try Posix.create(peerPath)
+        defer { Posix.close(fd) }
+        let (_, wt) = try kvTime {
+            try raw.withUnsafeBytes { b in
+                for _ in 0 ..< blockReps {
+                    try Posix.write(fd, b, path: peerPath)
+                    try Posix.fsync(fd, path: peerPath)
                 }
             }
         }
-        let (_, rt) = kvTime {
-            for i in 0 ..< blockReps { _ = pread(fd, dst.baseAddress!, min(dst.count, raw.count), off_t(i * raw.count)) }
+        let (_, rt) = try kvTime {
+            for i in 0 ..< blockReps {
+                _ = try Posix.pread(fd, into: UnsafeMutableRawBufferPointer(rebasing: dst[0 ..< min(dst.count, raw.count)]),
+                                    at: i * raw.count, path: peerPath)
+            }
         }
         let stats = try kvStore.stats()
         // The codec's error on one block, keys and values of every layer.
