@@ -13,6 +13,8 @@ let package = Package(
         .executable(name: "wstore", targets: ["wstore"]),
         // libwstore-c.so: the C ABI (include/wstore.h) for engines in C, C++, Python.
         .library(name: "wstore-c", type: .dynamic, targets: ["CWStoreABI"]),
+        // The parsers of untrusted bytes, one entry point each, for the libFuzzer harness in Fuzz/.
+        .library(name: "WStoreFuzzing", targets: ["WStoreFuzzing"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -24,6 +26,8 @@ let package = Package(
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
+        // The Redis client library. Only WStoreRemote imports it.
+        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
         // Numeric kernels (attention scores, float conversions, quantization) with
         // run-time AVX2/AVX-512 dispatch; called only through WStoreKernels.
         .target(name: "CKernels"),
@@ -46,9 +50,11 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
+        // The remote KV tier's client: every redis* call lives here (standalone and Redis Cluster).
+        .target(name: "WStoreRemote", dependencies: ["CHiredis"]),
         .target(
             name: "KVCache",
-            dependencies: ["WStoreCore", "WStoreKernels", "WStoreFormats"]
+            dependencies: ["WStoreCore", "WStoreKernels", "WStoreFormats", "WStoreRemote"]
         ),
         // Replaying traces: routing traces (real and synthetic), Belady's MIN, the residency
         // simulator, Mooncake KV traces and prefix replay. For the CLI, benches and tests.
@@ -63,20 +69,24 @@ let package = Package(
                 "WStoreFormats",
                 "WStoreKernels",
                 "WStoreReplay",
+                "WStoreRemote",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
         ),
         .executableTarget(name: "wstore", dependencies: ["WStoreCLI"]),
+        // Entry points over every parser of untrusted bytes (Fuzz/ runs them under libFuzzer;
+        // FuzzRegressionTests replays what fuzzing found).
+        .target(name: "WStoreFuzzing", dependencies: ["WStoreCore", "WStoreFormats", "KVCache", "WStoreReplay"]),
         // The C ABI: include/wstore.h (a header-only module, so Swift uses its exact
         // structs) and the @_cdecl exports that implement it.
         .systemLibrary(name: "CWStoreHeader", path: "include"),
-        .target(name: "CWStoreABI", dependencies: ["WeightStore", "WStoreCore", "CWStoreHeader"]),
+        .target(name: "CWStoreABI", dependencies: ["WeightStore", "KVCache", "WStoreCore", "CWStoreHeader"]),
 
         // What the tests share: temporary directories, the process runner, fixtures, seeded data.
         .target(
             name: "WStoreTestSupport",
-            dependencies: ["WStoreCore", "WeightStore"],
+            dependencies: ["WStoreCore", "WeightStore", "WStoreRemote"],
             path: "Tests/WStoreTestSupport"
         ),
         .testTarget(name: "WStoreCoreTests", dependencies: ["WStoreCore", "WStoreTestSupport"]),
@@ -84,7 +94,7 @@ let package = Package(
         .testTarget(name: "WeightStoreTests", dependencies: ["WeightStore", "WStoreCore", "WStoreTestSupport"]),
         .testTarget(
             name: "KVCacheTests",
-            dependencies: ["KVCache", "WStoreCore", "WStoreKernels", "WStoreReplay", "WStoreTestSupport"],
+            dependencies: ["KVCache", "WStoreCore", "WStoreKernels", "WStoreReplay", "WStoreTestSupport", "WStoreRemote"],
             exclude: ["Fixtures"]
         ),
         .testTarget(name: "ResidencyTests", dependencies: ["WeightStore", "WStoreCore", "WStoreReplay", "WStoreTestSupport"]),
@@ -94,8 +104,14 @@ let package = Package(
             dependencies: ["WStoreCLI", "WeightStore", "KVCache", "WStoreCore", "WStoreFormats", "WStoreReplay", "WStoreTestSupport"],
             exclude: ["Fixtures"]
         ),
+        // Replays what fuzzing found through the entry points of WStoreFuzzing.
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["WStoreFuzzing"], exclude: ["Inputs"]),
         // Clients/ holds the C program and Python script the tests run against libwstore-c.so.
-        .testTarget(name: "CABITests", dependencies: ["CWStoreABI", "CWStoreHeader", "WeightStore", "WStoreTestSupport"], exclude: ["Clients"]),
+        .testTarget(
+            name: "CABITests",
+            dependencies: ["CWStoreABI", "CWStoreHeader", "WeightStore", "KVCache", "WStoreCLI", "WStoreTestSupport"],
+            exclude: ["Clients"]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

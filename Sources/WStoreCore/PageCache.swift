@@ -61,23 +61,3 @@ extension PageCache {
         return pages * pageSize
     }
 }
-
-/// Large buffers straight from the kernel (anonymous mmap(2)), given back whole on
-/// release (munmap(2)). malloc keeps freed multi-megabyte blocks in its arenas once its
-/// mmap threshold has risen past them, so a cache that allocates and frees expert-sized
-/// buffers would hold memory beyond what it uses; these never do.
-package enum PageMemory {
-    /// `bytes` (rounded up to whole pages) of zero-filled, page-aligned memory.
-    package static func allocate(_ bytes: Int) -> UnsafeMutableRawPointer {
-        let length = max(bytes, 1)
-        guard let p = mmap(nil, length, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
-            preconditionFailure("out of memory: mmap of \(length) bytes failed: \(String(cString: strerror(errno)))")
-        }
-        return p
-    }
-
-    /// Releases memory from ``allocate(_:)`` of the same `bytes`.
-    package static func deallocate(_ pointer: UnsafeMutableRawPointer, bytes: Int) {
-        munmap(pointer, max(bytes, 1))
-    }
-}
