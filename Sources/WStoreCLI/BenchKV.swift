@@ -224,16 +224,18 @@ struct BenchKV: ParsableCommand {
         let raw = one.layers.flatMap { $0.keys.bytes + $0.values.bytes }
         let peerPath = dir + "/peer.bin"
         defer { try? Posix.unlink(peerPath) }
-        let fd = try Posix.create(peerPath)
-        defer { Posix.close(fd) }
+        let out = try Posix.create(peerPath)
         let (_, wt) = try kvTime {
             try raw.withUnsafeBytes { b in
                 for _ in 0 ..< blockReps {
-                    try Posix.write(fd, b, path: peerPath)
-                    try Posix.fsync(fd, path: peerPath)
+                    try Posix.write(out, b, path: peerPath)
+                    try Posix.fsync(out, path: peerPath)
                 }
             }
         }
+        Posix.close(out)
+        let fd = try Posix.openForReading(peerPath)
+        defer { Posix.close(fd) }
         let (_, rt) = try kvTime {
             for i in 0 ..< blockReps {
                 _ = try Posix.pread(fd, into: UnsafeMutableRawBufferPointer(rebasing: dst[0 ..< min(dst.count, raw.count)]),
