@@ -25,7 +25,7 @@ export SYSPYTHON
 export WSTORE_PYTHON := $(abspath $(VPY))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: all deps venv pydeps build lib python pyinstall pytest python-install-check demo test corruption-sweep bench bench-check bench-thresholds fuzz fuzz-build check-sanitizers check-asan check-tsan clean
+.PHONY: all deps venv pydeps build lib python pyinstall pytest python-install-check demo test corruption-sweep bench bench-check bench-thresholds fuzz fuzz-build check-sanitizers check-asan check-tsan bench-peers clean
 
 all: build
 
@@ -119,6 +119,20 @@ bench-check: deps
 
 bench-thresholds: deps
 	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark thresholds update --no-progress
+
+# Python peers of the load paths (safetensors get_tensor, python-lmdb put/get), run beside
+# wstore in one process tree: Benchmarks/peers.py. Not part of `make test`. python-lmdb
+# goes into the project's venv (.venv) when there is one, else into .venv-bench.
+PEERS_CKPT ?= /tmp/wstore-peers/mixtral.safetensors
+PEERS_STORE ?= /tmp/wstore-peers/mixtral.wstore
+bench-peers: CONFIG = release
+bench-peers: build pydeps
+	@venv=$$([ -x .venv/bin/python ] && echo .venv || echo .venv-bench); \
+	[ -x $$venv/bin/python ] || $(PYTHON) -m venv --system-site-packages $$venv; \
+	$$venv/bin/python -c "import lmdb, safetensors, numpy" 2>/dev/null || $$venv/bin/python -m pip install -q lmdb safetensors numpy; \
+	[ -f $(PEERS_CKPT) ] || { mkdir -p $$(dirname $(PEERS_CKPT)) && $$venv/bin/python Benchmarks/peers_checkpoint.py $(PEERS_CKPT); }; \
+	[ -d $(PEERS_STORE) ] || $(BIN) pack $(PEERS_CKPT) -o $(PEERS_STORE) --quiet; \
+	$$venv/bin/python Benchmarks/peers.py --wstore $(BIN) --checkpoint $(PEERS_CKPT) --store $(PEERS_STORE)
 
 # libFuzzer over every parser of untrusted bytes (Fuzz/, FuzzTarget in Sources/WStoreFuzzing),
 # FUZZ_SECONDS per target, one target at a time. libFuzzer and ASan come with the Swift

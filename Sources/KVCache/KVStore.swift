@@ -123,8 +123,6 @@ public final class KVStore: Sendable {
             throw WStoreError.invalidArgument("\(path) already holds a store; open it instead")
         }
         try Posix.makeDirectories(path)
-        var envOptions = LMDBEnvironment.Options()
-        envOptions.initialMapSize = 64 << 20
         let env = try LMDBEnvironment.shared(path: path, readOnly: false, options: envOptions)
         let store = try KVStore(path: path, env: env, options: options, readOnly: false, remote: remote)
         let json = Sealed.sealJSON(try KVSettings(options, version: options.codec == .raw ? 3 : 2).encoded(), key: Array("settings".utf8))
@@ -146,7 +144,7 @@ public final class KVStore: Sendable {
         guard FileManager.default.fileExists(atPath: path + "/data.mdb") else {
             throw WStoreError.notAStore(path: path, reason: "no data.mdb in it")
         }
-        let env = try LMDBEnvironment.shared(path: path, readOnly: readOnly)
+        let env = try LMDBEnvironment.shared(path: path, readOnly: readOnly, options: envOptions)
         let metaDB: LMDBDatabase
         do { metaDB = try env.database("kv.meta") } catch {
             throw WStoreError.notAStore(path: path, reason: "it is not a KV store (no kv.meta)")
@@ -178,6 +176,19 @@ public final class KVStore: Sendable {
         o.kivi = KIVIOptions(group: s.kivi_group ?? 64, residual: s.kivi_residual ?? 0)
         o.threads = max(1, threads)
         return try KVStore(path: path, env: env, options: o, readOnly: readOnly, remote: remote)
+    }
+
+    /// How every process opens a KV store's environment. Writers write through the map
+    /// (`MDB_WRITEMAP`): a chunk is copied once, into the file's pages, and a commit
+    /// writes nothing more than it syncs. lmdb.h: "Do not mix processes with and without
+    /// MDB_WRITEMAP on the same environment", so every read-write open sets it (a
+    /// read-only open writes nothing). Each commit still syncs (msync of the map);
+    /// the data file is as long as the map, the unwritten part a hole.
+    static var envOptions: LMDBEnvironment.Options {
+        var o = LMDBEnvironment.Options()
+        o.initialMapSize = 64 << 20
+        o.writeMap = true
+        return o
     }
 
     // MARK: store and lookup

@@ -4,6 +4,7 @@ import Dispatch
 import Foundation
 import Histogram
 import WeightStore
+import WStoreCore
 
 /// `wstore bench cache`: replays a routing trace against every residency policy, with
 /// Belady's MIN beside every figure.
@@ -28,6 +29,8 @@ struct BenchCache: ParsableCommand {
     var model: String?
     @Option(help: "With --store: microseconds of compute to spin per layer, which prefetches can hide.")
     var layerTimeUs = 0
+    @Option(help: "With --store: where loads read records from (\(ReadPath.allCases.map(\.rawValue).joined(separator: ", "))).")
+    var loadPath: ReadPath = .fileDropCache
     @Flag(help: "Print one JSON object.") var json = false
 
     func validate() throws {
@@ -122,7 +125,22 @@ struct BenchCache: ParsableCommand {
                              capacity: Int, expertBytes: Int) throws -> PolicyReport {
         var options = ResidencyManager.Options()
         options.policy = kind
-        let m = try ResidencyManager(store: store, model: model, budget: budget ?? capacity * expertBytes, options: options)
+        options.loadPath = loadPath
+        let budgetBytes = budget ?? capacity * expertBytes
+        // Memory beyond the budget: what the process grew by, plus the store's pages in
+        // the page cache, less the budget; sampled as the replay runs, from a cold start.
+        let dataFile = store.path + "/data.mdb"
+        PageCache.drop(path: dataFile)
+        let rss0 = PageCache.residentSetBytes()
+        var memory = MemorySample()
+        func sample() {
+            let grown = PageCache.residentSetBytes() - rss0
+            let cached = PageCache.cachedBytes(path: dataFile) ?? 0
+            memory.rssGrowth = max(memory.rssGrowth, grown)
+            memory.pageCache = max(memory.pageCache, cached)
+            memory.beyond = max(memory.beyond, grown + cached - budgetBytes)
+        }
+        let m = try ResidencyManager(store: store, model: model, budget: budgetBytes, options: options)
         let g = trace.header.geometry
         guard g.layers <= m.geometry.layers, g.experts <= m.geometry.experts else {
             throw WStoreError.invalidArgument("trace routes over \(g.layers) layers × \(g.experts) experts, but model \(model) in the store has \(m.geometry.layers) × \(m.geometry.experts)")
@@ -137,6 +155,7 @@ struct BenchCache: ParsableCommand {
             while now() < end {}
         }
         for t in 0 ..< trace.tokenCount {
+            if t % 32 == 0 { sample() }
             if prefetch, let p = trace.predicted(token: t, layer: 0) { m.prefetch(layer: 0, experts: p.map { Int($0) }) }
             for l in 0 ..< g.layers {
                 for e in trace.experts(token: t, layer: l) {
@@ -157,6 +176,7 @@ struct BenchCache: ParsableCommand {
                 spin(layerTimeUs)
             }
         }
+        sample()
         let s = m.stats()
         // Hot loop: acquire + release of resident experts, beside one atomic load (isResident) per step.
         var resident: [(Int, Int)] = []
@@ -187,6 +207,10 @@ struct BenchCache: ParsableCommand {
         report.resident_acquire_p50_ns = hitTimes.totalCount > 0 ? Double(hitTimes.valueAtPercentile(50)) : nil
         report.timer_p50_ns = Double(timer.valueAtPercentile(50))
         report.coalesced_waits = s.coalescedWaits
+        report.budget_bytes = budgetBytes
+        report.rss_growth_bytes = memory.rssGrowth
+        report.store_page_cache_bytes = memory.pageCache
+        report.beyond_budget_bytes = max(0, memory.beyond)
         return report
     }
 
@@ -225,8 +249,26 @@ struct BenchCache: ParsableCommand {
             print("")
             print("stall: time in acquire when the expert was not resident; resident acquire: time in acquire on a hit during the replay, timer p50 the cost of the clock reads around it;")
             print("hot acquire+release: a tight loop over the experts resident at the end, hot baseline the same loop reading one atomic (isResident) instead")
+            print("")
+            print("memory beside the budget (peaks while replaying, loads from the \(loadPath.rawValue) path): the process's growth in resident memory, the store's pages in the page cache, and both together beyond the budget")
+            var memRows = [["policy", "budget", "RSS growth", "store page cache", "beyond the budget", "of the budget"]]
+            for p in r.policies {
+                guard let b = p.budget_bytes, let beyond = p.beyond_budget_bytes else { continue }
+                memRows.append([p.policy, formatBytes(b), formatBytes(p.rss_growth_bytes ?? 0), formatBytes(p.store_page_cache_bytes ?? 0),
+                                formatBytes(beyond), CacheBenchFormat.pct(Double(beyond) / Double(max(b, 1)))])
+            }
+            CacheBenchFormat.table(memRows)
         }
     }
+}
+
+extension ReadPath: ExpressibleByArgument {}
+
+/// Peaks of memory use during a store-backed replay.
+struct MemorySample {
+    var rssGrowth = 0
+    var pageCache = 0
+    var beyond = Int.min
 }
 
 /// The `--json` object of `wstore bench cache`.
@@ -266,6 +308,13 @@ struct PolicyReport: Encodable {
     var hot_acquire_release_ns: Double?
     var hot_baseline_ns: Double?
     var coalesced_waits: Int?
+    /// With --store: the budget, and the peaks over the replay of the process's growth in
+    /// resident memory, of the store's pages in the page cache, and of the two together
+    /// beyond the budget.
+    var budget_bytes: Int?
+    var rss_growth_bytes: Int?
+    var store_page_cache_bytes: Int?
+    var beyond_budget_bytes: Int?
 
     init(_ r: ReplayResult) {
         policy = r.policy

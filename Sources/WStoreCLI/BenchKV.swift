@@ -44,11 +44,15 @@ struct BenchKV: ParsableCommand {
         var storedBytes: Int, rawBytes: Int
         /// Reconstruction error of one block through the codec (0 for lossless).
         var maxAbsError: Double, relativeRMSError: Double
+        /// Peers on the same block bytes: the codec's encode alone, and a plain file write
+        /// + fsync (a KV put commits durably) and pread of them.
+        var encodeGBps: Double, fileWriteSyncGBps: Double, filePreadGBps: Double
         var putGBps: Double { putSeconds > 0 ? Double(putBytes) / putSeconds / 1e9 : 0 }
         var getGBps: Double { getSeconds > 0 ? Double(getBytes) / getSeconds / 1e9 : 0 }
         enum CodingKeys: String, CodingKey {
             case shape, codec, requests, capacityBlocks, hitBlocks, replayHitBlocks, putBytes, putSeconds, getBytes,
-                 getSeconds, memcpyGBps, storedBytes, rawBytes, maxAbsError, relativeRMSError
+                 getSeconds, memcpyGBps, storedBytes, rawBytes, maxAbsError, relativeRMSError, encodeGBps,
+                 fileWriteSyncGBps, filePreadGBps
         }
     }
 
@@ -143,7 +147,12 @@ struct BenchKV: ParsableCommand {
                 ["memcpy (baseline)", String(format: "%.2f", s.memcpyGBps), "1.00", "-"],
                 ["put (encode + write)", String(format: "%.2f", s.putGBps), String(format: "%.2f", s.putGBps / s.memcpyGBps), formatBytes(s.putBytes)],
                 ["get (read + decode)", String(format: "%.2f", s.getGBps), String(format: "%.2f", s.getGBps / s.memcpyGBps), formatBytes(s.getBytes)],
+                ["\(s.codec) encode alone (peer)", String(format: "%.2f", s.encodeGBps), String(format: "%.2f", s.encodeGBps / s.memcpyGBps), "-"],
+                ["file write + fsync (peer)", String(format: "%.2f", s.fileWriteSyncGBps), String(format: "%.2f", s.fileWriteSyncGBps / s.memcpyGBps), "-"],
+                ["file pread (peer)", String(format: "%.2f", s.filePreadGBps), String(format: "%.2f", s.filePreadGBps / s.memcpyGBps), "-"],
             ]).render())
+            print(String(format: "put %.2fx the codec's encode alone, %.2fx a file write + fsync; get %.2fx a file pread (warm)",
+                         s.putGBps / max(s.encodeGBps, 1e-12), s.putGBps / max(s.fileWriteSyncGBps, 1e-12), s.getGBps / max(s.filePreadGBps, 1e-12)))
             print(String(format: "stored %@ for %@ raw (%.2fx; error max abs %.4g, relative RMS %.4f); store hits %d blocks, leaves-first replay %d: %@",
                          formatBytes(s.storedBytes), formatBytes(s.rawBytes), Double(s.rawBytes) / Double(max(s.storedBytes, 1)),
                          s.maxAbsError, s.relativeRMSError,
@@ -209,6 +218,30 @@ struct BenchKV: ParsableCommand {
         dst.initializeMemory(as: UInt8.self, repeating: 0)
         let reps = max(3, min(50, (1 << 30) / max(bytes, 1)))
         let (_, mt) = kvTime { for _ in 0 ..< reps { dst.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: bytes) } }
+        // Peers on the same bytes: the codec alone, then a file of them written and synced, and read.
+        let blockReps = max(3, min(20, (256 << 20) / max(bytes, 1)))
+        let (_, et) = try kvTime { for _ in 0 ..< blockReps { _ = try KVChunk.encode(one, key: 0, codec: codec, kivi: o.kivi, threads: threads) } }
+        let raw = one.layers.flatMap { $0.keys.bytes + $0.values.bytes }
+        let peerPath = dir + "/peer.bin"
+        defer { try? Posix.unlink(peerPath) }
+        let out = try Posix.create(peerPath)
+        let (_, wt) = try kvTime {
+            try raw.withUnsafeBytes { b in
+                for _ in 0 ..< blockReps {
+                    try Posix.write(out, b, path: peerPath)
+                    try Posix.fsync(out, path: peerPath)
+                }
+            }
+        }
+        Posix.close(out)
+        let fd = try Posix.openForReading(peerPath)
+        defer { Posix.close(fd) }
+        let (_, rt) = try kvTime {
+            for i in 0 ..< blockReps {
+                _ = try Posix.pread(fd, into: UnsafeMutableRawBufferPointer(rebasing: dst[0 ..< min(dst.count, raw.count)]),
+                                    at: i * raw.count, path: peerPath)
+            }
+        }
         let stats = try kvStore.stats()
         // The codec's error on one block, keys and values of every layer.
         let encoded = try KVChunk.encode(one, key: 0, codec: codec, kivi: o.kivi)
@@ -229,7 +262,10 @@ struct BenchKV: ParsableCommand {
                            replayHitBlocks: replayHits, putBytes: putBytes, putSeconds: putSeconds, getBytes: getBytes,
                            getSeconds: getSeconds, memcpyGBps: Double(bytes * reps) / mt / 1e9,
                            storedBytes: stats.storedBytes, rawBytes: stats.rawBytes, maxAbsError: maxAbs,
-                           relativeRMSError: normSq > 0 ? (errSq / normSq).squareRoot() : 0)
+                           relativeRMSError: normSq > 0 ? (errSq / normSq).squareRoot() : 0,
+                           encodeGBps: Double(bytes * blockReps) / et / 1e9,
+                           fileWriteSyncGBps: Double(raw.count * blockReps) / wt / 1e9,
+                           filePreadGBps: Double(raw.count * blockReps) / rt / 1e9)
     }
 
     /// A trace with shared system prompts and growing conversations, in Mooncake's shape.

@@ -58,7 +58,11 @@ struct Pack: ParsableCommand {
         defer { staged.disarmSignals() }
         let summary: (raw: Int, stored: Int)
         do {
-            summary = try write(checkpoint, model: modelName, into: staged.staging)
+            let written = try write(checkpoint, model: modelName, into: staged.staging)
+            // The store is closed now: its file is as long as its map (MDB_WRITEMAP); cut
+            // it to the pages in use before it is moved into place.
+            try WeightStore.trimDataFile(at: staged.staging, to: written.usedBytes)
+            summary = (written.raw, written.stored)
             try staged.commit()
         } catch {
             staged.discard()
@@ -88,10 +92,21 @@ struct Pack: ParsableCommand {
     }
 
     /// Writes every tensor into a new store at `path`: records encoded on every core,
-    /// committed in batches of about `batchMib` raw bytes, synced at the end.
-    private func write(_ ckpt: Checkpoint, model: String, into path: String) throws -> (raw: Int, stored: Int) {
+    /// committed in batches of about `batchMib` raw bytes, synced at the end; returns the
+    /// bytes of its data file in use.
+    ///
+    /// The store is written through its map (``WeightStore/Options/writeMap``), sized for
+    /// the whole checkpoint up front; each batch's disk writes start as soon as it commits,
+    /// and the checkpoint's pages leave this process once their tensor is written, so
+    /// resident memory follows the batch size, not the model.
+    private func write(_ ckpt: Checkpoint, model: String, into path: String) throws -> (raw: Int, stored: Int, usedBytes: Int) {
         var options = WeightStore.Options()
-        options.durable = false
+        options.writeMap = true
+        // Every record fits its raw size plus a header page and a partial last page;
+        // the trees and the free list take a little more. The map still grows if needed.
+        let page = 4096
+        let estimate = ckpt.tensors.reduce(64 << 20) { $0 + ($1.byteCount + 2 * page) }
+        options.initialMapSize = (estimate + (1 << 20) - 1) & ~((1 << 20) - 1)
         let store = try WeightStore.create(at: path, options: options)
         let workers = threads ?? System.activeProcessorCount
         var encode = store.encodeOptions
@@ -100,6 +115,7 @@ struct Pack: ParsableCommand {
         let total = ckpt.tensors.reduce(0) { $0 + $1.byteCount }
         let progress = Progress(label: "pack", total: total, quiet: quiet)
         let batchBytes = batchMib << 20
+        let writeback = DispatchQueue(label: "wstore.pack.writeback")
         var raw = 0, stored = 0, i = 0
         while i < ckpt.tensors.count {
             var j = i, bytes = 0
@@ -117,8 +133,12 @@ struct Pack: ParsableCommand {
                         _ = try w.putEncoded(r, source: src, name: t.name, model: model, dtype: t.dtype, shape: t.shape,
                                              expert: t.expert)
                     }
+                    ckpt.release(t)
                 }
             }
+            // On a thread of its own: starting writeback blocks while the disk's queue is
+            // full, and the next batch can encode meanwhile.
+            writeback.async { store.startWriteback() }
             for r in records { stored += r.storedSize }
             raw += bytes
             progress.advance(bytes, note: "\(j)/\(ckpt.tensors.count) tensors")
@@ -127,13 +147,15 @@ struct Pack: ParsableCommand {
         var info = ckpt.modelInfo
         info.name = model
         try store.setModelInfo(info)
+        writeback.sync {}
         try store.sync()
         progress.finish()
-        return (raw, stored)
+        return (raw, stored, store.usedBytes)
     }
 
     /// Encodes a batch: large tensors one at a time with their frames on every thread,
-    /// small ones side by side, one per thread.
+    /// small ones side by side, one per thread. Each tensor's pages leave this process
+    /// once it is encoded (the page cache keeps them for the write).
     private static func encode(_ batch: [CheckpointTensor], bindings: [UInt64], ckpt: Checkpoint, options: EncodeOptions,
                                threads: Int) throws -> [EncodedRecord] {
         var out = [EncodedRecord?](repeating: nil, count: batch.count)
@@ -146,6 +168,7 @@ struct Pack: ParsableCommand {
                 out[k] = try ckpt.withBytes(of: t) {
                     try RecordEncoder.encode($0, dtype: t.dtype, shape: t.shape, binding: bindings[k], options: o)
                 }
+                ckpt.release(t)
             } else {
                 small.append(k)
             }
@@ -157,6 +180,7 @@ struct Pack: ParsableCommand {
                 let r = try ckpt.withBytes(of: t) {
                     try RecordEncoder.encode($0, dtype: t.dtype, shape: t.shape, binding: bindings[small[n]], options: options)
                 }
+                ckpt.release(t)
                 slots.value[small[n]] = r
             }
         }

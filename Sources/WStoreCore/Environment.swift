@@ -23,17 +23,34 @@ package final class LMDBEnvironment: @unchecked Sendable {
         package var maxReaders: Int = 1024
         /// `MDB_NOSYNC`: commits do not fsync; call ``sync(force:)`` before relying on the data.
         package var noSync: Bool = false
+        /// `MDB_WRITEMAP` (write environments only): a write transaction's pages are the
+        /// map's own pages, so `MDB_RESERVE` hands out memory in the file's page cache and
+        /// a commit copies nothing. lmdb.h: LMDB then ftruncates the file to the map size
+        /// (sparse until written; see ``usedBytes`` to trim it), and "do not mix processes
+        /// with and without MDB_WRITEMAP on the same environment".
+        package var writeMap: Bool = false
+        /// `MDB_MAPASYNC` with ``writeMap``: commits start an asynchronous flush instead of
+        /// waiting; as with ``noSync``, call ``sync(force:)`` before relying on the data.
+        package var mapAsync: Bool = false
+        /// `MDB_NORDAHEAD`: LMDB advises the whole map `MADV_RANDOM`, so a fault reads one
+        /// page, not the disk's readahead window (8 MiB here) around it. Large records are
+        /// then read through ``DataFile`` or advised range by range.
+        package var noReadahead: Bool = false
         package init() {}
     }
 
     package let path: String
     package let readOnly: Bool
+    /// Whether write transactions write straight into the map (``Options/writeMap``).
+    package let writeMap: Bool
     let env: OpaquePointer
     /// Shared by every transaction; exclusive while the map size changes.
     private let gate: RWLock
     /// Read transactions that were reset and can be renewed (mdb_txn_renew) cheaply.
     private let idleReaders = Mutex<[UncheckedSendable<OpaquePointer>]>([])
     private let databases = Mutex<[String: MDB_dbi]>([:])
+    /// Where the map starts, once found (``mapOffset(of:)``); 0 until then.
+    let mapStart = Atomic<Int>(0)
 
     /// Opens (or, when not read-only, creates) the environment in directory `path`.
     /// Stores open through ``shared(path:readOnly:options:)``, which keeps one
@@ -48,6 +65,7 @@ package final class LMDBEnvironment: @unchecked Sendable {
         self.env = e
         self.path = path
         self.readOnly = readOnly
+        self.writeMap = options.writeMap && !readOnly
         self.gate = RWLock()
         // Every stored property is set, so a throw below runs deinit, which closes `e`.
         try LMDBError.check(mdb_env_set_maxdbs(e, MDB_dbi(options.maxDatabases)), "mdb_env_set_maxdbs", path: path)
@@ -63,7 +81,16 @@ package final class LMDBEnvironment: @unchecked Sendable {
         // not hold back a writer's page reuse, which a store nobody may write cannot have.
         if readOnly && !Self.lockFileWritable(path) { flags |= UInt32(MDB_NOLOCK) }
         if options.noSync { flags |= UInt32(MDB_NOSYNC) }
+        if options.writeMap && !readOnly { flags |= UInt32(MDB_WRITEMAP) }
+        if options.mapAsync && options.writeMap && !readOnly { flags |= UInt32(MDB_MAPASYNC) }
+        if options.noReadahead { flags |= UInt32(MDB_NORDAHEAD) }
         try LMDBError.check(mdb_env_open(e, path, flags, 0o644), "mdb_env_open", path: path)
+        if options.noReadahead {
+            // Reads of large records through the data file ask for their exact range;
+            // a pread that misses then reads what it asked for, no readahead past it.
+            var fd: mdb_filehandle_t = -1
+            if mdb_env_get_fd(e, &fd) == 0 { _ = posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM) }
+        }
     }
 
     /// Whether this process may write (or create) `lock.mdb` in `path`.
@@ -107,6 +134,15 @@ package final class LMDBEnvironment: @unchecked Sendable {
         var info = MDB_envinfo()
         mdb_env_info(env, &info)
         return info.me_mapsize
+    }
+
+    /// Bytes of the data file in use: every page up to the last one a committed
+    /// transaction wrote (lmdb.h `mdb_env_info`, `(me_last_pgno + 1) * psize`). A
+    /// `MDB_WRITEMAP` environment's file is as long as its map; the rest is a hole.
+    package var usedBytes: Int {
+        var info = MDB_envinfo()
+        mdb_env_info(env, &info)
+        return (info.me_last_pgno + 1) * pageSize
     }
 
     /// The page size on the environment's file, the largest key LMDB accepts.

@@ -79,6 +79,8 @@ package struct RecordView {
     package let rawSize: Int
     package let storedSize: Int
     package let checksum: UInt64
+    /// The key binding the record was parsed with (to parse a copy of it the same way).
+    package let binding: UInt64
     /// Raw bytes per frame (zstd) or per checked block (raw, version 2).
     package let frameSize: Int
     /// Frames (zstd) or checked blocks (raw, version 2); 0 for a raw version-1 record.
@@ -211,6 +213,7 @@ package struct RecordView {
         self.rawSize = rawSize
         self.storedSize = storedSize
         self.checksum = u64(40)
+        self.binding = binding
         self.frameSize = frameSize
         self.frameCount = frameCount
         self.frameChecksumsAt = checksumsAt

@@ -51,7 +51,8 @@ package enum RecordDecoder {
                 throw WStoreError.checksumMismatch(name: name, expected: record.checksum, actual: digest)
             }
         case .zstd:
-            if let digest = try decodeFrames(record, name: name, into: dst, threads: threads), digest != record.checksum {
+            if let digest = try decodeFrames(record, name: name, into: dst, threads: threads, arrive: nil),
+               digest != record.checksum {
                 throw WStoreError.checksumMismatch(name: name, expected: record.checksum, actual: digest)
             }
         }
@@ -84,7 +85,7 @@ package enum RecordDecoder {
 
     /// Checks the raw bytes of frame (or block) `f` against its checksum in the header.
     @inline(__always)
-    private static func checkFrame(_ record: RecordView, _ f: Int, _ bytes: UnsafeRawBufferPointer,
+    static func checkFrame(_ record: RecordView, _ f: Int, _ bytes: UnsafeRawBufferPointer,
                                    name: String) throws(WStoreError) {
         let actual = xxh3(bytes), expected = record.frameChecksum(f)
         if actual != expected {
@@ -100,8 +101,11 @@ package enum RecordDecoder {
     /// frame that is ready in order (one worker at a time, outside the lock), so frames
     /// are hashed while still in cache and, on several threads, the hash overlaps the
     /// decoding of later frames instead of running alone at the end.
-    private static func decodeFrames(_ record: RecordView, name: String, into dst: UnsafeMutableRawBufferPointer,
-                                     threads: Int) throws -> UInt64? {
+    /// `arrive(f)`, when given, is called before frame `f` is read, to make its bytes
+    /// (the payload up to the end of its last plane) present: a record read from the file
+    /// is decoded frame by frame as it arrives.
+    static func decodeFrames(_ record: RecordView, name: String, into dst: UnsafeMutableRawBufferPointer,
+                             threads: Int, arrive: ((Int) throws -> Void)?) throws -> UInt64? {
         let planes = record.planeCount
         let workers = max(1, min(threads, record.frameCount))
         let transform = record.transform
@@ -131,6 +135,7 @@ package enum RecordDecoder {
             }
         }
         try parallelFor(record.frameCount, threads: workers) { f, w in
+            try arrive?(f)
             let rawStart = f * record.frameSize
             let rawLength = record.frameRawLength(f)
             let out = UnsafeMutableRawBufferPointer(rebasing: dst[rawStart ..< rawStart + rawLength])

@@ -43,19 +43,24 @@ package struct EncodedRecord: Sendable {
 
     /// Writes the record into `dst` (`totalSize` bytes); `source` is the same raw
     /// bytes given to ``RecordEncoder/encode(_:dtype:shape:options:)``.
-    package func write(into dst: UnsafeMutableRawBufferPointer, source: UnsafeRawBufferPointer) {
+    ///
+    /// With `writeFile`, the payload goes through it instead (bytes, and their offset in
+    /// the record): for `dst` in a `MDB_WRITEMAP` map, a pwrite(2) to the data file at
+    /// that place fills the same page-cache pages without faulting each one in.
+    package func write(into dst: UnsafeMutableRawBufferPointer, source: UnsafeRawBufferPointer,
+                       writeFile: ((UnsafeRawBufferPointer, Int) throws -> Void)? = nil) rethrows {
         precondition(dst.count == totalSize)
         let base = dst.baseAddress!
         header.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         var at = header.count
+        func put(_ bytes: UnsafeRawBufferPointer) throws {
+            if let writeFile { try writeFile(bytes, at) } else { (base + at).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
+            at += bytes.count
+        }
         if let pieces {
-            for p in pieces where !p.isEmpty {
-                p.withUnsafeBytes { (base + at).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-                at += p.count
-            }
+            for p in pieces where !p.isEmpty { try p.withUnsafeBytes { try put($0) } }
         } else if source.count > 0 {
-            (base + at).copyMemory(from: source.baseAddress!, byteCount: source.count)
-            at += source.count
+            try put(source)
         }
         if at < totalSize { (base + at).initializeMemory(as: UInt8.self, repeating: 0, count: totalSize - at) }
     }
@@ -133,6 +138,9 @@ package enum RecordEncoder {
         let scratch = UnsafeMutableRawBufferPointer.allocate(
             byteCount: transform == .none ? 0 : workers * frameSize, alignment: 64)
         defer { scratch.deallocate() }
+        let outputPerWorker = Zstd.bound(frameSize)
+        let output = UnsafeMutableRawBufferPointer.allocate(byteCount: workers * outputPerWorker, alignment: 64)
+        defer { output.deallocate() }
         try pieces.withUnsafeMutableBufferPointer { piecesOut in
           try checksums.withUnsafeMutableBufferPointer { checksumsOut in
             try methods.withUnsafeMutableBufferPointer { methodsOut in
@@ -151,11 +159,13 @@ package enum RecordEncoder {
                         }
                         for p in 0 ..< planes {
                             let plane = UnsafeRawBufferPointer(rebasing: planeBytes[p * planeLength ..< (p + 1) * planeLength])
-                            var out = [UInt8](repeating: 0, count: Zstd.bound(planeLength))
-                            let n = try out.withUnsafeMutableBytes { try Zstd.compress(plane, into: $0, profile: profile) }
+                            // Compressed into this worker's scratch, then kept in an array of
+                            // exactly its size: a batch holds its pieces until written.
+                            let room = UnsafeMutableRawBufferPointer(
+                                rebasing: output[w * outputPerWorker ..< (w + 1) * outputPerWorker])
+                            let n = try Zstd.compress(plane, into: room, profile: profile)
                             if Double(n) <= Double(planeLength) * (1 - options.minSavings) {
-                                out.removeLast(out.count - n)
-                                piecesOut[f * planes + p] = out
+                                piecesOut[f * planes + p] = Array(UnsafeRawBufferPointer(rebasing: room[..<n]))
                                 methodsOut[f * planes + p] = .zstd
                             } else {
                                 piecesOut[f * planes + p] = Array(plane)

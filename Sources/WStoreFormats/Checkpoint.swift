@@ -218,6 +218,10 @@ public final class Checkpoint: Sendable {
     /// Asks the kernel to read `tensor`'s bytes ahead; a hint only.
     public func prefetch(_ tensor: CheckpointTensor) { tensor.file.prefetch(tensor.byteRange) }
 
+    /// Unmaps `tensor`'s pages from this process once it has been read (they stay in the
+    /// page cache); bytes lent by ``withBytes(of:_:)`` stay valid and map in again on access.
+    public func release(_ tensor: CheckpointTensor) { tensor.file.release(tensor.byteRange) }
+
     private static func looksLikeGGUF(_ path: String) -> Bool {
         if path.hasSuffix(".gguf") { return true }
         guard let h = FileHandle(forReadingAtPath: path) else { return false }

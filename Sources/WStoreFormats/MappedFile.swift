@@ -64,4 +64,13 @@ package final class MappedFile: @unchecked Sendable {
         guard base != nil, !range.isEmpty else { return }
         Posix.adviseWillNeed(bytes(range))
     }
+
+    /// Lets go of this process's page-table entries for `range` (madvise `MADV_DONTNEED`
+    /// on this read-only private mapping, never written: the bytes stay the file's, and
+    /// the next access maps them again from the page cache or the disk), so a pass over
+    /// a large file keeps only what it is working on resident.
+    package func release(_ range: Range<Int>) {
+        guard base != nil, !range.isEmpty else { return }
+        PageCache.unmapPages(bytes(range))
+    }
 }

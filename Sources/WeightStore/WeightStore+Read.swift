@@ -11,14 +11,20 @@ extension WeightStore {
         let store: WeightStore
 
         /// The record of `name`, validated and checked against its key; `nil` when absent.
-        func record(_ name: String, model: String) throws -> RecordView? {
+        /// With `payload`, the caller is about to read the payload: a cold record is asked
+        /// for by its exact range before its header is read, so it arrives in one request,
+        /// with nothing read ahead past it.
+        func record(_ name: String, model: String, payload: Bool = false) throws -> RecordView? {
             let key = try store.tensorKey(model: model, name: name)
             guard let bytes = try txn.get(store.tensorsDB, key) else { return nil }
+            if payload { store.env.prepareToRead(bytes) }
             return try store.view(bytes, key: key.withUnsafeBytes { Record.binding(key: $0) }, name: "\(model)/\(name)")
         }
 
-        func requireRecord(_ name: String, model: String) throws -> RecordView {
-            guard let r = try record(name, model: model) else { throw WStoreError.notFound("tensor \(name) in model \(model)") }
+        func requireRecord(_ name: String, model: String, payload: Bool = false) throws -> RecordView {
+            guard let r = try record(name, model: model, payload: payload) else {
+                throw WStoreError.notFound("tensor \(name) in model \(model)")
+            }
             return r
         }
 
@@ -42,7 +48,7 @@ extension WeightStore {
         /// - Warning: `bytes` is valid only inside `body`.
         public func withTensor<R>(_ name: String, model: String = WeightStore.defaultModel, verify: Bool = false,
                                   _ body: (_ bytes: UnsafeRawBufferPointer, _ info: TensorInfo) throws -> R) throws -> R {
-            let r = try requireRecord(name, model: model)
+            let r = try requireRecord(name, model: model, payload: true)
             guard r.codec == .raw else { throw WStoreError.notRaw(name: name, codec: r.codec.name) }
             if verify { try RecordDecoder.verify(r, name: "\(model)/\(name)", r.payload, threads: 1) }
             return try body(r.payload, TensorInfo(model: model, name: name, record: r))
@@ -55,12 +61,22 @@ extension WeightStore {
         ///   (hashing costs about as much as copying); a compressed record is always checked.
         /// - Throws: ``WStoreError/checksumMismatch(name:expected:actual:)`` rather than
         ///   return wrong bytes.
+        /// - Parameter path: where the record's bytes come from (``ReadPath``).
         @discardableResult
         public func read(_ name: String, model: String = WeightStore.defaultModel,
                          into buffer: UnsafeMutableRawBufferPointer, threads: Int = 1,
-                         verify: Bool = true) throws -> TensorInfo {
-            let r = try requireRecord(name, model: model)
-            try RecordDecoder.decode(r, name: "\(model)/\(name)", into: buffer, threads: threads, verify: verify)
+                         verify: Bool = true, path: ReadPath = .map) throws -> TensorInfo {
+            let r = try requireRecord(name, model: model, payload: true)
+            let label = "\(model)/\(name)"
+            switch path {
+            case .map:
+                try RecordDecoder.decode(r, name: label, into: buffer, threads: threads, verify: verify)
+            case .file, .fileDropCache:
+                if try !RecordDecoder.decodeFromFile(r, env: store.env, name: label, into: buffer, threads: threads,
+                                                     verify: verify, dropCache: path == .fileDropCache) {
+                    try RecordDecoder.decode(r, name: label, into: buffer, threads: threads, verify: verify)
+                }
+            }
             return TensorInfo(model: model, name: name, record: r)
         }
 
@@ -158,12 +174,12 @@ extension WeightStore {
         try withSnapshot { try $0.withTensor(name, model: model, verify: verify, body) }
     }
 
-    /// See ``Snapshot/read(_:model:into:threads:verify:)``.
+    /// See ``Snapshot/read(_:model:into:threads:verify:path:)``.
     @discardableResult
     public func read(_ name: String, model: String = WeightStore.defaultModel,
                      into buffer: UnsafeMutableRawBufferPointer, threads: Int = defaultThreadCount,
-                     verify: Bool = true) throws -> TensorInfo {
-        try withSnapshot { try $0.read(name, model: model, into: buffer, threads: threads, verify: verify) }
+                     verify: Bool = true, path: ReadPath = .map) throws -> TensorInfo {
+        try withSnapshot { try $0.read(name, model: model, into: buffer, threads: threads, verify: verify, path: path) }
     }
 
     /// Decodes tensor `name` into a new array.
@@ -211,3 +227,21 @@ extension WeightStore {
 
 /// The number of cores this process may use; the default thread count for decoding.
 public var defaultThreadCount: Int { System.activeProcessorCount }
+
+/// Where ``WeightStore/Snapshot/read(_:model:into:threads:verify:path:)`` takes a
+/// record's bytes from.
+public enum ReadPath: String, Sendable, Equatable, CaseIterable {
+    /// Copied or decoded out of the memory map: the fastest when the record's pages are
+    /// in memory. A cold record is first asked for by its exact range, so the faults
+    /// that follow do not read ahead past it.
+    case map
+    /// Read from the data file with pread(2) after asking for exactly the record's
+    /// range: a raw record straight into the destination, a compressed one into a
+    /// scratch buffer. A cold read moves the record's bytes from disk once and maps
+    /// nothing into the process. Small records (not on their own pages) come from the map.
+    case file
+    /// As ``file``, then the record's pages leave the page cache
+    /// (`POSIX_FADV_DONTNEED`): for a caller that keeps its own decoded copy and should
+    /// not also hold the stored one in memory.
+    case fileDropCache = "file-drop-cache"
+}

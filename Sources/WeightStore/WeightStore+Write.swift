@@ -36,8 +36,20 @@ extension WeightStore {
             guard record.binding == Record.binding(key: key) else {
                 preconditionFailure("record of \(model)/\(name) encoded for another key")
             }
+            let env = store.env
             try txn.reserve(store.tensorsDB, key, size: record.totalSize) { dst in
-                record.write(into: dst, source: source)
+                // With MDB_WRITEMAP, `dst` is in the map: the record is written into the
+                // file's own pages, and its pages leave this process once written (they
+                // stay dirty in the page cache; madvise(MADV_DONTNEED) of a shared file
+                // mapping keeps the data).
+                // The payload is written with pwrite at the same place in the file: the
+                // same pages, without a fault for each.
+                if env.writeMap, let offset = env.fileOffset(of: UnsafeRawBufferPointer(dst)) {
+                    try record.write(into: dst, source: source) { bytes, at in try env.writeFile(bytes, at: offset + at) }
+                    PageCache.unmapPages(UnsafeRawBufferPointer(dst))
+                } else {
+                    record.write(into: dst, source: source)
+                }
             }
             if let expert { try setExpert(expert, tensor: name, model: model) }
             return TensorInfo(model: model, name: name, dtype: dtype, shape: shape,

@@ -19,6 +19,15 @@ public final class WeightStore: Sendable {
         /// `false` turns off the fsync at every commit (faster bulk loads); call
         /// ``sync()`` when done.
         public var durable: Bool = true
+        /// Write through the map (`MDB_WRITEMAP` with `MDB_MAPASYNC`): records are encoded
+        /// straight into the file's pages and commits copy nothing, and each record's pages
+        /// leave this process's memory once written, so a bulk load's resident memory stays
+        /// bounded by what it holds at once. For a new store that no other process opens
+        /// while it is written (lmdb.h: do not mix processes with and without
+        /// `MDB_WRITEMAP`); size ``initialMapSize`` for the data, since the file is as long
+        /// as the map until ``trimDataFile(at:)`` after closing. Implies `durable: false`:
+        /// call ``sync()`` before relying on the data.
+        package var writeMap: Bool = false
         public init() {}
     }
 
@@ -102,7 +111,12 @@ public final class WeightStore: Sendable {
     private static func envOptions(_ options: Options) -> LMDBEnvironment.Options {
         var o = LMDBEnvironment.Options()
         o.initialMapSize = options.initialMapSize
-        o.noSync = !options.durable
+        o.noSync = !options.durable || options.writeMap
+        o.writeMap = options.writeMap
+        o.mapAsync = options.writeMap
+        // Large records are read by their exact range (DataFile reads, or advised map
+        // ranges), so a fault never needs to read ahead; see Environment+File.swift.
+        o.noReadahead = true
         return o
     }
 
@@ -223,6 +237,20 @@ public final class WeightStore: Sendable {
 
     /// Flushes everything committed to disk (needed only with `durable: false`).
     public func sync() throws { try env.sync(force: true) }
+
+    /// Starts writing committed pages to disk without waiting (a bulk load's hint).
+    package func startWriteback() { env.startWriteback() }
+
+    /// Bytes of the data file in use; after a ``Options/writeMap`` load, the length to
+    /// give ``trimDataFile(at:to:)``.
+    package var usedBytes: Int { env.usedBytes }
+
+    /// Shortens the data file of the closed store at `path` to `bytes` (its
+    /// ``usedBytes``, read before it was closed): a store written with
+    /// ``Options/writeMap`` leaves its file as long as its map, mostly a hole.
+    package static func trimDataFile(at path: String, to bytes: Int) throws {
+        try LMDBEnvironment.trimDataFile(path: path, to: bytes)
+    }
 
     /// Bytes of the store's map (grows as the store does).
     public var mapSize: Int { env.mapSize }

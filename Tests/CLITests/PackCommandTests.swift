@@ -51,6 +51,27 @@ import WStoreTestSupport
         #expect(try s.verify().failures.isEmpty)
     }
 
+    /// pack writes through the map (MDB_WRITEMAP), whose file is as long as the map until
+    /// trimmed: the packed data.mdb holds exactly the pages in use, none of them a hole,
+    /// and the store takes later ordinary writes.
+    @Test func packedDataFileIsTrimmedToItsPagesAndStaysWritable() throws {
+        let dir = TemporaryDirectory()
+        let src = fixtures + "/all_dtypes.safetensors"
+        try wstore("pack", src, "-o", dir.sub("s.wstore"), "--batch-mib", "1", "--quiet")
+        let used = try WeightStore.open(at: dir.sub("s.wstore")).usedBytes
+        var st = stat()
+        #expect(stat(dir.sub("s.wstore") + "/data.mdb", &st) == 0)
+        #expect(Int(st.st_size) == used)
+        #expect(Int(st.st_blocks) * 512 >= Int(st.st_size), "data.mdb has holes: \(st.st_blocks) blocks for \(st.st_size) bytes")
+        let file = try SafetensorsFile(path: src)
+        let writable = try WeightStore.open(at: dir.sub("s.wstore"), readOnly: false)
+        let extra = [UInt8](repeating: 7, count: 1 << 20)
+        try extra.withUnsafeBytes { _ = try writable.put("extra", model: "all_dtypes", dtype: .u8, shape: [1 << 20], bytes: $0) }
+        let stored = try contents(of: dir.sub("s.wstore"), model: "all_dtypes")
+        #expect(stored["extra"]?.1 == extra)
+        for t in file.tensors { #expect(stored[t.name]?.1 == file.withBytes(of: t) { Array($0) }) }
+    }
+
     @Test func qwenNamesWithSharedExpertsAreIndexed() throws {
         let dir = TemporaryDirectory()
         try wstore("pack", fixtures + "/qwen_moe.safetensors", "-o", dir.sub("q.wstore"), "--model", "qwen", "--quiet")

@@ -38,6 +38,12 @@ import WStoreTestSupport
             #expect(name == "default/raw")
         }
         #expect(throws: WStoreError.self) { try store.withTensor("raw", verify: true) { _, _ in } }
+        var out = [UInt8](repeating: 0, count: raw.count)
+        for path in [ReadPath.file, .fileDropCache] {
+            #expect(throws: WStoreError.self, "\(path)") {
+                try out.withUnsafeMutableBytes { _ = try store.read("raw", into: $0, path: path) }
+            }
+        }
         #expect(try store.readBytes("packed") == packed)  // the neighbour is intact
         let report = try store.verify()
         #expect(report.tensorsChecked == 2)

@@ -91,6 +91,31 @@ import WStoreTestSupport
         #expect(try store.readBytes("big", threads: 2) == bytes)
     }
 
+    /// Reading a record from the data file (by its offset under the map) gives the same
+    /// bytes as the map, for raw and compressed records, large ones several 1 MiB read
+    /// pieces long and small ones that fall back to the map, checked or not.
+    @Test(arguments: [ReadPath.map, .file, .fileDropCache])
+    func everyReadPathGivesTheSameBytes(_ path: ReadPath) throws {
+        let dir = TemporaryDirectory()
+        let store = try WeightStore.create(at: dir.sub("s"))
+        let tensors: [(String, [UInt8], CodecChoice)] = [
+            ("raw-large", randomBytes(5 << 19 + 3, seed: 1), .raw), ("zstd-large", weightLikeBF16(5 << 19, seed: 2), .zstd),
+            ("raw-small", randomBytes(100, seed: 3), .raw), ("zstd-small", weightLikeBF16(300, seed: 4), .zstd),
+        ]
+        for (name, bytes, codec) in tensors {
+            try bytes.withUnsafeBytes { _ = try store.put(name, dtype: .u8, shape: [bytes.count], bytes: $0, codec: codec) }
+        }
+        try store.sync()
+        let reader = try WeightStore.open(at: dir.sub("s"))
+        for (name, bytes, _) in tensors {
+            for (threads, verify) in [(1, true), (2, true), (1, false)] {
+                var out = [UInt8](repeating: 0, count: bytes.count)
+                try out.withUnsafeMutableBytes { _ = try reader.read(name, into: $0, threads: threads, verify: verify, path: path) }
+                #expect(out == bytes, "\(name) threads \(threads) verify \(verify)")
+            }
+        }
+    }
+
     @Test func rawPayloadsAre64ByteAlignedInTheMap() throws {
         let dir = TemporaryDirectory()
         let store = try WeightStore.create(at: dir.sub("s"))

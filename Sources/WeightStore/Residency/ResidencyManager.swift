@@ -44,6 +44,12 @@ public final class ResidencyManager: Sendable {
         public var loaders = 2
         /// Threads decoding one compressed tensor.
         public var decodeThreads = 1
+        /// Where loads read an expert's records from. The default reads them from the
+        /// data file and then drops their pages from the page cache, so that, beside the
+        /// budget, the store holds next to nothing in memory (`wstore bench cache
+        /// --store` reports the bytes beyond the budget); ``ReadPath/file`` leaves them
+        /// in the page cache, a second tier the kernel may reclaim.
+        public var loadPath: ReadPath = .fileDropCache
         /// What a demand acquire does when the budget is all pinned.
         public var whenFull: WhenFull = .wait(timeout: .seconds(30))
         /// Default options.
@@ -534,7 +540,7 @@ public final class ResidencyManager: Sendable {
                 try store.withSnapshot { s in
                     for p in layout.parts {
                         try s.read(p.tensor, model: model, into: UnsafeMutableRawBufferPointer(start: buffer + p.offset, count: p.size),
-                                   threads: options.decodeThreads)
+                                   threads: options.decodeThreads, path: options.loadPath)
                     }
                 }
             } catch {

@@ -1,0 +1,159 @@
+#!/usr/bin/env python3
+"""Python peers of wstore's load paths, measured in the same run as wstore itself.
+
+    python Benchmarks/peers.py --wstore .build/release/wstore --checkpoint model.safetensors \
+        --store model.wstore [--repeats 3] [--kv-chunk-mib 8 --kv-puts 32]
+
+- safetensors `safe_open(...).get_tensor` of the store's expert tensors, warm and cold
+  (the file's pages dropped with posix_fadvise before each expert), beside
+  `wstore bench load STORE --experts [--cold] --source CHECKPOINT --json`;
+- python-lmdb put of KV-chunk-sized values (one durable commit per put, as a KV store
+  commits, and with sync off) and get, beside `wstore bench kv --model-shape ...`.
+
+Every figure is a ratio against a peer measured in the same run; the machine may be
+shared, so repeat (--repeats) and report ranges. Needs numpy, safetensors and lmdb
+(`make bench-peers` installs lmdb into a venv).
+"""
+import argparse, json, os, re, shutil, subprocess, sys, tempfile, time
+
+import numpy as np
+from safetensors import safe_open
+
+EXPERT = re.compile(r"\.experts\.(\d+)\.")
+
+
+def experts_of(path):
+    """Expert tensors of a Mixtral/Qwen-style checkpoint, grouped by (layer, expert)."""
+    groups = {}
+    with safe_open(path, "np") as f:
+        for name in f.keys():
+            m, l = EXPERT.search(name), re.search(r"layers\.(\d+)\.", name)
+            if m and l:
+                groups.setdefault((int(l.group(1)), int(m.group(1))), []).append(name)
+    return [sorted(v) for _, v in sorted(groups.items())]
+
+
+def numpy_view(path):
+    """numpy has no bfloat16: a copy of the checkpoint whose header says F16 for BF16
+    (the same bytes and header length: `"BF16"` becomes `"F16" `), so get_tensor returns
+    the same bytes as float16 arrays. Made once, next to the checkpoint."""
+    view = path + ".f16-view"
+    if not os.path.exists(view) or os.path.getmtime(view) < os.path.getmtime(path):
+        with open(path, "rb") as f:
+            n = int.from_bytes(f.read(8), "little")
+            header = f.read(n).replace(b'"BF16"', b'"F16" ')
+            with open(view + ".tmp", "wb") as out:
+                out.write(n.to_bytes(8, "little"))
+                out.write(header)
+                shutil.copyfileobj(f, out, 16 << 20)
+        os.replace(view + ".tmp", view)
+    return view
+
+
+def drop(path):
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def get_tensor_gbps(path, groups, cold):
+    total, seconds = 0, 0.0
+    with safe_open(path, "np") as f:
+        for names in groups:
+            if cold:
+                drop(path)
+            t0 = time.perf_counter()
+            arrays = [f.get_tensor(n) for n in names]
+            seconds += time.perf_counter() - t0
+            total += sum(a.nbytes for a in arrays)
+    return total / seconds / 1e9
+
+
+def wstore_json(args, *cmd):
+    out = subprocess.run([args.wstore, *cmd, "--json"], check=True, capture_output=True, text=True).stdout
+    return json.loads(out)
+
+
+def load_rows(args):
+    groups = experts_of(args.checkpoint)[: args.limit]
+    view = numpy_view(args.checkpoint)
+    rows = []
+    for cold in (False, True):
+        st = get_tensor_gbps(view, groups, cold)
+        cmd = ["bench", "load", args.store, "--experts", "--source", args.checkpoint, "--limit", str(args.limit)]
+        report = wstore_json(args, *(cmd + (["--cold"] if cold else [])))
+        for p in report["paths"]:
+            if p.get("bytes", 0) > 0 and p["path"].startswith("materialize"):
+                rows.append(("cold" if cold else "warm", p["path"], p["gbps"], st))
+    return rows
+
+
+def lmdb_rows(args):
+    import lmdb
+
+    value = np.random.default_rng(1).integers(0, 256, args.kv_chunk_mib << 20, dtype=np.uint8).tobytes()
+    rows = []
+    for sync in (True, False):
+        d = tempfile.mkdtemp(prefix="peers-lmdb-")
+        try:
+            env = lmdb.open(d, map_size=(args.kv_puts + 4) * len(value) * 2, sync=sync, writemap=True, metasync=sync)
+            t0 = time.perf_counter()
+            for i in range(args.kv_puts):
+                with env.begin(write=True) as txn:
+                    txn.put(b"chunk%08d" % i, value)
+            put = args.kv_puts * len(value) / (time.perf_counter() - t0) / 1e9
+            t0 = time.perf_counter()
+            with env.begin() as txn:
+                for i in range(args.kv_puts):
+                    b = bytes(txn.get(b"chunk%08d" % i))
+            get = args.kv_puts * len(value) / (time.perf_counter() - t0) / 1e9
+            env.close()
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
+        rows.append(("sync per commit" if sync else "sync off", put, get))
+    return rows
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--wstore", required=True)
+    ap.add_argument("--checkpoint", required=True, help="the safetensors file STORE was packed from")
+    ap.add_argument("--store", required=True)
+    ap.add_argument("--limit", type=int, default=48, help="experts per pass")
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--kv-chunk-mib", type=int, default=8)
+    ap.add_argument("--kv-puts", type=int, default=32)
+    ap.add_argument("--kv-shape", default="layers=8,kv_heads=8,head_dim=128,dtype=bf16")
+    args = ap.parse_args()
+
+    load = {}
+    for _ in range(args.repeats):
+        for warmth, path, gbps, st in load_rows(args):
+            load.setdefault((warmth, path), []).append((gbps, st, gbps / st))
+    print(f"wstore bench load beside safetensors get_tensor (same run, {args.repeats} repeats; ranges min-max)")
+    print(f"{'':5} {'wstore path':38} {'wstore GB/s':>13} {'get_tensor GB/s':>16} {'ratio':>11}")
+    for (warmth, path), v in load.items():
+        g, s, r = zip(*v)
+        print(f"{warmth:5} {path:38} {min(g):5.2f}-{max(g):<6.2f} {min(s):7.2f}-{max(s):<7.2f} {min(r):5.2f}-{max(r):<5.2f}")
+
+    print()
+    print(f"python-lmdb put/get of {args.kv_chunk_mib} MiB values, {args.kv_puts} puts, one commit each (writemap)")
+    kv = {}
+    for _ in range(args.repeats):
+        for mode, put, get in lmdb_rows(args):
+            kv.setdefault(mode, []).append((put, get))
+        store = wstore_json(args, "bench", "kv", "--model-shape", args.kv_shape, "--requests", "16",
+                            "--capacity-blocks", "0")
+        s = store.get("store") or store.get("storeReport") or {}
+        if s:
+            kv.setdefault("wstore kv " + s.get("codec", "?"), []).append(
+                (s["putBytes"] / s["putSeconds"] / 1e9, s["getBytes"] / max(s["getSeconds"], 1e-12) / 1e9))
+    for mode, v in kv.items():
+        p, g = zip(*v)
+        print(f"  {mode:22} put {min(p):5.2f}-{max(p):<5.2f} GB/s   get {min(g):5.2f}-{max(g):<5.2f} GB/s")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

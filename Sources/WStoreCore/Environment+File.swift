@@ -1,0 +1,184 @@
+import CLMDB
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Reading and writing large values through the data file itself, beside the map.
+///
+/// A value larger than about half a page lives on LMDB overflow pages: contiguous pages
+/// of the data file, the first one starting with a 16-byte page header (lmdb.c,
+/// `MDB_page`: `mp_pgno` (size_t), `mp_pad` (u16), `mp_flags` (u16), `mp_pages` (u32);
+/// `PAGEHDRSZ` 16; overflow data at `METADATA(page)`). So such a value can be read with
+/// pread(2) at `mp_pgno * psize + 16`, exactly its bytes, instead of faulting the map,
+/// whose faults read the disk's whole readahead window around each page.
+extension LMDBEnvironment {
+    /// lmdb.c `PAGEHDRSZ` on 64-bit builds.
+    private static let pageHeaderSize = 16
+    /// lmdb.c `P_OVERFLOW`.
+    private static let overflowFlag: UInt16 = 0x04
+
+    /// The data file's descriptor, LMDB's own. The corresponding C function is `mdb_env_get_fd`.
+    var fileDescriptor: Int32 {
+        var fd: mdb_filehandle_t = -1
+        mdb_env_get_fd(env, &fd)
+        return fd
+    }
+
+    /// The offset in the data file of `value`, bytes lent by a transaction of this
+    /// environment, when they are on overflow pages; `nil` otherwise (a small value in a
+    /// leaf page). Reads the page header just before `value`, which is on the value's
+    /// own first page.
+    package func fileOffset(of value: UnsafeRawBufferPointer) -> Int? {
+        guard let base = value.baseAddress, value.count > 0 else { return nil }
+        let psize = pageSize
+        let page = base - Self.pageHeaderSize
+        guard UInt(bitPattern: page) % UInt(psize) == 0 else { return nil }
+        let pgno = page.loadUnaligned(as: UInt.self)
+        let flags = page.loadUnaligned(fromByteOffset: 10, as: UInt16.self)
+        let pages = page.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
+        guard flags & Self.overflowFlag != 0, Int(pages) * psize >= value.count + Self.pageHeaderSize,
+              pgno <= UInt(Int.max / psize) else { return nil }
+        return Int(pgno) * psize + Self.pageHeaderSize
+    }
+
+    /// Reads `buffer.count` bytes of the data file at `offset` (pread(2), EINTR retried).
+    /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` when the file ends first
+    ///   (`name` names the record), ``LMDBError`` with errno on an I/O error.
+    package func readFile(into buffer: UnsafeMutableRawBufferPointer, at offset: Int, name: @autoclosure () -> String) throws {
+        let fd = fileDescriptor
+        var done = 0
+        while done < buffer.count {
+            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            if n < 0 && errno == EINTR { continue }
+            if n < 0 { try LMDBError.check(errno, "pread(data.mdb)", path: path) }
+            if n == 0 {
+                throw WStoreError.corruptRecord(name: name(), reason: "data.mdb ends at \(offset + done), inside the record")
+            }
+            done += n
+        }
+    }
+
+    /// Writes `bytes` into the data file at `offset` (pwrite(2), EINTR retried).
+    /// - Throws: ``LMDBError`` with errno.
+    package func writeFile(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
+        let fd = fileDescriptor
+        var done = 0
+        while done < bytes.count {
+            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
+            if n < 0 && errno == EINTR { continue }
+            if n <= 0 { try LMDBError.check(n < 0 ? errno : EIO, "pwrite(data.mdb)", path: path) }
+            done += n
+        }
+    }
+
+    /// Asks the kernel to start reading exactly `length` bytes at `offset` into the page
+    /// cache (posix_fadvise `POSIX_FADV_WILLNEED`), and no more: the reads that follow
+    /// wait only for what they need, and nothing around the range is read ahead.
+    package func adviseWillNeed(offset: Int, length: Int) {
+        _ = posix_fadvise(fileDescriptor, off_t(offset), off_t(length), POSIX_FADV_WILLNEED)
+    }
+
+    /// Drops the clean page-cache pages of `length` bytes at `offset` (posix_fadvise
+    /// `POSIX_FADV_DONTNEED`); pages another mapping still holds stay.
+    package func dropFileCache(offset: Int, length: Int) {
+        _ = posix_fadvise(fileDescriptor, off_t(offset), off_t(length), POSIX_FADV_DONTNEED)
+    }
+
+    /// Drops every page of the record at `offset` (as ``fileOffset(of:)`` gives it) of
+    /// `length` bytes, its first page with the page header and its last partial page
+    /// included: overflow pages hold one value only.
+    package func dropRecordPages(offset: Int, length: Int) {
+        let page = PageCache.pageSize
+        let start = offset - offset % page, end = (offset + length + page - 1) / page * page
+        dropFileCache(offset: start, length: end - start)
+    }
+
+    /// Starts writing back every dirty page of the data file without waiting
+    /// (sync_file_range `SYNC_FILE_RANGE_WRITE`), so a bulk load's disk writes overlap
+    /// its work instead of all waiting for the final ``sync(force:)``. A hint only.
+    package func startWriteback() {
+        _ = SyncFileRange.function?(fileDescriptor, 0, 0, SyncFileRange.write)
+    }
+
+    /// Shortens the data file of the closed environment at `path` to `bytes`
+    /// (``usedBytes`` read before closing it) and fsyncs it: a `MDB_WRITEMAP`
+    /// environment leaves its file as long as its map. Never lengthens it.
+    /// - Throws: ``LMDBError`` with errno when the file cannot be opened, truncated or synced.
+    package static func trimDataFile(path: String, to bytes: Int) throws {
+        let file = path + "/data.mdb"
+        let fd = open(file, O_RDWR | O_CLOEXEC)
+        if fd < 0 { try LMDBError.check(errno, "open(data.mdb)", path: path) }
+        defer { close(fd) }
+        var st = stat()
+        if fstat(fd, &st) != 0 { try LMDBError.check(errno, "fstat(data.mdb)", path: path) }
+        guard Int(st.st_size) > bytes else { return }
+        if ftruncate(fd, off_t(bytes)) != 0 { try LMDBError.check(errno, "ftruncate(data.mdb)", path: path) }
+        if fsync(fd) != 0 { try LMDBError.check(errno, "fsync(data.mdb)", path: path) }
+    }
+}
+
+/// sync_file_range(2), looked up at run time (glibc declares it only under _GNU_SOURCE).
+private enum SyncFileRange {
+    typealias Fn = @convention(c) (Int32, off_t, off_t, UInt32) -> Int32
+    static let write: UInt32 = 2 // SYNC_FILE_RANGE_WRITE, fcntl.h
+    static let function: Fn? = {
+        guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "sync_file_range") else { return nil }
+        return unsafeBitCast(sym, to: Fn.self)
+    }()
+}
+
+extension LMDBEnvironment {
+    /// Before `value` (on overflow pages) is read: when its first or last page is not in
+    /// memory (mincore(2)), asks for exactly its range (``adviseWillNeed(offset:length:)``),
+    /// so the faults or reads that follow find the pages on their way instead of each
+    /// reading one page (``Options/noReadahead``) or a whole readahead window. Call it
+    /// before touching `value`: the range is found from the map's address, without
+    /// reading the value's page header, so the record's first page comes with the rest
+    /// in one request. Costs three mincore calls when the value is warm.
+    package func prepareToRead(_ value: UnsafeRawBufferPointer) {
+        guard value.count > PageCache.pageSize, let base = value.baseAddress else { return }
+        let mask = UInt(PageCache.pageSize - 1)
+        // The first, middle and last pages: a record whose ends stayed (a partial drop)
+        // but whose middle went is still cold.
+        var warm = true
+        for at in [0, value.count / 2, value.count - 1] where warm {
+            var resident: UInt8 = 0
+            let page = UnsafeMutableRawPointer(bitPattern: (UInt(bitPattern: base) + UInt(at)) & ~mask)!
+            warm = mincore(page, 1, &resident) == 0 && resident & 1 != 0
+        }
+        guard !warm, let offset = mapOffset(of: value) else { return }
+        let start = offset - offset % PageCache.pageSize
+        adviseWillNeed(offset: start, length: offset + value.count - start)
+    }
+
+    /// The file offset of `value` by its distance from the start of the map, which is
+    /// found in /proc/self/maps (LMDB does not publish its map address) and cached. A
+    /// hint only: a map moved since is noticed when `value` falls outside it, and a
+    /// stale answer would only advise the wrong range.
+    func mapOffset(of value: UnsafeRawBufferPointer) -> Int? {
+        let p = Int(bitPattern: value.baseAddress)
+        let size = mapSize
+        let cached = mapStart.load(ordering: .relaxed)
+        if cached != 0, p >= cached, p + value.count <= cached + size { return p - cached }
+        guard let start = Self.findMapping(containing: p), p + value.count <= start + size else { return nil }
+        mapStart.store(start, ordering: .relaxed)
+        return p - start
+    }
+
+    /// The address at which file offset 0 of the mapping holding `address` sits, from /proc/self/maps.
+    private static func findMapping(containing address: Int) -> Int? {
+        guard let f = fopen("/proc/self/maps", "r") else { return nil }
+        defer { fclose(f) }
+        var line = [CChar](repeating: 0, count: 4096)
+        while fgets(&line, Int32(line.count), f) != nil {
+            // "start-end perms offset dev inode path"
+            let fields = String(cString: line).split(separator: " ", omittingEmptySubsequences: true)
+            guard fields.count >= 6 else { continue }
+            let range = fields[0].split(separator: "-")
+            guard range.count == 2, let lo = Int(range[0], radix: 16), let hi = Int(range[1], radix: 16),
+                  let offset = Int(fields[2], radix: 16), address >= lo, address < hi else { continue }
+            return lo - offset
+        }
+        return nil
+    }
+}
