@@ -5,13 +5,18 @@ import Foundation
 /// learnt online from the layer's own routing:
 ///
 /// - **How often** (per layer, per token): a bank of recency-weighted frequencies (LRFU
-///   estimates) whose memories span 1 to 256 tokens, mixed by how well each has predicted
-///   the layer's picks so far (an exponentially weighted forecaster under log loss). A
-///   layer whose experts follow the request's topic leans on the short memories; one with
-///   lasting favourites on the long ones; one whose tokens repeat the previous token's
-///   experts on the shortest, which is recency. No half-life is chosen for a trace.
-/// - **The next visit** (when a prefetch hint names the expert for its layer's next token):
-///   at least the layer's measured hint precision.
+///   estimates) whose memories span 1 to 256 tokens, weighted by how well each has
+///   predicted the layer's picks so far (an exponentially weighted forecaster under log
+///   loss, discounted over ~256 tokens). A layer whose experts follow the request's topic
+///   leans on the short memories, one with lasting favourites on the long ones: no
+///   half-life is fitted to a trace.
+/// - **Reuse beyond frequency**: consecutive tokens may share experts more often than
+///   their frequencies explain (or not at all: on recorded routing reuse sits at chance
+///   level). Each layer measures how many of a token's experts the next token reuses
+///   *beyond* what the estimate above predicted for them, and credits only that excess
+///   to the last token's experts.
+/// - **The next visit** (when a prefetch hint names the expert for its layer's next
+///   token): at least the layer's measured hint precision.
 /// - **When**: the way to the layer's next token (layers run in order), then a geometric
 ///   wait at the estimated chance per token.
 ///
@@ -34,10 +39,16 @@ public final class ForecastPolicy: ResidencyPolicy {
     private var hintsGiven: [Double]
     private var hintsUsed: [Double]
     private var resident: ResidentSet
+    private var excess: [Double]
+    private var previous: [[Int]]
+    private var current: [[Int]]
+    private var expectedReuse: [Double]
+    private var reusedNow: [Int]
     private var currentLayer = 0
-    private var useHints = true
 
-    /// A forecast policy for `geometry` (the budget is implicit in what is resident).
+    /// A forecast policy for `geometry` (the budget is implicit in what is resident) mixing
+    /// frequency estimates whose weight halves every `halfLives` tokens.
+    /// - Precondition: `halfLives` is not empty and every half-life is positive.
     public init(geometry: ResidencyGeometry, capacity: Int, halfLives: [Double] = [1, 4, 16, 64, 256],
                 name: String = "forecast") {
         precondition(!halfLives.isEmpty && halfLives.allSatisfy { $0 > 0 }, "half-lives must be positive")
@@ -57,6 +68,11 @@ public final class ForecastPolicy: ResidencyPolicy {
         hintsGiven = Array(repeating: 2, count: geometry.layers)
         hintsUsed = Array(repeating: 1, count: geometry.layers)
         resident = ResidentSet(count: n)
+        excess = Array(repeating: 0, count: geometry.layers)
+        previous = Array(repeating: [], count: geometry.layers)
+        current = Array(repeating: [], count: geometry.layers)
+        expectedReuse = Array(repeating: 0, count: geometry.layers)
+        reusedNow = Array(repeating: 0, count: geometry.layers)
     }
 
     /// The token of layer `l` whose accesses come next (or are under way).
@@ -84,8 +100,22 @@ public final class ForecastPolicy: ResidencyPolicy {
         currentLayer = l
         let t = token(l)
         if hintToken[id] == t { hintsUsed[l] += 1 }
-        // Score each estimate on this pick (a share of the token's k picks, smoothed
-        // with the uniform so that no estimate is ever certain it cannot happen).
+        if layerAccesses[l] % k == 0 {
+            // A new token of layer l: how many of the last token's experts the token before
+            // it reused, beside what the frequencies expected.
+            if t >= 2 {
+                let b = 1.0 / min(Double(t - 1), 512)
+                excess[l] += b * ((Double(reusedNow[l]) - expectedReuse[l]) / Double(k) - excess[l])
+            }
+            swap(&previous[l], &current[l])
+            current[l].removeAll(keepingCapacity: true)
+            expectedReuse[l] = previous[l].reduce(0) { $0 + chance($1, at: t) }
+            reusedNow[l] = 0
+        }
+        if stamp[id] == t - 1 { reusedNow[l] += 1 }
+        current[l].append(id)
+        // Score each estimate on this pick (as a share of the token's k picks, mixed with
+        // 1% of the uniform so that no estimate is ever certain a pick cannot happen).
         let E = Double(geometry.experts)
         var best = Double.infinity
         for h in halfLives.indices {
@@ -127,9 +157,11 @@ public final class ForecastPolicy: ResidencyPolicy {
         if stamp[id] >= t { t += 1 }                  // used by the token under way: next token
         let here = (layerAccesses[currentLayer] - 1) / k * L + currentLayer
         let d = Double(t * L + l - here) / Double(L)
-        let p = min(1, max(chance(id, at: t), 1e-6))
+        var p = chance(id, at: t)
+        if stamp[id] == t - 1 { p += max(0, excess[l]) }
+        p = min(1, max(p, 1e-6))
         var first = p
-        if useHints && hintToken[id] == t { first = max(p, min(1, hintsUsed[l] / hintsGiven[l])) }
+        if hintToken[id] == t { first = max(p, min(1, hintsUsed[l] / hintsGiven[l])) }
         return d + (1 - first) / p
     }
 
