@@ -10,7 +10,7 @@ DEMO_DIR  ?= demo-out
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 PY_PKGS    = numpy safetensors gguf
 
-.PHONY: all deps pydeps build lib demo test bench bench-check bench-thresholds clean
+.PHONY: all deps pydeps build lib demo test corruption-sweep bench bench-check bench-thresholds clean
 
 all: build
 
@@ -45,6 +45,18 @@ demo: build pydeps
 test: deps pydeps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
+	$(PYTHON) scripts/corruption_sweep.py --wstore .build/debug/wstore --trials $(SWEEP_TRIALS_FAST)
+
+# Damages copies of a weight store and a KV store SWEEP_TRIALS times (meta, branch, leaf and
+# overflow pages, record headers, frame tables, payloads, keys, indexes, truncations) and
+# runs the readers on each in a child process: every run must be a clean one-line error or
+# exactly the right output (no signal, no hang, no silent wrong bytes). `make test` runs 100.
+SWEEP_TRIALS      ?= 1000
+SWEEP_TRIALS_FAST ?= 100
+SWEEP_SEED        ?= 1
+corruption-sweep: deps
+	$(SWIFT) build --product wstore
+	$(PYTHON) scripts/corruption_sweep.py --wstore .build/debug/wstore --trials $(SWEEP_TRIALS) --seed $(SWEEP_SEED)
 
 # ordo-one/benchmark suites (Benchmarks/, a sibling package so library users never
 # build the harness). bench-check compares a run with the committed Thresholds/.

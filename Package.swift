@@ -1,12 +1,15 @@
 // swift-tools-version: 6.1
 import PackageDescription
 
+// Linux only: the storage core calls Glibc directly (Sources/WStoreCore/Posix.swift stops
+// the build elsewhere with #error).
 let package = Package(
     name: "wstore",
-    platforms: [.macOS(.v15)],
     products: [
         .library(name: "WeightStore", targets: ["WeightStore"]),
         .library(name: "KVCache", targets: ["KVCache"]),
+        .library(name: "WStoreFormats", targets: ["WStoreFormats"]),
+        .library(name: "WStoreReplay", targets: ["WStoreReplay"]),
         .executable(name: "wstore", targets: ["wstore"]),
         // libwstore-c.so: the C ABI (include/wstore.h) for engines in C, C++, Python.
         .library(name: "wstore-c", type: .dynamic, targets: ["CWStoreABI"]),
@@ -21,14 +24,21 @@ let package = Package(
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
-        // Numeric kernels (attention scores, float conversions) with run-time AVX2 dispatch.
+        // Numeric kernels (attention scores, float conversions, quantization) with
+        // run-time AVX2/AVX-512 dispatch; called only through WStoreKernels.
         .target(name: "CKernels"),
 
-        // The storage core: every mdb_*, ZSTD_* and XXH* call lives here.
+        // The storage core: every mdb_*, ZSTD_* and XXH* call, and every POSIX call (Posix.swift), lives here.
         .target(
             name: "WStoreCore",
-            dependencies: ["CLMDB", "CZstd", "CXXHash", "CKernels"]
+            dependencies: ["CLMDB", "CZstd", "CXXHash"]
         ),
+        // Swift face of CKernels: SnapKV scores, float conversions, KIVI quantization.
+        .target(name: "WStoreKernels", dependencies: ["CKernels"]),
+        // Checkpoint formats: safetensors and GGUF readers and writers, expert naming,
+        // checkpoint folders. Used by the CLI and the KV cache; engines need not link it.
+        .target(name: "WStoreFormats", dependencies: ["WStoreCore"]),
+        // What engines link: the weight store, the residency manager and its policies.
         .target(
             name: "WeightStore",
             dependencies: [
@@ -38,8 +48,11 @@ let package = Package(
         ),
         .target(
             name: "KVCache",
-            dependencies: ["WStoreCore"]
+            dependencies: ["WStoreCore", "WStoreKernels", "WStoreFormats"]
         ),
+        // Replaying traces: routing traces (real and synthetic), Belady's MIN, the residency
+        // simulator, Mooncake KV traces and prefix replay. For the CLI, benches and tests.
+        .target(name: "WStoreReplay", dependencies: ["WeightStore", "WStoreCore"]),
         // Command logic lives in a library so tests can run commands in-process.
         .target(
             name: "WStoreCLI",
@@ -47,6 +60,9 @@ let package = Package(
                 "WeightStore",
                 "KVCache",
                 "WStoreCore",
+                "WStoreFormats",
+                "WStoreKernels",
+                "WStoreReplay",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
@@ -55,16 +71,31 @@ let package = Package(
         // The C ABI: include/wstore.h (a header-only module, so Swift uses its exact
         // structs) and the @_cdecl exports that implement it.
         .systemLibrary(name: "CWStoreHeader", path: "include"),
-        .target(name: "CWStoreABI", dependencies: ["WeightStore", "CWStoreHeader"]),
+        .target(name: "CWStoreABI", dependencies: ["WeightStore", "WStoreCore", "CWStoreHeader"]),
 
-        .testTarget(name: "WStoreCoreTests", dependencies: ["WStoreCore"]),
-        .testTarget(name: "WeightStoreTests", dependencies: ["WeightStore", "WStoreCore"]),
-        .testTarget(name: "KVCacheTests", dependencies: ["KVCache", "WStoreCore", "WStoreCLI"], exclude: ["Fixtures"]),
-        .testTarget(name: "CLITests", dependencies: ["WStoreCLI", "WeightStore"]),
-        .testTarget(name: "PackTests", dependencies: ["WStoreCLI", "WeightStore", "WStoreCore"]),
-        .testTarget(name: "ResidencyTests", dependencies: ["WeightStore", "WStoreCLI"]),
+        // What the tests share: temporary directories, the process runner, fixtures, seeded data.
+        .target(
+            name: "WStoreTestSupport",
+            dependencies: ["WStoreCore", "WeightStore"],
+            path: "Tests/WStoreTestSupport"
+        ),
+        .testTarget(name: "WStoreCoreTests", dependencies: ["WStoreCore", "WStoreTestSupport"]),
+        .testTarget(name: "WStoreFormatsTests", dependencies: ["WStoreCore", "WStoreFormats", "WeightStore", "WStoreTestSupport"]),
+        .testTarget(name: "WeightStoreTests", dependencies: ["WeightStore", "WStoreCore", "WStoreTestSupport"]),
+        .testTarget(
+            name: "KVCacheTests",
+            dependencies: ["KVCache", "WStoreCore", "WStoreKernels", "WStoreReplay", "WStoreTestSupport"],
+            exclude: ["Fixtures"]
+        ),
+        .testTarget(name: "ResidencyTests", dependencies: ["WeightStore", "WStoreCore", "WStoreReplay", "WStoreTestSupport"]),
+        // Every `wstore` command, run in-process.
+        .testTarget(
+            name: "CLITests",
+            dependencies: ["WStoreCLI", "WeightStore", "KVCache", "WStoreCore", "WStoreFormats", "WStoreReplay", "WStoreTestSupport"],
+            exclude: ["Fixtures"]
+        ),
         // Clients/ holds the C program and Python script the tests run against libwstore-c.so.
-        .testTarget(name: "CABITests", dependencies: ["CWStoreABI", "CWStoreHeader", "WeightStore"], exclude: ["Clients"]),
+        .testTarget(name: "CABITests", dependencies: ["CWStoreABI", "CWStoreHeader", "WeightStore", "WStoreTestSupport"], exclude: ["Clients"]),
     ],
     swiftLanguageModes: [.v6]
 )

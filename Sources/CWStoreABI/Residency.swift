@@ -1,11 +1,7 @@
 import CWStoreHeader
 import Synchronization
+import WStoreCore
 import WeightStore
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// What a `wstore_residency *` points at: the manager, the part names of its experts as C
 /// strings, and per expert where its parts sit in its buffer, shared by every handle.
@@ -34,7 +30,7 @@ final class ResidencyBox: @unchecked Sendable {
         }
         layouts.deinitialize(count: manager.geometry.count)
         layouts.deallocate()
-        partNames.withLock { for p in $0.values { free(p) } }
+        partNames.withLock { for p in $0.values { Posix.freeCString(p) } }
     }
 
     /// Where the parts of `handle`'s expert sit in its buffer: learnt from the first handle
@@ -47,7 +43,7 @@ final class ResidencyBox: @unchecked Sendable {
         let cNames = partNames.withLock { table in
             names.map { name in
                 if let p = table[name] { return UnsafePointer(p) }
-                let p = strdup(name)!
+                let p = Posix.duplicateCString(name)
                 table[name] = p
                 return UnsafePointer(p)
             }
@@ -175,7 +171,7 @@ public func wstore_expert_part_by_name(_ expert: OpaquePointer?, _ part: UnsafeP
         let e = try expertFrom(expert)
         let part = try required(part, "part")
         let data = try required(data, "data"), size = try required(size, "size")
-        guard let p = UnsafeBufferPointer(start: e.parts, count: e.count).first(where: { strcmp($0.name, part) == 0 }) else {
+        guard let p = UnsafeBufferPointer(start: e.parts, count: e.count).first(where: { Posix.equalCStrings($0.name, part) }) else {
             throw WStoreError.notFound("part \(String(cString: part)) of expert \(e.handle.expert) of layer \(e.handle.layer)")
         }
         data.pointee = p.data

@@ -1,11 +1,6 @@
 import CWStoreHeader
-import Foundation
+import WStoreCore
 import WeightStore
-#if canImport(Glibc)
-import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// Errors the C ABI raises on its own, beside those of the weight store.
 enum ABIError: Error, CustomStringConvertible {
@@ -44,6 +39,7 @@ func statusCode(of error: any Error) -> Int32 {
         case .notAStore: s = WSTORE_E_NOT_A_STORE
         case .notRaw: s = WSTORE_E_NOT_RAW
         case .invalidArgument: s = WSTORE_E_INVALID_ARGUMENT
+        case .io: s = WSTORE_E_IO
         }
     case let e as ResidencyError:
         switch e {
@@ -56,7 +52,6 @@ func statusCode(of error: any Error) -> Int32 {
         case .invalid, .versionMismatch: s = WSTORE_E_NOT_A_STORE
         default: s = WSTORE_E_IO
         }
-    case is CocoaError, is POSIXError: s = WSTORE_E_IO
     default: s = WSTORE_E_INTERNAL
     }
     return s.rawValue
@@ -96,17 +91,12 @@ func required<T>(_ p: T?, _ what: String) throws -> T {
 
 /// The thread-local slot of the last error message: a malloc'd C string, freed when
 /// replaced or when its thread exits.
-private let lastErrorKey: pthread_key_t = {
-    var key = pthread_key_t()
-    let rc = pthread_key_create(&key) { free($0) }
-    precondition(rc == 0, "pthread_key_create failed: \(rc)")
-    return key
-}()
+private let lastError = Posix.ThreadLocalCString()
 
 /// A C string that lives as long as the process and is never written: safe to share.
 struct StaticCString: @unchecked Sendable {
     let pointer: UnsafePointer<CChar>
-    init(_ s: String) { pointer = UnsafePointer(strdup(s)!) }
+    init(_ s: String) { pointer = UnsafePointer(Posix.duplicateCString(s)) }
 }
 
 private let emptyCString = StaticCString("")
@@ -114,16 +104,13 @@ private let emptyCString = StaticCString("")
 /// Replaces the calling thread's last error message (flattened to one line).
 func setLastError(_ message: String) {
     let line = message.split(whereSeparator: \.isNewline).joined(separator: " ")
-    let old = pthread_getspecific(lastErrorKey)
-    pthread_setspecific(lastErrorKey, strdup(line))
-    free(old)
+    lastError.set(line)
 }
 
 /// See `wstore_last_error` in wstore.h.
 @_cdecl("wstore_last_error")
 public func wstore_last_error() -> UnsafePointer<CChar>? {
-    guard let p = pthread_getspecific(lastErrorKey) else { return emptyCString.pointer }
-    return UnsafePointer(p.assumingMemoryBound(to: CChar.self))
+    lastError.value ?? emptyCString.pointer
 }
 
 private let statusNames: [Int32: StaticCString] = {

@@ -1,4 +1,5 @@
 import WStoreCore
+import WStoreKernels
 
 /// Converts KV tensor bytes (f16, bf16, f32, little-endian) to and from floats.
 package enum FloatCodec {

@@ -1,4 +1,5 @@
 import WStoreCore
+import WStoreKernels
 
 /// KIVI-style asymmetric quantization (arXiv 2402.02750) of one KV tensor.
 ///

@@ -5,19 +5,23 @@ import WStoreCore
 package enum KVChunk {
     /// "WKVC"
     static let magic: UInt32 = 0x4356_4B57
-    static let version: UInt16 = 1
+    /// The chunk version this build writes; version 1 (not bound to its key) is still read.
+    static let version: UInt16 = 2
     static let fixedHeaderSize = 48
 
-    /// Encodes `kv` (one chunk's tokens) with `codec`.
+    /// Encodes `kv` (one chunk's tokens) with `codec`, bound to the chunk key `key` it is
+    /// stored under (its chained prefix hash; KV.md §4).
     /// - Throws: ``WStoreError`` when zstd fails.
-    package static func encode(_ kv: KVCacheData, codec: KVCodec, kivi: KIVIOptions, threads: Int = 1) throws -> [UInt8] {
+    package static func encode(_ kv: KVCacheData, key: UInt64, codec: KVCodec, kivi: KIVIOptions,
+                               threads: Int = 1) throws -> [UInt8] {
         let tensors = kv.layers.flatMap { [$0.keys, $0.values] }
         var records = [[UInt8]](repeating: [], count: tensors.count)
         let sink = UncheckedSendable(UnsafeMutableBufferPointer<[UInt8]>.allocate(capacity: tensors.count))
         sink.value.initialize(repeating: [])
         defer { sink.value.deinitialize(); sink.value.deallocate() }
         try parallelFor(tensors.count, threads: threads) { i, _ in
-            sink.value[i] = try encodeTensor(tensors[i], isKeys: i % 2 == 0, codec: codec, kivi: kivi)
+            sink.value[i] = try encodeTensor(tensors[i], isKeys: i % 2 == 0, binding: recordBinding(key: key, index: i),
+                                             codec: codec, kivi: kivi)
         }
         for i in records.indices { records[i] = sink.value[i] }
         let first = kv.layers[0].keys
@@ -42,7 +46,7 @@ package enum KVChunk {
                 offset += r.count
             }
             put(UInt64(offset), 32)
-            put(headerChecksum(UnsafeRawBufferPointer(b)), 40)
+            put(headerChecksum(UnsafeRawBufferPointer(b), key: key), 40)
         }
         var out = header
         out.reserveCapacity(offset)
@@ -50,26 +54,36 @@ package enum KVChunk {
         return out
     }
 
-    private static func encodeTensor(_ t: KVTensor, isKeys: Bool, codec: KVCodec, kivi: KIVIOptions) throws -> [UInt8] {
+    /// What binds record `index` (2·layer for keys, 2·layer+1 for values) of chunk `key`:
+    /// ``Record/binding(key:)`` of the chunk key (u64 big-endian) followed by `index` (u32 big-endian).
+    static func recordBinding(key: UInt64, index: Int) -> UInt64 {
+        var k = withUnsafeBytes(of: key.bigEndian) { Array($0) }
+        withUnsafeBytes(of: UInt32(index).bigEndian) { k += $0 }
+        return Record.binding(key: k)
+    }
+
+    private static func encodeTensor(_ t: KVTensor, isKeys: Bool, binding: UInt64, codec: KVCodec,
+                                     kivi: KIVIOptions) throws -> [UInt8] {
         var options = EncodeOptions()
         options.codec = .zstd
         options.minSavings = 0
         let rec: EncodedRecord, source: [UInt8]
         if let bits = codec.bits {
             source = KIVI.encode(t, bits: bits, axis: isKeys ? .perChannel : .perToken, options: kivi)
-            rec = try source.withUnsafeBytes { try RecordEncoder.encode($0, dtype: .u8, shape: [source.count], options: options) }
+            rec = try source.withUnsafeBytes { try RecordEncoder.encode($0, dtype: .u8, shape: [source.count], binding: binding, options: options) }
         } else {
             source = t.bytes
-            rec = try source.withUnsafeBytes { try RecordEncoder.encode($0, dtype: t.dtype, shape: t.shape, options: options) }
+            rec = try source.withUnsafeBytes { try RecordEncoder.encode($0, dtype: t.dtype, shape: t.shape, binding: binding, options: options) }
         }
         var out = [UInt8](repeating: 0, count: rec.totalSize)
         source.withUnsafeBytes { src in out.withUnsafeMutableBytes { rec.write(into: $0, source: src) } }
         return out
     }
 
-    /// xxh3 of the header with its checksum field (bytes 40..<48) left out.
-    private static func headerChecksum(_ b: UnsafeRawBufferPointer) -> UInt64 {
-        let seed = xxh3(UnsafeRawBufferPointer(rebasing: b[0 ..< 40]))
+    /// xxh3 of the header with its checksum field (bytes 40..<48) left out; from version 2
+    /// the inner hash is seeded with the chunk key (version 1: seed 0).
+    private static func headerChecksum(_ b: UnsafeRawBufferPointer, key: UInt64) -> UInt64 {
+        let seed = xxh3(UnsafeRawBufferPointer(rebasing: b[0 ..< 40]), seed: key)
         return xxh3(UnsafeRawBufferPointer(rebasing: b[fixedHeaderSize...]), seed: seed)
     }
 
@@ -81,13 +95,16 @@ package enum KVChunk {
         package let tokens: Int
         package let kvHeads: Int
         package let headDim: Int
+        /// The chunk version: 2 when the chunk is bound to its key.
+        package let version: Int
         /// Raw bytes of its keys and values.
         package var rawBytes: Int { 2 * layers * tokens * kvHeads * headDim * dtype.elementSize! }
     }
 
     /// Parses and checks a chunk header.
     /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` for a damaged header.
-    package static func info(_ bytes: UnsafeRawBufferPointer, name: String) throws -> Info {
+    /// - Parameter key: the chunk key it was read under; a version-2 chunk of another key fails.
+    package static func info(_ bytes: UnsafeRawBufferPointer, key: UInt64, name: String) throws -> Info {
         func corrupt(_ why: String) -> WStoreError { .corruptRecord(name: name, reason: why) }
         guard bytes.count >= fixedHeaderSize else { throw corrupt("chunk of \(bytes.count) bytes, shorter than its header") }
         func u32(_ at: Int) -> Int { Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: at, as: UInt32.self))) }
@@ -95,22 +112,27 @@ package enum KVChunk {
         guard UInt32(u32(0)) == magic else { throw corrupt("bad chunk magic") }
         let v = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
         guard v <= version else { throw WStoreError.newerFormat(what: "KV chunk \(name)", found: Int(v), supported: Int(version)) }
+        guard v >= 1 else { throw corrupt("chunk version 0") }
         let layers = u32(8)
         guard layers > 0, layers <= 4096, fixedHeaderSize + 32 * layers <= bytes.count else { throw corrupt("bad layer count \(layers)") }
-        guard headerChecksum(UnsafeRawBufferPointer(rebasing: bytes[0 ..< fixedHeaderSize + 32 * layers])) == u64(40) else {
-            throw corrupt("chunk header checksum mismatch")
+        guard headerChecksum(UnsafeRawBufferPointer(rebasing: bytes[0 ..< fixedHeaderSize + 32 * layers]),
+                             key: v >= 2 ? key : 0) == u64(40) else {
+            throw corrupt(v >= 2 ? "chunk header checksum mismatch (damaged, or not the chunk of this key)"
+                                 : "chunk header checksum mismatch")
         }
         guard let codec = KVCodec(code: bytes[6]), let dtype = DType(code: bytes[7], ggmlType: 0),
               KVTensor.supportedDTypes.contains(dtype) else { throw corrupt("unknown codec or dtype") }
         guard u64(32) == UInt64(bytes.count) else { throw corrupt("chunk is \(bytes.count) bytes, header says \(u64(32))") }
-        return Info(codec: codec, dtype: dtype, layers: layers, tokens: u32(12), kvHeads: u32(16), headDim: u32(20))
+        return Info(codec: codec, dtype: dtype, layers: layers, tokens: u32(12), kvHeads: u32(16), headDim: u32(20),
+                    version: Int(v))
     }
 
     /// Decodes a whole chunk, checking every record's checksum.
     /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` or ``WStoreError/checksumMismatch(name:expected:actual:)``:
     ///   a damaged chunk is reported, never returned.
-    package static func decode(_ bytes: UnsafeRawBufferPointer, name: String, threads: Int = 1) throws -> KVCacheData {
-        let info = try info(bytes, name: name)
+    package static func decode(_ bytes: UnsafeRawBufferPointer, key: UInt64, name: String,
+                               threads: Int = 1) throws -> KVCacheData {
+        let info = try info(bytes, key: key, name: name)
         let count = 2 * info.layers
         let sink = UncheckedSendable(UnsafeMutableBufferPointer<KVTensor?>.allocate(capacity: count))
         sink.value.initialize(repeating: nil)
@@ -122,7 +144,11 @@ package enum KVChunk {
             guard off >= fixedHeaderSize, len >= 0, off <= bytes.count, len <= bytes.count - off else {
                 throw WStoreError.corruptRecord(name: what, reason: "record lies outside the chunk")
             }
-            let view = try RecordView(UnsafeRawBufferPointer(rebasing: bytes[off ..< off + len]), name: what)
+            let view = try RecordView(UnsafeRawBufferPointer(rebasing: bytes[off ..< off + len]),
+                                      binding: recordBinding(key: key, index: i), name: what)
+            guard view.version >= info.version else {
+                throw WStoreError.corruptRecord(name: what, reason: "record version \(view.version) in a version-\(info.version) chunk")
+            }
             var raw = [UInt8](repeating: 0, count: view.rawSize)
             try raw.withUnsafeMutableBytes { try RecordDecoder.decode(view, name: what, into: $0) }
             let t: KVTensor

@@ -13,22 +13,43 @@ extension KVStore {
         var model: String
 
         static let fixedSize = 44
+        /// Bytes 40..<44 of a version-2 entry, "KVN2" (zero in version 1): the entry is
+        /// sealed to its chunk key (KV.md §5).
+        static let sealedMarker: UInt32 = 0x324E_564B
 
-        static func parse(_ b: UnsafeRawBufferPointer) throws -> Node {
-            guard b.count >= fixedSize else { throw WStoreError.corruptRecord(name: "KV index entry", reason: "\(b.count) bytes") }
+        /// Parses the entry stored under chunk `key`, checking its seal (version 2).
+        static func parse(_ stored: UnsafeRawBufferPointer, key: UInt64) throws -> Node {
+            let what = "KV index entry \(hex(key))"
+            guard stored.count >= fixedSize else { throw WStoreError.corruptRecord(name: what, reason: "\(stored.count) bytes") }
+            var b = stored
+            switch UInt32(littleEndian: stored.loadUnaligned(fromByteOffset: 40, as: UInt32.self)) {
+            case sealedMarker:
+                guard let inner = Sealed.open(stored, key: PrefixKey.bytes(key)), inner.count >= fixedSize else {
+                    throw WStoreError.corruptRecord(name: what, reason: "seal mismatch (damaged, or not the entry of this key)")
+                }
+                b = inner
+            case 0: break  // version 1: unsealed
+            default: throw WStoreError.corruptRecord(name: what, reason: "unknown entry version")
+            }
             func u64(_ o: Int) -> UInt64 { UInt64(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
             func u32(_ o: Int) -> Int { Int(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt32.self))) }
+            guard u64(16) <= UInt64(Int.max), u64(24) <= UInt64(Int.max) else {
+                throw WStoreError.corruptRecord(name: what, reason: "byte counts out of range")
+            }
+            guard let model = String(validating: UnsafeRawBufferPointer(rebasing: b[fixedSize...]), as: UTF8.self) else {
+                throw WStoreError.corruptRecord(name: what, reason: "model name is not UTF-8")
+            }
             return Node(parent: u64(0), lastUse: u64(8), storedBytes: Int(u64(16)), rawBytes: Int(u64(24)),
-                        children: u32(32), depth: u32(36),
-                        model: String(decoding: UnsafeRawBufferPointer(rebasing: b[fixedSize...]), as: UTF8.self))
+                        children: u32(32), depth: u32(36), model: model)
         }
 
         static func read(_ txn: borrowing WriteTransaction, _ db: LMDBDatabase, _ key: UInt64) throws -> Node? {
             guard let v = try txn.get(db, PrefixKey.bytes(key)) else { return nil }
-            return try parse(v)
+            return try parse(v, key: key)
         }
 
-        func bytes() -> [UInt8] {
+        /// The entry to store under chunk `key`, sealed to it.
+        func bytes(key: UInt64) -> [UInt8] {
             var b = [UInt8](repeating: 0, count: Node.fixedSize)
             b.withUnsafeMutableBytes { p in
                 p.storeBytes(of: parent.littleEndian, toByteOffset: 0, as: UInt64.self)
@@ -37,8 +58,9 @@ extension KVStore {
                 p.storeBytes(of: UInt64(rawBytes).littleEndian, toByteOffset: 24, as: UInt64.self)
                 p.storeBytes(of: UInt32(children).littleEndian, toByteOffset: 32, as: UInt32.self)
                 p.storeBytes(of: UInt32(depth).littleEndian, toByteOffset: 36, as: UInt32.self)
+                p.storeBytes(of: Node.sealedMarker.littleEndian, toByteOffset: 40, as: UInt32.self)
             }
-            return b + Array(model.utf8)
+            return Sealed.seal(b + Array(model.utf8), key: PrefixKey.bytes(key))
         }
     }
 
@@ -74,7 +96,7 @@ extension KVStore {
     }
 
     func putNode(_ txn: borrowing WriteTransaction, _ key: UInt64, _ node: Node) throws {
-        try node.bytes().withUnsafeBytes { try txn.put(nodes, PrefixKey.bytes(key), $0) }
+        try node.bytes(key: key).withUnsafeBytes { try txn.put(nodes, PrefixKey.bytes(key), $0) }
     }
 
     /// Marks a chunk used at `clock`.

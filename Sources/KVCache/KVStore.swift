@@ -78,7 +78,9 @@ public final class KVStore: Sendable {
     let env: LMDBEnvironment
     let meta: LMDBDatabase, chunks: LMDBDatabase, nodes: LMDBDatabase, leaves: LMDBDatabase
 
-    static let formatVersion = 1
+    /// The KV store format this build writes; version-1 stores (chunks not bound to
+    /// their keys) are still read.
+    static let formatVersion = 2
 
     private init(path: String, env: LMDBEnvironment, options: Options, readOnly: Bool) throws {
         self.path = path
@@ -92,7 +94,8 @@ public final class KVStore: Sendable {
     }
 
     /// Creates a new store in directory `path` (made if missing; it must not hold a store).
-    /// - Throws: ``WStoreError/invalidArgument(_:)`` for bad options or an existing store, ``LMDBError``.
+    /// - Throws: ``WStoreError/invalidArgument(_:)`` for bad options or an existing store,
+    ///   ``WStoreError/io(call:path:errno:)`` when the directory cannot be made, ``LMDBError``.
     public static func create(at path: String, options: Options = Options()) throws -> KVStore {
         guard options.chunkTokens > 0, options.budgetBytes >= 0, options.maxChunks >= 0, options.kivi.group > 0,
               options.kivi.residual >= 0 else {
@@ -101,17 +104,12 @@ public final class KVStore: Sendable {
         if FileManager.default.fileExists(atPath: path + "/data.mdb") {
             throw WStoreError.invalidArgument("\(path) already holds a store; open it instead")
         }
-        try FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
+        try Posix.makeDirectories(path)
         var envOptions = LMDBEnvironment.Options()
         envOptions.initialMapSize = 64 << 20
         let env = try LMDBEnvironment.shared(path: path, readOnly: false, options: envOptions)
         let store = try KVStore(path: path, env: env, options: options, readOnly: false)
-        let settings: [String: Any] = [
-            "format": "wstore-kv", "format_version": formatVersion, "chunk_tokens": options.chunkTokens,
-            "budget_bytes": options.budgetBytes, "max_chunks": options.maxChunks, "codec": options.codec.rawValue,
-            "kivi_group": options.kivi.group, "kivi_residual": options.kivi.residual,
-        ]
-        let json = [UInt8](try JSONSerialization.data(withJSONObject: settings, options: [.sortedKeys]))
+        let json = Sealed.sealJSON(try KVSettings(options, version: formatVersion).encoded(), key: Array("settings".utf8))
         try env.write { txn in
             try json.withUnsafeBytes { try txn.put(store.meta, Array("settings".utf8), $0) }
             try Counters().write(txn, store.meta)
@@ -123,6 +121,7 @@ public final class KVStore: Sendable {
     /// - Throws: ``WStoreError/notAStore(path:reason:)`` when `path` is not a KV store,
     ///   ``WStoreError/newerFormat(what:found:supported:)`` for a newer one.
     public static func open(at path: String, readOnly: Bool = false, threads: Int = 1) throws -> KVStore {
+        try LMDBFile.checkReadable(directory: path)
         guard FileManager.default.fileExists(atPath: path + "/data.mdb") else {
             throw WStoreError.notAStore(path: path, reason: "no data.mdb in it")
         }
@@ -131,24 +130,31 @@ public final class KVStore: Sendable {
         do { metaDB = try env.database("kv.meta") } catch {
             throw WStoreError.notAStore(path: path, reason: "it is not a KV store (no kv.meta)")
         }
-        let raw: [UInt8]? = try env.withRead { txn in try txn.get(metaDB, Array("settings".utf8)).map { Array($0) } }
-        guard let raw, let s = try? JSONSerialization.jsonObject(with: Data(raw)) as? [String: Any],
-              s["format"] as? String == "wstore-kv", let version = s["format_version"] as? Int else {
+        // Version 2 settings are sealed to their key (KV.md §2); version 1 settings are the JSON alone.
+        let found: (raw: [UInt8], sealed: Bool)? = try env.withRead { txn in
+            try txn.get(metaDB, Array("settings".utf8)).map { v in
+                Sealed.openJSON(v, key: Array("settings".utf8)).map { ($0, true) } ?? (Array(v), false)
+            }
+        }
+        guard let (raw, sealed) = found, let s = KVSettings.decode(raw) else {
             throw WStoreError.notAStore(path: path, reason: "its KV settings are missing or unreadable")
         }
+        let version = s.format_version
         guard version <= formatVersion else {
             throw WStoreError.newerFormat(what: "KV store \(path)", found: version, supported: formatVersion)
         }
+        guard version >= 1, sealed || version == 1 else {
+            throw WStoreError.corruptRecord(name: "KV settings of \(path)", reason: "seal mismatch")
+        }
         var o = Options()
-        guard let ct = s["chunk_tokens"] as? Int, ct > 0, let codecName = s["codec"] as? String,
-              let codec = KVCodec(rawValue: codecName) else {
+        guard let ct = s.chunk_tokens, ct > 0, let codecName = s.codec, let codec = KVCodec(rawValue: codecName) else {
             throw WStoreError.notAStore(path: path, reason: "its KV settings are incomplete")
         }
         o.chunkTokens = ct
         o.codec = codec
-        o.budgetBytes = s["budget_bytes"] as? Int ?? 0
-        o.maxChunks = s["max_chunks"] as? Int ?? 0
-        o.kivi = KIVIOptions(group: s["kivi_group"] as? Int ?? 64, residual: s["kivi_residual"] as? Int ?? 0)
+        o.budgetBytes = s.budget_bytes ?? 0
+        o.maxChunks = s.max_chunks ?? 0
+        o.kivi = KIVIOptions(group: s.kivi_group ?? 64, residual: s.kivi_residual ?? 0)
         o.threads = max(1, threads)
         return try KVStore(path: path, env: env, options: o, readOnly: readOnly)
     }
@@ -175,7 +181,8 @@ public final class KVStore: Sendable {
         var raw = 0
         for (i, p) in present.enumerated() where !p {
             let part = kv.slice(tokens: i * options.chunkTokens ..< (i + 1) * options.chunkTokens)
-            encoded[i] = try KVChunk.encode(part, codec: options.codec, kivi: options.kivi, threads: options.threads)
+            encoded[i] = try KVChunk.encode(part, key: keys[i], codec: options.codec, kivi: options.kivi,
+                                            threads: options.threads)
             raw += part.byteCount
         }
         return try env.write { txn in
@@ -191,7 +198,7 @@ public final class KVStore: Sendable {
                     guard let value = encoded[i] else {
                         // Evicted between the read and this write: encode it now.
                         let part = kv.slice(tokens: i * options.chunkTokens ..< (i + 1) * options.chunkTokens)
-                        let v = try KVChunk.encode(part, codec: options.codec, kivi: options.kivi)
+                        let v = try KVChunk.encode(part, key: key, codec: options.codec, kivi: options.kivi)
                         try insert(txn, key: key, parent: parent, depth: i, model: model, value: v, counters: &counters,
                                    rawBytes: part.byteCount)
                         result.written += 1
@@ -240,7 +247,7 @@ public final class KVStore: Sendable {
             var parts: [KVCacheData] = []
             for k in keys {
                 guard let value = try txn.get(chunks, PrefixKey.bytes(k)) else { break }
-                parts.append(try KVChunk.decode(value, name: "KV chunk \(hex(k))", threads: options.threads))
+                parts.append(try KVChunk.decode(value, key: k, name: "KV chunk \(hex(k))", threads: options.threads))
             }
             return parts
         }
@@ -264,8 +271,9 @@ public final class KVStore: Sendable {
     public func stats() throws -> Stats {
         try env.withRead { txn in
             var s = Stats(chunks: 0, leaves: 0, storedBytes: 0, rawBytes: 0, chunksByModel: [:])
-            try txn.scan(nodes, prefix: []) { _, v in
-                let n = try Node.parse(v)
+            try txn.scan(nodes, prefix: []) { k, v in
+                guard k.count == 8 else { throw WStoreError.corruptRecord(name: "KV index", reason: "a key of \(k.count) bytes") }
+                let n = try Node.parse(v, key: UInt64(bigEndian: k.loadUnaligned(as: UInt64.self)))
                 s.chunks += 1
                 if n.children == 0 { s.leaves += 1 }
                 s.storedBytes += n.storedBytes
@@ -277,14 +285,89 @@ public final class KVStore: Sendable {
         }
     }
 
-    /// Checks every chunk's header and checksums; returns the keys of damaged chunks with why.
+    /// Checks the data file's B-tree pages, every chunk (header, key binding, every record's
+    /// frame checksums), and the index against the chunks (KV.md §5): every chunk has an index
+    /// entry of its length and every entry a chunk; parents are present one level up; children
+    /// counts, the leaf list and the counters agree with the entries. Returns each problem with
+    /// the chunk key it concerns (0 for the store as a whole).
     public func verify() throws -> [(key: UInt64, error: String)] {
-        try env.withRead { txn in
-            var bad: [(UInt64, String)] = []
+        var bad: [(UInt64, String)] = []
+        let pages = try env.checkPages()
+        for p in pages.problems { bad.append((0, "\(path)/data.mdb: \(p)")) }
+        if !pages.problems.isEmpty { return bad }
+        return try env.withRead { txn in
+            var lengths: [UInt64: Int] = [:], rawOf: [UInt64: Int] = [:]
             try txn.scan(chunks, prefix: []) { k, v in
+                guard k.count == 8 else { bad.append((0, "kv.chunks: key of \(k.count) bytes")); return true }
                 let key = UInt64(bigEndian: k.loadUnaligned(as: UInt64.self))
-                do { _ = try KVChunk.decode(v, name: "KV chunk \(hex(key))") } catch { bad.append((key, "\(error)")) }
+                lengths[key] = v.count
+                do {
+                    _ = try KVChunk.decode(v, key: key, name: "KV chunk \(hex(key))")
+                    rawOf[key] = try KVChunk.info(v, key: key, name: "KV chunk \(hex(key))").rawBytes
+                } catch { bad.append((key, "\(error)")) }
                 return true
+            }
+            // A version-2 store (sealed settings) holds only sealed index entries.
+            let sealedStore = try txn.get(meta, Array("settings".utf8))
+                .map { Sealed.openJSON($0, key: Array("settings".utf8)) != nil } ?? false
+            var nodeOf: [UInt64: Node] = [:]
+            try txn.scan(nodes, prefix: []) { k, v in
+                guard k.count == 8 else { bad.append((0, "kv.nodes: key of \(k.count) bytes")); return true }
+                let key = UInt64(bigEndian: k.loadUnaligned(as: UInt64.self))
+                if sealedStore && (v.count < Node.fixedSize
+                                   || UInt32(littleEndian: v.loadUnaligned(fromByteOffset: 40, as: UInt32.self)) != Node.sealedMarker) {
+                    bad.append((key, "KV index entry \(hex(key)) is not sealed in a version-2 store"))
+                    return true
+                }
+                do { nodeOf[key] = try Node.parse(v, key: key) } catch { bad.append((key, "\(error)")) }
+                return true
+            }
+            for (key, length) in lengths.sorted(by: { $0.key < $1.key }) {
+                guard let n = nodeOf[key] else { bad.append((key, "KV chunk \(hex(key)) has no index entry")); continue }
+                if let raw = rawOf[key], n.rawBytes != raw {
+                    bad.append((key, "KV index entry \(hex(key)) says \(n.rawBytes) raw bytes, the chunk holds \(raw)"))
+                }
+                if n.storedBytes != length {
+                    bad.append((key, "KV index entry \(hex(key)) says \(n.storedBytes) stored bytes, the chunk has \(length)"))
+                }
+            }
+            var children: [UInt64: Int] = [:]
+            for (key, n) in nodeOf.sorted(by: { $0.key < $1.key }) {
+                if lengths[key] == nil { bad.append((key, "KV index entry \(hex(key)) has no chunk")) }
+                if n.parent == 0 {
+                    if n.depth != 0 { bad.append((key, "KV index entry \(hex(key)): depth \(n.depth) without a parent")) }
+                } else if let p = nodeOf[n.parent] {
+                    if p.depth + 1 != n.depth { bad.append((key, "KV index entry \(hex(key)): depth \(n.depth) under a parent at \(p.depth)")) }
+                    children[n.parent, default: 0] += 1
+                } else {
+                    bad.append((key, "KV index entry \(hex(key)): parent \(hex(n.parent)) is not cached"))
+                }
+            }
+            var expectedLeaves = Set<[UInt8]>()
+            for (key, n) in nodeOf {
+                if n.children != children[key, default: 0] {
+                    bad.append((key, "KV index entry \(hex(key)) counts \(n.children) children, \(children[key, default: 0]) found"))
+                }
+                if n.children == 0 { expectedLeaves.insert(PrefixKey.bytes(n.lastUse) + PrefixKey.bytes(key)) }
+            }
+            var leafCount = 0
+            try txn.scan(leaves, prefix: []) { k, _ in
+                leafCount += 1
+                if !expectedLeaves.contains(Array(k)) { bad.append((0, "kv.leaves: an entry that is not a childless chunk at its last use")) }
+                return true
+            }
+            if leafCount != expectedLeaves.count {
+                bad.append((0, "kv.leaves holds \(leafCount) entries for \(expectedLeaves.count) childless chunks"))
+            }
+            if let c = try txn.get(meta, Array("counters".utf8)), c.count == 24 {
+                let stored = UInt64(littleEndian: c.loadUnaligned(fromByteOffset: 8, as: UInt64.self))
+                let count = UInt64(littleEndian: c.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
+                let total = nodeOf.values.reduce(0) { $0 + $1.storedBytes }
+                if count != UInt64(nodeOf.count) || stored != UInt64(total) {
+                    bad.append((0, "KV counters say \(count) chunks, \(stored) bytes; the index holds \(nodeOf.count), \(total)"))
+                }
+            } else {
+                bad.append((0, "KV counters missing or damaged"))
             }
             return bad
         }

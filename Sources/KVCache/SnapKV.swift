@@ -1,4 +1,5 @@
 import WStoreCore
+import WStoreKernels
 
 /// SnapKV (arXiv 2404.14469): keeps, per head, the prefix positions the observation
 /// window attends to most, plus the window itself.

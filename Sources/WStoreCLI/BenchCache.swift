@@ -1,3 +1,4 @@
+import WStoreReplay
 import ArgumentParser
 import Dispatch
 import Foundation
@@ -40,7 +41,7 @@ struct BenchCache: ParsableCommand {
     func run() throws {
         let report = try makeReport()
         if json {
-            print(String(decoding: try CacheBenchFormat.json.encode(report), as: UTF8.self))
+            try JSONOutput.print(report)
         } else {
             printHuman(report)
         }

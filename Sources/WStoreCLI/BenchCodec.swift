@@ -1,3 +1,4 @@
+import WStoreFormats
 import ArgumentParser
 import Foundation
 import WeightStore
@@ -62,7 +63,7 @@ struct BenchCodec: ParsableCommand {
             try time {
                 for (i, r) in recs.enumerated() {
                     try r.withUnsafeBytes { b in
-                        let view = try RecordView(b, name: "t\(i)")
+                        let view = try RecordView(b, binding: 0, name: "t\(i)")
                         try RecordDecoder.decode(view, name: "t\(i)", into: UnsafeMutableRawBufferPointer(rebasing: outputs[i][0 ..< view.rawSize]), threads: threads)
                     }
                 }
@@ -95,16 +96,17 @@ struct BenchCodec: ParsableCommand {
         ]
         let encodeMBps = Double(total) / median(encodeSeconds) / 1e6
         if json {
-            let obj: [String: Any] = [
-                "data": label, "bytes": total, "tensors": tensors.count,
-                "ratio": Double(total) / Double(stored), "plain_zstd_ratio": Double(total) / Double(plainStored),
-                "memcpy_gbps": gbps(memcpyT), "decode_gbps_1_thread": gbps(wstore1),
-                "decode_gbps_n_threads": gbps(wstoreN), "threads": threads, "plain_zstd_decode_gbps": gbps(plain1),
-                "decode_vs_memcpy": memcpyT / wstore1, "parallel_speedup": wstore1 / wstoreN,
-                "encode_mbps_1_thread": encodeMBps,
-            ]
-            let data = try JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
+            struct Report: Encodable {
+                var data: String, bytes: Int, tensors: Int, ratio: Double, plain_zstd_ratio: Double, memcpy_gbps: Double
+                var decode_gbps_1_thread: Double, decode_gbps_n_threads: Double, threads: Int, plain_zstd_decode_gbps: Double
+                var decode_vs_memcpy: Double, parallel_speedup: Double, encode_mbps_1_thread: Double
+            }
+            try JSONOutput.print(Report(
+                data: label, bytes: total, tensors: tensors.count, ratio: Double(total) / Double(stored),
+                plain_zstd_ratio: Double(total) / Double(plainStored), memcpy_gbps: gbps(memcpyT),
+                decode_gbps_1_thread: gbps(wstore1), decode_gbps_n_threads: gbps(wstoreN), threads: threads,
+                plain_zstd_decode_gbps: gbps(plain1), decode_vs_memcpy: memcpyT / wstore1, parallel_speedup: wstore1 / wstoreN,
+                encode_mbps_1_thread: encodeMBps))
             return
         }
         print("data: \(label): \(tensors.count) tensors, \(formatBytes(total))")
@@ -150,7 +152,7 @@ struct BenchCodec: ParsableCommand {
         if forceZstd { o.codec = .zstd }
         let n = t.bytes.count / (t.dtype.elementSize ?? 1)
         return try t.bytes.withUnsafeBytes { src in
-            let rec = try RecordEncoder.encode(src, dtype: t.dtype, shape: [n], options: o)
+            let rec = try RecordEncoder.encode(src, dtype: t.dtype, shape: [n], binding: 0, options: o)
             var out = [UInt8](repeating: 0, count: rec.totalSize)
             out.withUnsafeMutableBytes { rec.write(into: $0, source: src) }
             return out
@@ -158,7 +160,7 @@ struct BenchCodec: ParsableCommand {
     }
 
     private func storedSize(_ record: [UInt8]) -> Int {
-        record.withUnsafeBytes { (try? RecordView($0, name: "t"))?.storedSize ?? 0 }
+        record.withUnsafeBytes { (try? RecordView($0, binding: 0, name: "t"))?.storedSize ?? 0 }
     }
 }
 

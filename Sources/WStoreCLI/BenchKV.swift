@@ -1,3 +1,4 @@
+import WStoreReplay
 import ArgumentParser
 import Foundation
 import KVCache
@@ -117,10 +118,8 @@ struct BenchKV: ParsableCommand {
                     tokens: $0.tokens, hitTokens: $0.hitTokens, evictions: $0.evictions, blockHitRate: $0.blockHitRate,
                     tokenHitRate: $0.tokenHitRate)
             }
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try enc.encode(Report(trace: label, requests: reqs.count, blockTokens: blockTokens,
-                                                         replays: rows, store: storeReport)), as: UTF8.self))
+            try JSONOutput.print(Report(trace: label, requests: reqs.count, blockTokens: blockTokens, replays: rows,
+                                        store: storeReport))
             return
         }
         print("trace: \(label): \(reqs.count) requests, \(results[0].blocks) blocks of \(blockTokens) tokens, \(results[0].tokens) prompt tokens")
@@ -199,8 +198,8 @@ struct BenchKV: ParsableCommand {
         let (_, mt) = kvTime { for _ in 0 ..< reps { dst.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: bytes) } }
         let stats = try kvStore.stats()
         // The codec's error on one block, keys and values of every layer.
-        let encoded = try KVChunk.encode(one, codec: codec, kivi: o.kivi)
-        let decoded = try encoded.withUnsafeBytes { try KVChunk.decode($0, name: "block 0") }
+        let encoded = try KVChunk.encode(one, key: 0, codec: codec, kivi: o.kivi)
+        let decoded = try encoded.withUnsafeBytes { try KVChunk.decode($0, key: 0, name: "block 0") }
         var maxAbs = 0.0, errSq = 0.0, normSq = 0.0
         for (a, b) in zip(one.layers, decoded.layers) {
             for (x, y) in [(a.keys, b.keys), (a.values, b.values)] {

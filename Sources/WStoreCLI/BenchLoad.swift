@@ -1,3 +1,4 @@
+import WStoreFormats
 import ArgumentParser
 import Foundation
 import Histogram
@@ -69,14 +70,14 @@ struct BenchLoad: ParsableCommand {
         let items = try selectItems(store, model: model)
         guard !items.isEmpty else { throw ValidationError("no tensors selected in model \(model)") }
         let sourceFile = try source.map { try SafetensorsFile(path: $0) }
-        let reader = source.flatMap { ReadOnlyFile(path: $0) }
+        let reader = try source.map { try ReadOnlyFile(path: $0) }
         let reps = cold ? 1 : iterations
         let maxBytes = items.map(\.bytes).max()!
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(maxBytes, 1), alignment: 64)
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: max(maxBytes, 1), alignment: 64)
         defer { buffer.deallocate(); scratch.deallocate() }
-        memset(buffer.baseAddress!, 1, buffer.count)  // fault the pages in once, outside the timings
-        memset(scratch.baseAddress!, 1, scratch.count)
+        buffer.initializeMemory(as: UInt8.self, repeating: 1)  // fault the pages in once, outside the timings
+        scratch.initializeMemory(as: UInt8.self, repeating: 1)
 
         func coldStart(_ item: Item) throws {
             guard cold else { return }
@@ -180,10 +181,10 @@ struct BenchLoad: ParsableCommand {
                 for _ in 0 ..< reps {
                     if cold { reader.dropCache() }
                     var ok = true
-                    pread.record(bytes: item.bytes) {
+                    try pread.record(bytes: item.bytes) {
                         var at = 0
                         for t in ranges {
-                            ok = reader.pread(into: UnsafeMutableRawBufferPointer(rebasing: buffer[at ..< at + t.byteCount]),
+                            ok = try reader.pread(into: UnsafeMutableRawBufferPointer(rebasing: buffer[at ..< at + t.byteCount]),
                                               at: t.byteRange.lowerBound) && ok
                             at += t.byteCount
                         }
@@ -207,7 +208,7 @@ struct BenchLoad: ParsableCommand {
                 results += [pread, mapped]
             }
         }
-        report(results, items: items, model: model, memcpy: memcpyPath, pread: preadIndex.map { results[$0] })
+        try report(results, items: items, model: model, memcpy: memcpyPath, pread: preadIndex.map { results[$0] })
     }
 
     private func selectItems(_ store: WeightStore, model: String) throws -> [Item] {
@@ -221,7 +222,7 @@ struct BenchLoad: ParsableCommand {
                                       sizes: infos.map(\.rawSize), raw: infos.allSatisfy(\.isRaw)))
                 }
             } else {
-                for t in try s.tensors(model: model) where tensors.map({ fnmatch($0, t.name, 0) == 0 }) ?? true {
+                for t in try s.tensors(model: model) where tensors.map({ Posix.matches(t.name, glob: $0) }) ?? true {
                     items.append(Item(label: t.name, names: [t.name], sizes: [t.rawSize], raw: t.isRaw))
                 }
             }
@@ -229,25 +230,26 @@ struct BenchLoad: ParsableCommand {
         }
     }
 
-    private func report(_ results: [PathResult], items: [Item], model: String, memcpy: PathResult, pread: PathResult?) {
+    private func report(_ results: [PathResult], items: [Item], model: String, memcpy: PathResult, pread: PathResult?) throws {
         func us(_ ns: UInt64) -> Double { Double(ns) / 1000 }
         if json {
-            let paths: [[String: Any]] = results.map { r in
-                var o: [String: Any] = [
-                    "path": r.name, "accesses": r.count, "bytes": r.bytes,
-                    "p50_us": us(r.histogram.valueAtPercentile(50)), "p99_us": us(r.histogram.valueAtPercentile(99)),
-                    "gbps": r.gbps,
-                ]
-                if r.bytes > 0 { o["vs_memcpy"] = r.gbps / memcpy.gbps }
-                if let pread, r.bytes > 0 { o["vs_safetensors_pread"] = r.gbps / pread.gbps }
-                return o
+            struct Path: Encodable {
+                var path: String, accesses: UInt64, bytes: Int, p50_us: Double, p99_us: Double, gbps: Double
+                var vs_memcpy: Double?, vs_safetensors_pread: Double?
             }
-            let obj: [String: Any] = [
-                "store": store, "model": model, "items": items.count, "unit": experts ? "expert" : "tensor",
-                "bytes_per_pass": items.reduce(0) { $0 + $1.bytes }, "cold": cold, "threads": threads, "paths": paths,
-            ]
-            let data = try! JSONSerialization.data(withJSONObject: obj, options: [.sortedKeys])
-            print(String(decoding: data, as: UTF8.self))
+            struct Report: Encodable {
+                var store: String, model: String, items: Int, unit: String, bytes_per_pass: Int, cold: Bool, threads: Int
+                var paths: [Path]
+            }
+            let paths = results.map { r in
+                Path(path: r.name, accesses: r.count, bytes: r.bytes, p50_us: us(r.histogram.valueAtPercentile(50)),
+                     p99_us: us(r.histogram.valueAtPercentile(99)), gbps: r.gbps,
+                     vs_memcpy: r.bytes > 0 ? r.gbps / memcpy.gbps : nil,
+                     vs_safetensors_pread: pread.flatMap { r.bytes > 0 ? r.gbps / $0.gbps : nil })
+            }
+            try JSONOutput.print(Report(store: store, model: model, items: items.count, unit: experts ? "expert" : "tensor",
+                                        bytes_per_pass: items.reduce(0) { $0 + $1.bytes }, cold: cold, threads: threads,
+                                        paths: paths))
             return
         }
         let raw = items.filter(\.raw).count

@@ -1,3 +1,4 @@
+import WStoreKernels
 import ArgumentParser
 import Foundation
 import KVCache
@@ -79,14 +80,19 @@ struct BenchSnapKV: ParsableCommand {
         let plain = one * Double(qHeads), plainCPU = oneCPU * Double(qHeads)
         let flops = 2.0 * Double(qHeads * window * tokens * headDim)
         if json {
-            let r: [String: Any] = [
-                "q_heads": qHeads, "kv_heads": kvHeads, "tokens": tokens, "head_dim": headDim, "window": window,
-                "capacity": capacity, "kernel": kernel, "pool": pool, "heads": heads, "dtype": dtype, "threads": threads,
-                "snapkv_ms": snap * 1000, "plain_qk_ms": plain * 1000, "speedup_vs_plain_qk": plain / snap,
-                "snapkv_cpu_ms": snapCPU * 1000, "plain_qk_cpu_ms": plainCPU * 1000, "cpu_speedup_vs_plain_qk": plainCPU / snapCPU,
-                "snapkv_gflops": flops / snap / 1e9, "score_kernel": NumericKernels.scorePath, "kept_per_head": kept,
-            ]
-            print(String(decoding: try JSONSerialization.data(withJSONObject: r, options: [.prettyPrinted, .sortedKeys]), as: UTF8.self))
+            struct Report: Encodable {
+                var q_heads: Int, kv_heads: Int, tokens: Int, head_dim: Int, window: Int, capacity: Int, kernel: Int
+                var pool: String, heads: String, dtype: String, threads: Int
+                var snapkv_ms: Double, plain_qk_ms: Double, speedup_vs_plain_qk: Double
+                var snapkv_cpu_ms: Double, plain_qk_cpu_ms: Double, cpu_speedup_vs_plain_qk: Double
+                var snapkv_gflops: Double, score_kernel: String, kept_per_head: Int
+            }
+            try JSONOutput.print(Report(
+                q_heads: qHeads, kv_heads: kvHeads, tokens: tokens, head_dim: headDim, window: window, capacity: capacity,
+                kernel: kernel, pool: pool, heads: heads, dtype: dtype, threads: threads, snapkv_ms: snap * 1000,
+                plain_qk_ms: plain * 1000, speedup_vs_plain_qk: plain / snap, snapkv_cpu_ms: snapCPU * 1000,
+                plain_qk_cpu_ms: plainCPU * 1000, cpu_speedup_vs_plain_qk: plainCPU / snapCPU, snapkv_gflops: flops / snap / 1e9,
+                score_kernel: NumericKernels.scorePath, kept_per_head: kept))
             return
         }
         print("SnapKV: \(qHeads) query heads / \(kvHeads) KV heads x \(tokens) tokens x head_dim \(headDim) (\(dtype)), window \(window), capacity \(capacity), kernel \(kernel), \(pool) pooling, per \(heads) head, \(threads) thread(s), score kernel: \(NumericKernels.scorePath)")

@@ -20,11 +20,4 @@ enum CacheBenchFormat {
         guard let first = rows.first else { return }
         print(TextTable(first, Array(rows.dropFirst())).render())
     }
-
-    /// Sorted keys, no escaped slashes: the CLI's `--json` style.
-    static var json: JSONEncoder {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
-        return e
-    }
 }

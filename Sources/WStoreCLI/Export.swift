@@ -1,9 +1,7 @@
 import ArgumentParser
 import Foundation
+import WStoreCore
 import WeightStore
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// `wstore export`: writes a store's tensors out as a safetensors file, byte-identical.
 struct Export: ParsableCommand {
@@ -41,7 +39,7 @@ struct Export: ParsableCommand {
         let glob = filter
         let summary = try SafetensorsExport.export(store, model: name, to: output) { n in
             guard let glob else { return true }
-            return fnmatch(glob, n, 0) == 0
+            return Posix.matches(n, glob: glob)
         }
         if filter != nil && summary.tensors == 0 {
             FileHandle.standardError.write(Data("warning: no tensor matches \(filter!); wrote an empty file\n".utf8))

@@ -1,3 +1,4 @@
+import WStoreFormats
 import ArgumentParser
 import Foundation
 import WeightStore
@@ -29,9 +30,7 @@ struct Inspect: ParsableCommand {
         let store = try WeightStore.open(at: self.store)
         let report = try InspectReport.build(store, path: self.store, only: model, tensors: tensors, experts: experts, largest: largest)
         if json {
-            let e = JSONEncoder()
-            e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: try e.encode(report), as: UTF8.self))
+            try JSONOutput.print(report)
         } else {
             print(report.text)
         }
@@ -102,7 +101,7 @@ struct InspectReport: Codable {
             for name in names where only == nil || only == name {
                 let info = try store.modelInfo(name)
                 let ts = try s.tensors(model: name)
-                let byName = Dictionary(uniqueKeysWithValues: ts.map { ($0.name, $0) })
+                let byName = Dictionary(ts.map { ($0.name, $0) }, uniquingKeysWith: { a, _ in a })
                 var groups: [String: Group] = [:]
                 for t in ts {
                     let k = "\(t.dtype)/\(t.codec)"

@@ -1,4 +1,7 @@
 import ArgumentParser
+import Foundation
+import KVCache
+import WStoreCore
 
 /// `wstore kv`: KV-cache files and stores.
 struct KV: AsyncParsableCommand {
@@ -36,18 +39,7 @@ func kvTime<R>(_ body: () throws -> R) rethrows -> (R, Double) {
 /// Wall seconds and process CPU seconds spent in `body` (CPU time counts every thread of
 /// the process, so on a busy machine it is the steadier figure).
 func kvTimeCPU<R>(_ body: () throws -> R) rethrows -> (R, wall: Double, cpu: Double) {
-    func cpuNow() -> Double {
-        var ts = timespec()
-        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
-        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
-    }
-    let c0 = cpuNow()
+    let c0 = Posix.processCPUSeconds()
     let (r, wall) = try kvTime(body)
-    return (r, wall, cpuNow() - c0)
+    return (r, wall, Posix.processCPUSeconds() - c0)
 }
-
-import Foundation
-import KVCache
-#if canImport(Glibc)
-import Glibc
-#endif

@@ -89,8 +89,8 @@ struct KVCompress: ParsableCommand {
                 keptValues = values.gather(positions: kept)
             }
             let layer = try KVCacheData(layers: [KVLayer(keys: keptKeys, values: keptValues)])
-            let chunk = try KVChunk.encode(layer, codec: codec, kivi: KIVIOptions(group: group, residual: residual), threads: threads)
-            let back = try chunk.withUnsafeBytes { try KVChunk.decode($0, name: "layer \(l)", threads: threads) }.layers[0]
+            let chunk = try KVChunk.encode(layer, key: UInt64(l), codec: codec, kivi: KIVIOptions(group: group, residual: residual), threads: threads)
+            let back = try chunk.withUnsafeBytes { try KVChunk.decode($0, key: UInt64(l), name: "layer \(l)", threads: threads) }.layers[0]
             let ek = KVError.measure(keptKeys, back.keys), ev = KVError.measure(keptValues, back.values)
             // Relative RMS over keys and values together.
             let nk = norm2(keptKeys), nv = norm2(keptValues)
@@ -121,9 +121,7 @@ struct KVCompress: ParsableCommand {
             let s = Summary(input: input, output: output, codec: codec.rawValue, snapkv: meta["snapkv"], rawBytes: raw,
                             storedBytes: stored, ratio: Double(raw) / Double(max(stored, 1)), maxAbsError: maxErr,
                             relativeRMSError: rms, layers: reports)
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try enc.encode(s), as: UTF8.self))
+            try JSONOutput.print(s)
             return
         }
         var rows = reports.map { r in

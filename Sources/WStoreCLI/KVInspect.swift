@@ -21,12 +21,9 @@ struct KVInspect: ParsableCommand {
                 var store: String, chunkTokens: Int, codec: String, budgetBytes: Int, maxChunks: Int
                 var kiviGroup: Int, kiviResidual: Int, stats: KVStore.Stats, damagedChunks: [String]?
             }
-            let enc = JSONEncoder()
-            enc.outputFormatting = [.prettyPrinted, .sortedKeys]
-            print(String(decoding: try enc.encode(Report(store: store, chunkTokens: o.chunkTokens, codec: o.codec.rawValue,
-                                                         budgetBytes: o.budgetBytes, maxChunks: o.maxChunks,
-                                                         kiviGroup: o.kivi.group, kiviResidual: o.kivi.residual,
-                                                         stats: stats, damagedChunks: damaged)), as: UTF8.self))
+            try JSONOutput.print(Report(store: store, chunkTokens: o.chunkTokens, codec: o.codec.rawValue,
+                                        budgetBytes: o.budgetBytes, maxChunks: o.maxChunks, kiviGroup: o.kivi.group,
+                                        kiviResidual: o.kivi.residual, stats: stats, damagedChunks: damaged))
             return
         }
         let budget = o.budgetBytes == 0 ? "none" : formatBytes(o.budgetBytes)

@@ -1,3 +1,4 @@
+import WStoreFormats
 import ArgumentParser
 import Foundation
 import WStoreCore
@@ -108,7 +109,8 @@ struct Pack: ParsableCommand {
             }
             let batch = Array(ckpt.tensors[i ..< j])
             for t in batch { ckpt.prefetch(t) }
-            let records = try Self.encode(batch, ckpt: ckpt, options: encode, threads: workers)
+            let bindings = try batch.map { try store.recordBinding(model: model, name: $0.name) }
+            let records = try Self.encode(batch, bindings: bindings, ckpt: ckpt, options: encode, threads: workers)
             try store.write { w in
                 for (t, r) in zip(batch, records) {
                     try ckpt.withBytes(of: t) { src in
@@ -132,7 +134,7 @@ struct Pack: ParsableCommand {
 
     /// Encodes a batch: large tensors one at a time with their frames on every thread,
     /// small ones side by side, one per thread.
-    private static func encode(_ batch: [CheckpointTensor], ckpt: Checkpoint, options: EncodeOptions,
+    private static func encode(_ batch: [CheckpointTensor], bindings: [UInt64], ckpt: Checkpoint, options: EncodeOptions,
                                threads: Int) throws -> [EncodedRecord] {
         var out = [EncodedRecord?](repeating: nil, count: batch.count)
         let large = options.frameSize * threads
@@ -141,7 +143,9 @@ struct Pack: ParsableCommand {
             if t.byteCount >= large {
                 var o = options
                 o.threads = threads
-                out[k] = try ckpt.withBytes(of: t) { try RecordEncoder.encode($0, dtype: t.dtype, shape: t.shape, options: o) }
+                out[k] = try ckpt.withBytes(of: t) {
+                    try RecordEncoder.encode($0, dtype: t.dtype, shape: t.shape, binding: bindings[k], options: o)
+                }
             } else {
                 small.append(k)
             }
@@ -150,7 +154,9 @@ struct Pack: ParsableCommand {
             let slots = UncheckedSendable(slots)
             try parallelFor(small.count, threads: threads) { n, _ in
                 let t = batch[small[n]]
-                let r = try ckpt.withBytes(of: t) { try RecordEncoder.encode($0, dtype: t.dtype, shape: t.shape, options: options) }
+                let r = try ckpt.withBytes(of: t) {
+                    try RecordEncoder.encode($0, dtype: t.dtype, shape: t.shape, binding: bindings[small[n]], options: options)
+                }
                 slots.value[small[n]] = r
             }
         }

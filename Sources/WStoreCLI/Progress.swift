@@ -1,7 +1,5 @@
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
+import WStoreCore
 
 /// Progress of a long command on stderr: a bar (bytes, rate, ETA) redrawn in place
 /// on a terminal, plain lines otherwise, nothing when quiet.
@@ -19,7 +17,7 @@ final class Progress {
     init(label: String, total: Int, quiet: Bool) {
         self.label = label
         self.total = total
-        mode = quiet ? .quiet : (isatty(STDERR_FILENO) == 1 ? .bar : .lines)
+        mode = quiet ? .quiet : (Posix.standardErrorIsTerminal ? .bar : .lines)
     }
 
     /// Adds `bytes` to what is done; redraws at most 10 times a second (a line per call when plain).

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import WeightStore
+import WStoreCore
 
 /// `wstore sample`: writes a generated, MoE-shaped bf16 model into a new store.
 struct Sample: ParsableCommand {

@@ -1,5 +1,7 @@
+import WStoreReplay
 import ArgumentParser
 import Foundation
+import WStoreCore
 import WeightStore
 
 /// `wstore trace synth`: writes a synthetic routing trace, labelled synthetic.
@@ -51,9 +53,7 @@ struct TraceSynthCommand: ParsableCommand {
     func run() throws {
         let trace = try synth().generate()
         let data = try trace.jsonLines()
-        do { try data.write(to: URL(fileURLWithPath: output), options: .atomic) } catch {
-            throw WStoreError.invalidArgument("cannot write \(output): \(error.localizedDescription)")
-        }
+        try Posix.writeAtomically(to: output) { put in try data.withUnsafeBytes { try put($0) } }
         let st = RoutingTraceStats(trace)
         let L = trace.header.layers
         if json {
@@ -64,7 +64,7 @@ struct TraceSynthCommand: ParsableCommand {
             let out = Out(path: output, layers: L, experts: trace.header.experts, top_k: trace.header.topK,
                           tokens: trace.tokenCount, accesses: trace.accessCount, note: trace.header.note,
                           top_share: st.topShare, reuse: st.reuse, chance_reuse: st.chanceReuse, accuracy: st.accuracy)
-            print(String(decoding: try CacheBenchFormat.json.encode(out), as: UTF8.self))
+            try JSONOutput.print(out)
             return
         }
         print("wrote \(output): \(trace.tokenCount) tokens × \(L) layers, \(trace.header.experts) experts, top-\(trace.header.topK) (synthetic)")

@@ -31,21 +31,30 @@ struct Verify: ParsableCommand {
     }
 
     func run() throws {
-        let store = try WeightStore.open(at: self.store)
-        let r = try threads.map { try store.verify(threads: $0) } ?? store.verify()
+        // Walk the B-tree pages before LMDB touches them, so a damaged tree is listed in
+        // full rather than refused at open in one line.
+        var r = WeightStore.VerifyReport()
+        if FileManager.default.fileExists(atPath: self.store + "/data.mdb") {
+            let (pages, problems) = try WeightStore.checkDataFile(at: self.store)
+            r.pagesChecked = pages
+            r.failures = problems.map { .init(model: "-", name: "data.mdb", reason: $0) }
+        }
+        if r.failures.isEmpty {
+            let store = try WeightStore.open(at: self.store)
+            r = try threads.map { try store.verify(threads: $0) } ?? store.verify()
+        }
         let report = Report(store: self.store, ok: r.failures.isEmpty, tensors_checked: r.tensorsChecked, bytes_checked: r.bytesChecked,
                             failures: r.failures.map { .init(model: $0.model, tensor: $0.name, reason: $0.reason) })
         if json {
-            let e = JSONEncoder()
-            e.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-            print(String(decoding: try e.encode(report), as: UTF8.self))
+            try JSONOutput.print(report)
         } else {
             if !r.failures.isEmpty {
                 var t = TextTable("model", "tensor", "problem")
                 for f in r.failures { t.add(f.model, f.name, f.reason) }
                 print(t.render())
             }
-            print("\(report.ok ? "ok" : "CORRUPT"): \(r.tensorsChecked) tensors, \(formatBytes(r.bytesChecked)) checked, \(r.failures.count) corrupt")
+            print("\(report.ok ? "ok" : "CORRUPT"): \(r.tensorsChecked) tensors, \(formatBytes(r.bytesChecked)) checked, "
+                  + "\(r.expertEntriesChecked) expert index entries, \(r.pagesChecked) B-tree pages, \(r.failures.count) corrupt")
         }
         if !report.ok { throw ExitCode(1) }
     }

@@ -1,11 +1,12 @@
 import ArgumentParser
+import WeightStore
 
 /// The `wstore` command: one subcommand per file in this folder.
 public struct WStoreCommand: AsyncParsableCommand {
     public static let configuration = CommandConfiguration(
         commandName: "wstore",
         abstract: "An embedded storage engine for model weights and KV caches.",
-        version: "0.1.0",
+        version: wstoreVersion,
         subcommands: [
             Sample.self,
             Inspect.self,
@@ -15,6 +16,7 @@ public struct WStoreCommand: AsyncParsableCommand {
             Pack.self,
             Export.self,
             Verify.self,
+            Upgrade.self,
         ]
     )
 

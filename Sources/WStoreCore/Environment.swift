@@ -1,10 +1,6 @@
 import CLMDB
 import Synchronization
-#if canImport(Glibc)
 import Glibc
-#elseif canImport(Darwin)
-import Darwin
-#endif
 
 /// An LMDB environment: one memory map, its named sub-databases, and the
 /// transactions that read and write them.
@@ -61,8 +57,36 @@ package final class LMDBEnvironment: @unchecked Sendable {
         }
         var flags = UInt32(MDB_NOTLS)
         if readOnly { flags |= UInt32(MDB_RDONLY) }
+        // lmdb.h, MDB_NOLOCK: "the caller must ensure that no readers are using old
+        // transactions while a writer is active". A reader that cannot write lock.mdb
+        // (a store it may read but not write) opens without the lock file; it then does
+        // not hold back a writer's page reuse, which a store nobody may write cannot have.
+        if readOnly && !Self.lockFileWritable(path) { flags |= UInt32(MDB_NOLOCK) }
         if options.noSync { flags |= UInt32(MDB_NOSYNC) }
         try LMDBError.check(mdb_env_open(e, path, flags, 0o644), "mdb_env_open", path: path)
+    }
+
+    /// Whether this process may write (or create) `lock.mdb` in `path`.
+    static func lockFileWritable(_ path: String) -> Bool {
+        let lock = path + "/lock.mdb"
+        if access(lock, F_OK) == 0 { return access(lock, W_OK) == 0 }
+        return access(path, W_OK) == 0
+    }
+
+    /// Walks the B-tree pages of the snapshot a read transaction pins (so no writer
+    /// reuses them meanwhile) with ``LMDBFile/walk(path:meta:)``.
+    /// - Throws: ``LMDBFile/Damage`` when the meta pages are unreadable, ``LMDBError``.
+    package func checkPages() throws -> LMDBFile.Report {
+        for _ in 0 ..< 8 {
+            let report: LMDBFile.Report? = try withRead { txn in
+                let meta = try LMDBFile.readMeta(path: dataFilePath)
+                // lmdb.h mdb_txn_id: the snapshot this read transaction sees.
+                guard meta.txnID == UInt64(mdb_txn_id(txn.txn)) else { return nil }
+                return try LMDBFile.walk(path: dataFilePath, meta: meta)
+            }
+            if let report { return report }
+        }
+        throw WStoreError.invalidArgument("\(path): the store changed under every attempt to check its pages; try again")
     }
 
     deinit {
@@ -167,6 +191,10 @@ package final class LMDBEnvironment: @unchecked Sendable {
     /// adopt the new size; no transaction of this process may be active, so the shared
     /// hold on the gate is traded for an exclusive one for the call.
     private func adoptResizeWhileShared() throws {
+        // Nested inside another transaction of this thread, the map cannot change now.
+        guard gate.sharedDepth == 1 else {
+            throw LMDBError(code: .init(rawValue: MDB_MAP_RESIZED), operation: "mdb_txn_begin (nested in another transaction of this thread)", path: path)
+        }
         gate.unlock()
         defer { gate.lockShared() }
         try setMapSizeExclusive(0)
@@ -238,19 +266,59 @@ package struct LMDBDatabase: Sendable {
     package let name: String
 }
 
-/// A readers-writer lock over `pthread_rwlock_t`, which needs a stable address.
+/// The gate between transactions and map changes: a readers-writer lock over
+/// `pthread_rwlock_t` (which needs a stable address) that prefers a waiting map change over
+/// new readers, so a steady stream of readers cannot hold a resize off forever.
+///
+/// A thread may take the shared side again while it holds it (a read inside a write
+/// closure): only its outermost hold touches the lock, counted per thread, so a map change
+/// waiting between the two cannot deadlock with it.
 final class RWLock: @unchecked Sendable {
     private let lock: UnsafeMutablePointer<pthread_rwlock_t>
+    /// Shared holds of the calling thread, kept in a thread-specific slot.
+    private var depthKey = pthread_key_t()
+
     init() {
         lock = .allocate(capacity: 1)
         lock.initialize(to: pthread_rwlock_t())
-        precondition(pthread_rwlock_init(lock, nil) == 0)
+        var attr = pthread_rwlockattr_t()
+        precondition(pthread_rwlockattr_init(&attr) == 0)
+        precondition(pthread_rwlockattr_setkind_np(&attr, Int32(PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP)) == 0)
+        precondition(pthread_rwlock_init(lock, &attr) == 0)
+        pthread_rwlockattr_destroy(&attr)
+        precondition(pthread_key_create(&depthKey, nil) == 0)
     }
+
     deinit {
+        pthread_key_delete(depthKey)
         pthread_rwlock_destroy(lock)
         lock.deallocate()
     }
-    func lockShared() { precondition(pthread_rwlock_rdlock(lock) == 0) }
-    func lockExclusive() { precondition(pthread_rwlock_wrlock(lock) == 0) }
-    func unlock() { precondition(pthread_rwlock_unlock(lock) == 0) }
+
+    /// Shared holds the calling thread has now.
+    var sharedDepth: Int { Int(bitPattern: pthread_getspecific(depthKey)) }
+
+    private func setSharedDepth(_ d: Int) { pthread_setspecific(depthKey, UnsafeRawPointer(bitPattern: d)) }
+
+    func lockShared() {
+        let d = sharedDepth
+        if d == 0 { precondition(pthread_rwlock_rdlock(lock) == 0) }
+        setSharedDepth(d + 1)
+    }
+
+    func lockExclusive() {
+        precondition(sharedDepth == 0, "exclusive hold asked for by a thread that holds the shared side")
+        precondition(pthread_rwlock_wrlock(lock) == 0)
+    }
+
+    /// Releases the calling thread's innermost hold, shared or exclusive.
+    func unlock() {
+        let d = sharedDepth
+        if d > 1 {
+            setSharedDepth(d - 1)
+            return
+        }
+        if d == 1 { setSharedDepth(0) }
+        precondition(pthread_rwlock_unlock(lock) == 0)
+    }
 }

@@ -1,7 +1,4 @@
 import Synchronization
-#if canImport(Glibc)
-import Glibc
-#endif
 
 extension LMDBEnvironment {
     /// lmdb.h, caveats: "Do not have open an LMDB database twice in the same process at
@@ -30,7 +27,15 @@ extension LMDBEnvironment {
                 }
                 return env
             }
+            // Refuse a short data file before LMDB maps it (touching a mapped page past the
+            // end of the file is SIGBUS), and a damaged B-tree before a cursor walks it.
+            let existing = Posix.fileIdentity(dataFile) != nil
+            if existing { _ = try LMDBFile.readMeta(path: dataFile) }
             let env = try LMDBEnvironment(path: path, readOnly: readOnly, options: options)
+            if existing {
+                let report = try env.checkPages()
+                if let first = report.problems.first { throw LMDBFile.Damage(path: dataFile, reason: first) }
+            }
             envs = envs.filter { $0.value.env != nil }
             if let id = fileIdentity(dataFile) { envs[id] = Weak(env) }
             return env
@@ -38,9 +43,7 @@ extension LMDBEnvironment {
     }
 
     private static func fileIdentity(_ path: String) -> String? {
-        var st = stat()
-        guard stat(path, &st) == 0 else { return nil }
-        return "\(st.st_dev):\(st.st_ino)"
+        Posix.fileIdentity(path).map { "\($0.device):\($0.inode)" }
     }
 
 }

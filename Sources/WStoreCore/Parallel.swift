@@ -29,9 +29,6 @@ package func parallelFor(_ count: Int, threads: Int, _ body: (_ item: Int, _ wor
 
 
 import Synchronization
-#if canImport(Glibc)
-import Glibc
-#endif
 
 private final class ItemCounter: Sendable {
     private let next = Atomic<Int>(0)
@@ -48,11 +45,7 @@ private final class FirstError: Sendable {
 
 package enum System {
     package static var activeProcessorCount: Int {
-        #if canImport(Glibc)
-        return max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN))))
-        #else
-        return 1
-        #endif
+        Posix.processorCount
     }
 }
 

@@ -4,7 +4,13 @@ package enum Record {
     /// "WSTR"
     package static let magic: UInt32 = 0x5254_5357
     /// The record format version this build writes and the newest it reads.
-    package static let formatVersion: UInt16 = 1
+    /// Version 1 records (one checksum over the whole tensor, not bound to their key)
+    /// are still read.
+    package static let formatVersion: UInt16 = 2
+    /// Raw bytes per checked block of a raw version-2 record (FORMAT.md §4.5).
+    package static let defaultBlockSize = 256 << 10
+    /// Bytes per frame (or block) checksum.
+    package static let frameChecksumSize = 8
     /// Bytes before the shape array.
     package static let fixedHeaderSize = 64
     /// Bytes per frame-table entry.
@@ -33,17 +39,26 @@ package enum Record {
         case zstd = 1
     }
 
+    /// What binds a record to the LMDB key it is stored under: the xxh3-64 of the whole key.
+    /// A version-2 header checksum is seeded with it, so a record read under any other key
+    /// fails its header check.
+    package static func binding(key: UnsafeRawBufferPointer) -> UInt64 { xxh3(key) }
+
+    /// See ``binding(key:)``.
+    package static func binding(key: [UInt8]) -> UInt64 { key.withUnsafeBytes { xxh3($0) } }
+
     /// The header checksum: xxh3-64 of bytes 64..<headerLength, seeded with the xxh3-64
-    /// of bytes 0..<56 (everything but the checksum field itself).
-    package static func headerChecksum(_ bytes: UnsafeRawBufferPointer, headerLength: Int) -> UInt64 {
-        let seed = xxh3(UnsafeRawBufferPointer(rebasing: bytes[0 ..< 56]))
+    /// of bytes 0..<56 (everything but the checksum field itself). From version 2 that
+    /// inner hash is itself seeded with the record's key ``binding(key:)``; version 1 uses seed 0.
+    package static func headerChecksum(_ bytes: UnsafeRawBufferPointer, headerLength: Int, binding: UInt64) -> UInt64 {
+        let seed = xxh3(UnsafeRawBufferPointer(rebasing: bytes[0 ..< 56]), seed: binding)
         return xxh3(UnsafeRawBufferPointer(rebasing: bytes[64 ..< headerLength]), seed: seed)
     }
 
-    /// The header length for a rank and frame table, padded so that
+    /// The header length for a rank, frame table and frame checksums, padded so that
     /// `(overflowValueOffset + length) % 64 == 0`.
-    package static func headerLength(rank: Int, tableEntries: Int) -> Int {
-        let unpadded = fixedHeaderSize + 8 * rank + frameEntrySize * tableEntries
+    package static func headerLength(rank: Int, tableEntries: Int, frameChecksums: Int = 0) -> Int {
+        let unpadded = fixedHeaderSize + 8 * rank + frameEntrySize * tableEntries + frameChecksumSize * frameChecksums
         var len = unpadded
         let rem = (overflowValueOffset + len) % 64
         if rem != 0 { len += 64 - rem }
@@ -64,8 +79,12 @@ package struct RecordView {
     package let rawSize: Int
     package let storedSize: Int
     package let checksum: UInt64
+    /// Raw bytes per frame (zstd) or per checked block (raw, version 2).
     package let frameSize: Int
+    /// Frames (zstd) or checked blocks (raw, version 2); 0 for a raw version-1 record.
     package let frameCount: Int
+    /// Where the per-frame checksums start in the header (version 2), else `nil`.
+    let frameChecksumsAt: Int?
 
     /// The stored payload: the tensor bytes themselves for ``Record/Codec/raw``.
     package var payload: UnsafeRawBufferPointer {
@@ -83,18 +102,29 @@ package struct RecordView {
         return (off, size, method)
     }
 
+    /// The xxh3-64 of the raw bytes of frame (or block) `f`, from the header (version 2 only).
+    package func frameChecksum(_ f: Int) -> UInt64 {
+        UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: frameChecksumsAt! + Record.frameChecksumSize * f, as: UInt64.self))
+    }
+
+    /// Whether every frame (or block) carries its own checksum (version 2).
+    package var hasFrameChecksums: Bool { frameChecksumsAt != nil }
+
     /// Raw bytes covered by frame `f`.
     package func frameRawLength(_ f: Int) -> Int {
         f == frameCount - 1 ? rawSize - f * frameSize : frameSize
     }
 
-    /// Parses and checks a record header against the bytes it came with.
+    /// Parses and checks a record header against the bytes it came with and the key it
+    /// was found under.
     ///
     /// Every offset and size is bounds-checked before use, so a damaged header gives
     /// an error, never an out-of-bounds read.
+    /// - Parameter binding: ``Record/binding(key:)`` of the key the record was read under;
+    ///   a version-2 record written under another key fails its header checksum.
     /// - Throws: ``WStoreError/newerFormat(what:found:supported:)`` for a record written
     ///   by a newer format, ``WStoreError/corruptRecord(name:reason:)`` otherwise.
-    package init(_ bytes: UnsafeRawBufferPointer, name: @autoclosure () -> String) throws(WStoreError) {
+    package init(_ bytes: UnsafeRawBufferPointer, binding: UInt64, name: @autoclosure () -> String) throws(WStoreError) {
         func corrupt(_ why: String) -> WStoreError { .corruptRecord(name: name(), reason: why) }
         func u16(_ o: Int) -> UInt16 { UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
         func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
@@ -111,8 +141,9 @@ package struct RecordView {
         guard headerLength >= Record.fixedHeaderSize, headerLength <= bytes.count else {
             throw corrupt("header length \(headerLength) outside the record (\(bytes.count) bytes)")
         }
-        guard Record.headerChecksum(bytes, headerLength: headerLength) == u64(56) else {
-            throw corrupt("header checksum mismatch")
+        guard Record.headerChecksum(bytes, headerLength: headerLength, binding: version >= 2 ? binding : 0) == u64(56) else {
+            throw corrupt(version >= 2 ? "header checksum mismatch (damaged, or not the record of this key)"
+                                       : "header checksum mismatch")
         }
 
         let ggmlType = u32(16)
@@ -147,15 +178,28 @@ package struct RecordView {
         }
         guard rawSize % transform.width == 0 else { throw corrupt("raw size \(rawSize) not a multiple of the transform width") }
 
+        var checksumsAt: Int? = nil
         switch codec {
-        case .raw:
+        case .raw where version == 1:
             guard storedSize == rawSize, frameCount == 0, transform == .none else { throw corrupt("raw record with frames or sizes that differ") }
+        case .raw:
+            guard storedSize == rawSize, transform == .none else { throw corrupt("raw record with sizes that differ") }
+            guard frameSize > 0 else { throw corrupt("block size \(frameSize)") }
+            guard frameCount == (rawSize + frameSize - 1) / frameSize else {
+                throw corrupt("\(frameCount) blocks for \(rawSize) bytes in blocks of \(frameSize)")
+            }
+            checksumsAt = Record.fixedHeaderSize + 8 * rank
+            guard checksumsAt! + Record.frameChecksumSize * frameCount <= headerLength else {
+                throw corrupt("block checksums run past the header")
+            }
         case .zstd:
             guard frameSize > 0, frameSize % transform.width == 0 else { throw corrupt("frame size \(frameSize)") }
             let expectedFrames = (rawSize + frameSize - 1) / frameSize
             guard frameCount == expectedFrames else { throw corrupt("\(frameCount) frames for \(rawSize) bytes in frames of \(frameSize)") }
             let tableEnd = Record.fixedHeaderSize + 8 * rank + Record.frameEntrySize * frameCount * transform.width
-            guard tableEnd <= headerLength else { throw corrupt("frame table runs past the header") }
+            let end = version >= 2 ? tableEnd + Record.frameChecksumSize * frameCount : tableEnd
+            guard end <= headerLength else { throw corrupt("frame table runs past the header") }
+            if version >= 2 { checksumsAt = tableEnd }
         }
         self.bytes = bytes
         self.version = version
@@ -169,6 +213,7 @@ package struct RecordView {
         self.checksum = u64(40)
         self.frameSize = frameSize
         self.frameCount = frameCount
+        self.frameChecksumsAt = checksumsAt
 
         // Each frame-table entry must stay inside the payload and match its plane.
         if codec == .zstd {

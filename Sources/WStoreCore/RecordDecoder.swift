@@ -3,8 +3,11 @@ import Synchronization
 /// Turns a record back into the tensor's bytes.
 package enum RecordDecoder {
     /// Decodes `record` into `dst` (exactly `record.rawSize` bytes), frames on up to
-    /// `threads` threads, then checks the xxh3-64 of the result against the header.
+    /// `threads` threads, checking the bytes against the header's checksums.
     ///
+    /// A version-2 record carries one xxh3-64 per frame (or per raw block), so each worker
+    /// checks the frame it just decoded while it is in cache; a version-1 record has one
+    /// xxh3-64 over the whole tensor, hashed in order as frames finish.
     /// A compressed record is always checked. A raw record is a plain copy, checked
     /// only when `verify` is set (as for zero-copy reads): hashing costs about as much
     /// as the copy itself.
@@ -24,7 +27,17 @@ package enum RecordDecoder {
                 dst.baseAddress!.copyMemory(from: record.payload.baseAddress!, byteCount: record.rawSize)
                 return
             }
-            // Copy and hash in cache-sized pieces, so the hash reads what the copy just wrote.
+            if record.hasFrameChecksums {
+                // Copy each block, then hash it from cache against its own checksum.
+                let payload = record.payload
+                try parallelFor(record.frameCount, threads: threads) { b, _ in
+                    let start = b * record.frameSize, n = record.frameRawLength(b)
+                    (dst.baseAddress! + start).copyMemory(from: payload.baseAddress! + start, byteCount: n)
+                    try checkFrame(record, b, UnsafeRawBufferPointer(rebasing: dst[start ..< start + n]), name: name)
+                }
+                return
+            }
+            // Version 1: copy and hash in cache-sized pieces, so the hash reads what the copy just wrote.
             let hasher = XXH3Stream()
             var at = 0
             while at < record.rawSize {
@@ -38,32 +51,57 @@ package enum RecordDecoder {
                 throw WStoreError.checksumMismatch(name: name, expected: record.checksum, actual: digest)
             }
         case .zstd:
-            let digest = try decodeFrames(record, name: name, into: dst, threads: threads)
-            if digest != record.checksum {
+            if let digest = try decodeFrames(record, name: name, into: dst, threads: threads), digest != record.checksum {
                 throw WStoreError.checksumMismatch(name: name, expected: record.checksum, actual: digest)
             }
         }
     }
 
-    /// Bytes copied and hashed at a time when a raw record is verified while copied.
+    /// Bytes copied and hashed at a time when a raw version-1 record is verified while copied.
     static let copyChunk = 256 << 10
 
-    /// Checks `bytes` against the record's stored checksum.
-    package static func verify(_ record: RecordView, name: String, _ bytes: UnsafeRawBufferPointer) throws(WStoreError) {
+    /// Checks `bytes` (the record's raw bytes, decoded or in place) against the record's
+    /// stored checksums: each frame's or block's own (version 2, on up to `threads`
+    /// threads), or the whole tensor's (version 1).
+    package static func verify(_ record: RecordView, name: String, _ bytes: UnsafeRawBufferPointer,
+                               threads: Int = 1) throws {
+        if record.hasFrameChecksums {
+            guard bytes.count == record.rawSize else {
+                throw WStoreError.invalidArgument("\(bytes.count) bytes to check for \(name), which has \(record.rawSize)")
+            }
+            try parallelFor(record.frameCount, threads: threads) { f, _ in
+                let start = f * record.frameSize
+                try checkFrame(record, f, UnsafeRawBufferPointer(rebasing: bytes[start ..< start + record.frameRawLength(f)]),
+                               name: name)
+            }
+            return
+        }
         let actual = xxh3(bytes)
         if actual != record.checksum {
-            throw .checksumMismatch(name: name, expected: record.checksum, actual: actual)
+            throw WStoreError.checksumMismatch(name: name, expected: record.checksum, actual: actual)
         }
     }
 
-    /// Decodes every frame into `dst` and returns the xxh3-64 of all of `dst`.
+    /// Checks the raw bytes of frame (or block) `f` against its checksum in the header.
+    @inline(__always)
+    private static func checkFrame(_ record: RecordView, _ f: Int, _ bytes: UnsafeRawBufferPointer,
+                                   name: String) throws(WStoreError) {
+        let actual = xxh3(bytes), expected = record.frameChecksum(f)
+        if actual != expected {
+            throw .checksumMismatch(name: record.frameCount > 1 ? "\(name) (frame \(f))" : name,
+                                    expected: expected, actual: actual)
+        }
+    }
+
+    /// Decodes every frame into `dst`. A version-2 record's frames are each checked by the
+    /// worker that decoded them (returns `nil`); for version 1 returns the xxh3-64 of all of `dst`.
     ///
     /// The hash runs while frames decode: whichever worker finishes a frame hashes every
     /// frame that is ready in order (one worker at a time, outside the lock), so frames
     /// are hashed while still in cache and, on several threads, the hash overlaps the
     /// decoding of later frames instead of running alone at the end.
     private static func decodeFrames(_ record: RecordView, name: String, into dst: UnsafeMutableRawBufferPointer,
-                                     threads: Int) throws -> UInt64 {
+                                     threads: Int) throws -> UInt64? {
         let planes = record.planeCount
         let workers = max(1, min(threads, record.frameCount))
         let transform = record.transform
@@ -72,11 +110,18 @@ package enum RecordDecoder {
         let scratch = ScratchPool.take(max(1, workers * scratchPerWorker))
         defer { ScratchPool.give(scratch) }
         let payload = record.payload
+        let perFrame = record.hasFrameChecksums
         let hasher = XXH3Stream()
-        let cursor = Mutex(HashCursor(frames: record.frameCount))
-        /// Marks frame `f` decoded and, unless another worker is hashing, hashes every
-        /// frame ready in order.
-        func frameDone(_ f: Int) {
+        let cursor = Mutex(HashCursor(frames: perFrame ? 0 : record.frameCount))
+        /// Version 2: checks frame `f` against its own checksum. Version 1: marks frame `f`
+        /// decoded and, unless another worker is hashing, hashes every frame ready in order.
+        func frameDone(_ f: Int) throws {
+            if perFrame {
+                let start = f * record.frameSize
+                try checkFrame(record, f, UnsafeRawBufferPointer(rebasing: dst[start ..< start + record.frameRawLength(f)]),
+                               name: name)
+                return
+            }
             var ready = cursor.withLock { $0.finish(f) }
             while let r = ready {
                 let start = r.lowerBound * record.frameSize
@@ -96,7 +141,7 @@ package enum RecordDecoder {
                 case .stored: out.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: rawLength)
                 case .zstd: try decompress(src, into: out, name: name, frame: f)
                 }
-                frameDone(f)
+                try frameDone(f)
                 return
             }
             let planeLength = rawLength / planes
@@ -117,8 +162,9 @@ package enum RecordDecoder {
                 }
                 transform.merge(planes: UnsafePointer(planePointers.baseAddress!), count: planeLength, into: out.baseAddress!)
             }
-            frameDone(f)
+            try frameDone(f)
         }
+        if perFrame { return nil }
         // Every frame was marked done, and the worker hashing at that moment re-checked
         // under the lock before it stopped, so every frame has been hashed.
         precondition(cursor.withLock { $0.next } == record.frameCount, "frames left unhashed")

@@ -38,6 +38,8 @@ package struct EncodedRecord: Sendable {
     /// The whole record length, tail padding included.
     package let totalSize: Int
     package let checksum: UInt64
+    /// The key binding the header was sealed with (``Record/binding(key:)``).
+    package let binding: UInt64
 
     /// Writes the record into `dst` (`totalSize` bytes); `source` is the same raw
     /// bytes given to ``RecordEncoder/encode(_:dtype:shape:options:)``.
@@ -61,11 +63,12 @@ package struct EncodedRecord: Sendable {
 
 /// Turns a tensor's bytes into a record.
 package enum RecordEncoder {
-    /// Encodes `src` as a record of `dtype` and `shape`.
+    /// Encodes `src` as a record of `dtype` and `shape`, bound to the key it will be
+    /// stored under (`binding` is ``Record/binding(key:)`` of that key).
     ///
     /// - Throws: ``WStoreError/invalidArgument(_:)`` when the sizes disagree,
     ///   ``WStoreError/codec(_:)`` when zstd fails.
-    package static func encode(_ src: UnsafeRawBufferPointer, dtype: DType, shape: [Int],
+    package static func encode(_ src: UnsafeRawBufferPointer, dtype: DType, shape: [Int], binding: UInt64,
                                options: EncodeOptions) throws -> EncodedRecord {
         guard shape.count <= Record.maxRank else {
             throw WStoreError.invalidArgument("rank \(shape.count) exceeds the maximum of \(Record.maxRank)")
@@ -86,16 +89,35 @@ package enum RecordEncoder {
             let worthIt = Double(stored) <= Double(src.count) * (1 - options.minSavings)
             if options.codec == .zstd || worthIt {
                 return finish(dtype: dtype, shape: shape, codec: .zstd, transform: transform, rawSize: src.count,
-                              frameSize: frameSize, table: compressed.table, pieces: compressed.pieces,
-                              storedSize: stored, checksum: checksum, options: options)
+                              frameSize: frameSize, table: compressed.table, frameChecksums: compressed.checksums,
+                              pieces: compressed.pieces, storedSize: stored, checksum: checksum, binding: binding,
+                              options: options)
             }
         }
+        let blockSize = Record.defaultBlockSize
+        let blocks = blockChecksums(src, blockSize: blockSize, threads: options.threads)
         return finish(dtype: dtype, shape: shape, codec: .raw, transform: .none, rawSize: src.count,
-                      frameSize: 0, table: [], pieces: nil, storedSize: src.count, checksum: checksum, options: options)
+                      frameSize: blockSize, table: [], frameChecksums: blocks, pieces: nil, storedSize: src.count,
+                      checksum: checksum, binding: binding, options: options)
+    }
+
+    /// The xxh3-64 of each `blockSize` block of `src` (the last one shorter).
+    package static func blockChecksums(_ src: UnsafeRawBufferPointer, blockSize: Int, threads: Int) -> [UInt64] {
+        let count = (src.count + blockSize - 1) / blockSize
+        var out = [UInt64](repeating: 0, count: count)
+        out.withUnsafeMutableBufferPointer { o in
+            let o = UncheckedSendable(o)
+            try! parallelFor(count, threads: threads) { b, _ in
+                let start = b * blockSize
+                o.value[b] = xxh3(UnsafeRawBufferPointer(rebasing: src[start ..< min(src.count, start + blockSize)]))
+            }
+        }
+        return out
     }
 
     private struct Frames {
         var table: [(offset: Int, size: Int, method: Record.PlaneMethod)]
+        var checksums: [UInt64]
         var pieces: [[UInt8]]
     }
 
@@ -105,16 +127,19 @@ package enum RecordEncoder {
         let planes = transform.width
         var pieces = [[UInt8]](repeating: [], count: frameCount * planes)
         var methods = [Record.PlaneMethod](repeating: .stored, count: frameCount * planes)
+        var checksums = [UInt64](repeating: 0, count: frameCount)
         let profile: ZstdProfile = transform == .none ? .level(options.level) : .plane
         let workers = max(1, min(options.threads, frameCount))
         let scratch = UnsafeMutableRawBufferPointer.allocate(
             byteCount: transform == .none ? 0 : workers * frameSize, alignment: 64)
         defer { scratch.deallocate() }
         try pieces.withUnsafeMutableBufferPointer { piecesOut in
+          try checksums.withUnsafeMutableBufferPointer { checksumsOut in
             try methods.withUnsafeMutableBufferPointer { methodsOut in
                     try parallelFor(frameCount, threads: workers) { f, w in
                         let start = f * frameSize
                         let frame = UnsafeRawBufferPointer(rebasing: src[start ..< min(src.count, start + frameSize)])
+                        checksumsOut[f] = xxh3(frame)
                         let planeLength = frame.count / planes
                         let planeBytes: UnsafeRawBufferPointer
                         if transform == .none {
@@ -139,6 +164,7 @@ package enum RecordEncoder {
                         }
                     }
             }
+          }
         }
         var table: [(offset: Int, size: Int, method: Record.PlaneMethod)] = []
         table.reserveCapacity(pieces.count)
@@ -147,15 +173,16 @@ package enum RecordEncoder {
             table.append((offset, piece.count, methods[i]))
             offset += piece.count
         }
-        return Frames(table: table, pieces: pieces)
+        return Frames(table: table, checksums: checksums, pieces: pieces)
     }
 
     private static func finish(dtype: DType, shape: [Int], codec: Record.Codec, transform: PlaneTransform,
                                rawSize: Int, frameSize: Int,
-                               table: [(offset: Int, size: Int, method: Record.PlaneMethod)],
-                               pieces: [[UInt8]]?, storedSize: Int, checksum: UInt64,
+                               table: [(offset: Int, size: Int, method: Record.PlaneMethod)], frameChecksums: [UInt64],
+                               pieces: [[UInt8]]?, storedSize: Int, checksum: UInt64, binding: UInt64,
                                options: EncodeOptions) -> EncodedRecord {
-        let headerLength = Record.headerLength(rank: shape.count, tableEntries: table.count)
+        let headerLength = Record.headerLength(rank: shape.count, tableEntries: table.count,
+                                               frameChecksums: frameChecksums.count)
         var h = [UInt8](repeating: 0, count: headerLength)
         h.withUnsafeMutableBytes { b in
             func put<T: FixedWidthInteger>(_ v: T, _ at: Int) { b.storeBytes(of: v.littleEndian, toByteOffset: at, as: T.self) }
@@ -173,7 +200,7 @@ package enum RecordEncoder {
             put(UInt64(storedSize), 32)
             put(checksum, 40)
             put(UInt32(frameSize), 48)
-            put(UInt32(codec == .zstd ? (rawSize + frameSize - 1) / frameSize : 0), 52)
+            put(UInt32(frameChecksums.count), 52)
             var at = Record.fixedHeaderSize
             for d in shape { put(UInt64(d), at); at += 8 }
             for e in table {
@@ -182,10 +209,11 @@ package enum RecordEncoder {
                 put(e.method.rawValue, at + 12)
                 at += Record.frameEntrySize
             }
-            put(Record.headerChecksum(UnsafeRawBufferPointer(b), headerLength: headerLength), 56)
+            for c in frameChecksums { put(c, at); at += Record.frameChecksumSize }
+            put(Record.headerChecksum(UnsafeRawBufferPointer(b), headerLength: headerLength, binding: binding), 56)
         }
         let total = max(headerLength + storedSize, options.minRecordSize)
         return EncodedRecord(header: h, pieces: pieces, codec: codec, rawSize: rawSize, storedSize: storedSize,
-                             totalSize: total, checksum: checksum)
+                             totalSize: total, checksum: checksum, binding: binding)
     }
 }

@@ -1,4 +1,4 @@
-/// An error from wstore itself: bad records, bad arguments, missing names.
+/// An error from wstore itself: bad records, bad arguments, missing names, failed file operations.
 ///
 /// LMDB failures are ``LMDBError``; this type covers what wstore checks on its own.
 /// Every case prints as one line a user can act on.
@@ -19,6 +19,9 @@ public enum WStoreError: Error, CustomStringConvertible, Sendable, Equatable {
     case invalidArgument(String)
     /// A zstd call failed.
     case codec(String)
+    /// An operating-system call failed: `call` (`open`, `write`, `fsync`, `rename`, ...) on
+    /// `path` (`from -> to` for a rename) with errno `errno`.
+    case io(call: String, path: String, errno: Int32)
 
     public var description: String {
         switch self {
@@ -38,6 +41,8 @@ public enum WStoreError: Error, CustomStringConvertible, Sendable, Equatable {
             message
         case let .codec(message):
             message
+        case let .io(call, path, code):
+            "\(call) \(path): \(Posix.message(errno: code))"
         }
     }
 }

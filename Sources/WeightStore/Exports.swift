@@ -4,3 +4,5 @@
 @_exported import enum WStoreCore.DType
 @_exported import enum WStoreCore.CodecChoice
 @_exported import enum WStoreCore.WStoreError
+@_exported import struct WStoreCore.ExpertKey
+@_exported import struct WStoreCore.ModelInfo

@@ -10,10 +10,11 @@ extension WeightStore {
         let txn: ReadTransaction
         let store: WeightStore
 
-        /// The record of `name`, validated; `nil` when absent.
+        /// The record of `name`, validated and checked against its key; `nil` when absent.
         func record(_ name: String, model: String) throws -> RecordView? {
-            guard let bytes = try txn.get(store.tensorsDB, store.tensorKey(model: model, name: name)) else { return nil }
-            return try RecordView(bytes, name: "\(model)/\(name)")
+            let key = try store.tensorKey(model: model, name: name)
+            guard let bytes = try txn.get(store.tensorsDB, key) else { return nil }
+            return try store.view(bytes, key: key.withUnsafeBytes { Record.binding(key: $0) }, name: "\(model)/\(name)")
         }
 
         func requireRecord(_ name: String, model: String) throws -> RecordView {
@@ -43,7 +44,7 @@ extension WeightStore {
                                   _ body: (_ bytes: UnsafeRawBufferPointer, _ info: TensorInfo) throws -> R) throws -> R {
             let r = try requireRecord(name, model: model)
             guard r.codec == .raw else { throw WStoreError.notRaw(name: name, codec: r.codec.name) }
-            if verify { try RecordDecoder.verify(r, name: "\(model)/\(name)", r.payload) }
+            if verify { try RecordDecoder.verify(r, name: "\(model)/\(name)", r.payload, threads: 1) }
             return try body(r.payload, TensorInfo(model: model, name: name, record: r))
         }
 
@@ -70,7 +71,10 @@ extension WeightStore {
             var failure: (any Error)?
             try txn.scan(store.tensorsDB, prefix: prefix) { k, v in
                 let name = String(decoding: k[prefix.count...], as: UTF8.self)
-                do { out.append(TensorInfo(model: model, name: name, record: try RecordView(v, name: "\(model)/\(name)"))) } catch {
+                do {
+                    let r = try store.view(v, key: Record.binding(key: k), name: "\(model)/\(name)")
+                    out.append(TensorInfo(model: model, name: name, record: r))
+                } catch {
                     failure = error
                     return false
                 }
@@ -97,9 +101,14 @@ extension WeightStore {
             let prefix = layer.map { Keys.expertPrefix(model: model, layer: $0) } ?? modelPrefix
             var out: [ExpertEntry] = []
             var current: (layer: Int, expert: Int, parts: [String: String])?
+            var failure: (any Error)?
             try txn.scan(store.expertsDB, prefix: prefix) { k, v in
                 guard let key = Keys.parseExpert(k, prefixLength: modelPrefix.count) else { return true }
-                let tensor = String(decoding: v, as: UTF8.self)
+                let tensor: String
+                do { tensor = try store.expertTensor(v, key: k, model: model) } catch {
+                    failure = error
+                    return false
+                }
                 if let c = current, c.layer == key.layer, c.expert == key.expert {
                     current!.parts[key.part] = tensor
                 } else {
@@ -108,6 +117,7 @@ extension WeightStore {
                 }
                 return true
             }
+            if let failure { throw failure }
             if let c = current { out.append(ExpertEntry(layer: c.layer, expert: c.expert, parts: c.parts)) }
             return out
         }
@@ -116,12 +126,17 @@ extension WeightStore {
         public func expert(layer: Int, expert: Int, model: String = WeightStore.defaultModel) throws -> ExpertEntry? {
             let modelPrefix = Keys.modelPrefix(model)
             var parts: [String: String] = [:]
+            var failure: (any Error)?
             try txn.scan(store.expertsDB, prefix: Keys.expertPrefix(model: model, layer: layer, expert: expert)) { k, v in
                 if let key = Keys.parseExpert(k, prefixLength: modelPrefix.count) {
-                    parts[key.part] = String(decoding: v, as: UTF8.self)
+                    do { parts[key.part] = try store.expertTensor(v, key: k, model: model) } catch {
+                        failure = error
+                        return false
+                    }
                 }
                 return true
             }
+            if let failure { throw failure }
             return parts.isEmpty ? nil : ExpertEntry(layer: layer, expert: expert, parts: parts)
         }
     }
@@ -170,6 +185,27 @@ extension WeightStore {
     /// See ``Snapshot/experts(model:layer:)``.
     public func experts(model: String = WeightStore.defaultModel, layer: Int? = nil) throws -> [ExpertEntry] {
         try withSnapshot { try $0.experts(model: model, layer: layer) }
+    }
+}
+
+extension WeightStore {
+    /// Parses a record read under a key with binding `binding`; in a version-2 store,
+    /// refuses a version-1 record (which is not bound to its key).
+    func view(_ bytes: UnsafeRawBufferPointer, key binding: UInt64, name: String) throws -> RecordView {
+        let r = try RecordView(bytes, binding: binding, name: name)
+        if formatVersion >= 2 && r.version < 2 {
+            throw WStoreError.corruptRecord(name: name, reason: "record version \(r.version) in a version-\(formatVersion) store")
+        }
+        return r
+    }
+
+    /// The tensor name an `experts` entry holds, unsealed and checked as a name.
+    func expertTensor(_ value: UnsafeRawBufferPointer, key: UnsafeRawBufferPointer, model: String) throws -> String {
+        let inner = try unseal(value, key: key, what: "expert index entry of model \(model)")
+        guard let name = String(validating: inner, as: UTF8.self), !name.isEmpty else {
+            throw WStoreError.corruptRecord(name: "expert index entry of model \(model)", reason: "not a tensor name")
+        }
+        return name
     }
 }
 

@@ -23,7 +23,8 @@ extension WeightStore {
             var options = store.encodeOptions
             options.codec = codec
             options.level = Int32(level)
-            let record = try RecordEncoder.encode(bytes, dtype: dtype, shape: shape, options: options)
+            let binding = try store.recordBinding(model: model, name: name)
+            let record = try RecordEncoder.encode(bytes, dtype: dtype, shape: shape, binding: binding, options: options)
             return try putEncoded(record, source: bytes, name: name, model: model, dtype: dtype, shape: shape, expert: expert)
         }
 
@@ -32,6 +33,9 @@ extension WeightStore {
         package func putEncoded(_ record: EncodedRecord, source: UnsafeRawBufferPointer, name: String, model: String,
                                 dtype: DType, shape: [Int], expert: ExpertKey? = nil) throws -> TensorInfo {
             let key = try store.tensorKey(model: model, name: name)
+            guard record.binding == Record.binding(key: key) else {
+                preconditionFailure("record of \(model)/\(name) encoded for another key")
+            }
             try txn.reserve(store.tensorsDB, key, size: record.totalSize) { dst in
                 record.write(into: dst, source: source)
             }
@@ -49,7 +53,7 @@ extension WeightStore {
             }
             let ek = Keys.expert(model: model, key)
             guard ek.count <= store.env.maxKeySize else { throw WStoreError.invalidArgument("expert part name too long: \(key.part)") }
-            try Array(name.utf8).withUnsafeBytes { try txn.put(store.expertsDB, ek, $0) }
+            try store.seal(Array(name.utf8), key: ek).withUnsafeBytes { try txn.put(store.expertsDB, ek, $0) }
         }
 
         /// Removes tensor `name` (and nothing else); returns whether it existed.
@@ -65,7 +69,7 @@ extension WeightStore {
     /// runs again, so `body` should only write through the writer.
     /// - Warning: do not call from inside a read (``withSnapshot(_:)``) closure.
     public func write<R>(_ body: (borrowing Writer) throws -> R) throws -> R {
-        guard !readOnly else { throw WStoreError.invalidArgument("\(path) is open read-only") }
+        try requireWritable()
         return try env.write { txn in
             let writer = Writer(txn: txn.view(), store: self)
             return try body(writer)
@@ -81,7 +85,8 @@ extension WeightStore {
         options.codec = codec
         options.level = Int32(level)
         options.threads = System.activeProcessorCount
-        let record = try RecordEncoder.encode(bytes, dtype: dtype, shape: shape, options: options)
+        let record = try RecordEncoder.encode(bytes, dtype: dtype, shape: shape,
+                                              binding: recordBinding(model: model, name: name), options: options)
         return try write { w in
             try w.putEncoded(record, source: bytes, name: name, model: model, dtype: dtype, shape: shape, expert: expert)
         }
@@ -92,6 +97,12 @@ extension WeightStore {
         var o = EncodeOptions()
         o.minRecordSize = minRecordSize
         return o
+    }
+
+    /// What binds the record of tensor `name` to its key: give it to the encoder
+    /// (``Record/binding(key:)`` of the `tensors` key).
+    package func recordBinding(model: String, name: String) throws -> UInt64 {
+        Record.binding(key: try tensorKey(model: model, name: name))
     }
 
     func tensorKey(model: String, name: String) throws -> [UInt8] {

@@ -35,6 +35,9 @@ public final class WeightStore: Sendable {
     let metaDB: LMDBDatabase
     /// Records shorter than this are padded so LMDB puts them on overflow pages.
     let minRecordSize: Int
+    /// The store's format version (FORMAT.md §5): 1 for a store written before records
+    /// were bound to their keys, 2 since. This build writes only to version-2 stores.
+    public let formatVersion: Int
 
     private init(env: LMDBEnvironment, readOnly: Bool, create: Bool) throws {
         self.env = env
@@ -49,23 +52,27 @@ public final class WeightStore: Sendable {
         }
         // lmdb: a node larger than about half a page goes to overflow pages; see FORMAT.md §4.4.
         self.minRecordSize = env.pageSize / 2 + 64
+        self.formatVersion = create
+            ? Int(Record.formatVersion)
+            : try Self.readMetadata(env: env, metaDB: metaDB, path: env.path).formatVersion
     }
 
     /// Creates a new, empty store in directory `path` (created if missing).
     ///
     /// - Throws: ``WStoreError/invalidArgument(_:)`` when `path` already holds a store,
+    ///   ``WStoreError/io(call:path:errno:)`` when the directory cannot be made,
     ///   ``LMDBError`` when LMDB cannot create it.
     public static func create(at path: String, options: Options = Options()) throws -> WeightStore {
         let fm = FileManager.default
         if fm.fileExists(atPath: path + "/data.mdb") {
             throw WStoreError.invalidArgument("\(path) already holds a store; open it instead, or remove it first")
         }
-        try fm.createDirectory(atPath: path, withIntermediateDirectories: true)
+        try Posix.makeDirectories(path)
         let env = try LMDBEnvironment.shared(path: path, readOnly: false, options: envOptions(options))
         let store = try WeightStore(env: env, readOnly: false, create: true)
         let meta = StoreMetadata(formatVersion: Int(Record.formatVersion), createdBy: "wstore \(wstoreVersion)",
                                  created: ISO8601DateFormatter().string(from: Date()))
-        let json = try JSONEncoder.sorted.encode(meta)
+        let json = Sealed.sealJSON([UInt8](try JSONEncoder.sorted.encode(meta)), key: Keys.storeMeta)
         try env.write { txn in try json.withUnsafeBytes { try txn.put(store.metaDB, Keys.storeMeta, $0) } }
         return store
     }
@@ -75,6 +82,7 @@ public final class WeightStore: Sendable {
     /// - Throws: ``WStoreError/notAStore(path:reason:)`` when `path` is not a store,
     ///   ``WStoreError/newerFormat(what:found:supported:)`` when a newer wstore wrote it.
     public static func open(at path: String, readOnly: Bool = true, options: Options = Options()) throws -> WeightStore {
+        try LMDBFile.checkReadable(directory: path)
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
             throw WStoreError.notAStore(path: path, reason: "no such directory")
@@ -88,12 +96,7 @@ public final class WeightStore: Sendable {
         } catch let e as LMDBError where e.code == .invalid || e.code == .versionMismatch {
             throw WStoreError.notAStore(path: path, reason: "data.mdb is not an LMDB environment")
         }
-        let store = try WeightStore(env: env, readOnly: readOnly, create: false)
-        let meta = try store.metadata()
-        guard meta.formatVersion <= Int(Record.formatVersion) else {
-            throw WStoreError.newerFormat(what: "store \(path)", found: meta.formatVersion, supported: Int(Record.formatVersion))
-        }
-        return store
+        return try WeightStore(env: env, readOnly: readOnly, create: false)
     }
 
     private static func envOptions(_ options: Options) -> LMDBEnvironment.Options {
@@ -104,12 +107,20 @@ public final class WeightStore: Sendable {
     }
 
     /// The store-level metadata record.
-    /// - Throws: ``WStoreError/notAStore(path:reason:)`` when it is missing or unreadable.
+    /// - Throws: ``WStoreError/notAStore(path:reason:)`` when it is missing or unreadable,
+    ///   ``WStoreError/corruptRecord(name:reason:)`` when its seal does not match.
     public func metadata() throws -> StoreMetadata {
-        let data: Data? = try env.withRead { txn in
-            try txn.get(metaDB, Keys.storeMeta).map { Data($0) }
+        try Self.readMetadata(env: env, metaDB: metaDB, path: path)
+    }
+
+    private static func readMetadata(env: LMDBEnvironment, metaDB: LMDBDatabase, path: String) throws -> StoreMetadata {
+        // A version-2 record is sealed (FORMAT.md §2); a version-1 record is the JSON alone.
+        let found: (data: Data, sealed: Bool)? = try env.withRead { txn in
+            guard let v = try txn.get(metaDB, Keys.storeMeta) else { return nil }
+            if let inner = Sealed.openJSON(v, key: Keys.storeMeta) { return (Data(inner), true) }
+            return (Data(v), false)
         }
-        guard let data else { throw WStoreError.notAStore(path: path, reason: "no store metadata record") }
+        guard let (data, sealed) = found else { throw WStoreError.notAStore(path: path, reason: "no store metadata record") }
         // Read the version alone first, so a newer store is refused with the right message
         // even if the rest of its metadata changed shape.
         struct Version: Decodable { let format_version: Int }
@@ -119,6 +130,12 @@ public final class WeightStore: Sendable {
         guard version.format_version <= Int(Record.formatVersion) else {
             throw WStoreError.newerFormat(what: "store \(path)", found: version.format_version, supported: Int(Record.formatVersion))
         }
+        guard version.format_version >= 1 else {
+            throw WStoreError.corruptRecord(name: "store metadata of \(path)", reason: "format version \(version.format_version)")
+        }
+        guard sealed || version.format_version == 1 else {
+            throw WStoreError.corruptRecord(name: "store metadata of \(path)", reason: "seal mismatch")
+        }
         do {
             return try JSONDecoder().decode(StoreMetadata.self, from: data)
         } catch {
@@ -126,9 +143,39 @@ public final class WeightStore: Sendable {
         }
     }
 
+    /// Opens a sealed JSON object of a version-2 store, or returns a version-1 value as it is.
+    /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` when a version-2 seal does not match.
+    func unsealJSON(_ bytes: UnsafeRawBufferPointer, key: [UInt8], what: @autoclosure () -> String) throws(WStoreError) -> Data {
+        guard formatVersion >= 2 else { return Data(bytes) }
+        guard let inner = Sealed.openJSON(bytes, key: key) else {
+            throw .corruptRecord(name: what(), reason: "seal mismatch (damaged, or not the value of this key)")
+        }
+        return Data(inner)
+    }
+
+    /// Opens a sealed value of a version-2 store, or returns a version-1 value as it is.
+    /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` when a version-2 seal does not match.
+    func unseal(_ bytes: UnsafeRawBufferPointer, key: UnsafeRawBufferPointer,
+                what: @autoclosure () -> String) throws(WStoreError) -> UnsafeRawBufferPointer {
+        guard formatVersion >= 2 else { return bytes }
+        guard let inner = Sealed.open(bytes, key: key) else {
+            throw .corruptRecord(name: what(), reason: "seal mismatch (damaged, or not the value of this key)")
+        }
+        return inner
+    }
+
+    /// The value to store under `key`: sealed in a version-2 store.
+    func seal(_ value: [UInt8], key: [UInt8]) -> [UInt8] {
+        formatVersion >= 2 ? Sealed.seal(value, key: key) : value
+    }
+
     /// The model info record of `model`, or `nil` when none was written.
+    /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` when it is damaged.
     public func modelInfo(_ model: String = WeightStore.defaultModel) throws -> ModelInfo? {
-        let data: Data? = try env.withRead { txn in try txn.get(metaDB, Keys.modelMeta(model)).map { Data($0) } }
+        let key = Keys.modelMeta(model)
+        let data: Data? = try env.withRead { txn in
+            try txn.get(metaDB, key).map { v in try unsealJSON(v, key: key, what: "model info \(model)") }
+        }
         guard let data else { return nil }
         do { return try JSONDecoder().decode(ModelInfo.self, from: data) } catch {
             throw WStoreError.corruptRecord(name: "model info \(model)", reason: "not valid JSON")
@@ -137,8 +184,20 @@ public final class WeightStore: Sendable {
 
     /// Writes (replaces) the model info record of `info.name`.
     public func setModelInfo(_ info: ModelInfo) throws {
-        let json = try JSONEncoder.sorted.encode(info)
-        try env.write { txn in try json.withUnsafeBytes { try txn.put(metaDB, Keys.modelMeta(info.name), $0) } }
+        try requireWritable()
+        let key = Keys.modelMeta(info.name)
+        let json = Sealed.sealJSON([UInt8](try JSONEncoder.sorted.encode(info)), key: key)
+        try env.write { txn in try json.withUnsafeBytes { try txn.put(metaDB, key, $0) } }
+    }
+
+    /// Refuses writes to a read-only handle, and to a version-1 store (whose readers would
+    /// not read version-2 records).
+    func requireWritable() throws {
+        guard !readOnly else { throw WStoreError.invalidArgument("\(path) is open read-only") }
+        guard formatVersion >= Int(Record.formatVersion) else {
+            throw WStoreError.invalidArgument(
+                "\(path) uses wstore format version \(formatVersion); run `wstore upgrade \(path)` before writing to it")
+        }
     }
 
     /// Every model namespace that holds a tensor or a model info record, sorted.

@@ -2,29 +2,28 @@ import CWStoreHeader
 import Foundation
 import Testing
 import WeightStore
+import WStoreTestSupport
 
 /// The C ABI: a C program compiled against include/wstore.h and linked with the built
 /// libwstore-c.so runs the checks in Clients/abi_check.c on a store written here, and
 /// Clients/abi_check.py does the same from Python through ctypes; the header is
 /// compile-checked as C and C++; a few calls are also made in-process.
 @Suite struct CABITests {
-    /// The repository root, from this file's path.
-    static let root = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
-        .deletingLastPathComponent().path
+    static let root = repositoryRoot
 
     @Test func cProgramAgainstTheSharedLibrary() throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory()
         try makeFixture(at: dir.sub("store"))
         try FileManager.default.createDirectory(atPath: dir.sub("plain"), withIntermediateDirectories: true)
         let lib = try #require(Self.libraryDirectory(),
                                "libwstore-c.so not found beside the test binary nor in .build/debug: build with `swift build --build-tests`")
         let exe = dir.sub("abi_check")
-        let cc = try run(Self.cc, ["-std=c11", "-Wall", "-Wextra", "-Werror", "-I", Self.root + "/include",
+        let cc = runProcess(Self.cc, ["-std=c11", "-Wall", "-Wextra", "-Werror", "-I", Self.root + "/include",
                                    Self.root + "/Tests/CABITests/Clients/abi_check.c", "-L", lib, "-lwstore-c",
                                    "-Wl,-rpath," + lib, "-lpthread", "-o", exe])
         #expect(cc.status == 0, "cc failed: \(cc.output)")
         guard cc.status == 0 else { return }
-        let r = try run(exe, [dir.sub("store"), dir.sub("plain")])
+        let r = runProcess(exe, [dir.sub("store"), dir.sub("plain")])
         #expect(r.status == 0, "abi_check failed:\n\(r.output)")
         // The summary line proves the program ran to the end: every check counted, none failed.
         let summary = r.output.split(separator: "\n").last { $0.hasPrefix("abi_check: ") } ?? ""
@@ -33,10 +32,10 @@ import WeightStore
     }
 
     @Test func pythonThroughCtypes() throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory()
         try makeFixture(at: dir.sub("store"))
         let lib = try #require(Self.libraryDirectory(), "libwstore-c.so not found: build with `swift build --build-tests`")
-        let r = try run("/usr/bin/env", ["python3", Self.root + "/Tests/CABITests/Clients/abi_check.py",
+        let r = runProcess("/usr/bin/env", ["python3", Self.root + "/Tests/CABITests/Clients/abi_check.py",
                                          lib + "/libwstore-c.so", dir.sub("store")])
         #expect(r.status == 0, "abi_check.py failed:\n\(r.output)")
         #expect(r.output.contains(" checks, 0 failed"), "\(r.output)")
@@ -44,12 +43,12 @@ import WeightStore
 
     @Test func headerCompilesAsCAndCxx() throws {
         let header = Self.root + "/include/wstore.h"
-        let c = try run(Self.cc, ["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-fsyntax-only", "-x", "c", header])
+        let c = runProcess(Self.cc, ["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-fsyntax-only", "-x", "c", header])
         #expect(c.status == 0, "\(c.output)")
-        let cxx = try run(Self.cc, ["-std=c++17", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-x", "c++", header])
+        let cxx = runProcess(Self.cc, ["-std=c++17", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-x", "c++", header])
         #expect(cxx.status == 0, "\(cxx.output)")
         // The benchmark client stays compilable too.
-        let bench = try run(Self.cc, ["-std=c11", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I", Self.root + "/include",
+        let bench = runProcess(Self.cc, ["-std=c11", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I", Self.root + "/include",
                                       Self.root + "/Benchmarks/CABI/bench_abi.c"])
         #expect(bench.status == 0, "\(bench.output)")
     }
@@ -57,7 +56,7 @@ import WeightStore
     /// The C declarations of wstore.h called from Swift: they bind to the @_cdecl exports
     /// of CWStoreABI linked into this test binary (the same code the .so holds).
     @Test func inProcessCallsAndErrors() throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory()
         try makeFixture(at: dir.sub("store"))
         var store: OpaquePointer?
         #expect(wstore_open(dir.sub("store"), &store) == WSTORE_OK.rawValue)
@@ -79,7 +78,7 @@ import WeightStore
     }
 
     @Test func corruptRecordIsReportedAsCorrupt() throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory()
         let path = dir.sub("store")
         let raw = (0 ..< 8192).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
         do {
@@ -106,13 +105,7 @@ import WeightStore
     // MARK: Support
 
     /// A C compiler: cc, else the clang of the Swift toolchain, else gcc, from PATH.
-    static let cc: String = {
-        let dirs = (ProcessInfo.processInfo.environment["PATH"] ?? "/usr/bin").split(separator: ":").map(String.init)
-        for name in ["cc", "clang", "gcc"] {
-            for d in dirs where FileManager.default.isExecutableFile(atPath: d + "/" + name) { return d + "/" + name }
-        }
-        return "/usr/bin/cc"
-    }()
+    static let cc = cCompiler
 
     /// The directory holding the libwstore-c.so built with this test binary: beside the
     /// test executable (`.build/<triple>/debug`), else the package's `.build/debug`.
@@ -156,29 +149,4 @@ func makeFixture(at path: String) throws {
         }
     }
     try s.setModelInfo(ModelInfo(name: "m", layers: 2, expertsPerLayer: 2, topK: 2))
-}
-
-/// A fresh temporary directory, removed when the value is released.
-final class TempDir {
-    let path: String
-    init() {
-        path = FileManager.default.temporaryDirectory.appendingPathComponent("wstore-cabi-\(UUID().uuidString)").path
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-    func sub(_ name: String) -> String { path + "/" + name }
-}
-
-/// Runs `exe` with `args`, returning its exit status and stdout+stderr.
-func run(_ exe: String, _ args: [String]) throws -> (status: Int32, output: String) {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: exe)
-    p.arguments = args
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    p.standardError = pipe
-    try p.run()
-    let out = pipe.fileHandleForReading.readDataToEndOfFile()
-    p.waitUntilExit()
-    return (p.terminationStatus, String(decoding: out, as: UTF8.self))
 }

@@ -1,12 +1,13 @@
 import Foundation
 import Testing
 @testable import WStoreCLI
+import WStoreTestSupport
 import WeightStore
 
 @Suite struct SampleCommandTests {
     @Test func sampleWritesAnIndexedMoEModel() throws {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("wstore-cli-\(UUID().uuidString)").path
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("cli")
+        let dir = tmp.sub("sample")
         var cmd = try #require(try WStoreCommand.parseAsRoot(
             ["sample", dir, "--layers", "2", "--experts", "4", "--hidden", "32", "--ffn", "64", "--quiet"]) as? Sample)
         try cmd.run()
@@ -23,6 +24,7 @@ import WeightStore
     }
 
     @Test func sampleRefusesBadShapes() {
-        #expect(throws: (any Error).self) { _ = try WStoreCommand.parseAsRoot(["sample", "/tmp/x", "--top-k", "9", "--experts", "4"]) }
+        #expect(usageError(["sample", "/tmp/x", "--top-k", "9", "--experts", "4"])
+            == "layers, experts, hidden, ffn and top-k must be positive, and top-k ≤ experts")
     }
 }

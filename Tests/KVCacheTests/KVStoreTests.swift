@@ -1,6 +1,8 @@
 import Foundation
 import Testing
 @testable import KVCache
+@testable import WStoreCore
+import WStoreTestSupport
 
 @Suite struct KVStoreTests {
     /// A small KV cache for `tokens` tokens whose values depend on the token ids (so prefixes agree).
@@ -28,8 +30,8 @@ import Testing
     }
 
     @Test func sharedAndDivergingPrefixes() throws {
-        let dir = temporaryDirectory("prefix")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("prefix")
+        let dir = tmp.path
         let store = try KVStore.create(at: dir + "/kv", options: options())
         let a: [UInt32] = Array(1 ... 14)  // 3 whole chunks + 2 tokens
         let r = try store.store(tokens: a, model: "m", kv: try cache(a))
@@ -57,8 +59,8 @@ import Testing
     }
 
     @Test func evictsLeastRecentlyUsedLeavesFirst() throws {
-        let dir = temporaryDirectory("evict")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("evict")
+        let dir = tmp.path
         let store = try KVStore.create(at: dir + "/kv", options: options(maxChunks: 4))
         let a: [UInt32] = Array(1 ... 12)  // chunks a0 a1 a2
         try store.store(tokens: a, model: "m", kv: try cache(a))
@@ -83,8 +85,8 @@ import Testing
     }
 
     @Test func byteBudgetHolds() throws {
-        let dir = temporaryDirectory("budget")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("budget")
+        let dir = tmp.path
         var o = options()
         o.budgetBytes = 6000
         let store = try KVStore.create(at: dir + "/kv", options: o)
@@ -96,15 +98,83 @@ import Testing
         #expect(try store.stats().chunks > 0)
     }
 
+    @Test func aChunkUnderAnotherPrefixIsCorruptAndTheIndexChecksOut() throws {
+        let tmp = TemporaryDirectory("swap")
+        let dir = tmp.path
+        var o = options()
+        o.budgetBytes = 9000  // evictions, so the index has been rewritten many times
+        let store = try KVStore.create(at: dir + "/kv", options: o)
+        var prompts: [[UInt32]] = []
+        for i in 0 ..< 12 {
+            let t: [UInt32] = (0 ..< 8).map { UInt32(i % 3 * 100 + (i > 5 ? 50 : 0) + $0) }
+            try store.store(tokens: t, model: "m", kv: try cache(t))
+            _ = try store.lookup(tokens: t, model: "m")
+            prompts.append(t)
+        }
+        #expect(try store.verify().isEmpty)
+        // Swap the chunks of two cached prefixes.
+        let cached = prompts.filter { (try? store.cachedChunks(tokens: $0, model: "m")) == 2 }
+        let k1 = PrefixKey.chain(tokens: cached[0], chunkTokens: 4, model: "m")[0]
+        let k2 = try #require(cached.map { PrefixKey.chain(tokens: $0, chunkTokens: 4, model: "m")[0] }.first { $0 != k1 })
+        try store.env.write { txn in
+            let v1 = Array(try txn.get(store.chunks, PrefixKey.bytes(k1))!), v2 = Array(try txn.get(store.chunks, PrefixKey.bytes(k2))!)
+            try v2.withUnsafeBytes { try txn.put(store.chunks, PrefixKey.bytes(k1), $0) }
+            try v1.withUnsafeBytes { try txn.put(store.chunks, PrefixKey.bytes(k2), $0) }
+        }
+        do {
+            _ = try store.lookup(tokens: cached[0], model: "m")
+            Issue.record("a lookup returned another prefix's chunk")
+        } catch let e as WStoreError {
+            #expect("\(e)".contains("not the chunk of this key"))
+        }
+        #expect(Set(try store.verify().map(\.key)).isSuperset(of: [k1, k2]))
+        // An index entry without its chunk is found too.
+        try store.env.write { txn in _ = try txn.delete(store.chunks, PrefixKey.bytes(k1)) }
+        #expect(try store.verify().contains { $0.error.contains("has no chunk") })
+    }
+
+    @Test func aDamagedFreeListIsRefusedBeforeTheFirstWrite() throws {
+        let tmp = TemporaryDirectory("freelist")
+        let dir = tmp.path
+        do {
+            var o = options()
+            o.maxChunks = 3  // evictions free pages, so the free list has entries
+            let store = try KVStore.create(at: dir + "/kv", options: o)
+            for i in 0 ..< 10 {
+                let t: [UInt32] = (0 ..< 8).map { UInt32(i * 100 + $0) }
+                try store.store(tokens: t, model: "m", kv: try cache(t))
+            }
+        }
+        let file = dir + "/kv/data.mdb"
+        let meta = try LMDBFile.readMeta(path: file)
+        #expect(meta.free.root != UInt64.max)
+        var data = try Data(contentsOf: URL(fileURLWithPath: file))
+        // The free list's root leaf (one page here); its first node's data is a page list:
+        // make its count say far more pages than it holds.
+        let page = Int(meta.free.root) * meta.pageSize
+        #expect(data[page + 10] & 0x02 != 0)
+        let node = page + Int(data[page + 16]) | Int(data[page + 17]) << 8
+        let ksize = Int(data[node + 6]) | Int(data[node + 7]) << 8
+        var at = node + 8 + ksize
+        if data[node + 4] & 0x01 != 0 {  // F_BIGDATA: the list is on an overflow page
+            let pg = data[at ..< at + 8].withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
+            at = pg * meta.pageSize + 16
+        }
+        data[at + 3] ^= 0x10
+        try data.write(to: URL(fileURLWithPath: file))
+        #expect(throws: LMDBFile.Damage.self) { _ = try KVStore.open(at: dir + "/kv") }
+        #expect(throws: LMDBFile.Damage.self) { _ = try KVStore.open(at: dir + "/kv", readOnly: true) }
+    }
+
     @Test func corruptChunkIsReportedNeverReturned() throws {
-        let dir = temporaryDirectory("corrupt")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("corrupt")
+        let dir = tmp.path
         for codec in [KVCodec.lossless, .int4] {
             var o = options(chunk: 64)
             o.codec = codec
             let path = dir + "/kv-\(codec)"
             var store: KVStore? = try KVStore.create(at: path, options: o)
-            var rng = TestRNG(state: 3)
+            var rng = SplitMix64(seed: 3)
             let tokens: [UInt32] = (0 ..< 64).map { UInt32($0) }
             let kv = try KVCacheData(layers: [KVLayer(
                 keys: KVTensor(floats: rng.normals(2 * 64 * 16), dtype: .f16, heads: 2, tokens: 64, headDim: 16),
@@ -126,8 +196,8 @@ import Testing
     }
 
     @Test func oneProcessOpensAStoreOnceAndReadOnlyHandlesDoNotWrite() throws {
-        let dir = temporaryDirectory("shared")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("shared")
+        let dir = tmp.path
         let writer = try KVStore.create(at: dir + "/kv", options: options())
         let a: [UInt32] = Array(1 ... 8)
         _ = try writer.store(tokens: a, model: "m", kv: try cache(a))
@@ -139,10 +209,27 @@ import Testing
     }
 
     @Test func refusesWhatIsNotAStore() throws {
-        let dir = temporaryDirectory("notastore")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("notastore")
+        let dir = tmp.path
         #expect(throws: WStoreError.self) { _ = try KVStore.open(at: dir) }
         _ = try KVStore.create(at: dir + "/kv")
         #expect(throws: WStoreError.self) { _ = try KVStore.create(at: dir + "/kv") }
+    }
+
+    @Test func settingsRecordIsTheJSONObjectOfTheSpec() throws {
+        let tmp = TemporaryDirectory("settings")
+        var options = KVStore.Options()
+        (options.chunkTokens, options.budgetBytes, options.codec) = (128, 1 << 20, .int4)
+        let kv = try KVStore.create(at: tmp.sub("kv"), options: options)
+        let stored = try kv.env.withRead { try $0.get(kv.meta, Array("settings".utf8)).map { Array($0) } }
+        // format-spec/KV.md §2: one JSON object, keys sorted, as a generic JSON writer writes it,
+        // sealed to its key (version 2).
+        let opened = try #require(stored).withUnsafeBytes { Sealed.openJSON($0, key: Array("settings".utf8)) }
+        let object: [String: Any] = [
+            "format": "wstore-kv", "format_version": KVStore.formatVersion, "chunk_tokens": 128, "budget_bytes": 1 << 20, "max_chunks": 0,
+            "codec": "int4", "kivi_group": options.kivi.group, "kivi_residual": options.kivi.residual,
+        ]
+        #expect(opened == [UInt8](try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])))
+        #expect(try KVStore.open(at: tmp.sub("kv"), readOnly: true).options.codec == .int4)
     }
 }

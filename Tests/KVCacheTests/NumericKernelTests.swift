@@ -1,7 +1,10 @@
+import WStoreKernels
 import Foundation
 import Testing
 @testable import KVCache
 @testable import WStoreCore
+import WStoreCore
+import WStoreTestSupport
 
 /// The score kernels against plain double-precision loops, on both SIMD paths.
 @Suite(.serialized) struct NumericKernelTests {
@@ -9,7 +12,7 @@ import Testing
     func panelDotsMatchPlainLoop(noAVX512: Bool) {
         if noAVX512 { setenv("WSTORE_NO_AVX512", "1", 1) } else { unsetenv("WSTORE_NO_AVX512") }
         defer { unsetenv("WSTORE_NO_AVX512") }
-        var rng = TestRNG(state: 17)
+        var rng = SplitMix64(seed: 17)
         for (m, n, d) in [(13, 37, 24), (6, 16, 128), (1, 1, 8), (7, 49, 16)] {
             let q = rng.normals(m * d), k = rng.normals(n * d)
             var panels = [Float](repeating: .nan, count: (n + 15) / 16 * 16 * d)
@@ -34,7 +37,7 @@ import Testing
     }
 
     @Test func expMaxAndHalfConversions() {
-        var rng = TestRNG(state: 5)
+        var rng = SplitMix64(seed: 5)
         var x = rng.normals(1003, scale: 20) + [-200, 0, 80]
         let original = x
         let mx = x.withUnsafeBufferPointer { NumericKernels.max($0.baseAddress!, count: $0.count) }

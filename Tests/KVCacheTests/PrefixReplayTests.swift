@@ -1,23 +1,18 @@
+import WStoreReplay
 import Foundation
 import Testing
 @testable import KVCache
+import WStoreCore
+import WStoreTestSupport
 
 /// `PrefixReplay` (what `wstore bench kv` reports) against the plain Python reference replay.
 @Suite struct PrefixReplayTests {
-    /// The Mooncake conversation trace when ../shared is there; a generated trace otherwise.
-    static func trace() throws -> (path: String, label: String) {
-        let real = repoRoot.deletingLastPathComponent().appendingPathComponent("shared/data/mooncake/conversation_trace.jsonl").path
-        if FileManager.default.fileExists(atPath: real) { return (real, "Mooncake conversation trace") }
-        print("note: ../shared/data/mooncake is absent; replaying a generated trace instead")
-        let dir = temporaryDirectory("trace")
-        let path = dir + "/generated.jsonl"
-        try generatedTrace(requests: 3000, seed: 7).write(toFile: path, atomically: true, encoding: .utf8)
-        return (path, "generated trace")
-    }
+    /// The Mooncake conversation trace in ../shared, when it is there.
+    static let mooncakeTrace = sharedData("mooncake/conversation_trace.jsonl")
 
     /// Requests that share system prompts and conversation prefixes, in Mooncake's format.
     static func generatedTrace(requests: Int, seed: UInt64) -> String {
-        var rng = TestRNG(state: seed)
+        var rng = SplitMix64(seed: seed)
         var next = 0
         var conversations: [[Int]] = []
         var lines: [String] = []
@@ -39,20 +34,21 @@ import Testing
         return lines.joined(separator: "\n") + "\n"
     }
 
-    @Test func equalsReferenceReplayOnMooncakeTrace() throws {
-        let (path, label) = try PrefixReplayTests.trace()
-        try compare(path: path, label: label, capacities: [0, 20000, 1000])
+    @Test(.enabled(if: PrefixReplayTests.mooncakeTrace != nil, "skipped: ../shared/data/mooncake/conversation_trace.jsonl is absent"))
+    func equalsReferenceReplayOnMooncakeTrace() throws {
+        let path = try #require(Self.mooncakeTrace)
+        try compare(path: path, label: "Mooncake conversation trace", capacities: [0, 20000, 1000])
     }
 
     @Test func equalsReferenceReplayOnGeneratedTrace() throws {
-        let dir = temporaryDirectory("gentrace")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("gentrace")
+        let dir = tmp.path
         try PrefixReplayTests.generatedTrace(requests: 2000, seed: 11).write(toFile: dir + "/g.jsonl", atomically: true, encoding: .utf8)
         try compare(path: dir + "/g.jsonl", label: "generated", capacities: [0, 300, 40, 3])
     }
 
     func compare(path: String, label: String, capacities: [Int]) throws {
-        let script = repoRoot.appendingPathComponent("Tests/KVCacheTests/Fixtures/prefix_replay_reference.py").path
+        let script = repositoryRoot + "/Tests/KVCacheTests/Fixtures/prefix_replay_reference.py"
         let out = try runPython([script, path, "512"] + capacities.map(String.init))
         let requests = try MooncakeTrace.read(path: path)
         var compared = 0
@@ -72,8 +68,8 @@ import Testing
     }
 
     @Test func malformedTraceNamesTheLine() throws {
-        let dir = temporaryDirectory("badtrace")
-        defer { try? FileManager.default.removeItem(atPath: dir) }
+        let tmp = TemporaryDirectory("badtrace")
+        let dir = tmp.path
         try "{\"timestamp\": 0, \"input_length\": 5, \"hash_ids\": [1]}\n{\"timestamp\": 1, \"input_length\": \"x\", \"hash_ids\": [1]}\n"
             .write(toFile: dir + "/t.jsonl", atomically: true, encoding: .utf8)
         #expect(throws: WStoreError.invalidArgument(dir + "/t.jsonl:2: input_length missing or not a non-negative integer")) {

@@ -1,10 +1,12 @@
 import Foundation
 import Testing
 @testable import KVCache
+import WStoreCore
+import WStoreTestSupport
 
 @Suite struct QuantizationTests {
     func tensor(_ dtype: DType, heads: Int = 2, tokens: Int = 96, dim: Int = 32, seed: UInt64 = 1) throws -> KVTensor {
-        var rng = TestRNG(state: seed)
+        var rng = SplitMix64(seed: seed)
         var x = rng.normals(heads * tokens * dim)
         for i in stride(from: 0, to: x.count, by: dim) { x[i] *= 8 }  // an outlier channel, as keys have
         return try KVTensor(floats: x, dtype: dtype, heads: heads, tokens: tokens, headDim: dim)
@@ -68,19 +70,19 @@ import Testing
     }
 
     @Test func chunkRoundTripAndSizes() throws {
-        var rng = TestRNG(state: 9)
+        var rng = SplitMix64(seed: 9)
         let layers = try (0 ..< 2).map { _ in
             try KVLayer(keys: KVTensor(floats: rng.normals(4 * 256 * 64), dtype: .f16, heads: 4, tokens: 256, headDim: 64),
                         values: KVTensor(floats: rng.normals(4 * 256 * 64), dtype: .f16, heads: 4, tokens: 256, headDim: 64))
         }
         let kv = try KVCacheData(layers: layers)
-        let lossless = try KVChunk.encode(kv, codec: .lossless, kivi: KIVIOptions())
-        #expect(try lossless.withUnsafeBytes { try KVChunk.decode($0, name: "c") } == kv)
+        let lossless = try KVChunk.encode(kv, key: 7, codec: .lossless, kivi: KIVIOptions())
+        #expect(try lossless.withUnsafeBytes { try KVChunk.decode($0, key: 7, name: "c") } == kv)
         var sizes: [KVCodec: Int] = [:]
         for codec in [KVCodec.int8, .int4, .int2] {
-            let enc = try KVChunk.encode(kv, codec: codec, kivi: KIVIOptions())
+            let enc = try KVChunk.encode(kv, key: 7, codec: codec, kivi: KIVIOptions())
             sizes[codec] = enc.count
-            let back = try enc.withUnsafeBytes { try KVChunk.decode($0, name: "c") }
+            let back = try enc.withUnsafeBytes { try KVChunk.decode($0, key: 7, name: "c") }
             #expect(back.tokens == kv.tokens && back.layers.count == 2)
         }
         #expect(sizes[.int8]! > sizes[.int4]! && sizes[.int4]! > sizes[.int2]!)

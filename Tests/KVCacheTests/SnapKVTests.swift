@@ -1,13 +1,16 @@
 import Foundation
 import Testing
 @testable import KVCache
+import WStoreCore
+import WStoreTestSupport
 
 /// SnapKV against the NumPy port of the reference (Fixtures/snapkv_reference.py).
 @Suite struct SnapKVTests {
     /// The reference's cases, written once per test run.
+    static let fixturesDirectory = TemporaryDirectory("snapkv-ref")
     static let fixtures: String = {
-        let dir = temporaryDirectory("snapkv-ref")
-        _ = try! runPython([repoRoot.appendingPathComponent("Tests/KVCacheTests/Fixtures/snapkv_reference.py").path, dir])
+        let dir = fixturesDirectory.path
+        _ = try! runPython([repositoryRoot + "/Tests/KVCacheTests/Fixtures/snapkv_reference.py", dir])
         return dir
     }()
 

@@ -1,3 +1,4 @@
+import WStoreReplay
 import Testing
 @testable import WeightStore
 

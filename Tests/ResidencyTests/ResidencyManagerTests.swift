@@ -1,13 +1,15 @@
+import WStoreCore
 import Dispatch
 import Foundation
 import Synchronization
 import Testing
 @testable import WeightStore
+import WStoreTestSupport
 
 @Suite("Residency manager")
 struct ResidencyManagerTests {
     @Test func acquireReturnsTheExpertsBytesAndCounts() throws {
-        let dir = ScratchDir()
+        let dir = TemporaryDirectory()
         let store = try makeExpertStore(at: dir.path + "/s", layers: 2, experts: 3)
         let m = try ResidencyManager(store: store, model: "m", budget: 1 << 20)
         #expect(m.geometry == ResidencyGeometry(layers: 2, experts: 3, topK: 2))
@@ -28,7 +30,7 @@ struct ResidencyManagerTests {
     }
 
     @Test func budgetIsNeverExceededAndEvictsByPolicy() throws {
-        let dir = ScratchDir()
+        let dir = TemporaryDirectory()
         let store = try makeExpertStore(at: dir.path + "/s", layers: 2, experts: 4)
         for kind in ResidencyPolicyKind.allCases {
             var o = ResidencyManager.Options()
@@ -49,7 +51,7 @@ struct ResidencyManagerTests {
     }
 
     @Test func pinnedExpertsAreNeverEvicted() throws {
-        let dir = ScratchDir()
+        let dir = TemporaryDirectory()
         let store = try makeExpertStore(at: dir.path + "/s", layers: 1, experts: 8)
         let m = try ResidencyManager(store: store, model: "m", budget: 3 * 3 * 1024)
         let pinned = try m.acquire(layer: 0, expert: 0)
@@ -63,7 +65,7 @@ struct ResidencyManagerTests {
     }
 
     @Test func everythingPinnedFailsClearlyOrWaits() async throws {
-        let dir = ScratchDir()
+        let dir = TemporaryDirectory()
         let store = try makeExpertStore(at: dir.path + "/s", layers: 1, experts: 4)
         var o = ResidencyManager.Options()
         o.whenFull = .fail
@@ -87,7 +89,7 @@ struct ResidencyManagerTests {
     }
 
     @Test func aLoadWaitsForARelease() throws {
-        let dir = ScratchDir()
+        let dir = TemporaryDirectory()
         let store = try makeExpertStore(at: dir.path + "/s", layers: 1, experts: 4)
         var o = ResidencyManager.Options()
         o.whenFull = .wait(timeout: .seconds(20))
@@ -110,7 +112,7 @@ struct ResidencyManagerTests {
     }
 
     @Test func badRequestsAreErrors() throws {
-        let dir = ScratchDir()
+        let dir = TemporaryDirectory()
         let store = try makeExpertStore(at: dir.path + "/s", layers: 1, experts: 2)
         let m = try ResidencyManager(store: store, model: "m", budget: 1000)
         #expect(throws: ResidencyError.expertLargerThanBudget(layer: 0, expert: 0, bytes: 3072, budget: 1000)) {
@@ -121,7 +123,7 @@ struct ResidencyManagerTests {
     }
 
     @Test func concurrentAcquiresOfOneExpertShareOneLoad() async throws {
-        let dir = ScratchDir()
+        let dir = TemporaryDirectory()
         // Large, compressed experts so the load takes a while.
         let store = try makeExpertStore(at: dir.path + "/s", layers: 1, experts: 2, elements: 1 << 18)
         let m = try ResidencyManager(store: store, model: "m", budget: 1 << 24)
@@ -153,7 +155,7 @@ struct ResidencyManagerTests {
     }
 
     @Test func prefetchLoadsInTheBackgroundAndCountsUseAndWaste() async throws {
-        let dir = ScratchDir()
+        let dir = TemporaryDirectory()
         let store = try makeExpertStore(at: dir.path + "/s", layers: 2, experts: 4)
         let m = try ResidencyManager(store: store, model: "m", budget: 2 * 3 * 1024)
         m.prefetch(layer: 1, experts: [2, 3])
@@ -169,7 +171,7 @@ struct ResidencyManagerTests {
     }
 
     @Test func aHeldHandleDoesNotBlockAWriterGrowingTheMap() throws {
-        let dir = ScratchDir()
+        let dir = TemporaryDirectory()
         var options = WeightStore.Options()
         options.initialMapSize = 1 << 20
         let store = try makeExpertStore(at: dir.path + "/s", layers: 1, experts: 2, options: options)
@@ -183,7 +185,7 @@ struct ResidencyManagerTests {
     }
 
     @Test func stressKeepsInvariantsUnderConcurrentUse() async throws {
-        let dir = ScratchDir()
+        let dir = TemporaryDirectory()
         let store = try makeExpertStore(at: dir.path + "/s", layers: 4, experts: 6, elements: 256)
         for kind in [ResidencyPolicyKind.lru, .adaptive, .shallow] {
             var o = ResidencyManager.Options()

@@ -1,3 +1,4 @@
+import WStoreReplay
 import Foundation
 import Testing
 @testable import WeightStore

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 @testable import WeightStore
 @testable import WStoreCore
+import WStoreTestSupport
 
 @Suite struct DurabilityTests {
     /// Flips one byte of `file` at the first occurrence of `pattern` (plus `delta`).
@@ -16,7 +17,7 @@ import Testing
     }
 
     @Test func aFlippedPayloadByteIsAChecksumErrorNeverWrongData() throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory()
         let raw = randomBytes(50_000, seed: 11)
         let packed = weightLikeBF16(200_000, seed: 12)
         do {
@@ -50,7 +51,7 @@ import Testing
         var options = EncodeOptions()
         options.codec = .zstd
         options.frameSize = 2048
-        let record = try packed.withUnsafeBytes { try RecordEncoder.encode($0, dtype: .bf16, shape: [4096], options: options) }
+        let record = try packed.withUnsafeBytes { try RecordEncoder.encode($0, dtype: .bf16, shape: [4096], binding: 0, options: options) }
         var bytes = [UInt8](repeating: 0, count: record.totalSize)
         packed.withUnsafeBytes { s in bytes.withUnsafeMutableBytes { record.write(into: $0, source: s) } }
         var errors = 0
@@ -59,8 +60,8 @@ import Testing
             damaged[position] ^= 0x01
             do {
                 try damaged.withUnsafeBytes { rec in
-                    let view = try RecordView(rec, name: "t")
-                    // One thread hashes frame by frame as it decodes; two hash the result.
+                    let view = try RecordView(rec, binding: 0, name: "t")
+                    // Each worker checks the frames it decodes, on one thread or two.
                     let threads = position % 2 + 1
                     var out = [UInt8](repeating: 0, count: view.rawSize)
                     try out.withUnsafeMutableBytes { try RecordDecoder.decode(view, name: "t", into: $0, threads: threads) }
@@ -76,19 +77,19 @@ import Testing
 
     @Test func truncatedOrLyingHeadersAreCorruptRecords() throws {
         let src = randomBytes(1000, seed: 1)
-        let record = try src.withUnsafeBytes { try RecordEncoder.encode($0, dtype: .u8, shape: [1000], options: EncodeOptions()) }
+        let record = try src.withUnsafeBytes { try RecordEncoder.encode($0, dtype: .u8, shape: [1000], binding: 0, options: EncodeOptions()) }
         var bytes = [UInt8](repeating: 0, count: record.totalSize)
         src.withUnsafeBytes { s in bytes.withUnsafeMutableBytes { record.write(into: $0, source: s) } }
         for cut in [0, 10, 63, 100, bytes.count - 1] {
-            #expect(throws: WStoreError.self) { try Array(bytes[..<cut]).withUnsafeBytes { _ = try RecordView($0, name: "t") } }
+            #expect(throws: WStoreError.self) { try Array(bytes[..<cut]).withUnsafeBytes { _ = try RecordView($0, binding: 0, name: "t") } }
         }
         var lying = bytes
         lying[24] = 0xFF  // raw size, without fixing the header checksum
-        #expect(throws: WStoreError.self) { try lying.withUnsafeBytes { _ = try RecordView($0, name: "t") } }
+        #expect(throws: WStoreError.self) { try lying.withUnsafeBytes { _ = try RecordView($0, binding: 0, name: "t") } }
     }
 
     @Test func readersSeeConsistentSnapshotsWhileAWriterCommits() async throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory()
         let store = try WeightStore.create(at: dir.sub("s"))
         func generation(_ g: Int) -> [UInt8] { [UInt8](repeating: UInt8(g % 251), count: 10_000) }
         try store.write { w in
@@ -131,7 +132,7 @@ import Testing
     }
 
     @Test func theMapGrowsFarPastItsInitialSize() throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory()
         var options = WeightStore.Options()
         options.initialMapSize = 1 << 20
         let store = try WeightStore.create(at: dir.sub("s"), options: options)
@@ -156,7 +157,7 @@ import Testing
 
 @Suite struct SharedEnvironmentTests {
     @Test func oneStoreOpenTwiceSharesItsEnvironment() throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory()
         let a = try WeightStore.create(at: dir.sub("s"))
         try randomBytes(8, seed: 1).withUnsafeBytes { _ = try a.put("x", dtype: .u8, shape: [8], bytes: $0) }
         let b = try WeightStore.open(at: dir.sub("s"))
@@ -165,7 +166,7 @@ import Testing
     }
 
     @Test func aStoreMovedIntoAnOpenStoresPathIsANewStore() throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory()
         let old = try WeightStore.create(at: dir.sub("s"))
         try randomBytes(8, seed: 1).withUnsafeBytes { _ = try old.put("x", dtype: .u8, shape: [8], bytes: $0) }
         do {

@@ -2,13 +2,14 @@ import Foundation
 import Testing
 @testable import WeightStore
 @testable import WStoreCore
+import WStoreTestSupport
 
 @Suite struct RoundTripTests {
     static let dtypes: [DType] = DType.allPlain + DType.allSubByte + [.ggml(12)]
 
     @Test(arguments: dtypes, CodecChoice.allCases)
     func everyDTypeAndCodecRoundTrips(_ dtype: DType, _ codec: CodecChoice) throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory()
         let store = try WeightStore.create(at: dir.sub("s"))
         let shapes: [[Int]] = [[], [0], [3, 0, 5], [7], [33, 17], [2, 3, 4, 5]]
         for (i, shape) in shapes.enumerated() {
@@ -34,7 +35,7 @@ import Testing
     }
 
     @Test func subByteTensorsTakeWholeBytesRoundedUp() throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory()
         let store = try WeightStore.create(at: dir.sub("s"))
         let b = randomBytes(4, seed: 1)  // 7 f4 elements take 4 bytes; 5 f6 elements take 4 bytes
         try b.withUnsafeBytes { _ = try store.put("f4", dtype: .f4, shape: [7], bytes: $0) }
@@ -46,7 +47,7 @@ import Testing
     }
 
     @Test func compressibleBF16IsCompressedAndNoiseIsStoredRaw() throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory()
         let store = try WeightStore.create(at: dir.sub("s"))
         let weights = weightLikeBF16(100_000, seed: 1)
         let noise = randomBytes(200_000, seed: 2)
@@ -64,12 +65,12 @@ import Testing
         for dtype in [DType.bf16, .f32, .f16, .u8] {
             let bytes = sampleBytes(dtype, elements: 300_001 / dtype.elementSize!, seed: 9)
             let record = try bytes.withUnsafeBytes {
-                try RecordEncoder.encode($0, dtype: dtype, shape: [bytes.count / dtype.elementSize!], options: options)
+                try RecordEncoder.encode($0, dtype: dtype, shape: [bytes.count / dtype.elementSize!], binding: 0, options: options)
             }
             var buffer = [UInt8](repeating: 0, count: record.totalSize)
             bytes.withUnsafeBytes { src in buffer.withUnsafeMutableBytes { record.write(into: $0, source: src) } }
             try buffer.withUnsafeBytes { rec in
-                let view = try RecordView(rec, name: "t")
+                let view = try RecordView(rec, binding: 0, name: "t")
                 #expect(view.codec == .zstd)
                 #expect(view.frameCount == (bytes.count + 4095) / 4096)
                 for threads in [1, 2, 7] {
@@ -82,7 +83,7 @@ import Testing
     }
 
     @Test func largeTensorSpansSeveralDefaultFrames() throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory()
         let store = try WeightStore.create(at: dir.sub("s"))
         let bytes = weightLikeBF16(3 << 19, seed: 5)  // 3 MiB: three 1 MiB frames
         let info = try bytes.withUnsafeBytes { try store.put("big", dtype: .bf16, shape: [3 << 19], bytes: $0) }
@@ -91,7 +92,7 @@ import Testing
     }
 
     @Test func rawPayloadsAre64ByteAlignedInTheMap() throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory()
         let store = try WeightStore.create(at: dir.sub("s"))
         let sizes = [1, 2, 30, 500, 2000, 2100, 4096, 5000, 70_000]
         for (i, size) in sizes.enumerated() {
@@ -113,7 +114,7 @@ import Testing
     }
 
     @Test func expertIndexListsExpertsInOrder() throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory()
         let store = try WeightStore.create(at: dir.sub("s"))
         let b = randomBytes(16, seed: 1)
         try store.write { w in
@@ -139,9 +140,9 @@ import Testing
     }
 
     @Test func metadataAndModelInfo() throws {
-        let dir = TempDir()
+        let dir = TemporaryDirectory()
         let store = try WeightStore.create(at: dir.sub("s"))
-        #expect(try store.metadata().formatVersion == 1)
+        #expect(try store.metadata().formatVersion == 2)
         #expect(try store.modelInfo("m") == nil)
         let info = ModelInfo(name: "m", layers: 32, expertsPerLayer: 8, topK: 2, sources: ["a.safetensors"])
         try store.setModelInfo(info)

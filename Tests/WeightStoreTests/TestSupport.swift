@@ -1,28 +1,6 @@
 import Foundation
+import WStoreTestSupport
 @testable import WeightStore
-
-/// A fresh temporary directory, removed when the value is released.
-final class TempDir {
-    let path: String
-    init() {
-        path = FileManager.default.temporaryDirectory
-            .appendingPathComponent("wstore-test-\(UUID().uuidString)").path
-        try! FileManager.default.createDirectory(atPath: path, withIntermediateDirectories: true)
-    }
-    deinit { try? FileManager.default.removeItem(atPath: path) }
-    func sub(_ name: String) -> String { path + "/" + name }
-}
-
-/// Deterministic pseudo-random bytes.
-func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
-    var s = seed &+ 0x9E37_79B9_7F4A_7C15
-    var out = [UInt8](repeating: 0, count: count)
-    for i in 0 ..< count {
-        s = s &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
-        out[i] = UInt8(truncatingIfNeeded: s >> 33)
-    }
-    return out
-}
 
 /// bf16 values that look like weights (normal, std 0.02), as little-endian bytes.
 func weightLikeBF16(_ count: Int, seed: UInt64) -> [UInt8] {

@@ -53,21 +53,3 @@ public struct ResidencyStats: Sendable, Codable {
         return t
     }
 }
-
-extension ReplayResult {
-    /// The first `layers` layers of a manager's counters in replay terms; prefetched
-    /// experts still resident and unused count as wasted, as the simulator counts them.
-    package init(stats: ResidencyStats, policy: String, layers: Int) {
-        self.init(policy: policy, layers: layers)
-        for l in 0 ..< min(layers, stats.layers.count) {
-            let s = stats.layers[l]
-            accesses[l] = s.demandHits + s.demandMisses
-            hits[l] = s.demandHits
-            demandLoads += s.demandLoads
-            prefetchLoads += s.prefetchLoads
-            prefetchHits += s.prefetchHits
-            wastedPrefetches += s.wastedPrefetches
-        }
-        wastedPrefetches += stats.unusedPrefetchesResident
-    }
-}

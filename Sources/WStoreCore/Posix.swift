@@ -1,0 +1,294 @@
+#if !os(Linux)
+#error("wstore builds and runs on Linux only: it calls Glibc, posix_fadvise and renameat2 directly (see README)")
+#endif
+
+import Glibc
+import Synchronization
+
+/// The one place wstore calls the operating system's file, memory and process functions.
+///
+/// Every call that can fail goes through ``syscall(_:_:_:)``, which retries `EINTR` and
+/// turns errno into ``WStoreError/io(call:path:errno:)`` with the call's name and the path,
+/// built on the spot (after swift-nio's `NIOPosix/System.swift` and swift-system's `Errno`).
+/// Nothing outside this module imports Glibc.
+package enum Posix {
+    // MARK: The funnel
+
+    /// Runs `body`, a call that returns -1 and sets errno on failure; retries it on `EINTR`.
+    /// A matching injected fault (``injectFault(call:under:errno:)``) fails it without running it.
+    /// - Throws: ``WStoreError/io(call:path:errno:)``.
+    @inline(__always)
+    static func syscall<T: BinaryInteger>(_ call: String, _ path: String, _ body: () -> T) throws(WStoreError) -> T {
+        if faultCount.load(ordering: .relaxed) > 0, let e = injectedFault(call, path) {
+            throw .io(call: call, path: path, errno: e)
+        }
+        while true {
+            let r = body()
+            if r != -1 { return r }
+            let e = errno
+            if e == EINTR { continue }
+            throw .io(call: call, path: path, errno: e)
+        }
+    }
+
+    /// strerror(3) of `code`, one line.
+    package static func message(errno code: Int32) -> String { String(cString: strerror(code)) }
+
+    // MARK: Fault injection
+
+    /// A fault a test asked for: `call` on paths under `prefix` fails with `errno`.
+    private struct Fault: Sendable {
+        var call: String
+        var prefix: String
+        var errno: Int32
+    }
+
+    private static let faults = Mutex<(next: Int, rules: [Int: Fault])>((0, [:]))
+    private static let faultCount = Atomic<Int>(0)
+
+    /// Makes every later `call` (`"write"`, `"fsync"`, `"rename"`, `"renameat2"`, `"open"`,
+    /// `"mkdir"`, ...) on a path that starts with `prefix` fail with `errno`, until
+    /// ``removeFault(_:)``. For tests: a fault is scoped by path, so tests running side by side
+    /// in one process do not see each other's faults.
+    /// - Returns: a token for ``removeFault(_:)``.
+    package static func injectFault(call: String, under prefix: String, errno: Int32 = EIO) -> Int {
+        let token = faults.withLock { f in
+            f.next += 1
+            f.rules[f.next] = Fault(call: call, prefix: prefix, errno: errno)
+            return f.next
+        }
+        faultCount.add(1, ordering: .relaxed)
+        return token
+    }
+
+    /// Removes a fault set by ``injectFault(call:under:errno:)``.
+    package static func removeFault(_ token: Int) {
+        if faults.withLock({ $0.rules.removeValue(forKey: token) }) != nil { faultCount.subtract(1, ordering: .relaxed) }
+    }
+
+    private static func injectedFault(_ call: String, _ path: String) -> Int32? {
+        faults.withLock { f in f.rules.values.first { $0.call == call && path.hasPrefix($0.prefix) }?.errno }
+    }
+
+    // MARK: Files
+
+    /// open(2) for reading.
+    package static func openForReading(_ path: String) throws(WStoreError) -> Int32 {
+        try syscall("open", path) { open(path, O_RDONLY | O_CLOEXEC) }
+    }
+
+    /// open(2) creating or truncating `path` for writing.
+    package static func create(_ path: String, mode: mode_t = 0o644) throws(WStoreError) -> Int32 {
+        try syscall("open", path) { open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode) }
+    }
+
+    /// close(2). Not retried: on Linux the descriptor is gone even when close reports EINTR.
+    package static func close(_ fd: Int32) { _ = Glibc.close(fd) }
+
+    /// write(2) of all of `bytes`, continuing after short writes.
+    /// - Throws: ``WStoreError/io(call:path:errno:)`` naming `path`.
+    package static func write(_ fd: Int32, _ bytes: UnsafeRawBufferPointer, path: String) throws(WStoreError) {
+        var at = 0
+        while at < bytes.count {
+            let n = try syscall("write", path) { Glibc.write(fd, bytes.baseAddress! + at, bytes.count - at) }
+            guard n > 0 else { throw .io(call: "write", path: path, errno: EIO) }
+            at += n
+        }
+    }
+
+    /// pread(2) into all of `buffer` from `offset`, continuing after short reads.
+    /// - Returns: the bytes read, fewer than `buffer.count` only at the end of the file.
+    package static func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int,
+                              path: String) throws(WStoreError) -> Int {
+        var done = 0
+        while done < buffer.count {
+            let n = try syscall("pread", path) { Glibc.pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done)) }
+            if n == 0 { break }
+            done += n
+        }
+        return done
+    }
+
+    /// The whole file at `path` (open, fstat and pread(2)).
+    /// - Throws: ``WStoreError/io(call:path:errno:)``; `EISDIR` for a directory.
+    package static func readFile(_ path: String) throws(WStoreError) -> [UInt8] {
+        let fd = try openForReading(path)
+        defer { close(fd) }
+        let status = try fileStatus(fd, path: path)
+        guard status.isRegularFile else { throw .io(call: "read", path: path, errno: EISDIR) }
+        var out = [UInt8](repeating: 0, count: status.size)
+        let read = out.withUnsafeMutableBytes { b in Result { () throws(WStoreError) in try pread(fd, into: b, at: 0, path: path) } }
+        out.removeLast(out.count - (try read.get()))
+        return out
+    }
+
+    /// fsync(2).
+    package static func fsync(_ fd: Int32, path: String) throws(WStoreError) {
+        _ = try syscall("fsync", path) { Glibc.fsync(fd) }
+    }
+
+    /// fsync(2) of directory `path`, so entries created or renamed in it are durable.
+    package static func syncDirectory(_ path: String) throws(WStoreError) {
+        let fd = try syscall("open", path) { open(path, O_RDONLY | O_DIRECTORY | O_CLOEXEC) }
+        defer { close(fd) }
+        try fsync(fd, path: path)
+    }
+
+    /// rename(2). The error's path names both: `from -> to`.
+    package static func rename(_ from: String, to: String) throws(WStoreError) {
+        _ = try syscall("rename", "\(from) -> \(to)") { Glibc.rename(from, to) }
+    }
+
+    /// renameat2(2) with `RENAME_EXCHANGE`: swaps `a` and `b` atomically.
+    /// - Returns: `false` when this kernel or file system cannot exchange (the caller falls back).
+    package static func exchange(_ a: String, _ b: String) throws(WStoreError) -> Bool {
+        guard let fn = Renameat2.function else { return false }
+        do {
+            _ = try syscall("renameat2", "\(a) <-> \(b)") { fn(AT_FDCWD, a, AT_FDCWD, b, Renameat2.exchange) }
+            return true
+        } catch let e {
+            if case let .io(_, _, code) = e, code == ENOSYS || code == EINVAL || code == ENOTSUP { return false }
+            throw e
+        }
+    }
+
+    /// Writes a file at `path` atomically: `body` hands its bytes to `put`, which writes them
+    /// to a temporary file beside `path`; that file is fsynced and renamed over `path` only
+    /// when `body` returns. On any failure the temporary file is removed and whatever was
+    /// at `path` is left as it was.
+    /// - Throws: ``WStoreError/io(call:path:errno:)``, or whatever `body` throws.
+    package static func writeAtomically(to path: String,
+                                        _ body: (_ put: (UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
+        let tmp = path + ".wstore-partial-\(processID)"
+        let fd = try create(tmp)
+        var ok = false
+        defer {
+            close(fd)
+            if !ok { try? unlink(tmp) }
+        }
+        try body { bytes in try write(fd, bytes, path: tmp) }
+        try fsync(fd, path: tmp)
+        try rename(tmp, to: path)
+        ok = true
+    }
+
+    /// unlink(2).
+    package static func unlink(_ path: String) throws(WStoreError) {
+        _ = try syscall("unlink", path) { Glibc.unlink(path) }
+    }
+
+    /// mkdir(2) of `path` and of every missing parent; a directory already there is fine.
+    package static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws(WStoreError) {
+        if isDirectory(path) { return }
+        var parent = path
+        while parent.hasSuffix("/") && parent.count > 1 { parent.removeLast() }
+        if let slash = parent.lastIndex(of: "/"), slash != parent.startIndex {
+            try makeDirectories(String(parent[..<slash]), mode: mode)
+        }
+        do {
+            _ = try syscall("mkdir", path) { mkdir(path, mode) }
+        } catch let e {
+            if case let .io(_, _, code) = e, code == EEXIST, isDirectory(path) { return }
+            throw e
+        }
+    }
+
+    /// Whether `path` is a directory (stat(2), following links).
+    package static func isDirectory(_ path: String) -> Bool {
+        var st = stat()
+        return stat(path, &st) == 0 && (st.st_mode & S_IFMT) == S_IFDIR
+    }
+
+    /// The device and inode of `path` (stat(2)), or `nil` when it cannot be read.
+    package static func fileIdentity(_ path: String) -> (device: UInt64, inode: UInt64)? {
+        var st = stat()
+        guard stat(path, &st) == 0 else { return nil }
+        return (UInt64(st.st_dev), UInt64(st.st_ino))
+    }
+
+    /// The size of the file open as `fd`, and whether it is a regular file (fstat(2)).
+    package static func fileStatus(_ fd: Int32, path: String) throws(WStoreError) -> (size: Int, isRegularFile: Bool) {
+        var st = stat()
+        _ = try syscall("fstat", path) { fstat(fd, &st) }
+        return (Int(st.st_size), (st.st_mode & S_IFMT) == S_IFREG)
+    }
+
+    /// posix_fadvise(2) `POSIX_FADV_DONTNEED`: the kernel drops the file's clean cached
+    /// pages (those still mapped are kept). A hint. posix_fadvise returns its error rather
+    /// than setting errno.
+    @discardableResult
+    package static func dropCachedPages(_ fd: Int32) -> Bool {
+        posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED) == 0
+    }
+
+    // MARK: Memory maps
+
+    /// The system page size.
+    package static let pageSize = Int(sysconf(Int32(_SC_PAGESIZE)))
+
+    /// mmap(2) of the first `size` bytes of `fd`, read-only and private. The mapping stays
+    /// valid after the descriptor is closed.
+    package static func mapReadOnly(_ fd: Int32, size: Int, path: String) throws(WStoreError) -> UnsafeRawPointer {
+        if faultCount.load(ordering: .relaxed) > 0, let e = injectedFault("mmap", path) {
+            throw .io(call: "mmap", path: path, errno: e)
+        }
+        guard let p = mmap(nil, size, PROT_READ, MAP_PRIVATE, fd, 0), p != MAP_FAILED else {
+            throw .io(call: "mmap", path: path, errno: errno)
+        }
+        return UnsafeRawPointer(p)
+    }
+
+    /// munmap(2) of a mapping made by ``mapReadOnly(_:size:path:)``.
+    package static func unmap(_ base: UnsafeRawPointer, size: Int) {
+        _ = munmap(UnsafeMutableRawPointer(mutating: base), size)
+    }
+
+    /// madvise(2) `MADV_WILLNEED` over the pages under `range`: read them ahead. A hint.
+    package static func adviseWillNeed(_ range: UnsafeRawBufferPointer) { advise(range, MADV_WILLNEED) }
+
+    /// madvise(2) `MADV_DONTNEED` over the pages under `range` of a read-only shared
+    /// mapping: this process's page-table entries go, and the next access faults the page in
+    /// again, from the page cache or, once dropped there too, from disk. A hint.
+    package static func adviseDontNeed(_ range: UnsafeRawBufferPointer) { advise(range, MADV_DONTNEED) }
+
+    private static func advise(_ range: UnsafeRawBufferPointer, _ advice: Int32) {
+        guard let base = range.baseAddress, range.count > 0 else { return }
+        let start = UInt(bitPattern: base) & ~UInt(pageSize - 1)
+        let end = UInt(bitPattern: base) + UInt(range.count)
+        _ = madvise(UnsafeMutableRawPointer(bitPattern: start), Int(end - start), advice)
+    }
+
+    // MARK: Processes and the terminal
+
+    /// This process's id.
+    package static var processID: Int32 { getpid() }
+
+    /// Whether process `pid` is gone (kill(2) with signal 0 answers `ESRCH`).
+    package static func processIsGone(_ pid: Int32) -> Bool { kill(pid, 0) == -1 && errno == ESRCH }
+
+    /// Processors online (sysconf `_SC_NPROCESSORS_ONLN`), at least 1.
+    package static var processorCount: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+
+    /// Whether standard error is a terminal (isatty(3)).
+    package static var standardErrorIsTerminal: Bool { isatty(STDERR_FILENO) == 1 }
+
+    /// CPU seconds this process has used, every thread counted (`CLOCK_PROCESS_CPUTIME_ID`).
+    package static func processCPUSeconds() -> Double {
+        var ts = timespec()
+        clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts)
+        return Double(ts.tv_sec) + Double(ts.tv_nsec) * 1e-9
+    }
+
+    /// Whether `name` matches the shell glob `pattern` (fnmatch(3), no flags).
+    package static func matches(_ name: String, glob pattern: String) -> Bool { fnmatch(pattern, name, 0) == 0 }
+}
+
+/// renameat2(2), looked up at run time (glibc declares it only under _GNU_SOURCE).
+private enum Renameat2 {
+    typealias Fn = @convention(c) (Int32, UnsafePointer<CChar>?, Int32, UnsafePointer<CChar>?, UInt32) -> Int32
+    static let exchange: UInt32 = 1 << 1 // RENAME_EXCHANGE, linux/fs.h
+    static let function: Fn? = {
+        guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "renameat2") else { return nil }
+        return unsafeBitCast(sym, to: Fn.self)
+    }()
+}

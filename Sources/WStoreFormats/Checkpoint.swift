@@ -1,0 +1,207 @@
+import WStoreCore
+import Foundation
+
+/// One tensor to import: its name and layout in the store, where its bytes are, and
+/// the expert it belongs to.
+public struct CheckpointTensor: Sendable {
+    /// The name it gets in the store.
+    public let name: String
+    /// Its element type (``DType/ggml(_:)`` for quantized GGUF blocks).
+    public let dtype: DType
+    /// Dimensions, outermost first (C order).
+    public let shape: [Int]
+    /// The MoE expert part it is, if any.
+    public let expert: ExpertKey?
+    /// The file its bytes come from.
+    public var sourceFile: String { file.path }
+    /// Bytes of the tensor.
+    public var byteCount: Int { byteRange.count }
+    let file: MappedFile
+    let byteRange: Range<Int>
+}
+
+/// A checkpoint to import: safetensors files (one, a sharded checkpoint through its
+/// `*.safetensors.index.json`, or a folder) and GGUF files, validated, with expert
+/// tensors recognised and stacked GGUF experts split into one tensor per expert.
+///
+///     let ckpt = try Checkpoint(paths: ["Mixtral-8x7B/"])
+///     for t in ckpt.tensors { ckpt.withBytes(of: t) { bytes in use(t.name, bytes) } }
+public final class Checkpoint: Sendable {
+    /// Every tensor, in source order.
+    public let tensors: [CheckpointTensor]
+    /// What the sources say about the model (layers, experts, top-k, GGUF metadata).
+    public let modelInfo: ModelInfo
+    /// The source files, as read.
+    public let files: [String]
+
+    /// Reads and validates every source.
+    /// - Parameters:
+    ///   - paths: safetensors files, `*.safetensors.index.json` files, GGUF files, or folders of them.
+    ///   - naming: how expert tensors are recognised.
+    /// - Throws: ``ImportError`` naming the file and the first problem found.
+    public init(paths: [String], naming: ExpertNaming = ExpertNaming()) throws(ImportError) {
+        guard !paths.isEmpty else { throw ImportError(file: "(none)", "no source given") }
+        var st: [SafetensorsFile] = []
+        var gg: [GGUFFile] = []
+        var configs: [String] = []
+        var indexed: [(index: String, weightMap: [String: String], dir: String)] = []
+        let fm = FileManager.default
+        for path in paths {
+            var isDir: ObjCBool = false
+            guard fm.fileExists(atPath: path, isDirectory: &isDir) else { throw ImportError(file: path, "no such file or directory") }
+            let dir = isDir.boolValue ? path : (path as NSString).deletingLastPathComponent
+            configs.append(((dir.isEmpty ? "." : dir) as NSString).appendingPathComponent("config.json"))
+            if isDir.boolValue {
+                let entries: [String]
+                do { entries = try fm.contentsOfDirectory(atPath: path).sorted() } catch {
+                    throw ImportError(file: path, "cannot list the folder")
+                }
+                if let index = entries.first(where: { $0.hasSuffix(".safetensors.index.json") }) {
+                    let (map, shards) = try Self.readIndex((path as NSString).appendingPathComponent(index))
+                    indexed.append(((path as NSString).appendingPathComponent(index), map, path))
+                    for s in shards { st.append(try SafetensorsFile(path: (path as NSString).appendingPathComponent(s))) }
+                    for g in entries where g.hasSuffix(".gguf") { gg.append(try GGUFFile(path: (path as NSString).appendingPathComponent(g))) }
+                    continue
+                }
+                let found = entries.filter { $0.hasSuffix(".safetensors") || $0.hasSuffix(".gguf") }
+                guard !found.isEmpty else { throw ImportError(file: path, "folder holds no .safetensors or .gguf file") }
+                for f in found {
+                    let full = (path as NSString).appendingPathComponent(f)
+                    if f.hasSuffix(".gguf") { gg.append(try GGUFFile(path: full)) } else { st.append(try SafetensorsFile(path: full)) }
+                }
+            } else if path.hasSuffix(".json") {
+                let (map, shards) = try Self.readIndex(path)
+                indexed.append((path, map, dir))
+                for s in shards { st.append(try SafetensorsFile(path: (dir as NSString).appendingPathComponent(s))) }
+            } else if Self.looksLikeGGUF(path) {
+                gg.append(try GGUFFile(path: path))
+            } else {
+                st.append(try SafetensorsFile(path: path))
+            }
+        }
+        // An index must list exactly what its shards hold.
+        let byPath = Dictionary(st.map { ($0.path, $0) }, uniquingKeysWith: { a, _ in a })
+        for ix in indexed {
+            for (name, shard) in ix.weightMap {
+                let shardPath = (ix.dir as NSString).appendingPathComponent(shard)
+                guard let f = byPath[shardPath], f.tensor(named: name) != nil else {
+                    throw ImportError(file: ix.index, "lists tensor \"\(name)\" in \(shard), which does not hold it")
+                }
+            }
+            let shards = Set(ix.weightMap.values.map { (ix.dir as NSString).appendingPathComponent($0) })
+            for f in st where shards.contains(f.path) {
+                for t in f.tensors where ix.weightMap[t.name] == nil {
+                    throw ImportError(file: ix.index, "does not list tensor \"\(t.name)\" of \((f.path as NSString).lastPathComponent)")
+                }
+            }
+        }
+
+        var out: [CheckpointTensor] = []
+        var seen: [String: String] = [:]
+        func add(_ t: CheckpointTensor) throws(ImportError) {
+            if let other = seen[t.name] {
+                throw ImportError(file: t.sourceFile, "tensor \"\(t.name)\" is also in \(other)")
+            }
+            seen[t.name] = t.sourceFile
+            out.append(t)
+        }
+        for f in st {
+            for t in f.tensors {
+                guard let dtype = t.dtype else {
+                    throw ImportError(file: f.path, "tensor \"\(t.name)\" has dtype \(t.dtypeName), which wstore cannot store")
+                }
+                try add(CheckpointTensor(name: t.name, dtype: dtype, shape: t.shape, expert: naming.match(t.name)?.key,
+                                         file: f.file, byteRange: t.byteRange))
+            }
+        }
+        var info = ModelInfo(name: "")
+        for f in gg {
+            for t in f.tensors {
+                if let s = naming.stacked(t.name), t.dims.count >= 2 {
+                    let n = t.dims.last!
+                    guard n > 0, t.byteRange.count % n == 0 else {
+                        throw ImportError(file: f.path, "stacked expert tensor \"\(t.name)\" does not split into \(n) equal experts")
+                    }
+                    let each = t.byteRange.count / n
+                    let shape = Array(t.shape.dropFirst())
+                    for e in 0 ..< n {
+                        let start = t.byteRange.lowerBound + e * each
+                        try add(CheckpointTensor(name: s.perExpertName(e), dtype: t.type.dtype, shape: shape,
+                                                 expert: ExpertKey(layer: s.layer, expert: e, part: s.part),
+                                                 file: f.file, byteRange: start ..< start + each))
+                    }
+                } else {
+                    try add(CheckpointTensor(name: t.name, dtype: t.type.dtype, shape: t.shape, expert: naming.match(t.name)?.key,
+                                             file: f.file, byteRange: t.byteRange))
+                }
+            }
+            for (k, v) in f.metadata { info.extra["gguf." + k] = v.description }
+            if case .string(let arch)? = f.value("general.architecture") {
+                info.layers = info.layers ?? f.value("\(arch).block_count")?.intValue
+                info.expertsPerLayer = info.expertsPerLayer ?? f.value("\(arch).expert_count")?.intValue
+                info.topK = info.topK ?? f.value("\(arch).expert_used_count")?.intValue
+            }
+        }
+        for f in st {
+            for (k, v) in f.metadata { info.extra["safetensors." + k] = v }
+        }
+        // config.json beside the weights (Hugging Face layout) knows the MoE shape.
+        for c in Set(configs) {
+            guard let data = fm.contents(atPath: c),
+                  let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { continue }
+            func int(_ keys: [String]) -> Int? { keys.lazy.compactMap { obj[$0] as? Int }.first }
+            info.layers = info.layers ?? int(["num_hidden_layers", "n_layer", "num_layers"])
+            info.expertsPerLayer = info.expertsPerLayer ?? int(["num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts"])
+            info.topK = info.topK ?? int(["num_experts_per_tok", "moe_top_k", "top_k"])
+        }
+        // Otherwise count from the names.
+        let layers = out.compactMap { ExpertNaming.layer(of: $0.name) }
+        if info.layers == nil, let m = layers.max() { info.layers = m + 1 }
+        let routed = out.compactMap { $0.expert }.filter { $0.expert < ExpertNaming.sharedExpertBase }
+        if info.expertsPerLayer == nil, let m = routed.map(\.expert).max() { info.expertsPerLayer = m + 1 }
+        info.sources = st.map(\.path) + gg.map(\.path)
+        tensors = out
+        modelInfo = info
+        files = info.sources
+    }
+
+    /// Lends the bytes of `tensor` (one of ``tensors``), straight out of its file's mapping.
+    /// - Warning: `bytes` is valid only inside `body`.
+    public func withBytes<R, E: Error>(of tensor: CheckpointTensor,
+                                       _ body: (_ bytes: UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
+        try body(tensor.file.bytes(tensor.byteRange))
+    }
+
+    /// Asks the kernel to read `tensor`'s bytes ahead; a hint only.
+    public func prefetch(_ tensor: CheckpointTensor) { tensor.file.prefetch(tensor.byteRange) }
+
+    private static func looksLikeGGUF(_ path: String) -> Bool {
+        if path.hasSuffix(".gguf") { return true }
+        guard let h = FileHandle(forReadingAtPath: path) else { return false }
+        defer { try? h.close() }
+        let d = (try? h.read(upToCount: 4)) ?? Data()
+        return d == Data("GGUF".utf8)
+    }
+
+    /// Reads a `*.safetensors.index.json`: its weight map and its shard files, in order.
+    private static func readIndex(_ path: String) throws(ImportError) -> ([String: String], [String]) {
+        guard let data = FileManager.default.contents(atPath: path) else { throw ImportError(file: path, "cannot read the index") }
+        let json: HeaderJSON
+        do { json = try data.withUnsafeBytes { (b) throws(HeaderJSONError) in try HeaderJSON.parse(b) } } catch {
+            throw ImportError(file: path, "index is not valid JSON: \(error)")
+        }
+        guard case .object(let top) = json, case .object(let wm)? = top.first(where: { $0.key == "weight_map" })?.value else {
+            throw ImportError(file: path, "index has no weight_map object")
+        }
+        var map: [String: String] = [:]
+        var shards = Set<String>()
+        for (name, v) in wm {
+            guard case .string(let shard) = v, !shard.isEmpty, !shard.split(separator: "/").contains("..") else {
+                throw ImportError(file: path, "weight_map entry \"\(name)\" is not a shard file name")
+            }
+            map[name] = shard
+            shards.insert(shard)
+        }
+        return (map, shards.sorted())
+    }
+}

@@ -1,0 +1,126 @@
+import WeightStore
+import WStoreCore
+import Foundation
+
+extension RoutingTrace {
+    private struct TokenLine: Decodable {
+        var req: Int?
+        var tok: Int?
+        var experts: [[Int]]
+        var predicted: [[Int]?]?
+    }
+
+    /// Reads a routing trace from JSON Lines text.
+    /// - Throws: ``RoutingTraceError`` naming the first bad line.
+    public static func parse(_ data: Data) throws -> RoutingTrace {
+        let decoder = JSONDecoder()
+        var trace: RoutingTrace?
+        var lineNumber = 0
+        var start = data.startIndex
+        while start < data.endIndex {
+            let end = data[start...].firstIndex(of: UInt8(ascii: "\n")) ?? data.endIndex
+            lineNumber += 1
+            let line = data[start ..< end]
+            start = end < data.endIndex ? data.index(after: end) : end
+            if line.allSatisfy({ $0 == 0x20 || $0 == 0x09 || $0 == 0x0D }) { continue }
+            if trace == nil {
+                trace = RoutingTrace(header: try parseHeader(line, line: lineNumber))
+                continue
+            }
+            let token: TokenLine
+            do { token = try decoder.decode(TokenLine.self, from: line) } catch {
+                throw RoutingTraceError.malformed(line: lineNumber, "not a token line: \(describe(error))")
+            }
+            do {
+                try trace!.append(request: token.req ?? 0, experts: token.experts, predicted: token.predicted)
+            } catch RoutingTraceError.malformed(_, let reason) {
+                throw RoutingTraceError.malformed(line: lineNumber, reason)
+            }
+        }
+        guard let trace else { throw RoutingTraceError.empty }
+        return trace
+    }
+
+    /// Reads the routing trace in file `path`.
+    /// - Throws: ``RoutingTraceError``, or ``WStoreError/io(call:path:errno:)`` when the
+    ///   file cannot be read.
+    public static func load(path: String) throws -> RoutingTrace {
+        try parse(Data(try Posix.readFile(path)))
+    }
+
+    private static func parseHeader(_ line: Data, line n: Int) throws -> Header {
+        guard let object = try? JSONSerialization.jsonObject(with: line) as? [String: Any] else {
+            throw RoutingTraceError.malformed(line: n, "the header is not a JSON object")
+        }
+        guard object["kind"] as? String == kind else {
+            throw RoutingTraceError.malformed(line: n, "the header's \"kind\" is not \"\(kind)\"")
+        }
+        guard let version = object["version"] as? Int else { throw RoutingTraceError.malformed(line: n, "the header has no integer \"version\"") }
+        guard version <= 1 else { throw RoutingTraceError.newerVersion(version) }
+        func positive(_ key: String) throws -> Int {
+            guard let v = object[key] as? Int, v > 0 else {
+                throw RoutingTraceError.malformed(line: n, "the header's \"\(key)\" must be a positive integer")
+            }
+            return v
+        }
+        let header = Header(layers: try positive("layers"), experts: try positive("experts"), topK: try positive("top_k"),
+                            expertBytes: object["expert_bytes"] as? Int, model: object["model"] as? String,
+                            note: object["note"] as? String)
+        guard header.topK <= header.experts else { throw RoutingTraceError.malformed(line: n, "the header's \"top_k\" exceeds \"experts\"") }
+        guard header.layers * header.experts <= 1 << 24 else {
+            throw RoutingTraceError.malformed(line: n, "the header's layers × experts is too large")
+        }
+        return header
+    }
+
+    private static func describe(_ error: any Error) -> String {
+        switch error {
+        case DecodingError.keyNotFound(let key, _): "missing \"\(key.stringValue)\""
+        case DecodingError.typeMismatch(_, let c), DecodingError.valueNotFound(_, let c):
+            "wrong type at \(c.codingPath.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: "."))"
+        case DecodingError.dataCorrupted: "not valid JSON"
+        default: "\(error)"
+        }
+    }
+
+    /// The trace as JSON Lines text (header first), as ``parse(_:)`` reads it.
+    public func jsonLines() throws -> Data {
+        var out = Data()
+        out.append(try JSONEncoder.sortedKeys.encode(header))
+        out.append(0x0A)
+        var tokInRequest = 0
+        for t in 0 ..< tokenCount {
+            if t > 0 && requests[t] != requests[t - 1] { tokInRequest = 0 }
+            var line = "{\"req\":\(requests[t]),\"tok\":\(tokInRequest),\"experts\":["
+            for l in 0 ..< header.layers {
+                if l > 0 { line += "," }
+                line += "[" + experts(token: t, layer: l).map(String.init).joined(separator: ",") + "]"
+            }
+            line += "]"
+            if hasPredictions {
+                line += ",\"predicted\":["
+                for l in 0 ..< header.layers {
+                    if l > 0 { line += "," }
+                    if let p = predicted(token: t, layer: l) {
+                        line += "[" + p.map(String.init).joined(separator: ",") + "]"
+                    } else {
+                        line += "null"
+                    }
+                }
+                line += "]"
+            }
+            line += "}\n"
+            out.append(contentsOf: line.utf8)
+            tokInRequest += 1
+        }
+        return out
+    }
+}
+
+extension JSONEncoder {
+    static var sortedKeys: JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        return e
+    }
+}
