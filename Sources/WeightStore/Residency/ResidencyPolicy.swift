@@ -78,11 +78,12 @@ public enum ResidencyPolicyKind: String, Sendable, CaseIterable, CustomStringCon
     /// hint precision and the layer order (see ``ForecastPolicy``).
     case forecast
 
-    /// The policy a manager uses when none is named: `adaptive`, which had the best
-    /// demand hit rate of the five in every `wstore bench cache` replay of synthetic
-    /// traces at 50% residency without prefetch, and in all but one with prefetch
-    /// (64 experts, top-4, seed 4: `shallow` 97.0%, `adaptive` 96.8%).
-    public static let `default`: ResidencyPolicyKind = .adaptive
+    /// The policy a manager uses when none is named: `forecast`. In `wstore bench cache`
+    /// replays of the two recorded traces in ../shared/data/routing and of synthetic ones,
+    /// at 25%, 50% and 75% residency, with and without prefetch hints, it was never below
+    /// the best of `lru`, `lru-per-layer` and `lfu`; on the recorded traces it beat
+    /// `adaptive`, which wins some synthetic replays (strong consecutive-token reuse).
+    public static let `default`: ResidencyPolicyKind = .forecast
 
     public var description: String { rawValue }
 
