@@ -21,7 +21,7 @@ struct BenchCache: ParsableCommand {
     @Option(help: "Experts that fit: a count or a percentage of all experts such as 50%; several as 25%,50%,75%.")
     var capacity: String?
     @Option(help: "Bytes that fit (needs expert_bytes in the trace header, or --store).") var budget: Int?
-    @Option(help: "A policy name (\(ResidencyPolicyKind.allCases.map(\.rawValue).joined(separator: ", "))) or all.")
+    @Option(help: "A policy name (\(ResidencyPolicyKind.allCases.map(\.rawValue).joined(separator: ", "))), several as lru,forecast, or all.")
     var policy = "all"
     @Flag(help: "Issue the trace's predictions as prefetch hints one layer ahead.") var prefetch = false
     @Option(help: "Replay through a ResidencyManager over this store (real loads).") var store: String?
@@ -36,8 +36,8 @@ struct BenchCache: ParsableCommand {
 
     func validate() throws {
         guard (capacity == nil) != (budget == nil) else { throw ValidationError("give exactly one of --capacity and --budget") }
-        if policy != "all" && ResidencyPolicyKind(rawValue: policy) == nil {
-            throw ValidationError("unknown policy \(policy); choose one of \(ResidencyPolicyKind.allCases.map(\.rawValue).joined(separator: ", ")) or all")
+        if policy != "all", let bad = policy.split(separator: ",").first(where: { ResidencyPolicyKind(rawValue: String($0)) == nil }) {
+            throw ValidationError("unknown policy \(bad); choose one of \(ResidencyPolicyKind.allCases.map(\.rawValue).joined(separator: ", ")) or all")
         }
         if layerTimeUs < 0 { throw ValidationError("--layer-time-us must not be negative") }
         if cacheAwareRouting != nil {
@@ -129,7 +129,7 @@ struct BenchCache: ParsableCommand {
     /// Replays the trace at one capacity.
     func makeReport(_ trace: RoutingTrace, capacityText: String) throws -> Report {
         let g = trace.header.geometry
-        let kinds = policy == "all" ? ResidencyPolicyKind.allCases : [ResidencyPolicyKind(rawValue: policy)!]
+        let kinds = policy == "all" ? ResidencyPolicyKind.allCases : policy.split(separator: ",").map { ResidencyPolicyKind(rawValue: String($0))! }
         let opened = try store.map { try WeightStore.open(at: $0) }
         let modelName = try opened.map { try resolveModel($0, trace: trace) }
         let expertBytes = try opened.map { try ResidencyManager(store: $0, model: modelName!, budget: Int.max).expertBytes }
