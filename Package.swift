@@ -13,6 +13,8 @@ let package = Package(
         .executable(name: "wstore", targets: ["wstore"]),
         // libwstore-c.so: the C ABI (include/wstore.h) for engines in C, C++, Python.
         .library(name: "wstore-c", type: .dynamic, targets: ["CWStoreABI"]),
+        // The parsers of untrusted bytes, one entry point each, for the libFuzzer harness in Fuzz/.
+        .library(name: "WStoreFuzzing", targets: ["WStoreFuzzing"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -68,6 +70,9 @@ let package = Package(
             ]
         ),
         .executableTarget(name: "wstore", dependencies: ["WStoreCLI"]),
+        // Entry points over every parser of untrusted bytes (Fuzz/ runs them under libFuzzer;
+        // FuzzRegressionTests replays what fuzzing found).
+        .target(name: "WStoreFuzzing", dependencies: ["WStoreCore", "WStoreFormats", "KVCache", "WStoreReplay"]),
         // The C ABI: include/wstore.h (a header-only module, so Swift uses its exact
         // structs) and the @_cdecl exports that implement it.
         .systemLibrary(name: "CWStoreHeader", path: "include"),
@@ -94,6 +99,8 @@ let package = Package(
             dependencies: ["WStoreCLI", "WeightStore", "KVCache", "WStoreCore", "WStoreFormats", "WStoreReplay", "WStoreTestSupport"],
             exclude: ["Fixtures"]
         ),
+        // Replays what fuzzing found through the entry points of WStoreFuzzing.
+        .testTarget(name: "FuzzRegressionTests", dependencies: ["WStoreFuzzing"], exclude: ["Inputs"]),
         // Clients/ holds the C program and Python script the tests run against libwstore-c.so.
         .testTarget(name: "CABITests", dependencies: ["CWStoreABI", "CWStoreHeader", "WeightStore", "WStoreTestSupport"], exclude: ["Clients"]),
     ],

@@ -1,6 +1,7 @@
 // See include/wstore_kernels.h.
 #include "wstore_kernels.h"
 #include <math.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #if defined(__x86_64__)
@@ -205,13 +206,17 @@ __attribute__((target("avx512f"))) static void panel_dots_avx512(const float *q,
     }
 }
 
+// The CPU checks run at the first call and are cached; threads may race to fill the cache,
+// all with the same value, so the cache is an atomic (relaxed: nothing else is published).
 static int cpu_avx512(void) {
-    static int cached = -1;
-    if (cached < 0) {
+    static _Atomic int cached = -1;
+    int c = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (c < 0) {
         __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx512f");
+        c = __builtin_cpu_supports("avx512f") ? 1 : 0;
+        atomic_store_explicit(&cached, c, memory_order_relaxed);
     }
-    return cached;
+    return c;
 }
 
 // exp for 8 floats: range reduction by ln 2 and a degree-5 polynomial (Cephes expf), ~1 ulp.
@@ -284,12 +289,14 @@ __attribute__((target("avx2,f16c"))) static void f32_to_f16_f16c(const float *sr
 }
 
 static int cpu_ok(void) {
-    static int cached = -1;
-    if (cached < 0) {
+    static _Atomic int cached = -1;
+    int c = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (c < 0) {
         __builtin_cpu_init();
-        cached = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+        c = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+        atomic_store_explicit(&cached, c, memory_order_relaxed);
     }
-    return cached;
+    return c;
 }
 #else
 static int cpu_ok(void) { return 0; }
@@ -376,16 +383,13 @@ void wsk_f32_to_f16(const float *src, uint16_t *dst, size_t n) {
     for (size_t i = 0; i < n; i++) dst[i] = float_to_half(src[i]);
 }
 
-// MARK: quantization loops (compiled for AVX2 and for the baseline; the loader picks one)
+// MARK: quantization loops
+// Each loop is compiled twice, for AVX2 and for the baseline, and picked at the call by the
+// cached CPU check, as the kernels above are. Not target_clones: its ifunc resolvers run while
+// the dynamic loader relocates, before a sanitizer runtime (TSan) has initialised, and crash it.
 
-#if defined(__x86_64__) && defined(__clang__)
-#define WSK_CLONES __attribute__((target_clones("avx2", "default")))
-#else
-#define WSK_CLONES
-#endif
-
-WSK_CLONES void wsk_quantize(const float *x, size_t n, const float *m, const float *inv, int per_element, float levels,
-                             uint8_t *out) {
+static inline __attribute__((always_inline)) void quantize_body(const float *x, size_t n, const float *m, const float *inv,
+                                                                int per_element, float levels, uint8_t *out) {
     if (per_element) {
         for (size_t j = 0; j < n; j++) {
             float v = (x[j] - m[j]) * inv[j];
@@ -404,7 +408,8 @@ WSK_CLONES void wsk_quantize(const float *x, size_t n, const float *m, const flo
     }
 }
 
-WSK_CLONES void wsk_dequantize(const uint8_t *codes, size_t n, const float *m, const float *s, int per_element, float *out) {
+static inline __attribute__((always_inline)) void dequantize_body(const uint8_t *codes, size_t n, const float *m,
+                                                                  const float *s, int per_element, float *out) {
     if (per_element) {
         for (size_t j = 0; j < n; j++) out[j] = m[j] + (float)codes[j] * s[j];
     } else {
@@ -413,14 +418,14 @@ WSK_CLONES void wsk_dequantize(const uint8_t *codes, size_t n, const float *m, c
     }
 }
 
-WSK_CLONES void wsk_minmax_update(const float *x, size_t n, float *lo, float *hi) {
+static inline __attribute__((always_inline)) void minmax_update_body(const float *x, size_t n, float *lo, float *hi) {
     for (size_t j = 0; j < n; j++) {
         lo[j] = x[j] < lo[j] ? x[j] : lo[j];
         hi[j] = x[j] > hi[j] ? x[j] : hi[j];
     }
 }
 
-WSK_CLONES void wsk_minmax(const float *x, size_t n, float *lo, float *hi) {
+static inline __attribute__((always_inline)) void minmax_body(const float *x, size_t n, float *lo, float *hi) {
     float a = x[0], b = x[0];
     for (size_t j = 1; j < n; j++) {
         a = x[j] < a ? x[j] : a;
@@ -428,4 +433,51 @@ WSK_CLONES void wsk_minmax(const float *x, size_t n, float *lo, float *hi) {
     }
     *lo = a;
     *hi = b;
+}
+
+#ifdef WSK_X86
+// "avx2" only, as the clones were: no FMA, so both paths round alike.
+__attribute__((target("avx2"))) static void quantize_avx2(const float *x, size_t n, const float *m, const float *inv,
+                                                          int per_element, float levels, uint8_t *out) {
+    quantize_body(x, n, m, inv, per_element, levels, out);
+}
+__attribute__((target("avx2"))) static void dequantize_avx2(const uint8_t *codes, size_t n, const float *m, const float *s,
+                                                            int per_element, float *out) {
+    dequantize_body(codes, n, m, s, per_element, out);
+}
+__attribute__((target("avx2"))) static void minmax_update_avx2(const float *x, size_t n, float *lo, float *hi) {
+    minmax_update_body(x, n, lo, hi);
+}
+__attribute__((target("avx2"))) static void minmax_avx2(const float *x, size_t n, float *lo, float *hi) {
+    minmax_body(x, n, lo, hi);
+}
+#endif
+
+void wsk_quantize(const float *x, size_t n, const float *m, const float *inv, int per_element, float levels,
+                  uint8_t *out) {
+#ifdef WSK_X86
+    if (cpu_ok()) { quantize_avx2(x, n, m, inv, per_element, levels, out); return; }
+#endif
+    quantize_body(x, n, m, inv, per_element, levels, out);
+}
+
+void wsk_dequantize(const uint8_t *codes, size_t n, const float *m, const float *s, int per_element, float *out) {
+#ifdef WSK_X86
+    if (cpu_ok()) { dequantize_avx2(codes, n, m, s, per_element, out); return; }
+#endif
+    dequantize_body(codes, n, m, s, per_element, out);
+}
+
+void wsk_minmax_update(const float *x, size_t n, float *lo, float *hi) {
+#ifdef WSK_X86
+    if (cpu_ok()) { minmax_update_avx2(x, n, lo, hi); return; }
+#endif
+    minmax_update_body(x, n, lo, hi);
+}
+
+void wsk_minmax(const float *x, size_t n, float *lo, float *hi) {
+#ifdef WSK_X86
+    if (cpu_ok()) { minmax_avx2(x, n, lo, hi); return; }
+#endif
+    minmax_body(x, n, lo, hi);
 }

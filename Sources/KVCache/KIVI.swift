@@ -166,6 +166,13 @@ package enum KIVI {
         }
     }
 
+    /// The largest blob ``encode(_:bits:axis:options:)`` writes for `elements` values of
+    /// `dtype`: the header, a min and a scale per value (group size 1), a byte of code
+    /// and the value itself per value (the residual). A decoder allocates no more.
+    package static func maxBlobSize(elements: Int, dtype: DType) -> Int {
+        headerSize + elements * (4 + 1 + dtype.elementSize!)
+    }
+
     /// Rebuilds the tensor from a blob written by ``encode(_:bits:axis:options:)``.
     /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` when the blob is inconsistent.
     package static func decode(_ blob: UnsafeRawBufferPointer, name: String) throws -> KVTensor {

@@ -87,6 +87,18 @@ package enum KVChunk {
         return xxh3(UnsafeRawBufferPointer(rebasing: b[fixedHeaderSize...]), seed: seed)
     }
 
+    /// Rewrites the header checksum of `b` to match its header and chunk key `key`, when
+    /// the layer count leaves a whole header in `b` (fuzzing reaches the fields behind the
+    /// checksum so). Returns whether it did.
+    package static func resealHeader(_ b: UnsafeMutableRawBufferPointer, key: UInt64) -> Bool {
+        guard b.count >= fixedHeaderSize else { return false }
+        let layers = Int(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 8, as: UInt32.self)))
+        guard layers > 0, layers <= 4096, fixedHeaderSize + 32 * layers <= b.count else { return false }
+        let header = UnsafeRawBufferPointer(rebasing: b[0 ..< fixedHeaderSize + 32 * layers])
+        b.storeBytes(of: headerChecksum(header, key: key).littleEndian, toByteOffset: 40, as: UInt64.self)
+        return true
+    }
+
     /// What a chunk header says.
     package struct Info: Sendable {
         package let codec: KVCodec
@@ -123,6 +135,10 @@ package enum KVChunk {
         guard let codec = KVCodec(code: bytes[6]), let dtype = DType(code: bytes[7], ggmlType: 0),
               KVTensor.supportedDTypes.contains(dtype) else { throw corrupt("unknown codec or dtype") }
         guard u64(32) == UInt64(bytes.count) else { throw corrupt("chunk is \(bytes.count) bytes, header says \(u64(32))") }
+        // Elements of one tensor, bounded so that every size derived from them fits (2^40: 4 TiB of f32).
+        let (hd, o1) = u32(16).multipliedReportingOverflow(by: u32(20))
+        let (elements, o2) = hd.multipliedReportingOverflow(by: u32(12))
+        guard !o1, !o2, elements <= 1 << 40 else { throw corrupt("shape [\(u32(16)), \(u32(12)), \(u32(20))] is out of range") }
         return Info(codec: codec, dtype: dtype, layers: layers, tokens: u32(12), kvHeads: u32(16), headDim: u32(20),
                     version: Int(v))
     }
@@ -138,14 +154,21 @@ package enum KVChunk {
         sink.value.initialize(repeating: nil)
         defer { sink.value.deinitialize(); sink.value.deallocate() }
         try parallelFor(count, threads: threads) { i, _ in
-            let off = Int(UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: fixedHeaderSize + 16 * i, as: UInt64.self)))
-            let len = Int(UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: fixedHeaderSize + 16 * i + 8, as: UInt64.self)))
+            let off64 = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: fixedHeaderSize + 16 * i, as: UInt64.self))
+            let len64 = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: fixedHeaderSize + 16 * i + 8, as: UInt64.self))
             let what = "\(name) layer \(i / 2) \(i % 2 == 0 ? "keys" : "values")"
-            guard off >= fixedHeaderSize, len >= 0, off <= bytes.count, len <= bytes.count - off else {
+            guard off64 >= UInt64(fixedHeaderSize), off64 <= UInt64(bytes.count), len64 <= UInt64(bytes.count) - off64 else {
                 throw WStoreError.corruptRecord(name: what, reason: "record lies outside the chunk")
             }
+            let off = Int(off64), len = Int(len64)
             let view = try RecordView(UnsafeRawBufferPointer(rebasing: bytes[off ..< off + len]),
                                       binding: recordBinding(key: key, index: i), name: what)
+            // Allocate only what the chunk header's shape allows: a damaged record may claim any size.
+            let elements = info.kvHeads * info.tokens * info.headDim
+            let limit = info.codec == .lossless ? elements * info.dtype.elementSize! : KIVI.maxBlobSize(elements: elements, dtype: info.dtype)
+            guard view.rawSize <= limit else {
+                throw WStoreError.corruptRecord(name: what, reason: "record of \(view.rawSize) bytes is larger than the chunk's shape allows")
+            }
             guard view.version >= info.version else {
                 throw WStoreError.corruptRecord(name: what, reason: "record version \(view.version) in a version-\(info.version) chunk")
             }

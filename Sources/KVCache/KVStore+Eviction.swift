@@ -3,7 +3,7 @@ import WStoreCore
 /// The chunk index (kv.nodes), the leaf LRU (kv.leaves) and eviction.
 extension KVStore {
     /// A chunk's index entry (format-spec/KV.md §2).
-    struct Node {
+    package struct Node {
         var parent: UInt64
         var lastUse: UInt64
         var storedBytes: Int
@@ -13,12 +13,16 @@ extension KVStore {
         var model: String
 
         static let fixedSize = 44
+        /// The largest stored or raw size an index entry may claim (2^48 bytes: 256 TiB), so
+        /// that sums over the index cannot overflow either.
+        static let maxSize: UInt64 = 1 << 48
+
         /// Bytes 40..<44 of a version-2 entry, "KVN2" (zero in version 1): the entry is
         /// sealed to its chunk key (KV.md §5).
         static let sealedMarker: UInt32 = 0x324E_564B
 
         /// Parses the entry stored under chunk `key`, checking its seal (version 2).
-        static func parse(_ stored: UnsafeRawBufferPointer, key: UInt64) throws -> Node {
+        package static func parse(_ stored: UnsafeRawBufferPointer, key: UInt64) throws -> Node {
             let what = "KV index entry \(hex(key))"
             guard stored.count >= fixedSize else { throw WStoreError.corruptRecord(name: what, reason: "\(stored.count) bytes") }
             var b = stored
@@ -33,7 +37,7 @@ extension KVStore {
             }
             func u64(_ o: Int) -> UInt64 { UInt64(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
             func u32(_ o: Int) -> Int { Int(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt32.self))) }
-            guard u64(16) <= UInt64(Int.max), u64(24) <= UInt64(Int.max) else {
+            guard u64(16) <= maxSize, u64(24) <= maxSize else {
                 throw WStoreError.corruptRecord(name: what, reason: "byte counts out of range")
             }
             guard let model = String(validating: UnsafeRawBufferPointer(rebasing: b[fixedSize...]), as: UTF8.self) else {
@@ -71,7 +75,9 @@ extension KVStore {
         var chunks: Int = 0
 
         static func read(_ txn: borrowing WriteTransaction, _ db: LMDBDatabase) throws -> Counters {
-            guard let b = try txn.get(db, Array("counters".utf8)), b.count == 24 else {
+            guard let b = try txn.get(db, Array("counters".utf8)), b.count == 24,
+                  UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) <= UInt64(Int.max / 2),
+                  UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 16, as: UInt64.self)) <= UInt64(Int.max / 2) else {
                 throw WStoreError.corruptRecord(name: "KV counters", reason: "missing or damaged")
             }
             return Counters(clock: UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),

@@ -23,8 +23,10 @@ public struct KVTensor: Sendable, Equatable {
             throw WStoreError.invalidArgument("KV tensors are f16, bf16 or f32, not \(dtype)")
         }
         guard heads >= 0, tokens >= 0, headDim >= 0 else { throw WStoreError.invalidArgument("negative KV tensor dimension") }
-        let need = heads * tokens * headDim * dtype.elementSize!
-        guard bytes.count == need else {
+        let (ht, o1) = heads.multipliedReportingOverflow(by: tokens)
+        let (htd, o2) = ht.multipliedReportingOverflow(by: headDim)
+        let (need, o3) = htd.multipliedReportingOverflow(by: dtype.elementSize!)
+        guard !o1, !o2, !o3, bytes.count == need else {
             throw WStoreError.invalidArgument("KV tensor [\(heads), \(tokens), \(headDim)] of \(dtype) needs \(need) bytes, got \(bytes.count)")
         }
         self.dtype = dtype
@@ -44,6 +46,20 @@ public struct KVTensor: Sendable, Equatable {
     public var elementSize: Int { dtype.elementSize! }
     /// The shape, `[heads, tokens, headDim]`.
     public var shape: [Int] { [heads, tokens, headDim] }
+
+    /// Whether any element is NaN or infinite (its exponent bits all set), a scan of the bytes.
+    public var hasNonFinite: Bool {
+        bytes.withUnsafeBytes { raw in
+            switch dtype {
+            case .f32:
+                return raw.withMemoryRebound(to: UInt32.self) { $0.contains { UInt32(littleEndian: $0) & 0x7F80_0000 == 0x7F80_0000 } }
+            case .f16:
+                return raw.withMemoryRebound(to: UInt16.self) { $0.contains { UInt16(littleEndian: $0) & 0x7C00 == 0x7C00 } }
+            default:
+                return raw.withMemoryRebound(to: UInt16.self) { $0.contains { UInt16(littleEndian: $0) & 0x7F80 == 0x7F80 } }
+            }
+        }
+    }
 
     /// The elements as floats.
     public func floats() -> [Float] { FloatCodec.decode(bytes, from: dtype) }
@@ -90,15 +106,24 @@ public struct KVTensor: Sendable, Equatable {
 
     /// For each output head `o`, the rows `positions[o]` of source head `o / (outHeads / heads)`:
     /// the keys or values SnapKV keeps.
-    public func gather(positions: [[Int32]]) -> KVTensor {
+    /// - Throws: ``WStoreError/invalidArgument(_:)`` unless there is a multiple of ``heads``
+    ///   lists of positions, all of the same length, every position below ``tokens``.
+    public func gather(positions: [[Int32]]) throws -> KVTensor {
         let outHeads = positions.count
-        precondition(outHeads > 0 && outHeads % heads == 0, "output heads must be a multiple of the tensor's heads")
+        guard heads > 0, outHeads > 0, outHeads % heads == 0 else {
+            throw WStoreError.invalidArgument("\(outHeads) lists of positions for a tensor of \(heads) heads: need a multiple")
+        }
         let group = outHeads / heads, n = positions[0].count, row = headDim * elementSize
+        for p in positions {
+            guard p.count == n else { throw WStoreError.invalidArgument("lists of positions of different lengths (\(n) and \(p.count))") }
+            guard p.allSatisfy({ $0 >= 0 && Int($0) < tokens }) else {
+                throw WStoreError.invalidArgument("a position outside 0..<\(tokens)")
+            }
+        }
         var out = [UInt8](repeating: 0, count: outHeads * n * row)
         bytes.withUnsafeBytes { src in
             out.withUnsafeMutableBytes { dst in
                 for o in 0 ..< outHeads {
-                    precondition(positions[o].count == n)
                     let h = o / group
                     for (i, p) in positions[o].enumerated() {
                         (dst.baseAddress! + (o * n + i) * row).copyMemory(

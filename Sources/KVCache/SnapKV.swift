@@ -96,6 +96,10 @@ public enum SnapKV {
                                     threads: Int = 1) throws -> [[Float]] {
         try config.validate()
         try checkShapes(queries: queries, keys: keys, config: config)
+        // Scores of NaN or infinite queries or keys rank nothing.
+        for (t, what) in [(queries, "queries"), (keys, "keys")] where t.hasNonFinite {
+            throw WStoreError.invalidArgument("SnapKV cannot rank positions: the \(what) hold NaN or infinite values")
+        }
         guard keys.tokens > config.window else {
             throw WStoreError.invalidArgument("SnapKV needs more tokens (\(keys.tokens)) than the window (\(config.window))")
         }
@@ -115,6 +119,10 @@ public enum SnapKV {
             }
         }
         for h in 0 ..< queries.heads { perQueryHead[h] = sink.value[h] }
+        // Finite f32 queries and keys whose dot products overflow leave scores that rank nothing too.
+        for (h, s) in perQueryHead.enumerated() where s.contains(where: { !$0.isFinite }) {
+            throw WStoreError.invalidArgument("SnapKV scores of query head \(h) are not finite: the queries or keys are too large")
+        }
         guard config.heads == .kv, group > 1 else { return perQueryHead }
         return (0 ..< kvHeads).map { g in
             var mean = perQueryHead[g * group]
@@ -252,12 +260,14 @@ public enum SnapKV {
         // The count-th largest value, by selection on a copy.
         var v = s
         let threshold = v.withUnsafeMutableBufferPointer { quickselectDescending($0, k: count - 1) }
+        // NaN ranks as −∞ here as in the selection, so exactly `count` positions come out.
+        func rank(_ x: Float) -> Float { x.isNaN ? -.infinity : x }
         var above = 0
-        for x in s where x > threshold { above += 1 }
+        for x in s where rank(x) > threshold { above += 1 }
         var equalBudget = count - above
         var out = [Int32]()
         out.reserveCapacity(count)
-        for (i, x) in s.enumerated() {
+        for (i, x) in s.lazy.map(rank).enumerated() {
             if x > threshold { out.append(Int32(i)) } else if x == threshold && equalBudget > 0 {
                 out.append(Int32(i))
                 equalBudget -= 1

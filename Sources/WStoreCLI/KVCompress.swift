@@ -57,36 +57,55 @@ struct KVCompress: ParsableCommand {
         var snapkvMilliseconds: Double?
     }
 
-    func run() throws {
-        let file = try KVSafetensors.read(path: input)
+    /// The layer numbers of the `layers.{l}.keys` tensors of `file`, ascending.
+    /// - Throws: ``ImportError`` naming the input for a layer number written any other way
+    ///   than plain decimal (`layers.00.keys`, `layers.+1.keys`), which no other tensor name would match.
+    func layerNumbers(_ names: some Sequence<String>) throws(ImportError) -> [Int] {
         var layers: [Int] = []
-        for name in file.keys where name.hasPrefix("layers.") && name.hasSuffix(".keys") {
-            guard let l = Int(name.dropFirst("layers.".count).dropLast(".keys".count)) else { continue }
+        for name in names where name.hasPrefix("layers.") && name.hasSuffix(".keys") {
+            let digits = name.dropFirst("layers.".count).dropLast(".keys".count)
+            guard let l = Int(digits), l >= 0, String(l) == digits else {
+                throw ImportError(file: input, "tensor \(name.quoted): the layer must be a number without leading zeros (layers.{l}.keys)")
+            }
             layers.append(l)
         }
-        layers.sort()
-        guard !layers.isEmpty else { throw ValidationError("\(input) holds no layers.{l}.keys tensors") }
+        return layers.sorted()
+    }
+
+    func run() throws {
+        let file = try KVSafetensors.read(path: input)
+        let layers = try layerNumbers(file.keys)
+        // Problems with what the file holds are the input's, named by it: one line, exit 1.
+        func bad(_ why: String) -> ImportError { ImportError(file: input, why) }
+        func tensor(_ name: String) throws(ImportError) -> KVTensor? {
+            guard let t = file[name] else { return nil }
+            do { return try t.kvTensor(name: name) } catch { throw bad("\(error)") }
+        }
+        guard !layers.isEmpty else { throw bad("holds no layers.{l}.keys tensors") }
         let config = try snapkv.map(snapConfig)
         var out: [String: KVSafetensors.Tensor] = [:]
         var reports: [LayerReport] = []
         for l in layers {
-            let keys = try file["layers.\(l).keys"]!.kvTensor(name: "layers.\(l).keys")
-            guard let vt = file["layers.\(l).values"] else { throw ValidationError("\(input) lacks layers.\(l).values") }
-            let values = try vt.kvTensor(name: "layers.\(l).values")
-            _ = try KVLayer(keys: keys, values: values)
+            guard let keys = try tensor("layers.\(l).keys") else { throw bad("lacks layers.\(l).keys") }
+            guard let values = try tensor("layers.\(l).values") else { throw bad("lacks layers.\(l).values") }
+            do { _ = try KVLayer(keys: keys, values: values) } catch { throw bad("layer \(l): \(error)") }
             var keptKeys = keys, keptValues = values
             var kept: [[Int32]] = Array(repeating: (0 ..< keys.tokens).map { Int32($0) }, count: keys.heads)
             var snapMs: Double?
             if let config {
-                guard let qt = file["layers.\(l).queries"] else {
-                    throw ValidationError("--snapkv needs layers.\(l).queries [q_heads, window, head_dim] in \(input)")
+                guard let queries = try tensor("layers.\(l).queries") else {
+                    throw bad("--snapkv needs layers.\(l).queries [q_heads, window, head_dim]")
                 }
-                let queries = try qt.kvTensor(name: "layers.\(l).queries")
-                let (sel, seconds) = try kvTime { try SnapKV.select(queries: queries, keys: keys, config: config, threads: threads) }
-                kept = sel
-                snapMs = seconds * 1000
-                keptKeys = keys.gather(positions: kept)
-                keptValues = values.gather(positions: kept)
+                let timed: ([[Int32]], Double)
+                do {
+                    timed = try kvTime { try SnapKV.select(queries: queries, keys: keys, config: config, threads: threads) }
+                } catch let error as WStoreError {
+                    throw bad("layer \(l): \(error)")
+                }
+                kept = timed.0
+                snapMs = timed.1 * 1000
+                keptKeys = try keys.gather(positions: kept)
+                keptValues = try values.gather(positions: kept)
             }
             let layer = try KVCacheData(layers: [KVLayer(keys: keptKeys, values: keptValues)])
             let chunk = try KVChunk.encode(layer, key: UInt64(l), codec: codec, kivi: KIVIOptions(group: group, residual: residual), threads: threads)

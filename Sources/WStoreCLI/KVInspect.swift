@@ -44,7 +44,7 @@ struct KVInspect: ParsableCommand {
         if let damaged {
             print()
             print(damaged.isEmpty ? "verify: all \(stats.chunks) chunks decode and match their checksums"
-                                  : "verify: \(damaged.count) of \(stats.chunks) chunks are damaged")
+                                  : "verify: \(damaged.count) problems in a store of \(stats.chunks) chunks")
             for d in damaged { FileHandle.standardError.write(Data((d + "\n").utf8)) }
         }
     }

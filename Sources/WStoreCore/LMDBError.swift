@@ -54,7 +54,7 @@ public struct LMDBError: Error, CustomStringConvertible, Sendable {
 
     public var description: String {
         var s = "\(operation) failed: \(message)"
-        if let key { s += " (key \(key))" }
+        if let key { s += " (key \(key.quoted))" }
         if let path { s += " [\(path)]" }
         switch code {
         case .readersFull: s += "; too many concurrent readers"
@@ -62,7 +62,7 @@ public struct LMDBError: Error, CustomStringConvertible, Sendable {
         case .corrupted, .pageNotFound, .panic: s += "; the store is corrupt, restore it from its source"
         default: break
         }
-        return s
+        return s.escapingControls
     }
 
     /// The one funnel from an LMDB return code to a thrown error.

@@ -238,7 +238,19 @@ package enum Posix {
         return UnsafeRawPointer(p)
     }
 
-    /// munmap(2) of a mapping made by ``mapReadOnly(_:size:path:)``.
+    /// A private anonymous mmap(2) holding a copy of `bytes` (not empty), made read-only:
+    /// what ``mapReadOnly(_:size:path:)`` gives for a file, for bytes that are in none.
+    /// Unmap it with ``unmap(_:size:)``. Running out of address space here is fatal.
+    package static func mapCopy(of bytes: UnsafeRawBufferPointer) -> UnsafeRawPointer {
+        guard let p = mmap(nil, bytes.count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
+            fatalError("mmap of \(bytes.count) anonymous bytes failed: \(message(errno: errno))")
+        }
+        p.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+        _ = mprotect(p, bytes.count, PROT_READ)
+        return UnsafeRawPointer(p)
+    }
+
+    /// munmap(2) of a mapping made by ``mapReadOnly(_:size:path:)`` or ``mapCopy(of:)``.
     package static func unmap(_ base: UnsafeRawPointer, size: Int) {
         _ = munmap(UnsafeMutableRawPointer(mutating: base), size)
     }

@@ -34,6 +34,13 @@ public final class Checkpoint: Sendable {
     /// The source files, as read.
     public let files: [String]
 
+    /// The most experts a layer may have (in a stacked GGUF tensor or a config.json).
+    public static let maxExpertsPerLayer = 1 << 16
+    /// The fewest bytes an expert split out of a stacked GGUF tensor may have.
+    public static let minStackedExpertBytes = 64
+    /// The most layers a config.json or GGUF metadata may claim.
+    public static let maxLayers = 1 << 16
+
     /// Reads and validates every source.
     /// - Parameters:
     ///   - paths: safetensors files, `*.safetensors.index.json` files, GGUF files, or folders of them.
@@ -85,13 +92,13 @@ public final class Checkpoint: Sendable {
             for (name, shard) in ix.weightMap {
                 let shardPath = (ix.dir as NSString).appendingPathComponent(shard)
                 guard let f = byPath[shardPath], f.tensor(named: name) != nil else {
-                    throw ImportError(file: ix.index, "lists tensor \"\(name)\" in \(shard), which does not hold it")
+                    throw ImportError(file: ix.index, "lists tensor \(name.quoted) in \(shard.quoted), which does not hold it")
                 }
             }
             let shards = Set(ix.weightMap.values.map { (ix.dir as NSString).appendingPathComponent($0) })
             for f in st where shards.contains(f.path) {
                 for t in f.tensors where ix.weightMap[t.name] == nil {
-                    throw ImportError(file: ix.index, "does not list tensor \"\(t.name)\" of \((f.path as NSString).lastPathComponent)")
+                    throw ImportError(file: ix.index, "does not list tensor \(t.name.quoted) of \((f.path as NSString).lastPathComponent)")
                 }
             }
         }
@@ -99,8 +106,11 @@ public final class Checkpoint: Sendable {
         var out: [CheckpointTensor] = []
         var seen: [String: String] = [:]
         func add(_ t: CheckpointTensor) throws(ImportError) {
+            if let e = t.expert, e.layer >= Self.maxLayers || e.expert >= ExpertNaming.sharedExpertBase + Self.maxExpertsPerLayer {
+                throw ImportError(file: t.sourceFile, "tensor \(t.name.quoted) names layer \(e.layer), expert \(e.expert): out of range (\(Self.maxLayers) layers, \(Self.maxExpertsPerLayer) experts per layer)")
+            }
             if let other = seen[t.name] {
-                throw ImportError(file: t.sourceFile, "tensor \"\(t.name)\" is also in \(other)")
+                throw ImportError(file: t.sourceFile, "tensor \(t.name.quoted) is also in \(other)")
             }
             seen[t.name] = t.sourceFile
             out.append(t)
@@ -108,7 +118,7 @@ public final class Checkpoint: Sendable {
         for f in st {
             for t in f.tensors {
                 guard let dtype = t.dtype else {
-                    throw ImportError(file: f.path, "tensor \"\(t.name)\" has dtype \(t.dtypeName), which wstore cannot store")
+                    throw ImportError(file: f.path, "tensor \(t.name.quoted) has dtype \(t.dtypeName), which wstore cannot store")
                 }
                 try add(CheckpointTensor(name: t.name, dtype: dtype, shape: t.shape, expert: naming.match(t.name)?.key,
                                          file: f.file, byteRange: t.byteRange))
@@ -120,9 +130,16 @@ public final class Checkpoint: Sendable {
                 if let s = naming.stacked(t.name), t.dims.count >= 2 {
                     let n = t.dims.last!
                     guard n > 0, t.byteRange.count % n == 0 else {
-                        throw ImportError(file: f.path, "stacked expert tensor \"\(t.name)\" does not split into \(n) equal experts")
+                        throw ImportError(file: f.path, "stacked expert tensor \(t.name.quoted) does not split into \(n) equal experts")
+                    }
+                    // Each expert becomes a record: a few bytes of input must not become millions of records.
+                    guard n <= Self.maxExpertsPerLayer else {
+                        throw ImportError(file: f.path, "stacked expert tensor \(t.name.quoted) holds \(n) experts, more than \(Self.maxExpertsPerLayer) per layer")
                     }
                     let each = t.byteRange.count / n
+                    guard each >= Self.minStackedExpertBytes else {
+                        throw ImportError(file: f.path, "stacked expert tensor \(t.name.quoted) splits into \(n) experts of \(each) bytes, under \(Self.minStackedExpertBytes) bytes each")
+                    }
                     let shape = Array(t.shape.dropFirst())
                     for e in 0 ..< n {
                         let start = t.byteRange.lowerBound + e * each
@@ -137,26 +154,52 @@ public final class Checkpoint: Sendable {
             }
             for (k, v) in f.metadata { info.extra["gguf." + k] = v.description }
             if case .string(let arch)? = f.value("general.architecture") {
-                info.layers = info.layers ?? f.value("\(arch).block_count")?.intValue
-                info.expertsPerLayer = info.expertsPerLayer ?? f.value("\(arch).expert_count")?.intValue
-                info.topK = info.topK ?? f.value("\(arch).expert_used_count")?.intValue
+                func int(_ key: String, min: Int, max: Int) throws(ImportError) -> Int? {
+                    guard let v = f.value(key) else { return nil }
+                    guard let n = v.intValue, (min ... max).contains(n) else {
+                        throw ImportError(file: f.path, "metadata \(key.quoted) is \(v.description.quoted), expected an integer from \(min) to \(max)")
+                    }
+                    return n == 0 ? nil : n
+                }
+                if info.layers == nil { info.layers = try int("\(arch).block_count", min: 1, max: Self.maxLayers) }
+                if info.expertsPerLayer == nil { info.expertsPerLayer = try int("\(arch).expert_count", min: 0, max: Self.maxExpertsPerLayer) }
+                if info.topK == nil { info.topK = try int("\(arch).expert_used_count", min: 0, max: Self.maxExpertsPerLayer) }
             }
         }
         for f in st {
             for (k, v) in f.metadata { info.extra["safetensors." + k] = v }
         }
         // config.json beside the weights (Hugging Face layout) knows the MoE shape.
-        for c in Set(configs) {
+        for c in Set(configs).sorted() {
             guard let data = fm.contents(atPath: c),
                   let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { continue }
-            func int(_ keys: [String]) -> Int? { keys.lazy.compactMap { obj[$0] as? Int }.first }
-            info.layers = info.layers ?? int(["num_hidden_layers", "n_layer", "num_layers"])
-            info.expertsPerLayer = info.expertsPerLayer ?? int(["num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts"])
-            info.topK = info.topK ?? int(["num_experts_per_tok", "moe_top_k", "top_k"])
+            // 0 or null experts is how some dense models say "no experts"; negative or absurd counts are refused.
+            func int(_ keys: [String], min: Int, max: Int) throws(ImportError) -> Int? {
+                for k in keys {
+                    guard let v = obj[k], !(v is NSNull) else { continue }
+                    guard let n = v as? Int, (min ... max).contains(n) else {
+                        throw ImportError(file: c, "\(k.quoted) is \("\(v)".quoted), expected an integer from \(min) to \(max)")
+                    }
+                    return n == 0 ? nil : n
+                }
+                return nil
+            }
+            if info.layers == nil { info.layers = try int(["num_hidden_layers", "n_layer", "num_layers"], min: 1, max: Self.maxLayers) }
+            if info.expertsPerLayer == nil { info.expertsPerLayer = try int(["num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts"], min: 0, max: Self.maxExpertsPerLayer) }
+            if info.topK == nil { info.topK = try int(["num_experts_per_tok", "moe_top_k", "top_k"], min: 0, max: Self.maxExpertsPerLayer) }
+            if let k = info.topK, let e = info.expertsPerLayer, k > e {
+                throw ImportError(file: c, "top-k \(k) exceeds the \(e) experts per layer")
+            }
         }
+        guard !out.isEmpty else { throw ImportError(file: paths[0], "holds no tensor") }
         // Otherwise count from the names.
-        let layers = out.compactMap { ExpertNaming.layer(of: $0.name) }
-        if info.layers == nil, let m = layers.max() { info.layers = m + 1 }
+        let layered = out.compactMap { t in ExpertNaming.layer(of: t.name).map { (t, $0) } }
+        if info.layers == nil, let (t, m) = layered.max(by: { $0.1 < $1.1 }) {
+            guard m < Self.maxLayers else {
+                throw ImportError(file: t.sourceFile, "tensor \(t.name.quoted) names layer \(m), more than \(Self.maxLayers) layers")
+            }
+            info.layers = m + 1
+        }
         let routed = out.compactMap { $0.expert }.filter { $0.expert < ExpertNaming.sharedExpertBase }
         if info.expertsPerLayer == nil, let m = routed.map(\.expert).max() { info.expertsPerLayer = m + 1 }
         info.sources = st.map(\.path) + gg.map(\.path)
@@ -193,11 +236,12 @@ public final class Checkpoint: Sendable {
         guard case .object(let top) = json, case .object(let wm)? = top.first(where: { $0.key == "weight_map" })?.value else {
             throw ImportError(file: path, "index has no weight_map object")
         }
+        guard !wm.isEmpty else { throw ImportError(file: path, "index has an empty weight_map: it lists no tensor") }
         var map: [String: String] = [:]
         var shards = Set<String>()
         for (name, v) in wm {
             guard case .string(let shard) = v, !shard.isEmpty, !shard.split(separator: "/").contains("..") else {
-                throw ImportError(file: path, "weight_map entry \"\(name)\" is not a shard file name")
+                throw ImportError(file: path, "weight_map entry \(name.quoted) is not a shard file name")
             }
             map[name] = shard
             shards.insert(shard)

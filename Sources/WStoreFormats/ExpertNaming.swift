@@ -63,7 +63,7 @@ public struct ExpertNaming: Sendable {
         for (i, r) in file.rules.enumerated() {
             let regex: NSRegularExpression
             do { regex = try NSRegularExpression(pattern: r.pattern) } catch {
-                throw ImportError(file: mappingFile, "rule \(i): pattern does not compile: \(r.pattern)")
+                throw ImportError(file: mappingFile, "rule \(i): pattern does not compile: \(r.pattern.quoted)")
             }
             func has(_ group: String) -> Bool { r.pattern.contains("(?<\(group)>") }
             guard has("layer") else { throw ImportError(file: mappingFile, "rule \(i): pattern has no (?<layer>…) group") }
@@ -162,7 +162,9 @@ public struct ExpertNaming: Sendable {
             guard let layer = group("layer").flatMap({ Int($0) }), layer >= 0 else { return nil }
             let expert: Int
             if shared {
-                expert = ExpertNaming.sharedExpertBase + (group("expert").flatMap { Int($0) } ?? 0)
+                let s = group("expert").flatMap { Int($0) } ?? 0
+                guard s >= 0, s < ExpertNaming.sharedExpertBase else { return nil }
+                expert = ExpertNaming.sharedExpertBase + s
             } else {
                 guard let e = group("expert").flatMap({ Int($0) }), e >= 0, e < ExpertNaming.sharedExpertBase else { return nil }
                 expert = e

@@ -84,9 +84,16 @@ public final class GGUFFile: Sendable {
 
     /// Maps and validates the GGUF file at `path`.
     /// - Throws: ``ImportError`` naming the file and the first violation found.
-    public init(path: String) throws(ImportError) {
+    public convenience init(path: String) throws(ImportError) {
+        try self.init(file: MappedFile(path: path))
+    }
+
+    /// Validates the GGUF bytes of `file`.
+    /// - Throws: ``ImportError`` naming the file and the first violation found.
+    package init(file: MappedFile) throws(ImportError) {
+        let path = file.path
         self.path = path
-        file = try MappedFile(path: path)
+        self.file = file
         var r = Reader(bytes: file.bytes, path: path)
         let magic = try r.u32("magic")
         guard magic == Self.magic else { throw ImportError(file: path, "not a GGUF file (bad magic)") }
@@ -106,8 +113,8 @@ public final class GGUFFile: Sendable {
         var keys = Set<String>()
         for _ in 0 ..< Int(kvCount) {
             let key = try r.string("metadata key")
-            guard keys.insert(key).inserted else { throw ImportError(file: path, "duplicate metadata key \"\(key)\"") }
-            let type = try r.u32("type of metadata \"\(key)\"")
+            guard keys.insert(key).inserted else { throw ImportError(file: path, "duplicate metadata key \(key.quoted)") }
+            let type = try r.u32("type of metadata \(key.quoted)")
             meta.append((key, try r.value(type: type, key: key, depth: 0)))
         }
         metadata = meta
@@ -123,36 +130,36 @@ public final class GGUFFile: Sendable {
         var names = Set<String>()
         for i in 0 ..< Int(tensorCount) {
             let name = try r.string("name of tensor \(i)")
-            guard names.insert(name).inserted else { throw ImportError(file: path, "duplicate tensor name \"\(name)\"") }
-            let nDims = try r.u32("dimension count of tensor \"\(name)\"")
+            guard names.insert(name).inserted else { throw ImportError(file: path, "duplicate tensor name \(name.quoted)") }
+            let nDims = try r.u32("dimension count of tensor \(name.quoted)")
             guard nDims >= 1, nDims <= UInt32(Self.maxDims) else {
-                throw ImportError(file: path, "tensor \"\(name)\" has \(nDims) dimensions (1 to \(Self.maxDims) allowed)")
+                throw ImportError(file: path, "tensor \(name.quoted) has \(nDims) dimensions (1 to \(Self.maxDims) allowed)")
             }
             var dims: [Int] = []
             var elements = 1
             for _ in 0 ..< Int(nDims) {
-                let d = try r.u64("dimensions of tensor \"\(name)\"")
-                guard d <= UInt64(Int.max) else { throw ImportError(file: path, "tensor \"\(name)\" has dimension \(d), too large") }
+                let d = try r.u64("dimensions of tensor \(name.quoted)")
+                guard d <= UInt64(Int.max) else { throw ImportError(file: path, "tensor \(name.quoted) has dimension \(d), too large") }
                 let (m, o) = elements.multipliedReportingOverflow(by: Int(d))
-                guard !o else { throw ImportError(file: path, "tensor \"\(name)\" has an element count that overflows") }
+                guard !o else { throw ImportError(file: path, "tensor \(name.quoted) has an element count that overflows") }
                 elements = m
                 dims.append(Int(d))
             }
-            let typeID = try r.u32("type of tensor \"\(name)\"")
+            let typeID = try r.u32("type of tensor \(name.quoted)")
             guard let type = GGMLType.byID(typeID) else {
-                throw ImportError(file: path, "tensor \"\(name)\" has unknown ggml type \(typeID)")
+                throw ImportError(file: path, "tensor \(name.quoted) has unknown ggml type \(typeID)")
             }
             var rows = 1
             for d in dims.dropFirst() {
                 let (m, o) = rows.multipliedReportingOverflow(by: d)
-                guard !o else { throw ImportError(file: path, "tensor \"\(name)\" has a row count that overflows") }
+                guard !o else { throw ImportError(file: path, "tensor \(name.quoted) has a row count that overflows") }
                 rows = m
             }
             guard let size = type.byteCount(elementsInRow: dims[0], rows: rows) else {
-                throw ImportError(file: path, "tensor \"\(name)\" has row length \(dims[0]), not a multiple of the \(type.name) block size \(type.blockSize)")
+                throw ImportError(file: path, "tensor \(name.quoted) has row length \(dims[0]), not a multiple of the \(type.name) block size \(type.blockSize)")
             }
-            let offset = try r.u64("offset of tensor \"\(name)\"")
-            guard offset <= UInt64(Int.max) else { throw ImportError(file: path, "tensor \"\(name)\" has offset \(offset), out of range") }
+            let offset = try r.u64("offset of tensor \(name.quoted)")
+            guard offset <= UInt64(Int.max) else { throw ImportError(file: path, "tensor \(name.quoted) has offset \(offset), out of range") }
             infos.append((name, dims, type, Int(offset), size))
         }
         let dataStart = (r.at + align - 1) / align * align
@@ -164,13 +171,13 @@ public final class GGUFFile: Sendable {
         var list: [GGUFTensor] = []
         for t in infos {
             guard t.offset % align == 0 else {
-                throw ImportError(file: path, "tensor \"\(t.name)\" has offset \(t.offset), not a multiple of the alignment \(align)")
+                throw ImportError(file: path, "tensor \(t.name.quoted) has offset \(t.offset), not a multiple of the alignment \(align)")
             }
             guard t.offset <= dataSize, t.size <= dataSize - t.offset else {
-                throw ImportError(file: path, "tensor \"\(t.name)\" (\(t.size) bytes at offset \(t.offset)) runs past the end of the data section (\(dataSize) bytes)")
+                throw ImportError(file: path, "tensor \(t.name.quoted) (\(t.size) bytes at offset \(t.offset)) runs past the end of the data section (\(dataSize) bytes)")
             }
             guard t.offset == expected else {
-                throw ImportError(file: path, "tensor \"\(t.name)\" has offset \(t.offset), expected \(expected) (tensors must follow each other)")
+                throw ImportError(file: path, "tensor \(t.name.quoted) has offset \(t.offset), expected \(expected) (tensors must follow each other)")
             }
             expected = t.offset + (t.size + align - 1) / align * align
             list.append(GGUFTensor(name: t.name, dims: t.dims, type: t.type,
@@ -222,7 +229,7 @@ public final class GGUFFile: Sendable {
         }
 
         mutating func value(type: UInt32, key: String, depth: Int) throws(ImportError) -> GGUFValue {
-            let what = "value of metadata \"\(key)\""
+            let what = "value of metadata \(key.quoted)"
             switch type {
             case 0: return .uint(UInt64(try take(what, as: UInt8.self)))
             case 1: return .int(Int64(try take(what, as: Int8.self)))
@@ -233,22 +240,22 @@ public final class GGUFFile: Sendable {
             case 6: return .float(Double(Float(bitPattern: try take(what, as: UInt32.self))))
             case 7:
                 let b = try take(what, as: UInt8.self)
-                guard b <= 1 else { throw ImportError(file: path, "metadata \"\(key)\" has boolean byte \(b)") }
+                guard b <= 1 else { throw ImportError(file: path, "metadata \(key.quoted) has boolean byte \(b)") }
                 return .bool(b == 1)
             case 8: return .string(try string(what))
             case 9:
-                guard depth == 0 else { throw ImportError(file: path, "metadata \"\(key)\" nests arrays") }
-                let itemType = try u32("array type of metadata \"\(key)\"")
-                let count = try u64("array length of metadata \"\(key)\"")
+                guard depth == 0 else { throw ImportError(file: path, "metadata \(key.quoted) nests arrays") }
+                let itemType = try u32("array type of metadata \(key.quoted)")
+                let count = try u64("array length of metadata \(key.quoted)")
                 let minSize: UInt64 = switch itemType {
                 case 0, 1, 7: 1
                 case 2, 3: 2
                 case 4, 5, 6: 4
                 case 8, 10, 11, 12: 8
-                default: throw ImportError(file: path, "metadata \"\(key)\" has an array of unknown type \(itemType)")
+                default: throw ImportError(file: path, "metadata \(key.quoted) has an array of unknown type \(itemType)")
                 }
                 guard count <= UInt64(remaining) / minSize else {
-                    throw ImportError(file: path, "metadata \"\(key)\" claims \(count) array items, more than the file can hold")
+                    throw ImportError(file: path, "metadata \(key.quoted) claims \(count) array items, more than the file can hold")
                 }
                 var items: [GGUFValue] = []
                 items.reserveCapacity(Int(count))
@@ -257,7 +264,7 @@ public final class GGUFFile: Sendable {
             case 10: return .uint(try take(what, as: UInt64.self))
             case 11: return .int(try take(what, as: Int64.self))
             case 12: return .float(Double(bitPattern: try take(what, as: UInt64.self)))
-            default: throw ImportError(file: path, "metadata \"\(key)\" has unknown value type \(type)")
+            default: throw ImportError(file: path, "metadata \(key.quoted) has unknown value type \(type)")
             }
         }
     }

@@ -83,7 +83,7 @@ package indirect enum HeaderJSON: Sendable, Equatable {
                     skipSpace()
                     guard at < bytes.count, bytes[at] == UInt8(ascii: "\"") else { throw fail("expected a string key") }
                     let key = try string()
-                    guard seen.insert(key).inserted else { throw HeaderJSONError("duplicate key \"\(key)\" at byte \(at)", duplicateKey: key) }
+                    guard seen.insert(key).inserted else { throw HeaderJSONError("duplicate key \(key.quoted) at byte \(at)", duplicateKey: key) }
                     skipSpace()
                     guard at < bytes.count, bytes[at] == UInt8(ascii: ":") else { throw fail("expected ':'") }
                     at += 1

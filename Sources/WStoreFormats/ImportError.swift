@@ -13,6 +13,6 @@ public struct ImportError: Error, CustomStringConvertible, Sendable, Equatable {
         self.reason = reason
     }
 
-    /// `FILE: reason`, one line.
-    public var description: String { "\(file): \(reason)" }
+    /// `FILE: reason`, one line: a control character in either is printed as an escape.
+    public var description: String { "\(file): \(reason)".escapingControls }
 }

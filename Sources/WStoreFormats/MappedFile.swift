@@ -34,6 +34,18 @@ package final class MappedFile: @unchecked Sendable {
         }
     }
 
+    /// A private anonymous mapping holding a copy of `bytes`, standing for a file called
+    /// `path` (for parsing bytes that are not in a file: fuzzing, tests).
+    package init(copying bytes: UnsafeRawBufferPointer, path: String) {
+        self.path = path
+        size = bytes.count
+        guard size > 0 else {
+            base = nil
+            return
+        }
+        base = Posix.mapCopy(of: bytes)
+    }
+
     deinit {
         if let base { Posix.unmap(base, size: size) }
     }

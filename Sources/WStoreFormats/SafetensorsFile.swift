@@ -51,9 +51,16 @@ public final class SafetensorsFile: Sendable {
 
     /// Maps and validates the file at `path`.
     /// - Throws: ``ImportError`` naming the file and the first violation found.
-    public init(path: String) throws(ImportError) {
+    public convenience init(path: String) throws(ImportError) {
+        try self.init(file: MappedFile(path: path))
+    }
+
+    /// Validates the safetensors bytes of `file`.
+    /// - Throws: ``ImportError`` naming the file and the first violation found.
+    package init(file: MappedFile) throws(ImportError) {
+        let path = file.path
         self.path = path
-        file = try MappedFile(path: path)
+        self.file = file
         let all = file.bytes
         func fail(_ why: String) -> ImportError { ImportError(file: path, why) }
         guard all.count >= 8 else { throw fail("file is \(all.count) bytes, too short for the 8-byte header length") }
@@ -66,7 +73,7 @@ public final class SafetensorsFile: Sendable {
         guard headerBytes.first == UInt8(ascii: "{") else { throw fail("header does not start with '{'") }
         let json: HeaderJSON
         do { json = try HeaderJSON.parse(headerBytes) } catch {
-            if let dup = error.duplicateKey { throw fail("header lists \"\(dup)\" twice (\(error))") }
+            if let dup = error.duplicateKey { throw fail("header lists \(dup.quoted) twice (\(error))") }
             throw fail("header is not valid JSON: \(error)")
         }
         guard case .object(let members) = json else { throw fail("header is not a JSON object") }
@@ -78,40 +85,40 @@ public final class SafetensorsFile: Sendable {
             if key == "__metadata__" {
                 guard case .object(let kv) = value else { throw fail("__metadata__ is not an object") }
                 for (k, v) in kv {
-                    guard case .string(let s) = v else { throw fail("__metadata__ value of \"\(k)\" is not a string") }
+                    guard case .string(let s) = v else { throw fail("__metadata__ value of \(k.quoted) is not a string") }
                     meta[k] = s
                 }
                 continue
             }
-            guard case .object(let fields) = value else { throw fail("tensor \"\(key)\" is \(value.kind), not an object") }
+            guard case .object(let fields) = value else { throw fail("tensor \(key.quoted) is \(value.kind), not an object") }
             let f = Dictionary(fields.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
-            guard case .string(let dtypeName)? = f["dtype"] else { throw fail("tensor \"\(key)\" has no string dtype") }
-            guard let bits = Self.dtypeBits[dtypeName] else { throw fail("tensor \"\(key)\" has unknown dtype \"\(dtypeName)\"") }
-            guard case .array(let dims)? = f["shape"] else { throw fail("tensor \"\(key)\" has no shape array") }
+            guard case .string(let dtypeName)? = f["dtype"] else { throw fail("tensor \(key.quoted) has no string dtype") }
+            guard let bits = Self.dtypeBits[dtypeName] else { throw fail("tensor \(key.quoted) has unknown dtype \(dtypeName.quoted)") }
+            guard case .array(let dims)? = f["shape"] else { throw fail("tensor \(key.quoted) has no shape array") }
             var shape: [Int] = []
             for d in dims {
-                guard let v = d.nonNegativeInt else { throw fail("tensor \"\(key)\" has a shape entry that is not a non-negative integer") }
+                guard let v = d.nonNegativeInt else { throw fail("tensor \(key.quoted) has a shape entry that is not a non-negative integer") }
                 shape.append(v)
             }
             guard case .array(let offs)? = f["data_offsets"], offs.count == 2,
                   let begin = offs[0].nonNegativeInt, let end = offs[1].nonNegativeInt else {
-                throw fail("tensor \"\(key)\" has no data_offsets pair of non-negative integers")
+                throw fail("tensor \(key.quoted) has no data_offsets pair of non-negative integers")
             }
-            guard begin <= end else { throw fail("tensor \"\(key)\" has data_offsets [\(begin), \(end)] that end before they begin") }
+            guard begin <= end else { throw fail("tensor \(key.quoted) has data_offsets [\(begin), \(end)] that end before they begin") }
             guard end <= dataSize else {
-                throw fail("tensor \"\(key)\" has data_offsets [\(begin), \(end)] outside the data section (\(dataSize) bytes)")
+                throw fail("tensor \(key.quoted) has data_offsets [\(begin), \(end)] outside the data section (\(dataSize) bytes)")
             }
             var elements = 1
             for d in shape {
                 let (m, o) = elements.multipliedReportingOverflow(by: d)
-                guard !o else { throw fail("tensor \"\(key)\" has a shape \(shape) whose element count overflows") }
+                guard !o else { throw fail("tensor \(key.quoted) has a shape \(shape) whose element count overflows") }
                 elements = m
             }
             let (totalBits, o) = elements.multipliedReportingOverflow(by: bits)
-            guard !o else { throw fail("tensor \"\(key)\" has a shape \(shape) whose size overflows") }
-            guard totalBits % 8 == 0 else { throw fail("tensor \"\(key)\" of \(dtypeName) \(shape) does not fill whole bytes") }
+            guard !o else { throw fail("tensor \(key.quoted) has a shape \(shape) whose size overflows") }
+            guard totalBits % 8 == 0 else { throw fail("tensor \(key.quoted) of \(dtypeName) \(shape) does not fill whole bytes") }
             guard totalBits / 8 == end - begin else {
-                throw fail("tensor \"\(key)\" of \(dtypeName) \(shape) needs \(totalBits / 8) bytes but data_offsets span \(end - begin)")
+                throw fail("tensor \(key.quoted) of \(dtypeName) \(shape) needs \(totalBits / 8) bytes but data_offsets span \(end - begin)")
             }
             let t = SafetensorsTensor(name: key, dtypeName: dtypeName, dtype: DType(safetensorsName: dtypeName),
                                       shape: shape, byteRange: dataOffset + begin ..< dataOffset + end)
@@ -122,8 +129,8 @@ public final class SafetensorsFile: Sendable {
         for e in list {
             guard e.begin == expected else {
                 throw fail(e.begin < expected
-                    ? "tensor \"\(e.tensor.name)\" at [\(e.begin), \(e.end)] overlaps the tensor before it (which ends at \(expected))"
-                    : "tensor \"\(e.tensor.name)\" at [\(e.begin), \(e.end)] leaves a gap after byte \(expected); tensors must be contiguous")
+                    ? "tensor \(e.tensor.name.quoted) at [\(e.begin), \(e.end)] overlaps the tensor before it (which ends at \(expected))"
+                    : "tensor \(e.tensor.name.quoted) at [\(e.begin), \(e.end)] leaves a gap after byte \(expected); tensors must be contiguous")
             }
             expected = e.end
         }

@@ -30,6 +30,12 @@ public enum MooncakeTrace {
     ///   ``WStoreError/io(call:path:errno:)`` when the file cannot be read.
     public static func read(path: String) throws -> [TraceRequest] {
         let data = try Posix.readFile(path)
+        return try parse(data, path: path)
+    }
+
+    /// Reads every request of `data`, the contents of file `path`.
+    /// - Throws: ``WStoreError/invalidArgument(_:)`` naming the line for a malformed one.
+    package static func parse(_ data: [UInt8], path: String) throws -> [TraceRequest] {
         var out: [TraceRequest] = []
         var lineNumber = 0
         for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {

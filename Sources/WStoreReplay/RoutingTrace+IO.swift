@@ -80,7 +80,11 @@ extension RoutingTrace {
                             expertBytes: object["expert_bytes"] as? Int, model: object["model"] as? String,
                             note: object["note"] as? String)
         guard header.topK <= header.experts else { throw RoutingTraceError.malformed(line: n, "the header's \"top_k\" exceeds \"experts\"") }
-        guard header.layers * header.experts <= 1 << 24 else {
+        if let b = header.expertBytes, b < 0 {
+            throw RoutingTraceError.malformed(line: n, "the header's \"expert_bytes\" is negative")
+        }
+        let (cells, overflow) = header.layers.multipliedReportingOverflow(by: header.experts)
+        guard !overflow, cells <= 1 << 24 else {
             throw RoutingTraceError.malformed(line: n, "the header's layers × experts is too large")
         }
         return header

@@ -185,7 +185,7 @@ public enum RoutingTraceError: Error, CustomStringConvertible, Sendable, Equatab
 
     public var description: String {
         switch self {
-        case let .malformed(line, reason): "routing trace line \(line): \(reason)"
+        case let .malformed(line, reason): "routing trace line \(line): \(reason.escapingControls)"
         case let .newerVersion(v): "routing trace line 1: version \(v) is newer than this build reads (1); upgrade wstore"
         case .empty: "routing trace line 1: the file is empty, expected a header"
         }

@@ -20,10 +20,10 @@ import WStoreTestSupport
         let exe = dir.sub("abi_check")
         let cc = runProcess(Self.cc, ["-std=c11", "-Wall", "-Wextra", "-Werror", "-I", Self.root + "/include",
                                    Self.root + "/Tests/CABITests/Clients/abi_check.c", "-L", lib, "-lwstore-c",
-                                   "-Wl,-rpath," + lib, "-lpthread", "-o", exe])
+                                   "-Wl,-rpath," + lib, "-lpthread", "-o", exe] + sanitizerLinkFlags)
         #expect(cc.status == 0, "cc failed: \(cc.output)")
         guard cc.status == 0 else { return }
-        let r = runProcess(exe, [dir.sub("store"), dir.sub("plain")])
+        let r = runProcess(exe, [dir.sub("store"), dir.sub("plain")], environment: sanitizerEnvironment)
         #expect(r.status == 0, "abi_check failed:\n\(r.output)")
         // The summary line proves the program ran to the end: every check counted, none failed.
         let summary = r.output.split(separator: "\n").last { $0.hasPrefix("abi_check: ") } ?? ""
@@ -36,7 +36,7 @@ import WStoreTestSupport
         try makeFixture(at: dir.sub("store"))
         let lib = try #require(Self.libraryDirectory(), "libwstore-c.so not found: build with `swift build --build-tests`")
         let r = runProcess("/usr/bin/env", ["python3", Self.root + "/Tests/CABITests/Clients/abi_check.py",
-                                         lib + "/libwstore-c.so", dir.sub("store")])
+                                         lib + "/libwstore-c.so", dir.sub("store")], environment: sanitizerEnvironment)
         #expect(r.status == 0, "abi_check.py failed:\n\(r.output)")
         #expect(r.output.contains(" checks, 0 failed"), "\(r.output)")
     }
@@ -150,3 +150,15 @@ func makeFixture(at path: String) throws {
     }
     try s.setModelInfo(ModelInfo(name: "m", layers: 2, expertsPerLayer: 2, topK: 2))
 }
+
+/// Under `make check-sanitizers` the library is built with ASan or TSan, whose runtime the
+/// executable must bring: WSTORE_SANITIZER_PRELOAD names the runtime to preload into the
+/// C and Python clients (their own code is not instrumented; the library is): one path, or
+/// several separated by spaces, as LD_PRELOAD takes them.
+let sanitizerRuntime = ProcessInfo.processInfo.environment["WSTORE_SANITIZER_PRELOAD"].flatMap { $0.isEmpty ? nil : $0 }
+
+/// What the clients run with: the sanitizer runtime preloaded, when there is one.
+let sanitizerEnvironment = sanitizerRuntime.map { ["LD_PRELOAD": $0] }
+
+/// Linking a client against a sanitized library leaves the runtime's symbols to the preload.
+let sanitizerLinkFlags = sanitizerRuntime == nil ? [] : ["-Wl,--allow-shlib-undefined"]

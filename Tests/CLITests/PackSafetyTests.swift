@@ -57,7 +57,7 @@ import WStoreTestSupport
         switch fault {
         case "missing":
             map["model.layers.9.self_attn.q_proj.weight"] = "model-00001-of-00002.safetensors"
-            expected = "lists tensor \"model.layers.9.self_attn.q_proj.weight\" in model-00001-of-00002.safetensors, which does not hold it"
+            expected = "lists tensor \"model.layers.9.self_attn.q_proj.weight\" in \"model-00001-of-00002.safetensors\", which does not hold it"
         case "unlisted":
             map["model.layers.0.self_attn.q_proj.weight"] = nil
             expected = "does not list tensor \"model.layers.0.self_attn.q_proj.weight\""

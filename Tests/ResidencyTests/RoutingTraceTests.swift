@@ -45,6 +45,21 @@ struct RoutingTraceTests {
         #expect(throws: RoutingTraceError.empty) { try parse(["", "  "]) }
     }
 
+    @Test func absurdHeaderCountsAreRefusedNotTrapped() {
+        let big = Int.max
+        for (layers, experts) in [(big, 4), (2, big), (big, big), (1 << 32, 1 << 32)] {
+            let h = #"{"kind":"wstore.routing-trace","version":1,"layers":\#(layers),"experts":\#(experts),"top_k":1}"#
+            #expect(lineOf([h]) == 1, "layers \(layers), experts \(experts)")
+        }
+        #expect(lineOf([#"{"kind":"wstore.routing-trace","version":1,"layers":2,"experts":4,"top_k":2,"expert_bytes":-1}"#]) == 1)
+    }
+
+    @Test func controlCharactersInATraceArePrintedEscaped() {
+        // The newline inside the JSON string ends the line; an ESC inside a note is text, but a reason never carries it raw.
+        let e = RoutingTraceError.malformed(line: 3, "names \u{1B}[2J\nexpert")
+        #expect(!e.description.contains("\u{1B}") && !e.description.contains("\n"))
+    }
+
     @Test func errorMessageNamesTheLine() {
         let e = RoutingTraceError.malformed(line: 7, "\"experts\"[1] names expert 9, outside 0..<4")
         #expect(e.description.hasPrefix("routing trace line 7: "))

@@ -13,10 +13,14 @@ package struct ProcessResult: Sendable {
 /// Runs `executable` with `arguments` and waits for it. Standard error goes into
 /// ``ProcessResult/output`` with standard output, or into ``ProcessResult/errors`` when
 /// `separateErrors`.
-package func runProcess(_ executable: String, _ arguments: [String], separateErrors: Bool = false) -> ProcessResult {
+package func runProcess(_ executable: String, _ arguments: [String], separateErrors: Bool = false,
+                        environment: [String: String]? = nil) -> ProcessResult {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = arguments
+    if let environment {
+        p.environment = ProcessInfo.processInfo.environment.merging(environment) { $1 }
+    }
     let out = Pipe(), err = separateErrors ? Pipe() : nil
     p.standardOutput = out
     p.standardError = err ?? out
