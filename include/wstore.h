@@ -6,28 +6,38 @@
  * The model
  * ---------
  * - Every object is an opaque handle: wstore_store (an open store), wstore_residency (an
- *   expert residency manager over one model of a store) and wstore_expert (one pinned
- *   resident expert). The caller owns every handle an out-parameter returns and gives it
- *   back with the matching close/release function, exactly once.
+ *   expert residency manager over one model of a store), wstore_expert (one pinned
+ *   resident expert) and wstore_kv (an open KV cache store). The caller owns every handle
+ *   an out-parameter returns and gives it back with the matching close/release function.
+ * - Handles fail loudly. A handle is a tagged token, not a pointer to freed memory: a
+ *   handle used after its close or release, released or closed twice, or passed where
+ *   another kind is expected, is refused with WSTORE_E_INVALID_HANDLE (never a crash, a
+ *   hang or silence). wstore never dereferences a closed handle. Do not compare a handle
+ *   with anything but NULL or do arithmetic on it.
  * - Every function that can fail returns an int status: WSTORE_OK (0) or one of the
  *   negative WSTORE_E_* codes below. On failure, out-parameters are left untouched and
  *   wstore_last_error() gives a one-line message a user can act on.
  * - No pointer wstore hands out outlives what keeps it alive, and each function says what
  *   that is: bytes in the memory map are lent to a callback and valid only during it;
  *   bytes of a resident expert are valid until that expert's handle is released.
- * - A `model` argument names the model namespace inside the store; NULL means "default".
+ * - A `model` argument names the model namespace inside the store. NULL names the only
+ *   model of a store that holds exactly one (as `wstore pack DIR` writes: the model is
+ *   named after DIR), else the model "default". A model the store does not hold is
+ *   WSTORE_E_NOT_FOUND, and the message lists the models it does hold.
  *   Strings passed in are NUL-terminated UTF-8 and only read during the call.
  *
- * Thread-safety: wstore_store and wstore_residency handles may be used from any number of
- * threads at once, except that closing one must not race any other call on it. A
- * wstore_expert handle may be read from any thread and released from any thread, once.
+ * Thread-safety: wstore_store, wstore_residency and wstore_kv handles may be used from
+ * any number of threads at once, except that closing one must not race another call on
+ * the same handle (a call already running on a handle being closed is the caller's bug,
+ * as for free(); a call made after the close is refused). A wstore_expert handle may be
+ * read from any thread and released from any thread; releasing it must not race a call
+ * on that same expert handle.
  * Callbacks run on the calling thread, before the call returns; they may call wstore
  * functions themselves (read snapshots nest). A callback must not unwind through wstore
  * (no longjmp, no C++ exception): return non-zero to stop instead.
  *
- * Errors that only a bug in the caller can cause (a handle used after close, a handle
- * released twice) are undefined behaviour, as for free(); NULL handles and NULL required
- * pointers are reported as WSTORE_E_INVALID_ARGUMENT.
+ * NULL handles and NULL required pointers are WSTORE_E_INVALID_ARGUMENT; closed,
+ * released or wrong-kind handles are WSTORE_E_INVALID_HANDLE.
  */
 #ifndef WSTORE_H
 #define WSTORE_H
@@ -40,7 +50,7 @@ extern "C" {
 #endif
 
 /** The ABI version of this header; wstore_abi_version() gives the library's. */
-#define WSTORE_ABI_VERSION 1
+#define WSTORE_ABI_VERSION 2
 
 /** The largest tensor rank a store holds. */
 #define WSTORE_MAX_RANK 16
@@ -72,7 +82,9 @@ enum wstore_status {
     /** An LMDB or file-system failure (I/O error, too many readers, ...). */
     WSTORE_E_IO = -10,
     /** Anything else. */
-    WSTORE_E_INTERNAL = -11
+    WSTORE_E_INTERNAL = -11,
+    /** A handle already closed or released, or not of the kind the call takes. */
+    WSTORE_E_INVALID_HANDLE = -12
 };
 
 /* ---------------------------------------------------------------- element types */
@@ -157,11 +169,11 @@ typedef struct wstore_store wstore_store;
 int wstore_open(const char *path, wstore_store **out);
 
 /**
- * Closes a store handle; NULL is ignored. Residency managers opened on it keep the
- * store open until they are closed too. Pointers lent by callbacks are already gone
- * (they never outlive their callback).
+ * Closes a store handle; NULL is ignored (WSTORE_OK). Residency managers opened on it keep
+ * the store open until they are closed too. Pointers lent by callbacks are already gone
+ * (they never outlive their callback). Errors: WSTORE_E_INVALID_HANDLE when already closed.
  */
-void wstore_close(wstore_store *store);
+int wstore_close(wstore_store *store);
 
 /** The store's format version (format-spec/FORMAT.md) into *out: 2, or 1 for a store
  *  written before records were bound to their keys (read-only; `wstore upgrade` rewrites it). */
@@ -266,36 +278,68 @@ typedef struct wstore_expert wstore_expert;
  *            budget is pinned: 0 fails at once, < 0 means 30000
  * The manager keeps the store open until it is closed.
  * Errors: WSTORE_E_NOT_FOUND when the model has no indexed experts;
- * WSTORE_E_INVALID_ARGUMENT for an unknown policy or a negative budget.
+ * WSTORE_E_INVALID_ARGUMENT for an unknown policy or a negative budget; WSTORE_E_BUDGET
+ * when the budget cannot hold the largest expert (refused here, not at the first acquire).
  */
 int wstore_residency_open(wstore_store *store, const char *model, int64_t budget_bytes,
                           const char *policy, int loaders, int64_t wait_ms,
                           wstore_residency **out);
 
 /**
- * Closes a manager; NULL is ignored. Expert handles still held stay valid (their bytes
- * included) until each is released; the memory goes when the last one is.
- * Prefetch loads already running finish in the background after the close.
+ * Closes a manager; NULL is ignored. Expert handles still held stay valid (their bytes,
+ * part names and shapes included) until each is released; the memory goes when the last
+ * one is. Prefetch loads already running finish in the background after the close.
+ * Errors: WSTORE_E_INVALID_HANDLE when already closed.
  */
-void wstore_residency_close(wstore_residency *residency);
+int wstore_residency_close(wstore_residency *residency);
 
-/** One part of a resident expert. */
+/**
+ * One part of a resident expert. Every pointer in it is owned by the expert handle it
+ * came from and valid until that handle is released (wstore_expert_release), from any
+ * thread; the struct itself may be copied freely (the copies' pointers have the same
+ * lifetime).
+ */
 typedef struct wstore_expert_part {
-    const char *name;  /**< the part name, e.g. "down", "gate", "up" */
-    const void *data;  /**< its decoded bytes, 64-byte aligned, read-only by convention */
-    size_t size;       /**< bytes */
+    const char *name;     /**< the part name, e.g. "down", "gate", "up" */
+    const void *data;     /**< its decoded bytes, 64-byte aligned. READ-ONLY: the pages are
+                               mprotect'ed after the load, so a write through this pointer
+                               faults at once (SIGSEGV) instead of corrupting later readers */
+    size_t size;          /**< bytes */
+    int32_t dtype;        /**< an enum wstore_dtype code */
+    int32_t rank;         /**< entries of shape */
+    const int64_t *shape; /**< dimensions, outermost first (C order) */
 } wstore_expert_part;
 
 /**
  * Returns expert `expert` of layer `layer`, pinned, in *out: loads it first if needed,
  * blocking the calling thread. A hit pins lock-free and waits for no other thread (the
- * handle itself takes two small allocations). Concurrent acquires of one expert share
- * one load. Release the handle as soon as the layer is computed.
- * Errors: WSTORE_E_NOT_FOUND (not indexed); WSTORE_E_BUDGET (larger than the budget,
- * or the budget stayed all pinned for wait_ms); WSTORE_E_CORRUPT (a damaged record).
+ * handle itself takes one small allocation). Concurrent acquires of one expert share
+ * one load. When the budget is all pinned the thread sleeps (no CPU) until a release
+ * makes room, up to wait_ms. Release the handle as soon as the layer is computed.
+ * A thread that needs several experts of a layer at once should use
+ * wstore_expert_acquire_many: holding one while waiting for another can starve.
+ * Errors: WSTORE_E_NOT_FOUND (not indexed); WSTORE_E_BUDGET (the budget stayed all
+ * pinned for wait_ms); WSTORE_E_CORRUPT (a damaged record); WSTORE_E_INVALID_HANDLE.
  */
 int wstore_expert_acquire(wstore_residency *residency, int64_t layer, int64_t expert,
                           wstore_expert **out);
+
+/**
+ * Pins experts `experts[0 ..< count]` of layer `layer` all at once, or none: room for
+ * the whole set is reserved together, and while waiting for room nothing of the set is
+ * held, so threads that each need a set (a token's top-k) cannot each hold part of what
+ * another needs. On success out[i] is the handle of experts[i] (release each one, in any
+ * order, from any thread) and, when `hits` is not NULL, hits[i] is 1 if experts[i] was
+ * resident, else 0. `out` and `hits` are the caller's arrays of `count` entries.
+ * Errors: as wstore_expert_acquire; WSTORE_E_BUDGET when the set alone exceeds the
+ * budget; WSTORE_E_INVALID_ARGUMENT for an expert listed twice. On error no expert of
+ * the set is pinned and `out` is untouched.
+ */
+int wstore_expert_acquire_many(wstore_residency *residency, int64_t layer, const int64_t *experts,
+                               size_t count, wstore_expert **out, int *hits);
+
+/** Whether the acquire that made `expert` found it resident: *hit is 1 for a hit, 0 for a miss. */
+int wstore_expert_hit(const wstore_expert *expert, int *hit);
 
 /**
  * The parts of a pinned expert, sorted by name: *parts points at *count entries.
@@ -311,13 +355,18 @@ int wstore_expert_parts(const wstore_expert *expert, const wstore_expert_part **
  */
 int wstore_expert_part_by_name(const wstore_expert *expert, const char *part, const void **data, size_t *size);
 
-/** Unpins an expert; its pointers are invalid from here on. NULL is ignored. Once per handle. */
-void wstore_expert_release(wstore_expert *expert);
+/**
+ * Unpins an expert; its pointers (data, parts array, names, shapes) are invalid from here
+ * on. NULL is ignored. Errors: WSTORE_E_INVALID_HANDLE when already released.
+ */
+int wstore_expert_release(wstore_expert *expert);
 
 /**
  * Hints that layer `layer` will probably need `experts[0 ..< count]` soon: those not
- * resident load in the background. Returns at once. Unknown experts are ignored; a hint
- * is dropped when everything in the budget is pinned.
+ * resident load in the background. Returns at once; a hint is dropped when everything
+ * in the budget is pinned. Errors: WSTORE_E_NOT_FOUND when some experts of the hint
+ * (or the layer) are not in the expert index: the message lists them, and the others
+ * were still queued.
  */
 int wstore_residency_prefetch(wstore_residency *residency, int64_t layer,
                               const int64_t *experts, size_t count);
@@ -350,6 +399,156 @@ typedef struct wstore_residency_stats {
  * out of range.
  */
 int wstore_residency_get_stats(wstore_residency *residency, int64_t layer, wstore_residency_stats *out);
+
+/* ---------------------------------------------------------------- KV cache */
+
+/**
+ * A KV cache store: its own directory (an LMDB environment, format-spec/KV.md), holding
+ * the keys and values of token prefixes in chunks of `chunk_tokens` tokens, found by
+ * chained prefix hashes of (model, salt, token ids). Opaque.
+ *
+ * Thread-safety: any number of threads may call wstore_kv_lookup and wstore_kv_probe at
+ * once, in parallel with each other and with one wstore_kv_store (lookups run on LMDB
+ * read transactions; stores are serialised by LMDB). Closing must not race another call
+ * on the handle.
+ */
+typedef struct wstore_kv wstore_kv;
+
+/** How KV chunks are stored (format-spec/KV.md §4). */
+enum wstore_kv_codec {
+    /** Byte-grouped zstd, exact (the default, 0). */
+    WSTORE_KV_LOSSLESS = 0,
+    /** The bytes as they are, no compression: the fastest lookup, the largest store. */
+    WSTORE_KV_RAW = 1,
+    /** KIVI-style quantization (keys per channel, values per token) under zstd: lossy. */
+    WSTORE_KV_INT2 = 2,
+    WSTORE_KV_INT4 = 4,
+    WSTORE_KV_INT8 = 8
+};
+
+/**
+ * Settings of a new KV store, fixed at creation. All-zero (`wstore_kv_options o = {0};`)
+ * is valid and means every default.
+ */
+typedef struct wstore_kv_options {
+    int64_t chunk_tokens;   /**< tokens per chunk; 0: 256 */
+    int64_t budget_bytes;   /**< most stored bytes kept (least recently used leaves evicted first); 0: no limit */
+    int64_t max_chunks;     /**< most chunks kept; 0: no limit */
+    int32_t codec;          /**< an enum wstore_kv_codec code; 0 is lossless */
+    int32_t threads;        /**< threads encoding/decoding one chunk's tensors; <= 0: 1 */
+    int32_t kivi_group;     /**< quantization group for the int codecs; 0: 64 */
+    int32_t kivi_residual;  /**< newest tokens of each chunk kept unquantized by the int codecs */
+} wstore_kv_options;
+
+/**
+ * Creates a KV store in directory `path` (made if missing; it must not hold a store yet)
+ * with `options` (NULL: every default) and sets *out to a writable handle.
+ * Errors: WSTORE_E_INVALID_ARGUMENT for bad options or a directory that holds a store
+ * already; WSTORE_E_IO.
+ */
+int wstore_kv_create(const char *path, const wstore_kv_options *options, wstore_kv **out);
+
+/**
+ * Opens the KV store in directory `path`; `read_only` non-zero refuses stores (lookups
+ * and probes only); `threads` decode one chunk's tensors (<= 0: 1). Opening one path
+ * several times in a process shares one environment. Errors: WSTORE_E_NOT_A_STORE,
+ * WSTORE_E_NEWER_FORMAT, WSTORE_E_IO.
+ */
+int wstore_kv_open(const char *path, int read_only, int threads, wstore_kv **out);
+
+/**
+ * Closes a KV handle; NULL is ignored. A writable handle first writes the last-use stamps
+ * of its lookups (see wstore_kv_lookup) in one transaction. Errors:
+ * WSTORE_E_INVALID_HANDLE when already closed (the handle is closed even when writing
+ * the stamps fails, which is then reported).
+ */
+int wstore_kv_close(wstore_kv *kv);
+
+/**
+ * The keys and values of one layer in the engine's own memory: element (token t, head h,
+ * dim d) of K is at  (char *)k + t * token_stride + h * head_stride + d * element_size,
+ * and likewise for V. Each head's head_dim elements of one token are contiguous.
+ *   [tokens][heads][head_dim] layout: token_stride = heads * head_dim * size, head_stride = 0
+ *   [heads][tokens][head_dim] layout: token_stride = head_dim * size, head_stride = capacity * head_dim * size
+ * For wstore_kv_store k and v are read during the call only; for wstore_kv_lookup they are
+ * written during the call only (wstore keeps no pointer after it returns).
+ */
+typedef struct wstore_kv_layer {
+    void *k;               /**< keys of token 0, head 0 */
+    void *v;               /**< values of token 0, head 0 */
+    int32_t dtype;         /**< WSTORE_DTYPE_F16, WSTORE_DTYPE_BF16 or WSTORE_DTYPE_F32 */
+    int32_t kv_heads;      /**< KV heads */
+    int32_t head_dim;      /**< elements per head and token */
+    int32_t reserved;      /**< 0 */
+    int64_t token_stride;  /**< bytes from token t to token t + 1 of one head */
+    int64_t head_stride;   /**< bytes from head h to head h + 1 at one token; 0: head_dim * element size */
+} wstore_kv_layer;
+
+/**
+ * Stores the KV of `tokens[0 ..< n_tokens]` of `model` (NULL: "default") under `salt`
+ * (NULL: ""): writes the whole chunks that are missing (a trailing partial chunk is not
+ * stored), marks the present ones used, then evicts least recently used leaves while over
+ * the budget. `layers[0 ..< n_layers]` describe the engine's buffers, which must hold
+ * n_tokens tokens; every layer has the same dtype, heads and head_dim. *cached_tokens
+ * (may be NULL) is how many leading tokens are cached now, a multiple of chunk_tokens.
+ * Errors: WSTORE_E_INVALID_ARGUMENT (a read-only handle, bad layer descriptions, a dtype
+ * or shape that differs from chunks already stored for the same prefix), WSTORE_E_IO.
+ */
+int wstore_kv_store(wstore_kv *kv, const char *model, const char *salt, const uint32_t *tokens, size_t n_tokens,
+                    const wstore_kv_layer *layers, size_t n_layers, size_t *cached_tokens);
+
+/**
+ * The longest cached prefix of `tokens[0 ..< n_tokens]` in *cached_tokens (a multiple of
+ * chunk_tokens), decoding nothing and writing nothing. Errors: WSTORE_E_IO.
+ */
+int wstore_kv_probe(wstore_kv *kv, const char *model, const char *salt, const uint32_t *tokens, size_t n_tokens,
+                    size_t *cached_tokens);
+
+/** What wstore_kv_lookup delivered. A plain value: the caller owns it. */
+typedef struct wstore_kv_lookup_result {
+    uint64_t tokens;   /**< leading tokens written into the caller's buffers (whole chunks) */
+    uint64_t chunks;   /**< chunks delivered */
+    int32_t damaged;   /**< 1 when the prefix ended at a damaged chunk (see wstore_last_error()), else 0 */
+    int32_t reserved;
+} wstore_kv_lookup_result;
+
+/**
+ * Finds the longest cached prefix of `tokens[0 ..< n_tokens]` and decodes it directly
+ * into the caller's buffers `layers[0 ..< n_layers]` (which must hold
+ * n_tokens tokens at their strides, with the dtype, heads and head_dim the chunks were
+ * stored with), every checksum checked, on a read transaction. Tokens past the prefix
+ * are not written. *out says how many tokens were delivered.
+ * A damaged chunk ends the prefix there: the chunks before it are delivered, out->damaged
+ * is 1 and wstore_last_error() names the chunk and the damage, and the call still returns
+ * WSTORE_OK (the destination rows of the damaged chunk hold unspecified bytes).
+ * Lossy codecs deliver their reconstruction. Last-use stamps for eviction are kept in
+ * memory by the handle and written by its next wstore_kv_store or its close, never by a
+ * lookup (format-spec/KV.md §5 says what survives a restart).
+ * Errors: WSTORE_E_INVALID_ARGUMENT when the layers do not match the stored chunks;
+ * WSTORE_E_IO.
+ */
+int wstore_kv_lookup(wstore_kv *kv, const char *model, const char *salt, const uint32_t *tokens, size_t n_tokens,
+                     const wstore_kv_layer *layers, size_t n_layers, wstore_kv_lookup_result *out);
+
+/** A KV store's totals and this handle's counters. */
+typedef struct wstore_kv_stats {
+    uint64_t chunks;          /**< chunks held */
+    uint64_t leaves;          /**< chunks no other chunk extends */
+    uint64_t stored_bytes;    /**< stored bytes of every chunk */
+    uint64_t raw_bytes;       /**< raw KV bytes of every chunk */
+    int64_t chunk_tokens;     /**< the store's chunk size */
+    int32_t codec;            /**< its enum wstore_kv_codec code */
+    int32_t read_only;        /**< 1 for a read-only handle */
+    /* Counters of this handle since it was opened. */
+    uint64_t lookups;         /**< wstore_kv_lookup calls */
+    uint64_t lookup_tokens;   /**< tokens asked for by lookups */
+    uint64_t hit_tokens;      /**< tokens delivered by lookups */
+    uint64_t damaged_chunks;  /**< lookups that ended at a damaged chunk */
+    uint64_t reserved[4];     /**< 0; room for more tiers */
+} wstore_kv_stats;
+
+/** Fills *out with the store's totals (one read transaction) and the handle's counters. */
+int wstore_kv_get_stats(wstore_kv *kv, wstore_kv_stats *out);
 
 #ifdef __cplusplus
 }

@@ -2,6 +2,7 @@
 # The main job, end to end, on generated data. Usage: scripts/demo.sh WSTORE_BIN OUT_DIR
 set -euo pipefail
 bin=$1; out=$2
+py=${WSTORE_PYTHON:-python3}   # the Makefile's virtual environment
 rm -rf "$out"; mkdir -p "$out"
 echo "== wstore sample: a generated MoE-shaped bf16 model (random weights) =="
 "$bin" sample "$out/sample.wstore" --layers 4 --experts 8 --hidden 256 --ffn 512
@@ -10,7 +11,7 @@ echo "== wstore inspect =="
 "$bin" inspect "$out/sample.wstore"
 echo
 echo "== a sample checkpoint written by the Python safetensors package (Qwen-MoE names, bf16, 2 shards) =="
-python3 "$(dirname "$0")/fixtures/make_demo_checkpoint.py" "$out/checkpoint"
+"$py" "$(dirname "$0")/fixtures/make_demo_checkpoint.py" "$out/checkpoint"
 echo
 echo "== wstore pack (all cores; atomic) =="
 "$bin" pack "$out/checkpoint" -o "$out/packed.wstore" --model demo-moe
@@ -20,7 +21,7 @@ echo "== wstore inspect =="
 echo
 echo "== wstore export, then load it back with Python safetensors and compare with the shards =="
 "$bin" export "$out/packed.wstore" -o "$out/exported.safetensors"
-python3 - "$out" <<'PY'
+"$py" - "$out" <<'PY'
 import glob, sys
 from safetensors import deserialize
 out = sys.argv[1]
@@ -61,7 +62,7 @@ echo "== wstore bench kv --model-shape: KV bytes through a real store (first 8 r
 "$bin" kv inspect "$out/kv.store"
 echo
 echo "== SnapKV (per KV head, keep 1024 of 4096 tokens) + int4 on a generated KV cache; then int4 alone =="
-python3 "$(dirname "$0")/fixtures/make_demo_kv.py" "$out/kv.safetensors" 2 4096
+"$py" "$(dirname "$0")/fixtures/make_demo_kv.py" "$out/kv.safetensors" 2 4096
 "$bin" kv compress --input "$out/kv.safetensors" --output "$out/kv-snapkv-int4.safetensors" \
     --snapkv window=32,capacity=1024,kernel=7,pool=max,heads=kv --codec int4
 "$bin" kv compress --input "$out/kv.safetensors" --output "$out/kv-int4.safetensors" --codec int4
@@ -74,3 +75,7 @@ echo "== wstore bench load: the packed checkpoint's experts beside memcpy and a 
 echo
 echo "== the same, compressed (the default codec): materializing decodes and checks every checksum =="
 "$bin" bench load "$out/packed.wstore" --experts --limit 16 --iterations 3
+echo
+echo "== the README's Python example, from Python (python/, import wstore): pack a checkpoint, serve its experts under a budget =="
+bindir=$(cd "$(dirname "$bin")" && pwd)
+PATH="$bindir:$PATH" "$py" "$(dirname "$0")/readme_python_example.py" "$(dirname "$0")/../README.md" "$out/python"

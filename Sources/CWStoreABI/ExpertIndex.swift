@@ -6,8 +6,8 @@ import WeightStore
 public func wstore_list_experts(_ store: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ layer: Int64,
                                 _ fn: wstore_expert_list_fn?, _ ctx: UnsafeMutableRawPointer?) -> Int32 {
     guarded {
-        let s = try storeFrom(store)
-        let m = try modelName(model)
+        let box = try storeFrom(store), s = box.store
+        let m = try box.model(model)
         let fn = try required(fn, "callback")
         guard layer <= Int64(UInt32.max) else { throw ABIError.invalidArgument("layer \(layer) out of range") }
         for entry in try s.experts(model: m, layer: layer >= 0 ? Int(layer) : nil) {

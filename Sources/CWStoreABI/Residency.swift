@@ -1,109 +1,117 @@
 import CWStoreHeader
-import Synchronization
 import WStoreCore
 import WeightStore
 
-/// What a `wstore_residency *` points at: the manager, the part names of its experts as C
-/// strings, and per expert where its parts sit in its buffer, shared by every handle.
+/// What a `wstore_residency *` handle names: the manager, and per expert its parts as the
+/// C array a handle lends (names, offsets, dtypes and shapes from the manager's own
+/// layouts, made once at open; only the data pointers differ per handle).
 ///
-/// Retained once by `wstore_residency_open` (released by `wstore_residency_close`) and once
-/// by every live ``PinnedExpert``, so a handle's names stay valid after the close.
+/// Referenced by the residency table until `wstore_residency_close` and by every live
+/// ``PinnedExpert``, so a handle's names and shapes stay valid after the close.
 ///
-/// `@unchecked Sendable`: `partNames` is behind a lock, and its C strings are never
-/// written or freed before the box goes; each layout slot is an atomic that goes once from
-/// nil to an immutable ``PartLayout`` (retained) and never changes again.
+/// `@unchecked Sendable`: everything is written in `init` and never again.
 final class ResidencyBox: @unchecked Sendable {
     let manager: ResidencyManager
-    private let partNames = Mutex<[String: UnsafeMutablePointer<CChar>]>([:])
-    private let layouts: UnsafeMutablePointer<Atomic<UnsafeMutableRawPointer?>>
+    /// Per expert id: its parts with `data` as the offset into its buffer; nil when not indexed.
+    private let templates: [UnsafeMutableBufferPointer<wstore_expert_part>?]
+    private var owned: [UnsafeMutableRawPointer] = []
 
     init(manager: ResidencyManager) {
         self.manager = manager
-        let n = manager.geometry.count
-        layouts = .allocate(capacity: max(1, n))
-        for i in 0 ..< n { (layouts + i).initialize(to: Atomic(nil)) }
+        var names: [String: UnsafeMutablePointer<CChar>] = [:]
+        var owned: [UnsafeMutableRawPointer] = []
+        var templates: [UnsafeMutableBufferPointer<wstore_expert_part>?] = []
+        let g = manager.geometry
+        for id in 0 ..< g.count {
+            guard let layout = manager.layout(layer: id / g.experts, expert: id % g.experts) else {
+                templates.append(nil)
+                continue
+            }
+            let parts = UnsafeMutableBufferPointer<wstore_expert_part>.allocate(capacity: max(1, layout.parts.count))
+            owned.append(UnsafeMutableRawPointer(parts.baseAddress!))
+            for (i, p) in layout.parts.enumerated() {
+                let name = names[p.name] ?? {
+                    let c = Posix.duplicateCString(p.name)
+                    names[p.name] = c
+                    owned.append(UnsafeMutableRawPointer(c))
+                    return c
+                }()
+                let shape = UnsafeMutablePointer<Int64>.allocate(capacity: max(1, p.shape.count))
+                owned.append(UnsafeMutableRawPointer(shape))
+                for (d, n) in p.shape.enumerated() { shape[d] = Int64(n) }
+                parts[i] = wstore_expert_part(name: name, data: UnsafeRawPointer(bitPattern: p.offset),
+                                              size: p.size, dtype: Int32(p.dtype.code), rank: Int32(p.shape.count),
+                                              shape: shape)
+            }
+            templates.append(UnsafeMutableBufferPointer(rebasing: parts[0 ..< layout.parts.count]))
+        }
+        self.templates = templates
+        self.owned = owned
     }
 
     deinit {
-        for i in 0 ..< manager.geometry.count {
-            if let p = layouts[i].load(ordering: .acquiring) { Unmanaged<PartLayout>.fromOpaque(p).release() }
-        }
-        layouts.deinitialize(count: manager.geometry.count)
-        layouts.deallocate()
-        partNames.withLock { for p in $0.values { Posix.freeCString(p) } }
+        // Names came from Posix.duplicateCString (malloc), everything else from allocate.
+        let names = Set(templates.compactMap { $0 }.flatMap { $0.map { UnsafeMutableRawPointer(mutating: $0.name!) } })
+        for p in owned { if names.contains(p) { Posix.freeCString(p) } else { p.deallocate() } }
     }
 
-    /// Where the parts of `handle`'s expert sit in its buffer: learnt from the first handle
-    /// of that expert (the layout of an expert never changes), then read lock-free.
-    func layout(of handle: borrowing ExpertHandle) -> PartLayout {
-        let id = manager.geometry.id(layer: handle.layer, expert: handle.expert)
-        if let p = layouts[id].load(ordering: .acquiring) { return Unmanaged<PartLayout>.fromOpaque(p).takeUnretainedValue() }
-        let base = handle.bytes.baseAddress!
-        let names = handle.parts
-        let cNames = partNames.withLock { table in
-            names.map { name in
-                if let p = table[name] { return UnsafePointer(p) }
-                let p = Posix.duplicateCString(name)
-                table[name] = p
-                return UnsafePointer(p)
+    /// The parts of `slot`'s expert with `data` as offsets into its buffer.
+    @inline(__always)
+    func template(of slot: ExpertSlot) -> UnsafeMutableBufferPointer<wstore_expert_part> {
+        templates[manager.geometry.id(layer: slot.layer, expert: slot.expert)].unsafelyUnwrapped
+    }
+}
+
+/// What a `wstore_expert *` handle names, in one allocation: one pin on an expert's slot
+/// (dropped when the object goes) and its parts as the C array `wstore_expert_parts`
+/// lends, tail-allocated after the header.
+struct PinnedHeader {
+    let slot: ExpertSlot
+    let owner: ResidencyBox
+    let hit: Bool
+    let count: Int
+}
+
+final class PinnedExpert: ManagedBuffer<PinnedHeader, wstore_expert_part> {
+    /// Takes over the pin already held on `slot`.
+    static func make(pinned slot: ExpertSlot, hit: Bool, owner: ResidencyBox) -> PinnedExpert {
+        let t = owner.template(of: slot)
+        let made = unsafeDowncast(create(minimumCapacity: max(1, t.count)) { _ in
+            PinnedHeader(slot: slot, owner: owner, hit: hit, count: t.count)
+        }, to: PinnedExpert.self)
+        // Only the data pointers differ from the template: the pinned buffer plus each offset.
+        let base = UnsafeRawPointer(slot.buffer.unsafelyUnwrapped)
+        made.withUnsafeMutablePointerToElements { out in
+            for i in 0 ..< t.count {
+                out[i] = t[i]
+                out[i].data = base + Int(bitPattern: t[i].data)
             }
         }
-        let made = PartLayout(names: cNames,
-                              offsets: names.map { handle.bytes(part: $0)!.baseAddress! - base },
-                              sizes: names.map { handle.bytes(part: $0)!.count })
-        let fresh = Unmanaged.passRetained(made).toOpaque()
-        let (won, current) = layouts[id].compareExchange(expected: nil, desired: fresh, ordering: .acquiringAndReleasing)
-        if won { return made }
-        Unmanaged<PartLayout>.fromOpaque(fresh).release()
-        return Unmanaged<PartLayout>.fromOpaque(current!).takeUnretainedValue()
-    }
-}
-
-/// The parts of one expert: C names, and offsets and sizes in its resident buffer.
-///
-/// `@unchecked Sendable`: immutable; the names are C strings of the ``ResidencyBox``
-/// that holds this layout, never written.
-final class PartLayout: @unchecked Sendable {
-    let names: [UnsafePointer<CChar>]
-    let offsets: [Int]
-    let sizes: [Int]
-
-    init(names: [UnsafePointer<CChar>], offsets: [Int], sizes: [Int]) {
-        self.names = names
-        self.offsets = offsets
-        self.sizes = sizes
-    }
-}
-
-/// What a `wstore_expert *` points at: one pin (the ``ExpertHandle``) and its parts as the
-/// C array `wstore_expert_parts` lends. Releasing the object drops the pin.
-final class PinnedExpert {
-    let handle: ExpertHandle
-    let owner: ResidencyBox
-    let parts: UnsafeMutablePointer<wstore_expert_part>
-    let count: Int
-
-    init(_ handle: consuming ExpertHandle, owner: ResidencyBox) {
-        let layout = owner.layout(of: handle)
-        let base = handle.bytes.baseAddress!
-        count = layout.names.count
-        parts = .allocate(capacity: max(1, count))
-        for i in 0 ..< count {
-            parts[i] = wstore_expert_part(name: layout.names[i], data: base + layout.offsets[i], size: layout.sizes[i])
-        }
-        self.handle = handle
-        self.owner = owner
+        return made
     }
 
-    deinit { parts.deallocate() }
+    // The header is read through its pointer: `header` itself is a class `var`, whose
+    // every access is checked for exclusivity at run time.
+    deinit { withUnsafeMutablePointerToHeader { $0.pointee.slot.unpin() } }
+
+    var slot: ExpertSlot { withUnsafeMutablePointerToHeader { $0.pointee.slot } }
+    var hit: Bool { withUnsafeMutablePointerToHeader { $0.pointee.hit } }
+    var count: Int { withUnsafeMutablePointerToHeader { $0.pointee.count } }
+    /// The parts array; valid while this object lives.
+    var parts: UnsafeMutablePointer<wstore_expert_part> { withUnsafeMutablePointerToElements { $0 } }
 }
+
+let residencies = HandleTable<ResidencyBox>(.residency)
+let experts = HandleTable<PinnedExpert>(.expert)
 
 private func residencyFrom(_ p: OpaquePointer?) throws -> ResidencyBox {
-    Unmanaged<ResidencyBox>.fromOpaque(UnsafeRawPointer(try required(p, "residency"))).takeUnretainedValue()
+    guard let box = residencies.lookup(try required(p, "residency")) else { throw ABIError.invalidHandle("residency") }
+    return box
 }
 
 private func expertFrom(_ p: OpaquePointer?) throws -> PinnedExpert {
-    Unmanaged<PinnedExpert>.fromOpaque(UnsafeRawPointer(try required(p, "expert"))).takeUnretainedValue()
+    guard let e = experts.lookup(try required(p, "expert")) else { throw ABIError.invalidHandle("expert") }
+    return e
 }
 
 /// See `wstore_residency_open` in wstore.h.
@@ -112,8 +120,8 @@ public func wstore_residency_open(_ store: OpaquePointer?, _ model: UnsafePointe
                                   _ policy: UnsafePointer<CChar>?, _ loaders: Int32, _ waitMs: Int64,
                                   _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
     guarded {
-        let s = try storeFrom(store)
-        let m = try modelName(model)
+        let box = try storeFrom(store)
+        let m = try box.model(model)
         let out = try required(out, "out")
         guard budget >= 0 else { throw ABIError.invalidArgument("budget \(budget) is negative") }
         var options = ResidencyManager.Options()
@@ -127,16 +135,16 @@ public func wstore_residency_open(_ store: OpaquePointer?, _ model: UnsafePointe
         }
         if loaders > 0 { options.loaders = Int(loaders) }
         if waitMs == 0 { options.whenFull = .fail } else if waitMs > 0 { options.whenFull = .wait(timeout: .milliseconds(waitMs)) }
-        let manager = try ResidencyManager(store: s, model: m, budget: Int(budget), options: options)
-        out.pointee = OpaquePointer(Unmanaged.passRetained(ResidencyBox(manager: manager)).toOpaque())
+        let manager = try ResidencyManager(store: box.store, model: m, budget: Int(budget), options: options)
+        out.pointee = try residencies.insert(ResidencyBox(manager: manager))
     }
 }
 
 /// See `wstore_residency_close` in wstore.h.
 @_cdecl("wstore_residency_close")
-public func wstore_residency_close(_ residency: OpaquePointer?) {
-    guard let residency else { return }
-    Unmanaged<ResidencyBox>.fromOpaque(UnsafeRawPointer(residency)).release()
+public func wstore_residency_close(_ residency: OpaquePointer?) -> Int32 {
+    guard let residency else { return WSTORE_OK.rawValue }
+    return guarded { guard residencies.remove(residency) != nil else { throw ABIError.invalidHandle("residency") } }
 }
 
 /// See `wstore_expert_acquire` in wstore.h.
@@ -144,10 +152,51 @@ public func wstore_residency_close(_ residency: OpaquePointer?) {
 public func wstore_expert_acquire(_ residency: OpaquePointer?, _ layer: Int64, _ expert: Int64,
                                   _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
     guarded {
-        let box = try residencyFrom(residency)
         let out = try required(out, "out")
-        let handle = try box.manager.acquire(layer: Int(layer), expert: Int(expert))
-        out.pointee = OpaquePointer(Unmanaged.passRetained(PinnedExpert(handle, owner: box)).toOpaque())
+        // The hit path: the manager is borrowed from the table without a retain.
+        let made: Void? = try residencies.withLive(try required(residency, "residency")) { box in
+            let (slot, hit) = try box.manager.acquireSlot(layer: Int(clamping: layer), expert: Int(clamping: expert))
+            out.pointee = try experts.insert(PinnedExpert.make(pinned: slot, hit: hit, owner: box))
+        }
+        guard made != nil else { throw ABIError.invalidHandle("residency") }
+    }
+}
+
+/// See `wstore_expert_acquire_many` in wstore.h.
+@_cdecl("wstore_expert_acquire_many")
+public func wstore_expert_acquire_many(_ residency: OpaquePointer?, _ layer: Int64, _ list: UnsafePointer<Int64>?,
+                                       _ count: Int, _ out: UnsafeMutablePointer<OpaquePointer?>?,
+                                       _ hits: UnsafeMutablePointer<Int32>?) -> Int32 {
+    guarded {
+        let box = try residencyFrom(residency)
+        guard count >= 0 else { throw ABIError.invalidArgument("count \(count) is negative") }
+        guard count > 0 else { return }
+        let list = try required(list, "experts"), out = try required(out, "out")
+        let (slots, wasHit) = try box.manager.acquirePinned(
+            layer: Int(clamping: layer), experts: UnsafeBufferPointer(start: list, count: count).map { Int(clamping: $0) })
+        // Every pin is owned by an object first, so an early exit gives back the rest.
+        let pinned = slots.enumerated().map { PinnedExpert.make(pinned: $1, hit: wasHit[$0], owner: box) }
+        var made: [OpaquePointer] = []
+        do {
+            for e in pinned { made.append(try experts.insert(e)) }
+        } catch {
+            // All or none: give back the handles made so far.
+            for h in made { _ = experts.remove(h) }
+            throw error
+        }
+        for i in 0 ..< count {
+            out[i] = made[i]
+            hits?[i] = wasHit[i] ? 1 : 0
+        }
+    }
+}
+
+/// See `wstore_expert_hit` in wstore.h.
+@_cdecl("wstore_expert_hit")
+public func wstore_expert_hit(_ expert: OpaquePointer?, _ hit: UnsafeMutablePointer<Int32>?) -> Int32 {
+    guarded {
+        let e = try expertFrom(expert)
+        try required(hit, "hit").pointee = e.hit ? 1 : 0
     }
 }
 
@@ -172,7 +221,7 @@ public func wstore_expert_part_by_name(_ expert: OpaquePointer?, _ part: UnsafeP
         let part = try required(part, "part")
         let data = try required(data, "data"), size = try required(size, "size")
         guard let p = UnsafeBufferPointer(start: e.parts, count: e.count).first(where: { Posix.equalCStrings($0.name, part) }) else {
-            throw WStoreError.notFound("part \(String(cString: part)) of expert \(e.handle.expert) of layer \(e.handle.layer)")
+            throw WStoreError.notFound("part \(String(cString: part)) of expert \(e.slot.expert) of layer \(e.slot.layer)")
         }
         data.pointee = p.data
         size.pointee = p.size
@@ -181,23 +230,29 @@ public func wstore_expert_part_by_name(_ expert: OpaquePointer?, _ part: UnsafeP
 
 /// See `wstore_expert_release` in wstore.h.
 @_cdecl("wstore_expert_release")
-public func wstore_expert_release(_ expert: OpaquePointer?) {
-    guard let expert else { return }
-    Unmanaged<PinnedExpert>.fromOpaque(UnsafeRawPointer(expert)).release()
+public func wstore_expert_release(_ expert: OpaquePointer?) -> Int32 {
+    guard let expert else { return WSTORE_OK.rawValue }
+    guard experts.remove(expert) != nil else {
+        return guarded { throw ABIError.invalidHandle("expert") }
+    }
+    return WSTORE_OK.rawValue
 }
 
 /// See `wstore_residency_prefetch` in wstore.h.
 @_cdecl("wstore_residency_prefetch")
-public func wstore_residency_prefetch(_ residency: OpaquePointer?, _ layer: Int64, _ experts: UnsafePointer<Int64>?,
+public func wstore_residency_prefetch(_ residency: OpaquePointer?, _ layer: Int64, _ list: UnsafePointer<Int64>?,
                                       _ count: Int) -> Int32 {
     guarded {
         let box = try residencyFrom(residency)
-        guard count == 0 || experts != nil else { throw ABIError.invalidArgument("experts is NULL") }
+        guard count == 0 || list != nil else { throw ABIError.invalidArgument("experts is NULL") }
         guard count >= 0 else { throw ABIError.invalidArgument("count \(count) is negative") }
-        let list = UnsafeBufferPointer(start: experts, count: count)
-        // Out-of-range numbers are unknown experts, which prefetch ignores.
-        guard layer >= 0, layer < Int64(box.manager.geometry.layers) else { return }
-        box.manager.prefetch(layer: Int(layer), experts: list.lazy.filter { $0 >= 0 && $0 < Int64(Int32.max) }.map { Int($0) })
+        let asked = UnsafeBufferPointer(start: list, count: count)
+        let unknown = box.manager.prefetch(layer: Int(clamping: layer), experts: asked.lazy.map { Int(clamping: $0) })
+        guard unknown.isEmpty else {
+            throw WStoreError.notFound("experts \(unknown.map(String.init).joined(separator: ", ")) of layer \(layer) "
+                + "(the index has \(box.manager.geometry.layers) layers × \(box.manager.geometry.experts) experts); "
+                + "the other experts of the hint were queued")
+        }
     }
 }
 

@@ -10,6 +10,8 @@ enum ABIError: Error, CustomStringConvertible {
     case bufferTooSmall(name: String, needed: Int, given: Int)
     /// A callback returned non-zero.
     case aborted(callback: String, returned: Int32)
+    /// A handle that is closed or released, or not of the kind the call takes.
+    case invalidHandle(String)
 
     var description: String {
         switch self {
@@ -17,6 +19,8 @@ enum ABIError: Error, CustomStringConvertible {
         case let .bufferTooSmall(name, needed, given):
             "buffer of \(given) bytes is too small for \(name), which needs \(needed)"
         case let .aborted(callback, returned): "\(callback) returned \(returned); stopped"
+        case .invalidHandle(let kind):
+            "invalid \(kind) handle: already closed or released, or not a \(kind) handle"
         }
     }
 }
@@ -30,6 +34,7 @@ func statusCode(of error: any Error) -> Int32 {
         case .invalidArgument: s = WSTORE_E_INVALID_ARGUMENT
         case .bufferTooSmall: s = WSTORE_E_BUFFER_TOO_SMALL
         case .aborted: s = WSTORE_E_ABORTED
+        case .invalidHandle: s = WSTORE_E_INVALID_HANDLE
         }
     case let e as WStoreError:
         switch e {
@@ -44,7 +49,7 @@ func statusCode(of error: any Error) -> Int32 {
     case let e as ResidencyError:
         switch e {
         case .notIndexed: s = WSTORE_E_NOT_FOUND
-        case .expertLargerThanBudget, .budgetExhausted: s = WSTORE_E_BUDGET
+        case .expertLargerThanBudget, .budgetExhausted, .setLargerThanBudget: s = WSTORE_E_BUDGET
         }
     case let e as LMDBError:
         switch e.code {
@@ -74,11 +79,6 @@ func string(_ p: UnsafePointer<CChar>?, _ what: String) throws -> String {
     guard let p else { throw ABIError.invalidArgument("\(what) is NULL") }
     guard let s = String(validatingCString: p) else { throw ABIError.invalidArgument("\(what) is not valid UTF-8") }
     return s
-}
-
-/// The model namespace named by `p`; NULL is the default model.
-func modelName(_ p: UnsafePointer<CChar>?) throws -> String {
-    p == nil ? WeightStore.defaultModel : try string(p, "model")
 }
 
 /// Checks that a required pointer argument is not NULL.
@@ -121,6 +121,7 @@ private let statusNames: [Int32: StaticCString] = {
         (WSTORE_E_NOT_RAW, "WSTORE_E_NOT_RAW"), (WSTORE_E_BUFFER_TOO_SMALL, "WSTORE_E_BUFFER_TOO_SMALL"),
         (WSTORE_E_BUDGET, "WSTORE_E_BUDGET"), (WSTORE_E_ABORTED, "WSTORE_E_ABORTED"),
         (WSTORE_E_IO, "WSTORE_E_IO"), (WSTORE_E_INTERNAL, "WSTORE_E_INTERNAL"),
+        (WSTORE_E_INVALID_HANDLE, "WSTORE_E_INVALID_HANDLE"),
     ]
     return Dictionary(uniqueKeysWithValues: all.map { ($0.0.rawValue, StaticCString($0.1)) })
 }()

@@ -25,8 +25,8 @@ func cInfo(_ info: TensorInfo) -> wstore_tensor_info {
 public func wstore_info(_ store: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ name: UnsafePointer<CChar>?,
                                _ out: UnsafeMutablePointer<wstore_tensor_info>?) -> Int32 {
     guarded {
-        let s = try storeFrom(store)
-        let m = try modelName(model), n = try string(name, "name")
+        let box = try storeFrom(store), s = box.store
+        let m = try box.model(model), n = try string(name, "name")
         let out = try required(out, "out")
         out.pointee = cInfo(try s.info(n, model: m))
     }
@@ -37,8 +37,8 @@ public func wstore_info(_ store: OpaquePointer?, _ model: UnsafePointer<CChar>?,
 public func wstore_list_tensors(_ store: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ fn: wstore_tensor_list_fn?,
                                 _ ctx: UnsafeMutableRawPointer?) -> Int32 {
     guarded {
-        let s = try storeFrom(store)
-        let m = try modelName(model)
+        let box = try storeFrom(store), s = box.store
+        let m = try box.model(model)
         let fn = try required(fn, "callback")
         for info in try s.tensors(model: m) {
             var c = cInfo(info)
@@ -53,8 +53,8 @@ public func wstore_list_tensors(_ store: OpaquePointer?, _ model: UnsafePointer<
 public func wstore_with_tensor(_ store: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ name: UnsafePointer<CChar>?,
                                _ flags: UInt32, _ fn: wstore_tensor_fn?, _ ctx: UnsafeMutableRawPointer?) -> Int32 {
     guarded {
-        let s = try storeFrom(store)
-        let m = try modelName(model), n = try string(name, "name")
+        let box = try storeFrom(store), s = box.store
+        let m = try box.model(model), n = try string(name, "name")
         let fn = try required(fn, "callback")
         guard flags & ~WSTORE_VERIFY == 0 else { throw ABIError.invalidArgument("unknown flags 0x\(String(flags, radix: 16))") }
         // The bytes are pages of the read transaction withTensor holds open: they are lent
@@ -72,8 +72,8 @@ public func wstore_with_tensor(_ store: OpaquePointer?, _ model: UnsafePointer<C
 public func wstore_read(_ store: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ name: UnsafePointer<CChar>?,
                         _ buf: UnsafeMutableRawPointer?, _ len: Int, _ threads: Int32) -> Int32 {
     guarded {
-        let s = try storeFrom(store)
-        let m = try modelName(model), n = try string(name, "name")
+        let box = try storeFrom(store), s = box.store
+        let m = try box.model(model), n = try string(name, "name")
         try s.withSnapshot { snap in
             let info = try snap.info(n, model: m)
             guard len >= info.rawSize else {

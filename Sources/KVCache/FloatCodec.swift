@@ -53,20 +53,23 @@ package enum FloatCodec {
         let n = floats.count, size = dtype.elementSize!
         var out = [UInt8](repeating: 0, count: n * size)
         guard n > 0 else { return out }
-        out.withUnsafeMutableBytes { dst in
-            switch dtype {
-            case .f32:
-                dst.baseAddress!.copyMemory(from: floats.baseAddress!, byteCount: 4 * n)
-            case .f16:
-                NumericKernels.floatToHalf(floats.baseAddress!, dst.baseAddress!.assumingMemoryBound(to: UInt16.self), count: n)
-            case .bf16:
-                let p = dst.baseAddress!.assumingMemoryBound(to: UInt16.self)
-                for i in 0 ..< n { p[i] = bf16(floats[i]) }
-            default:
-                preconditionFailure("FloatCodec.encode as \(dtype)")
-            }
-        }
+        out.withUnsafeMutableBytes { encode(floats.baseAddress!, count: n, as: dtype, into: $0.baseAddress!) }
         return out
+    }
+
+    /// `count` floats rounded to `dtype` (round to nearest even), written at `dst`.
+    package static func encode(_ floats: UnsafePointer<Float>, count n: Int, as dtype: DType, into dst: UnsafeMutableRawPointer) {
+        switch dtype {
+        case .f32:
+            dst.copyMemory(from: floats, byteCount: 4 * n)
+        case .f16:
+            NumericKernels.floatToHalf(floats, dst.assumingMemoryBound(to: UInt16.self), count: n)
+        case .bf16:
+            let p = dst.assumingMemoryBound(to: UInt16.self)
+            for i in 0 ..< n { p[i] = bf16(floats[i]) }
+        default:
+            preconditionFailure("FloatCodec.encode as \(dtype)")
+        }
     }
 
     /// A float rounded to bf16 (nearest even; NaN stays NaN).

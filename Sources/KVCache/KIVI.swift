@@ -173,9 +173,21 @@ package enum KIVI {
         headerSize + elements * (4 + 1 + dtype.elementSize!)
     }
 
-    /// Rebuilds the tensor from a blob written by ``encode(_:bits:axis:options:)``.
+    /// What a quantized blob's header says, checked against the blob's length.
+    package struct Header {
+        package let bits: Int
+        package let axis: Axis
+        package let dtype: DType
+        package let heads: Int
+        package let tokens: Int
+        package let headDim: Int
+        package let group: Int
+        package let residual: Int
+    }
+
+    /// Parses and checks the header of a blob written by ``encode(_:bits:axis:options:)``.
     /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` when the blob is inconsistent.
-    package static func decode(_ blob: UnsafeRawBufferPointer, name: String) throws -> KVTensor {
+    package static func header(_ blob: UnsafeRawBufferPointer, name: String) throws -> Header {
         func corrupt(_ why: String) -> WStoreError { .corruptRecord(name: name, reason: why) }
         guard blob.count >= headerSize else { throw corrupt("quantized tensor shorter than its header") }
         func u32(_ at: Int) -> Int { Int(UInt32(littleEndian: blob.loadUnaligned(fromByteOffset: at, as: UInt32.self))) }
@@ -188,39 +200,58 @@ package enum KIVI {
         let h = u32(8), n = u32(12), d = u32(16), g = u32(20), r = u32(24)
         guard g > 0, r <= n, h <= 1 << 16, d <= 1 << 16, n <= 1 << 24 else { throw corrupt("bad quantized-tensor shape") }
         let q = n - r
-        let perHead = groupCount(axis: axis, q: q, d: d, g: g)
-        let groups = h * perHead, codesCount = h * q * d
-        let codeBytes = (codesCount * bits + 7) / 8, esz = dtype.elementSize!
-        guard blob.count == headerSize + 4 * groups + codeBytes + h * r * d * esz else {
+        let groups = h * groupCount(axis: axis, q: q, d: d, g: g)
+        let codeBytes = (h * q * d * bits + 7) / 8
+        guard blob.count == headerSize + 4 * groups + codeBytes + h * r * d * dtype.elementSize! else {
             throw corrupt("quantized tensor of \(blob.count) bytes does not match its header")
         }
-        var mins = [Float](repeating: 0, count: groups), scales = [Float](repeating: 0, count: groups)
-        for i in 0 ..< groups {
-            mins[i] = Float(Float16(bitPattern: UInt16(littleEndian: blob.loadUnaligned(fromByteOffset: headerSize + 2 * i, as: UInt16.self))))
-            scales[i] = Float(Float16(bitPattern: UInt16(littleEndian: blob.loadUnaligned(fromByteOffset: headerSize + 2 * (groups + i), as: UInt16.self))))
+        return Header(bits: bits, axis: axis, dtype: dtype, heads: h, tokens: n, headDim: d, group: g, residual: r)
+    }
+
+    /// Rebuilds the tensor from a blob written by ``encode(_:bits:axis:options:)``.
+    /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` when the blob is inconsistent.
+    package static func decode(_ blob: UnsafeRawBufferPointer, name: String) throws -> KVTensor {
+        let hd = try header(blob, name: name)
+        let row = hd.headDim * hd.dtype.elementSize!
+        let bytes = [UInt8](unsafeUninitializedCapacity: hd.heads * hd.tokens * row) { out, count in
+            if !out.isEmpty {
+                decode(blob, hd, into: KVRows(base: UnsafeMutableRawPointer(out.baseAddress!), tokenStride: row,
+                                              headStride: hd.tokens * row))
+            }
+            count = out.count
         }
-        var codes = [UInt8](repeating: 0, count: codesCount)
-        codes.withUnsafeMutableBufferPointer { c in
-            unpack(UnsafeRawBufferPointer(rebasing: blob[headerSize + 4 * groups ..< headerSize + 4 * groups + codeBytes]),
-                   bits: bits, count: codesCount, into: c.baseAddress!)
-        }
-        var x = [Float](repeating: 0, count: h * q * d)
-        x.withUnsafeMutableBufferPointer { xs in
-            codes.withUnsafeBufferPointer { cs in
-              mins.withUnsafeBufferPointer { mins in
-               scales.withUnsafeBufferPointer { scales in
+        return try KVTensor(dtype: hd.dtype, heads: hd.heads, tokens: hd.tokens, headDim: hd.headDim, bytes: bytes)
+    }
+
+    /// Rebuilds the tensor of a checked blob straight into `rows` (token `t` of head `h`
+    /// at `rows.row(head: h, token: t)`), in the blob's dtype: dequantized a head at a
+    /// time into a float scratch, each token row rounded into place.
+    package static func decode(_ blob: UnsafeRawBufferPointer, _ hd: Header, into rows: KVRows) {
+        let h = hd.heads, n = hd.tokens, d = hd.headDim, g = hd.group, r = hd.residual, bits = hd.bits
+        let q = n - r, esz = hd.dtype.elementSize!
+        let perHead = groupCount(axis: hd.axis, q: q, d: d, g: g)
+        let groups = h * perHead, codesCount = h * q * d
+        let codeBytes = (codesCount * bits + 7) / 8
+        withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, 2 * groups + q * d)) { floats in
+            let mins = floats.baseAddress!, scales = mins + groups, x = scales + groups
+            for i in 0 ..< groups {
+                mins[i] = Float(Float16(bitPattern: UInt16(littleEndian: blob.loadUnaligned(fromByteOffset: headerSize + 2 * i, as: UInt16.self))))
+                scales[i] = Float(Float16(bitPattern: UInt16(littleEndian: blob.loadUnaligned(fromByteOffset: headerSize + 2 * (groups + i), as: UInt16.self))))
+            }
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(1, codesCount)) { codes in
+                unpack(UnsafeRawBufferPointer(rebasing: blob[headerSize + 4 * groups ..< headerSize + 4 * groups + codeBytes]),
+                       bits: bits, count: codesCount, into: codes.baseAddress!)
+                let cs = UnsafePointer(codes.baseAddress!)
                 var gi = 0, ci = 0
                 for head in 0 ..< h {
-                    let base = xs.baseAddress! + head * q * d
-                    switch axis {
+                    switch hd.axis {
                     case .perChannel:
                         var t0 = 0
                         while t0 < q {
                             let t1 = min(q, t0 + g), len = t1 - t0
                             for tok in t0 ..< t1 {
-                                let row = base + tok * d, codes = cs.baseAddress! + ci + (tok - t0) * d
-                                NumericKernels.dequantize(codes, count: d, min: mins.baseAddress! + gi, scale: scales.baseAddress! + gi,
-                                                          perElement: true, into: row)
+                                NumericKernels.dequantize(cs + ci + (tok - t0) * d, count: d, min: mins + gi, scale: scales + gi,
+                                                          perElement: true, into: x + tok * d)
                             }
                             gi += d
                             ci += len * d
@@ -228,28 +259,49 @@ package enum KIVI {
                         }
                     case .perToken:
                         for tok in 0 ..< q {
-                            let row = base + tok * d
                             var c0 = 0
                             while c0 < d {
                                 let c1 = min(d, c0 + g)
-                                NumericKernels.dequantize(cs.baseAddress! + ci, count: c1 - c0, min: mins.baseAddress! + gi,
-                                                          scale: scales.baseAddress! + gi, perElement: false, into: row + c0)
+                                NumericKernels.dequantize(cs + ci, count: c1 - c0, min: mins + gi, scale: scales + gi,
+                                                          perElement: false, into: x + tok * d + c0)
                                 gi += 1
                                 ci += c1 - c0
                                 c0 = c1
                             }
                         }
                     }
+                    for tok in 0 ..< q {
+                        FloatCodec.encode(x + tok * d, count: d, as: hd.dtype, into: rows.row(head: head, token: tok))
+                    }
                 }
-               }
-              }
             }
         }
-        let quantized = try KVTensor(floats: x, dtype: dtype, heads: h, tokens: q, headDim: d)
-        guard r > 0 else { return quantized }
+        guard r > 0 else { return }
         let resStart = headerSize + 4 * groups + codeBytes
-        let residual = try KVTensor(dtype: dtype, heads: h, tokens: r, headDim: d, bytes: Array(blob[resStart...]))
-        return q == 0 ? residual : try KVTensor.concatenate([quantized, residual])
+        for head in 0 ..< h {
+            for tok in 0 ..< r {
+                rows.row(head: head, token: q + tok).copyMemory(
+                    from: blob.baseAddress! + resStart + (head * r + tok) * d * esz, byteCount: d * esz)
+            }
+        }
+    }
+}
+
+/// Where a tensor's token rows go: row (head `h`, token `t`) of `headDim` elements at
+/// `base + t * tokenStride + h * headStride`.
+package struct KVRows {
+    package var base: UnsafeMutableRawPointer
+    package var tokenStride: Int
+    package var headStride: Int
+
+    package init(base: UnsafeMutableRawPointer, tokenStride: Int, headStride: Int) {
+        self.base = base
+        self.tokenStride = tokenStride
+        self.headStride = headStride
+    }
+
+    @inline(__always) package func row(head: Int, token: Int) -> UnsafeMutableRawPointer {
+        base + token * tokenStride + head * headStride
     }
 }
 

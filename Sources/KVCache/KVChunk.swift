@@ -56,7 +56,7 @@ package enum KVChunk {
 
     /// What binds record `index` (2·layer for keys, 2·layer+1 for values) of chunk `key`:
     /// ``Record/binding(key:)`` of the chunk key (u64 big-endian) followed by `index` (u32 big-endian).
-    static func recordBinding(key: UInt64, index: Int) -> UInt64 {
+    package static func recordBinding(key: UInt64, index: Int) -> UInt64 {
         var k = withUnsafeBytes(of: key.bigEndian) { Array($0) }
         withUnsafeBytes(of: UInt32(index).bigEndian) { k += $0 }
         return Record.binding(key: k)
@@ -65,7 +65,7 @@ package enum KVChunk {
     private static func encodeTensor(_ t: KVTensor, isKeys: Bool, binding: UInt64, codec: KVCodec,
                                      kivi: KIVIOptions) throws -> [UInt8] {
         var options = EncodeOptions()
-        options.codec = .zstd
+        options.codec = codec == .raw ? .raw : .zstd
         options.minSavings = 0
         let rec: EncodedRecord, source: [UInt8]
         if let bits = codec.bits {
@@ -143,53 +143,110 @@ package enum KVChunk {
                     version: Int(v))
     }
 
-    /// Decodes a whole chunk, checking every record's checksum.
+    /// Decodes a whole chunk into fresh tensors, checking every record's checksum.
     /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` or ``WStoreError/checksumMismatch(name:expected:actual:)``:
     ///   a damaged chunk is reported, never returned.
     package static func decode(_ bytes: UnsafeRawBufferPointer, key: UInt64, name: String,
                                threads: Int = 1) throws -> KVCacheData {
         let info = try info(bytes, key: key, name: name)
+        let row = info.headDim * info.dtype.elementSize!, size = info.kvHeads * info.tokens * row
         let count = 2 * info.layers
         let sink = UncheckedSendable(UnsafeMutableBufferPointer<KVTensor?>.allocate(capacity: count))
         sink.value.initialize(repeating: nil)
         defer { sink.value.deinitialize(); sink.value.deallocate() }
         try parallelFor(count, threads: threads) { i, _ in
-            let off64 = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: fixedHeaderSize + 16 * i, as: UInt64.self))
-            let len64 = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: fixedHeaderSize + 16 * i + 8, as: UInt64.self))
-            let what = "\(name) layer \(i / 2) \(i % 2 == 0 ? "keys" : "values")"
-            guard off64 >= UInt64(fixedHeaderSize), off64 <= UInt64(bytes.count), len64 <= UInt64(bytes.count) - off64 else {
-                throw WStoreError.corruptRecord(name: what, reason: "record lies outside the chunk")
+            let out = try [UInt8](unsafeUninitializedCapacity: size) { b, n in
+                try decodeTensor(bytes, info, i, key: key, name: name, into: KVRows(
+                    base: UnsafeMutableRawPointer(b.baseAddress!), tokenStride: row, headStride: info.tokens * row))
+                n = size
             }
-            let off = Int(off64), len = Int(len64)
-            let view = try RecordView(UnsafeRawBufferPointer(rebasing: bytes[off ..< off + len]),
-                                      binding: recordBinding(key: key, index: i), name: what)
-            // Allocate only what the chunk header's shape allows: a damaged record may claim any size.
-            let elements = info.kvHeads * info.tokens * info.headDim
-            let limit = info.codec == .lossless ? elements * info.dtype.elementSize! : KIVI.maxBlobSize(elements: elements, dtype: info.dtype)
-            guard view.rawSize <= limit else {
-                throw WStoreError.corruptRecord(name: what, reason: "record of \(view.rawSize) bytes is larger than the chunk's shape allows")
-            }
-            guard view.version >= info.version else {
-                throw WStoreError.corruptRecord(name: what, reason: "record version \(view.version) in a version-\(info.version) chunk")
-            }
-            var raw = [UInt8](repeating: 0, count: view.rawSize)
-            try raw.withUnsafeMutableBytes { try RecordDecoder.decode(view, name: what, into: $0) }
-            let t: KVTensor
-            if info.codec == .lossless {
-                guard view.shape == [info.kvHeads, info.tokens, info.headDim], view.dtype == info.dtype else {
-                    throw WStoreError.corruptRecord(name: what, reason: "shape \(view.shape) does not match the chunk header")
-                }
-                t = try KVTensor(dtype: info.dtype, heads: info.kvHeads, tokens: info.tokens, headDim: info.headDim, bytes: raw)
-            } else {
-                t = try raw.withUnsafeBytes { try KIVI.decode($0, name: what) }
-                guard t.shape == [info.kvHeads, info.tokens, info.headDim], t.dtype == info.dtype else {
-                    throw WStoreError.corruptRecord(name: what, reason: "shape \(t.shape) does not match the chunk header")
-                }
-            }
-            sink.value[i] = t
+            sink.value[i] = try KVTensor(dtype: info.dtype, heads: info.kvHeads, tokens: info.tokens, headDim: info.headDim, bytes: out)
         }
         return try KVCacheData(layers: (0 ..< info.layers).map { l in
             try KVLayer(keys: sink.value[2 * l]!, values: sink.value[2 * l + 1]!)
         })
+    }
+
+    /// Decodes record `i` of a chunk (layer `i / 2`, keys when even) straight into `rows`,
+    /// checking its checksum: a raw record is copied row by row out of the chunk (each
+    /// head's rows hashed right after they are copied), a compressed one decodes into a
+    /// reused scratch buffer and is scattered, a quantized one is dequantized into place.
+    /// `info` is what ``info(_:key:name:)`` returned for `bytes`, read under chunk key `key`.
+    /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` or ``WStoreError/checksumMismatch(name:expected:actual:)``;
+    ///   the rows then hold unspecified bytes.
+    package static func decodeTensor(_ bytes: UnsafeRawBufferPointer, _ info: Info, _ i: Int, key: UInt64, name: String,
+                                     into rows: KVRows) throws {
+        let off64 = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: fixedHeaderSize + 16 * i, as: UInt64.self))
+        let len64 = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: fixedHeaderSize + 16 * i + 8, as: UInt64.self))
+        let what = "\(name) layer \(i / 2) \(i % 2 == 0 ? "keys" : "values")"
+        guard off64 >= UInt64(fixedHeaderSize), off64 <= UInt64(bytes.count), len64 <= UInt64(bytes.count) - off64 else {
+            throw WStoreError.corruptRecord(name: what, reason: "record lies outside the chunk")
+        }
+        let off = Int(off64), len = Int(len64)
+        let view = try RecordView(UnsafeRawBufferPointer(rebasing: bytes[off ..< off + len]),
+                                  binding: recordBinding(key: key, index: i), name: what)
+        guard view.version >= info.version else {
+            throw WStoreError.corruptRecord(name: what, reason: "record version \(view.version) in a version-\(info.version) chunk")
+        }
+        let h = info.kvHeads, n = info.tokens, d = info.headDim, row = d * info.dtype.elementSize!
+        func scatter(_ src: UnsafeRawPointer, head: Int) {
+            let block = src + head * n * row
+            if rows.tokenStride == row {
+                rows.row(head: head, token: 0).copyMemory(from: block, byteCount: n * row)
+            } else {
+                for t in 0 ..< n { rows.row(head: head, token: t).copyMemory(from: block + t * row, byteCount: row) }
+            }
+        }
+        if info.codec.bits == nil {
+            guard view.shape == [h, n, d], view.dtype == info.dtype else {
+                throw WStoreError.corruptRecord(name: what, reason: "shape \(view.shape) does not match the chunk header")
+            }
+            if view.codec == .raw {
+                // Rows straight out of the map, hashed in pieces of about 16 KiB right after
+                // they are copied, while still in cache (one pass over the source).
+                let src = view.payload.baseAddress!
+                let hasher = XXH3Stream()
+                let piece = max(1, (16 << 10) / max(1, row))
+                for head in 0 ..< h {
+                    let block = src + head * n * row
+                    var t0 = 0
+                    while t0 < n {
+                        let t1 = min(n, t0 + piece)
+                        if rows.tokenStride == row {
+                            rows.row(head: head, token: t0).copyMemory(from: block + t0 * row, byteCount: (t1 - t0) * row)
+                        } else {
+                            for t in t0 ..< t1 { rows.row(head: head, token: t).copyMemory(from: block + t * row, byteCount: row) }
+                        }
+                        hasher.update(UnsafeRawBufferPointer(start: block + t0 * row, count: (t1 - t0) * row))
+                        t0 = t1
+                    }
+                }
+                let digest = hasher.digest()
+                guard digest == view.checksum else {
+                    throw WStoreError.checksumMismatch(name: what, expected: view.checksum, actual: digest)
+                }
+                return
+            }
+        }
+        // Allocate only what the chunk header's shape allows: a damaged record may claim any size.
+        let elements = h * n * d
+        let limit = info.codec.bits == nil ? elements * info.dtype.elementSize! : KIVI.maxBlobSize(elements: elements, dtype: info.dtype)
+        guard view.rawSize <= limit else {
+            throw WStoreError.corruptRecord(name: what, reason: "record of \(view.rawSize) bytes is larger than the chunk's shape allows")
+        }
+        let scratch = ScratchPool.take(max(1, view.rawSize))
+        defer { ScratchPool.give(scratch) }
+        let raw = UnsafeMutableRawBufferPointer(rebasing: scratch[0 ..< view.rawSize])
+        try RecordDecoder.decode(view, name: what, into: raw)
+        guard info.codec.bits != nil else {
+            for head in 0 ..< h { scatter(UnsafeRawPointer(raw.baseAddress!), head: head) }
+            return
+        }
+        let blob = UnsafeRawBufferPointer(raw)
+        let hd = try KIVI.header(blob, name: what)
+        guard hd.heads == h, hd.tokens == n, hd.headDim == d, hd.dtype == info.dtype else {
+            throw WStoreError.corruptRecord(name: what, reason: "shape [\(hd.heads), \(hd.tokens), \(hd.headDim)] does not match the chunk header")
+        }
+        KIVI.decode(blob, hd, into: rows)
     }
 }

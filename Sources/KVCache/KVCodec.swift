@@ -2,6 +2,9 @@
 public enum KVCodec: String, Sendable, CaseIterable, Equatable {
     /// Byte-grouped zstd, the codec of weights: exact.
     case lossless
+    /// The bytes as they are, no compression (as LMCache's default serde): exact, the
+    /// fastest lookup, the largest store. Stores with this codec are format version 2.
+    case raw
     /// KIVI-style 8-bit quantization, then zstd.
     case int8
     /// KIVI-style 4-bit quantization, then zstd.
@@ -12,7 +15,7 @@ public enum KVCodec: String, Sendable, CaseIterable, Equatable {
     /// Bits per quantized element; `nil` for ``lossless``.
     public var bits: Int? {
         switch self {
-        case .lossless: nil
+        case .lossless, .raw: nil
         case .int8: 8
         case .int4: 4
         case .int2: 2
@@ -23,6 +26,7 @@ public enum KVCodec: String, Sendable, CaseIterable, Equatable {
     package var code: UInt8 {
         switch self {
         case .lossless: 0
+        case .raw: 1
         case .int8: 8
         case .int4: 4
         case .int2: 2

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import WStoreCore
 
 /// A prefix-keyed, compressed KV cache store: its own LMDB environment (a directory).
@@ -12,6 +13,8 @@ import WStoreCore
 /// format-spec/KV.md describes the layout.
 ///
 /// Safe to share across threads: LMDB serializes writers and lets readers run in parallel.
+/// A lookup runs on a read transaction only: the last uses it sees are kept in memory by
+/// this handle and written by its next store (or ``flushUseStamps()``).
 public final class KVStore: Sendable {
     /// A store's fixed settings, chosen at ``create(at:options:)``.
     public struct Options: Sendable, Equatable {
@@ -53,6 +56,11 @@ public final class KVStore: Sendable {
         public var kv: KVCacheData?
         /// Chunks found.
         public var chunks: Int
+        /// Of those, chunks that came from the remote tier (after the local ones).
+        public var remoteChunks = 0
+        /// Why the prefix ended early: the damage of the chunk after the last one
+        /// delivered (a checksum or format error naming the chunk); `nil` when none.
+        public var damage: WStoreError?
     }
 
     /// Totals, from ``stats()``.
@@ -77,13 +85,22 @@ public final class KVStore: Sendable {
     public let readOnly: Bool
     let env: LMDBEnvironment
     let meta: LMDBDatabase, chunks: LMDBDatabase, nodes: LMDBDatabase, leaves: LMDBDatabase
+    /// The shared remote tier, when the store was opened with one (KVStore+Remote.swift).
+    let remote: RemoteTierHandle?
+    /// Last uses seen by lookups, not yet written (the next ``store(tokens:model:salt:kv:)``
+    /// or ``flushUseStamps()`` writes them), and this handle's lookup counters.
+    let uses = Mutex(PendingUses())
 
-    /// The KV store format this build writes; version-1 stores (chunks not bound to
-    /// their keys) are still read.
-    static let formatVersion = 2
+    /// The newest KV store format this build reads: 2 bound chunks to their keys, 3 added
+    /// the raw codec. A store is written as version 3 only when its codec is raw, else 2,
+    /// so a version-2 reader keeps reading every store it can decode; version-1 stores
+    /// (chunks not bound to their keys) are still read.
+    static let formatVersion = 3
 
-    private init(path: String, env: LMDBEnvironment, options: Options, readOnly: Bool) throws {
+    private init(path: String, env: LMDBEnvironment, options: Options, readOnly: Bool,
+                 remote: RemoteTierOptions?) throws {
         self.path = path
+        self.remote = remote.map(RemoteTierHandle.init)
         self.env = env
         self.readOnly = readOnly
         self.options = options
@@ -93,10 +110,11 @@ public final class KVStore: Sendable {
         leaves = try env.database("kv.leaves", create: !env.readOnly)
     }
 
-    /// Creates a new store in directory `path` (made if missing; it must not hold a store).
+    /// Creates a new store in directory `path` (made if missing; it must not hold a store);
+    /// `remote` adds a shared remote tier (not a setting of the store: give it at each open).
     /// - Throws: ``WStoreError/invalidArgument(_:)`` for bad options or an existing store,
     ///   ``WStoreError/io(call:path:errno:)`` when the directory cannot be made, ``LMDBError``.
-    public static func create(at path: String, options: Options = Options()) throws -> KVStore {
+    public static func create(at path: String, options: Options = Options(), remote: RemoteTierOptions? = nil) throws -> KVStore {
         guard options.chunkTokens > 0, options.budgetBytes >= 0, options.maxChunks >= 0, options.kivi.group > 0,
               options.kivi.residual >= 0 else {
             throw WStoreError.invalidArgument("chunk tokens and quantization group must be positive, budgets not negative")
@@ -108,8 +126,8 @@ public final class KVStore: Sendable {
         var envOptions = LMDBEnvironment.Options()
         envOptions.initialMapSize = 64 << 20
         let env = try LMDBEnvironment.shared(path: path, readOnly: false, options: envOptions)
-        let store = try KVStore(path: path, env: env, options: options, readOnly: false)
-        let json = Sealed.sealJSON(try KVSettings(options, version: formatVersion).encoded(), key: Array("settings".utf8))
+        let store = try KVStore(path: path, env: env, options: options, readOnly: false, remote: remote)
+        let json = Sealed.sealJSON(try KVSettings(options, version: options.codec == .raw ? 3 : 2).encoded(), key: Array("settings".utf8))
         try env.write { txn in
             try json.withUnsafeBytes { try txn.put(store.meta, Array("settings".utf8), $0) }
             try Counters().write(txn, store.meta)
@@ -117,10 +135,13 @@ public final class KVStore: Sendable {
         return store
     }
 
-    /// Opens an existing store; `readOnly` for inspection.
+    /// Opens an existing store; `readOnly` for inspection; `remote` adds a shared remote tier.
+    /// An unreachable remote tier is not an error: the store works from its local tier, warns
+    /// once, counts it, and retries with backoff.
     /// - Throws: ``WStoreError/notAStore(path:reason:)`` when `path` is not a KV store,
     ///   ``WStoreError/newerFormat(what:found:supported:)`` for a newer one.
-    public static func open(at path: String, readOnly: Bool = false, threads: Int = 1) throws -> KVStore {
+    public static func open(at path: String, readOnly: Bool = false, threads: Int = 1,
+                            remote: RemoteTierOptions? = nil) throws -> KVStore {
         try LMDBFile.checkReadable(directory: path)
         guard FileManager.default.fileExists(atPath: path + "/data.mdb") else {
             throw WStoreError.notAStore(path: path, reason: "no data.mdb in it")
@@ -156,7 +177,7 @@ public final class KVStore: Sendable {
         o.maxChunks = s.max_chunks ?? 0
         o.kivi = KIVIOptions(group: s.kivi_group ?? 64, residual: s.kivi_residual ?? 0)
         o.threads = max(1, threads)
-        return try KVStore(path: path, env: env, options: o, readOnly: readOnly)
+        return try KVStore(path: path, env: env, options: o, readOnly: readOnly, remote: remote)
     }
 
     // MARK: store and lookup
@@ -173,6 +194,7 @@ public final class KVStore: Sendable {
             throw WStoreError.invalidArgument("KV cache holds \(kv.tokens) tokens for \(tokens.count) token ids")
         }
         let keys = PrefixKey.chain(tokens: tokens, chunkTokens: options.chunkTokens, model: model, salt: salt)
+        let pending = uses.withLock { $0.take() }
         let present: [Bool] = try env.withRead { txn in
             try keys.map { try txn.get(nodes, PrefixKey.bytes($0)) != nil }
         }
@@ -185,8 +207,11 @@ public final class KVStore: Sendable {
                                             threads: options.threads)
             raw += part.byteCount
         }
-        return try env.write { txn in
+        let stored: StoreResult
+        do {
+            stored = try env.write { txn in
             var counters = try Counters.read(txn, meta)
+            try foldUses(txn, pending, counters: &counters)
             var result = StoreResult(written: 0, present: 0, evicted: 0, storedBytes: 0, rawBytes: 0)
             var parent: UInt64 = 0
             for (i, key) in keys.enumerated() {
@@ -221,7 +246,13 @@ public final class KVStore: Sendable {
             }
             try counters.write(txn, meta)
             return result
+            }
+        } catch {
+            uses.withLock { $0.restore(pending) }
+            throw error
         }
+        sendToRemote(keys: keys, encoded: encoded)
+        return stored
     }
 
     /// The number of leading whole chunks of `tokens` cached, without loading or touching them.
@@ -235,36 +266,6 @@ public final class KVStore: Sendable {
             }
             return n
         }
-    }
-
-    /// Finds the longest cached prefix of `tokens` in whole chunks, decodes it and marks it used.
-    /// - Throws: ``WStoreError/checksumMismatch(name:expected:actual:)`` or
-    ///   ``WStoreError/corruptRecord(name:reason:)`` when a chunk of the prefix is damaged:
-    ///   damaged bytes are reported, never returned. ``LMDBError`` from LMDB.
-    public func lookup(tokens: [UInt32], model: String, salt: String = "") throws -> Lookup {
-        let keys = PrefixKey.chain(tokens: tokens, chunkTokens: options.chunkTokens, model: model, salt: salt)
-        let parts: [KVCacheData] = try env.withRead { txn in
-            var parts: [KVCacheData] = []
-            for k in keys {
-                guard let value = try txn.get(chunks, PrefixKey.bytes(k)) else { break }
-                parts.append(try KVChunk.decode(value, key: k, name: "KV chunk \(hex(k))", threads: options.threads))
-            }
-            return parts
-        }
-        guard !parts.isEmpty else { return Lookup(tokens: 0, kv: nil, chunks: 0) }
-        if !readOnly {
-            try env.write { txn in
-                var counters = try Counters.read(txn, meta)
-                for k in keys.prefix(parts.count) {
-                    guard var node = try Node.read(txn, nodes, k) else { break }
-                    counters.clock += 1
-                    try touch(txn, key: k, node: &node, clock: counters.clock)
-                }
-                try counters.write(txn, meta)
-            }
-        }
-        let kv = try KVCacheData.concatenate(parts)
-        return Lookup(tokens: kv.tokens, kv: kv, chunks: parts.count)
     }
 
     /// Totals over the store.
@@ -383,5 +384,20 @@ extension KVStore {
     /// The stored bytes of one chunk, as they are (for tools and tests).
     package func rawChunk(_ key: UInt64) throws -> [UInt8]? {
         try env.withRead { txn in try txn.get(chunks, PrefixKey.bytes(key)).map { Array($0) } }
+    }
+}
+
+extension KVStore {
+    /// The settings record as stored (for tools and tests).
+    package func settingsJSON() throws -> String {
+        try env.withRead { txn in
+            String(decoding: try txn.get(meta, Array("settings".utf8)).map { Array($0) } ?? [], as: UTF8.self)
+        }
+    }
+
+    /// Lends the stored bytes of one chunk, in place in the map, to `body` (for benchmarks).
+    /// lmdb.h: the value is valid until the read transaction ends, which is when `body` returns.
+    package func withChunkValue<R>(_ key: UInt64, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R? {
+        try env.withRead { txn in try txn.get(chunks, PrefixKey.bytes(key)).map(body) }
     }
 }

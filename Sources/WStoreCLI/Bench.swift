@@ -7,6 +7,8 @@ struct Bench: AsyncParsableCommand {
         subcommands: [
             BenchCodec.self,
             BenchKV.self,
+            BenchKVRemote.self,
+            BenchKVLookup.self,
             BenchSnapKV.self,
             BenchLoad.self,
             BenchCache.self,

@@ -132,7 +132,7 @@ struct BenchCache: ParsableCommand {
         let kinds = policy == "all" ? ResidencyPolicyKind.allCases : policy.split(separator: ",").map { ResidencyPolicyKind(rawValue: String($0))! }
         let opened = try store.map { try WeightStore.open(at: $0) }
         let modelName = try opened.map { try resolveModel($0, trace: trace) }
-        let expertBytes = try opened.map { try ResidencyManager(store: $0, model: modelName!, budget: Int.max).expertBytes }
+        let expertBytes = try opened.map { try ResidencyManager.expertLayouts(store: $0, model: modelName!).map(\.layout.totalBytes).max()! }
             ?? trace.header.expertBytes
         let cap = try resolveCapacity(capacityText, total: g.count, expertBytes: expertBytes)
         if prefetch && !trace.hasPredictions {

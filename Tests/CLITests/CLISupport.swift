@@ -23,7 +23,7 @@ func usageError(_ args: [String]) -> String? {
 
 /// Checks an export against its source with the Python packages (scripts/fixtures/check_export.py).
 func pythonCheck(_ mode: String, _ source: String, _ exported: String) -> ProcessResult {
-    runProcess("/usr/bin/env", ["python3", repositoryRoot + "/scripts/fixtures/check_export.py", mode, source, exported])
+    runProcess("/usr/bin/env", [pythonExecutable, repositoryRoot + "/scripts/fixtures/check_export.py", mode, source, exported])
 }
 
 /// Every tensor of `model`: name → (info, bytes).

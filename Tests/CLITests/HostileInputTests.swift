@@ -19,7 +19,7 @@ import WStoreTestSupport
     }
 
     func python(_ script: String) throws {
-        let r = runProcess("/usr/bin/env", ["python3", "-c", script])
+        let r = runProcess("/usr/bin/env", [pythonExecutable, "-c", script])
         try #require(r.status == 0, "python failed: \(r.output)")
     }
 

@@ -121,12 +121,10 @@ import WStoreTestSupport
             try v2.withUnsafeBytes { try txn.put(store.chunks, PrefixKey.bytes(k1), $0) }
             try v1.withUnsafeBytes { try txn.put(store.chunks, PrefixKey.bytes(k2), $0) }
         }
-        do {
-            _ = try store.lookup(tokens: cached[0], model: "m")
-            Issue.record("a lookup returned another prefix's chunk")
-        } catch let e as WStoreError {
-            #expect("\(e)".contains("not the chunk of this key"))
-        }
+        // The swapped chunk ends the prefix before it: nothing of another prefix is returned.
+        let found = try store.lookup(tokens: cached[0], model: "m")
+        #expect(found.tokens == 0 && found.kv == nil)
+        #expect("\(try #require(found.damage))".contains("not the chunk of this key"))
         #expect(Set(try store.verify().map(\.key)).isSuperset(of: [k1, k2]))
         // An index entry without its chunk is found too.
         try store.env.write { txn in _ = try txn.delete(store.chunks, PrefixKey.bytes(k1)) }
@@ -166,23 +164,24 @@ import WStoreTestSupport
         #expect(throws: WStoreError.self) { _ = try KVStore.open(at: dir + "/kv", readOnly: true) }
     }
 
-    @Test func corruptChunkIsReportedNeverReturned() throws {
+    @Test func corruptChunkEndsThePrefixAndIsReported() throws {
         let tmp = TemporaryDirectory("corrupt")
         let dir = tmp.path
-        for codec in [KVCodec.lossless, .int4] {
+        for codec in [KVCodec.lossless, .int4, .raw] {
             var o = options(chunk: 64)
             o.codec = codec
             let path = dir + "/kv-\(codec)"
             var store: KVStore? = try KVStore.create(at: path, options: o)
             var rng = SplitMix64(seed: 3)
-            let tokens: [UInt32] = (0 ..< 64).map { UInt32($0) }
+            let tokens: [UInt32] = (0 ..< 128).map { UInt32($0) }
             let kv = try KVCacheData(layers: [KVLayer(
-                keys: KVTensor(floats: rng.normals(2 * 64 * 16), dtype: .f16, heads: 2, tokens: 64, headDim: 16),
-                values: KVTensor(floats: rng.normals(2 * 64 * 16), dtype: .f16, heads: 2, tokens: 64, headDim: 16))])
+                keys: KVTensor(floats: rng.normals(2 * 128 * 16), dtype: .f16, heads: 2, tokens: 128, headDim: 16),
+                values: KVTensor(floats: rng.normals(2 * 128 * 16), dtype: .f16, heads: 2, tokens: 128, headDim: 16))])
             try store!.store(tokens: tokens, model: "m", kv: kv)
+            let intact = try store!.lookup(tokens: tokens, model: "m").kv!
             store = nil
-            // Flip one byte of the stored chunk's payload in the file.
-            let key = PrefixKey.chain(tokens: tokens, chunkTokens: 64, model: "m")[0]
+            // Flip one byte of the second chunk's payload in the file.
+            let key = PrefixKey.chain(tokens: tokens, chunkTokens: 64, model: "m")[1]
             let chunkBytes = try KVStore.open(at: path, readOnly: true).rawChunk(key)!
             let needle = Array(chunkBytes.suffix(48).prefix(32))
             var file = try Data(contentsOf: URL(fileURLWithPath: path + "/data.mdb"))
@@ -190,7 +189,21 @@ import WStoreTestSupport
             file[at.lowerBound + 5] ^= 0x5A
             try file.write(to: URL(fileURLWithPath: path + "/data.mdb"))
             let reopened = try KVStore.open(at: path)
-            #expect(throws: WStoreError.self) { _ = try reopened.lookup(tokens: tokens, model: "m") }
+            // The intact first chunk is returned, the damage reported, never the damaged bytes.
+            let found = try reopened.lookup(tokens: tokens, model: "m")
+            #expect(found.tokens == 64 && found.chunks == 1, "\(codec)")
+            #expect(found.kv == intact.slice(tokens: 0 ..< 64), "\(codec)")
+            let damage = try #require(found.damage, "\(codec)")
+            #expect("\(damage)".contains(String(key, radix: 16)), "\(damage)")
+            // Into the caller's buffers: the same.
+            var k = [UInt8](repeating: 0, count: 128 * 2 * 16 * 2), v = k
+            let delivered = try k.withUnsafeMutableBytes { kb in
+                try v.withUnsafeMutableBytes { vb in
+                    try reopened.lookup(tokens: tokens, model: "m", into: [KVLayerView(
+                        keys: kb.baseAddress!, values: vb.baseAddress!, dtype: .f16, kvHeads: 2, headDim: 16, tokenStride: 2 * 16 * 2)])
+                }
+            }
+            #expect(delivered.tokens == 64 && delivered.damage != nil, "\(codec)")
             #expect(try reopened.verify().count == 1)
         }
     }
@@ -223,10 +236,10 @@ import WStoreTestSupport
         let kv = try KVStore.create(at: tmp.sub("kv"), options: options)
         let stored = try kv.env.withRead { try $0.get(kv.meta, Array("settings".utf8)).map { Array($0) } }
         // format-spec/KV.md §2: one JSON object, keys sorted, as a generic JSON writer writes it,
-        // sealed to its key (version 2).
+        // sealed to its key (version 2; only a raw-codec store is written as version 3).
         let opened = try #require(stored).withUnsafeBytes { Sealed.openJSON($0, key: Array("settings".utf8)) }
         let object: [String: Any] = [
-            "format": "wstore-kv", "format_version": KVStore.formatVersion, "chunk_tokens": 128, "budget_bytes": 1 << 20, "max_chunks": 0,
+            "format": "wstore-kv", "format_version": 2, "chunk_tokens": 128, "budget_bytes": 1 << 20, "max_chunks": 0,
             "codec": "int4", "kivi_group": options.kivi.group, "kivi_residual": options.kivi.residual,
         ]
         #expect(opened == [UInt8](try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])))

@@ -20,7 +20,7 @@ struct ResidencyManagerTests {
                     let h = try m.acquire(layer: l, expert: e)
                     #expect(h.parts == partNames)
                     #expect(holdsExpectedBytes(h) == true)
-                    #expect(Int(bitPattern: h.bytes.baseAddress!) % 64 == 0)
+                    h.withBytes { #expect(Int(bitPattern: $0.baseAddress!) % 64 == 0) }
                 }
             }
         }
@@ -114,10 +114,19 @@ struct ResidencyManagerTests {
     @Test func badRequestsAreErrors() throws {
         let dir = TemporaryDirectory()
         let store = try makeExpertStore(at: dir.path + "/s", layers: 1, experts: 2)
-        let m = try ResidencyManager(store: store, model: "m", budget: 1000)
+        // A budget that cannot hold the largest expert is refused at open, not at the first acquire.
         #expect(throws: ResidencyError.expertLargerThanBudget(layer: 0, expert: 0, bytes: 3072, budget: 1000)) {
-            _ = try m.acquire(layer: 0, expert: 0)
+            _ = try ResidencyManager(store: store, model: "m", budget: 1000)
         }
+        let m = try ResidencyManager(store: store, model: "m", budget: 3072)
+        #expect(throws: ResidencyError.setLargerThanBudget(layer: 0, experts: [0, 1], bytes: 6144, budget: 3072)) {
+            _ = try m.acquire(layer: 0, experts: [0, 1])
+        }
+        #expect(throws: WStoreError.invalidArgument("expert 1 of layer 0 is listed twice")) {
+            _ = try m.acquire(layer: 0, experts: [1, 1])
+        }
+        #expect(m.prefetch(layer: 0, experts: [1, 7, -1]) == [7, -1])
+        #expect(m.prefetch(layer: 3, experts: [0]) == [0])
         #expect(throws: ResidencyError.notIndexed(layer: 0, expert: 5, model: "m")) { _ = try m.acquire(layer: 0, expert: 5) }
         #expect(throws: WStoreError.self) { _ = try ResidencyManager(store: store, model: "nope", budget: 1 << 20) }
     }
@@ -262,4 +271,89 @@ func syncAcquire(_ m: ResidencyManager, _ layer: Int, _ expert: Int) throws -> E
 final class Counter: Sendable {
     let value: Atomic<Int>
     init(_ initial: Int = 0) { value = Atomic(initial) }
+}
+
+/// Sets of experts pinned at once, and waits that sleep until a release makes room.
+@Suite struct AcquireManyTests {
+    /// Four threads each pin a token's top-2 experts of one layer under a budget of four
+    /// experts: with one-at-a-time acquires two threads can each hold half of what the
+    /// other needs; sets pinned all-or-none always finish.
+    @Test func fourThreadsTopTwoUnderABudgetOfFourExperts() throws {
+        let dir = TemporaryDirectory()
+        let store = try makeExpertStore(at: dir.path + "/s", layers: 2, experts: 8)
+        let expert = 3 * 1024
+        var o = ResidencyManager.Options()
+        o.whenFull = .wait(timeout: .seconds(60))
+        let m = try ResidencyManager(store: store, model: "m", budget: 4 * expert, options: o)
+        let failures = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: 4) { t in
+            var rng = SplitMix64(seed: UInt64(t + 1))
+            for token in 0 ..< 200 {
+                let layer = token % 2
+                let a = Int(rng.next() % 8)
+                let b = (a + 1 + Int(rng.next() % 7)) % 8
+                do {
+                    let set = try m.acquire(layer: layer, experts: [a, b])
+                    for i in 0 ..< 2 {
+                        for (p, part) in partNames.enumerated() {
+                            let ok = try set.withBytes(i, part: part) { bytes in
+                                bytes.indices.allSatisfy { bytes[$0] == expectedByte(layer: layer, expert: [a, b][i], part: p, at: $0) }
+                            }
+                            if !ok { failures.withLock { $0.append("thread \(t) token \(token): wrong bytes") } }
+                        }
+                    }
+                    set.release()
+                } catch {
+                    failures.withLock { $0.append("thread \(t) token \(token): \(error)") }
+                    return
+                }
+            }
+        }
+        #expect(failures.withLock { $0 } == [])
+        #expect(m.invariantViolation() == nil)
+        let s = m.stats()
+        #expect(s.total.demandHits + s.total.demandMisses >= 4 * 200 * 2)
+        #expect(s.peakResidentBytes <= 4 * expert)
+    }
+
+    /// A waiter for room is woken by the release that makes it, well before its timeout,
+    /// and an acquire reports whether it hit.
+    @Test func aWaiterWakesOnRelease() async throws {
+        let dir = TemporaryDirectory()
+        let store = try makeExpertStore(at: dir.path + "/s", layers: 1, experts: 4)
+        var o = ResidencyManager.Options()
+        o.whenFull = .wait(timeout: .seconds(600))
+        let m = try ResidencyManager(store: store, model: "m", budget: 2 * 3 * 1024, options: o)
+        let held = try await m.acquire(layer: 0, experts: [0, 1])
+        #expect(!held.wasHit(0) && !held.wasHit(1))
+        // A blocked thread (the sync form) waits on the room signal.
+        let waiter = Task.detached { () throws -> Bool in
+            let h = try { () throws -> ExpertHandle in try m.acquire(layer: 0, expert: 2) }()
+            return h.wasHit
+        }
+        // The waiter cannot finish while both experts are pinned; releasing wakes it.
+        try await Task.sleep(for: .milliseconds(50))
+        held.release()
+        #expect(try await waiter.value == false)
+        let again = try await m.acquire(layer: 0, expert: 2)
+        let hit = again.wasHit
+        #expect(hit)
+        again.release()
+        let asyncSet = try await m.acquire(layer: 0, experts: [2, 3])
+        #expect(asyncSet.wasHit(0) && !asyncSet.wasHit(1))
+        #expect(m.invariantViolation() == nil)
+    }
+
+    @Test func partsCarryDTypeAndShape() throws {
+        let dir = TemporaryDirectory()
+        let store = try makeExpertStore(at: dir.path + "/s", layers: 1, experts: 2, elements: 100)
+        let layouts = try ResidencyManager.expertLayouts(store: store, model: "m")
+        #expect(layouts.count == 2)
+        let m = try ResidencyManager(store: store, model: "m", budget: 1 << 20)
+        let l = try #require(m.layout(layer: 0, expert: 1))
+        #expect(l.parts.map(\.name) == partNames)
+        #expect(l.parts.allSatisfy { $0.dtype == .bf16 && $0.shape == [100] && $0.size == 200 && $0.offset % 64 == 0 })
+        #expect(l.totalBytes == 3 * 256)
+        #expect(m.layout(layer: 0, expert: 2) == nil)
+    }
 }

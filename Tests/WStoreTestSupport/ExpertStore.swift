@@ -32,8 +32,10 @@ package func makeExpertStore(at path: String, layers: Int, experts: Int, element
 /// Whether every part of `h` holds the bytes ``makeExpertStore`` wrote.
 package func holdsExpectedBytes(_ h: borrowing ExpertHandle) -> Bool {
     for (p, part) in partNames.enumerated() {
-        guard let b = h.bytes(part: part) else { return false }
-        for i in 0 ..< b.count where b[i] != expectedByte(layer: h.layer, expert: h.expert, part: p, at: i) { return false }
+        let ok = try? h.withBytes(part: part) { b in
+            b.indices.allSatisfy { b[$0] == expectedByte(layer: h.layer, expert: h.expert, part: p, at: $0) }
+        }
+        guard ok == true else { return false }
     }
     return true
 }

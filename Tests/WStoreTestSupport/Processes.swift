@@ -32,17 +32,21 @@ package func runProcess(_ executable: String, _ arguments: [String], separateErr
                          errors: String(decoding: errData, as: UTF8.self))
 }
 
+/// The Python the tests run: the Makefile's virtual environment (`WSTORE_PYTHON`, which has
+/// numpy, safetensors, gguf and ml_dtypes), else `python3` from PATH.
+package let pythonExecutable = ProcessInfo.processInfo.environment["WSTORE_PYTHON"] ?? "python3"
+
 /// A Python run that failed: its arguments and what it wrote to standard error.
 package struct PythonError: Error, CustomStringConvertible {
     package var arguments: [String]
     package var errors: String
-    package var description: String { "python3 \(arguments.joined(separator: " ")) failed: \(errors)" }
+    package var description: String { "\(pythonExecutable) \(arguments.joined(separator: " ")) failed: \(errors)" }
 }
 
-/// Runs `python3` with `arguments` and returns its standard output.
+/// Runs ``pythonExecutable`` with `arguments` and returns its standard output.
 /// - Throws: ``PythonError`` when it exits non-zero.
 package func runPython(_ arguments: [String]) throws -> String {
-    let r = runProcess("/usr/bin/env", ["python3"] + arguments, separateErrors: true)
+    let r = runProcess("/usr/bin/env", [pythonExecutable] + arguments, separateErrors: true)
     guard r.status == 0 else { throw PythonError(arguments: arguments, errors: r.errors + r.output) }
     return r.output
 }

@@ -46,7 +46,7 @@ let benchmarks: @Sendable () -> Void = {
         benchmark.startMeasurement()
         for _ in benchmark.scaledIterations {
             let h = try manager.acquire(layer: 0, expert: 3)
-            blackHole(h.bytes.baseAddress)
+            h.withBytes { blackHole($0.baseAddress) }
             h.release()
         }
     }
@@ -60,7 +60,7 @@ let benchmarks: @Sendable () -> Void = {
         benchmark.startMeasurement()
         for i in benchmark.scaledIterations {
             let h = try manager.acquire(layer: 1, expert: i & 1)
-            blackHole(h.bytes.baseAddress)
+            h.withBytes { blackHole($0.baseAddress) }
             h.release()
         }
     }

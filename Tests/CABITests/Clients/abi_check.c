@@ -9,10 +9,16 @@
  * parts down, gate, up of 256 bf16 each, byte i of part p of expert (l, e) =
  * l*31 + e*7 + p*3 + i*13 + i/256. Prints one line per failed check and exits 1 if any.
  */
+#define _POSIX_C_SOURCE 200809L
 #include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include "wstore.h"
 
@@ -156,7 +162,13 @@ static void check_tensors(wstore_store *st) {
     CHECK_RC(wstore_info(st, "m", "missing.weight", &info), WSTORE_E_NOT_FOUND);
     CHECK(strstr(wstore_last_error(), "missing.weight") != NULL, "not-found message: %s", wstore_last_error());
     CHECK_RC(wstore_with_tensor(st, "m", "missing.weight", 0, check_embed, &seen), WSTORE_E_NOT_FOUND);
-    CHECK_RC(wstore_info(st, NULL, "embed", &info), WSTORE_E_NOT_FOUND); /* NULL model is "default" */
+    /* NULL names the only model of a one-model store. */
+    CHECK_RC(wstore_info(st, NULL, "embed", &info), WSTORE_OK);
+    CHECK(info.raw_size == 128, "NULL model reads model m");
+    /* An unknown model's message lists the models there are. */
+    CHECK_RC(wstore_info(st, "mixtral", "embed", &info), WSTORE_E_NOT_FOUND);
+    CHECK(strstr(wstore_last_error(), "mixtral") && strstr(wstore_last_error(), "holds: m"), "unknown model: %s",
+          wstore_last_error());
 
     /* Decode into the caller's buffer. */
     CHECK_RC(wstore_info(st, "m", "big", &info), WSTORE_OK);
@@ -205,6 +217,7 @@ static int expert_holds(const wstore_expert *h, int l, int e) {
     static const char *names[3] = {"down", "gate", "up"};
     for (int p = 0; p < 3; p++) {
         if (strcmp(parts[p].name, names[p]) != 0 || parts[p].size != 512 || ((uintptr_t)parts[p].data & 63) != 0) return 0;
+        if (parts[p].dtype != WSTORE_DTYPE_BF16 || parts[p].rank != 1 || parts[p].shape[0] != 256) return 0;
         const unsigned char *b = parts[p].data;
         for (size_t i = 0; i < parts[p].size; i++) if (b[i] != expert_byte(l, e, p, i)) return 0;
     }
@@ -216,6 +229,9 @@ static void check_residency(wstore_store *st) {
     CHECK_RC(wstore_residency_open(st, "m", 3072, "bogus", 0, 0, &r), WSTORE_E_INVALID_ARGUMENT);
     CHECK(strstr(wstore_last_error(), "bogus") != NULL, "policy message: %s", wstore_last_error());
     CHECK_RC(wstore_residency_open(st, "nope", 3072, NULL, 0, 0, &r), WSTORE_E_NOT_FOUND);
+    /* A budget smaller than the largest expert (1536 bytes) is refused at open. */
+    CHECK_RC(wstore_residency_open(st, "m", 1535, NULL, 0, 0, &r), WSTORE_E_BUDGET);
+    CHECK(r == NULL && strstr(wstore_last_error(), "1536") != NULL, "small budget: %s", wstore_last_error());
     /* Room for exactly two experts of 3 x 512 bytes; fail at once when all is pinned. */
     CHECK_RC(wstore_residency_open(st, "m", 3072, "lru", 1, 0, &r), WSTORE_OK);
     if (!r) return;
@@ -245,7 +261,10 @@ static void check_residency(wstore_store *st) {
     CHECK(c && expert_holds(c, 1, 0), "expert (1, 0) bytes after eviction");
 
     int64_t hint[2] = {1, 99};
-    CHECK_RC(wstore_residency_prefetch(r, 1, hint, 2), WSTORE_OK);
+    CHECK_RC(wstore_residency_prefetch(r, 1, hint, 2), WSTORE_E_NOT_FOUND); /* 99 is reported, 1 still queued */
+    CHECK(strstr(wstore_last_error(), "99") != NULL, "bad hint: %s", wstore_last_error());
+    CHECK_RC(wstore_residency_prefetch(r, 1, hint, 1), WSTORE_OK);
+    CHECK_RC(wstore_residency_prefetch(r, 7, hint, 1), WSTORE_E_NOT_FOUND);
     CHECK_RC(wstore_residency_prefetch(r, 1, NULL, 1), WSTORE_E_INVALID_ARGUMENT);
 
     wstore_residency_stats s;
@@ -263,7 +282,12 @@ static void check_residency(wstore_store *st) {
 
     /* A hit: acquire what is resident and pinned already. */
     wstore_expert *b2 = NULL;
+    int hit = -1;
     CHECK_RC(wstore_expert_acquire(r, 0, 1, &b2), WSTORE_OK);
+    CHECK_RC(wstore_expert_hit(b2, &hit), WSTORE_OK);
+    CHECK(hit == 1, "acquire of a resident expert is a hit");
+    CHECK_RC(wstore_expert_hit(c, &hit), WSTORE_OK);
+    CHECK(hit == 0, "acquire that loaded is a miss");
     CHECK_RC(wstore_residency_get_stats(r, 0, &s), WSTORE_OK);
     CHECK(s.demand_hits == 1, "layer 0 hits %llu", (unsigned long long)s.demand_hits);
     wstore_expert_release(b2);
@@ -271,10 +295,134 @@ static void check_residency(wstore_store *st) {
     /* Handles outlive the manager: bytes stay valid until released. */
     wstore_residency_close(r);
     CHECK(expert_holds(b, 0, 1) && expert_holds(c, 1, 0), "bytes valid after the manager is closed");
-    wstore_expert_release(b);
-    wstore_expert_release(c);
-    wstore_expert_release(NULL);
-    wstore_residency_close(NULL);
+    CHECK_RC(wstore_expert_release(b), WSTORE_OK);
+    CHECK_RC(wstore_expert_release(c), WSTORE_OK);
+    CHECK_RC(wstore_expert_release(NULL), WSTORE_OK);
+    CHECK_RC(wstore_residency_close(NULL), WSTORE_OK);
+}
+
+/* Misuse fails loudly: every stale, doubled or wrong-kind handle is WSTORE_E_INVALID_HANDLE. */
+static void check_misuse(const char *path) {
+    wstore_store *st = NULL;
+    CHECK_RC(wstore_open(path, &st), WSTORE_OK);
+    if (!st) return;
+    wstore_residency *r = NULL;
+    CHECK_RC(wstore_residency_open(st, NULL, 3072, NULL, 0, 0, &r), WSTORE_OK);
+    if (!r) return;
+    wstore_expert *e = NULL;
+    CHECK_RC(wstore_expert_acquire(r, 0, 0, &e), WSTORE_OK);
+    const wstore_expert_part *parts = NULL;
+    size_t count = 0;
+    CHECK_RC(wstore_expert_release(e), WSTORE_OK);
+    CHECK_RC(wstore_expert_release(e), WSTORE_E_INVALID_HANDLE);            /* double release */
+    CHECK(strstr(wstore_last_error(), "expert") != NULL, "double release: %s", wstore_last_error());
+    CHECK_RC(wstore_expert_parts(e, &parts, &count), WSTORE_E_INVALID_HANDLE); /* use after release */
+    int hit;
+    CHECK_RC(wstore_expert_hit(e, &hit), WSTORE_E_INVALID_HANDLE);
+    /* The slot is reused by the next acquire; the stale handle still does not match it. */
+    wstore_expert *again = NULL;
+    CHECK_RC(wstore_expert_acquire(r, 0, 0, &again), WSTORE_OK);
+    CHECK(again != e, "a new handle differs from a released one");
+    CHECK_RC(wstore_expert_release(e), WSTORE_E_INVALID_HANDLE);
+    CHECK_RC(wstore_expert_parts(again, &parts, &count), WSTORE_OK);
+    /* Wrong kinds. */
+    wstore_tensor_info info;
+    CHECK_RC(wstore_info((wstore_store *)r, "m", "embed", &info), WSTORE_E_INVALID_HANDLE);
+    CHECK_RC(wstore_expert_release((wstore_expert *)st), WSTORE_E_INVALID_HANDLE);
+    CHECK_RC(wstore_expert_acquire((wstore_residency *)again, 0, 0, &e), WSTORE_E_INVALID_HANDLE);
+    CHECK_RC(wstore_residency_close((wstore_residency *)st), WSTORE_E_INVALID_HANDLE);
+    /* Use after close, double close. */
+    CHECK_RC(wstore_residency_close(r), WSTORE_OK);
+    CHECK_RC(wstore_expert_acquire(r, 0, 0, &e), WSTORE_E_INVALID_HANDLE);
+    int64_t one = 0;
+    CHECK_RC(wstore_residency_prefetch(r, 0, &one, 1), WSTORE_E_INVALID_HANDLE);
+    wstore_residency_stats rs;
+    CHECK_RC(wstore_residency_get_stats(r, -1, &rs), WSTORE_E_INVALID_HANDLE);
+    CHECK_RC(wstore_residency_close(r), WSTORE_E_INVALID_HANDLE);
+    CHECK_RC(wstore_expert_release(again), WSTORE_OK);                        /* outlives its manager */
+    CHECK_RC(wstore_close(st), WSTORE_OK);
+    CHECK_RC(wstore_info(st, "m", "embed", &info), WSTORE_E_INVALID_HANDLE);
+    unsigned char buf[128];
+    CHECK_RC(wstore_read(st, "m", "embed", buf, sizeof buf, 1), WSTORE_E_INVALID_HANDLE);
+    CHECK_RC(wstore_residency_open(st, "m", 3072, NULL, 0, 0, &r), WSTORE_E_INVALID_HANDLE);
+    CHECK_RC(wstore_close(st), WSTORE_E_INVALID_HANDLE);
+    /* A pointer that was never a handle. */
+    CHECK_RC(wstore_close((wstore_store *)(uintptr_t)0x1234), WSTORE_E_INVALID_HANDLE);
+    CHECK_RC(wstore_format_version((wstore_store *)(uintptr_t)0x1234, &hit), WSTORE_E_INVALID_HANDLE);
+}
+
+/* Writing through a resident expert's pointer faults at once (the pages are read-only):
+ * done in a child process, which must die of SIGSEGV. */
+static void check_resident_bytes_are_read_only(wstore_store *st) {
+    wstore_residency *r = NULL;
+    wstore_expert *e = NULL;
+    const void *data = NULL;
+    size_t size = 0;
+    CHECK_RC(wstore_residency_open(st, "m", 3072, NULL, 0, 0, &r), WSTORE_OK);
+    CHECK_RC(wstore_expert_acquire(r, 1, 1, &e), WSTORE_OK);
+    CHECK_RC(wstore_expert_part_by_name(e, "up", &data, &size), WSTORE_OK);
+    if (!data) return;
+    fflush(stdout);
+    pid_t pid = fork();
+    if (pid == 0) {
+        ((volatile unsigned char *)data)[7] = 0x55; /* must fault: the child inherits the read-only pages */
+        _exit(0);
+    }
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFSIGNALED(status) && WTERMSIG(status) == SIGSEGV, "write through a resident pointer: status 0x%x", status);
+    CHECK(expert_holds(e, 1, 1), "bytes intact");
+    wstore_expert_release(e);
+    wstore_residency_close(r);
+}
+
+/* Four threads each pin a token's top-2 experts of one layer at once under a budget of
+ * two experts (this store has two per layer): acquire_many never leaves two threads each
+ * holding half of what the other needs. */
+struct many_worker { wstore_residency *r; int bad; int errors; int hits; };
+
+static void *acquire_many_loop(void *arg) {
+    struct many_worker *w = arg;
+    for (int i = 0; i < 200; i++) {
+        int64_t layer = i & 1, set[2] = {i & 2 ? 1 : 0, i & 2 ? 0 : 1};
+        wstore_expert *h[2] = {NULL, NULL};
+        int hits[2] = {-1, -1};
+        if (wstore_expert_acquire_many(w->r, layer, set, 2, h, hits) != WSTORE_OK) { w->errors++; continue; }
+        if (!expert_holds(h[0], (int)layer, (int)set[0]) || !expert_holds(h[1], (int)layer, (int)set[1])) w->bad++;
+        w->hits += hits[0] + hits[1];
+        if (wstore_expert_release(h[1]) != WSTORE_OK || wstore_expert_release(h[0]) != WSTORE_OK) w->errors++;
+    }
+    return NULL;
+}
+
+static void check_acquire_many(wstore_store *st) {
+    wstore_residency *r = NULL;
+    CHECK_RC(wstore_residency_open(st, "m", 2 * 1536, "lru", 1, 60000, &r), WSTORE_OK);
+    if (!r) return;
+    wstore_expert *h[2];
+    int64_t dup[2] = {1, 1}, three[3] = {0, 1, 0}, bad[2] = {0, 9};
+    CHECK_RC(wstore_expert_acquire_many(r, 0, dup, 2, h, NULL), WSTORE_E_INVALID_ARGUMENT);
+    CHECK_RC(wstore_expert_acquire_many(r, 0, bad, 2, h, NULL), WSTORE_E_NOT_FOUND);
+    CHECK_RC(wstore_expert_acquire_many(r, 0, three, 2, NULL, NULL), WSTORE_E_INVALID_ARGUMENT);
+    enum { N = 4 };
+    pthread_t t[N];
+    struct many_worker w[N];
+    for (int i = 0; i < N; i++) {
+        w[i] = (struct many_worker){r, 0, 0, 0};
+        pthread_create(&t[i], NULL, acquire_many_loop, &w[i]);
+    }
+    int bad_bytes = 0, errors = 0;
+    for (int i = 0; i < N; i++) {
+        pthread_join(t[i], NULL);
+        bad_bytes += w[i].bad;
+        errors += w[i].errors;
+    }
+    CHECK(bad_bytes == 0 && errors == 0, "acquire_many from 4 threads: %d wrong, %d failed", bad_bytes, errors);
+    wstore_residency_stats s;
+    CHECK_RC(wstore_residency_get_stats(r, -1, &s), WSTORE_OK);
+    CHECK(s.demand_hits + s.demand_misses == N * 200 * 2 && s.peak_resident_bytes <= 2 * 1536, "counted %llu peak %llu",
+          (unsigned long long)(s.demand_hits + s.demand_misses), (unsigned long long)s.peak_resident_bytes);
+    wstore_residency_close(r);
 }
 
 /* Several threads acquire, check and release experts of one manager at once, with room
@@ -342,8 +490,11 @@ int main(int argc, char **argv) {
         check_tensors(st);
         check_residency(st);
         check_concurrent_acquires(st);
+        check_acquire_many(st);
+        check_resident_bytes_are_read_only(st);
         wstore_close(st);
     }
+    check_misuse(argv[1]);
     wstore_close(NULL);
     printf("abi_check: %d checks, %d failed\n", checks, failures);
     return failures == 0 ? 0 : 1;

@@ -1,0 +1,274 @@
+"""The KV cache: the keys and values of token prefixes, stored in chunks and looked up by
+the longest cached prefix, decoded straight into the caller's numpy arrays.
+
+    import wstore.kv
+    with wstore.kv.open("prompts.kvstore", chunk_tokens=256, codec="int4", budget=8 << 30) as kv:
+        kv.store(tokens, keys, values)           # per layer, arrays [tokens, kv_heads, head_dim]
+        hit = kv.lookup(tokens, out=(keys2, values2))
+        hit.tokens                               # leading tokens written into keys2/values2
+
+A layer's array may have any strides whose last axis is contiguous: a ``[kv_heads, tokens,
+head_dim]`` cache passes ``a.transpose(1, 0, 2)``. Nothing is lent: the library reads (store)
+or writes (lookup) the arrays during the call only.
+"""
+from __future__ import annotations
+
+import ctypes as C
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from . import _dtypes
+from ._errors import Closed, InvalidArgument
+from ._lib import check, cstr, lib
+from ._store import Owned
+
+#: Codec names and their enum wstore_kv_codec codes.
+CODECS = {"lossless": 0, "raw": 1, "int2": 2, "int4": 4, "int8": 8}
+_CODEC_NAMES = {v: k for k, v in CODECS.items()}
+
+
+class _Options(C.Structure):
+    """``struct wstore_kv_options``."""
+
+    _fields_ = [("chunk_tokens", C.c_int64), ("budget_bytes", C.c_int64), ("max_chunks", C.c_int64),
+                ("codec", C.c_int32), ("threads", C.c_int32), ("kivi_group", C.c_int32),
+                ("kivi_residual", C.c_int32)]
+
+
+class _Layer(C.Structure):
+    """``struct wstore_kv_layer``."""
+
+    _fields_ = [("k", C.c_void_p), ("v", C.c_void_p), ("dtype", C.c_int32), ("kv_heads", C.c_int32),
+                ("head_dim", C.c_int32), ("reserved", C.c_int32), ("token_stride", C.c_int64),
+                ("head_stride", C.c_int64)]
+
+
+class _Result(C.Structure):
+    """``struct wstore_kv_lookup_result``."""
+
+    _fields_ = [("tokens", C.c_uint64), ("chunks", C.c_uint64), ("damaged", C.c_int32), ("reserved", C.c_int32)]
+
+
+class _Stats(C.Structure):
+    """``struct wstore_kv_stats``."""
+
+    _fields_ = [("chunks", C.c_uint64), ("leaves", C.c_uint64), ("stored_bytes", C.c_uint64),
+                ("raw_bytes", C.c_uint64), ("chunk_tokens", C.c_int64), ("codec", C.c_int32),
+                ("read_only", C.c_int32), ("lookups", C.c_uint64), ("lookup_tokens", C.c_uint64),
+                ("hit_tokens", C.c_uint64), ("damaged_chunks", C.c_uint64), ("reserved", C.c_uint64 * 4)]
+
+
+_vp, _cp, _sz = C.c_void_p, C.c_char_p, C.c_size_t
+_U32P = C.POINTER(C.c_uint32)
+for _name, _res, _args in [
+    ("wstore_kv_create", C.c_int, [_cp, C.POINTER(_Options), C.POINTER(_vp)]),
+    ("wstore_kv_open", C.c_int, [_cp, C.c_int, C.c_int, C.POINTER(_vp)]),
+    ("wstore_kv_close", C.c_int, [_vp]),
+    ("wstore_kv_store", C.c_int, [_vp, _cp, _cp, _U32P, _sz, C.POINTER(_Layer), _sz, C.POINTER(_sz)]),
+    ("wstore_kv_probe", C.c_int, [_vp, _cp, _cp, _U32P, _sz, C.POINTER(_sz)]),
+    ("wstore_kv_lookup", C.c_int, [_vp, _cp, _cp, _U32P, _sz, C.POINTER(_Layer), _sz, C.POINTER(_Result)]),
+    ("wstore_kv_get_stats", C.c_int, [_vp, C.POINTER(_Stats)]),
+]:
+    _f = getattr(lib, _name)
+    _f.restype, _f.argtypes = _res, _args
+
+
+@dataclass(frozen=True)
+class Stats:
+    """A KV store's totals and this handle's counters (``struct wstore_kv_stats``)."""
+
+    chunks: int
+    leaves: int
+    stored_bytes: int
+    raw_bytes: int
+    chunk_tokens: int
+    codec: str
+    read_only: bool
+    lookups: int
+    lookup_tokens: int
+    hit_tokens: int
+    damaged_chunks: int
+
+    @property
+    def hit_rate(self) -> float:
+        """Tokens delivered over tokens asked for by lookups (0 when none)."""
+        return self.hit_tokens / self.lookup_tokens if self.lookup_tokens else 0.0
+
+
+@dataclass
+class Hit:
+    """What a lookup delivered: ``tokens`` leading tokens (whole chunks) in ``keys`` and
+    ``values``; ``damaged`` when the prefix ended at a damaged chunk (``message`` says which)."""
+
+    tokens: int
+    chunks: int
+    damaged: bool
+    message: str
+    #: Per layer, the arrays written (the caller's ``out``, or new ones cut to ``tokens``).
+    keys: list[np.ndarray]
+    values: list[np.ndarray]
+
+
+def _tokens(tokens: Sequence[int] | np.ndarray) -> np.ndarray:
+    t = np.ascontiguousarray(tokens, dtype=np.uint32)
+    if t.ndim != 1:
+        raise InvalidArgument(f"tokens must be one-dimensional, got shape {t.shape}")
+    return t
+
+
+def _layers(keys: Sequence[np.ndarray], values: Sequence[np.ndarray], n_tokens: int,
+            writable: bool) -> C.Array[_Layer]:
+    """The C descriptions of per-layer [tokens, kv_heads, head_dim] arrays, any strides
+    with a contiguous last axis."""
+    if len(keys) != len(values) or not keys:
+        raise InvalidArgument(f"keys and values must be lists of the same non-zero length "
+                              f"(got {len(keys)} and {len(values)})")
+    out = (_Layer * len(keys))()
+    for i, (k, v) in enumerate(zip(keys, values)):
+        for what, a in (("keys", k), ("values", v)):
+            if not isinstance(a, np.ndarray) or a.ndim != 3:
+                raise InvalidArgument(f"layer {i} {what}: an array [tokens, kv_heads, head_dim] is needed")
+            if a.shape[0] < n_tokens:
+                raise InvalidArgument(f"layer {i} {what}: {a.shape[0]} tokens, {n_tokens} needed")
+            if a.strides[2] != a.itemsize:
+                raise InvalidArgument(f"layer {i} {what}: the head_dim axis must be contiguous")
+            if writable and not a.flags.writeable:
+                raise InvalidArgument(f"layer {i} {what}: the array is read-only")
+            if a.dtype not in (np.float16, np.float32) and a.dtype != _dtypes.BY_CODE[10]:
+                raise InvalidArgument(f"layer {i} {what}: dtype {a.dtype} (float16, bfloat16 or float32 needed)")
+        if k.shape[1:] != v.shape[1:] or k.dtype != v.dtype or k.strides != v.strides:
+            raise InvalidArgument(f"layer {i}: keys and values differ in shape, dtype or strides")
+        out[i] = _Layer(k.ctypes.data, v.ctypes.data, _dtypes.CODE_OF[k.dtype], k.shape[1], k.shape[2], 0,
+                        k.strides[0], k.strides[1])
+    return out
+
+
+class KVStore:
+    """An open KV store (:func:`open`). A context manager. Lookups and probes may run on
+    any number of threads at once, in parallel with a store. ``close()`` is immediate for
+    this object (later calls raise :class:`wstore.Closed`); the C close waits for calls
+    still running on other threads."""
+
+    def __init__(self, path: str, handle: int) -> None:
+        self.path = path
+        self._h: Owned | None = Owned(handle, lib.wstore_kv_close)
+
+    def _live(self) -> Owned:
+        h = self._h
+        if h is None:
+            raise Closed(f"KV store {self.path} is closed")
+        return h
+
+    def close(self) -> None:
+        """Closes the store (a writable one writes its lookups' last-use stamps first).
+        The corresponding C function is ``wstore_kv_close``."""
+        self._h = None
+
+    def __enter__(self) -> KVStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def store(self, tokens: Sequence[int] | np.ndarray, keys: Sequence[np.ndarray], values: Sequence[np.ndarray],
+              *, model: str | None = None, salt: str | None = None) -> int:
+        """Stores the KV of ``tokens`` (per layer, arrays [tokens, kv_heads, head_dim] of
+        float16, bfloat16 or float32): writes the whole chunks that are missing. Returns
+        how many leading tokens are cached now.
+        The corresponding C function is ``wstore_kv_store``."""
+        h = self._live()
+        t = _tokens(tokens)
+        layers = _layers(keys, values, len(t), writable=False)
+        cached = C.c_size_t()
+        check(lib.wstore_kv_store(h.ptr, cstr(model), cstr(salt), t.ctypes.data_as(_U32P), len(t), layers,
+                                  len(layers), C.byref(cached)))
+        return cached.value
+
+    def probe(self, tokens: Sequence[int] | np.ndarray, *, model: str | None = None, salt: str | None = None) -> int:
+        """The longest cached prefix of ``tokens``, in tokens; decodes nothing.
+        The corresponding C function is ``wstore_kv_probe``."""
+        h = self._live()
+        t = _tokens(tokens)
+        cached = C.c_size_t()
+        check(lib.wstore_kv_probe(h.ptr, cstr(model), cstr(salt), t.ctypes.data_as(_U32P), len(t),
+                                  C.byref(cached)))
+        return cached.value
+
+    def lookup(self, tokens: Sequence[int] | np.ndarray,
+               out: tuple[Sequence[np.ndarray], Sequence[np.ndarray]] | None = None, *,
+               layers: int | None = None, kv_heads: int | None = None, head_dim: int | None = None,
+               dtype: np.dtype | type | str | None = None, model: str | None = None,
+               salt: str | None = None) -> Hit:
+        """Decodes the longest cached prefix of ``tokens`` straight into ``out`` = (keys,
+        values), per-layer arrays that can hold ``len(tokens)`` tokens; or, without
+        ``out``, into new arrays of ``layers`` x [tokens, kv_heads, head_dim] of ``dtype``,
+        returned cut to the tokens delivered. Every checksum is checked; a damaged chunk
+        ends the prefix (``Hit.damaged``). The corresponding C function is ``wstore_kv_lookup``."""
+        h = self._live()
+        t = _tokens(tokens)
+        if out is None:
+            if layers is None or kv_heads is None or head_dim is None or dtype is None:
+                raise InvalidArgument("without out=, give layers, kv_heads, head_dim and dtype")
+            dt = np.dtype(dtype)
+            shape = (len(t), int(kv_heads), int(head_dim))
+            keys = [np.empty(shape, dt) for _ in range(layers)]
+            values = [np.empty(shape, dt) for _ in range(layers)]
+        else:
+            keys, values = list(out[0]), list(out[1])
+        descs = _layers(keys, values, len(t), writable=True)
+        r = _Result()
+        check(lib.wstore_kv_lookup(h.ptr, cstr(model), cstr(salt), t.ctypes.data_as(_U32P), len(t), descs,
+                                   len(descs), C.byref(r)))
+        message = (lib.wstore_last_error() or b"").decode("utf-8", "replace") if r.damaged else ""
+        n = int(r.tokens)
+        if out is None:
+            keys, values = [k[:n] for k in keys], [v[:n] for v in values]
+        return Hit(tokens=n, chunks=int(r.chunks), damaged=bool(r.damaged), message=message, keys=keys,
+                   values=values)
+
+    def stats(self) -> Stats:
+        """The store's totals and this handle's counters.
+        The corresponding C function is ``wstore_kv_get_stats``."""
+        h = self._live()
+        s = _Stats()
+        check(lib.wstore_kv_get_stats(h.ptr, C.byref(s)))
+        return Stats(chunks=int(s.chunks), leaves=int(s.leaves), stored_bytes=int(s.stored_bytes),
+                     raw_bytes=int(s.raw_bytes), chunk_tokens=int(s.chunk_tokens),
+                     codec=_CODEC_NAMES.get(s.codec, f"codec{s.codec}"), read_only=bool(s.read_only),
+                     lookups=int(s.lookups), lookup_tokens=int(s.lookup_tokens), hit_tokens=int(s.hit_tokens),
+                     damaged_chunks=int(s.damaged_chunks))
+
+
+def open(path: str | os.PathLike[str], *, chunk_tokens: int = 256, codec: str = "lossless", budget: int = 0,
+         max_chunks: int = 0, threads: int = 1, read_only: bool = False, kivi_group: int = 0,
+         kivi_residual: int = 0) -> KVStore:  # noqa: A001
+    """Opens the KV store in directory ``path``, creating it with these settings when the
+    directory is missing or empty (``chunk_tokens``, ``codec`` — "lossless", "raw",
+    "int8", "int4" or "int2" — and ``budget``, the most stored bytes kept, 0 for no limit,
+    are fixed at creation; an existing store keeps its own). ``kivi_group`` (0: 64) and
+    ``kivi_residual`` tune the int codecs: keys are quantized per channel over runs of
+    ``kivi_group`` tokens of a chunk, values per token over runs of ``kivi_group`` channels,
+    and the newest ``kivi_residual`` tokens of each chunk stay unquantized.
+
+    Raises :class:`wstore.InvalidArgument` for bad settings, :class:`wstore.NotAStore`
+    for a directory that holds something else. The corresponding C functions are
+    ``wstore_kv_open`` and ``wstore_kv_create``.
+    """
+    p = os.fspath(path)
+    if codec not in CODECS:
+        raise InvalidArgument(f"unknown KV codec {codec!r}: one of {', '.join(CODECS)}")
+    if chunk_tokens < 1 or budget < 0 or max_chunks < 0:
+        raise InvalidArgument(f"chunk_tokens must be >= 1 and budget, max_chunks >= 0 "
+                              f"(got {chunk_tokens}, {budget}, {max_chunks})")
+    out = C.c_void_p()
+    fresh = not os.path.exists(p) or (os.path.isdir(p) and not os.listdir(p))
+    if fresh and not read_only:
+        opts = _Options(chunk_tokens=chunk_tokens, budget_bytes=budget, max_chunks=max_chunks,
+                        codec=CODECS[codec], threads=threads, kivi_group=kivi_group, kivi_residual=kivi_residual)
+        check(lib.wstore_kv_create(p.encode(), C.byref(opts), C.byref(out)))
+    else:
+        check(lib.wstore_kv_open(p.encode(), 1 if read_only else 0, threads, C.byref(out)))
+    return KVStore(p, out.value or 0)

@@ -1,0 +1,128 @@
+"""An MoE layer forward (router softmax, top-2, SwiGLU experts) over experts acquired through
+the package equals the same numpy code over the source arrays, bit for bit in fp32, from 4
+Python threads at once under a budget that forces evictions, with prefetch hints."""
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+
+import wstore
+
+from conftest import EXPERTS, FFN, HIDDEN, LAYERS
+
+Parts = Callable[[int, list[int]], dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]]
+
+
+def silu(x: np.ndarray) -> np.ndarray:
+    return x / (np.float32(1) + np.exp(-x))
+
+
+def route(x: np.ndarray, router: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Softmax over the router's logits; the top-2 experts per token and their weights."""
+    logits = x @ router.T
+    p = np.exp(logits - logits.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    top = np.argsort(-p, axis=1, kind="stable")[:, :2]
+    w = np.take_along_axis(p, top, axis=1)
+    return top, w / w.sum(axis=1, keepdims=True)
+
+
+def moe_layer(x: np.ndarray, router: np.ndarray, top2: Callable[[list[int]], dict], prefetch: Callable) -> np.ndarray:
+    top, weights = route(x, router)
+    prefetch(sorted(set(top.ravel().tolist())))
+    out = np.zeros_like(x)
+    for t in range(x.shape[0]):
+        with top2([int(e) for e in top[t]]) as experts:
+            for k, e in enumerate(top[t]):
+                gate, up, down = experts(int(e))
+                out[t] += weights[t, k] * (down @ (silu(gate @ x[t]) * (up @ x[t])))
+    return out
+
+
+class _Source:
+    """The reference: the same calls over the source arrays."""
+
+    def __init__(self, tensors: dict[str, np.ndarray], layer: int) -> None:
+        self.t, self.l = tensors, layer
+
+    def __call__(self, experts: list[int]) -> "_Source":
+        return self
+
+    def __enter__(self) -> Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        p = f"model.layers.{self.l}.block_sparse_moe.experts"
+        return lambda e: (self.t[f"{p}.{e}.w1.weight"], self.t[f"{p}.{e}.w3.weight"], self.t[f"{p}.{e}.w2.weight"])
+
+    def __exit__(self, *exc: object) -> None:
+        pass
+
+
+class _Acquired:
+    """The package: acquire_many of a token's experts, parts as arrays."""
+
+    def __init__(self, res: wstore.Residency, layer: int, experts: list[int]) -> None:
+        self.set = res.acquire_many(layer, experts)
+
+    def __enter__(self) -> Callable[[int], tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        def parts(e: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+            x = self.set[e]
+            assert not x["up"].flags.writeable
+            return x["gate"], x["up"], x["down"]
+        return parts
+
+    def __exit__(self, *exc: object) -> None:
+        self.set.release()
+
+
+def forward(x: np.ndarray, routers: list[np.ndarray], layer_experts: Callable, prefetch: Callable) -> np.ndarray:
+    for l in range(LAYERS):
+        x = x + moe_layer(x, routers[l], layer_experts(l), lambda es, l=l: prefetch(l, es))
+    return x
+
+
+@pytest.mark.parametrize("codec", ["raw", "zstd"])
+def test_moe_forward_bit_exact_from_four_threads(mixtral_dir: Path, mixtral_stores: dict[str, Path],
+                                                 codec: str) -> None:
+    src: dict[str, np.ndarray] = {}
+    for shard in sorted(mixtral_dir.glob("*.safetensors")):
+        src.update(load_file(str(shard)))
+    routers = [src[f"model.layers.{l}.block_sparse_moe.gate.weight"] for l in range(LAYERS)]
+    rng = np.random.default_rng(11)
+    inputs = [rng.standard_normal((12, HIDDEN), np.float32) for _ in range(4)]
+    want = [forward(x, routers, lambda l: _Source(src, l), lambda l, es: None) for x in inputs]
+
+    expert_bytes = 3 * FFN * HIDDEN * 4
+    with wstore.open(mixtral_stores[codec]) as store, \
+            store.residency("mixtral", 5 * expert_bytes, loaders=2) as res:
+        assert [store.tensor(f"model.layers.{l}.block_sparse_moe.gate.weight").tobytes() for l in range(LAYERS)] \
+            == [r.tobytes() for r in routers]
+        got: list[np.ndarray | None] = [None] * 4
+        errors: list[BaseException] = []
+        start = threading.Barrier(4)
+
+        def run(i: int) -> None:
+            try:
+                start.wait()
+                got[i] = forward(inputs[i], routers, lambda l: lambda es: _Acquired(res, l, es),
+                                 lambda l, es: res.prefetch(l, es))
+            except BaseException as e:  # noqa: BLE001 - reported below
+                errors.append(e)
+
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors
+        for g, w in zip(got, want):
+            assert g is not None and g.dtype == np.float32 and g.tobytes() == w.tobytes()
+        s = res.stats()
+        assert s.demand_hits + s.demand_misses == 4 * LAYERS * 12 * 2
+        assert s.evictions > 0 and s.peak_resident_bytes <= s.budget == 5 * expert_bytes
+        assert s.prefetch_loads + s.dropped_prefetches > 0
+        assert (s.layers, s.experts_per_layer, s.expert_bytes) == (LAYERS, EXPERTS, expert_bytes)
+        assert 0 < s.hit_rate < 1
