@@ -19,9 +19,10 @@ struct BenchCache: ParsableCommand {
             """)
 
     @Option(help: "The routing trace (format-spec/ROUTING-TRACE.md).") var trace: String
-    @Option(help: "Experts that fit: a count, or a percentage of all experts such as 50%.") var capacity: String?
+    @Option(help: "Experts that fit: a count or a percentage of all experts such as 50%; several as 25%,50%,75%.")
+    var capacity: String?
     @Option(help: "Bytes that fit (needs expert_bytes in the trace header, or --store).") var budget: Int?
-    @Option(help: "A policy name (\(ResidencyPolicyKind.allCases.map(\.rawValue).joined(separator: ", "))) or all.")
+    @Option(help: "A policy name (\(ResidencyPolicyKind.allCases.map(\.rawValue).joined(separator: ", "))), several as lru,forecast, or all.")
     var policy = "all"
     @Flag(help: "Issue the trace's predictions as prefetch hints one layer ahead.") var prefetch = false
     @Option(help: "Replay through a ResidencyManager over this store (real loads).") var store: String?
@@ -31,35 +32,112 @@ struct BenchCache: ParsableCommand {
     var layerTimeUs = 0
     @Option(help: "With --store: where loads read records from (\(ReadPath.allCases.map(\.rawValue).joined(separator: ", "))).")
     var loadPath: ReadPath = .fileDropCache
+    @Option(name: .customLong("cache-aware-routing"),
+            help: "Relative tolerances such as 0.1,0.2: also replay lru and the default policy with resident-aware routing (traces with scores).")
+    var cacheAwareRouting: String?
     @Flag(help: "Print one JSON object.") var json = false
 
     func validate() throws {
         guard (capacity == nil) != (budget == nil) else { throw ValidationError("give exactly one of --capacity and --budget") }
-        if policy != "all" && ResidencyPolicyKind(rawValue: policy) == nil {
-            throw ValidationError("unknown policy \(policy); choose one of \(ResidencyPolicyKind.allCases.map(\.rawValue).joined(separator: ", ")) or all")
+        if policy != "all", let bad = policy.split(separator: ",").first(where: { ResidencyPolicyKind(rawValue: String($0)) == nil }) {
+            throw ValidationError("unknown policy \(bad); choose one of \(ResidencyPolicyKind.allCases.map(\.rawValue).joined(separator: ", ")) or all")
         }
         if layerTimeUs < 0 { throw ValidationError("--layer-time-us must not be negative") }
+        if cacheAwareRouting != nil {
+            guard store == nil else { throw ValidationError("--cache-aware-routing replays a simulation; drop --store") }
+            _ = try tolerances()
+        }
+    }
+
+    /// The `--cache-aware-routing` tolerances.
+    func tolerances() throws -> [Double] {
+        guard let cacheAwareRouting else { return [] }
+        let values = cacheAwareRouting.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
+        guard !values.isEmpty, values.allSatisfy({ $0 != nil && (0 ... 1).contains($0!) }) else {
+            throw ValidationError("--cache-aware-routing takes tolerances in 0...1 such as 0.1,0.2, got \(cacheAwareRouting)")
+        }
+        return values.map { $0! }
     }
 
     func run() throws {
-        let report = try makeReport()
+        let output = try makeOutput()
         if json {
-            try JSONOutput.print(report)
+            try JSONOutput.print(output)
         } else {
-            printHuman(report)
+            printHuman(output)
         }
     }
 
-    /// Replays the trace and gathers every figure.
-    func makeReport() throws -> Report {
+    /// Replays the trace at every capacity asked for and gathers every figure.
+    func makeOutput() throws -> BenchCacheOutput {
         let trace = try RoutingTrace.load(path: self.trace)
+        let texts = capacity.map { $0.split(separator: ",").map(String.init) } ?? [""]
+        var runs: [Report] = []
+        for text in texts { runs.append(try makeReport(trace, capacityText: text)) }
+        let stats = RoutingTraceStats(trace)
+        var routing: [RoutingRow] = []
+        let tols = try tolerances()
+        if !tols.isEmpty {
+            guard trace.hasScores else {
+                throw WStoreError.invalidArgument("--cache-aware-routing needs router scores, and trace \(self.trace) has none")
+            }
+            let g = trace.header.geometry
+            for run in runs {
+                for kind in [ResidencyPolicyKind.lru, .default] {
+                    for tol in [0] + tols {
+                        let r = ResidencySimulator.run(trace, policy: kind.make(geometry: g, capacity: run.capacity),
+                                                       capacity: run.capacity, prefetch: prefetch, cacheAwareRouting: tol)
+                        routing.append(RoutingRow(capacity: run.capacity, residency: run.residency, policy: kind.rawValue,
+                                                  tolerance: tol, hit_rate: r.hitRate, loads_per_access: r.loadsPerAccess,
+                                                  swapped: Double(r.swappedPicks) / Double(max(1, r.routedPicks)),
+                                                  mass_given_up: r.massGivenUp / Double(max(1, r.routedGroups))))
+                    }
+                }
+            }
+        }
+        return BenchCacheOutput(runs: runs, summary: summary(runs),
+                                hint_accuracy: trace.hasPredictions ? stats.accuracy : nil,
+                                cache_aware_routing: routing.isEmpty ? nil : routing)
+    }
+
+    /// The report of the first capacity asked for.
+    func makeReport() throws -> Report {
+        try makeOutput().runs[0]
+    }
+
+    /// Which policy wins at each capacity, and how the default stands beside the baselines.
+    func summary(_ runs: [Report]) -> [String] {
+        var lines: [String] = []
+        var wins: [String] = []
+        for r in runs {
+            guard let best = r.policies.max(by: { ($0.hit_rate, -$0.loads_per_access) < ($1.hit_rate, -$1.loads_per_access) })
+            else { continue }
+            wins.append("\(CacheBenchFormat.pct(r.residency)): \(best.policy) \(CacheBenchFormat.pct(best.hit_rate)) at \(String(format: "%.3f", best.loads_per_access)) loads/access")
+        }
+        if !wins.isEmpty { lines.append("wins (hit rate" + (prefetch ? ", prefetch on" : "") + "): " + wins.joined(separator: "; ")) }
+        let baselines: Set = ["lru", "lru-per-layer", "lfu"]
+        var beside: [String] = []
+        for r in runs {
+            guard let d = r.policies.first(where: { $0.policy == ResidencyPolicyKind.default.rawValue }),
+                  let b = r.policies.filter({ baselines.contains($0.policy) }).max(by: { $0.hit_rate < $1.hit_rate }) else { continue }
+            beside.append(CacheBenchFormat.pct(r.residency) + String(format: " %+.1f points vs ", (d.hit_rate - b.hit_rate) * 100) + b.policy
+                          + String(format: " (%.3f vs %.3f loads/access)", d.loads_per_access, b.loads_per_access))
+        }
+        if !beside.isEmpty {
+            lines.append("default (\(ResidencyPolicyKind.default.rawValue)) beside the best of lru, lru-per-layer, lfu: " + beside.joined(separator: "; "))
+        }
+        return lines
+    }
+
+    /// Replays the trace at one capacity.
+    func makeReport(_ trace: RoutingTrace, capacityText: String) throws -> Report {
         let g = trace.header.geometry
-        let kinds = policy == "all" ? ResidencyPolicyKind.allCases : [ResidencyPolicyKind(rawValue: policy)!]
+        let kinds = policy == "all" ? ResidencyPolicyKind.allCases : policy.split(separator: ",").map { ResidencyPolicyKind(rawValue: String($0))! }
         let opened = try store.map { try WeightStore.open(at: $0) }
         let modelName = try opened.map { try resolveModel($0, trace: trace) }
         let expertBytes = try opened.map { try ResidencyManager.expertLayouts(store: $0, model: modelName!).map(\.layout.totalBytes).max()! }
             ?? trace.header.expertBytes
-        let cap = try resolveCapacity(total: g.count, expertBytes: expertBytes)
+        let cap = try resolveCapacity(capacityText, total: g.count, expertBytes: expertBytes)
         if prefetch && !trace.hasPredictions {
             throw WStoreError.invalidArgument("--prefetch needs predictions, and trace \(self.trace) has none")
         }
@@ -85,7 +163,7 @@ struct BenchCache: ParsableCommand {
                             tokens: trace.tokenCount, accesses: trace.accessCount, capacity: cap,
                             residency: Double(cap) / Double(g.count), prefetch: prefetch, store: store,
                             min_hit_rate: oracle.hitRate, min_loads_per_access: oracle.loadsPerAccess,
-                            min_per_layer: oracle.perLayerHitRate, policies: rows)
+                            min_per_layer: oracle.perLayerHitRate, min_resident_share: oracle.residentShare, policies: rows)
     }
 
     private func resolveModel(_ store: WeightStore, trace: RoutingTrace) throws -> String {
@@ -99,7 +177,7 @@ struct BenchCache: ParsableCommand {
         return models[0]
     }
 
-    private func resolveCapacity(total: Int, expertBytes: Int?) throws -> Int {
+    private func resolveCapacity(_ capacityText: String, total: Int, expertBytes: Int?) throws -> Int {
         let cap: Int
         if let budget {
             guard let expertBytes, expertBytes > 0 else {
@@ -107,7 +185,7 @@ struct BenchCache: ParsableCommand {
             }
             cap = budget / expertBytes
         } else {
-            let text = capacity!.trimmingCharacters(in: .whitespaces)
+            let text = capacityText.trimmingCharacters(in: .whitespaces)
             if text.hasSuffix("%"), let p = Double(text.dropLast()), p > 0, p <= 100 {
                 cap = Int((Double(total) * p / 100).rounded())
             } else if let n = Int(text) {
@@ -214,19 +292,41 @@ struct BenchCache: ParsableCommand {
         return report
     }
 
-    private func printHuman(_ r: Report) {
+    private func printHuman(_ output: BenchCacheOutput) {
+        for (i, r) in output.runs.enumerated() {
+            if i > 0 { print("") }
+            printHuman(r, hintAccuracy: output.hint_accuracy)
+        }
+        if let routing = output.cache_aware_routing {
+            print("")
+            print("cache-aware routing (a non-resident pick, never the top-1, swapped for a resident candidate within the tolerance):")
+            var rows = [["capacity", "policy", "tolerance", "hit rate", "loads/access", "picks swapped", "probability given up"]]
+            for row in routing {
+                rows.append([CacheBenchFormat.pct(row.residency), row.policy, String(format: "%.2f", row.tolerance),
+                             CacheBenchFormat.pct(row.hit_rate), String(format: "%.3f", row.loads_per_access),
+                             CacheBenchFormat.pct(row.swapped), String(format: "%.4f", row.mass_given_up)])
+            }
+            CacheBenchFormat.table(rows)
+        }
+        print("")
+        for line in output.summary { print(line) }
+    }
+
+    private func printHuman(_ r: Report, hintAccuracy: [Double?]?) {
         print("trace \(r.trace): \(r.layers) layers × \(r.experts) experts, top-\(r.top_k); \(r.tokens) tokens, \(r.accesses) accesses")
         if let note = r.note { print("  \(note)") }
         print("capacity \(r.capacity) of \(r.layers * r.experts) experts (\(CacheBenchFormat.pct(r.residency)) resident); prefetch \(r.prefetch ? "on" : "off")"
               + (r.store.map { "; real loads from \($0)" } ?? "; simulated"))
         print("")
-        var head = ["policy", "hit rate", "MIN", "gap closed", "loads/access", "MIN loads/access", "prefetch hits", "wasted prefetches"]
+        var head = ["policy", "hit rate", "MIN", r.prefetch ? "demand misses" : "gap closed", "loads/access", "MIN loads/access",
+                    "prefetch hits", "wasted prefetches"]
         let store = r.store != nil
         if store { head += ["stall p50", "stall p99", "resident acquire p50", "timer p50", "hot acquire+release", "hot baseline"] }
         var rows = [head]
         for p in r.policies {
             var row = [p.policy, CacheBenchFormat.pct(p.hit_rate), CacheBenchFormat.pct(r.min_hit_rate),
-                       p.gap_closed.map(CacheBenchFormat.pct) ?? "-", String(format: "%.3f", p.loads_per_access),
+                       r.prefetch ? String(p.demand_loads) : (p.gap_closed.map(CacheBenchFormat.pct) ?? "-"),
+                       String(format: "%.3f", p.loads_per_access),
                        String(format: "%.3f", r.min_loads_per_access), String(p.prefetch_hits), String(p.wasted_prefetches)]
             if store {
                 row += [String(format: "%.1f µs", p.stall_p50_us ?? 0), String(format: "%.1f µs", p.stall_p99_us ?? 0),
@@ -239,10 +339,19 @@ struct BenchCache: ParsableCommand {
         }
         CacheBenchFormat.table(rows)
         print("")
-        print("hit rate per layer (MIN last):")
-        var layerRows = [["layer"] + r.policies.map(\.policy) + ["MIN"]]
+        let def = store ? nil : r.policies.first { $0.policy == ResidencyPolicyKind.default.rawValue }
+        print("per layer: hit rate of each policy and MIN"
+              + (def != nil ? "; budget held by the default (\(ResidencyPolicyKind.default.rawValue)) and by MIN, mean share of the capacity" : "")
+              + (hintAccuracy != nil ? "; hint accuracy" : "") + ":")
+        var head2 = ["layer"] + r.policies.map(\.policy) + ["MIN"]
+        if def != nil { head2 += ["default's budget", "MIN's budget"] }
+        if hintAccuracy != nil { head2 += ["hint accuracy"] }
+        var layerRows = [head2]
         for l in 0 ..< r.layers {
-            layerRows.append([String(l)] + r.policies.map { CacheBenchFormat.pct($0.per_layer[l]) } + [CacheBenchFormat.pct(r.min_per_layer[l])])
+            var row = [String(l)] + r.policies.map { CacheBenchFormat.pct($0.per_layer[l]) } + [CacheBenchFormat.pct(r.min_per_layer[l])]
+            if let def { row += [CacheBenchFormat.pct(def.resident_share[l]), CacheBenchFormat.pct(r.min_resident_share[l])] }
+            if let hintAccuracy { row.append(hintAccuracy[l].map(CacheBenchFormat.pct) ?? "-") }
+            layerRows.append(row)
         }
         CacheBenchFormat.table(layerRows)
         if store {
@@ -271,6 +380,29 @@ struct MemorySample {
     var beyond = Int.min
 }
 
+/// Everything `wstore bench cache` measured: one report per capacity.
+struct BenchCacheOutput: Encodable {
+    var runs: [Report]
+    var summary: [String]
+    /// Per layer, the share of the trace's predictions that were right (`nil` where none).
+    var hint_accuracy: [Double?]?
+    var cache_aware_routing: [RoutingRow]?
+}
+
+/// One cache-aware routing replay.
+struct RoutingRow: Encodable {
+    var capacity: Int
+    var residency: Double
+    var policy: String
+    var tolerance: Double
+    var hit_rate: Double
+    var loads_per_access: Double
+    /// Fraction of picks swapped for a resident candidate.
+    var swapped: Double
+    /// Mean router probability given up per token and layer.
+    var mass_given_up: Double
+}
+
 /// The `--json` object of `wstore bench cache`.
 struct Report: Encodable {
     var trace: String
@@ -287,6 +419,8 @@ struct Report: Encodable {
     var min_hit_rate: Double
     var min_loads_per_access: Double
     var min_per_layer: [Double]
+    /// Per layer, MIN's mean share of the capacity.
+    var min_resident_share: [Double]
     var policies: [PolicyReport]
 }
 
@@ -299,6 +433,8 @@ struct PolicyReport: Encodable {
     var prefetch_hits: Int
     var wasted_prefetches: Int
     var demand_loads: Int
+    /// Per layer, the policy's mean share of the capacity.
+    var resident_share: [Double]
     var prefetch_loads: Int
     var gap_closed: Double?
     var stall_p50_us: Double?
@@ -325,5 +461,6 @@ struct PolicyReport: Encodable {
         wasted_prefetches = r.wastedPrefetches
         demand_loads = r.demandLoads
         prefetch_loads = r.prefetchLoads
+        resident_share = r.residentShare
     }
 }

@@ -18,12 +18,22 @@ public enum BeladyMIN {
                 }
             }
         }
-        let hit = hits(ids, capacity: capacity, idCount: g.count)
+        let (hit, evicted) = schedule(ids, capacity: capacity, idCount: g.count)
         var result = ReplayResult(policy: "min", layers: g.layers)
+        // Per-layer occupancy, sampled at the end of every token.
+        var held = [Int](repeating: 0, count: g.layers), heldSum = [Int](repeating: 0, count: g.layers)
+        let perToken = max(1, ids.count / max(1, trace.tokenCount))
         for i in ids.indices {
             result.accesses[layers[i]] += 1
-            if hit[i] { result.hits[layers[i]] += 1 } else { result.demandLoads += 1 }
+            if hit[i] { result.hits[layers[i]] += 1 } else {
+                result.demandLoads += 1
+                held[layers[i]] += 1
+                if evicted[i] >= 0 { held[g.layer(of: Int(evicted[i]))] -= 1 }
+            }
+            if (i + 1) % perToken == 0 { for l in held.indices { heldSum[l] += held[l] } }
         }
+        let samples = Double(max(1, ids.count / perToken)) * Double(capacity)
+        result.residentShare = heldSum.map { Double($0) / samples }
         return result
     }
 
@@ -31,6 +41,11 @@ public enum BeladyMIN {
     /// a cache of `capacity` entries.
     /// - Complexity: O(n log capacity).
     public static func hits(_ sequence: [Int], capacity: Int, idCount: Int) -> [Bool] {
+        schedule(sequence, capacity: capacity, idCount: idCount).hit
+    }
+
+    /// For each access of `sequence`, whether MIN serves it, and the id it evicted then (-1: none).
+    static func schedule(_ sequence: [Int], capacity: Int, idCount: Int) -> (hit: [Bool], evicted: [Int32]) {
         precondition(capacity >= 1, "capacity must be at least one")
         let n = sequence.count
         // next[i]: index of the next access to sequence[i], or n + id (distinct "never"s).
@@ -45,6 +60,7 @@ public enum BeladyMIN {
         var heap = MaxHeap()
         var size = 0
         var out = [Bool](repeating: false, count: n)
+        var evicted = [Int32](repeating: -1, count: n)
         for i in 0 ..< n {
             let id = sequence[i]
             if nextUse[id] >= 0 {
@@ -53,7 +69,7 @@ public enum BeladyMIN {
                 if size == capacity {
                     while true {
                         let (key, victim) = heap.pop()!
-                        if nextUse[victim] == key { nextUse[victim] = -1; break }   // else stale
+                        if nextUse[victim] == key { nextUse[victim] = -1; evicted[i] = Int32(victim); break }   // else stale
                     }
                     size -= 1
                 }
@@ -62,7 +78,7 @@ public enum BeladyMIN {
             nextUse[id] = next[i]
             heap.push(next[i], id)
         }
-        return out
+        return (out, evicted)
     }
 }
 

@@ -11,14 +11,19 @@ import WStoreCore
 public enum ResidencySimulator {
     /// Replays `trace` with `policy` and a budget of `capacity` experts.
     /// - Precondition: `capacity ≥ 1`.
+    ///
+    /// With `cacheAwareRouting` (a relative tolerance) and a trace with scores, each
+    /// layer's picks are first re-routed with ``CacheAwareRouting/topK(experts:probabilities:k:tolerance:isResident:)``
+    /// against what is resident, and the re-routed picks are the demand accesses.
     public static func run(_ trace: RoutingTrace, policy: any ResidencyPolicy, capacity: Int,
-                           prefetch: Bool = false) -> ReplayResult {
+                           prefetch: Bool = false, cacheAwareRouting: Double? = nil) -> ReplayResult {
         precondition(capacity >= 1, "capacity must be at least one expert")
         let g = trace.header.geometry, L = g.layers
         var result = ReplayResult(policy: policy.name, layers: L)
         var resident = [Bool](repeating: false, count: g.count)
         var prefetchedUnused = [Bool](repeating: false, count: g.count)
         var used = 0
+        var held = [Int](repeating: 0, count: L), heldSum = [Int](repeating: 0, count: L)
         let never: (Int) -> Bool = { _ in false }
 
         func insert(_ id: Int, prefetched: Bool) {
@@ -29,10 +34,12 @@ public enum ResidencySimulator {
                 precondition(resident[v] && v != id, "\(policy.name) chose a victim that is not resident")
                 policy.removed(v)
                 resident[v] = false
+                held[g.layer(of: v)] -= 1
                 used -= 1
                 if prefetchedUnused[v] { prefetchedUnused[v] = false; result.wastedPrefetches += 1 }
             }
             resident[id] = true
+            held[g.layer(of: id)] += 1
             used += 1
             policy.inserted(id, prefetched: prefetched)
         }
@@ -51,8 +58,18 @@ public enum ResidencySimulator {
         for t in 0 ..< trace.tokenCount {
             if prefetch, let p = trace.predicted(token: t, layer: 0) { hint(p, layer: 0) }
             for l in 0 ..< L {
-                for e in trace.experts(token: t, layer: l) {
-                    let id = g.id(layer: l, expert: Int(e))
+                var picks = Array(trace.experts(token: t, layer: l).lazy.map { Int($0) })
+                if let tolerance = cacheAwareRouting, let (c, p) = trace.scores(token: t, layer: l) {
+                    let choice = CacheAwareRouting.topK(experts: c.lazy.map { Int($0) }, probabilities: p.lazy.map { Double($0) },
+                                                        k: picks.count, tolerance: tolerance) { resident[g.id(layer: l, expert: $0)] }
+                    picks = choice.experts
+                    result.routedPicks += picks.count
+                    result.swappedPicks += choice.swapped
+                    result.massGivenUp += choice.massGivenUp
+                    result.routedGroups += 1
+                }
+                for e in picks {
+                    let id = g.id(layer: l, expert: e)
                     result.accesses[l] += 1
                     if resident[id] {
                         result.hits[l] += 1
@@ -66,8 +83,11 @@ public enum ResidencySimulator {
                 }
                 if prefetch && l + 1 < L, let p = trace.predicted(token: t, layer: l + 1) { hint(p, layer: l + 1) }
             }
+            for l in 0 ..< L { heldSum[l] += held[l] }
         }
         result.wastedPrefetches += prefetchedUnused.lazy.filter { $0 }.count
+        let samples = Double(max(1, trace.tokenCount)) * Double(capacity)
+        result.residentShare = heldSum.map { Double($0) / samples }
         return result
     }
 }
@@ -88,11 +108,22 @@ public struct ReplayResult: Sendable, Codable {
     public var prefetchHits = 0
     /// Prefetched experts evicted (or left at the end) without a demand use.
     public var wastedPrefetches = 0
+    /// Per layer, the mean share of the budget its experts held (sampled after every token).
+    public var residentShare: [Double]
+    /// With cache-aware routing: picks made from scored candidates.
+    public var routedPicks = 0
+    /// With cache-aware routing: picks swapped for a resident candidate.
+    public var swappedPicks = 0
+    /// With cache-aware routing: router probability given up, summed over tokens and layers.
+    public var massGivenUp = 0.0
+    /// With cache-aware routing: token-layers routed from scores.
+    public var routedGroups = 0
 
     init(policy: String, layers: Int) {
         self.policy = policy
         accesses = Array(repeating: 0, count: layers)
         hits = Array(repeating: 0, count: layers)
+        residentShare = Array(repeating: 0, count: layers)
     }
 
     /// All demand accesses.

@@ -8,6 +8,7 @@ extension RoutingTrace {
         var tok: Int?
         var experts: [[Int]]
         var predicted: [[Int]?]?
+        var scores: [[[Double]]?]?
     }
 
     /// Reads a routing trace from JSON Lines text.
@@ -32,7 +33,19 @@ extension RoutingTrace {
                 throw RoutingTraceError.malformed(line: lineNumber, "not a token line: \(describe(error))")
             }
             do {
-                try trace!.append(request: token.req ?? 0, experts: token.experts, predicted: token.predicted)
+                let scores = try token.scores.map { layers in
+                    try layers.enumerated().map { l, pairs in
+                        try pairs.map { pairs in
+                            try pairs.map { pair -> (expert: Int, probability: Double) in
+                                guard pair.count == 2, pair[0] == pair[0].rounded(), abs(pair[0]) < 1e9 else {
+                                    throw RoutingTraceError.malformed(line: 0, "\"scores\"[\(l)] holds an entry that is not an [expert, probability] pair")
+                                }
+                                return (Int(pair[0]), pair[1])
+                            }
+                        }
+                    }
+                }
+                try trace!.append(request: token.req ?? 0, experts: token.experts, predicted: token.predicted, scores: scores)
             } catch RoutingTraceError.malformed(_, let reason) {
                 throw RoutingTraceError.malformed(line: lineNumber, reason)
             }
@@ -107,6 +120,18 @@ extension RoutingTrace {
                     if l > 0 { line += "," }
                     if let p = predicted(token: t, layer: l) {
                         line += "[" + p.map(String.init).joined(separator: ",") + "]"
+                    } else {
+                        line += "null"
+                    }
+                }
+                line += "]"
+            }
+            if hasScores {
+                line += ",\"scores\":["
+                for l in 0 ..< header.layers {
+                    if l > 0 { line += "," }
+                    if let (e, p) = scores(token: t, layer: l) {
+                        line += "[" + zip(e, p).map { "[\($0),\($1)]" }.joined(separator: ",") + "]"
                     } else {
                         line += "null"
                     }

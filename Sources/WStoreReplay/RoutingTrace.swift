@@ -5,7 +5,7 @@ import WStoreCore
 /// every layer, and optionally which the engine predicted one layer ahead.
 ///
 /// Stored flat: token `t`, layer `l` is group `t * layers + l` of ``experts`` and of
-/// ``predicted`` (where a group of `-1` length means "no prediction").
+/// ``predicted`` and ``scores(token:layer:)`` (where a group of `-1` length means "none").
 public struct RoutingTrace: Sendable {
     /// The header line.
     public var header: Header
@@ -16,6 +16,10 @@ public struct RoutingTrace: Sendable {
     private var predictionStart: [Int32] = [0]
     private var predictionCount: [Int32] = []
     private var predictions: [Int32] = []
+    private var scoreStart: [Int32] = [0]
+    private var scoreCount: [Int32] = []
+    private var scoreExperts: [Int32] = []
+    private var scoreValues: [Float] = []
 
     /// The header of a routing trace.
     public struct Header: Sendable, Hashable, Codable {
@@ -82,11 +86,27 @@ public struct RoutingTrace: Sendable {
         return predictions[s ..< s + Int(n)]
     }
 
+    /// Whether any token carries router scores.
+    public var hasScores: Bool { !scoreExperts.isEmpty }
+
+    /// The router's top candidates for layer `layer` of token `token`, highest
+    /// probability first; `nil` when the trace has no scores there.
+    public func scores(token: Int, layer: Int) -> (experts: ArraySlice<Int32>, probabilities: ArraySlice<Float>)? {
+        guard !scoreCount.isEmpty else { return nil }
+        let g = token * header.layers + layer
+        let n = scoreCount[g]
+        guard n >= 0 else { return nil }
+        let s = Int(scoreStart[g])
+        return (scoreExperts[s ..< s + Int(n)], scoreValues[s ..< s + Int(n)])
+    }
+
     /// Appends one token. `experts` has one list per layer; `predicted`, when given,
-    /// one optional list per layer.
+    /// one optional list per layer; `scores`, when given, one optional list of
+    /// `(expert, probability)` pairs per layer, highest probability first.
     /// - Throws: ``RoutingTraceError`` naming what is wrong (line 0 here; the parser
     ///   adds the line).
-    public mutating func append(request: Int, experts: [[Int]], predicted: [[Int]?]?) throws {
+    public mutating func append(request: Int, experts: [[Int]], predicted: [[Int]?]?,
+                                scores: [[(expert: Int, probability: Double)]?]? = nil) throws {
         let L = header.layers, E = header.experts
         guard experts.count == L else { throw RoutingTraceError.malformed(line: 0, "\"experts\" has \(experts.count) layers, the header says \(L)") }
         if let predicted, predicted.count != L {
@@ -97,6 +117,28 @@ public struct RoutingTrace: Sendable {
         }
         for (l, list) in (predicted ?? []).enumerated() {
             if let list { try Self.check(list, layer: l, experts: E, field: "predicted") }
+        }
+        if let scores {
+            guard scores.count == L else {
+                throw RoutingTraceError.malformed(line: 0, "\"scores\" has \(scores.count) layers, the header says \(L)")
+            }
+            for (l, list) in scores.enumerated() {
+                guard let list else { continue }
+                try Self.check(list.map(\.expert), layer: l, experts: E, field: "scores")
+                for (i, pair) in list.enumerated() {
+                    guard pair.probability >= 0, pair.probability <= 1 else {
+                        throw RoutingTraceError.malformed(line: 0, "\"scores\"[\(l)] gives expert \(pair.expert) probability \(pair.probability), outside 0...1")
+                    }
+                    if i > 0, pair.probability > list[i - 1].probability {
+                        throw RoutingTraceError.malformed(line: 0, "\"scores\"[\(l)] is not highest first")
+                    }
+                }
+            }
+        }
+        // Scores are kept for every token once any token has them.
+        if scores != nil && scoreCount.isEmpty && !requests.isEmpty {
+            scoreCount = Array(repeating: -1, count: requests.count * L)
+            scoreStart = Array(repeating: 0, count: requests.count * L + 1)
         }
         requests.append(request)
         for l in 0 ..< L {
@@ -109,6 +151,16 @@ public struct RoutingTrace: Sendable {
                 predictionCount.append(-1)
             }
             predictionStart.append(Int32(predictions.count))
+            if scores != nil || !scoreCount.isEmpty {
+                if let list = scores?[l] {
+                    scoreCount.append(Int32(list.count))
+                    scoreExperts.append(contentsOf: list.lazy.map { Int32($0.expert) })
+                    scoreValues.append(contentsOf: list.lazy.map { Float($0.probability) })
+                } else {
+                    scoreCount.append(-1)
+                }
+                scoreStart.append(Int32(scoreExperts.count))
+            }
         }
     }
 

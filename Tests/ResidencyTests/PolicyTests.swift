@@ -55,12 +55,24 @@ struct PolicyTests {
     }
 
     @Test func lruPerLayerProtectsALayerFromAnother() throws {
-        // Layer 1 always uses expert 0; layer 0 cycles 3 experts. cap 2 → one slot each:
-        // per-layer keeps layer 1's expert (hits on every token after the first); LRU also keeps it
-        // (it is always more recent than the layer-0 victim), so check the per-layer quota holds.
-        let tokens = (0 ..< 9).map { t in [[t % 3], [0]] }
-        let t = try handTrace(layers: 2, experts: 3, topK: 1, tokens)
-        #expect(hits(.lruPerLayer, t, capacity: 2) == 8)
+        // 2 layers × 2 experts, top-1, cap 3 → quotas [2, 1]. Both layers alternate 0, 1.
+        // Per layer: layer 0 keeps both its experts (hits from the third token on), layer 1
+        // always misses. One LRU list over 4 experts cycling through 3 slots never hits.
+        let tokens = (0 ..< 9).map { t in [[t % 2], [t % 2]] }
+        let t = try handTrace(layers: 2, experts: 2, topK: 1, tokens)
+        #expect(hits(.lruPerLayer, t, capacity: 3) == 7)
+        #expect(hits(.lru, t, capacity: 3) == 0)
+        // Asked directly: a layer at its quota replaces within itself, even when another
+        // layer holds the least recent expert.
+        let g = ResidencyGeometry(layers: 2, experts: 3, topK: 1)
+        let p = ResidencyPolicyKind.lruPerLayer.make(geometry: g, capacity: 2)
+        let a = g.id(layer: 0, expert: 0), b = g.id(layer: 1, expert: 0), c = g.id(layer: 1, expert: 1)
+        for id in [a, b] { p.accessed(id, hit: false); p.inserted(id, prefetched: false) }
+        p.accessed(c, hit: false)
+        #expect(p.victim(for: c) { _ in false } == b)
+        let plain = ResidencyPolicyKind.lru.make(geometry: g, capacity: 2)
+        for id in [a, b] { plain.accessed(id, hit: false); plain.inserted(id, prefetched: false) }
+        #expect(plain.victim(for: c) { _ in false } == a)
     }
 
     @Test func prefetchTurnsRightPredictionsIntoHits() throws {

@@ -70,6 +70,8 @@ public final class ResidencyManager: Sendable {
     public let options: Options
     let slots: [ExpertSlot?]
     let room: RoomSignal
+    /// Which experts are resident, readable lock-free (see ``residencyMask(layer:)``).
+    let mask: ResidencyMask
     private let state: Mutex<State>
     private let deferredPending = Atomic<Bool>(false)
 
@@ -116,6 +118,7 @@ public final class ResidencyManager: Sendable {
         self.options = options
         self.slots = slots
         self.room = room
+        self.mask = ResidencyMask(geometry: g)
         self.expertBytes = largest.layout.totalBytes
         let capacity = max(1, budget / max(1, expertBytes))
         state = Mutex(State(policy: options.policy.make(geometry: g, capacity: capacity),
@@ -270,6 +273,10 @@ public final class ResidencyManager: Sendable {
         for case let slot? in slots {
             out.layers[slot.layer].demandHits += slot.hits.load(ordering: .relaxed)
             out.layers[slot.layer].prefetchHits += slot.prefetchHits.load(ordering: .relaxed)
+            if slot.pin.load(ordering: .relaxed) >= 0 {
+                out.layers[slot.layer].residentExperts += 1
+                out.layers[slot.layer].residentBytes += slot.layout.totalBytes
+            }
             if slot.prefetchedUnused.load(ordering: .relaxed) && slot.pin.load(ordering: .relaxed) >= 0 {
                 out.unusedPrefetchesResident += 1
             }
@@ -510,6 +517,7 @@ public final class ResidencyManager: Sendable {
             guard v.pin.compareExchange(expected: 0, desired: -1, ordering: .acquiringAndReleasing).exchanged else { continue }
             s.policy.removed(victim)
             s.phase[victim] = .absent
+            mask.clear(victim)
             s.used -= v.layout.totalBytes
             s.evictions += 1
             if v.prefetchedUnused.exchange(false, ordering: .relaxed) { s.layers[v.layer].wastedPrefetches += 1 }
@@ -561,6 +569,7 @@ public final class ResidencyManager: Sendable {
         }
         state.withLock { s in
             s.phase[slot.id] = .resident
+            mask.set(slot.id)
             if forDemand { s.layers[slot.layer].demandLoads += 1 } else { s.layers[slot.layer].prefetchLoads += 1 }
             s.layers[slot.layer].bytesLoaded += layout.totalBytes
             slot.prefetchedUnused.store(!forDemand, ordering: .relaxed)

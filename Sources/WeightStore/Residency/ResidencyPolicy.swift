@@ -63,12 +63,27 @@ public enum ResidencyPolicyKind: String, Sendable, CaseIterable, CustomStringCon
     /// wstore's own: evicts the expert whose next use is expected furthest away, from
     /// measured frequency, reuse and hint accuracy per layer (see ``AdaptivePolicy``).
     case adaptive
+    /// Adaptive Replacement Cache (Megiddo and Modha): recency and frequency lists sized
+    /// by ghost hits (see ``ARCPolicy``).
+    case arc
+    /// Segmented LRU: probation, then a protected segment on the second use.
+    case slru
+    /// Least Recently/Frequently Used (Lee et al.): decayed use counts.
+    case lrfu
+    /// Use counts over each layer's last 80 tokens.
+    case window
+    /// After SpecMD's Least-Stale: staleness counted in visits of the expert's own layer.
+    case leastStale = "least-stale"
+    /// Expected time to next use from an online-weighted mixture of frequency memories,
+    /// hint precision and the layer order (see ``ForecastPolicy``).
+    case forecast
 
-    /// The policy a manager uses when none is named: `adaptive`, which had the best
-    /// demand hit rate of the five in every `wstore bench cache` replay of synthetic
-    /// traces at 50% residency without prefetch, and in all but one with prefetch
-    /// (64 experts, top-4, seed 4: `shallow` 97.0%, `adaptive` 96.8%).
-    public static let `default`: ResidencyPolicyKind = .adaptive
+    /// The policy a manager uses when none is named: `forecast`. In `wstore bench cache`
+    /// replays of the two recorded traces in ../shared/data/routing and of synthetic ones,
+    /// at 25%, 50% and 75% residency, with and without prefetch hints, it was never below
+    /// the best of `lru`, `lru-per-layer` and `lfu`; on the recorded traces it beat
+    /// `adaptive`, which wins some synthetic replays (strong consecutive-token reuse).
+    public static let `default`: ResidencyPolicyKind = .forecast
 
     public var description: String { rawValue }
 
@@ -80,6 +95,12 @@ public enum ResidencyPolicyKind: String, Sendable, CaseIterable, CustomStringCon
         case .shallow: ShallowPolicy(geometry: geometry, capacity: capacity)
         case .lfu: LFUPolicy(geometry: geometry, capacity: capacity)
         case .adaptive: AdaptivePolicy(geometry: geometry, capacity: capacity)
+        case .arc: ARCPolicy(geometry: geometry, capacity: capacity)
+        case .slru: SLRUPolicy(geometry: geometry, capacity: capacity)
+        case .lrfu: LRFUPolicy(geometry: geometry, capacity: capacity)
+        case .window: WindowedFrequencyPolicy(geometry: geometry, capacity: capacity)
+        case .leastStale: LeastStalePolicy(geometry: geometry, capacity: capacity)
+        case .forecast: ForecastPolicy(geometry: geometry, capacity: capacity)
         }
     }
 }

@@ -18,14 +18,21 @@ public struct ResidencyStats: Sendable, Codable {
         public var bytesLoaded = 0
         /// Nanoseconds demand acquires spent waiting on loads or room.
         public var waitNanos: UInt64 = 0
+        /// Experts of the layer resident now.
+        public var residentExperts = 0
+        /// Bytes of the layer's resident experts now.
+        public var residentBytes = 0
 
         /// The fraction of demand acquires served from memory.
         public var hitRate: Double { Double(demandHits) / Double(max(1, demandHits + demandMisses)) }
+        /// The fraction of demand acquires that had to load or wait.
+        public var missRate: Double { Double(demandMisses) / Double(max(1, demandHits + demandMisses)) }
 
         mutating func add(_ o: Layer) {
             demandHits += o.demandHits; demandMisses += o.demandMisses; prefetchHits += o.prefetchHits
             wastedPrefetches += o.wastedPrefetches; demandLoads += o.demandLoads; prefetchLoads += o.prefetchLoads
             bytesLoaded += o.bytesLoaded; waitNanos += o.waitNanos
+            residentExperts += o.residentExperts; residentBytes += o.residentBytes
         }
     }
 
@@ -45,6 +52,13 @@ public struct ResidencyStats: Sendable, Codable {
     public var budget = 0
     /// Prefetched experts resident now that no demand acquire has used yet.
     public var unusedPrefetchesResident = 0
+
+    /// Each layer's share of the resident bytes now (all zero when nothing is resident):
+    /// how the policy has split the budget between layers.
+    public var residentShare: [Double] {
+        let total = layers.reduce(0) { $0 + $1.residentBytes }
+        return layers.map { total > 0 ? Double($0.residentBytes) / Double(total) : 0 }
+    }
 
     /// The sum over layers.
     public var total: Layer {

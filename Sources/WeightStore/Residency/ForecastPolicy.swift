@@ -1,0 +1,176 @@
+import Foundation
+
+/// `forecast`: evicts the resident expert whose next use is expected furthest away, as
+/// Belady's MIN evicts the one whose next use *is* furthest away, with every estimate
+/// learnt online from the layer's own routing:
+///
+/// - **How often** (per layer, per token): a bank of recency-weighted frequencies (LRFU
+///   estimates) whose memories span 1 to 256 tokens, weighted by how well each has
+///   predicted the layer's picks so far (an exponentially weighted forecaster under log
+///   loss, discounted over ~256 tokens). A layer whose experts follow the request's topic
+///   leans on the short memories, one with lasting favourites on the long ones: no
+///   half-life is fitted to a trace.
+/// - **Reuse beyond frequency**: consecutive tokens may share experts more often than
+///   their frequencies explain (or not at all: on recorded routing reuse sits at chance
+///   level). Each layer measures how many of a token's experts the next token reuses
+///   *beyond* what the estimate above predicted for them, and credits only that excess
+///   to the last token's experts.
+/// - **The next visit** (when a prefetch hint names the expert for its layer's next
+///   token): at least the layer's measured hint precision.
+/// - **When**: the way to the layer's next token (layers run in order), then a geometric
+///   wait at the estimated chance per token.
+///
+/// Expectations of all layers are on one time scale, so slots flow to the layers where
+/// one more slot saves the most misses, as AdapMoE's per-layer budgets do offline.
+public final class ForecastPolicy: ResidencyPolicy {
+    public let name: String
+    let geometry: ResidencyGeometry
+    /// The memories of the frequency estimates, in tokens of the layer.
+    public let halfLives: [Double]
+    private let k: Int
+    private let decay: [Double]          // per token, one per half-life
+    private var value: [[Double]]        // [h][id], as of stamp[id], including that token
+    private var stamp: [Int]             // the layer's token of the last use, or -1
+    private var layerAccesses: [Int]
+    private var loss: [[Double]]         // [layer][h]: discounted log loss
+    private var weight: [[Double]]       // [layer][h]
+    private let lossDiscount: Double
+    private var hintToken: [Int]
+    private var hintsGiven: [Double]
+    private var hintsUsed: [Double]
+    private var resident: ResidentSet
+    private var excess: [Double]
+    private var previous: [[Int]]
+    private var current: [[Int]]
+    private var expectedReuse: [Double]
+    private var reusedNow: [Int]
+    private var currentLayer = 0
+
+    /// A forecast policy for `geometry` (the budget is implicit in what is resident) mixing
+    /// frequency estimates whose weight halves every `halfLives` tokens.
+    /// - Precondition: `halfLives` is not empty and every half-life is positive.
+    public init(geometry: ResidencyGeometry, capacity: Int, halfLives: [Double] = [1, 4, 16, 64, 256],
+                name: String = "forecast") {
+        precondition(!halfLives.isEmpty && halfLives.allSatisfy { $0 > 0 }, "half-lives must be positive")
+        self.name = name
+        self.geometry = geometry
+        self.halfLives = halfLives
+        k = max(1, geometry.topK)
+        decay = halfLives.map { exp2(-1 / $0) }
+        let n = geometry.count
+        value = halfLives.map { _ in Array(repeating: 0, count: n) }
+        stamp = Array(repeating: -1, count: n)
+        layerAccesses = Array(repeating: 0, count: geometry.layers)
+        loss = Array(repeating: Array(repeating: 0, count: halfLives.count), count: geometry.layers)
+        weight = Array(repeating: Array(repeating: 1 / Double(halfLives.count), count: halfLives.count), count: geometry.layers)
+        lossDiscount = 1 - 1 / (256 * Double(k))
+        hintToken = Array(repeating: Int.min / 2, count: n)
+        hintsGiven = Array(repeating: 2, count: geometry.layers)
+        hintsUsed = Array(repeating: 1, count: geometry.layers)
+        resident = ResidentSet(count: n)
+        excess = Array(repeating: 0, count: geometry.layers)
+        previous = Array(repeating: [], count: geometry.layers)
+        current = Array(repeating: [], count: geometry.layers)
+        expectedReuse = Array(repeating: 0, count: geometry.layers)
+        reusedNow = Array(repeating: 0, count: geometry.layers)
+    }
+
+    /// The token of layer `l` whose accesses come next (or are under way).
+    @inline(__always) private func token(_ l: Int) -> Int { layerAccesses[l] / k }
+
+    /// Estimate `h` of the chance that `id` is used by its layer's token `t` (> its last use).
+    @inline(__always) private func estimate(_ h: Int, _ id: Int, at t: Int) -> Double {
+        guard stamp[id] >= 0 else { return 0 }
+        return (1 - decay[h]) * value[h][id] * pow(decay[h], Double(t - 1 - stamp[id]))
+    }
+
+    /// The mixed chance that `id` is used by its layer's token `t` (> its last use).
+    public func chance(_ id: Int, at t: Int) -> Double {
+        let w = weight[geometry.layer(of: id)]
+        var p = 0.0
+        for h in halfLives.indices { p += w[h] * estimate(h, id, at: t) }
+        return p
+    }
+
+    /// The mixture weights of layer `layer`, one per half-life.
+    public func weights(layer: Int) -> [Double] { weight[layer] }
+
+    public func accessed(_ id: Int, hit: Bool) {
+        let l = geometry.layer(of: id)
+        currentLayer = l
+        let t = token(l)
+        if hintToken[id] == t { hintsUsed[l] += 1 }
+        if layerAccesses[l] % k == 0 {
+            // A new token of layer l: how many of the last token's experts the token before
+            // it reused, beside what the frequencies expected.
+            if t >= 2 {
+                let b = 1.0 / min(Double(t - 1), 512)
+                excess[l] += b * ((Double(reusedNow[l]) - expectedReuse[l]) / Double(k) - excess[l])
+            }
+            swap(&previous[l], &current[l])
+            current[l].removeAll(keepingCapacity: true)
+            expectedReuse[l] = previous[l].reduce(0) { $0 + chance($1, at: t) }
+            reusedNow[l] = 0
+        }
+        if stamp[id] == t - 1 { reusedNow[l] += 1 }
+        current[l].append(id)
+        // Score each estimate on this pick (as a share of the token's k picks, mixed with
+        // 1% of the uniform so that no estimate is ever certain a pick cannot happen).
+        let E = Double(geometry.experts)
+        var best = Double.infinity
+        for h in halfLives.indices {
+            let q = 0.99 * estimate(h, id, at: t) / Double(k) + 0.01 / E
+            loss[l][h] = loss[l][h] * lossDiscount - log(q)
+            best = min(best, loss[l][h])
+        }
+        var sum = 0.0
+        for h in halfLives.indices { weight[l][h] = exp(best - loss[l][h]); sum += weight[l][h] }
+        for h in halfLives.indices { weight[l][h] /= sum }
+        // Count the use.
+        for h in halfLives.indices {
+            let old = stamp[id] >= 0 ? value[h][id] * pow(decay[h], Double(t - stamp[id])) : 0
+            value[h][id] = old + 1
+        }
+        stamp[id] = t
+        layerAccesses[l] += 1
+    }
+
+    public func hinted(_ id: Int) {
+        let l = geometry.layer(of: id)
+        let t = token(l)
+        if hintToken[id] != t {
+            let d = 1 - 1.0 / 512
+            hintsGiven[l] = hintsGiven[l] * d + 1
+            hintsUsed[l] *= d
+            hintToken[id] = t
+        }
+    }
+
+    public func inserted(_ id: Int, prefetched: Bool) { resident.insert(id) }
+    public func removed(_ id: Int) { resident.remove(id) }
+
+    /// Expected tokens until `id`'s next demand use.
+    public func expectedWait(_ id: Int) -> Double {
+        let L = geometry.layers
+        let l = geometry.layer(of: id)
+        var t = token(l)
+        if stamp[id] >= t { t += 1 }                  // used by the token under way: next token
+        let here = (layerAccesses[currentLayer] - 1) / k * L + currentLayer
+        let d = Double(t * L + l - here) / Double(L)
+        var p = chance(id, at: t)
+        if stamp[id] == t - 1 { p += max(0, excess[l]) }
+        p = min(1, max(p, 1e-6))
+        var first = p
+        if hintToken[id] == t { first = max(p, min(1, hintsUsed[l] / hintsGiven[l])) }
+        return d + (1 - first) / p
+    }
+
+    public func victim(for incoming: Int, isPinned: (Int) -> Bool) -> Int? {
+        var best = -1, bestWait = -Double.infinity
+        for id in resident.members where id != incoming && !isPinned(id) {
+            let w = expectedWait(id)
+            if w > bestWait { best = id; bestWait = w }
+        }
+        return best >= 0 ? best : nil
+    }
+}
