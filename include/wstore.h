@@ -272,7 +272,8 @@ typedef struct wstore_expert wstore_expert;
 /**
  * Opens a residency manager over the expert index of `model` in `store`, holding at
  * most `budget_bytes` of expert bytes (resident and in flight) at any time.
- *   policy   "adaptive" (the default, also for NULL), "lru", "lru-per-layer", "shallow", "lfu"
+ *   policy   "forecast" (the default, also for NULL), "adaptive", "lru", "lru-per-layer",
+ *            "shallow", "lfu", "arc", "slru", "lrfu", "window", "least-stale"
  *   loaders  background threads serving prefetch hints (<= 0: 2)
  *   wait_ms  how long wstore_expert_acquire waits for a release when everything in the
  *            budget is pinned: 0 fails at once, < 0 means 30000
@@ -391,6 +392,10 @@ typedef struct wstore_residency_stats {
     uint64_t expert_bytes;       /**< bytes of the largest expert */
     int64_t layers;              /**< layers in the expert index */
     int64_t experts_per_layer;   /**< experts per layer in the expert index */
+    /* Of the layer asked for (every layer when layer < 0): what is resident now, so an
+     * engine sees how the policy splits the budget between layers. */
+    uint64_t layer_resident_experts; /**< experts resident now */
+    uint64_t layer_resident_bytes;   /**< their bytes */
 } wstore_residency_stats;
 
 /**
@@ -399,6 +404,31 @@ typedef struct wstore_residency_stats {
  * out of range.
  */
 int wstore_residency_get_stats(wstore_residency *residency, int64_t layer, wstore_residency_stats *out);
+
+/**
+ * Layer `layer`'s residency mask: bit e of words[e / 64] (bit e % 64) is 1 when expert e
+ * is resident now. Read lock-free, allocating nothing: a snapshot that may be stale by the
+ * time it is read (acquire what you run). Writes min(n_words, (experts + 63) / 64) words
+ * and sets *written (may be NULL) to that count. Errors: WSTORE_E_INVALID_ARGUMENT for a
+ * layer out of range or a NULL `words` with n_words > 0.
+ */
+int wstore_residency_mask(wstore_residency *residency, int64_t layer, uint64_t *words, size_t n_words,
+                          size_t *written);
+
+/**
+ * Cache-aware routing for layer `layer`: given the router's candidates `experts[0 ..< n]`
+ * and their probabilities `probs` (e.g. its top 2k), writes the k experts to run into
+ * out_experts[0 ..< k]: the top-k by probability, after swapping each non-resident pick
+ * (never the top-1) for the most probable resident candidate outside the picks whose
+ * probability is at least (1 - tolerance) times the pick's. k <= 0 means the model's
+ * top-k. *swapped (may be NULL) counts the swaps, *mass_given_up (may be NULL) the router
+ * probability given up. The residency mask is read once, lock-free; nothing is pinned.
+ * Errors: WSTORE_E_INVALID_ARGUMENT for a layer out of range, NULL arrays, k > n, or a
+ * tolerance outside [0, 1].
+ */
+int wstore_residency_route(wstore_residency *residency, int64_t layer, const int32_t *experts, const float *probs,
+                           size_t n, int32_t k, double tolerance, int32_t *out_experts, int32_t *swapped,
+                           double *mass_given_up);
 
 /* ---------------------------------------------------------------- KV cache */
 

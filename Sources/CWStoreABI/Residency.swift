@@ -287,6 +287,51 @@ public func wstore_residency_get_stats(_ residency: OpaquePointer?, _ layer: Int
         c.expert_bytes = UInt64(m.expertBytes)
         c.layers = Int64(m.geometry.layers)
         c.experts_per_layer = Int64(m.geometry.experts)
+        c.layer_resident_experts = UInt64(l.residentExperts)
+        c.layer_resident_bytes = UInt64(l.residentBytes)
         out.pointee = c
+    }
+}
+
+/// See `wstore_residency_mask` in wstore.h.
+@_cdecl("wstore_residency_mask")
+public func wstore_residency_mask(_ residency: OpaquePointer?, _ layer: Int64, _ words: UnsafeMutablePointer<UInt64>?,
+                                  _ nWords: Int, _ written: UnsafeMutablePointer<Int>?) -> Int32 {
+    guarded {
+        let m = try residencyFrom(residency).manager
+        guard layer >= 0, layer < Int64(m.geometry.layers) else {
+            throw ABIError.invalidArgument("layer \(layer) out of range: the expert index has \(m.geometry.layers) layers")
+        }
+        guard nWords >= 0, nWords == 0 || words != nil else { throw ABIError.invalidArgument("words is NULL") }
+        let n = nWords == 0 ? 0 : m.residencyMask(layer: Int(layer), into: UnsafeMutableBufferPointer(start: words, count: nWords))
+        written?.pointee = n
+    }
+}
+
+/// See `wstore_residency_route` in wstore.h.
+@_cdecl("wstore_residency_route")
+public func wstore_residency_route(_ residency: OpaquePointer?, _ layer: Int64, _ experts: UnsafePointer<Int32>?,
+                                   _ probs: UnsafePointer<Float>?, _ n: Int, _ k: Int32, _ tolerance: Double,
+                                   _ outExperts: UnsafeMutablePointer<Int32>?, _ swapped: UnsafeMutablePointer<Int32>?,
+                                   _ massGivenUp: UnsafeMutablePointer<Double>?) -> Int32 {
+    guarded {
+        let m = try residencyFrom(residency).manager
+        guard layer >= 0, layer < Int64(m.geometry.layers) else {
+            throw ABIError.invalidArgument("layer \(layer) out of range: the expert index has \(m.geometry.layers) layers")
+        }
+        guard n > 0, let experts, let probs, let outExperts else {
+            throw ABIError.invalidArgument("experts, probs and out_experts must be non-NULL and n positive")
+        }
+        let want = k > 0 ? Int(k) : m.geometry.topK
+        guard want >= 1, want <= n else { throw ABIError.invalidArgument("k \(want) must be between 1 and n (\(n))") }
+        guard tolerance >= 0, tolerance <= 1 else { throw ABIError.invalidArgument("tolerance \(tolerance) is outside [0, 1]") }
+        let ids = (0 ..< n).map { Int(experts[$0]) }
+        guard Set(ids).count == n else { throw ABIError.invalidArgument("experts repeat a candidate") }
+        let p = (0 ..< n).map { Double(probs[$0]) }
+        guard p.allSatisfy({ $0.isFinite && $0 >= 0 }) else { throw ABIError.invalidArgument("probs must be finite and not negative") }
+        let choice = m.residentAwareTopK(layer: Int(layer), experts: ids, probabilities: p, k: want, tolerance: tolerance)
+        for (i, e) in choice.experts.enumerated() { outExperts[i] = Int32(e) }
+        swapped?.pointee = Int32(choice.swapped)
+        massGivenUp?.pointee = choice.massGivenUp
     }
 }

@@ -126,3 +126,28 @@ def test_moe_forward_bit_exact_from_four_threads(mixtral_dir: Path, mixtral_stor
         assert s.prefetch_loads + s.dropped_prefetches > 0
         assert (s.layers, s.experts_per_layer, s.expert_bytes) == (LAYERS, EXPERTS, expert_bytes)
         assert 0 < s.hit_rate < 1
+
+
+def test_residency_mask_and_cache_aware_routing(mixtral_stores: dict[str, Path]) -> None:
+    """The mask follows what is resident; routing swaps a non-resident pick for a resident
+    candidate within the tolerance and never touches the top-1."""
+    expert_bytes = 3 * FFN * HIDDEN * 4
+    with wstore.open(mixtral_stores["raw"]) as store, store.residency("mixtral", 4 * expert_bytes) as res:
+        n = res.stats().experts_per_layer
+        assert not res.residency_mask(0).any()
+        with res.acquire(0, 2):
+            pass
+        mask = res.residency_mask(0)
+        assert mask.shape == (n,) and mask[2] and mask.sum() == 1
+        assert res.stats(0).layer_resident_experts == 1 and res.stats(1).layer_resident_experts == 0
+        # Candidates 0 (top-1, not resident), 1 (not resident), 2 (resident, close to 1).
+        experts, swapped, given_up = res.route(0, [0, 1, 2], [0.5, 0.26, 0.24], k=2, tolerance=0.1)
+        assert experts[0] == 0 and set(experts) == {0, 2} and swapped == 1
+        assert abs(given_up - 0.02) < 1e-6
+        # Too far apart for the tolerance: nothing swapped.
+        experts, swapped, _ = res.route(0, [0, 1, 2], [0.5, 0.4, 0.1], k=2, tolerance=0.1)
+        assert experts == [0, 1] and swapped == 0
+        with pytest.raises(wstore.InvalidArgument):
+            res.route(0, [0, 1], [0.5, 0.5], k=3)
+        with pytest.raises(wstore.InvalidArgument):
+            res.residency_mask(10_000)

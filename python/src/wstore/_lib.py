@@ -31,7 +31,8 @@ class ResidencyStats(C.Structure):
     _fields_ = [(n, C.c_uint64) for n in (
         "demand_hits", "demand_misses", "prefetch_hits", "wasted_prefetches", "demand_loads", "prefetch_loads",
         "bytes_loaded", "wait_ns", "coalesced_waits", "dropped_prefetches", "evictions", "resident_bytes",
-        "peak_resident_bytes", "budget", "expert_bytes")] + [("layers", C.c_int64), ("experts_per_layer", C.c_int64)]
+        "peak_resident_bytes", "budget", "expert_bytes")] + [("layers", C.c_int64), ("experts_per_layer", C.c_int64)] + [
+        (n, C.c_uint64) for n in ("layer_resident_experts", "layer_resident_bytes")]
 
 
 class ExpertPart(C.Structure):
@@ -75,6 +76,9 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "wstore_expert_release": (C.c_int, [_vp]),
     "wstore_residency_prefetch": (C.c_int, [_vp, _i64, _P(_i64), _sz]),
     "wstore_residency_get_stats": (C.c_int, [_vp, _i64, _P(ResidencyStats)]),
+    "wstore_residency_mask": (C.c_int, [_vp, _i64, _P(C.c_uint64), C.c_size_t, _P(C.c_size_t)]),
+    "wstore_residency_route": (C.c_int, [_vp, _i64, _P(C.c_int32), _P(C.c_float), C.c_size_t, C.c_int32, C.c_double,
+                                         _P(C.c_int32), _P(C.c_int32), _P(C.c_double)]),
 }
 
 

@@ -11,8 +11,8 @@ import numpy as np
 
 from . import _dtypes
 from ._arrays import borrowed
-from ._errors import Closed, InvalidArgument, Released
-from ._lib import ExpertPart as _ExpertPart, ResidencyStats as _CStats, check, fast, lib, raise_status
+from ._errors import Closed, InvalidArgument, NotFound, Released
+from ._lib import ExpertPart as _ExpertPart, ResidencyStats as _CStats, check, cstr, fast, lib, raise_status
 from ._store import Owned
 
 if TYPE_CHECKING:
@@ -69,6 +69,9 @@ class Stats:
     expert_bytes: int
     layers: int
     experts_per_layer: int
+    #: Of the layer asked for (every layer when none was): experts resident now, and their bytes.
+    layer_resident_experts: int = 0
+    layer_resident_bytes: int = 0
 
     @property
     def hit_rate(self) -> float:
@@ -264,7 +267,7 @@ class Residency:
     goes, as the C ABI promises for handles that outlive their manager.
     """
 
-    def __init__(self, store: Store, model: str | None, budget: int, policy: str = "adaptive", *,
+    def __init__(self, store: Store, model: str | None, budget: int, policy: str | None = None, *,
                  loaders: int = 0, wait: float | None = 30.0) -> None:
         if budget < 0:
             raise InvalidArgument(f"budget must be >= 0, got {budget}")
@@ -274,7 +277,7 @@ class Residency:
         sh = store._live()
         out = C.c_void_p()
         wait_ms = -1 if wait is None else int(wait * 1000)
-        check(lib.wstore_residency_open(sh.ptr, self._model_arg, int(budget), policy.encode(), loaders, wait_ms,
+        check(lib.wstore_residency_open(sh.ptr, self._model_arg, int(budget), cstr(policy), loaders, wait_ms,
                                         C.byref(out)))
         self._h: Owned | None = Owned(out.value or 0, lib.wstore_residency_close)
         self._cache: dict[tuple[int, int], _Resident] = {}
@@ -434,6 +437,48 @@ class Residency:
         xs = [int(e) for e in experts]
         arr = (C.c_int64 * len(xs))(*xs)
         check(lib.wstore_residency_prefetch(h.ptr, layer, arr, len(xs)))
+
+    def residency_mask(self, layer: int) -> np.ndarray:
+        """Which experts of ``layer`` are resident now, as a bool array indexed by expert: a
+        lock-free snapshot that may be stale when read (acquire what you run).
+        The corresponding C function is ``wstore_residency_mask``."""
+        h = self._live()
+        s = _CStats()
+        check(lib.wstore_residency_get_stats(h.ptr, -1, C.byref(s)))
+        experts = int(s.experts_per_layer)
+        n = (experts + 63) // 64
+        words = (C.c_uint64 * max(1, n))()
+        written = C.c_size_t()
+        check(lib.wstore_residency_mask(h.ptr, layer, words, n, C.byref(written)))
+        bits = np.unpackbits(np.frombuffer(bytes(words), dtype=np.uint8)[: 8 * written.value], bitorder="little")
+        return bits[:experts].astype(bool)
+
+    def route(self, layer: int, experts: Iterable[int], probs: Iterable[float], *, k: int | None = None,
+              tolerance: float = 0.1) -> tuple[list[int], int, float]:
+        """Cache-aware routing: the ``k`` experts to run (the model's top-k when ``None``) from
+        the router's candidates and probabilities, after swapping each non-resident pick
+        (never the top-1) for a resident candidate whose probability is within ``tolerance``
+        (relative) of it. Returns (experts, picks swapped, probability given up).
+        The corresponding C function is ``wstore_residency_route``."""
+        h = self._live()
+        xs = [int(e) for e in experts]
+        ps = [float(p) for p in probs]
+        if len(xs) != len(ps):
+            raise ValueError("experts and probs must have the same length")
+        want = 0 if k is None else int(k)
+        out = (C.c_int32 * max(1, want if want > 0 else len(xs)))()
+        swapped = C.c_int32()
+        given_up = C.c_double()
+        check(lib.wstore_residency_route(h.ptr, layer, (C.c_int32 * len(xs))(*xs), (C.c_float * len(ps))(*ps), len(xs),
+                                         want, tolerance, out, C.byref(swapped), C.byref(given_up)))
+        if want > 0:
+            count = want
+        else:
+            try:
+                count = self._store.model_info(self.model).top_k or 1
+            except NotFound:
+                count = 1
+        return [int(out[i]) for i in range(count)], int(swapped.value), float(given_up.value)
 
     def stats(self, layer: int | None = None) -> Stats:
         """The manager's counters so far, over every layer or of ``layer``.

@@ -250,7 +250,7 @@ class Store:
         """A read scope whose :meth:`Snapshot.tensor` gives zero-copy views of raw records."""
         return Snapshot(self)
 
-    def residency(self, model: str | None, budget: int, policy: str = "adaptive", *, loaders: int = 0,
+    def residency(self, model: str | None, budget: int, policy: str | None = None, *, loaders: int = 0,
                   wait: float | None = 30.0) -> Residency:
         """A residency manager over the experts of ``model`` holding at most ``budget``
         bytes of them; see :class:`wstore.Residency`."""
