@@ -14,10 +14,14 @@ PY_PKGS    = numpy safetensors gguf
 
 all: build
 
-# The C libraries wstore links (LMDB, zstd, xxHash) and pkg-config to find them.
+# The C libraries wstore links (LMDB, zstd, xxHash, hiredis) and pkg-config to find them;
+# redis-server and redis-cli, which the remote KV tier's tests start on loopback ports.
 deps:
 	@missing=""; \
 	[ -f /usr/include/lmdb.h ]   || missing="$$missing liblmdb-dev"; \
+	[ -f /usr/include/hiredis/hiredis.h ] || missing="$$missing libhiredis-dev"; \
+	command -v redis-server >/dev/null || missing="$$missing redis-server"; \
+	command -v redis-cli >/dev/null || missing="$$missing redis-tools"; \
 	[ -f /usr/include/zstd.h ]   || missing="$$missing libzstd-dev"; \
 	[ -f /usr/include/xxhash.h ] || missing="$$missing libxxhash-dev"; \
 	command -v pkg-config >/dev/null || missing="$$missing pkg-config"; \

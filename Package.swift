@@ -26,6 +26,8 @@ let package = Package(
         .systemLibrary(name: "CLMDB", pkgConfig: "lmdb", providers: [.apt(["liblmdb-dev"])]),
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CXXHash", pkgConfig: "libxxhash", providers: [.apt(["libxxhash-dev"])]),
+        // The Redis client library. Only WStoreRemote imports it.
+        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
         // Numeric kernels (attention scores, float conversions, quantization) with
         // run-time AVX2/AVX-512 dispatch; called only through WStoreKernels.
         .target(name: "CKernels"),
@@ -48,9 +50,11 @@ let package = Package(
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
+        // The remote KV tier's client: every redis* call lives here (standalone and Redis Cluster).
+        .target(name: "WStoreRemote", dependencies: ["CHiredis"]),
         .target(
             name: "KVCache",
-            dependencies: ["WStoreCore", "WStoreKernels", "WStoreFormats"]
+            dependencies: ["WStoreCore", "WStoreKernels", "WStoreFormats", "WStoreRemote"]
         ),
         // Replaying traces: routing traces (real and synthetic), Belady's MIN, the residency
         // simulator, Mooncake KV traces and prefix replay. For the CLI, benches and tests.
@@ -65,6 +69,7 @@ let package = Package(
                 "WStoreFormats",
                 "WStoreKernels",
                 "WStoreReplay",
+                "WStoreRemote",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ]
@@ -81,7 +86,7 @@ let package = Package(
         // What the tests share: temporary directories, the process runner, fixtures, seeded data.
         .target(
             name: "WStoreTestSupport",
-            dependencies: ["WStoreCore", "WeightStore"],
+            dependencies: ["WStoreCore", "WeightStore", "WStoreRemote"],
             path: "Tests/WStoreTestSupport"
         ),
         .testTarget(name: "WStoreCoreTests", dependencies: ["WStoreCore", "WStoreTestSupport"]),
@@ -89,7 +94,7 @@ let package = Package(
         .testTarget(name: "WeightStoreTests", dependencies: ["WeightStore", "WStoreCore", "WStoreTestSupport"]),
         .testTarget(
             name: "KVCacheTests",
-            dependencies: ["KVCache", "WStoreCore", "WStoreKernels", "WStoreReplay", "WStoreTestSupport"],
+            dependencies: ["KVCache", "WStoreCore", "WStoreKernels", "WStoreReplay", "WStoreTestSupport", "WStoreRemote"],
             exclude: ["Fixtures"]
         ),
         .testTarget(name: "ResidencyTests", dependencies: ["WeightStore", "WStoreCore", "WStoreReplay", "WStoreTestSupport"]),

@@ -58,7 +58,8 @@ enum wstore_status {
     WSTORE_E_NOT_A_STORE = -3,
     /** A newer wstore wrote the store; this library cannot read it. */
     WSTORE_E_NEWER_FORMAT = -4,
-    /** A checksum mismatch or damaged record: the store is corrupt (never wrong bytes). */
+    /** A checksum mismatch, a record under the wrong key, or a damaged or truncated data
+     *  file (refused at open): the store is corrupt (never wrong bytes, never a crash). */
     WSTORE_E_CORRUPT = -5,
     /** Zero-copy access to a compressed record: use wstore_read instead. */
     WSTORE_E_NOT_RAW = -6,
@@ -162,7 +163,8 @@ int wstore_open(const char *path, wstore_store **out);
  */
 void wstore_close(wstore_store *store);
 
-/** The store's format version (format-spec/FORMAT.md) into *out. */
+/** The store's format version (format-spec/FORMAT.md) into *out: 2, or 1 for a store
+ *  written before records were bound to their keys (read-only; `wstore upgrade` rewrites it). */
 int wstore_format_version(wstore_store *store, int *out);
 
 /**
@@ -197,7 +199,8 @@ typedef int (*wstore_tensor_list_fn)(const char *name, const wstore_tensor_info 
  */
 int wstore_list_tensors(wstore_store *store, const char *model, wstore_tensor_list_fn fn, void *ctx);
 
-/** Flag for wstore_with_tensor: check the xxh3-64 checksum before lending (reads every byte). */
+/** Flag for wstore_with_tensor: check the record's xxh3-64 block checksums before lending
+ *  (reads every byte); without it only the header and its key binding are checked. */
 #define WSTORE_VERIFY 1u
 
 /**

@@ -235,6 +235,7 @@ def readers(wstore, store, out, is_kv):
     if is_kv:
         return {
             "kv-verify": [wstore, "kv", "inspect", store, "--verify", "--json"],
+            "kv-inspect": [wstore, "kv", "inspect", store, "--json"],
         }
     return {
         "verify": [wstore, "verify", store],

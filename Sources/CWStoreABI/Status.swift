@@ -33,7 +33,7 @@ func statusCode(of error: any Error) -> Int32 {
         }
     case let e as WStoreError:
         switch e {
-        case .checksumMismatch, .corruptRecord, .codec: s = WSTORE_E_CORRUPT
+        case .checksumMismatch, .corruptRecord, .damagedFile, .codec: s = WSTORE_E_CORRUPT
         case .newerFormat: s = WSTORE_E_NEWER_FORMAT
         case .notFound: s = WSTORE_E_NOT_FOUND
         case .notAStore: s = WSTORE_E_NOT_A_STORE

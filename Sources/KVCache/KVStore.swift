@@ -53,6 +53,8 @@ public final class KVStore: Sendable {
         public var kv: KVCacheData?
         /// Chunks found.
         public var chunks: Int
+        /// Of those, chunks that came from the remote tier (after the local ones).
+        public var remoteChunks = 0
     }
 
     /// Totals, from ``stats()``.
@@ -77,13 +79,17 @@ public final class KVStore: Sendable {
     public let readOnly: Bool
     let env: LMDBEnvironment
     let meta: LMDBDatabase, chunks: LMDBDatabase, nodes: LMDBDatabase, leaves: LMDBDatabase
+    /// The shared remote tier, when the store was opened with one (KVStore+Remote.swift).
+    let remote: RemoteTierHandle?
 
     /// The KV store format this build writes; version-1 stores (chunks not bound to
     /// their keys) are still read.
     static let formatVersion = 2
 
-    private init(path: String, env: LMDBEnvironment, options: Options, readOnly: Bool) throws {
+    private init(path: String, env: LMDBEnvironment, options: Options, readOnly: Bool,
+                 remote: RemoteTierOptions?) throws {
         self.path = path
+        self.remote = remote.map(RemoteTierHandle.init)
         self.env = env
         self.readOnly = readOnly
         self.options = options
@@ -93,10 +99,11 @@ public final class KVStore: Sendable {
         leaves = try env.database("kv.leaves", create: !env.readOnly)
     }
 
-    /// Creates a new store in directory `path` (made if missing; it must not hold a store).
+    /// Creates a new store in directory `path` (made if missing; it must not hold a store);
+    /// `remote` adds a shared remote tier (not a setting of the store: give it at each open).
     /// - Throws: ``WStoreError/invalidArgument(_:)`` for bad options or an existing store,
     ///   ``WStoreError/io(call:path:errno:)`` when the directory cannot be made, ``LMDBError``.
-    public static func create(at path: String, options: Options = Options()) throws -> KVStore {
+    public static func create(at path: String, options: Options = Options(), remote: RemoteTierOptions? = nil) throws -> KVStore {
         guard options.chunkTokens > 0, options.budgetBytes >= 0, options.maxChunks >= 0, options.kivi.group > 0,
               options.kivi.residual >= 0 else {
             throw WStoreError.invalidArgument("chunk tokens and quantization group must be positive, budgets not negative")
@@ -108,7 +115,7 @@ public final class KVStore: Sendable {
         var envOptions = LMDBEnvironment.Options()
         envOptions.initialMapSize = 64 << 20
         let env = try LMDBEnvironment.shared(path: path, readOnly: false, options: envOptions)
-        let store = try KVStore(path: path, env: env, options: options, readOnly: false)
+        let store = try KVStore(path: path, env: env, options: options, readOnly: false, remote: remote)
         let json = Sealed.sealJSON(try KVSettings(options, version: formatVersion).encoded(), key: Array("settings".utf8))
         try env.write { txn in
             try json.withUnsafeBytes { try txn.put(store.meta, Array("settings".utf8), $0) }
@@ -117,10 +124,13 @@ public final class KVStore: Sendable {
         return store
     }
 
-    /// Opens an existing store; `readOnly` for inspection.
+    /// Opens an existing store; `readOnly` for inspection; `remote` adds a shared remote tier.
+    /// An unreachable remote tier is not an error: the store works from its local tier, warns
+    /// once, counts it, and retries with backoff.
     /// - Throws: ``WStoreError/notAStore(path:reason:)`` when `path` is not a KV store,
     ///   ``WStoreError/newerFormat(what:found:supported:)`` for a newer one.
-    public static func open(at path: String, readOnly: Bool = false, threads: Int = 1) throws -> KVStore {
+    public static func open(at path: String, readOnly: Bool = false, threads: Int = 1,
+                            remote: RemoteTierOptions? = nil) throws -> KVStore {
         try LMDBFile.checkReadable(directory: path)
         guard FileManager.default.fileExists(atPath: path + "/data.mdb") else {
             throw WStoreError.notAStore(path: path, reason: "no data.mdb in it")
@@ -156,7 +166,7 @@ public final class KVStore: Sendable {
         o.maxChunks = s.max_chunks ?? 0
         o.kivi = KIVIOptions(group: s.kivi_group ?? 64, residual: s.kivi_residual ?? 0)
         o.threads = max(1, threads)
-        return try KVStore(path: path, env: env, options: o, readOnly: readOnly)
+        return try KVStore(path: path, env: env, options: o, readOnly: readOnly, remote: remote)
     }
 
     // MARK: store and lookup
@@ -185,7 +195,7 @@ public final class KVStore: Sendable {
                                             threads: options.threads)
             raw += part.byteCount
         }
-        return try env.write { txn in
+        let stored = try env.write { txn in
             var counters = try Counters.read(txn, meta)
             var result = StoreResult(written: 0, present: 0, evicted: 0, storedBytes: 0, rawBytes: 0)
             var parent: UInt64 = 0
@@ -222,6 +232,8 @@ public final class KVStore: Sendable {
             try counters.write(txn, meta)
             return result
         }
+        sendToRemote(keys: keys, encoded: encoded)
+        return stored
     }
 
     /// The number of leading whole chunks of `tokens` cached, without loading or touching them.
@@ -243,7 +255,7 @@ public final class KVStore: Sendable {
     ///   damaged bytes are reported, never returned. ``LMDBError`` from LMDB.
     public func lookup(tokens: [UInt32], model: String, salt: String = "") throws -> Lookup {
         let keys = PrefixKey.chain(tokens: tokens, chunkTokens: options.chunkTokens, model: model, salt: salt)
-        let parts: [KVCacheData] = try env.withRead { txn in
+        var parts: [KVCacheData] = try env.withRead { txn in
             var parts: [KVCacheData] = []
             for k in keys {
                 guard let value = try txn.get(chunks, PrefixKey.bytes(k)) else { break }
@@ -251,6 +263,8 @@ public final class KVStore: Sendable {
             }
             return parts
         }
+        let remoteParts = remoteContinuation(keys: keys, local: parts, model: model)
+        parts += remoteParts
         guard !parts.isEmpty else { return Lookup(tokens: 0, kv: nil, chunks: 0) }
         if !readOnly {
             try env.write { txn in
@@ -264,7 +278,7 @@ public final class KVStore: Sendable {
             }
         }
         let kv = try KVCacheData.concatenate(parts)
-        return Lookup(tokens: kv.tokens, kv: kv, chunks: parts.count)
+        return Lookup(tokens: kv.tokens, kv: kv, chunks: parts.count, remoteChunks: remoteParts.count)
     }
 
     /// Totals over the store.

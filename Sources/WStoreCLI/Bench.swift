@@ -7,6 +7,7 @@ struct Bench: AsyncParsableCommand {
         subcommands: [
             BenchCodec.self,
             BenchKV.self,
+            BenchKVRemote.self,
             BenchSnapKV.self,
             BenchLoad.self,
             BenchCache.self,

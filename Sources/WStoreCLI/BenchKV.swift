@@ -29,6 +29,10 @@ struct BenchKV: ParsableCommand {
     @Option(help: "With --model-shape: the store's codec.") var codec: KVCodec = .lossless
     @Option(help: "With --model-shape: threads that encode and decode a chunk.") var threads = System.activeProcessorCount
     @Option(help: "With --model-shape: the store directory (default: a temporary one, removed after).") var store: String?
+    @Option(help: "Replay over this many engine nodes (request i on node i mod N), each with its own local tier of --capacity-blocks blocks (LRU), all sharing one remote tier.")
+    var nodes: Int?
+    @Option(help: "The shared remote tier for --nodes: redis://[user:password@]host:port; repeat it for the seeds of a cluster. Without it the nodes share an unbounded in-memory tier.")
+    var remote: [String] = []
     @Flag(help: "Print JSON.") var json = false
 
     struct Shape: Codable { var layers: Int, kvHeads: Int, headDim: Int, dtype: String }
@@ -63,6 +67,8 @@ struct BenchKV: ParsableCommand {
         }
         guard !(try capacities()).isEmpty else { throw ValidationError("--capacity-blocks is empty") }
         if let modelShape { _ = try parseShape(modelShape) }
+        if let nodes, nodes < 1 { throw ValidationError("--nodes must be positive") }
+        if !remote.isEmpty && nodes == nil { throw ValidationError("--remote needs --nodes") }
     }
 
     func parseShape(_ text: String) throws -> (Shape, DType) {
@@ -92,6 +98,7 @@ struct BenchKV: ParsableCommand {
             label = "generated trace (\(generate) requests; no --trace given)"
         }
         guard !reqs.isEmpty else { throw ValidationError("the trace holds no requests") }
+        if let nodes { return try runNodes(reqs, label: label, nodes: nodes) }
         var results: [PrefixReplay.Result] = []
         for cap in try capacities() {
             for policy in PrefixReplay.Policy.allCases {
@@ -144,6 +151,27 @@ struct BenchKV: ParsableCommand {
         }
     }
 
+    /// Generated KV of one block of shape `s`: each block's tensors are a window, chosen by the
+    /// block id, of a pool of normal-distributed values.
+    func blockMaker(_ s: Shape, _ dtype: DType) -> (Int) throws -> KVCacheData {
+        var rng = SplitMix64(seed: 42)
+        let perTensor = s.kvHeads * blockTokens * s.headDim
+        let poolFloats = (0 ..< (perTensor + 4099)).map { _ in Float(bitPattern: UInt32(rng.bf16Normal(count: 1, std: 1)[0]) << 16) }
+        let pool = FloatCodec.encode(poolFloats, as: dtype)
+        let esz = dtype.elementSize!
+        let blockTokens = blockTokens
+        return { id in
+            try KVCacheData(layers: (0 ..< s.layers).map { l in
+                let k = (id &* 131 &+ l &* 17) & 4095, v = (id &* 71 &+ l &* 29 &+ 2048) & 4095
+                return try KVLayer(
+                    keys: KVTensor(dtype: dtype, heads: s.kvHeads, tokens: blockTokens, headDim: s.headDim,
+                                   bytes: Array(pool[k * esz ..< (k + perTensor) * esz])),
+                    values: KVTensor(dtype: dtype, heads: s.kvHeads, tokens: blockTokens, headDim: s.headDim,
+                                     bytes: Array(pool[v * esz ..< (v + perTensor) * esz])))
+            })
+        }
+    }
+
     /// Replays `reqs` through a real store, one chunk per block, with generated KV bytes.
     func replayThroughStore(_ reqs: [TraceRequest], shape: (Shape, DType), capacity: Int) throws -> StoreReport {
         let (s, dtype) = shape
@@ -155,22 +183,7 @@ struct BenchKV: ParsableCommand {
         o.maxChunks = capacity
         o.threads = threads
         let kvStore = try KVStore.create(at: dir, options: o)
-        // A pool of normal-distributed values; each block's tensors are a window of it chosen by the block id.
-        var rng = SplitMix64(seed: 42)
-        let perTensor = s.kvHeads * blockTokens * s.headDim
-        let poolFloats = (0 ..< (perTensor + 4099)).map { _ in Float(bitPattern: UInt32(rng.bf16Normal(count: 1, std: 1)[0]) << 16) }
-        let pool = FloatCodec.encode(poolFloats, as: dtype)
-        let esz = dtype.elementSize!
-        func block(_ id: Int) throws -> KVCacheData {
-            try KVCacheData(layers: (0 ..< s.layers).map { l in
-                let k = (id &* 131 &+ l &* 17) & 4095, v = (id &* 71 &+ l &* 29 &+ 2048) & 4095
-                return try KVLayer(
-                    keys: KVTensor(dtype: dtype, heads: s.kvHeads, tokens: blockTokens, headDim: s.headDim,
-                                   bytes: Array(pool[k * esz ..< (k + perTensor) * esz])),
-                    values: KVTensor(dtype: dtype, heads: s.kvHeads, tokens: blockTokens, headDim: s.headDim,
-                                     bytes: Array(pool[v * esz ..< (v + perTensor) * esz])))
-            })
-        }
+        let block = blockMaker(s, dtype)
         var hits = 0, putBytes = 0, getBytes = 0, putSeconds = 0.0, getSeconds = 0.0
         for r in reqs where !r.hashIDs.isEmpty {
             let tokens = r.hashIDs.flatMap { id in (0 ..< blockTokens).map { UInt32(truncatingIfNeeded: id &* blockTokens &+ $0) } }

@@ -75,13 +75,13 @@ package final class LMDBEnvironment: @unchecked Sendable {
 
     /// Walks the B-tree pages of the snapshot a read transaction pins (so no writer
     /// reuses them meanwhile) with ``LMDBFile/walk(path:meta:)``.
-    /// - Throws: ``LMDBFile/Damage`` when the meta pages are unreadable, ``LMDBError``.
+    /// - Throws: ``WStoreError/damagedFile(path:reason:)`` when the meta pages are unreadable, ``LMDBError``.
     package func checkPages() throws -> LMDBFile.Report {
         for _ in 0 ..< 8 {
             let report: LMDBFile.Report? = try withRead { txn in
                 let meta = try LMDBFile.readMeta(path: dataFilePath)
                 // lmdb.h mdb_txn_id: the snapshot this read transaction sees.
-                guard meta.txnID == UInt64(mdb_txn_id(txn.txn)) else { return nil }
+                guard meta.txnID == UInt64(truncatingIfNeeded: mdb_txn_id(txn.txn)) else { return nil }
                 return try LMDBFile.walk(path: dataFilePath, meta: meta)
             }
             if let report { return report }

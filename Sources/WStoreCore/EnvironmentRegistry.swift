@@ -34,7 +34,7 @@ extension LMDBEnvironment {
             let env = try LMDBEnvironment(path: path, readOnly: readOnly, options: options)
             if existing {
                 let report = try env.checkPages()
-                if let first = report.problems.first { throw LMDBFile.Damage(path: dataFile, reason: first) }
+                if let first = report.problems.first { throw WStoreError.damagedFile(path: dataFile, reason: first) }
             }
             envs = envs.filter { $0.value.env != nil }
             if let id = fileIdentity(dataFile) { envs[id] = Weak(env) }

@@ -47,19 +47,10 @@ package enum LMDBFile {
         var free: Tree, main: Tree
     }
 
-    /// A damaged or truncated data file: one line naming the file and what is wrong.
-    package struct Damage: Error, CustomStringConvertible, Sendable {
-        package let path: String
-        package let reason: String
-        package var description: String {
-            "\(path) is damaged: \(reason); the store cannot be read safely, restore it from its source"
-        }
-    }
-
     /// Reads both meta pages and returns the valid one with the higher transaction id, as
     /// `mdb_env_read_header` picks; checks that the file holds every page that meta says
     /// is in use (a shorter file would fault with SIGBUS when mapped pages are touched).
-    /// - Throws: ``Damage`` when no meta page is valid or the file is short;
+    /// - Throws: ``WStoreError/damagedFile(path:reason:)`` when no meta page is valid or the file is short;
     ///   ``WStoreError/io(call:path:errno:)`` when the file cannot be opened or read.
     package static func readMeta(path: String) throws -> Meta {
         let file = try OpenFile(path)
@@ -67,7 +58,23 @@ package enum LMDBFile {
     }
 
     static func readMeta(_ file: OpenFile) throws -> Meta {
+        // A writer in another process may commit between the reads of the two meta pages
+        // (twice, and the ids are no longer consecutive) or grow the file after it was
+        // measured: damage is what persists over a few reads.
+        var attempt = 0
+        while true {
+            do {
+                return try readMetaOnce(file)
+            } catch WStoreError.damagedFile where attempt < 3 {
+                attempt += 1
+                file.refreshSize()
+            }
+        }
+    }
+
+    private static func readMetaOnce(_ file: OpenFile) throws -> Meta {
         var metas: [Meta] = []
+        var metaPages: [Int] = []
         var pageSize = 0
         var sawMagic = false
         for i in 0 ..< 2 {
@@ -91,6 +98,7 @@ package enum LMDBFile {
             }
             if let m {
                 metas.append(m)
+                metaPages.append(i)
                 if i == 0 { pageSize = m.pageSize }
             } else if i == 0 {
                 // Without page 0 the page size is unknown: try the usual one for page 1.
@@ -103,14 +111,26 @@ package enum LMDBFile {
                 let directory = file.path.hasSuffix("/data.mdb") ? String(file.path.dropLast("/data.mdb".count)) : file.path
                 throw WStoreError.notAStore(path: directory, reason: "data.mdb is not an LMDB environment")
             }
-            throw Damage(path: file.path, reason: "no valid LMDB meta page")
+            throw WStoreError.damagedFile(path: file.path, reason: "no valid LMDB meta page")
+        }
+        // mdb.c writes the meta of transaction t to page t & 1, so the two pages hold two
+        // consecutive commits. LMDB trusts the larger id blindly: a damaged id would make it
+        // read an older tree, parts of which may since have been reused.
+        for (i, m) in zip(metaPages, metas) where m.txnID & 1 != UInt64(i) {
+            throw WStoreError.damagedFile(path: file.path, reason: "meta page \(i) holds transaction \(m.txnID), of the other page's parity")
+        }
+        if metas.count == 2 {
+            let (a, b) = (min(metas[0].txnID, metas[1].txnID), max(metas[0].txnID, metas[1].txnID))
+            guard b - a == 1 else {
+                throw WStoreError.damagedFile(path: file.path, reason: "its meta pages hold transactions \(metas[0].txnID) and \(metas[1].txnID), not two consecutive commits")
+            }
         }
         let needed = (meta.lastPage + 1).multipliedReportingOverflow(by: UInt64(meta.pageSize))
         guard !needed.overflow, meta.lastPage >= 1 else {
-            throw Damage(path: file.path, reason: "its meta page says page \(meta.lastPage) is the last in use")
+            throw WStoreError.damagedFile(path: file.path, reason: "its meta page says page \(meta.lastPage) is the last in use")
         }
         guard file.size >= needed.partialValue else {
-            throw Damage(path: file.path, reason: "it is \(file.size) bytes, but its pages in use end at byte \(needed.partialValue) (truncated)")
+            throw WStoreError.damagedFile(path: file.path, reason: "it is \(file.size) bytes, but its pages in use end at byte \(needed.partialValue) (truncated)")
         }
         return meta
     }
@@ -146,7 +166,7 @@ package enum LMDBFile {
 final class OpenFile {
     let path: String
     let fd: Int32
-    let size: UInt64
+    private(set) var size: UInt64
 
     init(_ path: String) throws(WStoreError) {
         self.path = path
@@ -158,6 +178,11 @@ final class OpenFile {
     }
 
     deinit { Posix.close(fd) }
+
+    /// Measures the file again (it only grows while a writer commits).
+    func refreshSize() {
+        if let s = try? Posix.fileStatus(fd, path: path).size { size = UInt64(s) }
+    }
 
     /// `count` bytes at `offset`, or `nil` when the file ends before.
     func read(at offset: UInt64, count: Int) throws(WStoreError) -> [UInt8]? {

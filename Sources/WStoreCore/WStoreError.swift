@@ -7,6 +7,9 @@ public enum WStoreError: Error, CustomStringConvertible, Sendable, Equatable {
     case checksumMismatch(name: String, expected: UInt64, actual: UInt64)
     /// A record header or frame is damaged or inconsistent.
     case corruptRecord(name: String, reason: String)
+    /// The LMDB data file itself is damaged or truncated (format-spec/FORMAT.md §7): refused
+    /// before LMDB maps or walks it.
+    case damagedFile(path: String, reason: String)
     /// The data was written by a newer wstore format than this build reads.
     case newerFormat(what: String, found: Int, supported: Int)
     /// No tensor (or expert, or metadata) by that name.
@@ -32,6 +35,8 @@ public enum WStoreError: Error, CustomStringConvertible, Sendable, Equatable {
             "checksum mismatch in \(name): stored xxh3 \(hex(expected)), computed \(hex(actual)); the store is damaged: find every damaged entry with `wstore verify` (`wstore kv inspect --verify` for a KV store) and write it again from its source"
         case let .corruptRecord(name, reason):
             "corrupt record \(name): \(reason); the store is damaged: find every damaged entry with `wstore verify` (`wstore kv inspect --verify` for a KV store) and write it again from its source"
+        case let .damagedFile(path, reason):
+            "\(path) is damaged: \(reason); the store cannot be read safely: `wstore verify` lists what is wrong, restore the store from its source"
         case let .newerFormat(what, found, supported):
             "\(what) uses wstore format version \(found), but this build reads versions up to \(supported); upgrade wstore to read it"
         case let .notFound(name):

@@ -3,6 +3,7 @@ import Testing
 @testable import KVCache
 @testable import WStoreCLI
 import WStoreTestSupport
+import WStoreReplay
 
 /// `wstore kv compress`, `kv inspect` and `bench kv`, run in-process on files written by numpy/safetensors.
 @Suite struct KVCommandTests {
@@ -87,5 +88,40 @@ import WStoreTestSupport
         try cmd.run()  // the whole command, output included
         var inspect = try #require(try WStoreCommand.parseAsRoot(["kv", "inspect", dir + "/kv", "--json"]) as? KVInspect)
         try inspect.run()
+    }
+}
+
+/// `wstore bench kv --nodes N --remote URL` against a real Redis server the test starts.
+@Suite(.enabled(if: RedisServer.available, "redis-server not found after `make deps`"))
+struct BenchKVNodesTests {
+    @Test func sharedRedisTierMatchesReferenceAndRealStores() throws {
+        let server = try RedisServer()
+        let tmp = TemporaryDirectory("bench-nodes")
+        let reqs = BenchKV.generatedTrace(requests: 400, seed: 9, blockTokens: 512)
+        let lines = reqs.map { "{\"timestamp\": \($0.timestamp), \"input_length\": \($0.inputLength), \"output_length\": 1, \"hash_ids\": \($0.hashIDs)}" }
+        try (lines.joined(separator: "\n") + "\n").write(toFile: tmp.sub("t.jsonl"), atomically: true, encoding: .utf8)
+        let cmd = try #require(try WStoreCommand.parseAsRoot([
+            "bench", "kv", "--trace", tmp.sub("t.jsonl"), "--nodes", "3", "--capacity-blocks", "30", "--remote", server.url,
+            "--model-shape", "layers=2,kv_heads=2,head_dim=8", "--requests", "40", "--block-tokens", "512", "--json",
+        ]) as? BenchKV)
+        let report = try cmd.nodesReport(try MooncakeTrace.read(path: tmp.sub("t.jsonl")), label: "t", nodes: 3)
+        let row = try #require(report.rows.first)
+        // The plain Python replay of the same rule, local tiers alone and with an unbounded shared tier.
+        let out = try runPython([repositoryRoot + "/Tests/KVCacheTests/Fixtures/shared_tier_reference.py", tmp.sub("t.jsonl"),
+                                 "512", "3", "30"])
+        let refs = try out.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
+        let refLocal = try #require(refs.first { $0["remote"] as? Bool == false })
+        let refShared = try #require(refs.first { $0["remote"] as? Bool == true })
+        #expect(row.localOnly.localHitBlocks == refLocal["local_hit_blocks"] as! Int)
+        #expect(row.shared.localHitBlocks == refShared["local_hit_blocks"] as! Int)
+        #expect(row.shared.remoteHitBlocks == refShared["remote_hit_blocks"] as! Int)
+        #expect(row.shared.hitBlocks == report.singleNodeUnbounded.hitBlocks && row.shared.remoteHitBlocks > 0)
+        #expect(row.bytesSent > 0 && row.bytesFetched > 0 && row.remoteLookup.count > 0)
+        // Through real KV stores and the real remote tier: the same total as one unbounded node.
+        let s = try #require(report.store)
+        #expect(s.localHitChunks + s.remoteHitChunks == s.singleNodeUnboundedHitBlocks && s.remoteHitChunks > 0)
+        #expect(s.remoteErrors == 0 && s.damagedRemote == 0 && s.queueDrops == 0 && s.bytesFetched > 0)
+        // The run leaves nothing behind in Redis.
+        #expect(try server.cli(["dbsize"]).trimmingCharacters(in: .whitespacesAndNewlines) == "0")
     }
 }

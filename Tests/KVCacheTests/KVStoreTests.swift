@@ -162,8 +162,8 @@ import WStoreTestSupport
         }
         data[at + 3] ^= 0x10
         try data.write(to: URL(fileURLWithPath: file))
-        #expect(throws: LMDBFile.Damage.self) { _ = try KVStore.open(at: dir + "/kv") }
-        #expect(throws: LMDBFile.Damage.self) { _ = try KVStore.open(at: dir + "/kv", readOnly: true) }
+        #expect(throws: WStoreError.self) { _ = try KVStore.open(at: dir + "/kv") }
+        #expect(throws: WStoreError.self) { _ = try KVStore.open(at: dir + "/kv", readOnly: true) }
     }
 
     @Test func corruptChunkIsReportedNeverReturned() throws {

@@ -1,0 +1,77 @@
+import Foundation
+import Testing
+import WStoreRemote
+import WStoreTestSupport
+import WStoreCore
+
+/// The hiredis client against real servers the tests start.
+@Suite(.enabled(if: RedisServer.available, "redis-server not found after `make deps`"))
+struct RedisClientTests {
+    @Test func hashSlotsMatchRedis() throws {
+        // Reference values from `CLUSTER KEYSLOT` on a real cluster node.
+        let server = try RedisServer(cluster: true)
+        for key in ["foo", "bar", "{user1000}.following", "user1000", "a{}b", "{}x", "wstore:kv:00ff00ff00ff00ff", "x{y}{z}"] {
+            let slot = Int(try server.cli(["cluster", "keyslot", key]).trimmingCharacters(in: .whitespacesAndNewlines))
+            #expect(HashSlot.of(Array(key.utf8)) == slot, "\(key)")
+        }
+        #expect(HashSlot.of(Array("{user1000}.following".utf8)) == HashSlot.of(Array("{user1000}.followers".utf8)))
+    }
+
+    @Test func standaloneBinarySafePipeline() throws {
+        let server = try RedisServer()
+        let client = try RedisClient(urls: [server.url])
+        #expect(!client.isCluster)
+        let values: [[UInt8]] = [[], [0, 13, 10, 0, 255], Array(repeating: 7, count: 3 << 20)]
+        let keys = (0 ..< values.count).map { Array("k\($0)\0\r\n".utf8) }
+        #expect(try client.setIfAbsent(Array(zip(keys, values))) == [true, true, true])
+        #expect(try client.setIfAbsent([(keys[0], [1])]) == [false])
+        #expect(try client.get(keys + [Array("absent".utf8)]) == values + [nil])
+        #expect(try client.exists(keys + [Array("absent".utf8)]) == [true, true, true, false])
+    }
+
+    @Test func clusterRoutesEveryKey() throws {
+        let cluster = try RedisCluster()
+        let client = try RedisClient(urls: cluster.urls)
+        #expect(client.isCluster)
+        let keys = (0 ..< 300).map { Array("key-\($0)".utf8) }
+        let values = keys.map { $0 + [0, 1, 2] }
+        #expect(try client.setIfAbsent(Array(zip(keys, values))).allSatisfy { $0 })
+        #expect(try client.get(keys) == values)
+        #expect(client.redirects == 0)
+        // Each node holds only its own slots: the keys were spread, not all sent to one node.
+        let sizes = try cluster.nodes.map { Int(try $0.cli(["dbsize"]).trimmingCharacters(in: .whitespacesAndNewlines))! }
+        #expect(sizes.reduce(0, +) == keys.count && sizes.allSatisfy { $0 > 0 })
+        // A single seed URL finds the whole cluster too.
+        let one = try RedisClient(urls: [cluster.urls[1]])
+        #expect(one.isCluster)
+        #expect(try one.get(keys) == values)
+    }
+
+    @Test func errorsAreOneClearLine() throws {
+        let server = try RedisServer(password: "s3cret")
+        let wrong = "redis://:nope@127.0.0.1:\(server.port)"
+        #expect { _ = try RedisClient(urls: [wrong]) } throws: { e in
+            guard case .authFailed = e as? RemoteError else { return false }
+            return !"\(e)".contains("\n") && "\(e)".contains("password")
+        }
+        #expect { _ = try RedisClient(urls: ["redis://127.0.0.1:\(server.port)"]) } throws: { e in
+            guard case .authFailed = e as? RemoteError else { return false }
+            return true
+        }
+        #expect(try RedisClient(urls: [server.url]).exists([[1]]) == [false])
+        let closed = try freePort()
+        #expect(throws: RemoteError.connectionRefused(endpoint: "127.0.0.1:\(closed)")) {
+            _ = try RedisClient(urls: ["redis://127.0.0.1:\(closed)"])
+        }
+        #expect(throws: RemoteError.self) { _ = try RedisClient(urls: ["http://127.0.0.1:1"]) }
+        #expect(throws: RemoteError.self) { _ = try RedisClient(urls: ["redis://127.0.0.1:notaport"]) }
+    }
+
+    @Test func nonRedisPortIsNamed() throws {
+        let port = try startNotRedisServer(connections: 1)
+        #expect { _ = try RedisClient(urls: ["redis://127.0.0.1:\(port)"]) } throws: { e in
+            guard case .notRedis = e as? RemoteError else { return false }
+            return "\(e)".contains("not a Redis server")
+        }
+    }
+}
