@@ -163,7 +163,9 @@ fuzz: fuzz-build pydeps
 		echo "fuzz $$t: $(FUZZ_SECONDS) s, corpus $$(ls $$corpus | wc -l) inputs"; \
 		ASAN_OPTIONS=detect_leaks=0 WSTORE_FUZZ_TARGET=$$t $(FUZZ_BIN) $$corpus -max_total_time=$(FUZZ_SECONDS) \
 			-timeout=20 -rss_limit_mb=4096 -print_final_stats=1 -artifact_prefix=$(FUZZ_DIR)/crashes/$$t/ \
-			2>$(FUZZ_DIR)/$$t.log || { tail -40 $(FUZZ_DIR)/$$t.log; echo "fuzz $$t: FOUND A CRASH, input in $(FUZZ_DIR)/crashes/$$t/"; exit 1; }; \
+			2>$(FUZZ_DIR)/$$t.log || { tail -40 $(FUZZ_DIR)/$$t.log; \
+			if [ -n "$$(ls $(FUZZ_DIR)/crashes/$$t)" ]; then echo "fuzz $$t: FOUND A CRASH, input in $(FUZZ_DIR)/crashes/$$t/"; \
+			else echo "fuzz $$t: stopped before its time"; fi; exit 1; }; \
 		grep -E "stat::number_of_executed_units|Done [0-9]+ runs" $(FUZZ_DIR)/$$t.log | sed "s/^/fuzz $$t: /"; \
 	done
 
