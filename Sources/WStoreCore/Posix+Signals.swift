@@ -1,4 +1,5 @@
 import Glibc
+import Synchronization
 
 extension Posix {
     /// Files and a directory that SIGINT and SIGTERM remove before the process exits
@@ -10,10 +11,17 @@ extension Posix {
         nonisolated(unsafe) private static var paths = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: 3)
         /// The SIGINT and SIGTERM actions replaced while armed.
         nonisolated(unsafe) private static var previous = UnsafeMutablePointer<sigaction>.allocate(capacity: 2)
+        /// Serializes arm and disarm: packs run concurrently in one process (tests) must not
+        /// free the same paths twice.
+        private static let lock = Mutex(())
 
         /// On SIGINT or SIGTERM: unlink `files` (at most two), rmdir `directory`, exit.
         package static func arm(files: [String], directory: String) {
             precondition(files.count <= 2)
+            lock.withLock { _ in armLocked(files: files, directory: directory) }
+        }
+
+        private static func armLocked(files: [String], directory: String) {
             for i in 0 ..< 3 { paths[i] = nil }
             for (i, p) in files.enumerated() { paths[i] = strdup(p) }
             paths[2] = strdup(directory)
@@ -30,6 +38,10 @@ extension Posix {
 
         /// Restores the actions that were in place before ``arm(files:directory:)``.
         package static func disarm() {
+            lock.withLock { _ in disarmLocked() }
+        }
+
+        private static func disarmLocked() {
             sigaction(SIGINT, previous, nil)
             sigaction(SIGTERM, previous + 1, nil)
             for i in 0 ..< 3 {
