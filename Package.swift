@@ -90,18 +90,26 @@ let package = Package(
             path: "Tests/WStoreTestSupport"
         ),
         .testTarget(name: "WStoreCoreTests", dependencies: ["WStoreCore", "WStoreTestSupport"]),
-        .testTarget(name: "WStoreFormatsTests", dependencies: ["WStoreCore", "WStoreFormats", "WeightStore", "WStoreTestSupport"]),
+        .testTarget(
+            name: "WStoreFormatsTests",
+            dependencies: ["WStoreCore", "WStoreFormats", "WeightStore", "WStoreTestSupport"]),
         .testTarget(name: "WeightStoreTests", dependencies: ["WeightStore", "WStoreCore", "WStoreTestSupport"]),
         .testTarget(
             name: "KVCacheTests",
-            dependencies: ["KVCache", "WStoreCore", "WStoreKernels", "WStoreReplay", "WStoreTestSupport", "WStoreRemote"],
+            dependencies: [
+                "KVCache", "WStoreCore", "WStoreKernels", "WStoreReplay", "WStoreTestSupport", "WStoreRemote",
+            ],
             exclude: ["Fixtures"]
         ),
-        .testTarget(name: "ResidencyTests", dependencies: ["WeightStore", "WStoreCore", "WStoreReplay", "WStoreTestSupport"]),
+        .testTarget(
+            name: "ResidencyTests", dependencies: ["WeightStore", "WStoreCore", "WStoreReplay", "WStoreTestSupport"]),
         // Every `wstore` command, run in-process.
         .testTarget(
             name: "CLITests",
-            dependencies: ["WStoreCLI", "WeightStore", "KVCache", "WStoreCore", "WStoreFormats", "WStoreReplay", "WStoreTestSupport"],
+            dependencies: [
+                "WStoreCLI", "WeightStore", "KVCache", "WStoreCore", "WStoreFormats", "WStoreReplay",
+                "WStoreTestSupport",
+            ],
             exclude: ["Fixtures"]
         ),
         // Replays what fuzzing found through the entry points of WStoreFuzzing.

@@ -3,8 +3,10 @@ import WeightStore
 
 /// See `wstore_list_experts` in wstore.h.
 @_cdecl("wstore_list_experts")
-public func wstore_list_experts(_ store: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ layer: Int64,
-                                _ fn: wstore_expert_list_fn?, _ ctx: UnsafeMutableRawPointer?) -> Int32 {
+public func wstore_list_experts(
+    _ store: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ layer: Int64,
+    _ fn: wstore_expert_list_fn?, _ ctx: UnsafeMutableRawPointer?
+) -> Int32 {
     guarded {
         let box = try storeFrom(store), s = box.store
         let m = try box.model(model)

@@ -1,5 +1,5 @@
-import Foundation
 import CWStoreHeader
+import Foundation
 import KVCache
 import WeightStore
 
@@ -32,14 +32,17 @@ private func layerViews(_ p: UnsafePointer<wstore_kv_layer>?, _ n: Int) throws -
         let l = p[i]
         guard let k = l.k, let v = l.v else { throw ABIError.invalidArgument("layer \(i): k or v is NULL") }
         guard l.dtype >= 0, l.dtype <= 255, let dtype = DType(code: UInt8(l.dtype), ggmlType: 0),
-              [DType.f16, .bf16, .f32].contains(dtype) else {
+            [DType.f16, .bf16, .f32].contains(dtype)
+        else {
             throw ABIError.invalidArgument("layer \(i): dtype \(l.dtype) is not WSTORE_DTYPE_F16, BF16 or F32")
         }
         guard l.kv_heads > 0, l.head_dim > 0, l.token_stride > 0, l.head_stride >= 0 else {
-            throw ABIError.invalidArgument("layer \(i): kv_heads, head_dim and token_stride must be positive, head_stride not negative")
+            throw ABIError.invalidArgument(
+                "layer \(i): kv_heads, head_dim and token_stride must be positive, head_stride not negative")
         }
-        return KVLayerView(keys: k, values: v, dtype: dtype, kvHeads: Int(l.kv_heads), headDim: Int(l.head_dim),
-                           tokenStride: Int(l.token_stride), headStride: Int(l.head_stride))
+        return KVLayerView(
+            keys: k, values: v, dtype: dtype, kvHeads: Int(l.kv_heads), headDim: Int(l.head_dim),
+            tokenStride: Int(l.token_stride), headStride: Int(l.head_stride))
     }
 }
 
@@ -60,8 +63,10 @@ private func kvOptions(_ options: UnsafePointer<wstore_kv_options>?) throws -> K
 
 /// See `wstore_kv_create` in wstore.h.
 @_cdecl("wstore_kv_create")
-public func wstore_kv_create(_ path: UnsafePointer<CChar>?, _ options: UnsafePointer<wstore_kv_options>?,
-                             _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+public func wstore_kv_create(
+    _ path: UnsafePointer<CChar>?, _ options: UnsafePointer<wstore_kv_options>?,
+    _ out: UnsafeMutablePointer<OpaquePointer?>?
+) -> Int32 {
     guarded {
         let path = try string(path, "path")
         let out = try required(out, "out")
@@ -71,12 +76,15 @@ public func wstore_kv_create(_ path: UnsafePointer<CChar>?, _ options: UnsafePoi
 
 /// See `wstore_kv_open` in wstore.h.
 @_cdecl("wstore_kv_open")
-public func wstore_kv_open(_ path: UnsafePointer<CChar>?, _ readOnly: Int32, _ threads: Int32,
-                           _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+public func wstore_kv_open(
+    _ path: UnsafePointer<CChar>?, _ readOnly: Int32, _ threads: Int32,
+    _ out: UnsafeMutablePointer<OpaquePointer?>?
+) -> Int32 {
     guarded {
         let path = try string(path, "path")
         let out = try required(out, "out")
-        out.pointee = try kvStores.insert(try KVStore.open(at: path, readOnly: readOnly != 0, threads: max(1, Int(threads))))
+        out.pointee = try kvStores.insert(
+            try KVStore.open(at: path, readOnly: readOnly != 0, threads: max(1, Int(threads))))
     }
 }
 
@@ -92,9 +100,11 @@ public func wstore_kv_close(_ kv: OpaquePointer?) -> Int32 {
 
 /// See `wstore_kv_store` in wstore.h.
 @_cdecl("wstore_kv_store")
-public func wstore_kv_store(_ kv: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ salt: UnsafePointer<CChar>?,
-                            _ tokens: UnsafePointer<UInt32>?, _ nTokens: Int, _ layers: UnsafePointer<wstore_kv_layer>?,
-                            _ nLayers: Int, _ cached: UnsafeMutablePointer<Int>?) -> Int32 {
+public func wstore_kv_store(
+    _ kv: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ salt: UnsafePointer<CChar>?,
+    _ tokens: UnsafePointer<UInt32>?, _ nTokens: Int, _ layers: UnsafePointer<wstore_kv_layer>?,
+    _ nLayers: Int, _ cached: UnsafeMutablePointer<Int>?
+) -> Int32 {
     guarded {
         let store = try kvFrom(kv)
         let m = model == nil ? WeightStore.defaultModel : try string(model, "model")
@@ -108,8 +118,10 @@ public func wstore_kv_store(_ kv: OpaquePointer?, _ model: UnsafePointer<CChar>?
 
 /// See `wstore_kv_probe` in wstore.h.
 @_cdecl("wstore_kv_probe")
-public func wstore_kv_probe(_ kv: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ salt: UnsafePointer<CChar>?,
-                            _ tokens: UnsafePointer<UInt32>?, _ nTokens: Int, _ cached: UnsafeMutablePointer<Int>?) -> Int32 {
+public func wstore_kv_probe(
+    _ kv: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ salt: UnsafePointer<CChar>?,
+    _ tokens: UnsafePointer<UInt32>?, _ nTokens: Int, _ cached: UnsafeMutablePointer<Int>?
+) -> Int32 {
     guarded {
         let store = try kvFrom(kv)
         let m = model == nil ? WeightStore.defaultModel : try string(model, "model")
@@ -121,9 +133,11 @@ public func wstore_kv_probe(_ kv: OpaquePointer?, _ model: UnsafePointer<CChar>?
 
 /// See `wstore_kv_lookup` in wstore.h.
 @_cdecl("wstore_kv_lookup")
-public func wstore_kv_lookup(_ kv: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ salt: UnsafePointer<CChar>?,
-                             _ tokens: UnsafePointer<UInt32>?, _ nTokens: Int, _ layers: UnsafePointer<wstore_kv_layer>?,
-                             _ nLayers: Int, _ out: UnsafeMutablePointer<wstore_kv_lookup_result>?) -> Int32 {
+public func wstore_kv_lookup(
+    _ kv: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ salt: UnsafePointer<CChar>?,
+    _ tokens: UnsafePointer<UInt32>?, _ nTokens: Int, _ layers: UnsafePointer<wstore_kv_layer>?,
+    _ nLayers: Int, _ out: UnsafeMutablePointer<wstore_kv_lookup_result>?
+) -> Int32 {
     guarded {
         let store = try kvFrom(kv)
         let m = model == nil ? WeightStore.defaultModel : try string(model, "model")
@@ -184,33 +198,41 @@ private func remoteTier(_ p: UnsafePointer<wstore_kv_remote>?) throws -> RemoteT
 
 /// See `wstore_kv_create_remote` in wstore.h.
 @_cdecl("wstore_kv_create_remote")
-public func wstore_kv_create_remote(_ path: UnsafePointer<CChar>?, _ options: UnsafePointer<wstore_kv_options>?,
-                                    _ remote: UnsafePointer<wstore_kv_remote>?,
-                                    _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+public func wstore_kv_create_remote(
+    _ path: UnsafePointer<CChar>?, _ options: UnsafePointer<wstore_kv_options>?,
+    _ remote: UnsafePointer<wstore_kv_remote>?,
+    _ out: UnsafeMutablePointer<OpaquePointer?>?
+) -> Int32 {
     guarded {
         let path = try string(path, "path")
         let out = try required(out, "out")
-        out.pointee = try kvStores.insert(try KVStore.create(at: path, options: try kvOptions(options), remote: try remoteTier(remote)))
+        out.pointee = try kvStores.insert(
+            try KVStore.create(at: path, options: try kvOptions(options), remote: try remoteTier(remote)))
     }
 }
 
 /// See `wstore_kv_open_remote` in wstore.h.
 @_cdecl("wstore_kv_open_remote")
-public func wstore_kv_open_remote(_ path: UnsafePointer<CChar>?, _ readOnly: Int32, _ threads: Int32,
-                                  _ remote: UnsafePointer<wstore_kv_remote>?,
-                                  _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+public func wstore_kv_open_remote(
+    _ path: UnsafePointer<CChar>?, _ readOnly: Int32, _ threads: Int32,
+    _ remote: UnsafePointer<wstore_kv_remote>?,
+    _ out: UnsafeMutablePointer<OpaquePointer?>?
+) -> Int32 {
     guarded {
         let path = try string(path, "path")
         let out = try required(out, "out")
         let tier = try remoteTier(remote)
-        out.pointee = try kvStores.insert(try KVStore.open(at: path, readOnly: readOnly != 0, threads: max(1, Int(threads)),
-                                                          remote: tier))
+        out.pointee = try kvStores.insert(
+            try KVStore.open(
+                at: path, readOnly: readOnly != 0, threads: max(1, Int(threads)),
+                remote: tier))
     }
 }
 
 /// See `wstore_kv_get_tier_stats` in wstore.h.
 @_cdecl("wstore_kv_get_tier_stats")
-public func wstore_kv_get_tier_stats(_ kv: OpaquePointer?, _ out: UnsafeMutablePointer<wstore_kv_tier_stats>?) -> Int32 {
+public func wstore_kv_get_tier_stats(_ kv: OpaquePointer?, _ out: UnsafeMutablePointer<wstore_kv_tier_stats>?) -> Int32
+{
     guarded {
         let store = try kvFrom(kv)
         let out = try required(out, "out")
@@ -238,7 +260,9 @@ public func wstore_kv_get_tier_stats(_ kv: OpaquePointer?, _ out: UnsafeMutableP
 
 /// See `wstore_kv_flush_remote` in wstore.h.
 @_cdecl("wstore_kv_flush_remote")
-public func wstore_kv_flush_remote(_ kv: OpaquePointer?, _ timeoutMs: Int64, _ drained: UnsafeMutablePointer<Int32>?) -> Int32 {
+public func wstore_kv_flush_remote(_ kv: OpaquePointer?, _ timeoutMs: Int64, _ drained: UnsafeMutablePointer<Int32>?)
+    -> Int32
+{
     guarded {
         let store = try kvFrom(kv)
         let ok = store.flushRemote(timeout: .milliseconds(max(0, timeoutMs)))

@@ -30,18 +30,21 @@ final class ResidencyBox: @unchecked Sendable {
             let parts = UnsafeMutableBufferPointer<wstore_expert_part>.allocate(capacity: max(1, layout.parts.count))
             owned.append(UnsafeMutableRawPointer(parts.baseAddress!))
             for (i, p) in layout.parts.enumerated() {
-                let name = names[p.name] ?? {
-                    let c = Posix.duplicateCString(p.name)
-                    names[p.name] = c
-                    owned.append(UnsafeMutableRawPointer(c))
-                    return c
-                }()
+                let name =
+                    names[p.name]
+                    ?? {
+                        let c = Posix.duplicateCString(p.name)
+                        names[p.name] = c
+                        owned.append(UnsafeMutableRawPointer(c))
+                        return c
+                    }()
                 let shape = UnsafeMutablePointer<Int64>.allocate(capacity: max(1, p.shape.count))
                 owned.append(UnsafeMutableRawPointer(shape))
                 for (d, n) in p.shape.enumerated() { shape[d] = Int64(n) }
-                parts[i] = wstore_expert_part(name: name, data: UnsafeRawPointer(bitPattern: p.offset),
-                                              size: p.size, dtype: Int32(p.dtype.code), rank: Int32(p.shape.count),
-                                              shape: shape)
+                parts[i] = wstore_expert_part(
+                    name: name, data: UnsafeRawPointer(bitPattern: p.offset),
+                    size: p.size, dtype: Int32(p.dtype.code), rank: Int32(p.shape.count),
+                    shape: shape)
             }
             templates.append(UnsafeMutableBufferPointer(rebasing: parts[0 ..< layout.parts.count]))
         }
@@ -76,9 +79,10 @@ final class PinnedExpert: ManagedBuffer<PinnedHeader, wstore_expert_part> {
     /// Takes over the pin already held on `slot`.
     static func make(pinned slot: ExpertSlot, hit: Bool, owner: ResidencyBox) -> PinnedExpert {
         let t = owner.template(of: slot)
-        let made = unsafeDowncast(create(minimumCapacity: max(1, t.count)) { _ in
-            PinnedHeader(slot: slot, owner: owner, hit: hit, count: t.count)
-        }, to: PinnedExpert.self)
+        let made = unsafeDowncast(
+            create(minimumCapacity: max(1, t.count)) { _ in
+                PinnedHeader(slot: slot, owner: owner, hit: hit, count: t.count)
+            }, to: PinnedExpert.self)
         // Only the data pointers differ from the template: the pinned buffer plus each offset.
         let base = UnsafeRawPointer(slot.buffer.unsafelyUnwrapped)
         made.withUnsafeMutablePointerToElements { out in
@@ -116,9 +120,11 @@ private func expertFrom(_ p: OpaquePointer?) throws -> PinnedExpert {
 
 /// See `wstore_residency_open` in wstore.h.
 @_cdecl("wstore_residency_open")
-public func wstore_residency_open(_ store: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ budget: Int64,
-                                  _ policy: UnsafePointer<CChar>?, _ loaders: Int32, _ waitMs: Int64,
-                                  _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+public func wstore_residency_open(
+    _ store: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ budget: Int64,
+    _ policy: UnsafePointer<CChar>?, _ loaders: Int32, _ waitMs: Int64,
+    _ out: UnsafeMutablePointer<OpaquePointer?>?
+) -> Int32 {
     guarded {
         let box = try storeFrom(store)
         let m = try box.model(model)
@@ -134,7 +140,11 @@ public func wstore_residency_open(_ store: OpaquePointer?, _ model: UnsafePointe
             options.policy = kind
         }
         if loaders > 0 { options.loaders = Int(loaders) }
-        if waitMs == 0 { options.whenFull = .fail } else if waitMs > 0 { options.whenFull = .wait(timeout: .milliseconds(waitMs)) }
+        if waitMs == 0 {
+            options.whenFull = .fail
+        } else if waitMs > 0 {
+            options.whenFull = .wait(timeout: .milliseconds(waitMs))
+        }
         let manager = try ResidencyManager(store: box.store, model: m, budget: Int(budget), options: options)
         out.pointee = try residencies.insert(ResidencyBox(manager: manager))
     }
@@ -149,8 +159,10 @@ public func wstore_residency_close(_ residency: OpaquePointer?) -> Int32 {
 
 /// See `wstore_expert_acquire` in wstore.h.
 @_cdecl("wstore_expert_acquire")
-public func wstore_expert_acquire(_ residency: OpaquePointer?, _ layer: Int64, _ expert: Int64,
-                                  _ out: UnsafeMutablePointer<OpaquePointer?>?) -> Int32 {
+public func wstore_expert_acquire(
+    _ residency: OpaquePointer?, _ layer: Int64, _ expert: Int64,
+    _ out: UnsafeMutablePointer<OpaquePointer?>?
+) -> Int32 {
     guarded {
         let out = try required(out, "out")
         // The hit path: the manager is borrowed from the table without a retain.
@@ -164,16 +176,19 @@ public func wstore_expert_acquire(_ residency: OpaquePointer?, _ layer: Int64, _
 
 /// See `wstore_expert_acquire_many` in wstore.h.
 @_cdecl("wstore_expert_acquire_many")
-public func wstore_expert_acquire_many(_ residency: OpaquePointer?, _ layer: Int64, _ list: UnsafePointer<Int64>?,
-                                       _ count: Int, _ out: UnsafeMutablePointer<OpaquePointer?>?,
-                                       _ hits: UnsafeMutablePointer<Int32>?) -> Int32 {
+public func wstore_expert_acquire_many(
+    _ residency: OpaquePointer?, _ layer: Int64, _ list: UnsafePointer<Int64>?,
+    _ count: Int, _ out: UnsafeMutablePointer<OpaquePointer?>?,
+    _ hits: UnsafeMutablePointer<Int32>?
+) -> Int32 {
     guarded {
         let box = try residencyFrom(residency)
         guard count >= 0 else { throw ABIError.invalidArgument("count \(count) is negative") }
         guard count > 0 else { return }
         let list = try required(list, "experts"), out = try required(out, "out")
         let (slots, wasHit) = try box.manager.acquirePinned(
-            layer: Int(clamping: layer), experts: UnsafeBufferPointer(start: list, count: count).map { Int(clamping: $0) })
+            layer: Int(clamping: layer),
+            experts: UnsafeBufferPointer(start: list, count: count).map { Int(clamping: $0) })
         // Every pin is owned by an object first, so an early exit gives back the rest.
         let pinned = slots.enumerated().map { PinnedExpert.make(pinned: $1, hit: wasHit[$0], owner: box) }
         var made: [OpaquePointer] = []
@@ -202,8 +217,10 @@ public func wstore_expert_hit(_ expert: OpaquePointer?, _ hit: UnsafeMutablePoin
 
 /// See `wstore_expert_parts` in wstore.h.
 @_cdecl("wstore_expert_parts")
-public func wstore_expert_parts(_ expert: OpaquePointer?, _ parts: UnsafeMutablePointer<UnsafePointer<wstore_expert_part>?>?,
-                                _ count: UnsafeMutablePointer<Int>?) -> Int32 {
+public func wstore_expert_parts(
+    _ expert: OpaquePointer?, _ parts: UnsafeMutablePointer<UnsafePointer<wstore_expert_part>?>?,
+    _ count: UnsafeMutablePointer<Int>?
+) -> Int32 {
     guarded {
         let e = try expertFrom(expert)
         let parts = try required(parts, "parts"), count = try required(count, "count")
@@ -214,14 +231,21 @@ public func wstore_expert_parts(_ expert: OpaquePointer?, _ parts: UnsafeMutable
 
 /// See `wstore_expert_part_by_name` in wstore.h.
 @_cdecl("wstore_expert_part_by_name")
-public func wstore_expert_part_by_name(_ expert: OpaquePointer?, _ part: UnsafePointer<CChar>?,
-                               _ data: UnsafeMutablePointer<UnsafeRawPointer?>?, _ size: UnsafeMutablePointer<Int>?) -> Int32 {
+public func wstore_expert_part_by_name(
+    _ expert: OpaquePointer?, _ part: UnsafePointer<CChar>?,
+    _ data: UnsafeMutablePointer<UnsafeRawPointer?>?, _ size: UnsafeMutablePointer<Int>?
+) -> Int32 {
     guarded {
         let e = try expertFrom(expert)
         let part = try required(part, "part")
         let data = try required(data, "data"), size = try required(size, "size")
-        guard let p = UnsafeBufferPointer(start: e.parts, count: e.count).first(where: { Posix.equalCStrings($0.name, part) }) else {
-            throw WStoreError.notFound("part \(String(cString: part)) of expert \(e.slot.expert) of layer \(e.slot.layer)")
+        guard
+            let p = UnsafeBufferPointer(start: e.parts, count: e.count).first(where: {
+                Posix.equalCStrings($0.name, part)
+            })
+        else {
+            throw WStoreError.notFound(
+                "part \(String(cString: part)) of expert \(e.slot.expert) of layer \(e.slot.layer)")
         }
         data.pointee = p.data
         size.pointee = p.size
@@ -240,8 +264,10 @@ public func wstore_expert_release(_ expert: OpaquePointer?) -> Int32 {
 
 /// See `wstore_residency_prefetch` in wstore.h.
 @_cdecl("wstore_residency_prefetch")
-public func wstore_residency_prefetch(_ residency: OpaquePointer?, _ layer: Int64, _ list: UnsafePointer<Int64>?,
-                                      _ count: Int) -> Int32 {
+public func wstore_residency_prefetch(
+    _ residency: OpaquePointer?, _ layer: Int64, _ list: UnsafePointer<Int64>?,
+    _ count: Int
+) -> Int32 {
     guarded {
         let box = try residencyFrom(residency)
         guard count == 0 || list != nil else { throw ABIError.invalidArgument("experts is NULL") }
@@ -249,24 +275,28 @@ public func wstore_residency_prefetch(_ residency: OpaquePointer?, _ layer: Int6
         let asked = UnsafeBufferPointer(start: list, count: count)
         let unknown = box.manager.prefetch(layer: Int(clamping: layer), experts: asked.lazy.map { Int(clamping: $0) })
         guard unknown.isEmpty else {
-            throw WStoreError.notFound("experts \(unknown.map(String.init).joined(separator: ", ")) of layer \(layer) "
-                + "(the index has \(box.manager.geometry.layers) layers × \(box.manager.geometry.experts) experts); "
-                + "the other experts of the hint were queued")
+            throw WStoreError.notFound(
+                "experts \(unknown.map(String.init).joined(separator: ", ")) of layer \(layer) "
+                    + "(the index has \(box.manager.geometry.layers) layers × \(box.manager.geometry.experts) experts); "
+                    + "the other experts of the hint were queued")
         }
     }
 }
 
 /// See `wstore_residency_get_stats` in wstore.h.
 @_cdecl("wstore_residency_get_stats")
-public func wstore_residency_get_stats(_ residency: OpaquePointer?, _ layer: Int64,
-                                   _ out: UnsafeMutablePointer<wstore_residency_stats>?) -> Int32 {
+public func wstore_residency_get_stats(
+    _ residency: OpaquePointer?, _ layer: Int64,
+    _ out: UnsafeMutablePointer<wstore_residency_stats>?
+) -> Int32 {
     guarded {
         let box = try residencyFrom(residency)
         let out = try required(out, "out")
         let m = box.manager
         let stats = m.stats()
         guard layer < Int64(stats.layers.count) else {
-            throw ABIError.invalidArgument("layer \(layer) out of range: the expert index has \(stats.layers.count) layers")
+            throw ABIError.invalidArgument(
+                "layer \(layer) out of range: the expert index has \(stats.layers.count) layers")
         }
         let l = layer >= 0 ? stats.layers[Int(layer)] : stats.total
         var c = wstore_residency_stats()
@@ -295,41 +325,54 @@ public func wstore_residency_get_stats(_ residency: OpaquePointer?, _ layer: Int
 
 /// See `wstore_residency_mask` in wstore.h.
 @_cdecl("wstore_residency_mask")
-public func wstore_residency_mask(_ residency: OpaquePointer?, _ layer: Int64, _ words: UnsafeMutablePointer<UInt64>?,
-                                  _ nWords: Int, _ written: UnsafeMutablePointer<Int>?) -> Int32 {
+public func wstore_residency_mask(
+    _ residency: OpaquePointer?, _ layer: Int64, _ words: UnsafeMutablePointer<UInt64>?,
+    _ nWords: Int, _ written: UnsafeMutablePointer<Int>?
+) -> Int32 {
     guarded {
         let m = try residencyFrom(residency).manager
         guard layer >= 0, layer < Int64(m.geometry.layers) else {
-            throw ABIError.invalidArgument("layer \(layer) out of range: the expert index has \(m.geometry.layers) layers")
+            throw ABIError.invalidArgument(
+                "layer \(layer) out of range: the expert index has \(m.geometry.layers) layers")
         }
         guard nWords >= 0, nWords == 0 || words != nil else { throw ABIError.invalidArgument("words is NULL") }
-        let n = nWords == 0 ? 0 : m.residencyMask(layer: Int(layer), into: UnsafeMutableBufferPointer(start: words, count: nWords))
+        let n =
+            nWords == 0
+            ? 0 : m.residencyMask(layer: Int(layer), into: UnsafeMutableBufferPointer(start: words, count: nWords))
         written?.pointee = n
     }
 }
 
 /// See `wstore_residency_route` in wstore.h.
 @_cdecl("wstore_residency_route")
-public func wstore_residency_route(_ residency: OpaquePointer?, _ layer: Int64, _ experts: UnsafePointer<Int32>?,
-                                   _ probs: UnsafePointer<Float>?, _ n: Int, _ k: Int32, _ tolerance: Double,
-                                   _ outExperts: UnsafeMutablePointer<Int32>?, _ swapped: UnsafeMutablePointer<Int32>?,
-                                   _ massGivenUp: UnsafeMutablePointer<Double>?) -> Int32 {
+public func wstore_residency_route(
+    _ residency: OpaquePointer?, _ layer: Int64, _ experts: UnsafePointer<Int32>?,
+    _ probs: UnsafePointer<Float>?, _ n: Int, _ k: Int32, _ tolerance: Double,
+    _ outExperts: UnsafeMutablePointer<Int32>?, _ swapped: UnsafeMutablePointer<Int32>?,
+    _ massGivenUp: UnsafeMutablePointer<Double>?
+) -> Int32 {
     guarded {
         let m = try residencyFrom(residency).manager
         guard layer >= 0, layer < Int64(m.geometry.layers) else {
-            throw ABIError.invalidArgument("layer \(layer) out of range: the expert index has \(m.geometry.layers) layers")
+            throw ABIError.invalidArgument(
+                "layer \(layer) out of range: the expert index has \(m.geometry.layers) layers")
         }
         guard n > 0, let experts, let probs, let outExperts else {
             throw ABIError.invalidArgument("experts, probs and out_experts must be non-NULL and n positive")
         }
         let want = k > 0 ? Int(k) : m.geometry.topK
         guard want >= 1, want <= n else { throw ABIError.invalidArgument("k \(want) must be between 1 and n (\(n))") }
-        guard tolerance >= 0, tolerance <= 1 else { throw ABIError.invalidArgument("tolerance \(tolerance) is outside [0, 1]") }
+        guard tolerance >= 0, tolerance <= 1 else {
+            throw ABIError.invalidArgument("tolerance \(tolerance) is outside [0, 1]")
+        }
         let ids = (0 ..< n).map { Int(experts[$0]) }
         guard Set(ids).count == n else { throw ABIError.invalidArgument("experts repeat a candidate") }
         let p = (0 ..< n).map { Double(probs[$0]) }
-        guard p.allSatisfy({ $0.isFinite && $0 >= 0 }) else { throw ABIError.invalidArgument("probs must be finite and not negative") }
-        let choice = m.residentAwareTopK(layer: Int(layer), experts: ids, probabilities: p, k: want, tolerance: tolerance)
+        guard p.allSatisfy({ $0.isFinite && $0 >= 0 }) else {
+            throw ABIError.invalidArgument("probs must be finite and not negative")
+        }
+        let choice = m.residentAwareTopK(
+            layer: Int(layer), experts: ids, probabilities: p, k: want, tolerance: tolerance)
         for (i, e) in choice.experts.enumerated() { outExperts[i] = Int32(e) }
         swapped?.pointee = Int32(choice.swapped)
         massGivenUp?.pointee = choice.massGivenUp

@@ -30,7 +30,9 @@ final class StoreBox: Sendable {
         models.withLock { $0 = fresh }
         if fresh.contains(name) { return name }
         let list = fresh.isEmpty ? "none" : fresh.joined(separator: ", ")
-        throw WStoreError.notFound("model \(name) (NULL names the only model of a one-model store, else \"default\"); the store holds: \(list)")
+        throw WStoreError.notFound(
+            "model \(name) (NULL names the only model of a one-model store, else \"default\"); the store holds: \(list)"
+        )
     }
 }
 
@@ -74,9 +76,11 @@ public func wstore_format_version(_ store: OpaquePointer?, _ out: UnsafeMutableP
 
 /// See `wstore_model_info` in wstore.h.
 @_cdecl("wstore_model_info")
-public func wstore_model_info(_ store: OpaquePointer?, _ model: UnsafePointer<CChar>?,
-                              _ layers: UnsafeMutablePointer<Int64>?, _ expertsPerLayer: UnsafeMutablePointer<Int64>?,
-                              _ topK: UnsafeMutablePointer<Int64>?) -> Int32 {
+public func wstore_model_info(
+    _ store: OpaquePointer?, _ model: UnsafePointer<CChar>?,
+    _ layers: UnsafeMutablePointer<Int64>?, _ expertsPerLayer: UnsafeMutablePointer<Int64>?,
+    _ topK: UnsafeMutablePointer<Int64>?
+) -> Int32 {
     guarded {
         let box = try storeFrom(store)
         let m = try box.model(model)
@@ -89,7 +93,9 @@ public func wstore_model_info(_ store: OpaquePointer?, _ model: UnsafePointer<CC
 
 /// See `wstore_list_models` in wstore.h.
 @_cdecl("wstore_list_models")
-public func wstore_list_models(_ store: OpaquePointer?, _ fn: wstore_model_fn?, _ ctx: UnsafeMutableRawPointer?) -> Int32 {
+public func wstore_list_models(_ store: OpaquePointer?, _ fn: wstore_model_fn?, _ ctx: UnsafeMutableRawPointer?)
+    -> Int32
+{
     guarded {
         let s = try storeFrom(store).store
         let fn = try required(fn, "callback")

@@ -22,8 +22,10 @@ func cInfo(_ info: TensorInfo) -> wstore_tensor_info {
 
 /// See `wstore_info` in wstore.h.
 @_cdecl("wstore_info")
-public func wstore_info(_ store: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ name: UnsafePointer<CChar>?,
-                               _ out: UnsafeMutablePointer<wstore_tensor_info>?) -> Int32 {
+public func wstore_info(
+    _ store: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ name: UnsafePointer<CChar>?,
+    _ out: UnsafeMutablePointer<wstore_tensor_info>?
+) -> Int32 {
     guarded {
         let box = try storeFrom(store), s = box.store
         let m = try box.model(model), n = try string(name, "name")
@@ -34,8 +36,10 @@ public func wstore_info(_ store: OpaquePointer?, _ model: UnsafePointer<CChar>?,
 
 /// See `wstore_list_tensors` in wstore.h.
 @_cdecl("wstore_list_tensors")
-public func wstore_list_tensors(_ store: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ fn: wstore_tensor_list_fn?,
-                                _ ctx: UnsafeMutableRawPointer?) -> Int32 {
+public func wstore_list_tensors(
+    _ store: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ fn: wstore_tensor_list_fn?,
+    _ ctx: UnsafeMutableRawPointer?
+) -> Int32 {
     guarded {
         let box = try storeFrom(store), s = box.store
         let m = try box.model(model)
@@ -50,13 +54,17 @@ public func wstore_list_tensors(_ store: OpaquePointer?, _ model: UnsafePointer<
 
 /// See `wstore_with_tensor` in wstore.h.
 @_cdecl("wstore_with_tensor")
-public func wstore_with_tensor(_ store: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ name: UnsafePointer<CChar>?,
-                               _ flags: UInt32, _ fn: wstore_tensor_fn?, _ ctx: UnsafeMutableRawPointer?) -> Int32 {
+public func wstore_with_tensor(
+    _ store: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ name: UnsafePointer<CChar>?,
+    _ flags: UInt32, _ fn: wstore_tensor_fn?, _ ctx: UnsafeMutableRawPointer?
+) -> Int32 {
     guarded {
         let box = try storeFrom(store), s = box.store
         let m = try box.model(model), n = try string(name, "name")
         let fn = try required(fn, "callback")
-        guard flags & ~WSTORE_VERIFY == 0 else { throw ABIError.invalidArgument("unknown flags 0x\(String(flags, radix: 16))") }
+        guard flags & ~WSTORE_VERIFY == 0 else {
+            throw ABIError.invalidArgument("unknown flags 0x\(String(flags, radix: 16))")
+        }
         // The bytes are pages of the read transaction withTensor holds open: they are lent
         // to the callback and never returned (lmdb.h: valid until the transaction ends).
         let rc = try s.withTensor(n, model: m, verify: flags & WSTORE_VERIFY != 0) { bytes, info in
@@ -69,8 +77,10 @@ public func wstore_with_tensor(_ store: OpaquePointer?, _ model: UnsafePointer<C
 
 /// See `wstore_read` in wstore.h.
 @_cdecl("wstore_read")
-public func wstore_read(_ store: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ name: UnsafePointer<CChar>?,
-                        _ buf: UnsafeMutableRawPointer?, _ len: Int, _ threads: Int32) -> Int32 {
+public func wstore_read(
+    _ store: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ name: UnsafePointer<CChar>?,
+    _ buf: UnsafeMutableRawPointer?, _ len: Int, _ threads: Int32
+) -> Int32 {
     guarded {
         let box = try storeFrom(store), s = box.store
         let m = try box.model(model), n = try string(name, "name")
@@ -80,8 +90,9 @@ public func wstore_read(_ store: OpaquePointer?, _ model: UnsafePointer<CChar>?,
                 throw ABIError.bufferTooSmall(name: "tensor \(n) in model \(m)", needed: info.rawSize, given: len)
             }
             guard buf != nil || info.rawSize == 0 else { throw ABIError.invalidArgument("buf is NULL") }
-            try snap.read(n, model: m, into: UnsafeMutableRawBufferPointer(start: buf, count: info.rawSize),
-                          threads: threads > 0 ? Int(threads) : defaultThreadCount, verify: true)
+            try snap.read(
+                n, model: m, into: UnsafeMutableRawBufferPointer(start: buf, count: info.rawSize),
+                threads: threads > 0 ? Int(threads) : defaultThreadCount, verify: true)
         }
     }
 }

@@ -95,8 +95,9 @@ final class HandleTable<Object: AnyObject>: @unchecked Sendable {
         while head & 0xFFFF_FFFF != 0 {
             let index = Int(head & 0xFFFF_FFFF) - 1
             let next = UInt64(slotLink(index).pointee.load(ordering: .relaxed))
-            let (done, seen) = freeHead.compareExchange(expected: head, desired: (head >> 32 &+ 1) << 32 | next,
-                                                        ordering: .acquiring)
+            let (done, seen) = freeHead.compareExchange(
+                expected: head, desired: (head >> 32 &+ 1) << 32 | next,
+                ordering: .acquiring)
             if done { return index }
             head = seen
         }
@@ -113,8 +114,9 @@ final class HandleTable<Object: AnyObject>: @unchecked Sendable {
         var head = freeHead.load(ordering: .relaxed)
         while true {
             slotLink(index).pointee.store(UInt32(truncatingIfNeeded: head & 0xFFFF_FFFF), ordering: .relaxed)
-            let (done, seen) = freeHead.compareExchange(expected: head, desired: (head >> 32 &+ 1) << 32 | UInt64(index + 1),
-                                                        ordering: .releasing)
+            let (done, seen) = freeHead.compareExchange(
+                expected: head, desired: (head >> 32 &+ 1) << 32 | UInt64(index + 1),
+                ordering: .releasing)
             if done { return }
             head = seen
         }
@@ -147,8 +149,9 @@ final class HandleTable<Object: AnyObject>: @unchecked Sendable {
     /// released, of another kind, or never issued).
     @inline(__always) func lookup(_ handle: OpaquePointer) -> Object? {
         guard let (index, live) = decode(handle), let word = slotWord(index),
-              word.pointee.load(ordering: .acquiring) == live,
-              let p = slotObject(index).pointee else { return nil }
+            word.pointee.load(ordering: .acquiring) == live,
+            let p = slotObject(index).pointee
+        else { return nil }
         return Unmanaged<Object>.fromOpaque(p).takeUnretainedValue()
     }
 
@@ -157,8 +160,9 @@ final class HandleTable<Object: AnyObject>: @unchecked Sendable {
     /// is not live.
     @inline(__always) func withLive<R>(_ handle: OpaquePointer, _ body: (Object) throws -> R) rethrows -> R? {
         guard let (index, live) = decode(handle), let word = slotWord(index),
-              word.pointee.load(ordering: .acquiring) == live,
-              let p = slotObject(index).pointee else { return nil }
+            word.pointee.load(ordering: .acquiring) == live,
+            let p = slotObject(index).pointee
+        else { return nil }
         return try Unmanaged<Object>.fromOpaque(p)._withUnsafeGuaranteedRef(body)
     }
 
@@ -166,7 +170,9 @@ final class HandleTable<Object: AnyObject>: @unchecked Sendable {
     /// caller's); nil when the handle is not live. Exactly one of two racing removes wins.
     func remove(_ handle: OpaquePointer) -> Object? {
         guard let (index, live) = decode(handle), let word = slotWord(index) else { return nil }
-        guard word.pointee.compareExchange(expected: live, desired: live & ~1, ordering: .acquiringAndReleasing).exchanged else {
+        guard
+            word.pointee.compareExchange(expected: live, desired: live & ~1, ordering: .acquiringAndReleasing).exchanged
+        else {
             return nil
         }
         let slot = slotObject(index)

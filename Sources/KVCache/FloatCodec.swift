@@ -18,7 +18,8 @@ package enum FloatCodec {
     }
 
     /// Writes the elements of `raw` as floats into `out`.
-    package static func decode(_ raw: UnsafeRawBufferPointer, from dtype: DType, into out: UnsafeMutablePointer<Float>) {
+    package static func decode(_ raw: UnsafeRawBufferPointer, from dtype: DType, into out: UnsafeMutablePointer<Float>)
+    {
         let n = raw.count / dtype.elementSize!
         guard n > 0 else { return }
         switch dtype {
@@ -29,7 +30,8 @@ package enum FloatCodec {
                 NumericKernels.halfToFloat(raw.baseAddress!.assumingMemoryBound(to: UInt16.self), out, count: n)
             } else {
                 let tmp = [UInt16](unsafeUninitializedCapacity: n) { b, c in
-                    UnsafeMutableRawPointer(b.baseAddress!).copyMemory(from: raw.baseAddress!, byteCount: 2 * n); c = n
+                    UnsafeMutableRawPointer(b.baseAddress!).copyMemory(from: raw.baseAddress!, byteCount: 2 * n)
+                    c = n
                 }
                 tmp.withUnsafeBufferPointer { NumericKernels.halfToFloat($0.baseAddress!, out, count: n) }
             }
@@ -58,7 +60,9 @@ package enum FloatCodec {
     }
 
     /// `count` floats rounded to `dtype` (round to nearest even), written at `dst`.
-    package static func encode(_ floats: UnsafePointer<Float>, count n: Int, as dtype: DType, into dst: UnsafeMutableRawPointer) {
+    package static func encode(
+        _ floats: UnsafePointer<Float>, count n: Int, as dtype: DType, into dst: UnsafeMutableRawPointer
+    ) {
         switch dtype {
         case .f32:
             dst.copyMemory(from: floats, byteCount: 4 * n)

@@ -65,8 +65,13 @@ package enum KIVI {
                         var t0 = 0
                         while t0 < q {
                             let t1 = min(q, t0 + g), len = t1 - t0
-                            for c in 0 ..< d { lo[c] = .infinity; hi[c] = -.infinity }
-                            for tok in t0 ..< t1 { NumericKernels.minMaxUpdate(base + tok * d, count: d, lo: lo, hi: hi) }
+                            for c in 0 ..< d {
+                                lo[c] = .infinity
+                                hi[c] = -.infinity
+                            }
+                            for tok in t0 ..< t1 {
+                                NumericKernels.minMaxUpdate(base + tok * d, count: d, lo: lo, hi: hi)
+                            }
                             for c in 0 ..< d {
                                 let (m16, s16) = params(lo[c], hi[c])
                                 m[c] = m16
@@ -75,8 +80,9 @@ package enum KIVI {
                             // Codes stay in element order (token-major), so this loop runs along channels.
                             let dst = cs.baseAddress! + ci
                             for tok in t0 ..< t1 {
-                                NumericKernels.quantize(base + tok * d, count: d, min: m, inverseScale: inv, perElement: true,
-                                                        levels: levels, into: dst + (tok - t0) * d)
+                                NumericKernels.quantize(
+                                    base + tok * d, count: d, min: m, inverseScale: inv, perElement: true,
+                                    levels: levels, into: dst + (tok - t0) * d)
                             }
                             ci += len * d
                             t0 = t1
@@ -90,8 +96,9 @@ package enum KIVI {
                                 let (lo, hi) = NumericKernels.minMax(row + c0, count: c1 - c0)
                                 let (m16, s16) = params(lo, hi)
                                 var mPair = m16, inv: Float = s16 > 0 ? 1 / s16 : 0
-                                NumericKernels.quantize(row + c0, count: c1 - c0, min: &mPair, inverseScale: &inv, perElement: false,
-                                                        levels: levels, into: cs.baseAddress! + ci)
+                                NumericKernels.quantize(
+                                    row + c0, count: c1 - c0, min: &mPair, inverseScale: &inv, perElement: false,
+                                    levels: levels, into: cs.baseAddress! + ci)
                                 ci += c1 - c0
                                 c0 = c1
                             }
@@ -108,7 +115,11 @@ package enum KIVI {
             o[5] = UInt8(bits)
             o[6] = axis.rawValue
             o[7] = t.dtype.code
-            put32(UInt32(h), 8); put32(UInt32(n), 12); put32(UInt32(d), 16); put32(UInt32(g), 20); put32(UInt32(r), 24)
+            put32(UInt32(h), 8)
+            put32(UInt32(n), 12)
+            put32(UInt32(d), 16)
+            put32(UInt32(g), 20)
+            put32(UInt32(r), 24)
             let p = (o.baseAddress! + headerSize).assumingMemoryBound(to: UInt16.self)
             for i in 0 ..< groups {
                 p[i] = Float16(mins[i]).bitPattern.littleEndian
@@ -150,17 +161,25 @@ package enum KIVI {
     }
 
     /// The inverse of ``pack(_:bits:into:)``.
-    static func unpack(_ packed: UnsafeRawBufferPointer, bits: Int, count n: Int, into out: UnsafeMutablePointer<UInt8>) {
+    static func unpack(_ packed: UnsafeRawBufferPointer, bits: Int, count n: Int, into out: UnsafeMutablePointer<UInt8>)
+    {
         switch bits {
         case 8:
             out.update(from: packed.baseAddress!.assumingMemoryBound(to: UInt8.self), count: n)
         case 4:
-            for i in 0 ..< n / 2 { let b = packed[i]; out[2 * i] = b & 15; out[2 * i + 1] = b >> 4 }
+            for i in 0 ..< n / 2 {
+                let b = packed[i]
+                out[2 * i] = b & 15
+                out[2 * i + 1] = b >> 4
+            }
             if n % 2 == 1 { out[n - 1] = packed[n / 2] & 15 }
         default:
             for i in 0 ..< n / 4 {
                 let b = packed[i]
-                out[4 * i] = b & 3; out[4 * i + 1] = (b >> 2) & 3; out[4 * i + 2] = (b >> 4) & 3; out[4 * i + 3] = b >> 6
+                out[4 * i] = b & 3
+                out[4 * i + 1] = (b >> 2) & 3
+                out[4 * i + 2] = (b >> 4) & 3
+                out[4 * i + 3] = b >> 6
             }
             for k in 0 ..< n % 4 { out[n / 4 * 4 + k] = (packed[n / 4] >> UInt8(2 * k)) & 3 }
         }
@@ -190,15 +209,20 @@ package enum KIVI {
     package static func header(_ blob: UnsafeRawBufferPointer, name: String) throws -> Header {
         func corrupt(_ why: String) -> WStoreError { .corruptRecord(name: name, reason: why) }
         guard blob.count >= headerSize else { throw corrupt("quantized tensor shorter than its header") }
-        func u32(_ at: Int) -> Int { Int(UInt32(littleEndian: blob.loadUnaligned(fromByteOffset: at, as: UInt32.self))) }
+        func u32(_ at: Int) -> Int {
+            Int(UInt32(littleEndian: blob.loadUnaligned(fromByteOffset: at, as: UInt32.self)))
+        }
         guard UInt32(u32(0)) == magic, blob[4] == 1 else { throw corrupt("bad quantized-tensor magic or version") }
         let bits = Int(blob[5])
         guard [2, 4, 8].contains(bits), let axis = Axis(rawValue: blob[6]),
-              let dtype = DType(code: blob[7], ggmlType: 0), KVTensor.supportedDTypes.contains(dtype) else {
+            let dtype = DType(code: blob[7], ggmlType: 0), KVTensor.supportedDTypes.contains(dtype)
+        else {
             throw corrupt("bad quantized-tensor bits, axis or dtype")
         }
         let h = u32(8), n = u32(12), d = u32(16), g = u32(20), r = u32(24)
-        guard g > 0, r <= n, h <= 1 << 16, d <= 1 << 16, n <= 1 << 24 else { throw corrupt("bad quantized-tensor shape") }
+        guard g > 0, r <= n, h <= 1 << 16, d <= 1 << 16, n <= 1 << 24 else {
+            throw corrupt("bad quantized-tensor shape")
+        }
         let q = n - r
         let groups = h * groupCount(axis: axis, q: q, d: d, g: g)
         let codeBytes = (h * q * d * bits + 7) / 8
@@ -215,8 +239,11 @@ package enum KIVI {
         let row = hd.headDim * hd.dtype.elementSize!
         let bytes = [UInt8](unsafeUninitializedCapacity: hd.heads * hd.tokens * row) { out, count in
             if !out.isEmpty {
-                decode(blob, hd, into: KVRows(base: UnsafeMutableRawPointer(out.baseAddress!), tokenStride: row,
-                                              headStride: hd.tokens * row))
+                decode(
+                    blob, hd,
+                    into: KVRows(
+                        base: UnsafeMutableRawPointer(out.baseAddress!), tokenStride: row,
+                        headStride: hd.tokens * row))
             }
             count = out.count
         }
@@ -235,12 +262,21 @@ package enum KIVI {
         withUnsafeTemporaryAllocation(of: Float.self, capacity: max(1, 2 * groups + q * d)) { floats in
             let mins = floats.baseAddress!, scales = mins + groups, x = scales + groups
             for i in 0 ..< groups {
-                mins[i] = Float(Float16(bitPattern: UInt16(littleEndian: blob.loadUnaligned(fromByteOffset: headerSize + 2 * i, as: UInt16.self))))
-                scales[i] = Float(Float16(bitPattern: UInt16(littleEndian: blob.loadUnaligned(fromByteOffset: headerSize + 2 * (groups + i), as: UInt16.self))))
+                mins[i] = Float(
+                    Float16(
+                        bitPattern: UInt16(
+                            littleEndian: blob.loadUnaligned(fromByteOffset: headerSize + 2 * i, as: UInt16.self))))
+                scales[i] = Float(
+                    Float16(
+                        bitPattern: UInt16(
+                            littleEndian: blob.loadUnaligned(
+                                fromByteOffset: headerSize + 2 * (groups + i), as: UInt16.self))))
             }
             withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(1, codesCount)) { codes in
-                unpack(UnsafeRawBufferPointer(rebasing: blob[headerSize + 4 * groups ..< headerSize + 4 * groups + codeBytes]),
-                       bits: bits, count: codesCount, into: codes.baseAddress!)
+                unpack(
+                    UnsafeRawBufferPointer(
+                        rebasing: blob[headerSize + 4 * groups ..< headerSize + 4 * groups + codeBytes]),
+                    bits: bits, count: codesCount, into: codes.baseAddress!)
                 let cs = UnsafePointer(codes.baseAddress!)
                 var gi = 0, ci = 0
                 for head in 0 ..< h {
@@ -250,8 +286,9 @@ package enum KIVI {
                         while t0 < q {
                             let t1 = min(q, t0 + g), len = t1 - t0
                             for tok in t0 ..< t1 {
-                                NumericKernels.dequantize(cs + ci + (tok - t0) * d, count: d, min: mins + gi, scale: scales + gi,
-                                                          perElement: true, into: x + tok * d)
+                                NumericKernels.dequantize(
+                                    cs + ci + (tok - t0) * d, count: d, min: mins + gi, scale: scales + gi,
+                                    perElement: true, into: x + tok * d)
                             }
                             gi += d
                             ci += len * d
@@ -262,8 +299,9 @@ package enum KIVI {
                             var c0 = 0
                             while c0 < d {
                                 let c1 = min(d, c0 + g)
-                                NumericKernels.dequantize(cs + ci, count: c1 - c0, min: mins + gi, scale: scales + gi,
-                                                          perElement: false, into: x + tok * d + c0)
+                                NumericKernels.dequantize(
+                                    cs + ci, count: c1 - c0, min: mins + gi, scale: scales + gi,
+                                    perElement: false, into: x + tok * d + c0)
                                 gi += 1
                                 ci += c1 - c0
                                 c0 = c1

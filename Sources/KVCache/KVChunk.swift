@@ -12,16 +12,22 @@ package enum KVChunk {
     /// Encodes `kv` (one chunk's tokens) with `codec`, bound to the chunk key `key` it is
     /// stored under (its chained prefix hash; KV.md §4).
     /// - Throws: ``WStoreError`` when zstd fails.
-    package static func encode(_ kv: KVCacheData, key: UInt64, codec: KVCodec, kivi: KIVIOptions,
-                               threads: Int = 1) throws -> [UInt8] {
+    package static func encode(
+        _ kv: KVCacheData, key: UInt64, codec: KVCodec, kivi: KIVIOptions,
+        threads: Int = 1
+    ) throws -> [UInt8] {
         let tensors = kv.layers.flatMap { [$0.keys, $0.values] }
         var records = [[UInt8]](repeating: [], count: tensors.count)
         let sink = UncheckedSendable(UnsafeMutableBufferPointer<[UInt8]>.allocate(capacity: tensors.count))
         sink.value.initialize(repeating: [])
-        defer { sink.value.deinitialize(); sink.value.deallocate() }
+        defer {
+            sink.value.deinitialize()
+            sink.value.deallocate()
+        }
         try parallelFor(tensors.count, threads: threads) { i, _ in
-            sink.value[i] = try encodeTensor(tensors[i], isKeys: i % 2 == 0, binding: recordBinding(key: key, index: i),
-                                             codec: codec, kivi: kivi)
+            sink.value[i] = try encodeTensor(
+                tensors[i], isKeys: i % 2 == 0, binding: recordBinding(key: key, index: i),
+                codec: codec, kivi: kivi)
         }
         for i in records.indices { records[i] = sink.value[i] }
         let first = kv.layers[0].keys
@@ -29,7 +35,9 @@ package enum KVChunk {
         var header = [UInt8](repeating: 0, count: fixedHeaderSize + tableSize)
         var offset = header.count
         header.withUnsafeMutableBytes { b in
-            func put<T: FixedWidthInteger>(_ v: T, _ at: Int) { b.storeBytes(of: v.littleEndian, toByteOffset: at, as: T.self) }
+            func put<T: FixedWidthInteger>(_ v: T, _ at: Int) {
+                b.storeBytes(of: v.littleEndian, toByteOffset: at, as: T.self)
+            }
             put(magic, 0)
             put(version, 4)
             b[6] = codec.code
@@ -62,18 +70,24 @@ package enum KVChunk {
         return Record.binding(key: k)
     }
 
-    private static func encodeTensor(_ t: KVTensor, isKeys: Bool, binding: UInt64, codec: KVCodec,
-                                     kivi: KIVIOptions) throws -> [UInt8] {
+    private static func encodeTensor(
+        _ t: KVTensor, isKeys: Bool, binding: UInt64, codec: KVCodec,
+        kivi: KIVIOptions
+    ) throws -> [UInt8] {
         var options = EncodeOptions()
         options.codec = codec == .raw ? .raw : .zstd
         options.minSavings = 0
         let rec: EncodedRecord, source: [UInt8]
         if let bits = codec.bits {
             source = KIVI.encode(t, bits: bits, axis: isKeys ? .perChannel : .perToken, options: kivi)
-            rec = try source.withUnsafeBytes { try RecordEncoder.encode($0, dtype: .u8, shape: [source.count], binding: binding, options: options) }
+            rec = try source.withUnsafeBytes {
+                try RecordEncoder.encode($0, dtype: .u8, shape: [source.count], binding: binding, options: options)
+            }
         } else {
             source = t.bytes
-            rec = try source.withUnsafeBytes { try RecordEncoder.encode($0, dtype: t.dtype, shape: t.shape, binding: binding, options: options) }
+            rec = try source.withUnsafeBytes {
+                try RecordEncoder.encode($0, dtype: t.dtype, shape: t.shape, binding: binding, options: options)
+            }
         }
         var out = [UInt8](repeating: 0, count: rec.totalSize)
         source.withUnsafeBytes { src in out.withUnsafeMutableBytes { rec.write(into: $0, source: src) } }
@@ -118,53 +132,81 @@ package enum KVChunk {
     /// - Parameter key: the chunk key it was read under; a version-2 chunk of another key fails.
     package static func info(_ bytes: UnsafeRawBufferPointer, key: UInt64, name: String) throws -> Info {
         func corrupt(_ why: String) -> WStoreError { .corruptRecord(name: name, reason: why) }
-        guard bytes.count >= fixedHeaderSize else { throw corrupt("chunk of \(bytes.count) bytes, shorter than its header") }
-        func u32(_ at: Int) -> Int { Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: at, as: UInt32.self))) }
+        guard bytes.count >= fixedHeaderSize else {
+            throw corrupt("chunk of \(bytes.count) bytes, shorter than its header")
+        }
+        func u32(_ at: Int) -> Int {
+            Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: at, as: UInt32.self)))
+        }
         func u64(_ at: Int) -> UInt64 { UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: at, as: UInt64.self)) }
         guard UInt32(u32(0)) == magic else { throw corrupt("bad chunk magic") }
         let v = UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt16.self))
-        guard v <= version else { throw WStoreError.newerFormat(what: "KV chunk \(name)", found: Int(v), supported: Int(version)) }
+        guard v <= version else {
+            throw WStoreError.newerFormat(what: "KV chunk \(name)", found: Int(v), supported: Int(version))
+        }
         guard v >= 1 else { throw corrupt("chunk version 0") }
         let layers = u32(8)
-        guard layers > 0, layers <= 4096, fixedHeaderSize + 32 * layers <= bytes.count else { throw corrupt("bad layer count \(layers)") }
-        guard headerChecksum(UnsafeRawBufferPointer(rebasing: bytes[0 ..< fixedHeaderSize + 32 * layers]),
-                             key: v >= 2 ? key : 0) == u64(40) else {
-            throw corrupt(v >= 2 ? "chunk header checksum mismatch (damaged, or not the chunk of this key)"
-                                 : "chunk header checksum mismatch")
+        guard layers > 0, layers <= 4096, fixedHeaderSize + 32 * layers <= bytes.count else {
+            throw corrupt("bad layer count \(layers)")
+        }
+        guard
+            headerChecksum(
+                UnsafeRawBufferPointer(rebasing: bytes[0 ..< fixedHeaderSize + 32 * layers]),
+                key: v >= 2 ? key : 0) == u64(40)
+        else {
+            throw corrupt(
+                v >= 2
+                    ? "chunk header checksum mismatch (damaged, or not the chunk of this key)"
+                    : "chunk header checksum mismatch")
         }
         guard let codec = KVCodec(code: bytes[6]), let dtype = DType(code: bytes[7], ggmlType: 0),
-              KVTensor.supportedDTypes.contains(dtype) else { throw corrupt("unknown codec or dtype") }
-        guard u64(32) == UInt64(bytes.count) else { throw corrupt("chunk is \(bytes.count) bytes, header says \(u64(32))") }
+            KVTensor.supportedDTypes.contains(dtype)
+        else { throw corrupt("unknown codec or dtype") }
+        guard u64(32) == UInt64(bytes.count) else {
+            throw corrupt("chunk is \(bytes.count) bytes, header says \(u64(32))")
+        }
         // Elements of one tensor, bounded so that every size derived from them fits (2^40: 4 TiB of f32).
         let (hd, o1) = u32(16).multipliedReportingOverflow(by: u32(20))
         let (elements, o2) = hd.multipliedReportingOverflow(by: u32(12))
-        guard !o1, !o2, elements <= 1 << 40 else { throw corrupt("shape [\(u32(16)), \(u32(12)), \(u32(20))] is out of range") }
-        return Info(codec: codec, dtype: dtype, layers: layers, tokens: u32(12), kvHeads: u32(16), headDim: u32(20),
-                    version: Int(v))
+        guard !o1, !o2, elements <= 1 << 40 else {
+            throw corrupt("shape [\(u32(16)), \(u32(12)), \(u32(20))] is out of range")
+        }
+        return Info(
+            codec: codec, dtype: dtype, layers: layers, tokens: u32(12), kvHeads: u32(16), headDim: u32(20),
+            version: Int(v))
     }
 
     /// Decodes a whole chunk into fresh tensors, checking every record's checksum.
     /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` or ``WStoreError/checksumMismatch(name:expected:actual:)``:
     ///   a damaged chunk is reported, never returned.
-    package static func decode(_ bytes: UnsafeRawBufferPointer, key: UInt64, name: String,
-                               threads: Int = 1) throws -> KVCacheData {
+    package static func decode(
+        _ bytes: UnsafeRawBufferPointer, key: UInt64, name: String,
+        threads: Int = 1
+    ) throws -> KVCacheData {
         let info = try info(bytes, key: key, name: name)
         let row = info.headDim * info.dtype.elementSize!, size = info.kvHeads * info.tokens * row
         let count = 2 * info.layers
         let sink = UncheckedSendable(UnsafeMutableBufferPointer<KVTensor?>.allocate(capacity: count))
         sink.value.initialize(repeating: nil)
-        defer { sink.value.deinitialize(); sink.value.deallocate() }
+        defer {
+            sink.value.deinitialize()
+            sink.value.deallocate()
+        }
         try parallelFor(count, threads: threads) { i, _ in
             let out = try [UInt8](unsafeUninitializedCapacity: size) { b, n in
-                try decodeTensor(bytes, info, i, key: key, name: name, into: KVRows(
-                    base: UnsafeMutableRawPointer(b.baseAddress!), tokenStride: row, headStride: info.tokens * row))
+                try decodeTensor(
+                    bytes, info, i, key: key, name: name,
+                    into: KVRows(
+                        base: UnsafeMutableRawPointer(b.baseAddress!), tokenStride: row, headStride: info.tokens * row))
                 n = size
             }
-            sink.value[i] = try KVTensor(dtype: info.dtype, heads: info.kvHeads, tokens: info.tokens, headDim: info.headDim, bytes: out)
+            sink.value[i] = try KVTensor(
+                dtype: info.dtype, heads: info.kvHeads, tokens: info.tokens, headDim: info.headDim, bytes: out)
         }
-        return try KVCacheData(layers: (0 ..< info.layers).map { l in
-            try KVLayer(keys: sink.value[2 * l]!, values: sink.value[2 * l + 1]!)
-        })
+        return try KVCacheData(
+            layers: (0 ..< info.layers).map { l in
+                try KVLayer(keys: sink.value[2 * l]!, values: sink.value[2 * l + 1]!)
+            })
     }
 
     /// Decodes record `i` of a chunk (layer `i / 2`, keys when even) straight into `rows`,
@@ -174,19 +216,25 @@ package enum KVChunk {
     /// `info` is what ``info(_:key:name:)`` returned for `bytes`, read under chunk key `key`.
     /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` or ``WStoreError/checksumMismatch(name:expected:actual:)``;
     ///   the rows then hold unspecified bytes.
-    package static func decodeTensor(_ bytes: UnsafeRawBufferPointer, _ info: Info, _ i: Int, key: UInt64, name: String,
-                                     into rows: KVRows) throws {
+    package static func decodeTensor(
+        _ bytes: UnsafeRawBufferPointer, _ info: Info, _ i: Int, key: UInt64, name: String,
+        into rows: KVRows
+    ) throws {
         let off64 = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: fixedHeaderSize + 16 * i, as: UInt64.self))
-        let len64 = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: fixedHeaderSize + 16 * i + 8, as: UInt64.self))
+        let len64 = UInt64(
+            littleEndian: bytes.loadUnaligned(fromByteOffset: fixedHeaderSize + 16 * i + 8, as: UInt64.self))
         let what = "\(name) layer \(i / 2) \(i % 2 == 0 ? "keys" : "values")"
-        guard off64 >= UInt64(fixedHeaderSize), off64 <= UInt64(bytes.count), len64 <= UInt64(bytes.count) - off64 else {
+        guard off64 >= UInt64(fixedHeaderSize), off64 <= UInt64(bytes.count), len64 <= UInt64(bytes.count) - off64
+        else {
             throw WStoreError.corruptRecord(name: what, reason: "record lies outside the chunk")
         }
         let off = Int(off64), len = Int(len64)
-        let view = try RecordView(UnsafeRawBufferPointer(rebasing: bytes[off ..< off + len]),
-                                  binding: recordBinding(key: key, index: i), name: what)
+        let view = try RecordView(
+            UnsafeRawBufferPointer(rebasing: bytes[off ..< off + len]),
+            binding: recordBinding(key: key, index: i), name: what)
         guard view.version >= info.version else {
-            throw WStoreError.corruptRecord(name: what, reason: "record version \(view.version) in a version-\(info.version) chunk")
+            throw WStoreError.corruptRecord(
+                name: what, reason: "record version \(view.version) in a version-\(info.version) chunk")
         }
         let h = info.kvHeads, n = info.tokens, d = info.headDim, row = d * info.dtype.elementSize!
         func scatter(_ src: UnsafeRawPointer, head: Int) {
@@ -199,7 +247,8 @@ package enum KVChunk {
         }
         if info.codec.bits == nil {
             guard view.shape == [h, n, d], view.dtype == info.dtype else {
-                throw WStoreError.corruptRecord(name: what, reason: "shape \(view.shape) does not match the chunk header")
+                throw WStoreError.corruptRecord(
+                    name: what, reason: "shape \(view.shape) does not match the chunk header")
             }
             if view.codec == .raw {
                 // Rows straight out of the map, hashed in pieces of about 16 KiB right after
@@ -213,9 +262,12 @@ package enum KVChunk {
                     while t0 < n {
                         let t1 = min(n, t0 + piece)
                         if rows.tokenStride == row {
-                            rows.row(head: head, token: t0).copyMemory(from: block + t0 * row, byteCount: (t1 - t0) * row)
+                            rows.row(head: head, token: t0).copyMemory(
+                                from: block + t0 * row, byteCount: (t1 - t0) * row)
                         } else {
-                            for t in t0 ..< t1 { rows.row(head: head, token: t).copyMemory(from: block + t * row, byteCount: row) }
+                            for t in t0 ..< t1 {
+                                rows.row(head: head, token: t).copyMemory(from: block + t * row, byteCount: row)
+                            }
                         }
                         hasher.update(UnsafeRawBufferPointer(start: block + t0 * row, count: (t1 - t0) * row))
                         t0 = t1
@@ -230,9 +282,12 @@ package enum KVChunk {
         }
         // Allocate only what the chunk header's shape allows: a damaged record may claim any size.
         let elements = h * n * d
-        let limit = info.codec.bits == nil ? elements * info.dtype.elementSize! : KIVI.maxBlobSize(elements: elements, dtype: info.dtype)
+        let limit =
+            info.codec.bits == nil
+            ? elements * info.dtype.elementSize! : KIVI.maxBlobSize(elements: elements, dtype: info.dtype)
         guard view.rawSize <= limit else {
-            throw WStoreError.corruptRecord(name: what, reason: "record of \(view.rawSize) bytes is larger than the chunk's shape allows")
+            throw WStoreError.corruptRecord(
+                name: what, reason: "record of \(view.rawSize) bytes is larger than the chunk's shape allows")
         }
         let scratch = ScratchPool.take(max(1, view.rawSize))
         defer { ScratchPool.give(scratch) }
@@ -245,7 +300,8 @@ package enum KVChunk {
         let blob = UnsafeRawBufferPointer(raw)
         let hd = try KIVI.header(blob, name: what)
         guard hd.heads == h, hd.tokens == n, hd.headDim == d, hd.dtype == info.dtype else {
-            throw WStoreError.corruptRecord(name: what, reason: "shape [\(hd.heads), \(hd.tokens), \(hd.headDim)] does not match the chunk header")
+            throw WStoreError.corruptRecord(
+                name: what, reason: "shape [\(hd.heads), \(hd.tokens), \(hd.headDim)] does not match the chunk header")
         }
         KIVI.decode(blob, hd, into: rows)
     }

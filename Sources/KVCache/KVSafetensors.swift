@@ -25,7 +25,9 @@ public enum KVSafetensors {
         /// The tensor as a ``KVTensor`` (rank 3, f16/bf16/f32).
         /// - Throws: ``WStoreError/invalidArgument(_:)`` for another rank or dtype.
         public func kvTensor(name: String) throws -> KVTensor {
-            guard shape.count == 3 else { throw WStoreError.invalidArgument("\(name) has shape \(shape), expected [heads, tokens, head_dim]") }
+            guard shape.count == 3 else {
+                throw WStoreError.invalidArgument("\(name) has shape \(shape), expected [heads, tokens, head_dim]")
+            }
             guard let dt = DType(safetensorsName: dtype), KVTensor.supportedDTypes.contains(dt) else {
                 throw WStoreError.invalidArgument("\(name) has dtype \(dtype), expected F16, BF16 or F32")
             }
@@ -85,8 +87,11 @@ public enum KVSafetensors {
             (0 ..< t.shape[0]).map { h in
                 (0 ..< t.shape[1]).map { i in
                     let at = (h * t.shape[1] + i) * size
-                    return size == 4 ? Int32(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: Int32.self))
-                        : Int32(truncatingIfNeeded: Int64(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: Int64.self)))
+                    return size == 4
+                        ? Int32(littleEndian: raw.loadUnaligned(fromByteOffset: at, as: Int32.self))
+                        : Int32(
+                            truncatingIfNeeded: Int64(
+                                littleEndian: raw.loadUnaligned(fromByteOffset: at, as: Int64.self)))
                 }
             }
         }

@@ -31,7 +31,9 @@ struct KVSettings: Codable, Equatable {
 
     /// The settings in `bytes`, or `nil` when they are not a wstore KV settings record.
     static func decode(_ bytes: [UInt8]) -> KVSettings? {
-        guard let s = try? JSONDecoder().decode(KVSettings.self, from: Data(bytes)), s.format == formatName else { return nil }
+        guard let s = try? JSONDecoder().decode(KVSettings.self, from: Data(bytes)), s.format == formatName else {
+            return nil
+        }
         return s
     }
 }

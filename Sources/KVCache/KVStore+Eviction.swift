@@ -24,12 +24,15 @@ extension KVStore {
         /// Parses the entry stored under chunk `key`, checking its seal (version 2).
         package static func parse(_ stored: UnsafeRawBufferPointer, key: UInt64) throws -> Node {
             let what = "KV index entry \(hex(key))"
-            guard stored.count >= fixedSize else { throw WStoreError.corruptRecord(name: what, reason: "\(stored.count) bytes") }
+            guard stored.count >= fixedSize else {
+                throw WStoreError.corruptRecord(name: what, reason: "\(stored.count) bytes")
+            }
             var b = stored
             switch UInt32(littleEndian: stored.loadUnaligned(fromByteOffset: 40, as: UInt32.self)) {
             case sealedMarker:
                 guard let inner = Sealed.open(stored, key: PrefixKey.bytes(key)), inner.count >= fixedSize else {
-                    throw WStoreError.corruptRecord(name: what, reason: "seal mismatch (damaged, or not the entry of this key)")
+                    throw WStoreError.corruptRecord(
+                        name: what, reason: "seal mismatch (damaged, or not the entry of this key)")
                 }
                 b = inner
             case 0: break  // version 1: unsealed
@@ -40,11 +43,13 @@ extension KVStore {
             guard u64(16) <= maxSize, u64(24) <= maxSize else {
                 throw WStoreError.corruptRecord(name: what, reason: "byte counts out of range")
             }
-            guard let model = String(validating: UnsafeRawBufferPointer(rebasing: b[fixedSize...]), as: UTF8.self) else {
+            guard let model = String(validating: UnsafeRawBufferPointer(rebasing: b[fixedSize...]), as: UTF8.self)
+            else {
                 throw WStoreError.corruptRecord(name: what, reason: "model name is not UTF-8")
             }
-            return Node(parent: u64(0), lastUse: u64(8), storedBytes: Int(u64(16)), rawBytes: Int(u64(24)),
-                        children: u32(32), depth: u32(36), model: model)
+            return Node(
+                parent: u64(0), lastUse: u64(8), storedBytes: Int(u64(16)), rawBytes: Int(u64(24)),
+                children: u32(32), depth: u32(36), model: model)
         }
 
         static func read(_ txn: borrowing WriteTransaction, _ db: LMDBDatabase, _ key: UInt64) throws -> Node? {
@@ -76,13 +81,15 @@ extension KVStore {
 
         static func read(_ txn: borrowing WriteTransaction, _ db: LMDBDatabase) throws -> Counters {
             guard let b = try txn.get(db, Array("counters".utf8)), b.count == 24,
-                  UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) <= UInt64(Int.max / 2),
-                  UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 16, as: UInt64.self)) <= UInt64(Int.max / 2) else {
+                UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) <= UInt64(Int.max / 2),
+                UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 16, as: UInt64.self)) <= UInt64(Int.max / 2)
+            else {
                 throw WStoreError.corruptRecord(name: "KV counters", reason: "missing or damaged")
             }
-            return Counters(clock: UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
-                            storedBytes: Int(UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 8, as: UInt64.self))),
-                            chunks: Int(UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 16, as: UInt64.self))))
+            return Counters(
+                clock: UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 0, as: UInt64.self)),
+                storedBytes: Int(UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 8, as: UInt64.self))),
+                chunks: Int(UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 16, as: UInt64.self))))
         }
 
         func write(_ txn: borrowing WriteTransaction, _ db: LMDBDatabase) throws {
@@ -116,12 +123,17 @@ extension KVStore {
     }
 
     /// Adds a chunk under `parent` (0 for a first chunk).
-    func insert(_ txn: borrowing WriteTransaction, key: UInt64, parent: UInt64, depth: Int, model: String,
-                value: [UInt8], counters: inout Counters, rawBytes: Int) throws {
+    func insert(
+        _ txn: borrowing WriteTransaction, key: UInt64, parent: UInt64, depth: Int, model: String,
+        value: [UInt8], counters: inout Counters, rawBytes: Int
+    ) throws {
         counters.clock += 1
         try value.withUnsafeBytes { try txn.put(chunks, PrefixKey.bytes(key), $0) }
-        try putNode(txn, key, Node(parent: parent, lastUse: counters.clock, storedBytes: value.count, rawBytes: rawBytes,
-                                   children: 0, depth: depth, model: model))
+        try putNode(
+            txn, key,
+            Node(
+                parent: parent, lastUse: counters.clock, storedBytes: value.count, rawBytes: rawBytes,
+                children: 0, depth: depth, model: model))
         try txn.put(leaves, KVStore.leafKey(counters.clock, key), UnsafeRawBufferPointer(start: nil, count: 0))
         if parent != 0, var p = try Node.read(txn, nodes, parent) {
             if p.children == 0 { try txn.delete(leaves, KVStore.leafKey(p.lastUse, parent)) }
@@ -142,7 +154,10 @@ extension KVStore {
         }
         while over() {
             var victim: [UInt8]?
-            try txn.scan(leaves, prefix: []) { k, _ in victim = Array(k); return false }
+            try txn.scan(leaves, prefix: []) { k, _ in
+                victim = Array(k)
+                return false
+            }
             guard let victim, victim.count == 16 else { break }
             let key = victim.withUnsafeBytes { UInt64(bigEndian: $0.loadUnaligned(fromByteOffset: 8, as: UInt64.self)) }
             try txn.delete(leaves, victim)
@@ -155,7 +170,8 @@ extension KVStore {
             if node.parent != 0, var p = try Node.read(txn, nodes, node.parent) {
                 p.children -= 1
                 if p.children == 0 {
-                    try txn.put(leaves, KVStore.leafKey(p.lastUse, node.parent), UnsafeRawBufferPointer(start: nil, count: 0))
+                    try txn.put(
+                        leaves, KVStore.leafKey(p.lastUse, node.parent), UnsafeRawBufferPointer(start: nil, count: 0))
                 }
                 try putNode(txn, node.parent, p)
             }

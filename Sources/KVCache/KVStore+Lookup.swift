@@ -25,8 +25,10 @@ public struct KVLayerView: @unchecked Sendable {
 
     /// Describes one layer's buffers; `headStride` 0 means `headDim × element size`
     /// (the `[tokens][heads][headDim]` layout).
-    public init(keys: UnsafeMutableRawPointer, values: UnsafeMutableRawPointer, dtype: DType, kvHeads: Int, headDim: Int,
-                tokenStride: Int, headStride: Int = 0) {
+    public init(
+        keys: UnsafeMutableRawPointer, values: UnsafeMutableRawPointer, dtype: DType, kvHeads: Int, headDim: Int,
+        tokenStride: Int, headStride: Int = 0
+    ) {
         self.keys = keys
         self.values = values
         self.dtype = dtype
@@ -37,7 +39,9 @@ public struct KVLayerView: @unchecked Sendable {
     }
 
     func rows(_ keysOrValues: Int, from token: Int) -> KVRows {
-        KVRows(base: (keysOrValues == 0 ? keys : values) + token * tokenStride, tokenStride: tokenStride, headStride: headStride)
+        KVRows(
+            base: (keysOrValues == 0 ? keys : values) + token * tokenStride, tokenStride: tokenStride,
+            headStride: headStride)
     }
 }
 
@@ -108,27 +112,30 @@ extension KVStore {
             for i in 0 ..< 2 * first.layers {
                 let limit = damagedAt.withLock { $0.chunk }
                 let size = first.kvHeads * limit * t * row
-                tensors.append(try [UInt8](unsafeUninitializedCapacity: size) { b, count in
-                    count = size
-                    guard size > 0 else { return }
-                    let base = UnsafeMutableRawPointer(b.baseAddress!)
-                    try parallelFor(limit, threads: options.threads) { c, _ in
-                        let rows = KVRows(base: base + c * t * row, tokenStride: row, headStride: limit * t * row)
-                        do {
-                            try KVChunk.decodeTensor(values[c], infos[c], i, key: keys[c], name: "KV chunk \(hex(keys[c]))", into: rows)
-                        } catch let e as WStoreError {
-                            damagedAt.withLock { if c < $0.chunk { $0 = (c, e) } }
+                tensors.append(
+                    try [UInt8](unsafeUninitializedCapacity: size) { b, count in
+                        count = size
+                        guard size > 0 else { return }
+                        let base = UnsafeMutableRawPointer(b.baseAddress!)
+                        try parallelFor(limit, threads: options.threads) { c, _ in
+                            let rows = KVRows(base: base + c * t * row, tokenStride: row, headStride: limit * t * row)
+                            do {
+                                try KVChunk.decodeTensor(
+                                    values[c], infos[c], i, key: keys[c], name: "KV chunk \(hex(keys[c]))", into: rows)
+                            } catch let e as WStoreError {
+                                damagedAt.withLock { if c < $0.chunk { $0 = (c, e) } }
+                            }
                         }
-                    }
-                })
+                    })
             }
             let (good, damage) = damagedAt.withLock { $0 }
             guard good > 0 else { return Lookup(tokens: 0, kv: nil, chunks: 0, damage: damage) }
             var layers: [KVLayer] = []
             for l in 0 ..< first.layers {
                 func tensor(_ i: Int) throws -> KVTensor {
-                    let full = try KVTensor(dtype: first.dtype, heads: first.kvHeads, tokens: tensors[i].count / (first.kvHeads * row),
-                                            headDim: first.headDim, bytes: tensors[i])
+                    let full = try KVTensor(
+                        dtype: first.dtype, heads: first.kvHeads, tokens: tensors[i].count / (first.kvHeads * row),
+                        headDim: first.headDim, bytes: tensors[i])
                     return full.tokens == good * t ? full : full.slice(tokens: 0 ..< good * t)
                 }
                 layers.append(try KVLayer(keys: tensor(2 * l), values: tensor(2 * l + 1)))
@@ -154,24 +161,31 @@ extension KVStore {
     /// unspecified bytes).
     /// - Throws: ``WStoreError/invalidArgument(_:)`` when `layers` do not match the stored
     ///   chunks (count, dtype, heads, head size), ``LMDBError``.
-    public func lookup(tokens: [UInt32], model: String, salt: String = "", into layers: [KVLayerView]) throws -> Delivered {
+    public func lookup(tokens: [UInt32], model: String, salt: String = "", into layers: [KVLayerView]) throws
+        -> Delivered
+    {
         let keys = PrefixKey.chain(tokens: tokens, chunkTokens: options.chunkTokens, model: model, salt: salt)
         let delivered: Delivered = try env.withRead { txn in
             let (values, infos, headerDamage) = try chunksOfPrefix(txn, keys)
             guard let first = infos.first else { return Delivered(tokens: 0, chunks: 0, damage: headerDamage) }
             guard layers.count == first.layers,
-                  layers.allSatisfy({ $0.dtype == first.dtype && $0.kvHeads == first.kvHeads && $0.headDim == first.headDim }) else {
+                layers.allSatisfy({
+                    $0.dtype == first.dtype && $0.kvHeads == first.kvHeads && $0.headDim == first.headDim
+                })
+            else {
                 let l = layers.first
                 throw WStoreError.invalidArgument(
                     "the buffers describe \(layers.count) layers of \(l.map { "\($0.kvHeads) heads × \($0.headDim) \($0.dtype)" } ?? "nothing"); "
-                    + "the stored chunks hold \(first.layers) layers of \(first.kvHeads) heads × \(first.headDim) \(first.dtype)")
+                        + "the stored chunks hold \(first.layers) layers of \(first.kvHeads) heads × \(first.headDim) \(first.dtype)"
+                )
             }
             let t = first.tokens
             for (c, info) in infos.enumerated() {
                 do {
                     try parallelFor(2 * info.layers, threads: options.threads) { i, _ in
-                        try KVChunk.decodeTensor(values[c], info, i, key: keys[c], name: "KV chunk \(hex(keys[c]))",
-                                                 into: layers[i / 2].rows(i % 2, from: c * t))
+                        try KVChunk.decodeTensor(
+                            values[c], info, i, key: keys[c], name: "KV chunk \(hex(keys[c]))",
+                            into: layers[i / 2].rows(i % 2, from: c * t))
                     }
                 } catch let e as WStoreError {
                     return Delivered(tokens: c * t, chunks: c, damage: e)
@@ -196,15 +210,19 @@ extension KVStore {
     /// headers; a damaged or mismatched header ends the prefix (its error is returned).
     /// lmdb.h: the values are valid until the read transaction ends.
     private func chunksOfPrefix(_ txn: borrowing ReadTransaction, _ keys: [UInt64])
-        throws -> ([UnsafeRawBufferPointer], [KVChunk.Info], WStoreError?) {
+        throws -> ([UnsafeRawBufferPointer], [KVChunk.Info], WStoreError?)
+    {
         var values: [UnsafeRawBufferPointer] = [], infos: [KVChunk.Info] = []
         for k in keys {
             guard let v = try txn.get(chunks, PrefixKey.bytes(k)) else { break }
             do {
                 let info = try KVChunk.info(v, key: k, name: "KV chunk \(hex(k))")
-                if let f = infos.first, info.layers != f.layers || info.dtype != f.dtype || info.kvHeads != f.kvHeads
-                    || info.headDim != f.headDim || info.tokens != f.tokens || info.codec != f.codec {
-                    throw WStoreError.corruptRecord(name: "KV chunk \(hex(k))", reason: "its header differs from the prefix's first chunk")
+                if let f = infos.first,
+                    info.layers != f.layers || info.dtype != f.dtype || info.kvHeads != f.kvHeads
+                        || info.headDim != f.headDim || info.tokens != f.tokens || info.codec != f.codec
+                {
+                    throw WStoreError.corruptRecord(
+                        name: "KV chunk \(hex(k))", reason: "its header differs from the prefix's first chunk")
                 }
                 values.append(v)
                 infos.append(info)
@@ -264,12 +282,16 @@ extension KVStore {
     /// - Returns: what the store did, and the leading tokens cached now.
     /// - Throws: ``WStoreError/invalidArgument(_:)`` for views that disagree or a read-only handle.
     public func store(tokens: [UInt32], model: String, salt: String = "", from layers: [KVLayerView]) throws
-        -> (result: StoreResult, cachedTokens: Int) {
+        -> (result: StoreResult, cachedTokens: Int)
+    {
         guard let first = layers.first else { throw WStoreError.invalidArgument("no layers to store") }
         guard KVTensor.supportedDTypes.contains(first.dtype),
-              layers.allSatisfy({ $0.dtype == first.dtype && $0.kvHeads == first.kvHeads && $0.headDim == first.headDim }),
-              first.kvHeads > 0, first.headDim > 0 else {
-            throw WStoreError.invalidArgument("every layer needs the same dtype (f16, bf16 or f32), KV heads and head size, all positive")
+            layers.allSatisfy({ $0.dtype == first.dtype && $0.kvHeads == first.kvHeads && $0.headDim == first.headDim }
+            ),
+            first.kvHeads > 0, first.headDim > 0
+        else {
+            throw WStoreError.invalidArgument(
+                "every layer needs the same dtype (f16, bf16 or f32), KV heads and head size, all positive")
         }
         let whole = tokens.count / options.chunkTokens * options.chunkTokens
         let ids = Array(tokens.prefix(whole))
@@ -285,9 +307,12 @@ extension KVStore {
                     }
                 }
             }
-            return try KVTensor(dtype: first.dtype, heads: first.kvHeads, tokens: whole, headDim: first.headDim, bytes: bytes)
+            return try KVTensor(
+                dtype: first.dtype, heads: first.kvHeads, tokens: whole, headDim: first.headDim, bytes: bytes)
         }
-        guard whole > 0 else { return (StoreResult(written: 0, present: 0, evicted: 0, storedBytes: 0, rawBytes: 0), 0) }
+        guard whole > 0 else {
+            return (StoreResult(written: 0, present: 0, evicted: 0, storedBytes: 0, rawBytes: 0), 0)
+        }
         let kv = try KVCacheData(layers: layers.map { try KVLayer(keys: gather($0, 0), values: gather($0, 1)) })
         let result = try store(tokens: ids, model: model, salt: salt, kv: kv)
         return (result, try probe(tokens: ids, model: model, salt: salt))

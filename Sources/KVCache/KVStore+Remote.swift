@@ -30,7 +30,12 @@ extension KVStore {
     /// is read-only.
     func remoteContinuation(keys: [UInt64], localChunks: Int, localKV: KVCacheData?, model: String) -> [KVCacheData] {
         guard let tier = remote?.tier else { return [] }
-        defer { tier.count { $0.lookups += 1; $0.localHitChunks += localChunks } }
+        defer {
+            tier.count {
+                $0.lookups += 1
+                $0.localHitChunks += localChunks
+            }
+        }
         guard localChunks < keys.count else { return [] }
         // Each chunk is decoded on a worker as soon as it arrives, while later ones are still
         // on the wire; the prefix is then walked in order.
@@ -45,7 +50,8 @@ extension KVStore {
                         let name = "remote KV chunk \(hex(key))"
                         // Only chunks bound to their key (version 2) are taken from a shared tier.
                         guard try KVChunk.info(b, key: key, name: name).version >= 2 else {
-                            throw WStoreError.corruptRecord(name: name, reason: "a version-1 chunk, not bound to its key")
+                            throw WStoreError.corruptRecord(
+                                name: name, reason: "a version-1 chunk, not bound to its key")
                         }
                         return try KVChunk.decode(b, key: key, name: name, threads: 1)
                     }
@@ -63,7 +69,10 @@ extension KVStore {
                 guard let r = decoded.get(i) else { break }
                 part = try r.get()
             } catch {
-                tier.count { $0.damagedRemote += 1; $0.lastError = "\(error)" }
+                tier.count {
+                    $0.damagedRemote += 1
+                    $0.lastError = "\(error)"
+                }
                 break
             }
             let s = Shape(part)
@@ -96,8 +105,9 @@ extension KVStore {
             for (j, value) in values.enumerated() {
                 let key = keys[start + j]
                 if try Node.read(txn, nodes, key) == nil {
-                    try insert(txn, key: key, parent: parent, depth: start + j, model: model, value: value,
-                               counters: &counters, rawBytes: parts[j].byteCount)
+                    try insert(
+                        txn, key: key, parent: parent, depth: start + j, model: model, value: value,
+                        counters: &counters, rawBytes: parts[j].byteCount)
                     _ = try evictToBudget(txn, counters: &counters)
                 }
                 parent = key
@@ -109,7 +119,8 @@ extension KVStore {
     /// Writes `part` (one chunk's KV) into the caller's buffers `layers` from token `token` on.
     func deliver(_ part: KVCacheData, into layers: [KVLayerView], at token: Int) throws {
         guard part.layers.count == layers.count else {
-            throw WStoreError.invalidArgument("the buffers describe \(layers.count) layers; the remote chunk holds \(part.layers.count)")
+            throw WStoreError.invalidArgument(
+                "the buffers describe \(layers.count) layers; the remote chunk holds \(part.layers.count)")
         }
         for (l, view) in layers.enumerated() {
             for (kv, tensor) in [part.layers[l].keys, part.layers[l].values].enumerated() {
@@ -121,7 +132,8 @@ extension KVStore {
                 tensor.bytes.withUnsafeBytes { src in
                     for h in 0 ..< tensor.heads {
                         for t in 0 ..< tensor.tokens {
-                            rows.row(head: h, token: t).copyMemory(from: src.baseAddress! + (h * tensor.tokens + t) * row, byteCount: row)
+                            rows.row(head: h, token: t).copyMemory(
+                                from: src.baseAddress! + (h * tensor.tokens + t) * row, byteCount: row)
                         }
                     }
                 }
@@ -185,11 +197,16 @@ extension KVStore {
         var i = 0
         while i < keys.count, held != nil {
             let batch = Array(keys[i ..< min(i + 1000, keys.count)])
-            if let present = tier.readerExists(batch.map(tier.redisKey)) { held! += present.filter { $0 }.count } else { held = nil }
+            if let present = tier.readerExists(batch.map(tier.redisKey)) {
+                held! += present.filter { $0 }.count
+            } else {
+                held = nil
+            }
             i += 1000
         }
         let info = tier.serverMemory()
-        return KVRemoteInspection(localChunks: keys.count, alsoRemote: held, usedMemory: info?.used, maxMemory: info?.max,
-                                  evictionPolicy: info?.policy, stats: tier.snapshot())
+        return KVRemoteInspection(
+            localChunks: keys.count, alsoRemote: held, usedMemory: info?.used, maxMemory: info?.max,
+            evictionPolicy: info?.policy, stats: tier.snapshot())
     }
 }

@@ -97,8 +97,10 @@ public final class KVStore: Sendable {
     /// (chunks not bound to their keys) are still read.
     static let formatVersion = 3
 
-    private init(path: String, env: LMDBEnvironment, options: Options, readOnly: Bool,
-                 remote: RemoteTierOptions?) throws {
+    private init(
+        path: String, env: LMDBEnvironment, options: Options, readOnly: Bool,
+        remote: RemoteTierOptions?
+    ) throws {
         self.path = path
         self.remote = remote.map(RemoteTierHandle.init)
         self.env = env
@@ -114,10 +116,14 @@ public final class KVStore: Sendable {
     /// `remote` adds a shared remote tier (not a setting of the store: give it at each open).
     /// - Throws: ``WStoreError/invalidArgument(_:)`` for bad options or an existing store,
     ///   ``WStoreError/io(call:path:errno:)`` when the directory cannot be made, ``LMDBError``.
-    public static func create(at path: String, options: Options = Options(), remote: RemoteTierOptions? = nil) throws -> KVStore {
+    public static func create(at path: String, options: Options = Options(), remote: RemoteTierOptions? = nil) throws
+        -> KVStore
+    {
         guard options.chunkTokens > 0, options.budgetBytes >= 0, options.maxChunks >= 0, options.kivi.group > 0,
-              options.kivi.residual >= 0 else {
-            throw WStoreError.invalidArgument("chunk tokens and quantization group must be positive, budgets not negative")
+            options.kivi.residual >= 0
+        else {
+            throw WStoreError.invalidArgument(
+                "chunk tokens and quantization group must be positive, budgets not negative")
         }
         if FileManager.default.fileExists(atPath: path + "/data.mdb") {
             throw WStoreError.invalidArgument("\(path) already holds a store; open it instead")
@@ -125,7 +131,8 @@ public final class KVStore: Sendable {
         try Posix.makeDirectories(path)
         let env = try LMDBEnvironment.shared(path: path, readOnly: false, options: envOptions)
         let store = try KVStore(path: path, env: env, options: options, readOnly: false, remote: remote)
-        let json = Sealed.sealJSON(try KVSettings(options, version: options.codec == .raw ? 3 : 2).encoded(), key: Array("settings".utf8))
+        let json = Sealed.sealJSON(
+            try KVSettings(options, version: options.codec == .raw ? 3 : 2).encoded(), key: Array("settings".utf8))
         try env.write { txn in
             try json.withUnsafeBytes { try txn.put(store.meta, Array("settings".utf8), $0) }
             try Counters().write(txn, store.meta)
@@ -138,8 +145,10 @@ public final class KVStore: Sendable {
     /// once, counts it, and retries with backoff.
     /// - Throws: ``WStoreError/notAStore(path:reason:)`` when `path` is not a KV store,
     ///   ``WStoreError/newerFormat(what:found:supported:)`` for a newer one.
-    public static func open(at path: String, readOnly: Bool = false, threads: Int = 1,
-                            remote: RemoteTierOptions? = nil) throws -> KVStore {
+    public static func open(
+        at path: String, readOnly: Bool = false, threads: Int = 1,
+        remote: RemoteTierOptions? = nil
+    ) throws -> KVStore {
         try LMDBFile.checkReadable(directory: path)
         guard FileManager.default.fileExists(atPath: path + "/data.mdb") else {
             throw WStoreError.notAStore(path: path, reason: "no data.mdb in it")
@@ -214,49 +223,53 @@ public final class KVStore: Sendable {
         var raw = 0
         for (i, p) in present.enumerated() where !p {
             let part = kv.slice(tokens: i * options.chunkTokens ..< (i + 1) * options.chunkTokens)
-            encoded[i] = try KVChunk.encode(part, key: keys[i], codec: options.codec, kivi: options.kivi,
-                                            threads: options.threads)
+            encoded[i] = try KVChunk.encode(
+                part, key: keys[i], codec: options.codec, kivi: options.kivi,
+                threads: options.threads)
             raw += part.byteCount
         }
         let stored: StoreResult
         do {
             stored = try env.write { txn in
-            var counters = try Counters.read(txn, meta)
-            try foldUses(txn, pending, counters: &counters)
-            var result = StoreResult(written: 0, present: 0, evicted: 0, storedBytes: 0, rawBytes: 0)
-            var parent: UInt64 = 0
-            for (i, key) in keys.enumerated() {
-                if var node = try Node.read(txn, nodes, key) {
-                    counters.clock += 1
-                    try touch(txn, key: key, node: &node, clock: counters.clock)
-                    result.present += 1
-                } else {
-                    guard let value = encoded[i] else {
-                        // Evicted between the read and this write: encode it now.
-                        let part = kv.slice(tokens: i * options.chunkTokens ..< (i + 1) * options.chunkTokens)
-                        let v = try KVChunk.encode(part, key: key, codec: options.codec, kivi: options.kivi)
-                        try insert(txn, key: key, parent: parent, depth: i, model: model, value: v, counters: &counters,
-                                   rawBytes: part.byteCount)
+                var counters = try Counters.read(txn, meta)
+                try foldUses(txn, pending, counters: &counters)
+                var result = StoreResult(written: 0, present: 0, evicted: 0, storedBytes: 0, rawBytes: 0)
+                var parent: UInt64 = 0
+                for (i, key) in keys.enumerated() {
+                    if var node = try Node.read(txn, nodes, key) {
+                        counters.clock += 1
+                        try touch(txn, key: key, node: &node, clock: counters.clock)
+                        result.present += 1
+                    } else {
+                        guard let value = encoded[i] else {
+                            // Evicted between the read and this write: encode it now.
+                            let part = kv.slice(tokens: i * options.chunkTokens ..< (i + 1) * options.chunkTokens)
+                            let v = try KVChunk.encode(part, key: key, codec: options.codec, kivi: options.kivi)
+                            try insert(
+                                txn, key: key, parent: parent, depth: i, model: model, value: v, counters: &counters,
+                                rawBytes: part.byteCount)
+                            result.written += 1
+                            result.storedBytes += v.count
+                            result.rawBytes += part.byteCount
+                            result.evicted += try evictToBudget(txn, counters: &counters)
+                            parent = key
+                            continue
+                        }
+                        let rawBytes =
+                            kv.layers.count * 2 * kv.layers[0].keys.heads * options.chunkTokens
+                            * kv.layers[0].keys.headDim * kv.layers[0].keys.elementSize
+                        try insert(
+                            txn, key: key, parent: parent, depth: i, model: model, value: value, counters: &counters,
+                            rawBytes: rawBytes)
                         result.written += 1
-                        result.storedBytes += v.count
-                        result.rawBytes += part.byteCount
+                        result.storedBytes += value.count
+                        result.rawBytes += rawBytes
                         result.evicted += try evictToBudget(txn, counters: &counters)
-                        parent = key
-                        continue
                     }
-                    let rawBytes = kv.layers.count * 2 * kv.layers[0].keys.heads * options.chunkTokens
-                        * kv.layers[0].keys.headDim * kv.layers[0].keys.elementSize
-                    try insert(txn, key: key, parent: parent, depth: i, model: model, value: value, counters: &counters,
-                               rawBytes: rawBytes)
-                    result.written += 1
-                    result.storedBytes += value.count
-                    result.rawBytes += rawBytes
-                    result.evicted += try evictToBudget(txn, counters: &counters)
+                    parent = key
                 }
-                parent = key
-            }
-            try counters.write(txn, meta)
-            return result
+                try counters.write(txn, meta)
+                return result
             }
         } catch {
             uses.withLock { $0.restore(pending) }
@@ -284,7 +297,9 @@ public final class KVStore: Sendable {
         try env.withRead { txn in
             var s = Stats(chunks: 0, leaves: 0, storedBytes: 0, rawBytes: 0, chunksByModel: [:])
             try txn.scan(nodes, prefix: []) { k, v in
-                guard k.count == 8 else { throw WStoreError.corruptRecord(name: "KV index", reason: "a key of \(k.count) bytes") }
+                guard k.count == 8 else {
+                    throw WStoreError.corruptRecord(name: "KV index", reason: "a key of \(k.count) bytes")
+                }
                 let n = try Node.parse(v, key: UInt64(bigEndian: k.loadUnaligned(as: UInt64.self)))
                 s.chunks += 1
                 if n.children == 0 { s.leaves += 1 }
@@ -310,7 +325,10 @@ public final class KVStore: Sendable {
         return try env.withRead { txn in
             var lengths: [UInt64: Int] = [:], rawOf: [UInt64: Int] = [:]
             try txn.scan(chunks, prefix: []) { k, v in
-                guard k.count == 8 else { bad.append((0, "kv.chunks: key of \(k.count) bytes")); return true }
+                guard k.count == 8 else {
+                    bad.append((0, "kv.chunks: key of \(k.count) bytes"))
+                    return true
+                }
                 let key = UInt64(bigEndian: k.loadUnaligned(as: UInt64.self))
                 lengths[key] = v.count
                 do {
@@ -320,14 +338,21 @@ public final class KVStore: Sendable {
                 return true
             }
             // A version-2 store (sealed settings) holds only sealed index entries.
-            let sealedStore = try txn.get(meta, Array("settings".utf8))
+            let sealedStore =
+                try txn.get(meta, Array("settings".utf8))
                 .map { Sealed.openJSON($0, key: Array("settings".utf8)) != nil } ?? false
             var nodeOf: [UInt64: Node] = [:]
             try txn.scan(nodes, prefix: []) { k, v in
-                guard k.count == 8 else { bad.append((0, "kv.nodes: key of \(k.count) bytes")); return true }
+                guard k.count == 8 else {
+                    bad.append((0, "kv.nodes: key of \(k.count) bytes"))
+                    return true
+                }
                 let key = UInt64(bigEndian: k.loadUnaligned(as: UInt64.self))
-                if sealedStore && (v.count < Node.fixedSize
-                                   || UInt32(littleEndian: v.loadUnaligned(fromByteOffset: 40, as: UInt32.self)) != Node.sealedMarker) {
+                if sealedStore
+                    && (v.count < Node.fixedSize
+                        || UInt32(littleEndian: v.loadUnaligned(fromByteOffset: 40, as: UInt32.self))
+                            != Node.sealedMarker)
+                {
                     bad.append((key, "KV index entry \(hex(key)) is not sealed in a version-2 store"))
                     return true
                 }
@@ -335,21 +360,29 @@ public final class KVStore: Sendable {
                 return true
             }
             for (key, length) in lengths.sorted(by: { $0.key < $1.key }) {
-                guard let n = nodeOf[key] else { bad.append((key, "KV chunk \(hex(key)) has no index entry")); continue }
+                guard let n = nodeOf[key] else {
+                    bad.append((key, "KV chunk \(hex(key)) has no index entry"))
+                    continue
+                }
                 if let raw = rawOf[key], n.rawBytes != raw {
                     bad.append((key, "KV index entry \(hex(key)) says \(n.rawBytes) raw bytes, the chunk holds \(raw)"))
                 }
                 if n.storedBytes != length {
-                    bad.append((key, "KV index entry \(hex(key)) says \(n.storedBytes) stored bytes, the chunk has \(length)"))
+                    bad.append(
+                        (key, "KV index entry \(hex(key)) says \(n.storedBytes) stored bytes, the chunk has \(length)"))
                 }
             }
             var children: [UInt64: Int] = [:]
             for (key, n) in nodeOf.sorted(by: { $0.key < $1.key }) {
                 if lengths[key] == nil { bad.append((key, "KV index entry \(hex(key)) has no chunk")) }
                 if n.parent == 0 {
-                    if n.depth != 0 { bad.append((key, "KV index entry \(hex(key)): depth \(n.depth) without a parent")) }
+                    if n.depth != 0 {
+                        bad.append((key, "KV index entry \(hex(key)): depth \(n.depth) without a parent"))
+                    }
                 } else if let p = nodeOf[n.parent] {
-                    if p.depth + 1 != n.depth { bad.append((key, "KV index entry \(hex(key)): depth \(n.depth) under a parent at \(p.depth)")) }
+                    if p.depth + 1 != n.depth {
+                        bad.append((key, "KV index entry \(hex(key)): depth \(n.depth) under a parent at \(p.depth)"))
+                    }
                     children[n.parent, default: 0] += 1
                 } else {
                     bad.append((key, "KV index entry \(hex(key)): parent \(hex(n.parent)) is not cached"))
@@ -358,14 +391,20 @@ public final class KVStore: Sendable {
             var expectedLeaves = Set<[UInt8]>()
             for (key, n) in nodeOf {
                 if n.children != children[key, default: 0] {
-                    bad.append((key, "KV index entry \(hex(key)) counts \(n.children) children, \(children[key, default: 0]) found"))
+                    bad.append(
+                        (
+                            key,
+                            "KV index entry \(hex(key)) counts \(n.children) children, \(children[key, default: 0]) found"
+                        ))
                 }
                 if n.children == 0 { expectedLeaves.insert(PrefixKey.bytes(n.lastUse) + PrefixKey.bytes(key)) }
             }
             var leafCount = 0
             try txn.scan(leaves, prefix: []) { k, _ in
                 leafCount += 1
-                if !expectedLeaves.contains(Array(k)) { bad.append((0, "kv.leaves: an entry that is not a childless chunk at its last use")) }
+                if !expectedLeaves.contains(Array(k)) {
+                    bad.append((0, "kv.leaves: an entry that is not a childless chunk at its last use"))
+                }
                 return true
             }
             if leafCount != expectedLeaves.count {
@@ -376,7 +415,11 @@ public final class KVStore: Sendable {
                 let count = UInt64(littleEndian: c.loadUnaligned(fromByteOffset: 16, as: UInt64.self))
                 let total = nodeOf.values.reduce(0) { $0 + $1.storedBytes }
                 if count != UInt64(nodeOf.count) || stored != UInt64(total) {
-                    bad.append((0, "KV counters say \(count) chunks, \(stored) bytes; the index holds \(nodeOf.count), \(total)"))
+                    bad.append(
+                        (
+                            0,
+                            "KV counters say \(count) chunks, \(stored) bytes; the index holds \(nodeOf.count), \(total)"
+                        ))
                 }
             } else {
                 bad.append((0, "KV counters missing or damaged"))

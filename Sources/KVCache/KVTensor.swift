@@ -22,12 +22,15 @@ public struct KVTensor: Sendable, Equatable {
         guard KVTensor.supportedDTypes.contains(dtype) else {
             throw WStoreError.invalidArgument("KV tensors are f16, bf16 or f32, not \(dtype)")
         }
-        guard heads >= 0, tokens >= 0, headDim >= 0 else { throw WStoreError.invalidArgument("negative KV tensor dimension") }
+        guard heads >= 0, tokens >= 0, headDim >= 0 else {
+            throw WStoreError.invalidArgument("negative KV tensor dimension")
+        }
         let (ht, o1) = heads.multipliedReportingOverflow(by: tokens)
         let (htd, o2) = ht.multipliedReportingOverflow(by: headDim)
         let (need, o3) = htd.multipliedReportingOverflow(by: dtype.elementSize!)
         guard !o1, !o2, !o3, bytes.count == need else {
-            throw WStoreError.invalidArgument("KV tensor [\(heads), \(tokens), \(headDim)] of \(dtype) needs \(need) bytes, got \(bytes.count)")
+            throw WStoreError.invalidArgument(
+                "KV tensor [\(heads), \(tokens), \(headDim)] of \(dtype) needs \(need) bytes, got \(bytes.count)")
         }
         self.dtype = dtype
         self.heads = heads
@@ -38,8 +41,9 @@ public struct KVTensor: Sendable, Equatable {
 
     /// A tensor of `floats` (`heads × tokens × headDim`) rounded to `dtype`.
     public init(floats: [Float], dtype: DType, heads: Int, tokens: Int, headDim: Int) throws {
-        try self.init(dtype: dtype, heads: heads, tokens: tokens, headDim: headDim,
-                      bytes: FloatCodec.encode(floats, as: dtype))
+        try self.init(
+            dtype: dtype, heads: heads, tokens: tokens, headDim: headDim,
+            bytes: FloatCodec.encode(floats, as: dtype))
     }
 
     /// Bytes per element.
@@ -52,11 +56,17 @@ public struct KVTensor: Sendable, Equatable {
         bytes.withUnsafeBytes { raw in
             switch dtype {
             case .f32:
-                return raw.withMemoryRebound(to: UInt32.self) { $0.contains { UInt32(littleEndian: $0) & 0x7F80_0000 == 0x7F80_0000 } }
+                return raw.withMemoryRebound(to: UInt32.self) {
+                    $0.contains { UInt32(littleEndian: $0) & 0x7F80_0000 == 0x7F80_0000 }
+                }
             case .f16:
-                return raw.withMemoryRebound(to: UInt16.self) { $0.contains { UInt16(littleEndian: $0) & 0x7C00 == 0x7C00 } }
+                return raw.withMemoryRebound(to: UInt16.self) {
+                    $0.contains { UInt16(littleEndian: $0) & 0x7C00 == 0x7C00 }
+                }
             default:
-                return raw.withMemoryRebound(to: UInt16.self) { $0.contains { UInt16(littleEndian: $0) & 0x7F80 == 0x7F80 } }
+                return raw.withMemoryRebound(to: UInt16.self) {
+                    $0.contains { UInt16(littleEndian: $0) & 0x7F80 == 0x7F80 }
+                }
             }
         }
     }
@@ -111,11 +121,14 @@ public struct KVTensor: Sendable, Equatable {
     public func gather(positions: [[Int32]]) throws -> KVTensor {
         let outHeads = positions.count
         guard heads > 0, outHeads > 0, outHeads % heads == 0 else {
-            throw WStoreError.invalidArgument("\(outHeads) lists of positions for a tensor of \(heads) heads: need a multiple")
+            throw WStoreError.invalidArgument(
+                "\(outHeads) lists of positions for a tensor of \(heads) heads: need a multiple")
         }
         let group = outHeads / heads, n = positions[0].count, row = headDim * elementSize
         for p in positions {
-            guard p.count == n else { throw WStoreError.invalidArgument("lists of positions of different lengths (\(n) and \(p.count))") }
+            guard p.count == n else {
+                throw WStoreError.invalidArgument("lists of positions of different lengths (\(n) and \(p.count))")
+            }
             guard p.allSatisfy({ $0 >= 0 && Int($0) < tokens }) else {
                 throw WStoreError.invalidArgument("a position outside 0..<\(tokens)")
             }
@@ -147,7 +160,8 @@ public struct KVLayer: Sendable, Equatable {
     /// - Throws: ``WStoreError/invalidArgument(_:)`` when their shapes or dtypes differ.
     public init(keys: KVTensor, values: KVTensor) throws {
         guard keys.shape == values.shape, keys.dtype == values.dtype else {
-            throw WStoreError.invalidArgument("keys \(keys.shape) \(keys.dtype) and values \(values.shape) \(values.dtype) differ")
+            throw WStoreError.invalidArgument(
+                "keys \(keys.shape) \(keys.dtype) and values \(values.shape) \(values.dtype) differ")
         }
         self.keys = keys
         self.values = values
@@ -180,7 +194,10 @@ public struct KVCacheData: Sendable, Equatable {
 
     /// Token positions `range` of every layer.
     public func slice(tokens range: Range<Int>) -> KVCacheData {
-        try! KVCacheData(layers: layers.map { try! KVLayer(keys: $0.keys.slice(tokens: range), values: $0.values.slice(tokens: range)) })
+        try! KVCacheData(
+            layers: layers.map {
+                try! KVLayer(keys: $0.keys.slice(tokens: range), values: $0.values.slice(tokens: range))
+            })
     }
 
     /// Joins caches along tokens.
@@ -190,9 +207,11 @@ public struct KVCacheData: Sendable, Equatable {
         guard parts.allSatisfy({ $0.layers.count == first.layers.count }) else {
             throw WStoreError.invalidArgument("KV caches to concatenate have different layer counts")
         }
-        return try KVCacheData(layers: (0 ..< first.layers.count).map { l in
-            try KVLayer(keys: KVTensor.concatenate(parts.map { $0.layers[l].keys }),
-                        values: KVTensor.concatenate(parts.map { $0.layers[l].values }))
-        })
+        return try KVCacheData(
+            layers: (0 ..< first.layers.count).map { l in
+                try KVLayer(
+                    keys: KVTensor.concatenate(parts.map { $0.layers[l].keys }),
+                    values: KVTensor.concatenate(parts.map { $0.layers[l].values }))
+            })
     }
 }

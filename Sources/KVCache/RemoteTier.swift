@@ -123,17 +123,18 @@ final class RemoteTier: @unchecked Sendable {
     func fetchRun(_ keys: ArraySlice<UInt64>, each: (Int, [UInt8]) -> Void = { _, _ in }) -> [[UInt8]] {
         guard !keys.isEmpty else { return [] }
         let rk = keys.map(redisKey)
-        let values: [[UInt8]] = reader.use { c in
-            let present = try c.exists(rk)
-            let n = present.firstIndex(of: false) ?? present.count
-            guard n > 0 else { return [] }
-            var run: [[UInt8]] = []
-            for v in try c.get(Array(rk.prefix(n)), each: { i, v in if let v { each(i, v) } }) {
-                guard let v else { break }  // evicted between the probe and the fetch
-                run.append(v)
-            }
-            return run
-        } ?? []
+        let values: [[UInt8]] =
+            reader.use { c in
+                let present = try c.exists(rk)
+                let n = present.firstIndex(of: false) ?? present.count
+                guard n > 0 else { return [] }
+                var run: [[UInt8]] = []
+                for v in try c.get(Array(rk.prefix(n)), each: { i, v in if let v { each(i, v) } }) {
+                    guard let v else { break }  // evicted between the probe and the fetch
+                    run.append(v)
+                }
+                return run
+            } ?? []
         let bytes = values.reduce(0) { $0 + $1.count }
         count { $0.bytesFetched += bytes }
         return values
@@ -144,14 +145,21 @@ final class RemoteTier: @unchecked Sendable {
 
     /// `used_memory`, `maxmemory` and `maxmemory_policy` from `INFO memory` (of the first node of a cluster).
     func serverMemory() -> (used: Int?, max: Int?, policy: String?)? {
-        guard let text = reader.use({ try $0.command(.init(["INFO", "memory"].map { Array($0.utf8) }, keyIndex: nil)).text })
-            ?? nil else { return nil }
+        guard
+            let text = reader.use({
+                try $0.command(.init(["INFO", "memory"].map { Array($0.utf8) }, keyIndex: nil)).text
+            })
+                ?? nil
+        else { return nil }
         var fields: [String: String] = [:]
         for line in text.split(whereSeparator: \.isNewline) {
             let parts = line.split(separator: ":", maxSplits: 1)
             if parts.count == 2 { fields[String(parts[0])] = String(parts[1]) }
         }
-        return (fields["used_memory"].flatMap { Int($0) }, fields["maxmemory"].flatMap { Int($0) }, fields["maxmemory_policy"])
+        return (
+            fields["used_memory"].flatMap { Int($0) }, fields["maxmemory"].flatMap { Int($0) },
+            fields["maxmemory_policy"]
+        )
     }
 
     /// Queues chunks to send; never blocks. When the queue is full the chunks that do not fit are dropped and counted.
@@ -160,7 +168,9 @@ final class RemoteTier: @unchecked Sendable {
         var dropped = 0
         wake.withLock {
             for item in items {
-                if stopped || queue.count - queueHead >= options.queueChunks || queuedBytes + item.value.count > options.queueBytes {
+                if stopped || queue.count - queueHead >= options.queueChunks
+                    || queuedBytes + item.value.count > options.queueBytes
+                {
                     dropped += 1
                     continue
                 }
@@ -175,7 +185,8 @@ final class RemoteTier: @unchecked Sendable {
     /// Waits until the queue is empty and nothing is being sent, or `timeout` passes; whether it emptied.
     @discardableResult
     func flush(timeout: Duration) -> Bool {
-        let deadline = Date().addingTimeInterval(Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18)
+        let deadline = Date().addingTimeInterval(
+            Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18)
         wake.lock()
         defer { wake.unlock() }
         while queue.count > queueHead || sending {
@@ -309,7 +320,10 @@ final class RemoteTier: @unchecked Sendable {
         private func failed(_ error: Error) {
             if !down && options.warnings {
                 let what = everConnected ? "went down" : "is unreachable"
-                FileHandle.standardError.write(Data("wstore: warning: the remote KV tier \(what) (\(error)); lookups and stores use the local tier only until it answers again\n".utf8))
+                FileHandle.standardError.write(
+                    Data(
+                        "wstore: warning: the remote KV tier \(what) (\(error)); lookups and stores use the local tier only until it answers again\n"
+                            .utf8))
             }
             down = true
             nextTry = ContinuousClock.now + backoff

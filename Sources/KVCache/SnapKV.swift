@@ -73,8 +73,10 @@ public enum SnapKV {
     ///   ascending; every head keeps `min(tokens, capacity)`.
     /// - Throws: ``WStoreError/invalidArgument(_:)`` for shapes that do not fit.
     /// - Complexity: O(qHeads · window · tokens · headDim).
-    public static func select(queries: KVTensor, keys: KVTensor, config: Config = Config(),
-                              threads: Int = 1) throws -> [[Int32]] {
+    public static func select(
+        queries: KVTensor, keys: KVTensor, config: Config = Config(),
+        threads: Int = 1
+    ) throws -> [[Int32]] {
         try config.validate()
         try checkShapes(queries: queries, keys: keys, config: config)
         let outHeads = config.heads == .query ? queries.heads : keys.heads
@@ -92,8 +94,10 @@ public enum SnapKV {
     /// Per head (by ``Config/heads``), the pooled scores of the prefix positions
     /// (`tokens − window` of them), before the top-k: what ``select(queries:keys:config:threads:)`` ranks.
     /// - Throws: ``WStoreError/invalidArgument(_:)`` for shapes that do not fit.
-    public static func pooledScores(queries: KVTensor, keys: KVTensor, config: Config = Config(),
-                                    threads: Int = 1) throws -> [[Float]] {
+    public static func pooledScores(
+        queries: KVTensor, keys: KVTensor, config: Config = Config(),
+        threads: Int = 1
+    ) throws -> [[Float]] {
         try config.validate()
         try checkShapes(queries: queries, keys: keys, config: config)
         // Scores of NaN or infinite queries or keys rank nothing.
@@ -101,16 +105,22 @@ public enum SnapKV {
             throw WStoreError.invalidArgument("SnapKV cannot rank positions: the \(what) hold NaN or infinite values")
         }
         guard keys.tokens > config.window else {
-            throw WStoreError.invalidArgument("SnapKV needs more tokens (\(keys.tokens)) than the window (\(config.window))")
+            throw WStoreError.invalidArgument(
+                "SnapKV needs more tokens (\(keys.tokens)) than the window (\(config.window))")
         }
         let kvHeads = keys.heads, group = queries.heads / kvHeads
         var perQueryHead = [[Float]](repeating: [], count: queries.heads)
         let sink = UncheckedSendable(UnsafeMutableBufferPointer<[Float]>.allocate(capacity: queries.heads))
         sink.value.initialize(repeating: [])
-        defer { sink.value.deinitialize(); sink.value.deallocate() }
+        defer {
+            sink.value.deinitialize()
+            sink.value.deallocate()
+        }
         // Scratch per worker, reused for every head it scores (fresh pages cost more than the math).
         let workers = max(1, min(threads, kvHeads))
-        let scratch = (0 ..< workers).map { _ in UncheckedSendable(Scratch(queries: queries, keys: keys, window: config.window)) }
+        let scratch = (0 ..< workers).map { _ in
+            UncheckedSendable(Scratch(queries: queries, keys: keys, window: config.window))
+        }
         defer { scratch.forEach { $0.value.free() } }
         try parallelFor(kvHeads, threads: workers) { g, w in
             let rows = windowScores(queries: queries, keys: keys, kvHead: g, config: config, scratch: scratch[w].value)
@@ -121,7 +131,8 @@ public enum SnapKV {
         for h in 0 ..< queries.heads { perQueryHead[h] = sink.value[h] }
         // Finite f32 queries and keys whose dot products overflow leave scores that rank nothing too.
         for (h, s) in perQueryHead.enumerated() where s.contains(where: { !$0.isFinite }) {
-            throw WStoreError.invalidArgument("SnapKV scores of query head \(h) are not finite: the queries or keys are too large")
+            throw WStoreError.invalidArgument(
+                "SnapKV scores of query head \(h) are not finite: the queries or keys are too large")
         }
         guard config.heads == .kv, group > 1 else { return perQueryHead }
         return (0 ..< kvHeads).map { g in
@@ -141,7 +152,8 @@ public enum SnapKV {
             throw WStoreError.invalidArgument("queries have head size \(queries.headDim), keys \(keys.headDim)")
         }
         guard keys.heads > 0, queries.heads % keys.heads == 0 else {
-            throw WStoreError.invalidArgument("\(queries.heads) query heads are not a multiple of \(keys.heads) KV heads")
+            throw WStoreError.invalidArgument(
+                "\(queries.heads) query heads are not a multiple of \(keys.heads) KV heads")
         }
         guard queries.tokens >= config.window || keys.tokens <= config.capacity else {
             throw WStoreError.invalidArgument("SnapKV needs the last \(config.window) queries, got \(queries.tokens)")
@@ -176,8 +188,10 @@ public enum SnapKV {
 
     /// For the query heads of KV head `g`: the softmax weights of the window queries
     /// summed over the window, over the prefix positions. One array per query head.
-    private static func windowScores(queries: KVTensor, keys: KVTensor, kvHead g: Int, config: Config,
-                                     scratch: Scratch) -> [[Float]] {
+    private static func windowScores(
+        queries: KVTensor, keys: KVTensor, kvHead g: Int, config: Config,
+        scratch: Scratch
+    ) -> [[Float]] {
         let d = keys.headDim, t = keys.tokens, w = config.window
         let group = queries.heads / keys.heads, prefix = t - w, rows = group * w
         let esz = keys.elementSize
@@ -187,8 +201,9 @@ public enum SnapKV {
             var p0 = 0
             while p0 < t {
                 let n = min(16, t - p0)
-                FloatCodec.decode(UnsafeRawBufferPointer(rebasing: raw[head + p0 * d * esz ..< head + (p0 + n) * d * esz]),
-                                  from: keys.dtype, into: scratch.staging)
+                FloatCodec.decode(
+                    UnsafeRawBufferPointer(rebasing: raw[head + p0 * d * esz ..< head + (p0 + n) * d * esz]),
+                    from: keys.dtype, into: scratch.staging)
                 NumericKernels.packPanels(scratch.staging, n: n, d: d, into: scratch.panels + p0 * d)
                 p0 += n
             }
@@ -200,8 +215,9 @@ public enum SnapKV {
             for r in 0 ..< group {
                 let h = g * group + r
                 let from = (h * qt + qt - w) * d * qsz
-                FloatCodec.decode(UnsafeRawBufferPointer(rebasing: raw[from ..< from + w * d * qsz]),
-                                  from: queries.dtype, into: q + r * w * d)
+                FloatCodec.decode(
+                    UnsafeRawBufferPointer(rebasing: raw[from ..< from + w * d * qsz]),
+                    from: queries.dtype, into: q + r * w * d)
             }
         }
         // S[row][pos] = q_row · k_pos / √d, a block of rows at a time so the block stays in cache
@@ -268,7 +284,9 @@ public enum SnapKV {
         var out = [Int32]()
         out.reserveCapacity(count)
         for (i, x) in s.lazy.map(rank).enumerated() {
-            if x > threshold { out.append(Int32(i)) } else if x == threshold && equalBudget > 0 {
+            if x > threshold {
+                out.append(Int32(i))
+            } else if x == threshold && equalBudget > 0 {
                 out.append(Int32(i))
                 equalBudget -= 1
             }
@@ -286,7 +304,16 @@ public enum SnapKV {
             // Three-way partition: > pivot, == pivot, < pivot.
             var lt = lo, i = lo, gt = hi
             while i <= gt {
-                if a[i] > pivot { a.swapAt(lt, i); lt += 1; i += 1 } else if a[i] < pivot { a.swapAt(i, gt); gt -= 1 } else { i += 1 }
+                if a[i] > pivot {
+                    a.swapAt(lt, i)
+                    lt += 1
+                    i += 1
+                } else if a[i] < pivot {
+                    a.swapAt(i, gt)
+                    gt -= 1
+                } else {
+                    i += 1
+                }
             }
             if k < lt { hi = lt - 1 } else if k > gt { lo = gt + 1 } else { return pivot }
         }

@@ -1,10 +1,10 @@
-import WStoreReplay
 import ArgumentParser
 import Dispatch
 import Foundation
 import Histogram
-import WeightStore
 import WStoreCore
+import WStoreReplay
+import WeightStore
 
 /// `wstore bench cache`: replays a routing trace against every residency policy, with
 /// Belady's MIN beside every figure.
@@ -22,7 +22,10 @@ struct BenchCache: ParsableCommand {
     @Option(help: "Experts that fit: a count or a percentage of all experts such as 50%; several as 25%,50%,75%.")
     var capacity: String?
     @Option(help: "Bytes that fit (needs expert_bytes in the trace header, or --store).") var budget: Int?
-    @Option(help: "A policy name (\(ResidencyPolicyKind.allCases.map(\.rawValue).joined(separator: ", "))), several as lru,forecast, or all.")
+    @Option(
+        help:
+            "A policy name (\(ResidencyPolicyKind.allCases.map(\.rawValue).joined(separator: ", "))), several as lru,forecast, or all."
+    )
     var policy = "all"
     @Flag(help: "Issue the trace's predictions as prefetch hints one layer ahead.") var prefetch = false
     @Option(help: "Replay through a ResidencyManager over this store (real loads).") var store: String?
@@ -30,21 +33,35 @@ struct BenchCache: ParsableCommand {
     var model: String?
     @Option(help: "With --store: microseconds of compute to spin per layer, which prefetches can hide.")
     var layerTimeUs = 0
-    @Option(help: "With --store: where loads read records from (\(ReadPath.allCases.map(\.rawValue).joined(separator: ", "))).")
+    @Option(
+        help:
+            "With --store: where loads read records from (\(ReadPath.allCases.map(\.rawValue).joined(separator: ", ")))."
+    )
     var loadPath: ReadPath = .fileDropCache
-    @Option(name: .customLong("cache-aware-routing"),
-            help: "Relative tolerances such as 0.1,0.2: also replay lru and the default policy with resident-aware routing (traces with scores).")
+    @Option(
+        name: .customLong("cache-aware-routing"),
+        help:
+            "Relative tolerances such as 0.1,0.2: also replay lru and the default policy with resident-aware routing (traces with scores)."
+    )
     var cacheAwareRouting: String?
     @Flag(help: "Print one JSON object.") var json = false
 
     func validate() throws {
-        guard (capacity == nil) != (budget == nil) else { throw ValidationError("give exactly one of --capacity and --budget") }
-        if policy != "all", let bad = policy.split(separator: ",").first(where: { ResidencyPolicyKind(rawValue: String($0)) == nil }) {
-            throw ValidationError("unknown policy \(bad); choose one of \(ResidencyPolicyKind.allCases.map(\.rawValue).joined(separator: ", ")) or all")
+        guard (capacity == nil) != (budget == nil) else {
+            throw ValidationError("give exactly one of --capacity and --budget")
+        }
+        if policy != "all",
+            let bad = policy.split(separator: ",").first(where: { ResidencyPolicyKind(rawValue: String($0)) == nil })
+        {
+            throw ValidationError(
+                "unknown policy \(bad); choose one of \(ResidencyPolicyKind.allCases.map(\.rawValue).joined(separator: ", ")) or all"
+            )
         }
         if layerTimeUs < 0 { throw ValidationError("--layer-time-us must not be negative") }
         if cacheAwareRouting != nil {
-            guard store == nil else { throw ValidationError("--cache-aware-routing replays a simulation; drop --store") }
+            guard store == nil else {
+                throw ValidationError("--cache-aware-routing replays a simulation; drop --store")
+            }
             _ = try tolerances()
         }
     }
@@ -54,7 +71,8 @@ struct BenchCache: ParsableCommand {
         guard let cacheAwareRouting else { return [] }
         let values = cacheAwareRouting.split(separator: ",").map { Double($0.trimmingCharacters(in: .whitespaces)) }
         guard !values.isEmpty, values.allSatisfy({ $0 != nil && (0 ... 1).contains($0!) }) else {
-            throw ValidationError("--cache-aware-routing takes tolerances in 0...1 such as 0.1,0.2, got \(cacheAwareRouting)")
+            throw ValidationError(
+                "--cache-aware-routing takes tolerances in 0...1 such as 0.1,0.2, got \(cacheAwareRouting)")
         }
         return values.map { $0! }
     }
@@ -79,25 +97,30 @@ struct BenchCache: ParsableCommand {
         let tols = try tolerances()
         if !tols.isEmpty {
             guard trace.hasScores else {
-                throw WStoreError.invalidArgument("--cache-aware-routing needs router scores, and trace \(self.trace) has none")
+                throw WStoreError.invalidArgument(
+                    "--cache-aware-routing needs router scores, and trace \(self.trace) has none")
             }
             let g = trace.header.geometry
             for run in runs {
                 for kind in [ResidencyPolicyKind.lru, .default] {
                     for tol in [0] + tols {
-                        let r = ResidencySimulator.run(trace, policy: kind.make(geometry: g, capacity: run.capacity),
-                                                       capacity: run.capacity, prefetch: prefetch, cacheAwareRouting: tol)
-                        routing.append(RoutingRow(capacity: run.capacity, residency: run.residency, policy: kind.rawValue,
-                                                  tolerance: tol, hit_rate: r.hitRate, loads_per_access: r.loadsPerAccess,
-                                                  swapped: Double(r.swappedPicks) / Double(max(1, r.routedPicks)),
-                                                  mass_given_up: r.massGivenUp / Double(max(1, r.routedGroups))))
+                        let r = ResidencySimulator.run(
+                            trace, policy: kind.make(geometry: g, capacity: run.capacity),
+                            capacity: run.capacity, prefetch: prefetch, cacheAwareRouting: tol)
+                        routing.append(
+                            RoutingRow(
+                                capacity: run.capacity, residency: run.residency, policy: kind.rawValue,
+                                tolerance: tol, hit_rate: r.hitRate, loads_per_access: r.loadsPerAccess,
+                                swapped: Double(r.swappedPicks) / Double(max(1, r.routedPicks)),
+                                mass_given_up: r.massGivenUp / Double(max(1, r.routedGroups))))
                     }
                 }
             }
         }
-        return BenchCacheOutput(runs: runs, summary: summary(runs),
-                                hint_accuracy: trace.hasPredictions ? stats.accuracy : nil,
-                                cache_aware_routing: routing.isEmpty ? nil : routing)
+        return BenchCacheOutput(
+            runs: runs, summary: summary(runs),
+            hint_accuracy: trace.hasPredictions ? stats.accuracy : nil,
+            cache_aware_routing: routing.isEmpty ? nil : routing)
     }
 
     /// The report of the first capacity asked for.
@@ -110,21 +133,33 @@ struct BenchCache: ParsableCommand {
         var lines: [String] = []
         var wins: [String] = []
         for r in runs {
-            guard let best = r.policies.max(by: { ($0.hit_rate, -$0.loads_per_access) < ($1.hit_rate, -$1.loads_per_access) })
+            guard
+                let best = r.policies.max(by: {
+                    ($0.hit_rate, -$0.loads_per_access) < ($1.hit_rate, -$1.loads_per_access)
+                })
             else { continue }
-            wins.append("\(CacheBenchFormat.pct(r.residency)): \(best.policy) \(CacheBenchFormat.pct(best.hit_rate)) at \(String(format: "%.3f", best.loads_per_access)) loads/access")
+            wins.append(
+                "\(CacheBenchFormat.pct(r.residency)): \(best.policy) \(CacheBenchFormat.pct(best.hit_rate)) at \(String(format: "%.3f", best.loads_per_access)) loads/access"
+            )
         }
-        if !wins.isEmpty { lines.append("wins (hit rate" + (prefetch ? ", prefetch on" : "") + "): " + wins.joined(separator: "; ")) }
+        if !wins.isEmpty {
+            lines.append("wins (hit rate" + (prefetch ? ", prefetch on" : "") + "): " + wins.joined(separator: "; "))
+        }
         let baselines: Set = ["lru", "lru-per-layer", "lfu"]
         var beside: [String] = []
         for r in runs {
             guard let d = r.policies.first(where: { $0.policy == ResidencyPolicyKind.default.rawValue }),
-                  let b = r.policies.filter({ baselines.contains($0.policy) }).max(by: { $0.hit_rate < $1.hit_rate }) else { continue }
-            beside.append(CacheBenchFormat.pct(r.residency) + String(format: " %+.1f points vs ", (d.hit_rate - b.hit_rate) * 100) + b.policy
-                          + String(format: " (%.3f vs %.3f loads/access)", d.loads_per_access, b.loads_per_access))
+                let b = r.policies.filter({ baselines.contains($0.policy) }).max(by: { $0.hit_rate < $1.hit_rate })
+            else { continue }
+            beside.append(
+                CacheBenchFormat.pct(r.residency) + String(format: " %+.1f points vs ", (d.hit_rate - b.hit_rate) * 100)
+                    + b.policy
+                    + String(format: " (%.3f vs %.3f loads/access)", d.loads_per_access, b.loads_per_access))
         }
         if !beside.isEmpty {
-            lines.append("default (\(ResidencyPolicyKind.default.rawValue)) beside the best of lru, lru-per-layer, lfu: " + beside.joined(separator: "; "))
+            lines.append(
+                "default (\(ResidencyPolicyKind.default.rawValue)) beside the best of lru, lru-per-layer, lfu: "
+                    + beside.joined(separator: "; "))
         }
         return lines
     }
@@ -132,10 +167,16 @@ struct BenchCache: ParsableCommand {
     /// Replays the trace at one capacity.
     func makeReport(_ trace: RoutingTrace, capacityText: String) throws -> Report {
         let g = trace.header.geometry
-        let kinds = policy == "all" ? ResidencyPolicyKind.allCases : policy.split(separator: ",").map { ResidencyPolicyKind(rawValue: String($0))! }
+        let kinds =
+            policy == "all"
+            ? ResidencyPolicyKind.allCases
+            : policy.split(separator: ",").map { ResidencyPolicyKind(rawValue: String($0))! }
         let opened = try store.map { try WeightStore.open(at: $0) }
         let modelName = try opened.map { try resolveModel($0, trace: trace) }
-        let expertBytes = try opened.map { try ResidencyManager.expertLayouts(store: $0, model: modelName!).map(\.layout.totalBytes).max()! }
+        let expertBytes =
+            try opened.map {
+                try ResidencyManager.expertLayouts(store: $0, model: modelName!).map(\.layout.totalBytes).max()!
+            }
             ?? trace.header.expertBytes
         let cap = try resolveCapacity(capacityText, total: g.count, expertBytes: expertBytes)
         if prefetch && !trace.hasPredictions {
@@ -145,10 +186,13 @@ struct BenchCache: ParsableCommand {
         var rows: [PolicyReport] = []
         for kind in kinds {
             if let opened {
-                rows.append(try replayStore(trace, kind: kind, store: opened, model: modelName!, capacity: cap,
-                                            expertBytes: expertBytes!))
+                rows.append(
+                    try replayStore(
+                        trace, kind: kind, store: opened, model: modelName!, capacity: cap,
+                        expertBytes: expertBytes!))
             } else {
-                let r = ResidencySimulator.run(trace, policy: kind.make(geometry: g, capacity: cap), capacity: cap, prefetch: prefetch)
+                let r = ResidencySimulator.run(
+                    trace, policy: kind.make(geometry: g, capacity: cap), capacity: cap, prefetch: prefetch)
                 rows.append(PolicyReport(r))
             }
         }
@@ -159,11 +203,12 @@ struct BenchCache: ParsableCommand {
                 rows[i].gap_closed = (rows[i].hit_rate - lru.hit_rate) / (oracle.hitRate - lru.hit_rate)
             }
         }
-        return Report(trace: self.trace, note: trace.header.note, layers: g.layers, experts: g.experts, top_k: g.topK,
-                            tokens: trace.tokenCount, accesses: trace.accessCount, capacity: cap,
-                            residency: Double(cap) / Double(g.count), prefetch: prefetch, store: store,
-                            min_hit_rate: oracle.hitRate, min_loads_per_access: oracle.loadsPerAccess,
-                            min_per_layer: oracle.perLayerHitRate, min_resident_share: oracle.residentShare, policies: rows)
+        return Report(
+            trace: self.trace, note: trace.header.note, layers: g.layers, experts: g.experts, top_k: g.topK,
+            tokens: trace.tokenCount, accesses: trace.accessCount, capacity: cap,
+            residency: Double(cap) / Double(g.count), prefetch: prefetch, store: store,
+            min_hit_rate: oracle.hitRate, min_loads_per_access: oracle.loadsPerAccess,
+            min_per_layer: oracle.perLayerHitRate, min_resident_share: oracle.residentShare, policies: rows)
     }
 
     private func resolveModel(_ store: WeightStore, trace: RoutingTrace) throws -> String {
@@ -171,8 +216,11 @@ struct BenchCache: ParsableCommand {
         let models = try store.models().filter { !((try? store.experts(model: $0).isEmpty) ?? true) }
         if let m = trace.header.model, models.contains(m) { return m }
         guard models.count == 1 else {
-            throw WStoreError.invalidArgument(models.isEmpty ? "store \(self.store!) has no indexed experts"
-                : "store \(self.store!) has several models with experts (\(models.joined(separator: ", "))); name one with --model")
+            throw WStoreError.invalidArgument(
+                models.isEmpty
+                    ? "store \(self.store!) has no indexed experts"
+                    : "store \(self.store!) has several models with experts (\(models.joined(separator: ", "))); name one with --model"
+            )
         }
         return models[0]
     }
@@ -181,7 +229,8 @@ struct BenchCache: ParsableCommand {
         let cap: Int
         if let budget {
             guard let expertBytes, expertBytes > 0 else {
-                throw WStoreError.invalidArgument("--budget needs the expert size: give --store, or a trace whose header has expert_bytes")
+                throw WStoreError.invalidArgument(
+                    "--budget needs the expert size: give --store, or a trace whose header has expert_bytes")
             }
             cap = budget / expertBytes
         } else {
@@ -194,13 +243,17 @@ struct BenchCache: ParsableCommand {
                 throw WStoreError.invalidArgument("--capacity takes a count or a percentage such as 50%, got \(text)")
             }
         }
-        guard cap >= 1 else { throw WStoreError.invalidArgument("the budget holds no expert; raise --capacity or --budget") }
+        guard cap >= 1 else {
+            throw WStoreError.invalidArgument("the budget holds no expert; raise --capacity or --budget")
+        }
         return min(cap, total)
     }
 
     /// Replays through a real ResidencyManager: every access is acquire + release, on one thread.
-    private func replayStore(_ trace: RoutingTrace, kind: ResidencyPolicyKind, store: WeightStore, model: String,
-                             capacity: Int, expertBytes: Int) throws -> PolicyReport {
+    private func replayStore(
+        _ trace: RoutingTrace, kind: ResidencyPolicyKind, store: WeightStore, model: String,
+        capacity: Int, expertBytes: Int
+    ) throws -> PolicyReport {
         var options = ResidencyManager.Options()
         options.policy = kind
         options.loadPath = loadPath
@@ -221,7 +274,9 @@ struct BenchCache: ParsableCommand {
         let m = try ResidencyManager(store: store, model: model, budget: budgetBytes, options: options)
         let g = trace.header.geometry
         guard g.layers <= m.geometry.layers, g.experts <= m.geometry.experts else {
-            throw WStoreError.invalidArgument("trace routes over \(g.layers) layers × \(g.experts) experts, but model \(model) in the store has \(m.geometry.layers) × \(m.geometry.experts)")
+            throw WStoreError.invalidArgument(
+                "trace routes over \(g.layers) layers × \(g.experts) experts, but model \(model) in the store has \(m.geometry.layers) × \(m.geometry.experts)"
+            )
         }
         var stalls = Histogram<UInt64>(highestTrackableValue: 60_000_000_000)
         var hitTimes = Histogram<UInt64>(highestTrackableValue: 60_000_000_000)
@@ -234,7 +289,9 @@ struct BenchCache: ParsableCommand {
         }
         for t in 0 ..< trace.tokenCount {
             if t % 32 == 0 { sample() }
-            if prefetch, let p = trace.predicted(token: t, layer: 0) { m.prefetch(layer: 0, experts: p.map { Int($0) }) }
+            if prefetch, let p = trace.predicted(token: t, layer: 0) {
+                m.prefetch(layer: 0, experts: p.map { Int($0) })
+            }
             for l in 0 ..< g.layers {
                 for e in trace.experts(token: t, layer: l) {
                     let wasResident = m.isResident(layer: l, expert: Int(e))
@@ -258,13 +315,18 @@ struct BenchCache: ParsableCommand {
         let s = m.stats()
         // Hot loop: acquire + release of resident experts, beside one atomic load (isResident) per step.
         var resident: [(Int, Int)] = []
-        for l in 0 ..< g.layers { for e in 0 ..< g.experts where m.isResident(layer: l, expert: e) { resident.append((l, e)) } }
+        for l in 0 ..< g.layers {
+            for e in 0 ..< g.experts where m.isResident(layer: l, expert: e) { resident.append((l, e)) }
+        }
         var hotNs: Double?, baseNs: Double?
         if !resident.isEmpty {
             let n = 200_000
             var sink = 0
             let b0 = now()
-            for i in 0 ..< n { let (l, e) = resident[i % resident.count]; if m.isResident(layer: l, expert: e) { sink &+= 1 } }
+            for i in 0 ..< n {
+                let (l, e) = resident[i % resident.count]
+                if m.isResident(layer: l, expert: e) { sink &+= 1 }
+            }
             let b1 = now()
             for i in 0 ..< n {
                 let (l, e) = resident[i % resident.count]
@@ -299,12 +361,21 @@ struct BenchCache: ParsableCommand {
         }
         if let routing = output.cache_aware_routing {
             print("")
-            print("cache-aware routing (a non-resident pick, never the top-1, swapped for a resident candidate within the tolerance):")
-            var rows = [["capacity", "policy", "tolerance", "hit rate", "loads/access", "picks swapped", "probability given up"]]
+            print(
+                "cache-aware routing (a non-resident pick, never the top-1, swapped for a resident candidate within the tolerance):"
+            )
+            var rows = [
+                [
+                    "capacity", "policy", "tolerance", "hit rate", "loads/access", "picks swapped",
+                    "probability given up",
+                ]
+            ]
             for row in routing {
-                rows.append([CacheBenchFormat.pct(row.residency), row.policy, String(format: "%.2f", row.tolerance),
-                             CacheBenchFormat.pct(row.hit_rate), String(format: "%.3f", row.loads_per_access),
-                             CacheBenchFormat.pct(row.swapped), String(format: "%.4f", row.mass_given_up)])
+                rows.append([
+                    CacheBenchFormat.pct(row.residency), row.policy, String(format: "%.2f", row.tolerance),
+                    CacheBenchFormat.pct(row.hit_rate), String(format: "%.3f", row.loads_per_access),
+                    CacheBenchFormat.pct(row.swapped), String(format: "%.4f", row.mass_given_up),
+                ])
             }
             CacheBenchFormat.table(rows)
         }
@@ -313,58 +384,91 @@ struct BenchCache: ParsableCommand {
     }
 
     private func printHuman(_ r: Report, hintAccuracy: [Double?]?) {
-        print("trace \(r.trace): \(r.layers) layers × \(r.experts) experts, top-\(r.top_k); \(r.tokens) tokens, \(r.accesses) accesses")
+        print(
+            "trace \(r.trace): \(r.layers) layers × \(r.experts) experts, top-\(r.top_k); \(r.tokens) tokens, \(r.accesses) accesses"
+        )
         if let note = r.note { print("  \(note)") }
-        print("capacity \(r.capacity) of \(r.layers * r.experts) experts (\(CacheBenchFormat.pct(r.residency)) resident); prefetch \(r.prefetch ? "on" : "off")"
-              + (r.store.map { "; real loads from \($0)" } ?? "; simulated"))
+        print(
+            "capacity \(r.capacity) of \(r.layers * r.experts) experts (\(CacheBenchFormat.pct(r.residency)) resident); prefetch \(r.prefetch ? "on" : "off")"
+                + (r.store.map { "; real loads from \($0)" } ?? "; simulated"))
         print("")
-        var head = ["policy", "hit rate", "MIN", r.prefetch ? "demand misses" : "gap closed", "loads/access", "MIN loads/access",
-                    "prefetch hits", "wasted prefetches"]
+        var head = [
+            "policy", "hit rate", "MIN", r.prefetch ? "demand misses" : "gap closed", "loads/access",
+            "MIN loads/access",
+            "prefetch hits", "wasted prefetches",
+        ]
         let store = r.store != nil
-        if store { head += ["stall p50", "stall p99", "resident acquire p50", "timer p50", "hot acquire+release", "hot baseline"] }
+        if store {
+            head += [
+                "stall p50", "stall p99", "resident acquire p50", "timer p50", "hot acquire+release", "hot baseline",
+            ]
+        }
         var rows = [head]
         for p in r.policies {
-            var row = [p.policy, CacheBenchFormat.pct(p.hit_rate), CacheBenchFormat.pct(r.min_hit_rate),
-                       r.prefetch ? String(p.demand_loads) : (p.gap_closed.map(CacheBenchFormat.pct) ?? "-"),
-                       String(format: "%.3f", p.loads_per_access),
-                       String(format: "%.3f", r.min_loads_per_access), String(p.prefetch_hits), String(p.wasted_prefetches)]
+            var row = [
+                p.policy, CacheBenchFormat.pct(p.hit_rate), CacheBenchFormat.pct(r.min_hit_rate),
+                r.prefetch ? String(p.demand_loads) : (p.gap_closed.map(CacheBenchFormat.pct) ?? "-"),
+                String(format: "%.3f", p.loads_per_access),
+                String(format: "%.3f", r.min_loads_per_access), String(p.prefetch_hits), String(p.wasted_prefetches),
+            ]
             if store {
-                row += [String(format: "%.1f µs", p.stall_p50_us ?? 0), String(format: "%.1f µs", p.stall_p99_us ?? 0),
-                        p.resident_acquire_p50_ns.map { String(format: "%.0f ns", $0) } ?? "-",
-                        String(format: "%.0f ns", p.timer_p50_ns ?? 0),
-                        p.hot_acquire_release_ns.map { String(format: "%.0f ns", $0) } ?? "-",
-                        p.hot_baseline_ns.map { String(format: "%.1f ns", $0) } ?? "-"]
+                row += [
+                    String(format: "%.1f µs", p.stall_p50_us ?? 0), String(format: "%.1f µs", p.stall_p99_us ?? 0),
+                    p.resident_acquire_p50_ns.map { String(format: "%.0f ns", $0) } ?? "-",
+                    String(format: "%.0f ns", p.timer_p50_ns ?? 0),
+                    p.hot_acquire_release_ns.map { String(format: "%.0f ns", $0) } ?? "-",
+                    p.hot_baseline_ns.map { String(format: "%.1f ns", $0) } ?? "-",
+                ]
             }
             rows.append(row)
         }
         CacheBenchFormat.table(rows)
         print("")
         let def = store ? nil : r.policies.first { $0.policy == ResidencyPolicyKind.default.rawValue }
-        print("per layer: hit rate of each policy and MIN"
-              + (def != nil ? "; budget held by the default (\(ResidencyPolicyKind.default.rawValue)) and by MIN, mean share of the capacity" : "")
-              + (hintAccuracy != nil ? "; hint accuracy" : "") + ":")
+        print(
+            "per layer: hit rate of each policy and MIN"
+                + (def != nil
+                    ? "; budget held by the default (\(ResidencyPolicyKind.default.rawValue)) and by MIN, mean share of the capacity"
+                    : "")
+                + (hintAccuracy != nil ? "; hint accuracy" : "") + ":")
         var head2 = ["layer"] + r.policies.map(\.policy) + ["MIN"]
         if def != nil { head2 += ["default's budget", "MIN's budget"] }
         if hintAccuracy != nil { head2 += ["hint accuracy"] }
         var layerRows = [head2]
         for l in 0 ..< r.layers {
-            var row = [String(l)] + r.policies.map { CacheBenchFormat.pct($0.per_layer[l]) } + [CacheBenchFormat.pct(r.min_per_layer[l])]
-            if let def { row += [CacheBenchFormat.pct(def.resident_share[l]), CacheBenchFormat.pct(r.min_resident_share[l])] }
+            var row =
+                [String(l)] + r.policies.map { CacheBenchFormat.pct($0.per_layer[l]) } + [
+                    CacheBenchFormat.pct(r.min_per_layer[l])
+                ]
+            if let def {
+                row += [CacheBenchFormat.pct(def.resident_share[l]), CacheBenchFormat.pct(r.min_resident_share[l])]
+            }
             if let hintAccuracy { row.append(hintAccuracy[l].map(CacheBenchFormat.pct) ?? "-") }
             layerRows.append(row)
         }
         CacheBenchFormat.table(layerRows)
         if store {
             print("")
-            print("stall: time in acquire when the expert was not resident; resident acquire: time in acquire on a hit during the replay, timer p50 the cost of the clock reads around it;")
-            print("hot acquire+release: a tight loop over the experts resident at the end, hot baseline the same loop reading one atomic (isResident) instead")
+            print(
+                "stall: time in acquire when the expert was not resident; resident acquire: time in acquire on a hit during the replay, timer p50 the cost of the clock reads around it;"
+            )
+            print(
+                "hot acquire+release: a tight loop over the experts resident at the end, hot baseline the same loop reading one atomic (isResident) instead"
+            )
             print("")
-            print("memory beside the budget (peaks while replaying, loads from the \(loadPath.rawValue) path): the process's growth in resident memory, the store's pages in the page cache, and both together beyond the budget")
-            var memRows = [["policy", "budget", "RSS growth", "store page cache", "beyond the budget", "of the budget"]]
+            print(
+                "memory beside the budget (peaks while replaying, loads from the \(loadPath.rawValue) path): the process's growth in resident memory, the store's pages in the page cache, and both together beyond the budget"
+            )
+            var memRows = [
+                ["policy", "budget", "RSS growth", "store page cache", "beyond the budget", "of the budget"]
+            ]
             for p in r.policies {
                 guard let b = p.budget_bytes, let beyond = p.beyond_budget_bytes else { continue }
-                memRows.append([p.policy, formatBytes(b), formatBytes(p.rss_growth_bytes ?? 0), formatBytes(p.store_page_cache_bytes ?? 0),
-                                formatBytes(beyond), CacheBenchFormat.pct(Double(beyond) / Double(max(b, 1)))])
+                memRows.append([
+                    p.policy, formatBytes(b), formatBytes(p.rss_growth_bytes ?? 0),
+                    formatBytes(p.store_page_cache_bytes ?? 0),
+                    formatBytes(beyond), CacheBenchFormat.pct(Double(beyond) / Double(max(b, 1))),
+                ])
             }
             CacheBenchFormat.table(memRows)
         }

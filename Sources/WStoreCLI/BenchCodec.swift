@@ -1,8 +1,8 @@
-import WStoreFormats
 import ArgumentParser
 import Foundation
-import WeightStore
 import WStoreCore
+import WStoreFormats
+import WeightStore
 
 /// `wstore bench codec`: compression ratio and decode speed of the weight codec,
 /// beside memcpy and plain zstd over the same bytes.
@@ -17,7 +17,8 @@ struct BenchCodec: ParsableCommand {
             """)
 
     @Option(help: "A safetensors file whose tensors to use.") var source: String?
-    @Option(name: .customLong("as"), help: "Convert float tensors to this dtype first: bf16 or keep.") var convert = "keep"
+    @Option(name: .customLong("as"), help: "Convert float tensors to this dtype first: bf16 or keep.") var convert =
+        "keep"
     @Option(help: "Threads for the parallel decode.") var threads = defaultThreadCount
     @Option(name: .customLong("repeat"), help: "Repetitions; the median is reported.") var repetitions = 5
     @Option(help: "zstd level of the plain-zstd baseline.") var baselineLevel: Int32 = 3
@@ -28,7 +29,10 @@ struct BenchCodec: ParsableCommand {
         guard threads >= 1, repetitions >= 1 else { throw ValidationError("--threads and --repeat must be ≥ 1") }
     }
 
-    struct Tensor { var dtype: DType; var bytes: [UInt8] }
+    struct Tensor {
+        var dtype: DType
+        var bytes: [UInt8]
+    }
 
     func run() throws {
         let (tensors, label) = try loadTensors()
@@ -52,19 +56,26 @@ struct BenchCodec: ParsableCommand {
             encodeSeconds.append(t)
             records = one
         }
-        let plainRecords = try tensors.map { t in try encode(Tensor(dtype: .u8, bytes: t.bytes), options: plain, forceZstd: true) }
+        let plainRecords = try tensors.map { t in
+            try encode(Tensor(dtype: .u8, bytes: t.bytes), options: plain, forceZstd: true)
+        }
         let stored = records.reduce(0) { $0 + storedSize($1) }
         let plainStored = plainRecords.reduce(0) { $0 + storedSize($1) }
 
         // Decode into preallocated buffers, checksum included.
-        let outputs = tensors.map { UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, $0.bytes.count), alignment: 64) }
+        let outputs = tensors.map {
+            UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, $0.bytes.count), alignment: 64)
+        }
         defer { outputs.forEach { $0.deallocate() } }
         func decodeAll(_ recs: [[UInt8]], threads: Int) throws -> Double {
             try time {
                 for (i, r) in recs.enumerated() {
                     try r.withUnsafeBytes { b in
                         let view = try RecordView(b, binding: 0, name: "t\(i)")
-                        try RecordDecoder.decode(view, name: "t\(i)", into: UnsafeMutableRawBufferPointer(rebasing: outputs[i][0 ..< view.rawSize]), threads: threads)
+                        try RecordDecoder.decode(
+                            view, name: "t\(i)",
+                            into: UnsafeMutableRawBufferPointer(rebasing: outputs[i][0 ..< view.rawSize]),
+                            threads: threads)
                     }
                 }
             }
@@ -72,7 +83,9 @@ struct BenchCodec: ParsableCommand {
         func memcpyAll() -> Double {
             time {
                 for (i, t) in tensors.enumerated() {
-                    t.bytes.withUnsafeBytes { outputs[i].baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                    t.bytes.withUnsafeBytes {
+                        outputs[i].baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count)
+                    }
                 }
             }
         }
@@ -83,7 +96,8 @@ struct BenchCodec: ParsableCommand {
         let wstoreN = median(try (0 ..< repetitions).map { _ in try decodeAll(records, threads: threads) })
         let plain1 = median(try (0 ..< repetitions).map { _ in try decodeAll(plainRecords, threads: 1) })
         // The decode is verified: compare once against the source.
-        for (i, t) in tensors.enumerated() where !t.bytes.elementsEqual(UnsafeRawBufferPointer(rebasing: outputs[i][0 ..< t.bytes.count])) {
+        for (i, t) in tensors.enumerated()
+        where !t.bytes.elementsEqual(UnsafeRawBufferPointer(rebasing: outputs[i][0 ..< t.bytes.count])) {
             throw ValidationError("decode of tensor \(i) differs from its source")
         }
 
@@ -98,23 +112,35 @@ struct BenchCodec: ParsableCommand {
         if json {
             struct Report: Encodable {
                 var data: String, bytes: Int, tensors: Int, ratio: Double, plain_zstd_ratio: Double, memcpy_gbps: Double
-                var decode_gbps_1_thread: Double, decode_gbps_n_threads: Double, threads: Int, plain_zstd_decode_gbps: Double
+                var decode_gbps_1_thread: Double, decode_gbps_n_threads: Double, threads: Int,
+                    plain_zstd_decode_gbps: Double
                 var decode_vs_memcpy: Double, parallel_speedup: Double, encode_mbps_1_thread: Double
             }
-            try JSONOutput.print(Report(
-                data: label, bytes: total, tensors: tensors.count, ratio: Double(total) / Double(stored),
-                plain_zstd_ratio: Double(total) / Double(plainStored), memcpy_gbps: gbps(memcpyT),
-                decode_gbps_1_thread: gbps(wstore1), decode_gbps_n_threads: gbps(wstoreN), threads: threads,
-                plain_zstd_decode_gbps: gbps(plain1), decode_vs_memcpy: memcpyT / wstore1, parallel_speedup: wstore1 / wstoreN,
-                encode_mbps_1_thread: encodeMBps))
+            try JSONOutput.print(
+                Report(
+                    data: label, bytes: total, tensors: tensors.count, ratio: Double(total) / Double(stored),
+                    plain_zstd_ratio: Double(total) / Double(plainStored), memcpy_gbps: gbps(memcpyT),
+                    decode_gbps_1_thread: gbps(wstore1), decode_gbps_n_threads: gbps(wstoreN), threads: threads,
+                    plain_zstd_decode_gbps: gbps(plain1), decode_vs_memcpy: memcpyT / wstore1,
+                    parallel_speedup: wstore1 / wstoreN,
+                    encode_mbps_1_thread: encodeMBps))
             return
         }
         print("data: \(label): \(tensors.count) tensors, \(formatBytes(total))")
-        print(TextTable(["path", "GB/s", "× memcpy", "ratio"],
-                    rows.map { [$0.0, String(format: "%.2f", $0.1), String(format: "%.2f", $0.1 / gbps(memcpyT)),
-                                $0.2.map { String(format: "%.3fx", $0) } ?? "—"] }).render())
-        print(String(format: "parallel decode speed-up: %.2fx on %d threads; encode: %.0f MB/s on 1 thread",
-                     wstore1 / wstoreN, threads, encodeMBps))
+        print(
+            TextTable(
+                ["path", "GB/s", "× memcpy", "ratio"],
+                rows.map {
+                    [
+                        $0.0, String(format: "%.2f", $0.1), String(format: "%.2f", $0.1 / gbps(memcpyT)),
+                        $0.2.map { String(format: "%.3fx", $0) } ?? "—",
+                    ]
+                }
+            ).render())
+        print(
+            String(
+                format: "parallel decode speed-up: %.2fx on %d threads; encode: %.0f MB/s on 1 thread",
+                wstore1 / wstoreN, threads, encodeMBps))
     }
 
     private func loadTensors() throws -> ([Tensor], String) {

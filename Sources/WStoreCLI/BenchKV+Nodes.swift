@@ -103,13 +103,15 @@ extension BenchKV {
     /// The replays of `--nodes` (and, with `--model-shape`, the KV stores), as a report.
     func nodesReport(_ reqs: [TraceRequest], label: String, nodes: Int) throws -> NodesReport {
         let client: RedisClient? = remote.isEmpty ? nil : try RedisClient(urls: remote)
-        let remoteLabel = client.map { "\(remote.joined(separator: ","))" + ($0.isCluster ? " (Redis Cluster)" : " (Redis)") }
+        let remoteLabel =
+            client.map { "\(remote.joined(separator: ","))" + ($0.isCluster ? " (Redis Cluster)" : " (Redis)") }
             ?? "in-memory, unbounded (no --remote given)"
         let single = PrefixReplay.run(reqs, capacityBlocks: 0, blockTokens: blockTokens, policy: .lru)
         var rows: [NodesRow] = []
         for cap in try capacities() {
             var none: UnboundedBlockTier? = nil
-            let localOnly = try SharedTierReplay.run(reqs, nodes: nodes, capacityBlocks: cap, blockTokens: blockTokens, tier: &none)
+            let localOnly = try SharedTierReplay.run(
+                reqs, nodes: nodes, capacityBlocks: cap, blockTokens: blockTokens, tier: &none)
             let shared: SharedTierReplay.Result
             var fetched = 0, sent = 0
             var remoteTimes = Histogram<UInt64>(highestTrackableValue: 60_000_000_000)
@@ -117,23 +119,32 @@ extension BenchKV {
                 let tier = RedisBlockTier(client: client, namespace: "wstore:bench:\(UUID().uuidString):")
                 var t: RedisBlockTier? = tier
                 defer { try? tier.clean() }
-                shared = try SharedTierReplay.run(reqs, nodes: nodes, capacityBlocks: cap, blockTokens: blockTokens, tier: &t)
+                shared = try SharedTierReplay.run(
+                    reqs, nodes: nodes, capacityBlocks: cap, blockTokens: blockTokens, tier: &t)
                 (fetched, sent, remoteTimes) = (tier.bytesFetched, tier.bytesSent, tier.timer)
             } else {
                 var t: UnboundedBlockTier? = UnboundedBlockTier()
-                shared = try SharedTierReplay.run(reqs, nodes: nodes, capacityBlocks: cap, blockTokens: blockTokens, tier: &t)
+                shared = try SharedTierReplay.run(
+                    reqs, nodes: nodes, capacityBlocks: cap, blockTokens: blockTokens, tier: &t)
             }
-            rows.append(NodesRow(capacityBlocks: cap, localOnly: localOnly, shared: shared,
-                                 singleNodeUnboundedHitRate: single.blockHitRate, remoteLookup: Latency(remoteTimes), bytesFetched: fetched, bytesSent: sent))
+            rows.append(
+                NodesRow(
+                    capacityBlocks: cap, localOnly: localOnly, shared: shared,
+                    singleNodeUnboundedHitRate: single.blockHitRate, remoteLookup: Latency(remoteTimes),
+                    bytesFetched: fetched, bytesSent: sent))
         }
         var storeReport: NodesStoreReport?
         if let modelShape {
-            guard !remote.isEmpty else { throw ValidationError("--model-shape with --nodes needs --remote (a real server)") }
-            storeReport = try nodesThroughStores(Array(reqs.prefix(requests)), nodes: nodes, shape: try parseShape(modelShape),
-                                                 capacity: try capacities()[0])
+            guard !remote.isEmpty else {
+                throw ValidationError("--model-shape with --nodes needs --remote (a real server)")
+            }
+            storeReport = try nodesThroughStores(
+                Array(reqs.prefix(requests)), nodes: nodes, shape: try parseShape(modelShape),
+                capacity: try capacities()[0])
         }
-        return NodesReport(trace: label, requests: reqs.count, blockTokens: blockTokens, nodes: nodes,
-                           remote: remoteLabel, rows: rows, singleNodeUnbounded: single, store: storeReport)
+        return NodesReport(
+            trace: label, requests: reqs.count, blockTokens: blockTokens, nodes: nodes,
+            remote: remoteLabel, rows: rows, singleNodeUnbounded: single, store: storeReport)
     }
 
     func runNodes(_ reqs: [TraceRequest], label: String, nodes: Int) throws {
@@ -143,40 +154,76 @@ extension BenchKV {
             try JSONOutput.print(report)
             return
         }
-        print("trace: \(label): \(reqs.count) requests over \(nodes) nodes (request i on node i mod \(nodes)), \(single.blocks) blocks of \(blockTokens) tokens")
-        print("shared tier: \(remoteLabel); one node, unbounded: block hit rate \(String(format: "%.4f", single.blockHitRate))")
+        print(
+            "trace: \(label): \(reqs.count) requests over \(nodes) nodes (request i on node i mod \(nodes)), \(single.blocks) blocks of \(blockTokens) tokens"
+        )
+        print(
+            "shared tier: \(remoteLabel); one node, unbounded: block hit rate \(String(format: "%.4f", single.blockHitRate))"
+        )
         func pct(_ x: Double) -> String { String(format: "%.2f%%", 100 * x) }
-        print(TextTable(["local tier (blocks/node)", "local only", "local", "remote", "total", "token hit rate", "fetched", "sent"],
-                        rows.map { r in
-                            [r.capacityBlocks == 0 ? "unbounded" : String(r.capacityBlocks), pct(r.localOnly.blockHitRate),
-                             pct(r.shared.localHitRate), pct(r.shared.remoteHitRate), pct(r.shared.blockHitRate),
-                             pct(r.shared.tokenHitRate), formatBytes(r.bytesFetched), formatBytes(r.bytesSent)]
-                        }).render())
+        print(
+            TextTable(
+                [
+                    "local tier (blocks/node)", "local only", "local", "remote", "total", "token hit rate", "fetched",
+                    "sent",
+                ],
+                rows.map { r in
+                    [
+                        r.capacityBlocks == 0 ? "unbounded" : String(r.capacityBlocks), pct(r.localOnly.blockHitRate),
+                        pct(r.shared.localHitRate), pct(r.shared.remoteHitRate), pct(r.shared.blockHitRate),
+                        pct(r.shared.tokenHitRate), formatBytes(r.bytesFetched), formatBytes(r.bytesSent),
+                    ]
+                }
+            ).render())
         print()
         if !remote.isEmpty {
-            print(TextTable(["local tier (blocks/node)", "remote probe+fetch p50 (µs)", "p99 (µs)", "remote lookups"],
-                            rows.map { r in
-                                [r.capacityBlocks == 0 ? "unbounded" : String(r.capacityBlocks),
-                                 String(format: "%.1f", r.remoteLookup.p50Micros), String(format: "%.1f", r.remoteLookup.p99Micros),
-                                 String(r.remoteLookup.count)]
-                            }).render())
-            print("(the local tiers of this replay are in-memory block sets; --model-shape times real KV store lookups per tier)")
+            print(
+                TextTable(
+                    ["local tier (blocks/node)", "remote probe+fetch p50 (µs)", "p99 (µs)", "remote lookups"],
+                    rows.map { r in
+                        [
+                            r.capacityBlocks == 0 ? "unbounded" : String(r.capacityBlocks),
+                            String(format: "%.1f", r.remoteLookup.p50Micros),
+                            String(format: "%.1f", r.remoteLookup.p99Micros),
+                            String(r.remoteLookup.count),
+                        ]
+                    }
+                ).render())
+            print(
+                "(the local tiers of this replay are in-memory block sets; --model-shape times real KV store lookups per tier)"
+            )
         }
         if let s = report.store {
             print()
-            print("through KV stores: first \(s.requests) requests, layers=\(s.shape.layers) kv_heads=\(s.shape.kvHeads) head_dim=\(s.shape.headDim) \(s.shape.dtype), codec \(s.codec), \(s.capacityBlocks == 0 ? "unbounded" : "\(s.capacityBlocks) chunks") per node")
-            print(TextTable(["lookups", "count", "p50 (ms)", "p99 (ms)"], [
-                ["local chunks only", String(s.localOnlyLookup.count), String(format: "%.2f", s.localOnlyLookup.p50Micros / 1000),
-                 String(format: "%.2f", s.localOnlyLookup.p99Micros / 1000)],
-                ["with remote chunks", String(s.withRemoteLookup.count), String(format: "%.2f", s.withRemoteLookup.p50Micros / 1000),
-                 String(format: "%.2f", s.withRemoteLookup.p99Micros / 1000)],
-            ]).render())
-            print("hit chunks: \(s.localHitChunks) local + \(s.remoteHitChunks) remote = \(s.localHitChunks + s.remoteHitChunks); one unbounded node: \(s.singleNodeUnboundedHitBlocks) (\(s.localHitChunks + s.remoteHitChunks == s.singleNodeUnboundedHitBlocks ? "equal" : "DIFFERENT")); fetched \(formatBytes(s.bytesFetched)), sent \(formatBytes(s.bytesSent)); remote errors \(s.remoteErrors), damaged \(s.damagedRemote), queue drops \(s.queueDrops)")
+            print(
+                "through KV stores: first \(s.requests) requests, layers=\(s.shape.layers) kv_heads=\(s.shape.kvHeads) head_dim=\(s.shape.headDim) \(s.shape.dtype), codec \(s.codec), \(s.capacityBlocks == 0 ? "unbounded" : "\(s.capacityBlocks) chunks") per node"
+            )
+            print(
+                TextTable(
+                    ["lookups", "count", "p50 (ms)", "p99 (ms)"],
+                    [
+                        [
+                            "local chunks only", String(s.localOnlyLookup.count),
+                            String(format: "%.2f", s.localOnlyLookup.p50Micros / 1000),
+                            String(format: "%.2f", s.localOnlyLookup.p99Micros / 1000),
+                        ],
+                        [
+                            "with remote chunks", String(s.withRemoteLookup.count),
+                            String(format: "%.2f", s.withRemoteLookup.p50Micros / 1000),
+                            String(format: "%.2f", s.withRemoteLookup.p99Micros / 1000),
+                        ],
+                    ]
+                ).render())
+            print(
+                "hit chunks: \(s.localHitChunks) local + \(s.remoteHitChunks) remote = \(s.localHitChunks + s.remoteHitChunks); one unbounded node: \(s.singleNodeUnboundedHitBlocks) (\(s.localHitChunks + s.remoteHitChunks == s.singleNodeUnboundedHitBlocks ? "equal" : "DIFFERENT")); fetched \(formatBytes(s.bytesFetched)), sent \(formatBytes(s.bytesSent)); remote errors \(s.remoteErrors), damaged \(s.damagedRemote), queue drops \(s.queueDrops)"
+            )
         }
     }
 
     /// N real KV stores with the remote tier, one chunk per block, generated KV of `shape`.
-    func nodesThroughStores(_ reqs: [TraceRequest], nodes: Int, shape: (Shape, DType), capacity: Int) throws -> NodesStoreReport {
+    func nodesThroughStores(_ reqs: [TraceRequest], nodes: Int, shape: (Shape, DType), capacity: Int) throws
+        -> NodesStoreReport
+    {
         let (s, dtype) = shape
         let root = NSTemporaryDirectory() + "wstore-bench-kv-nodes-\(UUID().uuidString)"
         defer { try? FileManager.default.removeItem(atPath: root) }
@@ -195,7 +242,9 @@ extension BenchKV {
         var local = 0, remoteHits = 0
         for (i, req) in reqs.enumerated() where !req.hashIDs.isEmpty {
             let node = stores[i % nodes]
-            let tokens = req.hashIDs.flatMap { id in (0 ..< blockTokens).map { UInt32(truncatingIfNeeded: id &* blockTokens &+ $0) } }
+            let tokens = req.hashIDs.flatMap { id in
+                (0 ..< blockTokens).map { UInt32(truncatingIfNeeded: id &* blockTokens &+ $0) }
+            }
             let t0 = DispatchTime.now().uptimeNanoseconds
             let found = try node.lookup(tokens: tokens, model: "bench")
             let dt = DispatchTime.now().uptimeNanoseconds - t0
@@ -206,22 +255,31 @@ extension BenchKV {
             node.flushRemote(timeout: .seconds(60))  // the next request may need these chunks
         }
         var singleHits = 0
-        _ = PrefixReplay.run(reqs.filter { !$0.hashIDs.isEmpty }, capacityBlocks: 0, blockTokens: blockTokens,
-                             policy: .lru) { singleHits += $0 }
+        _ = PrefixReplay.run(
+            reqs.filter { !$0.hashIDs.isEmpty }, capacityBlocks: 0, blockTokens: blockTokens,
+            policy: .lru
+        ) { singleHits += $0 }
         let stats = stores.compactMap { $0.tierStats() }
         // Remove what this run put in the shared tier.
         if let client = try? RedisClient(urls: remote) {
-            let keys = Set(reqs.flatMap { req in
-                PrefixKey.chain(tokens: req.hashIDs.flatMap { id in (0 ..< blockTokens).map { UInt32(truncatingIfNeeded: id &* blockTokens &+ $0) } },
-                                chunkTokens: blockTokens, model: "bench")
-            }).map { Array("\(r.namespace)\(String(format: "%016llx", $0))".utf8) }
+            let keys = Set(
+                reqs.flatMap { req in
+                    PrefixKey.chain(
+                        tokens: req.hashIDs.flatMap { id in
+                            (0 ..< blockTokens).map { UInt32(truncatingIfNeeded: id &* blockTokens &+ $0) }
+                        },
+                        chunkTokens: blockTokens, model: "bench")
+                }
+            ).map { Array("\(r.namespace)\(String(format: "%016llx", $0))".utf8) }
             _ = try? client.pipeline(keys.map { RedisClient.Command([Array("DEL".utf8), $0]) })
         }
-        return NodesStoreReport(shape: s, codec: codec.rawValue, requests: reqs.count, capacityBlocks: capacity,
-                                localHitChunks: local, remoteHitChunks: remoteHits, singleNodeUnboundedHitBlocks: singleHits,
-                                bytesFetched: stats.reduce(0) { $0 + $1.bytesFetched }, bytesSent: stats.reduce(0) { $0 + $1.bytesSent },
-                                remoteErrors: stats.reduce(0) { $0 + $1.remoteErrors }, damagedRemote: stats.reduce(0) { $0 + $1.damagedRemote },
-                                queueDrops: stats.reduce(0) { $0 + $1.queueDrops },
-                                localOnlyLookup: Latency(localOnly), withRemoteLookup: Latency(withRemote))
+        return NodesStoreReport(
+            shape: s, codec: codec.rawValue, requests: reqs.count, capacityBlocks: capacity,
+            localHitChunks: local, remoteHitChunks: remoteHits, singleNodeUnboundedHitBlocks: singleHits,
+            bytesFetched: stats.reduce(0) { $0 + $1.bytesFetched }, bytesSent: stats.reduce(0) { $0 + $1.bytesSent },
+            remoteErrors: stats.reduce(0) { $0 + $1.remoteErrors },
+            damagedRemote: stats.reduce(0) { $0 + $1.damagedRemote },
+            queueDrops: stats.reduce(0) { $0 + $1.queueDrops },
+            localOnlyLookup: Latency(localOnly), withRemoteLookup: Latency(withRemote))
     }
 }

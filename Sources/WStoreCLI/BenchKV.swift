@@ -1,15 +1,16 @@
-import WStoreReplay
 import ArgumentParser
 import Foundation
 import KVCache
-import WeightStore
 import WStoreCore
+import WStoreReplay
+import WeightStore
 
 /// `wstore bench kv`: prefix-cache hit rates of a request trace, and KV bytes through a real store.
 struct BenchKV: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "kv",
-        abstract: "Replay a Mooncake-format request trace: prefix-block and token hit rates; with --model-shape, put/get GB/s beside memcpy.",
+        abstract:
+            "Replay a Mooncake-format request trace: prefix-block and token hit rates; with --model-shape, put/get GB/s beside memcpy.",
         discussion: """
             A block hits while it is cached and every earlier block of its request hit. Two \
             policies are replayed: plain LRU over blocks, and the store's own (least recently \
@@ -23,15 +24,24 @@ struct BenchKV: ParsableCommand {
     @Option(help: "Without --trace: generate a trace of this many requests (and say so).") var generate = 2000
     @Option(help: "Tokens per block of the trace.") var blockTokens = 512
     @Option(help: "Cache capacity in blocks, comma-separated; 0 is unbounded.") var capacityBlocks = "0,20000,5000,1000"
-    @Option(help: "layers=32,kv_heads=8,head_dim=128,dtype=bf16: also move real KV bytes of this shape through a store.")
+    @Option(
+        help: "layers=32,kv_heads=8,head_dim=128,dtype=bf16: also move real KV bytes of this shape through a store.")
     var modelShape: String?
     @Option(help: "With --model-shape: requests replayed through the store.") var requests = 16
     @Option(help: "With --model-shape: the store's codec.") var codec: KVCodec = .lossless
-    @Option(help: "With --model-shape: threads that encode and decode a chunk.") var threads = System.activeProcessorCount
-    @Option(help: "With --model-shape: the store directory (default: a temporary one, removed after).") var store: String?
-    @Option(help: "Replay over this many engine nodes (request i on node i mod N), each with its own local tier of --capacity-blocks blocks (LRU), all sharing one remote tier.")
+    @Option(help: "With --model-shape: threads that encode and decode a chunk.") var threads = System
+        .activeProcessorCount
+    @Option(help: "With --model-shape: the store directory (default: a temporary one, removed after).") var store:
+        String?
+    @Option(
+        help:
+            "Replay over this many engine nodes (request i on node i mod N), each with its own local tier of --capacity-blocks blocks (LRU), all sharing one remote tier."
+    )
     var nodes: Int?
-    @Option(help: "The shared remote tier for --nodes: redis://[user:password@]host:port; repeat it for the seeds of a cluster. Without it the nodes share an unbounded in-memory tier.")
+    @Option(
+        help:
+            "The shared remote tier for --nodes: redis://[user:password@]host:port; repeat it for the seeds of a cluster. Without it the nodes share an unbounded in-memory tier."
+    )
     var remote: [String] = []
     @Flag(help: "Print JSON.") var json = false
 
@@ -51,8 +61,8 @@ struct BenchKV: ParsableCommand {
         var getGBps: Double { getSeconds > 0 ? Double(getBytes) / getSeconds / 1e9 : 0 }
         enum CodingKeys: String, CodingKey {
             case shape, codec, requests, capacityBlocks, hitBlocks, replayHitBlocks, putBytes, putSeconds, getBytes,
-                 getSeconds, memcpyGBps, storedBytes, rawBytes, maxAbsError, relativeRMSError, encodeGBps,
-                 fileWriteSyncGBps, filePreadGBps
+                getSeconds, memcpyGBps, storedBytes, rawBytes, maxAbsError, relativeRMSError, encodeGBps,
+                fileWriteSyncGBps, filePreadGBps
         }
     }
 
@@ -78,7 +88,9 @@ struct BenchKV: ParsableCommand {
     func parseShape(_ text: String) throws -> (Shape, DType) {
         let kv = try parseKeyValues(text, option: "--model-shape")
         func int(_ k: String) throws -> Int {
-            guard let s = kv[k], let n = Int(s), n > 0 else { throw ValidationError("--model-shape needs \(k)=N (positive)") }
+            guard let s = kv[k], let n = Int(s), n > 0 else {
+                throw ValidationError("--model-shape needs \(k)=N (positive)")
+            }
             return n
         }
         let name = kv["dtype"] ?? "bf16"
@@ -88,7 +100,10 @@ struct BenchKV: ParsableCommand {
         for k in kv.keys where !["layers", "kv_heads", "head_dim", "dtype"].contains(k) {
             throw ValidationError("--model-shape: unknown key \(k) (layers, kv_heads, head_dim, dtype)")
         }
-        return (Shape(layers: try int("layers"), kvHeads: try int("kv_heads"), headDim: try int("head_dim"), dtype: name), dt)
+        return (
+            Shape(layers: try int("layers"), kvHeads: try int("kv_heads"), headDim: try int("head_dim"), dtype: name),
+            dt
+        )
     }
 
     func run() throws {
@@ -111,8 +126,9 @@ struct BenchKV: ParsableCommand {
         }
         var storeReport: StoreReport?
         if let modelShape {
-            storeReport = try replayThroughStore(Array(reqs.prefix(requests)), shape: try parseShape(modelShape),
-                                                 capacity: try capacities()[0])
+            storeReport = try replayThroughStore(
+                Array(reqs.prefix(requests)), shape: try parseShape(modelShape),
+                capacity: try capacities()[0])
         }
         if json {
             struct Report: Codable {
@@ -125,38 +141,78 @@ struct BenchKV: ParsableCommand {
                 var evictions: Int, blockHitRate: Double, tokenHitRate: Double
             }
             let rows = results.map {
-                Row(policy: $0.policy.rawValue, capacityBlocks: $0.capacityBlocks, blocks: $0.blocks, hitBlocks: $0.hitBlocks,
+                Row(
+                    policy: $0.policy.rawValue, capacityBlocks: $0.capacityBlocks, blocks: $0.blocks,
+                    hitBlocks: $0.hitBlocks,
                     tokens: $0.tokens, hitTokens: $0.hitTokens, evictions: $0.evictions, blockHitRate: $0.blockHitRate,
                     tokenHitRate: $0.tokenHitRate)
             }
-            try JSONOutput.print(Report(trace: label, requests: reqs.count, blockTokens: blockTokens, replays: rows,
-                                        store: storeReport))
+            try JSONOutput.print(
+                Report(
+                    trace: label, requests: reqs.count, blockTokens: blockTokens, replays: rows,
+                    store: storeReport))
             return
         }
-        print("trace: \(label): \(reqs.count) requests, \(results[0].blocks) blocks of \(blockTokens) tokens, \(results[0].tokens) prompt tokens")
-        print(TextTable(["capacity (blocks)", "policy", "block hit rate", "token hit rate", "hit blocks", "evictions"],
-                    results.map { r in
-                        [r.capacityBlocks == 0 ? "unbounded" : String(r.capacityBlocks), r.policy.rawValue,
-                         String(format: "%.2f%%", 100 * r.blockHitRate), String(format: "%.2f%%", 100 * r.tokenHitRate),
-                         String(r.hitBlocks), String(r.evictions)]
-                    }).render())
+        print(
+            "trace: \(label): \(reqs.count) requests, \(results[0].blocks) blocks of \(blockTokens) tokens, \(results[0].tokens) prompt tokens"
+        )
+        print(
+            TextTable(
+                ["capacity (blocks)", "policy", "block hit rate", "token hit rate", "hit blocks", "evictions"],
+                results.map { r in
+                    [
+                        r.capacityBlocks == 0 ? "unbounded" : String(r.capacityBlocks), r.policy.rawValue,
+                        String(format: "%.2f%%", 100 * r.blockHitRate), String(format: "%.2f%%", 100 * r.tokenHitRate),
+                        String(r.hitBlocks), String(r.evictions),
+                    ]
+                }
+            ).render())
         if let s = storeReport {
             print()
-            print("store replay: first \(s.requests) requests, layers=\(s.shape.layers) kv_heads=\(s.shape.kvHeads) head_dim=\(s.shape.headDim) \(s.shape.dtype), codec \(s.codec), capacity \(s.capacityBlocks == 0 ? "unbounded" : "\(s.capacityBlocks) blocks")")
-            print(TextTable(["path", "GB/s", "x memcpy", "bytes"], [
-                ["memcpy (baseline)", String(format: "%.2f", s.memcpyGBps), "1.00", "-"],
-                ["put (encode + write)", String(format: "%.2f", s.putGBps), String(format: "%.2f", s.putGBps / s.memcpyGBps), formatBytes(s.putBytes)],
-                ["get (read + decode)", String(format: "%.2f", s.getGBps), String(format: "%.2f", s.getGBps / s.memcpyGBps), formatBytes(s.getBytes)],
-                ["\(s.codec) encode alone (peer)", String(format: "%.2f", s.encodeGBps), String(format: "%.2f", s.encodeGBps / s.memcpyGBps), "-"],
-                ["file write + fsync (peer)", String(format: "%.2f", s.fileWriteSyncGBps), String(format: "%.2f", s.fileWriteSyncGBps / s.memcpyGBps), "-"],
-                ["file pread (peer)", String(format: "%.2f", s.filePreadGBps), String(format: "%.2f", s.filePreadGBps / s.memcpyGBps), "-"],
-            ]).render())
-            print(String(format: "put %.2fx the codec's encode alone, %.2fx a file write + fsync; get %.2fx a file pread (warm)",
-                         s.putGBps / max(s.encodeGBps, 1e-12), s.putGBps / max(s.fileWriteSyncGBps, 1e-12), s.getGBps / max(s.filePreadGBps, 1e-12)))
-            print(String(format: "stored %@ for %@ raw (%.2fx; error max abs %.4g, relative RMS %.4f); store hits %d blocks, leaves-first replay %d: %@",
-                         formatBytes(s.storedBytes), formatBytes(s.rawBytes), Double(s.rawBytes) / Double(max(s.storedBytes, 1)),
-                         s.maxAbsError, s.relativeRMSError,
-                         s.hitBlocks, s.replayHitBlocks, s.hitBlocks == s.replayHitBlocks ? "equal" : "DIFFERENT"))
+            print(
+                "store replay: first \(s.requests) requests, layers=\(s.shape.layers) kv_heads=\(s.shape.kvHeads) head_dim=\(s.shape.headDim) \(s.shape.dtype), codec \(s.codec), capacity \(s.capacityBlocks == 0 ? "unbounded" : "\(s.capacityBlocks) blocks")"
+            )
+            print(
+                TextTable(
+                    ["path", "GB/s", "x memcpy", "bytes"],
+                    [
+                        ["memcpy (baseline)", String(format: "%.2f", s.memcpyGBps), "1.00", "-"],
+                        [
+                            "put (encode + write)", String(format: "%.2f", s.putGBps),
+                            String(format: "%.2f", s.putGBps / s.memcpyGBps), formatBytes(s.putBytes),
+                        ],
+                        [
+                            "get (read + decode)", String(format: "%.2f", s.getGBps),
+                            String(format: "%.2f", s.getGBps / s.memcpyGBps), formatBytes(s.getBytes),
+                        ],
+                        [
+                            "\(s.codec) encode alone (peer)", String(format: "%.2f", s.encodeGBps),
+                            String(format: "%.2f", s.encodeGBps / s.memcpyGBps), "-",
+                        ],
+                        [
+                            "file write + fsync (peer)", String(format: "%.2f", s.fileWriteSyncGBps),
+                            String(format: "%.2f", s.fileWriteSyncGBps / s.memcpyGBps), "-",
+                        ],
+                        [
+                            "file pread (peer)", String(format: "%.2f", s.filePreadGBps),
+                            String(format: "%.2f", s.filePreadGBps / s.memcpyGBps), "-",
+                        ],
+                    ]
+                ).render())
+            print(
+                String(
+                    format:
+                        "put %.2fx the codec's encode alone, %.2fx a file write + fsync; get %.2fx a file pread (warm)",
+                    s.putGBps / max(s.encodeGBps, 1e-12), s.putGBps / max(s.fileWriteSyncGBps, 1e-12),
+                    s.getGBps / max(s.filePreadGBps, 1e-12)))
+            print(
+                String(
+                    format:
+                        "stored %@ for %@ raw (%.2fx; error max abs %.4g, relative RMS %.4f); store hits %d blocks, leaves-first replay %d: %@",
+                    formatBytes(s.storedBytes), formatBytes(s.rawBytes),
+                    Double(s.rawBytes) / Double(max(s.storedBytes, 1)),
+                    s.maxAbsError, s.relativeRMSError,
+                    s.hitBlocks, s.replayHitBlocks, s.hitBlocks == s.replayHitBlocks ? "equal" : "DIFFERENT"))
         }
     }
 
@@ -165,19 +221,24 @@ struct BenchKV: ParsableCommand {
     func blockMaker(_ s: Shape, _ dtype: DType) -> (Int) throws -> KVCacheData {
         var rng = SplitMix64(seed: 42)
         let perTensor = s.kvHeads * blockTokens * s.headDim
-        let poolFloats = (0 ..< (perTensor + 4099)).map { _ in Float(bitPattern: UInt32(rng.bf16Normal(count: 1, std: 1)[0]) << 16) }
+        let poolFloats = (0 ..< (perTensor + 4099)).map { _ in
+            Float(bitPattern: UInt32(rng.bf16Normal(count: 1, std: 1)[0]) << 16)
+        }
         let pool = FloatCodec.encode(poolFloats, as: dtype)
         let esz = dtype.elementSize!
         let blockTokens = blockTokens
         return { id in
-            try KVCacheData(layers: (0 ..< s.layers).map { l in
-                let k = (id &* 131 &+ l &* 17) & 4095, v = (id &* 71 &+ l &* 29 &+ 2048) & 4095
-                return try KVLayer(
-                    keys: KVTensor(dtype: dtype, heads: s.kvHeads, tokens: blockTokens, headDim: s.headDim,
-                                   bytes: Array(pool[k * esz ..< (k + perTensor) * esz])),
-                    values: KVTensor(dtype: dtype, heads: s.kvHeads, tokens: blockTokens, headDim: s.headDim,
-                                     bytes: Array(pool[v * esz ..< (v + perTensor) * esz])))
-            })
+            try KVCacheData(
+                layers: (0 ..< s.layers).map { l in
+                    let k = (id &* 131 &+ l &* 17) & 4095, v = (id &* 71 &+ l &* 29 &+ 2048) & 4095
+                    return try KVLayer(
+                        keys: KVTensor(
+                            dtype: dtype, heads: s.kvHeads, tokens: blockTokens, headDim: s.headDim,
+                            bytes: Array(pool[k * esz ..< (k + perTensor) * esz])),
+                        values: KVTensor(
+                            dtype: dtype, heads: s.kvHeads, tokens: blockTokens, headDim: s.headDim,
+                            bytes: Array(pool[v * esz ..< (v + perTensor) * esz])))
+                })
         }
     }
 
@@ -195,7 +256,9 @@ struct BenchKV: ParsableCommand {
         let block = blockMaker(s, dtype)
         var hits = 0, putBytes = 0, getBytes = 0, putSeconds = 0.0, getSeconds = 0.0
         for r in reqs where !r.hashIDs.isEmpty {
-            let tokens = r.hashIDs.flatMap { id in (0 ..< blockTokens).map { UInt32(truncatingIfNeeded: id &* blockTokens &+ $0) } }
+            let tokens = r.hashIDs.flatMap { id in
+                (0 ..< blockTokens).map { UInt32(truncatingIfNeeded: id &* blockTokens &+ $0) }
+            }
             let (found, gt) = try kvTime { try kvStore.lookup(tokens: tokens, model: "bench") }
             hits += found.chunks
             getSeconds += gt
@@ -206,21 +269,32 @@ struct BenchKV: ParsableCommand {
             putBytes += res.rawBytes
         }
         var replayHits = 0
-        _ = PrefixReplay.run(reqs.filter { !$0.hashIDs.isEmpty }, capacityBlocks: capacity, blockTokens: blockTokens,
-                             policy: .leavesFirst) { replayHits += $0 }
+        _ = PrefixReplay.run(
+            reqs.filter { !$0.hashIDs.isEmpty }, capacityBlocks: capacity, blockTokens: blockTokens,
+            policy: .leavesFirst
+        ) { replayHits += $0 }
         // memcpy of one block's bytes, repeated: the baseline.
         let one = try block(0)
         let bytes = one.byteCount
         let src = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64)
         let dst = UnsafeMutableRawBufferPointer.allocate(byteCount: bytes, alignment: 64)
-        defer { src.deallocate(); dst.deallocate() }
+        defer {
+            src.deallocate()
+            dst.deallocate()
+        }
         src.initializeMemory(as: UInt8.self, repeating: 1)
         dst.initializeMemory(as: UInt8.self, repeating: 0)
         let reps = max(3, min(50, (1 << 30) / max(bytes, 1)))
-        let (_, mt) = kvTime { for _ in 0 ..< reps { dst.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: bytes) } }
+        let (_, mt) = kvTime {
+            for _ in 0 ..< reps { dst.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: bytes) }
+        }
         // Peers on the same bytes: the codec alone, then a file of them written and synced, and read.
         let blockReps = max(3, min(20, (256 << 20) / max(bytes, 1)))
-        let (_, et) = try kvTime { for _ in 0 ..< blockReps { _ = try KVChunk.encode(one, key: 0, codec: codec, kivi: o.kivi, threads: threads) } }
+        let (_, et) = try kvTime {
+            for _ in 0 ..< blockReps {
+                _ = try KVChunk.encode(one, key: 0, codec: codec, kivi: o.kivi, threads: threads)
+            }
+        }
         let raw = one.layers.flatMap { $0.keys.bytes + $0.values.bytes }
         let peerPath = dir + "/peer.bin"
         defer { try? Posix.unlink(peerPath) }
@@ -238,8 +312,9 @@ struct BenchKV: ParsableCommand {
         defer { Posix.close(fd) }
         let (_, rt) = try kvTime {
             for i in 0 ..< blockReps {
-                _ = try Posix.pread(fd, into: UnsafeMutableRawBufferPointer(rebasing: dst[0 ..< min(dst.count, raw.count)]),
-                                    at: i * raw.count, path: peerPath)
+                _ = try Posix.pread(
+                    fd, into: UnsafeMutableRawBufferPointer(rebasing: dst[0 ..< min(dst.count, raw.count)]),
+                    at: i * raw.count, path: peerPath)
             }
         }
         let stats = try kvStore.stats()
@@ -258,14 +333,15 @@ struct BenchKV: ParsableCommand {
                 }
             }
         }
-        return StoreReport(shape: s, codec: codec.rawValue, requests: reqs.count, capacityBlocks: capacity, hitBlocks: hits,
-                           replayHitBlocks: replayHits, putBytes: putBytes, putSeconds: putSeconds, getBytes: getBytes,
-                           getSeconds: getSeconds, memcpyGBps: Double(bytes * reps) / mt / 1e9,
-                           storedBytes: stats.storedBytes, rawBytes: stats.rawBytes, maxAbsError: maxAbs,
-                           relativeRMSError: normSq > 0 ? (errSq / normSq).squareRoot() : 0,
-                           encodeGBps: Double(bytes * blockReps) / et / 1e9,
-                           fileWriteSyncGBps: Double(raw.count * blockReps) / wt / 1e9,
-                           filePreadGBps: Double(raw.count * blockReps) / rt / 1e9)
+        return StoreReport(
+            shape: s, codec: codec.rawValue, requests: reqs.count, capacityBlocks: capacity, hitBlocks: hits,
+            replayHitBlocks: replayHits, putBytes: putBytes, putSeconds: putSeconds, getBytes: getBytes,
+            getSeconds: getSeconds, memcpyGBps: Double(bytes * reps) / mt / 1e9,
+            storedBytes: stats.storedBytes, rawBytes: stats.rawBytes, maxAbsError: maxAbs,
+            relativeRMSError: normSq > 0 ? (errSq / normSq).squareRoot() : 0,
+            encodeGBps: Double(bytes * blockReps) / et / 1e9,
+            fileWriteSyncGBps: Double(raw.count * blockReps) / wt / 1e9,
+            filePreadGBps: Double(raw.count * blockReps) / rt / 1e9)
     }
 
     /// A trace with shared system prompts and growing conversations, in Mooncake's shape.
@@ -279,15 +355,24 @@ struct BenchKV: ParsableCommand {
             if !conversations.isEmpty && rng.next() % 10 < 6 {
                 let c = Int(rng.next() % UInt64(conversations.count))
                 ids = conversations[c]
-                for _ in 0 ..< 1 + Int(rng.next() % 3) { ids.append(next); next += 1 }
+                for _ in 0 ..< 1 + Int(rng.next() % 3) {
+                    ids.append(next)
+                    next += 1
+                }
                 conversations[c] = ids
             } else {
                 ids = [Int(rng.next() % 4)]
-                for _ in 0 ..< 1 + Int(rng.next() % 8) { ids.append(next); next += 1 }
+                for _ in 0 ..< 1 + Int(rng.next() % 8) {
+                    ids.append(next)
+                    next += 1
+                }
                 conversations.append(ids)
             }
-            out.append(TraceRequest(timestamp: i * 300, inputLength: (ids.count - 1) * blockTokens + 1 + Int(rng.next() % UInt64(blockTokens)),
-                                    outputLength: 100, hashIDs: ids))
+            out.append(
+                TraceRequest(
+                    timestamp: i * 300,
+                    inputLength: (ids.count - 1) * blockTokens + 1 + Int(rng.next() % UInt64(blockTokens)),
+                    outputLength: 100, hashIDs: ids))
         }
         return out
     }

@@ -11,7 +11,8 @@ struct BenchKVLookup: ParsableCommand {
         commandName: "kv-lookup",
         abstract: "KV lookup into engine buffers beside the codec's decode and a plain get of the same bytes.")
 
-    @Option(help: "layers=32,kv_heads=8,head_dim=128,dtype=bf16") var modelShape = "layers=8,kv_heads=8,head_dim=128,dtype=bf16"
+    @Option(help: "layers=32,kv_heads=8,head_dim=128,dtype=bf16") var modelShape =
+        "layers=8,kv_heads=8,head_dim=128,dtype=bf16"
     @Option(help: "The store's codec.") var codec: KVCodec = .lossless
     @Option(help: "Tokens per chunk.") var chunkTokens = 256
     @Option(help: "Tokens of the cached prefix.") var tokens = 2048
@@ -40,11 +41,16 @@ struct BenchKVLookup: ParsableCommand {
             fields[String(p[0])] = String(p[1])
         }
         guard let layers = Int(fields["layers"] ?? ""), let heads = Int(fields["kv_heads"] ?? ""),
-              let dim = Int(fields["head_dim"] ?? ""), let dtype = DType(safetensorsName: (fields["dtype"] ?? "bf16").uppercased()),
-              KVTensor.supportedDTypes.contains(dtype), layers > 0, heads > 0, dim > 0 else {
-            throw ValidationError("--model-shape needs layers, kv_heads, head_dim (positive) and dtype f16, bf16 or f32")
+            let dim = Int(fields["head_dim"] ?? ""),
+            let dtype = DType(safetensorsName: (fields["dtype"] ?? "bf16").uppercased()),
+            KVTensor.supportedDTypes.contains(dtype), layers > 0, heads > 0, dim > 0
+        else {
+            throw ValidationError(
+                "--model-shape needs layers, kv_heads, head_dim (positive) and dtype f16, bf16 or f32")
         }
-        guard chunkTokens > 0, tokens >= chunkTokens, repeats > 0 else { throw ValidationError("--tokens must hold at least one chunk") }
+        guard chunkTokens > 0, tokens >= chunkTokens, repeats > 0 else {
+            throw ValidationError("--tokens must hold at least one chunk")
+        }
         let dir = store ?? NSTemporaryDirectory() + "wstore-bench-kvlookup-\(UUID().uuidString)"
         defer { if store == nil { try? FileManager.default.removeItem(atPath: dir) } }
         var o = KVStore.Options()
@@ -58,26 +64,38 @@ struct BenchKVLookup: ParsableCommand {
         let perLayer = n * stride
         let k = UnsafeMutableRawBufferPointer.allocate(byteCount: layers * perLayer, alignment: 64)
         let v = UnsafeMutableRawBufferPointer.allocate(byteCount: layers * perLayer, alignment: 64)
-        defer { k.deallocate(); v.deallocate() }
+        defer {
+            k.deallocate()
+            v.deallocate()
+        }
         for buf in [k, v] {
-            let floats = rng.bf16Normal(count: layers * perLayer / esz, std: 1).map { Float(bitPattern: UInt32($0) << 16) }
-            floats.withUnsafeBufferPointer { FloatCodec.encode($0.baseAddress!, count: $0.count, as: dtype, into: buf.baseAddress!) }
+            let floats = rng.bf16Normal(count: layers * perLayer / esz, std: 1).map {
+                Float(bitPattern: UInt32($0) << 16)
+            }
+            floats.withUnsafeBufferPointer {
+                FloatCodec.encode($0.baseAddress!, count: $0.count, as: dtype, into: buf.baseAddress!)
+            }
         }
         let views = (0 ..< layers).map { l in
-            KVLayerView(keys: k.baseAddress! + l * perLayer, values: v.baseAddress! + l * perLayer, dtype: dtype,
-                        kvHeads: heads, headDim: dim, tokenStride: stride)
+            KVLayerView(
+                keys: k.baseAddress! + l * perLayer, values: v.baseAddress! + l * perLayer, dtype: dtype,
+                kvHeads: heads, headDim: dim, tokenStride: stride)
         }
         _ = try kv.store(tokens: ids, model: "bench", from: views)
         let rawBytes = 2 * layers * perLayer
         // Destinations: engine buffers for the lookup, contiguous ones for the codec.
         let dk = UnsafeMutableRawBufferPointer.allocate(byteCount: layers * perLayer, alignment: 64)
         let dv = UnsafeMutableRawBufferPointer.allocate(byteCount: layers * perLayer, alignment: 64)
-        defer { dk.deallocate(); dv.deallocate() }
+        defer {
+            dk.deallocate()
+            dv.deallocate()
+        }
         dk.initializeMemory(as: UInt8.self, repeating: 0)
         dv.initializeMemory(as: UInt8.self, repeating: 0)
         let into = (0 ..< layers).map { l in
-            KVLayerView(keys: dk.baseAddress! + l * perLayer, values: dv.baseAddress! + l * perLayer, dtype: dtype,
-                        kvHeads: heads, headDim: dim, tokenStride: stride)
+            KVLayerView(
+                keys: dk.baseAddress! + l * perLayer, values: dv.baseAddress! + l * perLayer, dtype: dtype,
+                kvHeads: heads, headDim: dim, tokenStride: stride)
         }
         let keys = PrefixKey.chain(tokens: ids, chunkTokens: chunkTokens, model: "bench")
         let chunkValues = try keys.map { try kv.rawChunk($0)! }
@@ -94,7 +112,9 @@ struct BenchKVLookup: ParsableCommand {
             guard d.tokens == n else { throw ValidationError("lookup found \(d.tokens) of \(n) tokens") }
         }
         if codec.bits == nil {
-            guard memcmp(dk.baseAddress!, k.baseAddress!, dk.count) == 0, memcmp(dv.baseAddress!, v.baseAddress!, dv.count) == 0 else {
+            guard memcmp(dk.baseAddress!, k.baseAddress!, dk.count) == 0,
+                memcmp(dv.baseAddress!, v.baseAddress!, dv.count) == 0
+            else {
                 throw ValidationError("lookup returned other bytes than were stored")
             }
         }
@@ -111,10 +131,13 @@ struct BenchKVLookup: ParsableCommand {
                 try value.withUnsafeBytes { b in
                     let info = try KVChunk.info(b, key: keys[c], name: "chunk \(c)")
                     for i in 0 ..< 2 * info.layers {
-                        let off = Int(UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 48 + 16 * i, as: UInt64.self)))
-                        let len = Int(UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 48 + 16 * i + 8, as: UInt64.self)))
-                        let view = try RecordView(UnsafeRawBufferPointer(rebasing: b[off ..< off + len]),
-                                                  binding: KVChunk.recordBinding(key: keys[c], index: i), name: "record")
+                        let off = Int(
+                            UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 48 + 16 * i, as: UInt64.self)))
+                        let len = Int(
+                            UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 48 + 16 * i + 8, as: UInt64.self)))
+                        let view = try RecordView(
+                            UnsafeRawBufferPointer(rebasing: b[off ..< off + len]),
+                            binding: KVChunk.recordBinding(key: keys[c], index: i), name: "record")
                         let dst = UnsafeMutableRawBufferPointer(rebasing: contiguous[at ..< at + view.rawSize])
                         try RecordDecoder.decode(view, name: "record", into: dst, threads: 1, verify: true)
                         at = (at + view.rawSize) % max(1, rawBytes - view.rawSize)
@@ -134,23 +157,38 @@ struct BenchKVLookup: ParsableCommand {
             }
         }
         let gb = Double(rawBytes) / 1e9
-        let r = Report(codec: codec.rawValue, rawBytes: rawBytes, storedBytes: storedBytes, lookupIntoGBps: gb / tInto,
-                       lookupSwiftGBps: gb / tSwift, codecDecodeGBps: gb / tCodec, getMemcpyGBps: Double(storedBytes) / 1e9 / tGet,
-                       lookupVsCodec: tCodec / tInto, lookupVsGet: (Double(rawBytes) / tInto) / (Double(storedBytes) / tGet),
-                       store: store)
+        let r = Report(
+            codec: codec.rawValue, rawBytes: rawBytes, storedBytes: storedBytes, lookupIntoGBps: gb / tInto,
+            lookupSwiftGBps: gb / tSwift, codecDecodeGBps: gb / tCodec, getMemcpyGBps: Double(storedBytes) / 1e9 / tGet,
+            lookupVsCodec: tCodec / tInto, lookupVsGet: (Double(rawBytes) / tInto) / (Double(storedBytes) / tGet),
+            store: store)
         if json {
             let e = JSONEncoder()
             e.outputFormatting = [.sortedKeys]
             print(String(decoding: try e.encode(r), as: UTF8.self))
             return
         }
-        print("KV lookup, \(codec.rawValue), \(layers) layers × \(heads) heads × \(dim) \(dtype), \(n) tokens in \(n / chunkTokens) chunks, "
-              + "\(formatBytes(rawBytes)) raw, \(formatBytes(storedBytes)) stored; best of \(repeats); one thread")
-        print(TextTable(["path", "GB/s", "vs this lookup"], [
-            ["lookup into engine buffers", String(format: "%.2f", r.lookupIntoGBps), "1.00"],
-            ["lookup (Swift KVCacheData)", String(format: "%.2f", r.lookupSwiftGBps), String(format: "%.2f", tInto / tSwift)],
-            ["codec decode, contiguous", String(format: "%.2f", r.codecDecodeGBps), String(format: "%.2f", tInto / tCodec)],
-            ["LMDB get + memcpy (stored bytes)", String(format: "%.2f", r.getMemcpyGBps), String(format: "%.2f", tInto / tGet)],
-        ]).render())
+        print(
+            "KV lookup, \(codec.rawValue), \(layers) layers × \(heads) heads × \(dim) \(dtype), \(n) tokens in \(n / chunkTokens) chunks, "
+                + "\(formatBytes(rawBytes)) raw, \(formatBytes(storedBytes)) stored; best of \(repeats); one thread")
+        print(
+            TextTable(
+                ["path", "GB/s", "vs this lookup"],
+                [
+                    ["lookup into engine buffers", String(format: "%.2f", r.lookupIntoGBps), "1.00"],
+                    [
+                        "lookup (Swift KVCacheData)", String(format: "%.2f", r.lookupSwiftGBps),
+                        String(format: "%.2f", tInto / tSwift),
+                    ],
+                    [
+                        "codec decode, contiguous", String(format: "%.2f", r.codecDecodeGBps),
+                        String(format: "%.2f", tInto / tCodec),
+                    ],
+                    [
+                        "LMDB get + memcpy (stored bytes)", String(format: "%.2f", r.getMemcpyGBps),
+                        String(format: "%.2f", tInto / tGet),
+                    ],
+                ]
+            ).render())
     }
 }

@@ -1,9 +1,9 @@
-import WStoreFormats
 import ArgumentParser
 import Foundation
 import Histogram
-import WeightStore
 import WStoreCore
+import WStoreFormats
+import WeightStore
 
 /// `wstore bench load`: how fast tensors come out of a store, beside memcpy and a
 /// plain read of the same tensor from its safetensors file, measured in one run.
@@ -25,7 +25,9 @@ struct BenchLoad: ParsableCommand {
 
     func validate() throws {
         guard !(experts && tensors != nil) else { throw ValidationError("--tensors and --experts exclude each other") }
-        guard threads >= 1, iterations >= 1, limit >= 1 else { throw ValidationError("--threads, --iterations and --limit must be ≥ 1") }
+        guard threads >= 1, iterations >= 1, limit >= 1 else {
+            throw ValidationError("--threads, --iterations and --limit must be ≥ 1")
+        }
     }
 
     /// One thing loaded per access: a tensor, or every part of an expert.
@@ -40,7 +42,8 @@ struct BenchLoad: ParsableCommand {
     /// Latencies (ns) and totals of one load path.
     struct PathResult {
         var name: String
-        var histogram = Histogram<UInt64>(highestTrackableValue: 600_000_000_000, numberOfSignificantValueDigits: .three)
+        var histogram = Histogram<UInt64>(
+            highestTrackableValue: 600_000_000_000, numberOfSignificantValueDigits: .three)
         var bytes = 0
         var seconds = 0.0
         var count: UInt64 { histogram.totalCount }
@@ -66,7 +69,9 @@ struct BenchLoad: ParsableCommand {
 
     func run() throws {
         let store = try WeightStore.open(at: self.store)
-        guard let model = try model ?? store.models().first else { throw ValidationError("\(self.store) holds no model") }
+        guard let model = try model ?? store.models().first else {
+            throw ValidationError("\(self.store) holds no model")
+        }
         let items = try selectItems(store, model: model)
         guard !items.isEmpty else { throw ValidationError("no tensors selected in model \(model)") }
         let sourceFile = try source.map { try SafetensorsFile(path: $0) }
@@ -75,7 +80,10 @@ struct BenchLoad: ParsableCommand {
         let maxBytes = items.map(\.bytes).max()!
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: max(maxBytes, 1), alignment: 64)
         let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: max(maxBytes, 1), alignment: 64)
-        defer { buffer.deallocate(); scratch.deallocate() }
+        defer {
+            buffer.deallocate()
+            scratch.deallocate()
+        }
         buffer.initializeMemory(as: UInt8.self, repeating: 1)  // fault the pages in once, outside the timings
         scratch.initializeMemory(as: UInt8.self, repeating: 1)
 
@@ -92,13 +100,18 @@ struct BenchLoad: ParsableCommand {
                 for item in items {
                     var at = 0
                     for (n, size) in zip(item.names, item.sizes) {
-                        try s.read(n, model: model, into: UnsafeMutableRawBufferPointer(rebasing: buffer[at ..< at + size]))
+                        try s.read(
+                            n, model: model, into: UnsafeMutableRawBufferPointer(rebasing: buffer[at ..< at + size]))
                         at += size
                     }
                 }
             }
             if let sourceFile {
-                for item in items { for n in item.names { if let t = sourceFile.tensor(named: n) { sourceFile.withBytes(of: t) { touchPages($0) } } } }
+                for item in items {
+                    for n in item.names {
+                        if let t = sourceFile.tensor(named: n) { sourceFile.withBytes(of: t) { touchPages($0) } }
+                    }
+                }
             }
         }
 
@@ -112,7 +125,9 @@ struct BenchLoad: ParsableCommand {
                     try coldStart(item)
                     try lookup.record(bytes: 0) {
                         try store.withSnapshot { s in
-                            for n in item.names { try s.withTensor(n, model: model) { b, _ in blackHole(b.baseAddress) } }
+                            for n in item.names {
+                                try s.withTensor(n, model: model) { b, _ in blackHole(b.baseAddress) }
+                            }
                         }
                     }
                 }
@@ -140,7 +155,9 @@ struct BenchLoad: ParsableCommand {
         }
         for v in variants {
             let from = v.path == .map ? "map" : "file"
-            let label = v.verify ? "materialize (\(from)), \(v.threads) thread\(v.threads == 1 ? "" : "s")"
+            let label =
+                v.verify
+                ? "materialize (\(from)), \(v.threads) thread\(v.threads == 1 ? "" : "s")"
                 : "materialize raw (\(from)), no checksum"
             var path = PathResult(label)
             for item in v.items {
@@ -150,8 +167,10 @@ struct BenchLoad: ParsableCommand {
                         try store.withSnapshot { s in
                             var at = 0
                             for (n, size) in zip(item.names, item.sizes) {
-                                try s.read(n, model: model, into: UnsafeMutableRawBufferPointer(rebasing: buffer[at ..< at + size]),
-                                           threads: v.threads, verify: v.verify, path: v.path)
+                                try s.read(
+                                    n, model: model,
+                                    into: UnsafeMutableRawBufferPointer(rebasing: buffer[at ..< at + size]),
+                                    threads: v.threads, verify: v.verify, path: v.path)
                                 at += size
                             }
                         }
@@ -208,8 +227,10 @@ struct BenchLoad: ParsableCommand {
                     try pread.record(bytes: item.bytes) {
                         var at = 0
                         for t in ranges {
-                            ok = try reader.pread(into: UnsafeMutableRawBufferPointer(rebasing: buffer[at ..< at + t.byteCount]),
-                                              at: t.byteRange.lowerBound) && ok
+                            ok =
+                                try reader.pread(
+                                    into: UnsafeMutableRawBufferPointer(rebasing: buffer[at ..< at + t.byteCount]),
+                                    at: t.byteRange.lowerBound) && ok
                             at += t.byteCount
                         }
                     }
@@ -221,7 +242,9 @@ struct BenchLoad: ParsableCommand {
                     mapped.record(bytes: item.bytes) {
                         var at = 0
                         for t in ranges {
-                            sourceFile.withBytes(of: t) { (buffer.baseAddress! + at).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                            sourceFile.withBytes(of: t) {
+                                (buffer.baseAddress! + at).copyMemory(from: $0.baseAddress!, byteCount: $0.count)
+                            }
                             at += t.byteCount
                         }
                     }
@@ -242,8 +265,10 @@ struct BenchLoad: ParsableCommand {
                 for e in try s.experts(model: model) {
                     let names = e.parts.keys.sorted().map { e.parts[$0]! }
                     let infos = try names.map { try s.info($0, model: model) }
-                    items.append(Item(label: "layer \(e.layer) expert \(e.expert)", names: names,
-                                      sizes: infos.map(\.rawSize), raw: infos.allSatisfy(\.isRaw)))
+                    items.append(
+                        Item(
+                            label: "layer \(e.layer) expert \(e.expert)", names: names,
+                            sizes: infos.map(\.rawSize), raw: infos.allSatisfy(\.isRaw)))
                 }
             } else {
                 for t in try s.tensors(model: model) where tensors.map({ Posix.matches(t.name, glob: $0) }) ?? true {
@@ -254,7 +279,9 @@ struct BenchLoad: ParsableCommand {
         }
     }
 
-    private func report(_ results: [PathResult], items: [Item], model: String, memcpy: PathResult, pread: PathResult?) throws {
+    private func report(_ results: [PathResult], items: [Item], model: String, memcpy: PathResult, pread: PathResult?)
+        throws
+    {
         func us(_ ns: UInt64) -> Double { Double(ns) / 1000 }
         if json {
             struct Path: Encodable {
@@ -262,29 +289,37 @@ struct BenchLoad: ParsableCommand {
                 var vs_memcpy: Double?, vs_safetensors_pread: Double?
             }
             struct Report: Encodable {
-                var store: String, model: String, items: Int, unit: String, bytes_per_pass: Int, cold: Bool, threads: Int
+                var store: String, model: String, items: Int, unit: String, bytes_per_pass: Int, cold: Bool,
+                    threads: Int
                 var paths: [Path]
             }
             let paths = results.map { r in
-                Path(path: r.name, accesses: r.count, bytes: r.bytes, p50_us: us(r.histogram.valueAtPercentile(50)),
-                     p99_us: us(r.histogram.valueAtPercentile(99)), gbps: r.gbps,
-                     vs_memcpy: r.bytes > 0 ? r.gbps / memcpy.gbps : nil,
-                     vs_safetensors_pread: pread.flatMap { r.bytes > 0 ? r.gbps / $0.gbps : nil })
+                Path(
+                    path: r.name, accesses: r.count, bytes: r.bytes, p50_us: us(r.histogram.valueAtPercentile(50)),
+                    p99_us: us(r.histogram.valueAtPercentile(99)), gbps: r.gbps,
+                    vs_memcpy: r.bytes > 0 ? r.gbps / memcpy.gbps : nil,
+                    vs_safetensors_pread: pread.flatMap { r.bytes > 0 ? r.gbps / $0.gbps : nil })
             }
-            try JSONOutput.print(Report(store: store, model: model, items: items.count, unit: experts ? "expert" : "tensor",
-                                        bytes_per_pass: items.reduce(0) { $0 + $1.bytes }, cold: cold, threads: threads,
-                                        paths: paths))
+            try JSONOutput.print(
+                Report(
+                    store: store, model: model, items: items.count, unit: experts ? "expert" : "tensor",
+                    bytes_per_pass: items.reduce(0) { $0 + $1.bytes }, cold: cold, threads: threads,
+                    paths: paths))
             return
         }
         let raw = items.filter(\.raw).count
-        print("\(store) model \(model): \(items.count) \(experts ? "experts" : "tensors") (\(raw) raw), "
-              + "\(formatBytes(items.reduce(0) { $0 + $1.bytes })) per pass, \(cold ? "cold (pages dropped before each access)" : "warm")")
+        print(
+            "\(store) model \(model): \(items.count) \(experts ? "experts" : "tensors") (\(raw) raw), "
+                + "\(formatBytes(items.reduce(0) { $0 + $1.bytes })) per pass, \(cold ? "cold (pages dropped before each access)" : "warm")"
+        )
         let rows = results.map { r -> [String] in
-            [r.name, "\(r.count)", String(format: "%.2f", us(r.histogram.valueAtPercentile(50))),
-             String(format: "%.2f", us(r.histogram.valueAtPercentile(99))),
-             r.bytes > 0 ? String(format: "%.2f", r.gbps) : "—",
-             r.bytes > 0 ? String(format: "%.2f", r.gbps / memcpy.gbps) : "—",
-             pread.map { p in r.bytes > 0 ? String(format: "%.2f", r.gbps / p.gbps) : "—" } ?? "—"]
+            [
+                r.name, "\(r.count)", String(format: "%.2f", us(r.histogram.valueAtPercentile(50))),
+                String(format: "%.2f", us(r.histogram.valueAtPercentile(99))),
+                r.bytes > 0 ? String(format: "%.2f", r.gbps) : "—",
+                r.bytes > 0 ? String(format: "%.2f", r.gbps / memcpy.gbps) : "—",
+                pread.map { p in r.bytes > 0 ? String(format: "%.2f", r.gbps / p.gbps) : "—" } ?? "—",
+            ]
         }
         print(TextTable(["path", "accesses", "p50 µs", "p99 µs", "GB/s", "× memcpy", "× st pread"], rows).render())
         if !cold && results.contains(where: { $0.name == "zero-copy lookup" }) {

@@ -1,15 +1,16 @@
-import WStoreKernels
 import ArgumentParser
 import Foundation
 import KVCache
-import WeightStore
 import WStoreCore
+import WStoreKernels
+import WeightStore
 
 /// `wstore bench snapkv`: SnapKV selection time, beside a plain dot-product loop over the same data.
 struct BenchSnapKV: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "snapkv",
-        abstract: "Time SnapKV selection on generated queries and keys, beside a plain Q·Kᵀ loop measured in the same run.")
+        abstract:
+            "Time SnapKV selection on generated queries and keys, beside a plain Q·Kᵀ loop measured in the same run.")
 
     @Option(help: "Query heads.") var qHeads = 32
     @Option(help: "KV heads.") var kvHeads = 8
@@ -26,8 +27,10 @@ struct BenchSnapKV: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
-        guard qHeads > 0, kvHeads > 0, qHeads % kvHeads == 0, tokens > 0, headDim > 0, threads > 0, repetitions > 0 else {
-            throw ValidationError("heads, tokens, head size, threads and repeat must be positive; q-heads a multiple of kv-heads")
+        guard qHeads > 0, kvHeads > 0, qHeads % kvHeads == 0, tokens > 0, headDim > 0, threads > 0, repetitions > 0
+        else {
+            throw ValidationError(
+                "heads, tokens, head size, threads and repeat must be positive; q-heads a multiple of kv-heads")
         }
         guard SnapKV.Pooling(rawValue: pool) != nil, SnapKV.Heads(rawValue: heads) != nil else {
             throw ValidationError("--pool takes max or avg, --heads query or kv")
@@ -40,9 +43,13 @@ struct BenchSnapKV: ParsableCommand {
     func run() throws {
         let dt = DType(safetensorsName: dtype.uppercased())!
         var rng = SplitMix64(seed: 3)
-        func floats(_ n: Int) -> [Float] { rng.bf16Normal(count: n, std: 1).map { Float(bitPattern: UInt32($0) << 16) } }
-        let q = try KVTensor(floats: floats(qHeads * window * headDim), dtype: dt, heads: qHeads, tokens: window, headDim: headDim)
-        let k = try KVTensor(floats: floats(kvHeads * tokens * headDim), dtype: dt, heads: kvHeads, tokens: tokens, headDim: headDim)
+        func floats(_ n: Int) -> [Float] {
+            rng.bf16Normal(count: n, std: 1).map { Float(bitPattern: UInt32($0) << 16) }
+        }
+        let q = try KVTensor(
+            floats: floats(qHeads * window * headDim), dtype: dt, heads: qHeads, tokens: window, headDim: headDim)
+        let k = try KVTensor(
+            floats: floats(kvHeads * tokens * headDim), dtype: dt, heads: kvHeads, tokens: tokens, headDim: headDim)
         var c = SnapKV.Config()
         c.window = window
         c.capacity = capacity
@@ -87,23 +94,39 @@ struct BenchSnapKV: ParsableCommand {
                 var snapkv_cpu_ms: Double, plain_qk_cpu_ms: Double, cpu_speedup_vs_plain_qk: Double
                 var snapkv_gflops: Double, score_kernel: String, kept_per_head: Int
             }
-            try JSONOutput.print(Report(
-                q_heads: qHeads, kv_heads: kvHeads, tokens: tokens, head_dim: headDim, window: window, capacity: capacity,
-                kernel: kernel, pool: pool, heads: heads, dtype: dtype, threads: threads, snapkv_ms: snap * 1000,
-                plain_qk_ms: plain * 1000, speedup_vs_plain_qk: plain / snap, snapkv_cpu_ms: snapCPU * 1000,
-                plain_qk_cpu_ms: plainCPU * 1000, cpu_speedup_vs_plain_qk: plainCPU / snapCPU, snapkv_gflops: flops / snap / 1e9,
-                score_kernel: NumericKernels.scorePath, kept_per_head: kept))
+            try JSONOutput.print(
+                Report(
+                    q_heads: qHeads, kv_heads: kvHeads, tokens: tokens, head_dim: headDim, window: window,
+                    capacity: capacity,
+                    kernel: kernel, pool: pool, heads: heads, dtype: dtype, threads: threads, snapkv_ms: snap * 1000,
+                    plain_qk_ms: plain * 1000, speedup_vs_plain_qk: plain / snap, snapkv_cpu_ms: snapCPU * 1000,
+                    plain_qk_cpu_ms: plainCPU * 1000, cpu_speedup_vs_plain_qk: plainCPU / snapCPU,
+                    snapkv_gflops: flops / snap / 1e9,
+                    score_kernel: NumericKernels.scorePath, kept_per_head: kept))
             return
         }
-        print("SnapKV: \(qHeads) query heads / \(kvHeads) KV heads x \(tokens) tokens x head_dim \(headDim) (\(dtype)), window \(window), capacity \(capacity), kernel \(kernel), \(pool) pooling, per \(heads) head, \(threads) thread(s), score kernel: \(NumericKernels.scorePath)")
-        print(TextTable(["path", "wall ms", "CPU ms", "GFLOP/s (Q·Kᵀ, CPU)", "x plain loop (CPU)"], [
-            ["plain scalar Q·Kᵀ loop (baseline; 1 head timed, x\(qHeads))", String(format: "%.1f", plain * 1000),
-             String(format: "%.1f", plainCPU * 1000), String(format: "%.1f", flops / plainCPU / 1e9), "1.00"],
-            ["SnapKV selection (scores, softmax, pooling, top-k)", String(format: "%.1f", snap * 1000),
-             String(format: "%.1f", snapCPU * 1000), String(format: "%.1f", flops / snapCPU / 1e9),
-             String(format: "%.2f", plainCPU / snapCPU)],
-        ]).render())
-        print("median of \(repetitions); CPU ms is the process CPU time (all threads), steadier than wall time on a busy machine")
+        print(
+            "SnapKV: \(qHeads) query heads / \(kvHeads) KV heads x \(tokens) tokens x head_dim \(headDim) (\(dtype)), window \(window), capacity \(capacity), kernel \(kernel), \(pool) pooling, per \(heads) head, \(threads) thread(s), score kernel: \(NumericKernels.scorePath)"
+        )
+        print(
+            TextTable(
+                ["path", "wall ms", "CPU ms", "GFLOP/s (Q·Kᵀ, CPU)", "x plain loop (CPU)"],
+                [
+                    [
+                        "plain scalar Q·Kᵀ loop (baseline; 1 head timed, x\(qHeads))",
+                        String(format: "%.1f", plain * 1000),
+                        String(format: "%.1f", plainCPU * 1000), String(format: "%.1f", flops / plainCPU / 1e9), "1.00",
+                    ],
+                    [
+                        "SnapKV selection (scores, softmax, pooling, top-k)", String(format: "%.1f", snap * 1000),
+                        String(format: "%.1f", snapCPU * 1000), String(format: "%.1f", flops / snapCPU / 1e9),
+                        String(format: "%.2f", plainCPU / snapCPU),
+                    ],
+                ]
+            ).render())
+        print(
+            "median of \(repetitions); CPU ms is the process CPU time (all threads), steadier than wall time on a busy machine"
+        )
         if sink.isNaN { print("") }  // keeps the baseline loop from being optimized away
     }
 }

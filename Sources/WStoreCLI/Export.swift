@@ -28,11 +28,16 @@ struct Export: ParsableCommand {
         let models = try store.models()
         let name: String
         if let model {
-            guard models.contains(model) else { throw WStoreError.notFound("model \(model) in \(self.store) (it has: \(models.joined(separator: ", ")))") }
+            guard models.contains(model) else {
+                throw WStoreError.notFound(
+                    "model \(model) in \(self.store) (it has: \(models.joined(separator: ", ")))")
+            }
             name = model
         } else {
             guard models.count == 1 else {
-                throw WStoreError.invalidArgument("\(self.store) holds \(models.count) models (\(models.joined(separator: ", "))); choose one with --model")
+                throw WStoreError.invalidArgument(
+                    "\(self.store) holds \(models.count) models (\(models.joined(separator: ", "))); choose one with --model"
+                )
             }
             name = models[0]
         }
@@ -44,6 +49,8 @@ struct Export: ParsableCommand {
         if filter != nil && summary.tensors == 0 {
             FileHandle.standardError.write(Data("warning: no tensor matches \(filter!); wrote an empty file\n".utf8))
         }
-        if !quiet { print("exported \(summary.tensors) tensors, \(formatBytes(summary.bytes)), of model \(name) to \(output)") }
+        if !quiet {
+            print("exported \(summary.tensors) tensors, \(formatBytes(summary.bytes)), of model \(name) to \(output)")
+        }
     }
 }

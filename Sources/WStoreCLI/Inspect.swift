@@ -1,6 +1,6 @@
-import WStoreFormats
 import ArgumentParser
 import Foundation
+import WStoreFormats
 import WeightStore
 
 /// `wstore inspect`: what a store holds, as tables or JSON (format-spec/IMPORT-EXPORT.md §4).
@@ -28,7 +28,8 @@ struct Inspect: ParsableCommand {
 
     func run() throws {
         let store = try WeightStore.open(at: self.store)
-        let report = try InspectReport.build(store, path: self.store, only: model, tensors: tensors, experts: experts, largest: largest)
+        let report = try InspectReport.build(
+            store, path: self.store, only: model, tensors: tensors, experts: experts, largest: largest)
         if json {
             try JSONOutput.print(report)
         } else {
@@ -91,12 +92,16 @@ struct InspectReport: Codable {
     var created: String
     var models: [Model]
 
-    static func build(_ store: WeightStore, path: String, only: String?, tensors listTensors: Bool, experts listExperts: Bool,
-                      largest: Int) throws -> InspectReport {
+    static func build(
+        _ store: WeightStore, path: String, only: String?, tensors listTensors: Bool, experts listExperts: Bool,
+        largest: Int
+    ) throws -> InspectReport {
         let meta = try store.metadata()
         var models: [Model] = []
         let names = try store.models()
-        if let only, !names.contains(only) { throw WStoreError.notFound("model \(only) in \(path) (it has: \(names.joined(separator: ", ")))") }
+        if let only, !names.contains(only) {
+            throw WStoreError.notFound("model \(only) in \(path) (it has: \(names.joined(separator: ", ")))")
+        }
         try store.withSnapshot { s in
             for name in names where only == nil || only == name {
                 let info = try store.modelInfo(name)
@@ -105,7 +110,9 @@ struct InspectReport: Codable {
                 var groups: [String: Group] = [:]
                 for t in ts {
                     let k = "\(t.dtype)/\(t.codec)"
-                    var g = groups[k] ?? Group(dtype: displayName(t.dtype), codec: t.codec, tensors: 0, raw_bytes: 0, stored_bytes: 0)
+                    var g =
+                        groups[k]
+                        ?? Group(dtype: displayName(t.dtype), codec: t.codec, tensors: 0, raw_bytes: 0, stored_bytes: 0)
                     g.tensors += 1
                     g.raw_bytes += t.rawSize
                     g.stored_bytes += t.storedSize
@@ -114,7 +121,11 @@ struct InspectReport: Codable {
                 let ex = try s.experts(model: name)
                 var layers: [Int: Layer] = [:]
                 for e in ex {
-                    var l = layers[e.layer] ?? Layer(layer: e.layer, experts: 0, shared_experts: 0, expert_tensors: 0, raw_bytes: 0, stored_bytes: 0)
+                    var l =
+                        layers[e.layer]
+                        ?? Layer(
+                            layer: e.layer, experts: 0, shared_experts: 0, expert_tensors: 0, raw_bytes: 0,
+                            stored_bytes: 0)
                     if e.expert >= ExpertNaming.sharedExpertBase { l.shared_experts += 1 } else { l.experts += 1 }
                     for t in e.parts.values {
                         guard let i = byName[t] else { continue }
@@ -125,24 +136,32 @@ struct InspectReport: Codable {
                     layers[e.layer] = l
                 }
                 func row(_ t: TensorInfo) -> Tensor {
-                    Tensor(name: t.name, dtype: displayName(t.dtype), shape: t.shape, codec: t.codec, raw_bytes: t.rawSize, stored_bytes: t.storedSize)
+                    Tensor(
+                        name: t.name, dtype: displayName(t.dtype), shape: t.shape, codec: t.codec, raw_bytes: t.rawSize,
+                        stored_bytes: t.storedSize)
                 }
                 let big = ts.sorted { ($0.rawSize, $1.name) > ($1.rawSize, $0.name) }.prefix(max(0, largest)).map(row)
-                models.append(Model(
-                    name: name, layers: info?.layers, experts_per_layer: info?.expertsPerLayer, top_k: info?.topK,
-                    sources: info?.sources ?? [], metadata_keys: info?.extra.count ?? 0, tensor_count: ts.count,
-                    raw_bytes: ts.reduce(0) { $0 + $1.rawSize }, stored_bytes: ts.reduce(0) { $0 + $1.storedSize },
-                    experts_indexed: ex.count,
-                    by_dtype_codec: groups.values.sorted { ($0.dtype, $0.codec) < ($1.dtype, $1.codec) },
-                    expert_layers: layers.values.sorted { $0.layer < $1.layer },
-                    largest: Array(big),
-                    tensors: listTensors ? ts.map(row) : nil,
-                    experts: listExperts ? ex.map { Expert(layer: $0.layer, expert: $0.expert,
-                                                           shared: $0.expert >= ExpertNaming.sharedExpertBase, parts: $0.parts) } : nil))
+                models.append(
+                    Model(
+                        name: name, layers: info?.layers, experts_per_layer: info?.expertsPerLayer, top_k: info?.topK,
+                        sources: info?.sources ?? [], metadata_keys: info?.extra.count ?? 0, tensor_count: ts.count,
+                        raw_bytes: ts.reduce(0) { $0 + $1.rawSize }, stored_bytes: ts.reduce(0) { $0 + $1.storedSize },
+                        experts_indexed: ex.count,
+                        by_dtype_codec: groups.values.sorted { ($0.dtype, $0.codec) < ($1.dtype, $1.codec) },
+                        expert_layers: layers.values.sorted { $0.layer < $1.layer },
+                        largest: Array(big),
+                        tensors: listTensors ? ts.map(row) : nil,
+                        experts: listExperts
+                            ? ex.map {
+                                Expert(
+                                    layer: $0.layer, expert: $0.expert,
+                                    shared: $0.expert >= ExpertNaming.sharedExpertBase, parts: $0.parts)
+                            } : nil))
             }
         }
-        return InspectReport(store: path, format_version: meta.formatVersion, created_by: meta.createdBy, created: meta.created,
-                             models: models)
+        return InspectReport(
+            store: path, format_version: meta.formatVersion, created_by: meta.createdBy, created: meta.created,
+            models: models)
     }
 
     /// The human form: a summary line per model, then tables.
@@ -150,9 +169,13 @@ struct InspectReport: Codable {
         var out = ["store \(store): format v\(format_version), created by \(created_by) at \(created)"]
         for m in models {
             out.append("")
-            out.append("model \(m.name): \(m.tensor_count) tensors, \(formatBytes(m.raw_bytes)) raw, \(formatBytes(m.stored_bytes)) stored (\(formatRatio(raw: m.raw_bytes, stored: m.stored_bytes)))")
-            let moe = [m.layers.map { "\($0) layers" }, m.experts_per_layer.map { "\($0) experts per layer" },
-                       m.top_k.map { "top-\($0)" }].compactMap { $0 }
+            out.append(
+                "model \(m.name): \(m.tensor_count) tensors, \(formatBytes(m.raw_bytes)) raw, \(formatBytes(m.stored_bytes)) stored (\(formatRatio(raw: m.raw_bytes, stored: m.stored_bytes)))"
+            )
+            let moe = [
+                m.layers.map { "\($0) layers" }, m.experts_per_layer.map { "\($0) experts per layer" },
+                m.top_k.map { "top-\($0)" },
+            ].compactMap { $0 }
             if !moe.isEmpty || m.experts_indexed > 0 {
                 out.append("  " + (moe + ["\(m.experts_indexed) experts indexed"]).joined(separator: ", "))
             }
@@ -161,16 +184,19 @@ struct InspectReport: Codable {
             out.append("")
             var g = TextTable("dtype", "codec", "tensors", "raw", "stored", "ratio")
             for x in m.by_dtype_codec {
-                g.add(x.dtype, x.codec, "\(x.tensors)", formatBytes(x.raw_bytes), formatBytes(x.stored_bytes),
-                      formatRatio(raw: x.raw_bytes, stored: x.stored_bytes))
+                g.add(
+                    x.dtype, x.codec, "\(x.tensors)", formatBytes(x.raw_bytes), formatBytes(x.stored_bytes),
+                    formatRatio(raw: x.raw_bytes, stored: x.stored_bytes))
             }
             out.append(g.render(indent: "  "))
             if !m.expert_layers.isEmpty {
                 out.append("")
                 var l = TextTable("layer", "experts", "shared", "tensors", "raw", "stored", "ratio")
                 for x in m.expert_layers {
-                    l.add("\(x.layer)", "\(x.experts)", "\(x.shared_experts)", "\(x.expert_tensors)", formatBytes(x.raw_bytes),
-                          formatBytes(x.stored_bytes), formatRatio(raw: x.raw_bytes, stored: x.stored_bytes))
+                    l.add(
+                        "\(x.layer)", "\(x.experts)", "\(x.shared_experts)", "\(x.expert_tensors)",
+                        formatBytes(x.raw_bytes),
+                        formatBytes(x.stored_bytes), formatRatio(raw: x.raw_bytes, stored: x.stored_bytes))
                 }
                 out.append(l.render(indent: "  "))
             }
@@ -180,8 +206,10 @@ struct InspectReport: Codable {
                 out.append("  \(title):")
                 var t = TextTable("tensor", "dtype", "shape", "codec", "raw", "stored", "ratio")
                 for x in ts {
-                    t.add(x.name, x.dtype, "[" + x.shape.map(String.init).joined(separator: ", ") + "]", x.codec,
-                          formatBytes(x.raw_bytes), formatBytes(x.stored_bytes), formatRatio(raw: x.raw_bytes, stored: x.stored_bytes))
+                    t.add(
+                        x.name, x.dtype, "[" + x.shape.map(String.init).joined(separator: ", ") + "]", x.codec,
+                        formatBytes(x.raw_bytes), formatBytes(x.stored_bytes),
+                        formatRatio(raw: x.raw_bytes, stored: x.stored_bytes))
                 }
                 out.append(t.render(indent: "  "))
             }

@@ -25,7 +25,9 @@ struct KVCompress: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     func validate() throws {
-        guard group > 0, residual >= 0, threads >= 1 else { throw ValidationError("--group and --threads must be ≥ 1, --residual ≥ 0") }
+        guard group > 0, residual >= 0, threads >= 1 else {
+            throw ValidationError("--group and --threads must be ≥ 1, --residual ≥ 0")
+        }
         if let snapkv { _ = try snapConfig(snapkv) }
     }
 
@@ -33,11 +35,25 @@ struct KVCompress: ParsableCommand {
         var c = SnapKV.Config()
         for (k, v) in try parseKeyValues(text, option: "--snapkv") {
             switch k {
-            case "window": guard let n = Int(v) else { throw ValidationError("--snapkv window=\(v): not a number") }; c.window = n
-            case "capacity": guard let n = Int(v) else { throw ValidationError("--snapkv capacity=\(v): not a number") }; c.capacity = n
-            case "kernel": guard let n = Int(v) else { throw ValidationError("--snapkv kernel=\(v): not a number") }; c.kernel = n
-            case "pool": guard let p = SnapKV.Pooling(rawValue: v) else { throw ValidationError("--snapkv pool takes max or avg") }; c.pooling = p
-            case "heads": guard let h = SnapKV.Heads(rawValue: v) else { throw ValidationError("--snapkv heads takes query or kv") }; c.heads = h
+            case "window":
+                guard let n = Int(v) else { throw ValidationError("--snapkv window=\(v): not a number") }
+                c.window = n
+            case "capacity":
+                guard let n = Int(v) else { throw ValidationError("--snapkv capacity=\(v): not a number") }
+                c.capacity = n
+            case "kernel":
+                guard let n = Int(v) else { throw ValidationError("--snapkv kernel=\(v): not a number") }
+                c.kernel = n
+            case "pool":
+                guard let p = SnapKV.Pooling(rawValue: v) else {
+                    throw ValidationError("--snapkv pool takes max or avg")
+                }
+                c.pooling = p
+            case "heads":
+                guard let h = SnapKV.Heads(rawValue: v) else {
+                    throw ValidationError("--snapkv heads takes query or kv")
+                }
+                c.heads = h
             default: throw ValidationError("--snapkv: unknown key \(k) (window, capacity, kernel, pool, heads)")
             }
         }
@@ -65,7 +81,9 @@ struct KVCompress: ParsableCommand {
         for name in names where name.hasPrefix("layers.") && name.hasSuffix(".keys") {
             let digits = name.dropFirst("layers.".count).dropLast(".keys".count)
             guard let l = Int(digits), l >= 0, String(l) == digits else {
-                throw ImportError(file: input, "tensor \(name.quoted): the layer must be a number without leading zeros (layers.{l}.keys)")
+                throw ImportError(
+                    file: input,
+                    "tensor \(name.quoted): the layer must be a number without leading zeros (layers.{l}.keys)")
             }
             layers.append(l)
         }
@@ -98,7 +116,9 @@ struct KVCompress: ParsableCommand {
                 }
                 let timed: ([[Int32]], Double)
                 do {
-                    timed = try kvTime { try SnapKV.select(queries: queries, keys: keys, config: config, threads: threads) }
+                    timed = try kvTime {
+                        try SnapKV.select(queries: queries, keys: keys, config: config, threads: threads)
+                    }
                 } catch let error as WStoreError {
                     throw bad("layer \(l): \(error)")
                 }
@@ -108,51 +128,73 @@ struct KVCompress: ParsableCommand {
                 keptValues = try values.gather(positions: kept)
             }
             let layer = try KVCacheData(layers: [KVLayer(keys: keptKeys, values: keptValues)])
-            let chunk = try KVChunk.encode(layer, key: UInt64(l), codec: codec, kivi: KIVIOptions(group: group, residual: residual), threads: threads)
-            let back = try chunk.withUnsafeBytes { try KVChunk.decode($0, key: UInt64(l), name: "layer \(l)", threads: threads) }.layers[0]
+            let chunk = try KVChunk.encode(
+                layer, key: UInt64(l), codec: codec, kivi: KIVIOptions(group: group, residual: residual),
+                threads: threads)
+            let back = try chunk.withUnsafeBytes {
+                try KVChunk.decode($0, key: UInt64(l), name: "layer \(l)", threads: threads)
+            }.layers[0]
             let ek = KVError.measure(keptKeys, back.keys), ev = KVError.measure(keptValues, back.values)
             // Relative RMS over keys and values together.
             let nk = norm2(keptKeys), nv = norm2(keptValues)
-            let rel = ((ek.relativeRMS * ek.relativeRMS * nk + ev.relativeRMS * ev.relativeRMS * nv) / max(nk + nv, .leastNonzeroMagnitude)).squareRoot()
+            let rel =
+                ((ek.relativeRMS * ek.relativeRMS * nk + ev.relativeRMS * ev.relativeRMS * nv)
+                / max(nk + nv, .leastNonzeroMagnitude)).squareRoot()
             out["layers.\(l).keys"] = KVSafetensors.tensor(back.keys)
             out["layers.\(l).values"] = KVSafetensors.tensor(back.values)
             out["layers.\(l).kept"] = KVSafetensors.positions(kept)
-            reports.append(LayerReport(layer: l, tokens: keys.tokens, kept: kept[0].count,
-                                       rawBytes: keys.bytes.count + values.bytes.count,
-                                       keptRawBytes: keptKeys.bytes.count + keptValues.bytes.count,
-                                       storedBytes: chunk.count, maxAbsError: max(ek.maxAbs, ev.maxAbs),
-                                       relativeRMSError: rel, snapkvMilliseconds: snapMs))
+            reports.append(
+                LayerReport(
+                    layer: l, tokens: keys.tokens, kept: kept[0].count,
+                    rawBytes: keys.bytes.count + values.bytes.count,
+                    keptRawBytes: keptKeys.bytes.count + keptValues.bytes.count,
+                    storedBytes: chunk.count, maxAbsError: max(ek.maxAbs, ev.maxAbs),
+                    relativeRMSError: rel, snapkvMilliseconds: snapMs))
         }
         var meta = ["codec": codec.rawValue, "written_by": "wstore kv compress"]
         if let config {
-            meta["snapkv"] = "window=\(config.window),capacity=\(config.capacity),kernel=\(config.kernel),pool=\(config.pooling.rawValue),heads=\(config.heads.rawValue)"
+            meta["snapkv"] =
+                "window=\(config.window),capacity=\(config.capacity),kernel=\(config.kernel),pool=\(config.pooling.rawValue),heads=\(config.heads.rawValue)"
         }
         try KVSafetensors.write(out, to: output, metadata: meta)
         let raw = reports.reduce(0) { $0 + $1.rawBytes }, stored = reports.reduce(0) { $0 + $1.storedBytes }
         let maxErr = reports.map(\.maxAbsError).max() ?? 0
-        let rms = (reports.map { $0.relativeRMSError * $0.relativeRMSError }.reduce(0, +) / Double(max(reports.count, 1))).squareRoot()
+        let rms =
+            (reports.map { $0.relativeRMSError * $0.relativeRMSError }.reduce(0, +) / Double(max(reports.count, 1)))
+            .squareRoot()
         if json {
             struct Summary: Codable {
                 var input: String, output: String, codec: String, snapkv: String?
                 var rawBytes: Int, storedBytes: Int, ratio: Double, maxAbsError: Double, relativeRMSError: Double
                 var layers: [LayerReport]
             }
-            let s = Summary(input: input, output: output, codec: codec.rawValue, snapkv: meta["snapkv"], rawBytes: raw,
-                            storedBytes: stored, ratio: Double(raw) / Double(max(stored, 1)), maxAbsError: maxErr,
-                            relativeRMSError: rms, layers: reports)
+            let s = Summary(
+                input: input, output: output, codec: codec.rawValue, snapkv: meta["snapkv"], rawBytes: raw,
+                storedBytes: stored, ratio: Double(raw) / Double(max(stored, 1)), maxAbsError: maxErr,
+                relativeRMSError: rms, layers: reports)
             try JSONOutput.print(s)
             return
         }
         var rows = reports.map { r in
-            [String(r.layer), "\(r.kept)/\(r.tokens)", formatBytes(r.rawBytes), formatBytes(r.storedBytes),
-             String(format: "%.2fx", Double(r.rawBytes) / Double(max(r.storedBytes, 1))),
-             String(format: "%.4g", r.maxAbsError), String(format: "%.4f", r.relativeRMSError),
-             r.snapkvMilliseconds.map { String(format: "%.1f", $0) } ?? "-"]
+            [
+                String(r.layer), "\(r.kept)/\(r.tokens)", formatBytes(r.rawBytes), formatBytes(r.storedBytes),
+                String(format: "%.2fx", Double(r.rawBytes) / Double(max(r.storedBytes, 1))),
+                String(format: "%.4g", r.maxAbsError), String(format: "%.4f", r.relativeRMSError),
+                r.snapkvMilliseconds.map { String(format: "%.1f", $0) } ?? "-",
+            ]
         }
-        rows.append(["total", "", formatBytes(raw), formatBytes(stored), String(format: "%.2fx", Double(raw) / Double(max(stored, 1))),
-                     String(format: "%.4g", maxErr), String(format: "%.4f", rms), ""])
-        print("codec \(codec.rawValue)" + (meta["snapkv"].map { ", SnapKV \($0)" } ?? ", no SnapKV") + "; ratio = input bytes / stored bytes; error of the kept tokens")
-        print(TextTable(["layer", "kept/tokens", "input", "stored", "ratio", "max abs err", "rel RMS", "SnapKV ms"], rows).render())
+        rows.append([
+            "total", "", formatBytes(raw), formatBytes(stored),
+            String(format: "%.2fx", Double(raw) / Double(max(stored, 1))),
+            String(format: "%.4g", maxErr), String(format: "%.4f", rms), "",
+        ])
+        print(
+            "codec \(codec.rawValue)" + (meta["snapkv"].map { ", SnapKV \($0)" } ?? ", no SnapKV")
+                + "; ratio = input bytes / stored bytes; error of the kept tokens")
+        print(
+            TextTable(
+                ["layer", "kept/tokens", "input", "stored", "ratio", "max abs err", "rel RMS", "SnapKV ms"], rows
+            ).render())
         print("wrote \(output)")
     }
 

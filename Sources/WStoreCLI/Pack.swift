@@ -1,7 +1,7 @@
-import WStoreFormats
 import ArgumentParser
 import Foundation
 import WStoreCore
+import WStoreFormats
 import WeightStore
 
 /// `wstore pack`: imports safetensors and GGUF checkpoints into a new store, atomically.
@@ -9,10 +9,10 @@ struct Pack: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Pack safetensors / GGUF checkpoints into a new store.",
         discussion: """
-        SRC is a .safetensors file, a sharded checkpoint's *.safetensors.index.json, a .gguf file, \
-        or a folder of them. The store is built beside STORE and moved into place only when \
-        complete; a store already at STORE is replaced atomically, and kept untouched on any failure.
-        """)
+            SRC is a .safetensors file, a sharded checkpoint's *.safetensors.index.json, a .gguf file, \
+            or a folder of them. The store is built beside STORE and moved into place only when \
+            complete; a store already at STORE is replaced atomically, and kept untouched on any failure.
+            """)
 
     @Argument(help: "Checkpoint files or folders.")
     var sources: [String]
@@ -70,9 +70,12 @@ struct Pack: ParsableCommand {
         }
         if !quiet {
             let t = Date().timeIntervalSince(started)
-            print(String(format: "packed %d tensors of %@ (%d file%@) into %@ as model %@: %@ stored, %.3fx, in %.1fs",
-                         checkpoint.tensors.count, formatBytes(summary.raw), checkpoint.files.count, checkpoint.files.count == 1 ? "" : "s", output, modelName,
-                         formatBytes(summary.stored), Double(summary.raw) / Double(max(summary.stored, 1)), t))
+            print(
+                String(
+                    format: "packed %d tensors of %@ (%d file%@) into %@ as model %@: %@ stored, %.3fx, in %.1fs",
+                    checkpoint.tensors.count, formatBytes(summary.raw), checkpoint.files.count,
+                    checkpoint.files.count == 1 ? "" : "s", output, modelName,
+                    formatBytes(summary.stored), Double(summary.raw) / Double(max(summary.stored, 1)), t))
         }
     }
 
@@ -99,7 +102,9 @@ struct Pack: ParsableCommand {
     /// the whole checkpoint up front; each batch's disk writes start as soon as it commits,
     /// and the checkpoint's pages leave this process once their tensor is written, so
     /// resident memory follows the batch size, not the model.
-    private func write(_ ckpt: Checkpoint, model: String, into path: String) throws -> (raw: Int, stored: Int, usedBytes: Int) {
+    private func write(_ ckpt: Checkpoint, model: String, into path: String) throws -> (
+        raw: Int, stored: Int, usedBytes: Int
+    ) {
         var options = WeightStore.Options()
         options.writeMap = true
         // Every record fits its raw size plus a header page and a partial last page;
@@ -130,8 +135,9 @@ struct Pack: ParsableCommand {
             try store.write { w in
                 for (t, r) in zip(batch, records) {
                     try ckpt.withBytes(of: t) { src in
-                        _ = try w.putEncoded(r, source: src, name: t.name, model: model, dtype: t.dtype, shape: t.shape,
-                                             expert: t.expert)
+                        _ = try w.putEncoded(
+                            r, source: src, name: t.name, model: model, dtype: t.dtype, shape: t.shape,
+                            expert: t.expert)
                     }
                     ckpt.release(t)
                 }
@@ -156,8 +162,10 @@ struct Pack: ParsableCommand {
     /// Encodes a batch: large tensors one at a time with their frames on every thread,
     /// small ones side by side, one per thread. Each tensor's pages leave this process
     /// once it is encoded (the page cache keeps them for the write).
-    private static func encode(_ batch: [CheckpointTensor], bindings: [UInt64], ckpt: Checkpoint, options: EncodeOptions,
-                               threads: Int) throws -> [EncodedRecord] {
+    private static func encode(
+        _ batch: [CheckpointTensor], bindings: [UInt64], ckpt: Checkpoint, options: EncodeOptions,
+        threads: Int
+    ) throws -> [EncodedRecord] {
         var out = [EncodedRecord?](repeating: nil, count: batch.count)
         let large = options.frameSize * threads
         var small: [Int] = []
@@ -178,7 +186,8 @@ struct Pack: ParsableCommand {
             try parallelFor(small.count, threads: threads) { n, _ in
                 let t = batch[small[n]]
                 let r = try ckpt.withBytes(of: t) {
-                    try RecordEncoder.encode($0, dtype: t.dtype, shape: t.shape, binding: bindings[small[n]], options: options)
+                    try RecordEncoder.encode(
+                        $0, dtype: t.dtype, shape: t.shape, binding: bindings[small[n]], options: options)
                 }
                 ckpt.release(t)
                 slots.value[small[n]] = r

@@ -49,13 +49,17 @@ final class Progress {
 
     private func line(_ t: Double) -> String {
         let s = stats(t)
-        return String(format: "%@ %5.1f%%  %@ of %@  %@  %@", label, s.pct * 100, formatBytes(done), formatBytes(total), s.rate, s.eta)
+        return String(
+            format: "%@ %5.1f%%  %@ of %@  %@  %@", label, s.pct * 100, formatBytes(done), formatBytes(total), s.rate,
+            s.eta)
     }
 
     private func bar(_ t: Double) -> String {
         let s = stats(t), width = 30
         let filled = min(width, Int(s.pct * Double(width)))
         let b = String(repeating: "#", count: filled) + String(repeating: ".", count: width - filled)
-        return String(format: "%@ [%@] %5.1f%%  %@/%@  %@  %@", label, b, s.pct * 100, formatBytes(done), formatBytes(total), s.rate, s.eta)
+        return String(
+            format: "%@ [%@] %5.1f%%  %@/%@  %@  %@", label, b, s.pct * 100, formatBytes(done), formatBytes(total),
+            s.rate, s.eta)
     }
 }

@@ -22,8 +22,10 @@ public enum SafetensorsExport {
     /// - Throws: ``WStoreError`` (a corrupt record is a checksum error, never wrong
     ///   bytes), or an ``ImportError`` naming `path` when it cannot be written.
     @discardableResult
-    public static func export(_ store: WeightStore, model: String = WeightStore.defaultModel, to path: String,
-                              include: (String) -> Bool = { _ in true }) throws -> Summary {
+    public static func export(
+        _ store: WeightStore, model: String = WeightStore.defaultModel, to path: String,
+        include: (String) -> Bool = { _ in true }
+    ) throws -> Summary {
         try store.withSnapshot { s in
             let infos = try s.tensors(model: model).filter { include($0.name) }
             var entries: [SafetensorsWriter.Entry] = []
@@ -36,7 +38,8 @@ public enum SafetensorsExport {
                     let typeName = GGMLType.byID(id)?.name ?? "\(id)"
                     meta.append(("wstore.ggml.\(t.name)", "\(typeName) \(t.shape)"))
                 } else {
-                    throw WStoreError.invalidArgument("tensor \(t.name) has dtype \(t.dtype), which safetensors cannot hold")
+                    throw WStoreError.invalidArgument(
+                        "tensor \(t.name) has dtype \(t.dtype), which safetensors cannot hold")
                 }
             }
             var summary = Summary()

@@ -60,7 +60,7 @@ struct StagedStore {
     ///   then as it was.
     func commit() throws {
         let fm = FileManager.default
-        try? Posix.syncDirectory(staging) // the store's file entries reach the disk before it is moved into place; best effort
+        try? Posix.syncDirectory(staging)  // the store's file entries reach the disk before it is moved into place; best effort
         if fm.fileExists(atPath: target) {
             if try Posix.exchange(staging, target) {
                 // The old store is now at `staging`.
@@ -80,6 +80,6 @@ struct StagedStore {
         } else {
             try Posix.rename(staging, to: target)
         }
-        try? Posix.syncDirectory(URL(fileURLWithPath: target).deletingLastPathComponent().path) // best effort
+        try? Posix.syncDirectory(URL(fileURLWithPath: target).deletingLastPathComponent().path)  // best effort
     }
 }

@@ -20,7 +20,10 @@ struct TextTable {
         var widths = headers.map(\.count)
         for r in rows { for (i, c) in r.enumerated() where i < widths.count { widths[i] = max(widths[i], c.count) } }
         let numeric = headers.indices.map { i in
-            !rows.isEmpty && rows.allSatisfy { i < $0.count && ($0[i].first.map { $0.isNumber || $0 == "-" || $0 == "—" } ?? true) }
+            !rows.isEmpty
+                && rows.allSatisfy {
+                    i < $0.count && ($0[i].first.map { $0.isNumber || $0 == "-" || $0 == "—" } ?? true)
+                }
         }
         func line(_ cells: [String]) -> String {
             var parts: [String] = []

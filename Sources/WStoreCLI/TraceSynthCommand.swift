@@ -1,7 +1,7 @@
-import WStoreReplay
 import ArgumentParser
 import Foundation
 import WStoreCore
+import WStoreReplay
 import WeightStore
 
 /// `wstore trace synth`: writes a synthetic routing trace, labelled synthetic.
@@ -34,8 +34,11 @@ struct TraceSynthCommand: ParsableCommand {
 
     func synth() throws -> TraceSynth {
         var s = TraceSynth()
-        s.layers = layers; s.experts = experts; s.topK = topK
-        s.requests = requests; s.tokensPerRequest = tokens
+        s.layers = layers
+        s.experts = experts
+        s.topK = topK
+        s.requests = requests
+        s.tokensPerRequest = tokens
         let share = try CacheBenchFormat.pair(topShare, "--top-share")
         guard share.0 <= share.1 else { throw ValidationError("--top-share: MIN must not exceed MAX") }
         s.topShare = share.0 ... share.1
@@ -43,7 +46,9 @@ struct TraceSynthCommand: ParsableCommand {
         s.accuracy = try CacheBenchFormat.pair(accuracy, "--accuracy")
         s.requestBias = requestBias
         s.predictions = !noPredictions
-        s.expertBytes = expertBytes; s.model = model; s.seed = seed
+        s.expertBytes = expertBytes
+        s.model = model
+        s.seed = seed
         do { try s.validate() } catch let e as WStoreError { throw ValidationError(e.description) }
         return s
     }
@@ -61,20 +66,25 @@ struct TraceSynthCommand: ParsableCommand {
                 var path: String, layers: Int, experts: Int, top_k: Int, tokens: Int, accesses: Int, note: String?
                 var top_share: [Double], reuse: [Double], chance_reuse: [Double], accuracy: [Double?]
             }
-            let out = Out(path: output, layers: L, experts: trace.header.experts, top_k: trace.header.topK,
-                          tokens: trace.tokenCount, accesses: trace.accessCount, note: trace.header.note,
-                          top_share: st.topShare, reuse: st.reuse, chance_reuse: st.chanceReuse, accuracy: st.accuracy)
+            let out = Out(
+                path: output, layers: L, experts: trace.header.experts, top_k: trace.header.topK,
+                tokens: trace.tokenCount, accesses: trace.accessCount, note: trace.header.note,
+                top_share: st.topShare, reuse: st.reuse, chance_reuse: st.chanceReuse, accuracy: st.accuracy)
             try JSONOutput.print(out)
             return
         }
-        print("wrote \(output): \(trace.tokenCount) tokens × \(L) layers, \(trace.header.experts) experts, top-\(trace.header.topK) (synthetic)")
+        print(
+            "wrote \(output): \(trace.tokenCount) tokens × \(L) layers, \(trace.header.experts) experts, top-\(trace.header.topK) (synthetic)"
+        )
         var rows = [["layer", "top share", "reuse", "chance reuse", "prediction accuracy"]]
         let shown = L <= 8 ? Array(0 ..< L) : [0, 1, L / 4, L / 2, 3 * L / 4, L - 1]
         for l in Set(shown).sorted() {
-            rows.append([String(l), CacheBenchFormat.pct(st.topShare[l]), CacheBenchFormat.pct(st.reuse[l]), CacheBenchFormat.pct(st.chanceReuse[l]),
-                         st.accuracy[l].map(CacheBenchFormat.pct) ?? "-"])
+            rows.append([
+                String(l), CacheBenchFormat.pct(st.topShare[l]), CacheBenchFormat.pct(st.reuse[l]),
+                CacheBenchFormat.pct(st.chanceReuse[l]),
+                st.accuracy[l].map(CacheBenchFormat.pct) ?? "-",
+            ])
         }
         CacheBenchFormat.table(rows)
     }
 }
-

@@ -8,10 +8,10 @@ struct Upgrade: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Rewrite a store of an older format version as the current one (format-spec/FORMAT.md §5).",
         discussion: """
-        Every tensor is decoded, checked and written again with the same codec, with the expert \
-        index and model info. The new store is built beside STORE and moved into place only when \
-        complete, as pack does; on any failure the old store is left as it was.
-        """)
+            Every tensor is decoded, checked and written again with the same codec, with the expert \
+            index and model info. The new store is built beside STORE and moved into place only when \
+            complete, as pack does; on any failure the old store is left as it was.
+            """)
 
     @Argument(help: "The store directory.")
     var store: String
@@ -40,7 +40,9 @@ struct Upgrade: ParsableCommand {
             staged.discard()
             throw error
         }
-        if !quiet { print("upgraded \(store) from format version \(version) to \(Record.formatVersion): \(tensors) tensors") }
+        if !quiet {
+            print("upgraded \(store) from format version \(version) to \(Record.formatVersion): \(tensors) tensors")
+        }
     }
 
     /// Copies every model into a new store at `path`; returns the tensors copied.
@@ -54,8 +56,9 @@ struct Upgrade: ParsableCommand {
             for t in try source.tensors(model: model) {
                 let bytes = try source.readBytes(t.name, model: model)
                 try bytes.withUnsafeBytes {
-                    _ = try dest.put(t.name, model: model, dtype: t.dtype, shape: t.shape, bytes: $0,
-                                     codec: t.codec == "raw" ? .raw : .zstd)
+                    _ = try dest.put(
+                        t.name, model: model, dtype: t.dtype, shape: t.shape, bytes: $0,
+                        codec: t.codec == "raw" ? .raw : .zstd)
                 }
                 count += 1
             }
@@ -63,7 +66,8 @@ struct Upgrade: ParsableCommand {
             try dest.write { w in
                 for e in experts {
                     for (part, tensor) in e.parts {
-                        try w.setExpert(ExpertKey(layer: e.layer, expert: e.expert, part: part), tensor: tensor, model: model)
+                        try w.setExpert(
+                            ExpertKey(layer: e.layer, expert: e.expert, part: part), tensor: tensor, model: model)
                     }
                 }
             }

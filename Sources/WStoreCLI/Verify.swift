@@ -43,8 +43,9 @@ struct Verify: ParsableCommand {
             let store = try WeightStore.open(at: self.store)
             r = try threads.map { try store.verify(threads: $0) } ?? store.verify()
         }
-        let report = Report(store: self.store, ok: r.failures.isEmpty, tensors_checked: r.tensorsChecked, bytes_checked: r.bytesChecked,
-                            failures: r.failures.map { .init(model: $0.model, tensor: $0.name, reason: $0.reason) })
+        let report = Report(
+            store: self.store, ok: r.failures.isEmpty, tensors_checked: r.tensorsChecked, bytes_checked: r.bytesChecked,
+            failures: r.failures.map { .init(model: $0.model, tensor: $0.name, reason: $0.reason) })
         if json {
             try JSONOutput.print(report)
         } else {
@@ -53,8 +54,10 @@ struct Verify: ParsableCommand {
                 for f in r.failures { t.add(f.model, f.name, f.reason) }
                 print(t.render())
             }
-            print("\(report.ok ? "ok" : "CORRUPT"): \(r.tensorsChecked) tensors, \(formatBytes(r.bytesChecked)) checked, "
-                  + "\(r.expertEntriesChecked) expert index entries, \(r.pagesChecked) B-tree pages, \(r.failures.count) corrupt")
+            print(
+                "\(report.ok ? "ok" : "CORRUPT"): \(r.tensorsChecked) tensors, \(formatBytes(r.bytesChecked)) checked, "
+                    + "\(r.expertEntriesChecked) expert index entries, \(r.pagesChecked) B-tree pages, \(r.failures.count) corrupt"
+            )
         }
         if !report.ok { throw ExitCode(1) }
     }

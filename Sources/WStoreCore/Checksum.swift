@@ -7,9 +7,9 @@ import CXXHash
 @inline(__always)
 package func xxh3(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
     #if arch(x86_64) || arch(i386)
-    XXH3_64bits_dispatch(bytes.baseAddress, bytes.count)
+        XXH3_64bits_dispatch(bytes.baseAddress, bytes.count)
     #else
-    XXH3_64bits(bytes.baseAddress, bytes.count)
+        XXH3_64bits(bytes.baseAddress, bytes.count)
     #endif
 }
 
@@ -18,9 +18,9 @@ package func xxh3(_ bytes: UnsafeRawBufferPointer) -> UInt64 {
 @inline(__always)
 package func xxh3(_ bytes: UnsafeRawBufferPointer, seed: UInt64) -> UInt64 {
     #if arch(x86_64) || arch(i386)
-    XXH3_64bits_withSeed_dispatch(bytes.baseAddress, bytes.count, seed)
+        XXH3_64bits_withSeed_dispatch(bytes.baseAddress, bytes.count, seed)
     #else
-    XXH3_64bits_withSeed(bytes.baseAddress, bytes.count, seed)
+        XXH3_64bits_withSeed(bytes.baseAddress, bytes.count, seed)
     #endif
 }
 
@@ -41,9 +41,9 @@ package struct XXH3Stream: ~Copyable {
 
     package func update(_ bytes: UnsafeRawBufferPointer) {
         #if arch(x86_64) || arch(i386)
-        _ = XXH3_64bits_update_dispatch(state, bytes.baseAddress, bytes.count)
+            _ = XXH3_64bits_update_dispatch(state, bytes.baseAddress, bytes.count)
         #else
-        _ = XXH3_64bits_update(state, bytes.baseAddress, bytes.count)
+            _ = XXH3_64bits_update(state, bytes.baseAddress, bytes.count)
         #endif
     }
 

@@ -62,7 +62,10 @@ public enum DType: Hashable, Sendable, CustomStringConvertible {
 
     /// Decodes a header's dtype code (and GGUF type id for code 255); `nil` if unknown.
     public init?(code: UInt8, ggmlType: UInt32) {
-        if code == 255 { self = .ggml(ggmlType); return }
+        if code == 255 {
+            self = .ggml(ggmlType)
+            return
+        }
         guard Int(code) < DType.byCode.count else { return nil }
         self = DType.byCode[Int(code)]
     }

@@ -1,6 +1,7 @@
 import CLMDB
+
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Reading and writing large values through the data file itself, beside the map.
@@ -37,14 +38,17 @@ extension LMDBEnvironment {
         let flags = page.loadUnaligned(fromByteOffset: 10, as: UInt16.self)
         let pages = page.loadUnaligned(fromByteOffset: 12, as: UInt32.self)
         guard flags & Self.overflowFlag != 0, Int(pages) * psize >= value.count + Self.pageHeaderSize,
-              pgno <= UInt(Int.max / psize) else { return nil }
+            pgno <= UInt(Int.max / psize)
+        else { return nil }
         return Int(pgno) * psize + Self.pageHeaderSize
     }
 
     /// Reads `buffer.count` bytes of the data file at `offset` (pread(2), EINTR retried).
     /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` when the file ends first
     ///   (`name` names the record), ``LMDBError`` with errno on an I/O error.
-    package func readFile(into buffer: UnsafeMutableRawBufferPointer, at offset: Int, name: @autoclosure () -> String) throws {
+    package func readFile(into buffer: UnsafeMutableRawBufferPointer, at offset: Int, name: @autoclosure () -> String)
+        throws
+    {
         let fd = fileDescriptor
         var done = 0
         while done < buffer.count {
@@ -52,7 +56,8 @@ extension LMDBEnvironment {
             if n < 0 && errno == EINTR { continue }
             if n < 0 { try LMDBError.check(errno, "pread(data.mdb)", path: path) }
             if n == 0 {
-                throw WStoreError.corruptRecord(name: name(), reason: "data.mdb ends at \(offset + done), inside the record")
+                throw WStoreError.corruptRecord(
+                    name: name(), reason: "data.mdb ends at \(offset + done), inside the record")
             }
             done += n
         }
@@ -120,7 +125,7 @@ extension LMDBEnvironment {
 /// sync_file_range(2), looked up at run time (glibc declares it only under _GNU_SOURCE).
 private enum SyncFileRange {
     typealias Fn = @convention(c) (Int32, off_t, off_t, UInt32) -> Int32
-    static let write: UInt32 = 2 // SYNC_FILE_RANGE_WRITE, fcntl.h
+    static let write: UInt32 = 2  // SYNC_FILE_RANGE_WRITE, fcntl.h
     static let function: Fn? = {
         guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "sync_file_range") else { return nil }
         return unsafeBitCast(sym, to: Fn.self)
@@ -176,7 +181,8 @@ extension LMDBEnvironment {
             guard fields.count >= 6 else { continue }
             let range = fields[0].split(separator: "-")
             guard range.count == 2, let lo = Int(range[0], radix: 16), let hi = Int(range[1], radix: 16),
-                  let offset = Int(fields[2], radix: 16), address >= lo, address < hi else { continue }
+                let offset = Int(fields[2], radix: 16), address >= lo, address < hi
+            else { continue }
             return lo - offset
         }
         return nil

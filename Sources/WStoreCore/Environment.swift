@@ -1,6 +1,6 @@
 import CLMDB
-import Synchronization
 import Glibc
+import Synchronization
 
 /// An LMDB environment: one memory map, its named sub-databases, and the
 /// transactions that read and write them.
@@ -113,11 +113,16 @@ package final class LMDBEnvironment: @unchecked Sendable {
             }
             if let report { return report }
         }
-        throw WStoreError.invalidArgument("\(path): the store changed under every attempt to check its pages; try again")
+        throw WStoreError.invalidArgument(
+            "\(path): the store changed under every attempt to check its pages; try again")
     }
 
     deinit {
-        let idle = idleReaders.withLock { r in let all = r; r.removeAll(); return all }
+        let idle = idleReaders.withLock { r in
+            let all = r
+            r.removeAll()
+            return all
+        }
         for txn in idle { mdb_txn_abort(txn.value) }
         mdb_env_close(env)
     }
@@ -167,7 +172,8 @@ package final class LMDBEnvironment: @unchecked Sendable {
             gate.lockShared()
             defer { gate.unlock() }
             var raw: OpaquePointer?
-            try LMDBError.check(mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &raw), "mdb_txn_begin(read-only)", path: path)
+            try LMDBError.check(
+                mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &raw), "mdb_txn_begin(read-only)", path: path)
             do {
                 dbi = try Txn.open(raw!, name, create: false)
             } catch {
@@ -202,12 +208,18 @@ package final class LMDBEnvironment: @unchecked Sendable {
                 let rc = mdb_txn_renew(idle)
                 if rc == 0 { return idle }
                 mdb_txn_abort(idle)
-                if rc == MDB_MAP_RESIZED { try adoptResizeWhileShared(); continue }
+                if rc == MDB_MAP_RESIZED {
+                    try adoptResizeWhileShared()
+                    continue
+                }
                 try LMDBError.check(rc, "mdb_txn_renew", path: path)
             }
             var txn: OpaquePointer?
             let rc = mdb_txn_begin(env, nil, UInt32(MDB_RDONLY), &txn)
-            if rc == MDB_MAP_RESIZED { try adoptResizeWhileShared(); continue }
+            if rc == MDB_MAP_RESIZED {
+                try adoptResizeWhileShared()
+                continue
+            }
             try LMDBError.check(rc, "mdb_txn_begin(read-only)", path: path)
             return txn!
         }
@@ -229,7 +241,9 @@ package final class LMDBEnvironment: @unchecked Sendable {
     private func adoptResizeWhileShared() throws {
         // Nested inside another transaction of this thread, the map cannot change now.
         guard gate.sharedDepth == 1 else {
-            throw LMDBError(code: .init(rawValue: MDB_MAP_RESIZED), operation: "mdb_txn_begin (nested in another transaction of this thread)", path: path)
+            throw LMDBError(
+                code: .init(rawValue: MDB_MAP_RESIZED),
+                operation: "mdb_txn_begin (nested in another transaction of this thread)", path: path)
         }
         gate.unlock()
         defer { gate.lockShared() }
@@ -240,7 +254,11 @@ package final class LMDBEnvironment: @unchecked Sendable {
         gate.lockExclusive()
         defer { gate.unlock() }
         // Reset read transactions hold no snapshot, but drop them so none spans the change.
-        let idle = idleReaders.withLock { r in let all = r; r.removeAll(); return all }
+        let idle = idleReaders.withLock { r in
+            let all = r
+            r.removeAll()
+            return all
+        }
         for txn in idle { mdb_txn_abort(txn.value) }
         try LMDBError.check(mdb_env_set_mapsize(env, size), "mdb_env_set_mapsize(\(size))", path: path)
     }

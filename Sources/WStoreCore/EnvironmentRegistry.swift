@@ -23,7 +23,8 @@ extension LMDBEnvironment {
         return try registry.withLock { envs in
             if let id = fileIdentity(dataFile), let env = envs[id]?.env {
                 if env.readOnly && !readOnly {
-                    throw WStoreError.invalidArgument("\(path) is already open read-only in this process; close it before opening it for writing")
+                    throw WStoreError.invalidArgument(
+                        "\(path) is already open read-only in this process; close it before opening it for writing")
                 }
                 return env
             }

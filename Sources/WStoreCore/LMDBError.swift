@@ -67,9 +67,11 @@ public struct LMDBError: Error, CustomStringConvertible, Sendable {
 
     /// The one funnel from an LMDB return code to a thrown error.
     @inline(__always)
-    package static func check(_ rc: Int32, _ operation: @autoclosure () -> String,
-                              key: @autoclosure () -> String? = nil,
-                              path: @autoclosure () -> String? = nil) throws(LMDBError) {
+    package static func check(
+        _ rc: Int32, _ operation: @autoclosure () -> String,
+        key: @autoclosure () -> String? = nil,
+        path: @autoclosure () -> String? = nil
+    ) throws(LMDBError) {
         if rc != 0 {
             throw LMDBError(code: Code(rawValue: rc), operation: operation(), key: key(), path: path())
         }

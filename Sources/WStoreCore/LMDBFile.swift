@@ -32,10 +32,16 @@ package enum LMDBFile {
         var root: UInt64
 
         init(_ b: UnsafeRawBufferPointer, at o: Int) {
-            func u64(_ x: Int) -> UInt64 { UInt64(littleEndian: b.loadUnaligned(fromByteOffset: o + x, as: UInt64.self)) }
+            func u64(_ x: Int) -> UInt64 {
+                UInt64(littleEndian: b.loadUnaligned(fromByteOffset: o + x, as: UInt64.self))
+            }
             flags = UInt16(littleEndian: b.loadUnaligned(fromByteOffset: o + 4, as: UInt16.self))
             depth = Int(UInt16(littleEndian: b.loadUnaligned(fromByteOffset: o + 6, as: UInt16.self)))
-            branchPages = u64(8); leafPages = u64(16); overflowPages = u64(24); entries = u64(32); root = u64(40)
+            branchPages = u64(8)
+            leafPages = u64(16)
+            overflowPages = u64(24)
+            entries = u64(32)
+            root = u64(40)
         }
     }
 
@@ -83,18 +89,25 @@ package enum LMDBFile {
             let at = i == 0 ? 0 : pageSize
             guard let b = try file.read(at: UInt64(at), count: 256) else { continue }
             let m = b.withUnsafeBytes { b -> Meta? in
-                func u16(_ o: Int) -> UInt16 { UInt16(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
-                func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
-                func u64(_ o: Int) -> UInt64 { UInt64(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
+                func u16(_ o: Int) -> UInt16 {
+                    UInt16(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt16.self))
+                }
+                func u32(_ o: Int) -> UInt32 {
+                    UInt32(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt32.self))
+                }
+                func u64(_ o: Int) -> UInt64 {
+                    UInt64(littleEndian: b.loadUnaligned(fromByteOffset: o, as: UInt64.self))
+                }
                 let h = pageHeaderSize
                 if u32(h) == metaMagic { sawMagic = true }
                 guard u16(10) & ~pIgnored == pMeta, u32(h) == metaMagic, u32(h + 4) == dataVersion else { return nil }
                 // MDB_meta: magic, version, address (8), mapsize (8), dbs[2] (48 each), last_pg, txnid.
                 let free = Tree(b, at: h + 24), main = Tree(b, at: h + 24 + dbRecordSize)
-                let psize = Int(u32(h + 24)) // mm_dbs[FREE_DBI].md_pad holds the page size
+                let psize = Int(u32(h + 24))  // mm_dbs[FREE_DBI].md_pad holds the page size
                 guard psize >= 512, psize <= 65536, psize & (psize - 1) == 0 else { return nil }
-                return Meta(pageSize: psize, lastPage: u64(h + 24 + 2 * dbRecordSize), txnID: u64(h + 32 + 2 * dbRecordSize),
-                            free: free, main: main)
+                return Meta(
+                    pageSize: psize, lastPage: u64(h + 24 + 2 * dbRecordSize), txnID: u64(h + 32 + 2 * dbRecordSize),
+                    free: free, main: main)
             }
             if let m {
                 metas.append(m)
@@ -108,7 +121,8 @@ package enum LMDBFile {
         guard let meta = metas.max(by: { $0.txnID < $1.txnID }) else {
             // Neither page carries LMDB's magic number: this file was never an LMDB environment.
             if !sawMagic {
-                let directory = file.path.hasSuffix("/data.mdb") ? String(file.path.dropLast("/data.mdb".count)) : file.path
+                let directory =
+                    file.path.hasSuffix("/data.mdb") ? String(file.path.dropLast("/data.mdb".count)) : file.path
                 throw WStoreError.notAStore(path: directory, reason: "data.mdb is not an LMDB environment")
             }
             throw WStoreError.damagedFile(path: file.path, reason: "no valid LMDB meta page")
@@ -117,20 +131,28 @@ package enum LMDBFile {
         // consecutive commits. LMDB trusts the larger id blindly: a damaged id would make it
         // read an older tree, parts of which may since have been reused.
         for (i, m) in zip(metaPages, metas) where m.txnID & 1 != UInt64(i) {
-            throw WStoreError.damagedFile(path: file.path, reason: "meta page \(i) holds transaction \(m.txnID), of the other page's parity")
+            throw WStoreError.damagedFile(
+                path: file.path, reason: "meta page \(i) holds transaction \(m.txnID), of the other page's parity")
         }
         if metas.count == 2 {
             let (a, b) = (min(metas[0].txnID, metas[1].txnID), max(metas[0].txnID, metas[1].txnID))
             guard b - a == 1 else {
-                throw WStoreError.damagedFile(path: file.path, reason: "its meta pages hold transactions \(metas[0].txnID) and \(metas[1].txnID), not two consecutive commits")
+                throw WStoreError.damagedFile(
+                    path: file.path,
+                    reason:
+                        "its meta pages hold transactions \(metas[0].txnID) and \(metas[1].txnID), not two consecutive commits"
+                )
             }
         }
         let needed = (meta.lastPage + 1).multipliedReportingOverflow(by: UInt64(meta.pageSize))
         guard !needed.overflow, meta.lastPage >= 1 else {
-            throw WStoreError.damagedFile(path: file.path, reason: "its meta page says page \(meta.lastPage) is the last in use")
+            throw WStoreError.damagedFile(
+                path: file.path, reason: "its meta page says page \(meta.lastPage) is the last in use")
         }
         guard file.size >= needed.partialValue else {
-            throw WStoreError.damagedFile(path: file.path, reason: "it is \(file.size) bytes, but its pages in use end at byte \(needed.partialValue) (truncated)")
+            throw WStoreError.damagedFile(
+                path: file.path,
+                reason: "it is \(file.size) bytes, but its pages in use end at byte \(needed.partialValue) (truncated)")
         }
         return meta
     }
@@ -191,7 +213,9 @@ final class OpenFile {
         var n = 0
         var failure: WStoreError?
         out.withUnsafeMutableBytes { b in
-            do throws(WStoreError) { n = try Posix.pread(fd, into: b, at: Int(offset), path: path) } catch { failure = error }
+            do throws(WStoreError) { n = try Posix.pread(fd, into: b, at: Int(offset), path: path) } catch {
+                failure = error
+            }
         }
         if let failure { throw failure }
         return n == count ? out : nil
@@ -239,7 +263,10 @@ private struct Walker {
         }
         walkTree(meta.free, name: "free list") { _, node, w in w.freeListEntry(node) }
         for p in freeList where p < UInt64(used.count) {
-            if used[Int(p)] { problem("free list: page \(p) is also in use"); break }
+            if used[Int(p)] {
+                problem("free list: page \(p) is also in use")
+                break
+            }
         }
         report.freePages = freeList.count
     }
@@ -252,19 +279,25 @@ private struct Walker {
 
     /// Walks one B-tree, calling `leaf` for every leaf node (with the data of an overflow
     /// node read in full only for the free list, whose values are page lists).
-    mutating func walkTree(_ tree: LMDBFile.Tree, name: String,
-                           leaf: (String, Node, inout Walker) -> Void) {
+    mutating func walkTree(
+        _ tree: LMDBFile.Tree, name: String,
+        leaf: (String, Node, inout Walker) -> Void
+    ) {
         guard tree.root != LMDBFile.invalidPage else {
             if tree.entries != 0 || tree.depth != 0 { problem("\(name): empty tree with \(tree.entries) entries") }
             return
         }
         var counts = Counts()
         let integerKeys = tree.flags & LMDBFile.mdbIntegerKey != 0
-        walkPage(tree.root, depth: 1, tree: tree, name: name, low: nil, high: nil, integerKeys: integerKeys,
-                 counts: &counts, leaf: leaf)
+        walkPage(
+            tree.root, depth: 1, tree: tree, name: name, low: nil, high: nil, integerKeys: integerKeys,
+            counts: &counts, leaf: leaf)
         if counts.branch != tree.branchPages || counts.leaf != tree.leafPages || counts.overflow != tree.overflowPages
-            || counts.entries != tree.entries {
-            problem("\(name): \(counts.branch)/\(counts.leaf)/\(counts.overflow) branch/leaf/overflow pages and \(counts.entries) entries found, its record says \(tree.branchPages)/\(tree.leafPages)/\(tree.overflowPages) and \(tree.entries)")
+            || counts.entries != tree.entries
+        {
+            problem(
+                "\(name): \(counts.branch)/\(counts.leaf)/\(counts.overflow) branch/leaf/overflow pages and \(counts.entries) entries found, its record says \(tree.branchPages)/\(tree.leafPages)/\(tree.overflowPages) and \(tree.entries)"
+            )
         }
         report.branchPages += Int(counts.branch)
         report.leafPages += Int(counts.leaf)
@@ -273,7 +306,8 @@ private struct Walker {
 
     /// Claims page `p` (and the `count - 1` after it); false when out of the file or taken.
     mutating func claim(_ p: UInt64, count: UInt64 = 1, name: String) -> Bool {
-        guard p >= 2, count >= 1, p <= meta.lastPage, count - 1 <= meta.lastPage - p, p + count <= UInt64(used.count) else {
+        guard p >= 2, count >= 1, p <= meta.lastPage, count - 1 <= meta.lastPage - p, p + count <= UInt64(used.count)
+        else {
             problem("\(name): page \(p) (+\(count)) outside the pages in use (2...\(meta.lastPage))")
             return false
         }
@@ -289,13 +323,16 @@ private struct Walker {
 
     func keyLess(_ a: [UInt8], _ b: [UInt8], integer: Bool) -> Bool {
         if integer && a.count == 8 && b.count == 8 {
-            return a.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) } < b.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+            return a.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
+                < b.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) }
         }
         return a.lexicographicallyPrecedes(b)
     }
 
-    mutating func walkPage(_ pgno: UInt64, depth: Int, tree: LMDBFile.Tree, name: String, low: [UInt8]?, high: [UInt8]?,
-                           integerKeys: Bool, counts: inout Counts, leaf: (String, Node, inout Walker) -> Void) {
+    mutating func walkPage(
+        _ pgno: UInt64, depth: Int, tree: LMDBFile.Tree, name: String, low: [UInt8]?, high: [UInt8]?,
+        integerKeys: Bool, counts: inout Counts, leaf: (String, Node, inout Walker) -> Void
+    ) {
         guard report.problems.count < LMDBFile.maxProblems else { return }
         guard depth <= 64, depth <= max(tree.depth, 1) else {
             problem("\(name): deeper than its recorded depth \(tree.depth) at page \(pgno)")
@@ -314,9 +351,14 @@ private struct Walker {
             return
         }
         func u16(_ o: Int) -> UInt16 { UInt16(page[o]) | UInt16(page[o + 1]) << 8 }
-        func u64(_ o: Int) -> UInt64 { page.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: o, as: UInt64.self)) } }
+        func u64(_ o: Int) -> UInt64 {
+            page.withUnsafeBytes { UInt64(littleEndian: $0.loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
+        }
         let here = "\(name), page \(pgno)"
-        guard u64(0) == pgno else { problem("\(here): header names page \(u64(0))"); return }
+        guard u64(0) == pgno else {
+            problem("\(here): header names page \(u64(0))")
+            return
+        }
         let flags = u16(10) & ~LMDBFile.pIgnored
         guard flags == LMDBFile.pBranch || flags == LMDBFile.pLeaf else {
             problem("\(here): flags 0x\(String(u16(10), radix: 16)) where a branch or leaf page belongs")
@@ -329,12 +371,17 @@ private struct Walker {
             return
         }
         let lower = Int(u16(12)), upper = Int(u16(14))
-        guard lower >= LMDBFile.pageHeaderSize, lower <= upper, upper <= psize, (lower - LMDBFile.pageHeaderSize) % 2 == 0 else {
+        guard lower >= LMDBFile.pageHeaderSize, lower <= upper, upper <= psize,
+            (lower - LMDBFile.pageHeaderSize) % 2 == 0
+        else {
             problem("\(here): free-space bounds \(lower)..\(upper) impossible")
             return
         }
         let n = (lower - LMDBFile.pageHeaderSize) / 2
-        guard n >= (isLeaf ? 1 : 2) else { problem("\(here): \(n) nodes"); return }
+        guard n >= (isLeaf ? 1 : 2) else {
+            problem("\(here): \(n) nodes")
+            return
+        }
         var nodes: [(flags: UInt16, key: [UInt8], lo: UInt64, dataAt: Int)] = []
         nodes.reserveCapacity(n)
         for i in 0 ..< n {
@@ -344,7 +391,10 @@ private struct Walker {
                 return
             }
             let ksize = Int(u16(off + 6))
-            guard off + LMDBFile.nodeHeaderSize + ksize <= psize else { problem("\(here): node \(i) key runs off the page"); return }
+            guard off + LMDBFile.nodeHeaderSize + ksize <= psize else {
+                problem("\(here): node \(i) key runs off the page")
+                return
+            }
             let nflags = u16(off + 4)
             let lohi = UInt64(u16(off)) | UInt64(u16(off + 2)) << 16
             let key = Array(page[(off + LMDBFile.nodeHeaderSize) ..< (off + LMDBFile.nodeHeaderSize + ksize)])
@@ -359,8 +409,14 @@ private struct Walker {
                 problem("\(here): keys out of order at node \(i)")
                 return
             }
-            if let low, keyLess(k, low, integer: integerKeys) { problem("\(here): key below its branch bound"); return }
-            if let high, !keyLess(k, high, integer: integerKeys) { problem("\(here): key above its branch bound"); return }
+            if let low, keyLess(k, low, integer: integerKeys) {
+                problem("\(here): key below its branch bound")
+                return
+            }
+            if let high, !keyLess(k, high, integer: integerKeys) {
+                problem("\(here): key above its branch bound")
+                return
+            }
         }
         if !isLeaf {
             for i in 0 ..< n {
@@ -368,8 +424,9 @@ private struct Walker {
                 let child = nodes[i].lo | UInt64(nodes[i].flags) << 32
                 let lo = i == 0 ? low : nodes[i].key
                 let hi = i == n - 1 ? high : nodes[i + 1].key
-                walkPage(child, depth: depth + 1, tree: tree, name: name, low: lo, high: hi, integerKeys: integerKeys,
-                         counts: &counts, leaf: leaf)
+                walkPage(
+                    child, depth: depth + 1, tree: tree, name: name, low: lo, high: hi, integerKeys: integerKeys,
+                    counts: &counts, leaf: leaf)
             }
             return
         }
@@ -383,20 +440,29 @@ private struct Walker {
             let dsize = node.lo
             var data: [UInt8] = []
             if node.flags & LMDBFile.fBigData != 0 {
-                guard node.dataAt + 8 <= psize else { problem("\(here): node \(i) overflow page number runs off the page"); return }
+                guard node.dataAt + 8 <= psize else {
+                    problem("\(here): node \(i) overflow page number runs off the page")
+                    return
+                }
                 let ov = u64(node.dataAt)
                 guard let run = overflowRun(ov, dsize: dsize, name: here + " node \(i)") else { return }
                 counts.overflow += run
                 if name == "free list" {
                     // Free-list values are page lists: read them.
-                    guard let d = try? file.read(at: ov * UInt64(psize) + UInt64(LMDBFile.pageHeaderSize), count: Int(dsize)) else {
+                    guard
+                        let d = try? file.read(
+                            at: ov * UInt64(psize) + UInt64(LMDBFile.pageHeaderSize), count: Int(dsize))
+                    else {
                         problem("\(here): node \(i) overflow data unreadable")
                         return
                     }
                     data = d
                 }
             } else {
-                guard UInt64(node.dataAt) + dsize <= UInt64(psize) else { problem("\(here): node \(i) data runs off the page"); return }
+                guard UInt64(node.dataAt) + dsize <= UInt64(psize) else {
+                    problem("\(here): node \(i) data runs off the page")
+                    return
+                }
                 data = Array(page[node.dataAt ..< node.dataAt + Int(dsize)])
             }
             leaf(String(decoding: node.key, as: UTF8.self), Node(flags: node.flags, key: node.key, data: data), &self)
@@ -414,9 +480,11 @@ private struct Walker {
             return nil
         }
         let (pg, flags, pages) = h.withUnsafeBytes {
-            (UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)),
-             UInt16(littleEndian: $0.loadUnaligned(fromByteOffset: 10, as: UInt16.self)),
-             UInt64(UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 12, as: UInt32.self))))
+            (
+                UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)),
+                UInt16(littleEndian: $0.loadUnaligned(fromByteOffset: 10, as: UInt16.self)),
+                UInt64(UInt32(littleEndian: $0.loadUnaligned(fromByteOffset: 12, as: UInt32.self)))
+            )
         }
         guard pg == pgno, flags & ~LMDBFile.pIgnored == LMDBFile.pOverflow else {
             problem("\(name): page \(pgno) is not the start of an overflow run")
@@ -434,8 +502,13 @@ private struct Walker {
     /// A free-list value: a page count, then that many page numbers, descending (midl.h).
     mutating func freeListEntry(_ node: Node) {
         let d = node.data
-        guard d.count >= 8, d.count % 8 == 0 else { problem("free list: entry of \(d.count) bytes"); return }
-        let ids = d.withUnsafeBytes { b in (0 ..< d.count / 8).map { UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self)) } }
+        guard d.count >= 8, d.count % 8 == 0 else {
+            problem("free list: entry of \(d.count) bytes")
+            return
+        }
+        let ids = d.withUnsafeBytes { b in
+            (0 ..< d.count / 8).map { UInt64(littleEndian: b.loadUnaligned(fromByteOffset: 8 * $0, as: UInt64.self)) }
+        }
         guard ids[0] == UInt64(ids.count - 1) else {
             problem("free list: entry says \(ids[0]) pages in \(d.count) bytes")
             return

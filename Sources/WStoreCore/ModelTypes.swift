@@ -35,8 +35,10 @@ public struct ModelInfo: Codable, Sendable, Hashable {
     /// Free-form facts kept from the source (e.g. GGUF metadata), as text.
     public var extra: [String: String]
 
-    public init(name: String, layers: Int? = nil, expertsPerLayer: Int? = nil, topK: Int? = nil,
-                sources: [String] = [], extra: [String: String] = [:]) {
+    public init(
+        name: String, layers: Int? = nil, expertsPerLayer: Int? = nil, topK: Int? = nil,
+        sources: [String] = [], extra: [String: String] = [:]
+    ) {
         self.name = name
         self.layers = layers
         self.expertsPerLayer = expertsPerLayer
@@ -51,4 +53,3 @@ public struct ModelInfo: Codable, Sendable, Hashable {
         case topK = "top_k"
     }
 }
-

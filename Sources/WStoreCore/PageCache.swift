@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Dropping file pages from memory, so a benchmark can measure cold reads.

@@ -1,4 +1,5 @@
 import Dispatch
+import Synchronization
 
 /// Runs `body(i)` for every `i` in `0..<count` on up to `threads` threads.
 /// Items are handed out in order, one at a time, to whichever worker is free (so a
@@ -26,9 +27,6 @@ package func parallelFor(_ count: Int, threads: Int, _ body: (_ item: Int, _ wor
     }
     if let e = firstError.value { throw e }
 }
-
-
-import Synchronization
 
 private final class ItemCounter: Sendable {
     private let next = Atomic<Int>(0)

@@ -40,7 +40,7 @@ package enum PlaneTransform: UInt8, Sendable {
         case .group2, .rotateGroup2:
             let rotate = self == .rotateGroup2
             let hi = out, lo = out + n
-            for i in 0..<n {
+            for i in 0 ..< n {
                 var v = src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)  // little-endian element
                 if rotate { v = (v << 1) | (v >> 15) }
                 hi[i] = UInt8(truncatingIfNeeded: v >> 8)
@@ -49,7 +49,7 @@ package enum PlaneTransform: UInt8, Sendable {
         case .group4, .rotateGroup4:
             let rotate = self == .rotateGroup4
             let p0 = out, p1 = out + n, p2 = out + 2 * n, p3 = out + 3 * n
-            for i in 0..<n {
+            for i in 0 ..< n {
                 var v = src.loadUnaligned(fromByteOffset: 4 * i, as: UInt32.self)
                 if rotate { v = (v << 1) | (v >> 31) }
                 p0[i] = UInt8(truncatingIfNeeded: v >> 24)
@@ -71,24 +71,25 @@ package enum PlaneTransform: UInt8, Sendable {
             let hi = planes[0], lo = planes[1]
             let out = dst.assumingMemoryBound(to: UInt16.self)
             if self == .rotateGroup2 {
-                for i in 0..<n {
+                for i in 0 ..< n {
                     let v = UInt16(hi[i]) << 8 | UInt16(lo[i])
                     out[i] = ((v >> 1) | (v << 15)).littleEndian
                 }
             } else {
-                for i in 0..<n { out[i] = (UInt16(hi[i]) << 8 | UInt16(lo[i])).littleEndian }
+                for i in 0 ..< n { out[i] = (UInt16(hi[i]) << 8 | UInt16(lo[i])).littleEndian }
             }
         case .group4, .rotateGroup4:
             let p0 = planes[0], p1 = planes[1], p2 = planes[2], p3 = planes[3]
             let out = dst.assumingMemoryBound(to: UInt32.self)
             if self == .rotateGroup4 {
-                for i in 0..<n {
+                for i in 0 ..< n {
                     let v = UInt32(p0[i]) << 24 | UInt32(p1[i]) << 16 | UInt32(p2[i]) << 8 | UInt32(p3[i])
                     out[i] = ((v >> 1) | (v << 31)).littleEndian
                 }
             } else {
-                for i in 0..<n {
-                    out[i] = (UInt32(p0[i]) << 24 | UInt32(p1[i]) << 16 | UInt32(p2[i]) << 8 | UInt32(p3[i])).littleEndian
+                for i in 0 ..< n {
+                    out[i] =
+                        (UInt32(p0[i]) << 24 | UInt32(p1[i]) << 16 | UInt32(p2[i]) << 8 | UInt32(p3[i])).littleEndian
                 }
             }
         }

@@ -8,7 +8,8 @@ extension Posix {
     /// The paths are C strings set up before the handler is armed, so the handler calls
     /// only async-signal-safe functions (unlink, rmdir, _exit). One set is armed at a time.
     package enum SignalCleanup {
-        nonisolated(unsafe) private static var paths = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(capacity: 3)
+        nonisolated(unsafe) private static var paths = UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>.allocate(
+            capacity: 3)
         /// The SIGINT and SIGTERM actions replaced while armed.
         nonisolated(unsafe) private static var previous = UnsafeMutablePointer<sigaction>.allocate(capacity: 2)
         /// Serializes arm and disarm: packs run concurrently in one process (tests) must not

@@ -1,9 +1,9 @@
-#if !os(Linux)
-#error("wstore builds and runs on Linux only: it calls Glibc, posix_fadvise and renameat2 directly (see README)")
-#endif
-
 import Glibc
 import Synchronization
+
+#if !os(Linux)
+    #error("wstore builds and runs on Linux only: it calls Glibc, posix_fadvise and renameat2 directly (see README)")
+#endif
 
 /// The one place wstore calls the operating system's file, memory and process functions.
 ///
@@ -63,7 +63,9 @@ package enum Posix {
 
     /// Removes a fault set by ``injectFault(call:under:errno:)``.
     package static func removeFault(_ token: Int) {
-        if faults.withLock({ $0.rules.removeValue(forKey: token) }) != nil { faultCount.subtract(1, ordering: .relaxed) }
+        if faults.withLock({ $0.rules.removeValue(forKey: token) }) != nil {
+            faultCount.subtract(1, ordering: .relaxed)
+        }
     }
 
     private static func injectedFault(_ call: String, _ path: String) -> Int32? {
@@ -98,11 +100,15 @@ package enum Posix {
 
     /// pread(2) into all of `buffer` from `offset`, continuing after short reads.
     /// - Returns: the bytes read, fewer than `buffer.count` only at the end of the file.
-    package static func pread(_ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int,
-                              path: String) throws(WStoreError) -> Int {
+    package static func pread(
+        _ fd: Int32, into buffer: UnsafeMutableRawBufferPointer, at offset: Int,
+        path: String
+    ) throws(WStoreError) -> Int {
         var done = 0
         while done < buffer.count {
-            let n = try syscall("pread", path) { Glibc.pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done)) }
+            let n = try syscall("pread", path) {
+                Glibc.pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
+            }
             if n == 0 { break }
             done += n
         }
@@ -117,7 +123,9 @@ package enum Posix {
         let status = try fileStatus(fd, path: path)
         guard status.isRegularFile else { throw .io(call: "read", path: path, errno: EISDIR) }
         var out = [UInt8](repeating: 0, count: status.size)
-        let read = out.withUnsafeMutableBytes { b in Result { () throws(WStoreError) in try pread(fd, into: b, at: 0, path: path) } }
+        let read = out.withUnsafeMutableBytes { b in
+            Result { () throws(WStoreError) in try pread(fd, into: b, at: 0, path: path) }
+        }
         out.removeLast(out.count - (try read.get()))
         return out
     }
@@ -157,8 +165,10 @@ package enum Posix {
     /// when `body` returns. On any failure the temporary file is removed and whatever was
     /// at `path` is left as it was.
     /// - Throws: ``WStoreError/io(call:path:errno:)``, or whatever `body` throws.
-    package static func writeAtomically(to path: String,
-                                        _ body: (_ put: (UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
+    package static func writeAtomically(
+        to path: String,
+        _ body: (_ put: (UnsafeRawBufferPointer) throws -> Void) throws -> Void
+    ) throws {
         let tmp = path + ".wstore-partial-\(processID)"
         let fd = try create(tmp)
         var ok = false
@@ -242,7 +252,9 @@ package enum Posix {
     /// what ``mapReadOnly(_:size:path:)`` gives for a file, for bytes that are in none.
     /// Unmap it with ``unmap(_:size:)``. Running out of address space here is fatal.
     package static func mapCopy(of bytes: UnsafeRawBufferPointer) -> UnsafeRawPointer {
-        guard let p = mmap(nil, bytes.count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), p != MAP_FAILED else {
+        guard let p = mmap(nil, bytes.count, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0),
+            p != MAP_FAILED
+        else {
             fatalError("mmap of \(bytes.count) anonymous bytes failed: \(message(errno: errno))")
         }
         p.copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
@@ -298,7 +310,7 @@ package enum Posix {
 /// renameat2(2), looked up at run time (glibc declares it only under _GNU_SOURCE).
 private enum Renameat2 {
     typealias Fn = @convention(c) (Int32, UnsafePointer<CChar>?, Int32, UnsafePointer<CChar>?, UInt32) -> Int32
-    static let exchange: UInt32 = 1 << 1 // RENAME_EXCHANGE, linux/fs.h
+    static let exchange: UInt32 = 1 << 1  // RENAME_EXCHANGE, linux/fs.h
     static let function: Fn? = {
         guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "renameat2") else { return nil }
         return unsafeBitCast(sym, to: Fn.self)

@@ -100,13 +100,16 @@ package struct RecordView {
         let at = Record.fixedHeaderSize + 8 * shape.count + Record.frameEntrySize * (f * planeCount + p)
         let off = Int(UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: at, as: UInt64.self)))
         let size = Int(UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: at + 8, as: UInt32.self)))
-        let method = Record.PlaneMethod(rawValue: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: at + 12, as: UInt32.self)))!
+        let method = Record.PlaneMethod(
+            rawValue: UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: at + 12, as: UInt32.self)))!
         return (off, size, method)
     }
 
     /// The xxh3-64 of the raw bytes of frame (or block) `f`, from the header (version 2 only).
     package func frameChecksum(_ f: Int) -> UInt64 {
-        UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: frameChecksumsAt! + Record.frameChecksumSize * f, as: UInt64.self))
+        UInt64(
+            littleEndian: bytes.loadUnaligned(
+                fromByteOffset: frameChecksumsAt! + Record.frameChecksumSize * f, as: UInt64.self))
     }
 
     /// Whether every frame (or block) carries its own checksum (version 2).
@@ -126,13 +129,16 @@ package struct RecordView {
     ///   a version-2 record written under another key fails its header checksum.
     /// - Throws: ``WStoreError/newerFormat(what:found:supported:)`` for a record written
     ///   by a newer format, ``WStoreError/corruptRecord(name:reason:)`` otherwise.
-    package init(_ bytes: UnsafeRawBufferPointer, binding: UInt64, name: @autoclosure () -> String) throws(WStoreError) {
+    package init(_ bytes: UnsafeRawBufferPointer, binding: UInt64, name: @autoclosure () -> String) throws(WStoreError)
+    {
         func corrupt(_ why: String) -> WStoreError { .corruptRecord(name: name(), reason: why) }
         func u16(_ o: Int) -> UInt16 { UInt16(littleEndian: bytes.loadUnaligned(fromByteOffset: o, as: UInt16.self)) }
         func u32(_ o: Int) -> UInt32 { UInt32(littleEndian: bytes.loadUnaligned(fromByteOffset: o, as: UInt32.self)) }
         func u64(_ o: Int) -> UInt64 { UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: o, as: UInt64.self)) }
 
-        guard bytes.count >= Record.fixedHeaderSize else { throw corrupt("record is \(bytes.count) bytes, shorter than its header") }
+        guard bytes.count >= Record.fixedHeaderSize else {
+            throw corrupt("record is \(bytes.count) bytes, shorter than its header")
+        }
         guard u32(0) == Record.magic else { throw corrupt("bad magic") }
         let version = u16(4)
         guard version <= Record.formatVersion else {
@@ -143,15 +149,22 @@ package struct RecordView {
         guard headerLength >= Record.fixedHeaderSize, headerLength <= bytes.count else {
             throw corrupt("header length \(headerLength) outside the record (\(bytes.count) bytes)")
         }
-        guard Record.headerChecksum(bytes, headerLength: headerLength, binding: version >= 2 ? binding : 0) == u64(56) else {
-            throw corrupt(version >= 2 ? "header checksum mismatch (damaged, or not the record of this key)"
-                                       : "header checksum mismatch")
+        guard Record.headerChecksum(bytes, headerLength: headerLength, binding: version >= 2 ? binding : 0) == u64(56)
+        else {
+            throw corrupt(
+                version >= 2
+                    ? "header checksum mismatch (damaged, or not the record of this key)"
+                    : "header checksum mismatch")
         }
 
         let ggmlType = u32(16)
-        guard let dtype = DType(code: bytes[12], ggmlType: ggmlType) else { throw corrupt("unknown dtype code \(bytes[12])") }
+        guard let dtype = DType(code: bytes[12], ggmlType: ggmlType) else {
+            throw corrupt("unknown dtype code \(bytes[12])")
+        }
         guard let codec = Record.Codec(rawValue: bytes[13]) else { throw corrupt("unknown codec \(bytes[13])") }
-        guard let transform = PlaneTransform(rawValue: bytes[14]) else { throw corrupt("unknown transform \(bytes[14])") }
+        guard let transform = PlaneTransform(rawValue: bytes[14]) else {
+            throw corrupt("unknown transform \(bytes[14])")
+        }
         let rank = Int(bytes[15])
         guard rank <= Record.maxRank else { throw corrupt("rank \(rank) above \(Record.maxRank)") }
         guard Int(u32(20)) == transform.width else { throw corrupt("plane count \(u32(20)) does not match transform") }
@@ -176,14 +189,20 @@ package struct RecordView {
             }
         }
         guard storedSize <= bytes.count - headerLength else {
-            throw corrupt("payload of \(storedSize) bytes runs past the record (\(bytes.count - headerLength) bytes after the header)")
+            throw corrupt(
+                "payload of \(storedSize) bytes runs past the record (\(bytes.count - headerLength) bytes after the header)"
+            )
         }
-        guard rawSize % transform.width == 0 else { throw corrupt("raw size \(rawSize) not a multiple of the transform width") }
+        guard rawSize % transform.width == 0 else {
+            throw corrupt("raw size \(rawSize) not a multiple of the transform width")
+        }
 
         var checksumsAt: Int? = nil
         switch codec {
         case .raw where version == 1:
-            guard storedSize == rawSize, frameCount == 0, transform == .none else { throw corrupt("raw record with frames or sizes that differ") }
+            guard storedSize == rawSize, frameCount == 0, transform == .none else {
+                throw corrupt("raw record with frames or sizes that differ")
+            }
         case .raw:
             guard storedSize == rawSize, transform == .none else { throw corrupt("raw record with sizes that differ") }
             guard frameSize > 0 else { throw corrupt("block size \(frameSize)") }
@@ -197,7 +216,9 @@ package struct RecordView {
         case .zstd:
             guard frameSize > 0, frameSize % transform.width == 0 else { throw corrupt("frame size \(frameSize)") }
             let expectedFrames = (rawSize + frameSize - 1) / frameSize
-            guard frameCount == expectedFrames else { throw corrupt("\(frameCount) frames for \(rawSize) bytes in frames of \(frameSize)") }
+            guard frameCount == expectedFrames else {
+                throw corrupt("\(frameCount) frames for \(rawSize) bytes in frames of \(frameSize)")
+            }
             let tableEnd = Record.fixedHeaderSize + 8 * rank + Record.frameEntrySize * frameCount * transform.width
             let end = version >= 2 ? tableEnd + Record.frameChecksumSize * frameCount : tableEnd
             guard end <= headerLength else { throw corrupt("frame table runs past the header") }
@@ -225,11 +246,15 @@ package struct RecordView {
                 for p in 0 ..< transform.width {
                     let at = Record.fixedHeaderSize + 8 * rank + Record.frameEntrySize * (f * transform.width + p)
                     let off = u64(at), size = UInt64(u32(at + 8)), method = u32(at + 12)
-                    guard let m = Record.PlaneMethod(rawValue: method) else { throw corrupt("frame \(f) plane \(p): unknown method \(method)") }
+                    guard let m = Record.PlaneMethod(rawValue: method) else {
+                        throw corrupt("frame \(f) plane \(p): unknown method \(method)")
+                    }
                     guard off <= UInt64(storedSize), size <= UInt64(storedSize) - off else {
                         throw corrupt("frame \(f) plane \(p) lies outside the payload")
                     }
-                    if m == .stored && Int(size) != planeLength { throw corrupt("frame \(f) plane \(p): stored size \(size) ≠ \(planeLength)") }
+                    if m == .stored && Int(size) != planeLength {
+                        throw corrupt("frame \(f) plane \(p): stored size \(size) ≠ \(planeLength)")
+                    }
                 }
             }
         }

@@ -15,9 +15,11 @@ extension RecordDecoder {
     /// - Returns: `false`, having done nothing, when the record is not on overflow pages
     ///   (a small record: decode it from the map).
     /// - Throws: as ``decode(_:name:into:threads:verify:)``; ``LMDBError`` on an I/O error.
-    package static func decodeFromFile(_ record: RecordView, env: LMDBEnvironment, name: String,
-                                       into dst: UnsafeMutableRawBufferPointer, threads: Int = 1, verify: Bool = true,
-                                       dropCache: Bool = false) throws -> Bool {
+    package static func decodeFromFile(
+        _ record: RecordView, env: LMDBEnvironment, name: String,
+        into dst: UnsafeMutableRawBufferPointer, threads: Int = 1, verify: Bool = true,
+        dropCache: Bool = false
+    ) throws -> Bool {
         guard let offset = env.fileOffset(of: record.bytes) else { return false }
         guard dst.count == record.rawSize else {
             throw WStoreError.invalidArgument("buffer of \(dst.count) bytes for \(name), which has \(record.rawSize)")
@@ -70,24 +72,29 @@ extension RecordDecoder {
             let scratch = ScratchPool.take(length)
             defer { ScratchPool.give(scratch) }
             let bytes = UnsafeMutableRawBufferPointer(rebasing: scratch[0 ..< length])
-            try env.readFile(into: UnsafeMutableRawBufferPointer(rebasing: bytes[0 ..< record.headerLength]), at: offset, name: name)
+            try env.readFile(
+                into: UnsafeMutableRawBufferPointer(rebasing: bytes[0 ..< record.headerLength]), at: offset, name: name)
             let copy = try RecordView(UnsafeRawBufferPointer(bytes), binding: record.binding, name: name)
             guard copy.checksum == record.checksum, copy.storedSize == record.storedSize,
-                  copy.frameCount == record.frameCount, copy.codec == .zstd else {
+                copy.frameCount == record.frameCount, copy.codec == .zstd
+            else {
                 throw WStoreError.corruptRecord(name: name, reason: "data.mdb does not hold the record the map shows")
             }
             let readTo = Mutex(copy.headerLength)
             let digest = try decodeFrames(copy, name: name, into: dst, threads: threads) { f in
-                let need = copy.headerLength + (0 ..< copy.planeCount).reduce(0) { end, p in
-                    let e = copy.entry(frame: f, plane: p)
-                    return max(end, e.offset + e.size)
-                }
+                let need =
+                    copy.headerLength
+                    + (0 ..< copy.planeCount).reduce(0) { end, p in
+                        let e = copy.entry(frame: f, plane: p)
+                        return max(end, e.offset + e.size)
+                    }
                 guard need <= length else { return }  // a damaged table: the decode reports it
                 try readTo.withLock { (at: inout Int) throws in
                     guard at < need else { return }
                     // At least fileChunk at a time, so reads stay large.
                     let end = min(length, max(need, at + fileChunk))
-                    try env.readFile(into: UnsafeMutableRawBufferPointer(rebasing: bytes[at ..< end]), at: offset + at, name: name)
+                    try env.readFile(
+                        into: UnsafeMutableRawBufferPointer(rebasing: bytes[at ..< end]), at: offset + at, name: name)
                     at = end
                 }
             }

@@ -15,8 +15,10 @@ package enum RecordDecoder {
     /// - Throws: ``WStoreError/checksumMismatch(name:expected:actual:)`` when the bytes
     ///   are not those that were written (`dst` then holds garbage, never a partial
     ///   success), ``WStoreError/corruptRecord(name:reason:)`` when a frame does not decode.
-    package static func decode(_ record: RecordView, name: String, into dst: UnsafeMutableRawBufferPointer,
-                               threads: Int = 1, verify: Bool = true) throws {
+    package static func decode(
+        _ record: RecordView, name: String, into dst: UnsafeMutableRawBufferPointer,
+        threads: Int = 1, verify: Bool = true
+    ) throws {
         guard dst.count == record.rawSize else {
             throw WStoreError.invalidArgument("buffer of \(dst.count) bytes for \(name), which has \(record.rawSize)")
         }
@@ -52,7 +54,8 @@ package enum RecordDecoder {
             }
         case .zstd:
             if let digest = try decodeFrames(record, name: name, into: dst, threads: threads, arrive: nil),
-               digest != record.checksum {
+                digest != record.checksum
+            {
                 throw WStoreError.checksumMismatch(name: name, expected: record.checksum, actual: digest)
             }
         }
@@ -64,16 +67,20 @@ package enum RecordDecoder {
     /// Checks `bytes` (the record's raw bytes, decoded or in place) against the record's
     /// stored checksums: each frame's or block's own (version 2, on up to `threads`
     /// threads), or the whole tensor's (version 1).
-    package static func verify(_ record: RecordView, name: String, _ bytes: UnsafeRawBufferPointer,
-                               threads: Int = 1) throws {
+    package static func verify(
+        _ record: RecordView, name: String, _ bytes: UnsafeRawBufferPointer,
+        threads: Int = 1
+    ) throws {
         if record.hasFrameChecksums {
             guard bytes.count == record.rawSize else {
-                throw WStoreError.invalidArgument("\(bytes.count) bytes to check for \(name), which has \(record.rawSize)")
+                throw WStoreError.invalidArgument(
+                    "\(bytes.count) bytes to check for \(name), which has \(record.rawSize)")
             }
             try parallelFor(record.frameCount, threads: threads) { f, _ in
                 let start = f * record.frameSize
-                try checkFrame(record, f, UnsafeRawBufferPointer(rebasing: bytes[start ..< start + record.frameRawLength(f)]),
-                               name: name)
+                try checkFrame(
+                    record, f, UnsafeRawBufferPointer(rebasing: bytes[start ..< start + record.frameRawLength(f)]),
+                    name: name)
             }
             return
         }
@@ -85,12 +92,15 @@ package enum RecordDecoder {
 
     /// Checks the raw bytes of frame (or block) `f` against its checksum in the header.
     @inline(__always)
-    static func checkFrame(_ record: RecordView, _ f: Int, _ bytes: UnsafeRawBufferPointer,
-                                   name: String) throws(WStoreError) {
+    static func checkFrame(
+        _ record: RecordView, _ f: Int, _ bytes: UnsafeRawBufferPointer,
+        name: String
+    ) throws(WStoreError) {
         let actual = xxh3(bytes), expected = record.frameChecksum(f)
         if actual != expected {
-            throw .checksumMismatch(name: record.frameCount > 1 ? "\(name) (frame \(f))" : name,
-                                    expected: expected, actual: actual)
+            throw .checksumMismatch(
+                name: record.frameCount > 1 ? "\(name) (frame \(f))" : name,
+                expected: expected, actual: actual)
         }
     }
 
@@ -104,8 +114,10 @@ package enum RecordDecoder {
     /// `arrive(f)`, when given, is called before frame `f` is read, to make its bytes
     /// (the payload up to the end of its last plane) present: a record read from the file
     /// is decoded frame by frame as it arrives.
-    static func decodeFrames(_ record: RecordView, name: String, into dst: UnsafeMutableRawBufferPointer,
-                             threads: Int, arrive: ((Int) throws -> Void)?) throws -> UInt64? {
+    static func decodeFrames(
+        _ record: RecordView, name: String, into dst: UnsafeMutableRawBufferPointer,
+        threads: Int, arrive: ((Int) throws -> Void)?
+    ) throws -> UInt64? {
         let planes = record.planeCount
         let workers = max(1, min(threads, record.frameCount))
         let transform = record.transform
@@ -122,8 +134,9 @@ package enum RecordDecoder {
         func frameDone(_ f: Int) throws {
             if perFrame {
                 let start = f * record.frameSize
-                try checkFrame(record, f, UnsafeRawBufferPointer(rebasing: dst[start ..< start + record.frameRawLength(f)]),
-                               name: name)
+                try checkFrame(
+                    record, f, UnsafeRawBufferPointer(rebasing: dst[start ..< start + record.frameRawLength(f)]),
+                    name: name)
                 return
             }
             var ready = cursor.withLock { $0.finish(f) }
@@ -165,7 +178,8 @@ package enum RecordDecoder {
                         planePointers[p] = UnsafePointer(target.baseAddress!.assumingMemoryBound(to: UInt8.self))
                     }
                 }
-                transform.merge(planes: UnsafePointer(planePointers.baseAddress!), count: planeLength, into: out.baseAddress!)
+                transform.merge(
+                    planes: UnsafePointer(planePointers.baseAddress!), count: planeLength, into: out.baseAddress!)
             }
             try frameDone(f)
         }
@@ -206,8 +220,10 @@ package enum RecordDecoder {
         }
     }
 
-    private static func decompress(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer,
-                                   name: String, frame: Int) throws {
+    private static func decompress(
+        _ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer,
+        name: String, frame: Int
+    ) throws {
         do {
             try Zstd.decompress(src, into: dst)
         } catch let e as ZstdError {

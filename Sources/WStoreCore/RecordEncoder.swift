@@ -47,14 +47,20 @@ package struct EncodedRecord: Sendable {
     /// With `writeFile`, the payload goes through it instead (bytes, and their offset in
     /// the record): for `dst` in a `MDB_WRITEMAP` map, a pwrite(2) to the data file at
     /// that place fills the same page-cache pages without faulting each one in.
-    package func write(into dst: UnsafeMutableRawBufferPointer, source: UnsafeRawBufferPointer,
-                       writeFile: ((UnsafeRawBufferPointer, Int) throws -> Void)? = nil) rethrows {
+    package func write(
+        into dst: UnsafeMutableRawBufferPointer, source: UnsafeRawBufferPointer,
+        writeFile: ((UnsafeRawBufferPointer, Int) throws -> Void)? = nil
+    ) rethrows {
         precondition(dst.count == totalSize)
         let base = dst.baseAddress!
         header.withUnsafeBytes { base.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
         var at = header.count
         func put(_ bytes: UnsafeRawBufferPointer) throws {
-            if let writeFile { try writeFile(bytes, at) } else { (base + at).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count) }
+            if let writeFile {
+                try writeFile(bytes, at)
+            } else {
+                (base + at).copyMemory(from: bytes.baseAddress!, byteCount: bytes.count)
+            }
             at += bytes.count
         }
         if let pieces {
@@ -73,12 +79,16 @@ package enum RecordEncoder {
     ///
     /// - Throws: ``WStoreError/invalidArgument(_:)`` when the sizes disagree,
     ///   ``WStoreError/codec(_:)`` when zstd fails.
-    package static func encode(_ src: UnsafeRawBufferPointer, dtype: DType, shape: [Int], binding: UInt64,
-                               options: EncodeOptions) throws -> EncodedRecord {
+    package static func encode(
+        _ src: UnsafeRawBufferPointer, dtype: DType, shape: [Int], binding: UInt64,
+        options: EncodeOptions
+    ) throws -> EncodedRecord {
         guard shape.count <= Record.maxRank else {
             throw WStoreError.invalidArgument("rank \(shape.count) exceeds the maximum of \(Record.maxRank)")
         }
-        guard shape.allSatisfy({ $0 >= 0 }) else { throw WStoreError.invalidArgument("negative dimension in shape \(shape)") }
+        guard shape.allSatisfy({ $0 >= 0 }) else {
+            throw WStoreError.invalidArgument("negative dimension in shape \(shape)")
+        }
         if dtype.bitWidth != nil {
             let elements = shape.reduce(1) { $0.multipliedReportingOverflow(by: $1).overflow ? Int.max : $0 * $1 }
             guard let need = dtype.byteCount(elements: elements), need == src.count else {
@@ -93,17 +103,19 @@ package enum RecordEncoder {
             let stored = compressed.pieces.reduce(0) { $0 + $1.count }
             let worthIt = Double(stored) <= Double(src.count) * (1 - options.minSavings)
             if options.codec == .zstd || worthIt {
-                return finish(dtype: dtype, shape: shape, codec: .zstd, transform: transform, rawSize: src.count,
-                              frameSize: frameSize, table: compressed.table, frameChecksums: compressed.checksums,
-                              pieces: compressed.pieces, storedSize: stored, checksum: checksum, binding: binding,
-                              options: options)
+                return finish(
+                    dtype: dtype, shape: shape, codec: .zstd, transform: transform, rawSize: src.count,
+                    frameSize: frameSize, table: compressed.table, frameChecksums: compressed.checksums,
+                    pieces: compressed.pieces, storedSize: stored, checksum: checksum, binding: binding,
+                    options: options)
             }
         }
         let blockSize = Record.defaultBlockSize
         let blocks = blockChecksums(src, blockSize: blockSize, threads: options.threads)
-        return finish(dtype: dtype, shape: shape, codec: .raw, transform: .none, rawSize: src.count,
-                      frameSize: blockSize, table: [], frameChecksums: blocks, pieces: nil, storedSize: src.count,
-                      checksum: checksum, binding: binding, options: options)
+        return finish(
+            dtype: dtype, shape: shape, codec: .raw, transform: .none, rawSize: src.count,
+            frameSize: blockSize, table: [], frameChecksums: blocks, pieces: nil, storedSize: src.count,
+            checksum: checksum, binding: binding, options: options)
     }
 
     /// The xxh3-64 of each `blockSize` block of `src` (the last one shorter).
@@ -126,8 +138,10 @@ package enum RecordEncoder {
         var pieces: [[UInt8]]
     }
 
-    private static func compressFrames(_ src: UnsafeRawBufferPointer, transform: PlaneTransform, frameSize: Int,
-                                       options: EncodeOptions) throws -> Frames {
+    private static func compressFrames(
+        _ src: UnsafeRawBufferPointer, transform: PlaneTransform, frameSize: Int,
+        options: EncodeOptions
+    ) throws -> Frames {
         let frameCount = (src.count + frameSize - 1) / frameSize
         let planes = transform.width
         var pieces = [[UInt8]](repeating: [], count: frameCount * planes)
@@ -142,8 +156,8 @@ package enum RecordEncoder {
         let output = UnsafeMutableRawBufferPointer.allocate(byteCount: workers * outputPerWorker, alignment: 64)
         defer { output.deallocate() }
         try pieces.withUnsafeMutableBufferPointer { piecesOut in
-          try checksums.withUnsafeMutableBufferPointer { checksumsOut in
-            try methods.withUnsafeMutableBufferPointer { methodsOut in
+            try checksums.withUnsafeMutableBufferPointer { checksumsOut in
+                try methods.withUnsafeMutableBufferPointer { methodsOut in
                     try parallelFor(frameCount, threads: workers) { f, w in
                         let start = f * frameSize
                         let frame = UnsafeRawBufferPointer(rebasing: src[start ..< min(src.count, start + frameSize)])
@@ -153,12 +167,14 @@ package enum RecordEncoder {
                         if transform == .none {
                             planeBytes = frame
                         } else {
-                            let mine = UnsafeMutableRawBufferPointer(rebasing: scratch[w * frameSize ..< w * frameSize + frame.count])
+                            let mine = UnsafeMutableRawBufferPointer(
+                                rebasing: scratch[w * frameSize ..< w * frameSize + frame.count])
                             transform.split(frame, into: mine)
                             planeBytes = UnsafeRawBufferPointer(mine)
                         }
                         for p in 0 ..< planes {
-                            let plane = UnsafeRawBufferPointer(rebasing: planeBytes[p * planeLength ..< (p + 1) * planeLength])
+                            let plane = UnsafeRawBufferPointer(
+                                rebasing: planeBytes[p * planeLength ..< (p + 1) * planeLength])
                             // Compressed into this worker's scratch, then kept in an array of
                             // exactly its size: a batch holds its pieces until written.
                             let room = UnsafeMutableRawBufferPointer(
@@ -173,8 +189,8 @@ package enum RecordEncoder {
                             }
                         }
                     }
+                }
             }
-          }
         }
         var table: [(offset: Int, size: Int, method: Record.PlaneMethod)] = []
         table.reserveCapacity(pieces.count)
@@ -186,16 +202,21 @@ package enum RecordEncoder {
         return Frames(table: table, checksums: checksums, pieces: pieces)
     }
 
-    private static func finish(dtype: DType, shape: [Int], codec: Record.Codec, transform: PlaneTransform,
-                               rawSize: Int, frameSize: Int,
-                               table: [(offset: Int, size: Int, method: Record.PlaneMethod)], frameChecksums: [UInt64],
-                               pieces: [[UInt8]]?, storedSize: Int, checksum: UInt64, binding: UInt64,
-                               options: EncodeOptions) -> EncodedRecord {
-        let headerLength = Record.headerLength(rank: shape.count, tableEntries: table.count,
-                                               frameChecksums: frameChecksums.count)
+    private static func finish(
+        dtype: DType, shape: [Int], codec: Record.Codec, transform: PlaneTransform,
+        rawSize: Int, frameSize: Int,
+        table: [(offset: Int, size: Int, method: Record.PlaneMethod)], frameChecksums: [UInt64],
+        pieces: [[UInt8]]?, storedSize: Int, checksum: UInt64, binding: UInt64,
+        options: EncodeOptions
+    ) -> EncodedRecord {
+        let headerLength = Record.headerLength(
+            rank: shape.count, tableEntries: table.count,
+            frameChecksums: frameChecksums.count)
         var h = [UInt8](repeating: 0, count: headerLength)
         h.withUnsafeMutableBytes { b in
-            func put<T: FixedWidthInteger>(_ v: T, _ at: Int) { b.storeBytes(of: v.littleEndian, toByteOffset: at, as: T.self) }
+            func put<T: FixedWidthInteger>(_ v: T, _ at: Int) {
+                b.storeBytes(of: v.littleEndian, toByteOffset: at, as: T.self)
+            }
             put(Record.magic, 0)
             put(Record.formatVersion, 4)
             put(UInt16(0), 6)
@@ -212,18 +233,25 @@ package enum RecordEncoder {
             put(UInt32(frameSize), 48)
             put(UInt32(frameChecksums.count), 52)
             var at = Record.fixedHeaderSize
-            for d in shape { put(UInt64(d), at); at += 8 }
+            for d in shape {
+                put(UInt64(d), at)
+                at += 8
+            }
             for e in table {
                 put(UInt64(e.offset), at)
                 put(UInt32(e.size), at + 8)
                 put(e.method.rawValue, at + 12)
                 at += Record.frameEntrySize
             }
-            for c in frameChecksums { put(c, at); at += Record.frameChecksumSize }
+            for c in frameChecksums {
+                put(c, at)
+                at += Record.frameChecksumSize
+            }
             put(Record.headerChecksum(UnsafeRawBufferPointer(b), headerLength: headerLength, binding: binding), 56)
         }
         let total = max(headerLength + storedSize, options.minRecordSize)
-        return EncodedRecord(header: h, pieces: pieces, codec: codec, rawSize: rawSize, storedSize: storedSize,
-                             totalSize: total, checksum: checksum, binding: binding)
+        return EncodedRecord(
+            header: h, pieces: pieces, codec: codec, rawSize: rawSize, storedSize: storedSize,
+            totalSize: total, checksum: checksum, binding: binding)
     }
 }

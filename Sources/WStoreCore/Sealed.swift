@@ -37,8 +37,9 @@ extension Sealed {
     /// last field becomes `"seal":"<hex>"`, the xxh3-64 (seeded with ``Record/binding(key:)``)
     /// of every byte before `,"seal":`, as 16 lowercase hex digits.
     package static func sealJSON(_ json: [UInt8], key: [UInt8]) -> [UInt8] {
-        precondition(json.count > 2 && json.first == UInt8(ascii: "{") && json.last == UInt8(ascii: "}"),
-                     "only a non-empty JSON object can be sealed")
+        precondition(
+            json.count > 2 && json.first == UInt8(ascii: "{") && json.last == UInt8(ascii: "}"),
+            "only a non-empty JSON object can be sealed")
         let body = Array(json.dropLast())
         let digest = body.withUnsafeBytes { xxh3($0, seed: Record.binding(key: key)) }
         let hex = String(digest, radix: 16)
@@ -52,7 +53,8 @@ extension Sealed {
         let bodyLength = bytes.count - jsonSuffixLength
         let suffix = Array(bytes[bodyLength...])
         guard suffix.starts(with: Array(",\"seal\":\"".utf8)), suffix.suffix(2) == Array("\"}".utf8)[...],
-              let stored = UInt64(String(decoding: suffix[9 ..< 25], as: UTF8.self), radix: 16) else { return nil }
+            let stored = UInt64(String(decoding: suffix[9 ..< 25], as: UTF8.self), radix: 16)
+        else { return nil }
         let body = UnsafeRawBufferPointer(rebasing: bytes[..<bodyLength])
         guard xxh3(body, seed: Record.binding(key: key)) == stored else { return nil }
         return Array(body) + [UInt8(ascii: "}")]

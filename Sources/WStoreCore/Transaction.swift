@@ -21,8 +21,10 @@ package struct ReadTransaction: ~Copyable {
     /// Visits the entries whose key starts with `prefix`, in key order, until `body`
     /// returns `false`. The corresponding C functions are `mdb_cursor_get` with
     /// `MDB_SET_RANGE` and `MDB_NEXT`.
-    package func scan(_ db: LMDBDatabase, prefix: [UInt8],
-                      _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Bool) throws {
+    package func scan(
+        _ db: LMDBDatabase, prefix: [UInt8],
+        _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Bool
+    ) throws {
         try Txn.scan(txn, db, prefix: prefix, body)
     }
 
@@ -82,8 +84,10 @@ package struct WriteTransaction: ~Copyable {
         try Txn.get(txn, db, key)
     }
 
-    package func scan(_ db: LMDBDatabase, prefix: [UInt8],
-                      _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Bool) throws {
+    package func scan(
+        _ db: LMDBDatabase, prefix: [UInt8],
+        _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Bool
+    ) throws {
         try Txn.scan(txn, db, prefix: prefix, body)
     }
 
@@ -104,13 +108,16 @@ package struct WriteTransaction: ~Copyable {
 
     /// Reserves `size` bytes under `key` and lets `fill` write them in place
     /// (`MDB_RESERVE`: no intermediate copy). The corresponding C function is `mdb_put`.
-    package func reserve<R>(_ db: LMDBDatabase, _ key: [UInt8], size: Int,
-                            _ fill: (UnsafeMutableRawBufferPointer) throws -> R) throws -> R {
+    package func reserve<R>(
+        _ db: LMDBDatabase, _ key: [UInt8], size: Int,
+        _ fill: (UnsafeMutableRawBufferPointer) throws -> R
+    ) throws -> R {
         try key.withUnsafeBytes { k in
             var mk = MDB_val(mv_size: k.count, mv_data: UnsafeMutableRawPointer(mutating: k.baseAddress))
             var mv = MDB_val(mv_size: size, mv_data: nil)
-            try LMDBError.check(mdb_put(txn, db.dbi, &mk, &mv, UInt32(MDB_RESERVE)), "mdb_put(\(db.name), MDB_RESERVE)",
-                                key: Txn.printable(k))
+            try LMDBError.check(
+                mdb_put(txn, db.dbi, &mk, &mv, UInt32(MDB_RESERVE)), "mdb_put(\(db.name), MDB_RESERVE)",
+                key: Txn.printable(k))
             return try fill(UnsafeMutableRawBufferPointer(start: mv.mv_data, count: size))
         }
     }
@@ -144,8 +151,10 @@ enum Txn {
         }
     }
 
-    static func scan(_ txn: OpaquePointer, _ db: LMDBDatabase, prefix: [UInt8],
-                     _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Bool) throws {
+    static func scan(
+        _ txn: OpaquePointer, _ db: LMDBDatabase, prefix: [UInt8],
+        _ body: (UnsafeRawBufferPointer, UnsafeRawBufferPointer) throws -> Bool
+    ) throws {
         var cursor: OpaquePointer?
         try LMDBError.check(mdb_cursor_open(txn, db.dbi, &cursor), "mdb_cursor_open(\(db.name))")
         defer { mdb_cursor_close(cursor) }
@@ -165,7 +174,9 @@ enum Txn {
         }
     }
 
-    static func firstKey(_ txn: OpaquePointer, _ db: LMDBDatabase, atOrAfter key: [UInt8]) throws -> UnsafeRawBufferPointer? {
+    static func firstKey(_ txn: OpaquePointer, _ db: LMDBDatabase, atOrAfter key: [UInt8]) throws
+        -> UnsafeRawBufferPointer?
+    {
         var cursor: OpaquePointer?
         try LMDBError.check(mdb_cursor_open(txn, db.dbi, &cursor), "mdb_cursor_open(\(db.name))")
         defer { mdb_cursor_close(cursor) }

@@ -41,18 +41,24 @@ package enum Zstd {
 
     /// Compresses `src` into `dst` as one frame; returns the compressed size.
     /// The corresponding C function is `ZSTD_compress2`.
-    package static func compress(_ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer,
-                                 profile: ZstdProfile) throws -> Int {
+    package static func compress(
+        _ src: UnsafeRawBufferPointer, into dst: UnsafeMutableRawBufferPointer,
+        profile: ZstdProfile
+    ) throws -> Int {
         let cctx = cctxPool.withLock { $0.popLast() } ?? Context(pointer: ZSTD_createCCtx()!)
         defer { cctxPool.withLock { $0.append(cctx) } }
         let c = cctx.pointer
         _ = try ZstdError.check(ZSTD_CCtx_reset(c, ZSTD_reset_session_and_parameters), "ZSTD_CCtx_reset")
         switch profile {
         case .level(let level):
-            _ = try ZstdError.check(ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level), "ZSTD_CCtx_setParameter(level)")
+            _ = try ZstdError.check(
+                ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, level), "ZSTD_CCtx_setParameter(level)")
         case .plane:
-            _ = try ZstdError.check(ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 1), "ZSTD_CCtx_setParameter(level)")
-            _ = try ZstdError.check(ZSTD_CCtx_setParameter(c, ZSTD_c_strategy, Int32(ZSTD_fast.rawValue)), "ZSTD_CCtx_setParameter(strategy)")
+            _ = try ZstdError.check(
+                ZSTD_CCtx_setParameter(c, ZSTD_c_compressionLevel, 1), "ZSTD_CCtx_setParameter(level)")
+            _ = try ZstdError.check(
+                ZSTD_CCtx_setParameter(c, ZSTD_c_strategy, Int32(ZSTD_fast.rawValue)),
+                "ZSTD_CCtx_setParameter(strategy)")
             _ = try ZstdError.check(ZSTD_CCtx_setParameter(c, ZSTD_c_minMatch, 7), "ZSTD_CCtx_setParameter(minMatch)")
             _ = try ZstdError.check(ZSTD_CCtx_setParameter(c, ZSTD_c_hashLog, 7), "ZSTD_CCtx_setParameter(hashLog)")
         }

@@ -1,5 +1,5 @@
-import WStoreCore
 import Foundation
+import WStoreCore
 
 /// One tensor to import: its name and layout in the store, where its bytes are, and
 /// the expert it belongs to.
@@ -55,7 +55,9 @@ public final class Checkpoint: Sendable {
         let fm = FileManager.default
         for path in paths {
             var isDir: ObjCBool = false
-            guard fm.fileExists(atPath: path, isDirectory: &isDir) else { throw ImportError(file: path, "no such file or directory") }
+            guard fm.fileExists(atPath: path, isDirectory: &isDir) else {
+                throw ImportError(file: path, "no such file or directory")
+            }
             let dir = isDir.boolValue ? path : (path as NSString).deletingLastPathComponent
             configs.append(((dir.isEmpty ? "." : dir) as NSString).appendingPathComponent("config.json"))
             if isDir.boolValue {
@@ -66,15 +68,25 @@ public final class Checkpoint: Sendable {
                 if let index = entries.first(where: { $0.hasSuffix(".safetensors.index.json") }) {
                     let (map, shards) = try Self.readIndex((path as NSString).appendingPathComponent(index))
                     indexed.append(((path as NSString).appendingPathComponent(index), map, path))
-                    for s in shards { st.append(try SafetensorsFile(path: (path as NSString).appendingPathComponent(s))) }
-                    for g in entries where g.hasSuffix(".gguf") { gg.append(try GGUFFile(path: (path as NSString).appendingPathComponent(g))) }
+                    for s in shards {
+                        st.append(try SafetensorsFile(path: (path as NSString).appendingPathComponent(s)))
+                    }
+                    for g in entries where g.hasSuffix(".gguf") {
+                        gg.append(try GGUFFile(path: (path as NSString).appendingPathComponent(g)))
+                    }
                     continue
                 }
                 let found = entries.filter { $0.hasSuffix(".safetensors") || $0.hasSuffix(".gguf") }
-                guard !found.isEmpty else { throw ImportError(file: path, "folder holds no .safetensors or .gguf file") }
+                guard !found.isEmpty else {
+                    throw ImportError(file: path, "folder holds no .safetensors or .gguf file")
+                }
                 for f in found {
                     let full = (path as NSString).appendingPathComponent(f)
-                    if f.hasSuffix(".gguf") { gg.append(try GGUFFile(path: full)) } else { st.append(try SafetensorsFile(path: full)) }
+                    if f.hasSuffix(".gguf") {
+                        gg.append(try GGUFFile(path: full))
+                    } else {
+                        st.append(try SafetensorsFile(path: full))
+                    }
                 }
             } else if path.hasSuffix(".json") {
                 let (map, shards) = try Self.readIndex(path)
@@ -92,13 +104,16 @@ public final class Checkpoint: Sendable {
             for (name, shard) in ix.weightMap {
                 let shardPath = (ix.dir as NSString).appendingPathComponent(shard)
                 guard let f = byPath[shardPath], f.tensor(named: name) != nil else {
-                    throw ImportError(file: ix.index, "lists tensor \(name.quoted) in \(shard.quoted), which does not hold it")
+                    throw ImportError(
+                        file: ix.index, "lists tensor \(name.quoted) in \(shard.quoted), which does not hold it")
                 }
             }
             let shards = Set(ix.weightMap.values.map { (ix.dir as NSString).appendingPathComponent($0) })
             for f in st where shards.contains(f.path) {
                 for t in f.tensors where ix.weightMap[t.name] == nil {
-                    throw ImportError(file: ix.index, "does not list tensor \(t.name.quoted) of \((f.path as NSString).lastPathComponent)")
+                    throw ImportError(
+                        file: ix.index,
+                        "does not list tensor \(t.name.quoted) of \((f.path as NSString).lastPathComponent)")
                 }
             }
         }
@@ -106,8 +121,13 @@ public final class Checkpoint: Sendable {
         var out: [CheckpointTensor] = []
         var seen: [String: String] = [:]
         func add(_ t: CheckpointTensor) throws(ImportError) {
-            if let e = t.expert, e.layer >= Self.maxLayers || e.expert >= ExpertNaming.sharedExpertBase + Self.maxExpertsPerLayer {
-                throw ImportError(file: t.sourceFile, "tensor \(t.name.quoted) names layer \(e.layer), expert \(e.expert): out of range (\(Self.maxLayers) layers, \(Self.maxExpertsPerLayer) experts per layer)")
+            if let e = t.expert,
+                e.layer >= Self.maxLayers || e.expert >= ExpertNaming.sharedExpertBase + Self.maxExpertsPerLayer
+            {
+                throw ImportError(
+                    file: t.sourceFile,
+                    "tensor \(t.name.quoted) names layer \(e.layer), expert \(e.expert): out of range (\(Self.maxLayers) layers, \(Self.maxExpertsPerLayer) experts per layer)"
+                )
             }
             if let other = seen[t.name] {
                 throw ImportError(file: t.sourceFile, "tensor \(t.name.quoted) is also in \(other)")
@@ -118,10 +138,13 @@ public final class Checkpoint: Sendable {
         for f in st {
             for t in f.tensors {
                 guard let dtype = t.dtype else {
-                    throw ImportError(file: f.path, "tensor \(t.name.quoted) has dtype \(t.dtypeName), which wstore cannot store")
+                    throw ImportError(
+                        file: f.path, "tensor \(t.name.quoted) has dtype \(t.dtypeName), which wstore cannot store")
                 }
-                try add(CheckpointTensor(name: t.name, dtype: dtype, shape: t.shape, expert: naming.match(t.name)?.key,
-                                         file: f.file, byteRange: t.byteRange))
+                try add(
+                    CheckpointTensor(
+                        name: t.name, dtype: dtype, shape: t.shape, expert: naming.match(t.name)?.key,
+                        file: f.file, byteRange: t.byteRange))
             }
         }
         var info = ModelInfo(name: "")
@@ -130,26 +153,38 @@ public final class Checkpoint: Sendable {
                 if let s = naming.stacked(t.name), t.dims.count >= 2 {
                     let n = t.dims.last!
                     guard n > 0, t.byteRange.count % n == 0 else {
-                        throw ImportError(file: f.path, "stacked expert tensor \(t.name.quoted) does not split into \(n) equal experts")
+                        throw ImportError(
+                            file: f.path,
+                            "stacked expert tensor \(t.name.quoted) does not split into \(n) equal experts")
                     }
                     // Each expert becomes a record: a few bytes of input must not become millions of records.
                     guard n <= Self.maxExpertsPerLayer else {
-                        throw ImportError(file: f.path, "stacked expert tensor \(t.name.quoted) holds \(n) experts, more than \(Self.maxExpertsPerLayer) per layer")
+                        throw ImportError(
+                            file: f.path,
+                            "stacked expert tensor \(t.name.quoted) holds \(n) experts, more than \(Self.maxExpertsPerLayer) per layer"
+                        )
                     }
                     let each = t.byteRange.count / n
                     guard each >= Self.minStackedExpertBytes else {
-                        throw ImportError(file: f.path, "stacked expert tensor \(t.name.quoted) splits into \(n) experts of \(each) bytes, under \(Self.minStackedExpertBytes) bytes each")
+                        throw ImportError(
+                            file: f.path,
+                            "stacked expert tensor \(t.name.quoted) splits into \(n) experts of \(each) bytes, under \(Self.minStackedExpertBytes) bytes each"
+                        )
                     }
                     let shape = Array(t.shape.dropFirst())
                     for e in 0 ..< n {
                         let start = t.byteRange.lowerBound + e * each
-                        try add(CheckpointTensor(name: s.perExpertName(e), dtype: t.type.dtype, shape: shape,
-                                                 expert: ExpertKey(layer: s.layer, expert: e, part: s.part),
-                                                 file: f.file, byteRange: start ..< start + each))
+                        try add(
+                            CheckpointTensor(
+                                name: s.perExpertName(e), dtype: t.type.dtype, shape: shape,
+                                expert: ExpertKey(layer: s.layer, expert: e, part: s.part),
+                                file: f.file, byteRange: start ..< start + each))
                     }
                 } else {
-                    try add(CheckpointTensor(name: t.name, dtype: t.type.dtype, shape: t.shape, expert: naming.match(t.name)?.key,
-                                             file: f.file, byteRange: t.byteRange))
+                    try add(
+                        CheckpointTensor(
+                            name: t.name, dtype: t.type.dtype, shape: t.shape, expert: naming.match(t.name)?.key,
+                            file: f.file, byteRange: t.byteRange))
                 }
             }
             for (k, v) in f.metadata { info.extra["gguf." + k] = v.description }
@@ -157,13 +192,20 @@ public final class Checkpoint: Sendable {
                 func int(_ key: String, min: Int, max: Int) throws(ImportError) -> Int? {
                     guard let v = f.value(key) else { return nil }
                     guard let n = v.intValue, (min ... max).contains(n) else {
-                        throw ImportError(file: f.path, "metadata \(key.quoted) is \(v.description.quoted), expected an integer from \(min) to \(max)")
+                        throw ImportError(
+                            file: f.path,
+                            "metadata \(key.quoted) is \(v.description.quoted), expected an integer from \(min) to \(max)"
+                        )
                     }
                     return n == 0 ? nil : n
                 }
                 if info.layers == nil { info.layers = try int("\(arch).block_count", min: 1, max: Self.maxLayers) }
-                if info.expertsPerLayer == nil { info.expertsPerLayer = try int("\(arch).expert_count", min: 0, max: Self.maxExpertsPerLayer) }
-                if info.topK == nil { info.topK = try int("\(arch).expert_used_count", min: 0, max: Self.maxExpertsPerLayer) }
+                if info.expertsPerLayer == nil {
+                    info.expertsPerLayer = try int("\(arch).expert_count", min: 0, max: Self.maxExpertsPerLayer)
+                }
+                if info.topK == nil {
+                    info.topK = try int("\(arch).expert_used_count", min: 0, max: Self.maxExpertsPerLayer)
+                }
             }
         }
         for f in st {
@@ -172,21 +214,32 @@ public final class Checkpoint: Sendable {
         // config.json beside the weights (Hugging Face layout) knows the MoE shape.
         for c in Set(configs).sorted() {
             guard let data = fm.contents(atPath: c),
-                  let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else { continue }
+                let obj = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any]
+            else { continue }
             // 0 or null experts is how some dense models say "no experts"; negative or absurd counts are refused.
             func int(_ keys: [String], min: Int, max: Int) throws(ImportError) -> Int? {
                 for k in keys {
                     guard let v = obj[k], !(v is NSNull) else { continue }
                     guard let n = v as? Int, (min ... max).contains(n) else {
-                        throw ImportError(file: c, "\(k.quoted) is \("\(v)".quoted), expected an integer from \(min) to \(max)")
+                        throw ImportError(
+                            file: c, "\(k.quoted) is \("\(v)".quoted), expected an integer from \(min) to \(max)")
                     }
                     return n == 0 ? nil : n
                 }
                 return nil
             }
-            if info.layers == nil { info.layers = try int(["num_hidden_layers", "n_layer", "num_layers"], min: 1, max: Self.maxLayers) }
-            if info.expertsPerLayer == nil { info.expertsPerLayer = try int(["num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts"], min: 0, max: Self.maxExpertsPerLayer) }
-            if info.topK == nil { info.topK = try int(["num_experts_per_tok", "moe_top_k", "top_k"], min: 0, max: Self.maxExpertsPerLayer) }
+            if info.layers == nil {
+                info.layers = try int(["num_hidden_layers", "n_layer", "num_layers"], min: 1, max: Self.maxLayers)
+            }
+            if info.expertsPerLayer == nil {
+                info.expertsPerLayer = try int(
+                    ["num_local_experts", "num_experts", "n_routed_experts", "moe_num_experts"], min: 0,
+                    max: Self.maxExpertsPerLayer)
+            }
+            if info.topK == nil {
+                info.topK = try int(
+                    ["num_experts_per_tok", "moe_top_k", "top_k"], min: 0, max: Self.maxExpertsPerLayer)
+            }
             if let k = info.topK, let e = info.expertsPerLayer, k > e {
                 throw ImportError(file: c, "top-k \(k) exceeds the \(e) experts per layer")
             }
@@ -196,7 +249,8 @@ public final class Checkpoint: Sendable {
         let layered = out.compactMap { t in ExpertNaming.layer(of: t.name).map { (t, $0) } }
         if info.layers == nil, let (t, m) = layered.max(by: { $0.1 < $1.1 }) {
             guard m < Self.maxLayers else {
-                throw ImportError(file: t.sourceFile, "tensor \(t.name.quoted) names layer \(m), more than \(Self.maxLayers) layers")
+                throw ImportError(
+                    file: t.sourceFile, "tensor \(t.name.quoted) names layer \(m), more than \(Self.maxLayers) layers")
             }
             info.layers = m + 1
         }
@@ -210,8 +264,10 @@ public final class Checkpoint: Sendable {
 
     /// Lends the bytes of `tensor` (one of ``tensors``), straight out of its file's mapping.
     /// - Warning: `bytes` is valid only inside `body`.
-    public func withBytes<R, E: Error>(of tensor: CheckpointTensor,
-                                       _ body: (_ bytes: UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
+    public func withBytes<R, E: Error>(
+        of tensor: CheckpointTensor,
+        _ body: (_ bytes: UnsafeRawBufferPointer) throws(E) -> R
+    ) throws(E) -> R {
         try body(tensor.file.bytes(tensor.byteRange))
     }
 
@@ -232,12 +288,15 @@ public final class Checkpoint: Sendable {
 
     /// Reads a `*.safetensors.index.json`: its weight map and its shard files, in order.
     private static func readIndex(_ path: String) throws(ImportError) -> ([String: String], [String]) {
-        guard let data = FileManager.default.contents(atPath: path) else { throw ImportError(file: path, "cannot read the index") }
+        guard let data = FileManager.default.contents(atPath: path) else {
+            throw ImportError(file: path, "cannot read the index")
+        }
         let json: HeaderJSON
         do { json = try data.withUnsafeBytes { (b) throws(HeaderJSONError) in try HeaderJSON.parse(b) } } catch {
             throw ImportError(file: path, "index is not valid JSON: \(error)")
         }
-        guard case .object(let top) = json, case .object(let wm)? = top.first(where: { $0.key == "weight_map" })?.value else {
+        guard case .object(let top) = json, case .object(let wm)? = top.first(where: { $0.key == "weight_map" })?.value
+        else {
             throw ImportError(file: path, "index has no weight_map object")
         }
         guard !wm.isEmpty else { throw ImportError(file: path, "index has an empty weight_map: it lists no tensor") }

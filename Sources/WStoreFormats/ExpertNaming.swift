@@ -1,5 +1,5 @@
-import WStoreCore
 import Foundation
+import WStoreCore
 
 /// Recognises MoE expert tensors by name (format-spec/IMPORT-EXPORT.md §2):
 /// Mixtral `…layers.N.block_sparse_moe.experts.E.w1|w2|w3.*`, Qwen-MoE / DeepSeek / OLMoE
@@ -31,7 +31,10 @@ public struct ExpertNaming: Sendable {
         /// Equal when layer and part are.
         public static func == (a: Stacked, b: Stacked) -> Bool { a.layer == b.layer && a.part == b.part }
         /// Hashes layer and part.
-        public func hash(into h: inout Hasher) { h.combine(layer); h.combine(part) }
+        public func hash(into h: inout Hasher) {
+            h.combine(layer)
+            h.combine(part)
+        }
     }
 
     private let rules: [MappingRule]
@@ -66,14 +69,19 @@ public struct ExpertNaming: Sendable {
                 throw ImportError(file: mappingFile, "rule \(i): pattern does not compile: \(r.pattern.quoted)")
             }
             func has(_ group: String) -> Bool { r.pattern.contains("(?<\(group)>") }
-            guard has("layer") else { throw ImportError(file: mappingFile, "rule \(i): pattern has no (?<layer>…) group") }
+            guard has("layer") else {
+                throw ImportError(file: mappingFile, "rule \(i): pattern has no (?<layer>…) group")
+            }
             guard r.shared == true || has("expert") else {
-                throw ImportError(file: mappingFile, "rule \(i): pattern has no (?<expert>…) group and the rule is not shared")
+                throw ImportError(
+                    file: mappingFile, "rule \(i): pattern has no (?<expert>…) group and the rule is not shared")
             }
             guard r.part != nil || has("part") else {
                 throw ImportError(file: mappingFile, "rule \(i): neither a (?<part>…) group nor a \"part\"")
             }
-            out.append(MappingRule(regex: UncheckedRegex(regex), part: r.part, parts: r.parts ?? [:], shared: r.shared ?? false))
+            out.append(
+                MappingRule(
+                    regex: UncheckedRegex(regex), part: r.part, parts: r.parts ?? [:], shared: r.shared ?? false))
         }
         rules = out
     }
@@ -92,8 +100,9 @@ public struct ExpertNaming: Sendable {
         guard c.count >= 4, c[0] == "blk", let layer = Int(c[1]), layer >= 0 else { return nil }
         for p in ["gate", "up", "down"] where c[2] == "ffn_\(p)_exps" {
             let suffix = c[3...].joined(separator: ".")
-            return Stacked(layer: layer, part: Self.part(p, suffix),
-                           perExpertName: { e in "blk.\(layer).ffn_\(p).\(e).\(suffix)" })
+            return Stacked(
+                layer: layer, part: Self.part(p, suffix),
+                perExpertName: { e in "blk.\(layer).ffn_\(p).\(e).\(suffix)" })
         }
         return nil
     }
@@ -117,31 +126,41 @@ public struct ExpertNaming: Sendable {
         if c.count >= 4, c[0] == "blk", let layer = Int(c[1]), layer >= 0 {
             for p in ["gate", "up", "down"] {
                 if c[2] == "ffn_\(p)", c.count >= 5, let e = Int(c[3]), e >= 0 {
-                    return Match(key: ExpertKey(layer: layer, expert: e, part: part(p, c[4...].joined(separator: "."))), shared: false)
+                    return Match(
+                        key: ExpertKey(layer: layer, expert: e, part: part(p, c[4...].joined(separator: "."))),
+                        shared: false)
                 }
                 if c[2] == "ffn_\(p)_shexp" {
-                    return Match(key: ExpertKey(layer: layer, expert: sharedExpertBase, part: part(p, c[3...].joined(separator: "."))),
-                                 shared: true)
+                    return Match(
+                        key: ExpertKey(
+                            layer: layer, expert: sharedExpertBase, part: part(p, c[3...].joined(separator: "."))),
+                        shared: true)
                 }
             }
             return nil
         }
-        guard let i = c.firstIndex(of: "layers"), i + 2 < c.count, let layer = Int(c[i + 1]), layer >= 0 else { return nil }
+        guard let i = c.firstIndex(of: "layers"), i + 2 < c.count, let layer = Int(c[i + 1]), layer >= 0 else {
+            return nil
+        }
         let r = Array(c[(i + 2)...])
         let mixtral = ["w1": "gate", "w3": "up", "w2": "down"]
         let proj = ["gate_proj": "gate", "up_proj": "up", "down_proj": "down"]
         // Mixtral: block_sparse_moe.experts.E.w1|w2|w3.*
-        if r.count >= 5, r[0] == "block_sparse_moe", r[1] == "experts", let e = Int(r[2]), e >= 0, let p = mixtral[r[3]] {
-            return Match(key: ExpertKey(layer: layer, expert: e, part: part(p, r[4...].joined(separator: "."))), shared: false)
+        if r.count >= 5, r[0] == "block_sparse_moe", r[1] == "experts", let e = Int(r[2]), e >= 0, let p = mixtral[r[3]]
+        {
+            return Match(
+                key: ExpertKey(layer: layer, expert: e, part: part(p, r[4...].joined(separator: "."))), shared: false)
         }
         // Qwen-MoE, DeepSeek, OLMoE: mlp.experts.E.gate_proj|up_proj|down_proj.*
         if r.count >= 5, r[0] == "mlp", r[1] == "experts", let e = Int(r[2]), e >= 0, let p = proj[r[3]] {
-            return Match(key: ExpertKey(layer: layer, expert: e, part: part(p, r[4...].joined(separator: "."))), shared: false)
+            return Match(
+                key: ExpertKey(layer: layer, expert: e, part: part(p, r[4...].joined(separator: "."))), shared: false)
         }
         // Shared experts: mlp.shared_expert.*_proj.* (Qwen-MoE), mlp.shared_experts.*_proj.* (DeepSeek).
         if r.count >= 4, r[0] == "mlp", r[1] == "shared_expert" || r[1] == "shared_experts", let p = proj[r[2]] {
-            return Match(key: ExpertKey(layer: layer, expert: sharedExpertBase, part: part(p, r[3...].joined(separator: "."))),
-                         shared: true)
+            return Match(
+                key: ExpertKey(layer: layer, expert: sharedExpertBase, part: part(p, r[3...].joined(separator: "."))),
+                shared: true)
         }
         return nil
     }
@@ -154,7 +173,9 @@ public struct ExpertNaming: Sendable {
 
         func match(_ name: String) -> Match? {
             let ns = name as NSString
-            guard let m = regex.value.firstMatch(in: name, range: NSRange(location: 0, length: ns.length)) else { return nil }
+            guard let m = regex.value.firstMatch(in: name, range: NSRange(location: 0, length: ns.length)) else {
+                return nil
+            }
             func group(_ g: String) -> String? {
                 let r = m.range(withName: g)
                 return r.location == NSNotFound ? nil : ns.substring(with: r)
@@ -166,7 +187,9 @@ public struct ExpertNaming: Sendable {
                 guard s >= 0, s < ExpertNaming.sharedExpertBase else { return nil }
                 expert = ExpertNaming.sharedExpertBase + s
             } else {
-                guard let e = group("expert").flatMap({ Int($0) }), e >= 0, e < ExpertNaming.sharedExpertBase else { return nil }
+                guard let e = group("expert").flatMap({ Int($0) }), e >= 0, e < ExpertNaming.sharedExpertBase else {
+                    return nil
+                }
                 expert = e
             }
             guard let raw = part ?? group("part") else { return nil }

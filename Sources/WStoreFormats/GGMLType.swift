@@ -1,4 +1,5 @@
 import WStoreCore
+
 /// A ggml tensor type as GGUF records it: its id, name and block layout.
 public struct GGMLType: Sendable, Hashable, CustomStringConvertible {
     /// The type id in the GGUF tensor info.

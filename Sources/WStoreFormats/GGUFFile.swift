@@ -1,4 +1,5 @@
 import WStoreCore
+
 /// One metadata value of a GGUF file.
 public indirect enum GGUFValue: Sendable, Hashable, CustomStringConvertible {
     /// An unsigned integer (UINT8 to UINT64).
@@ -98,7 +99,9 @@ public final class GGUFFile: Sendable {
         let magic = try r.u32("magic")
         guard magic == Self.magic else { throw ImportError(file: path, "not a GGUF file (bad magic)") }
         let v = try r.u32("version")
-        guard v == 2 || v == 3 else { throw ImportError(file: path, "GGUF version \(v) is not supported (2 and 3 are)") }
+        guard v == 2 || v == 3 else {
+            throw ImportError(file: path, "GGUF version \(v) is not supported (2 and 3 are)")
+        }
         version = Int(v)
         let tensorCount = try r.u64("tensor count")
         let kvCount = try r.u64("metadata count")
@@ -113,7 +116,9 @@ public final class GGUFFile: Sendable {
         var keys = Set<String>()
         for _ in 0 ..< Int(kvCount) {
             let key = try r.string("metadata key")
-            guard keys.insert(key).inserted else { throw ImportError(file: path, "duplicate metadata key \(key.quoted)") }
+            guard keys.insert(key).inserted else {
+                throw ImportError(file: path, "duplicate metadata key \(key.quoted)")
+            }
             let type = try r.u32("type of metadata \(key.quoted)")
             meta.append((key, try r.value(type: type, key: key, depth: 0)))
         }
@@ -130,18 +135,25 @@ public final class GGUFFile: Sendable {
         var names = Set<String>()
         for i in 0 ..< Int(tensorCount) {
             let name = try r.string("name of tensor \(i)")
-            guard names.insert(name).inserted else { throw ImportError(file: path, "duplicate tensor name \(name.quoted)") }
+            guard names.insert(name).inserted else {
+                throw ImportError(file: path, "duplicate tensor name \(name.quoted)")
+            }
             let nDims = try r.u32("dimension count of tensor \(name.quoted)")
             guard nDims >= 1, nDims <= UInt32(Self.maxDims) else {
-                throw ImportError(file: path, "tensor \(name.quoted) has \(nDims) dimensions (1 to \(Self.maxDims) allowed)")
+                throw ImportError(
+                    file: path, "tensor \(name.quoted) has \(nDims) dimensions (1 to \(Self.maxDims) allowed)")
             }
             var dims: [Int] = []
             var elements = 1
             for _ in 0 ..< Int(nDims) {
                 let d = try r.u64("dimensions of tensor \(name.quoted)")
-                guard d <= UInt64(Int.max) else { throw ImportError(file: path, "tensor \(name.quoted) has dimension \(d), too large") }
+                guard d <= UInt64(Int.max) else {
+                    throw ImportError(file: path, "tensor \(name.quoted) has dimension \(d), too large")
+                }
                 let (m, o) = elements.multipliedReportingOverflow(by: Int(d))
-                guard !o else { throw ImportError(file: path, "tensor \(name.quoted) has an element count that overflows") }
+                guard !o else {
+                    throw ImportError(file: path, "tensor \(name.quoted) has an element count that overflows")
+                }
                 elements = m
                 dims.append(Int(d))
             }
@@ -156,43 +168,62 @@ public final class GGUFFile: Sendable {
                 rows = m
             }
             guard dims[0] % type.blockSize == 0 else {
-                throw ImportError(file: path, "tensor \(name.quoted) has row length \(dims[0]), not a multiple of the \(type.name) block size \(type.blockSize)")
+                throw ImportError(
+                    file: path,
+                    "tensor \(name.quoted) has row length \(dims[0]), not a multiple of the \(type.name) block size \(type.blockSize)"
+                )
             }
             guard let size = type.byteCount(elementsInRow: dims[0], rows: rows) else {
                 throw ImportError(file: path, "tensor \(name.quoted) has a byte size that overflows")
             }
             let offset = try r.u64("offset of tensor \(name.quoted)")
-            guard offset <= UInt64(Int.max) else { throw ImportError(file: path, "tensor \(name.quoted) has offset \(offset), out of range") }
+            guard offset <= UInt64(Int.max) else {
+                throw ImportError(file: path, "tensor \(name.quoted) has offset \(offset), out of range")
+            }
             infos.append((name, dims, type, Int(offset), size))
         }
         let dataStart = (r.at + align - 1) / align * align
         guard dataStart <= file.size else {
-            throw ImportError(file: path, "the data section would start at \(dataStart), past the end of the file (\(file.size) bytes)")
+            throw ImportError(
+                file: path,
+                "the data section would start at \(dataStart), past the end of the file (\(file.size) bytes)")
         }
         let dataSize = file.size - dataStart
         var expected = 0
         var list: [GGUFTensor] = []
         for t in infos {
             guard t.offset % align == 0 else {
-                throw ImportError(file: path, "tensor \(t.name.quoted) has offset \(t.offset), not a multiple of the alignment \(align)")
+                throw ImportError(
+                    file: path,
+                    "tensor \(t.name.quoted) has offset \(t.offset), not a multiple of the alignment \(align)")
             }
             guard t.offset <= dataSize, t.size <= dataSize - t.offset else {
-                throw ImportError(file: path, "tensor \(t.name.quoted) (\(t.size) bytes at offset \(t.offset)) runs past the end of the data section (\(dataSize) bytes)")
+                throw ImportError(
+                    file: path,
+                    "tensor \(t.name.quoted) (\(t.size) bytes at offset \(t.offset)) runs past the end of the data section (\(dataSize) bytes)"
+                )
             }
             guard t.offset == expected else {
-                throw ImportError(file: path, "tensor \(t.name.quoted) has offset \(t.offset), expected \(expected) (tensors must follow each other)")
+                throw ImportError(
+                    file: path,
+                    "tensor \(t.name.quoted) has offset \(t.offset), expected \(expected) (tensors must follow each other)"
+                )
             }
             expected = t.offset + (t.size + align - 1) / align * align
-            list.append(GGUFTensor(name: t.name, dims: t.dims, type: t.type,
-                                   byteRange: dataStart + t.offset ..< dataStart + t.offset + t.size))
+            list.append(
+                GGUFTensor(
+                    name: t.name, dims: t.dims, type: t.type,
+                    byteRange: dataStart + t.offset ..< dataStart + t.offset + t.size))
         }
         tensors = list
     }
 
     /// Lends the bytes of `tensor` (one of ``tensors``), straight out of the mapping.
     /// - Warning: `bytes` is valid only inside `body`.
-    public func withBytes<R, E: Error>(of tensor: GGUFTensor,
-                                       _ body: (_ bytes: UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
+    public func withBytes<R, E: Error>(
+        of tensor: GGUFTensor,
+        _ body: (_ bytes: UnsafeRawBufferPointer) throws(E) -> R
+    ) throws(E) -> R {
         try body(file.bytes(tensor.byteRange))
     }
 
@@ -227,7 +258,9 @@ public final class GGUFFile: Sendable {
             }
             let s = UnsafeRawBufferPointer(rebasing: bytes[at ..< at + Int(n)])
             at += Int(n)
-            guard let str = String(validating: s, as: UTF8.self) else { throw ImportError(file: path, "the \(what) is not valid UTF-8") }
+            guard let str = String(validating: s, as: UTF8.self) else {
+                throw ImportError(file: path, "the \(what) is not valid UTF-8")
+            }
             return str
         }
 
@@ -250,15 +283,18 @@ public final class GGUFFile: Sendable {
                 guard depth == 0 else { throw ImportError(file: path, "metadata \(key.quoted) nests arrays") }
                 let itemType = try u32("array type of metadata \(key.quoted)")
                 let count = try u64("array length of metadata \(key.quoted)")
-                let minSize: UInt64 = switch itemType {
-                case 0, 1, 7: 1
-                case 2, 3: 2
-                case 4, 5, 6: 4
-                case 8, 10, 11, 12: 8
-                default: throw ImportError(file: path, "metadata \(key.quoted) has an array of unknown type \(itemType)")
-                }
+                let minSize: UInt64 =
+                    switch itemType {
+                    case 0, 1, 7: 1
+                    case 2, 3: 2
+                    case 4, 5, 6: 4
+                    case 8, 10, 11, 12: 8
+                    default:
+                        throw ImportError(file: path, "metadata \(key.quoted) has an array of unknown type \(itemType)")
+                    }
                 guard count <= UInt64(remaining) / minSize else {
-                    throw ImportError(file: path, "metadata \(key.quoted) claims \(count) array items, more than the file can hold")
+                    throw ImportError(
+                        file: path, "metadata \(key.quoted) claims \(count) array items, more than the file can hold")
                 }
                 var items: [GGUFValue] = []
                 items.reserveCapacity(Int(count))

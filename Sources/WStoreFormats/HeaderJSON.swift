@@ -1,4 +1,5 @@
 import WStoreCore
+
 /// A JSON value as a checkpoint header holds it: objects keep their key order, and a
 /// duplicate key is an error (Foundation's parser keeps one of them silently).
 package indirect enum HeaderJSON: Sendable, Equatable {
@@ -12,7 +13,8 @@ package indirect enum HeaderJSON: Sendable, Equatable {
 
     package static func == (a: HeaderJSON, b: HeaderJSON) -> Bool {
         switch (a, b) {
-        case let (.object(x), .object(y)): x.count == y.count && zip(x, y).allSatisfy { $0.key == $1.key && $0.value == $1.value }
+        case let (.object(x), .object(y)):
+            x.count == y.count && zip(x, y).allSatisfy { $0.key == $1.key && $0.value == $1.value }
         case let (.array(x), .array(y)): x == y
         case let (.string(x), .string(y)): x == y
         case let (.number(x), .number(y)): x == y
@@ -24,7 +26,9 @@ package indirect enum HeaderJSON: Sendable, Equatable {
 
     /// The value as a non-negative integer that fits an `Int`, if it is one.
     package var nonNegativeInt: Int? {
-        guard case .number(let s) = self, !s.isEmpty, s.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else { return nil }
+        guard case .number(let s) = self, !s.isEmpty, s.utf8.allSatisfy({ $0 >= 0x30 && $0 <= 0x39 }) else {
+            return nil
+        }
         return Int(s)
     }
 
@@ -78,12 +82,17 @@ package indirect enum HeaderJSON: Sendable, Equatable {
                 var members: [(key: String, value: HeaderJSON)] = []
                 var seen = Set<String>()
                 skipSpace()
-                if at < bytes.count, bytes[at] == UInt8(ascii: "}") { at += 1; return .object(members) }
+                if at < bytes.count, bytes[at] == UInt8(ascii: "}") {
+                    at += 1
+                    return .object(members)
+                }
                 while true {
                     skipSpace()
                     guard at < bytes.count, bytes[at] == UInt8(ascii: "\"") else { throw fail("expected a string key") }
                     let key = try string()
-                    guard seen.insert(key).inserted else { throw HeaderJSONError("duplicate key \(key.quoted) at byte \(at)", duplicateKey: key) }
+                    guard seen.insert(key).inserted else {
+                        throw HeaderJSONError("duplicate key \(key.quoted) at byte \(at)", duplicateKey: key)
+                    }
                     skipSpace()
                     guard at < bytes.count, bytes[at] == UInt8(ascii: ":") else { throw fail("expected ':'") }
                     at += 1
@@ -91,32 +100,50 @@ package indirect enum HeaderJSON: Sendable, Equatable {
                     members.append((key, try value(depth: depth + 1)))
                     skipSpace()
                     guard at < bytes.count else { throw fail("unexpected end of JSON") }
-                    if bytes[at] == UInt8(ascii: ",") { at += 1; continue }
-                    if bytes[at] == UInt8(ascii: "}") { at += 1; return .object(members) }
+                    if bytes[at] == UInt8(ascii: ",") {
+                        at += 1
+                        continue
+                    }
+                    if bytes[at] == UInt8(ascii: "}") {
+                        at += 1
+                        return .object(members)
+                    }
                     throw fail("expected ',' or '}'")
                 }
             case UInt8(ascii: "["):
                 at += 1
                 var items: [HeaderJSON] = []
                 skipSpace()
-                if at < bytes.count, bytes[at] == UInt8(ascii: "]") { at += 1; return .array(items) }
+                if at < bytes.count, bytes[at] == UInt8(ascii: "]") {
+                    at += 1
+                    return .array(items)
+                }
                 while true {
                     skipSpace()
                     items.append(try value(depth: depth + 1))
                     skipSpace()
                     guard at < bytes.count else { throw fail("unexpected end of JSON") }
-                    if bytes[at] == UInt8(ascii: ",") { at += 1; continue }
-                    if bytes[at] == UInt8(ascii: "]") { at += 1; return .array(items) }
+                    if bytes[at] == UInt8(ascii: ",") {
+                        at += 1
+                        continue
+                    }
+                    if bytes[at] == UInt8(ascii: "]") {
+                        at += 1
+                        return .array(items)
+                    }
                     throw fail("expected ',' or ']'")
                 }
             case UInt8(ascii: "\""):
                 return .string(try string())
             case UInt8(ascii: "t"):
-                try expect("true"); return .bool(true)
+                try expect("true")
+                return .bool(true)
             case UInt8(ascii: "f"):
-                try expect("false"); return .bool(false)
+                try expect("false")
+                return .bool(false)
             case UInt8(ascii: "n"):
-                try expect("null"); return .null
+                try expect("null")
+                return .null
             case UInt8(ascii: "-"), UInt8(ascii: "0") ... UInt8(ascii: "9"):
                 return .number(try number())
             default:
@@ -167,7 +194,7 @@ package indirect enum HeaderJSON: Sendable, Equatable {
         }
 
         mutating func string() throws(HeaderJSONError) -> String {
-            at += 1 // opening quote
+            at += 1  // opening quote
             var out: [UInt8] = []
             while true {
                 guard at < bytes.count else { throw fail("unterminated string") }
@@ -190,7 +217,9 @@ package indirect enum HeaderJSON: Sendable, Equatable {
                     case UInt8(ascii: "u"):
                         var scalar = try hex4()
                         if (0xD800 ..< 0xDC00).contains(scalar) {
-                            guard at + 2 <= bytes.count, bytes[at] == UInt8(ascii: "\\"), bytes[at + 1] == UInt8(ascii: "u") else {
+                            guard at + 2 <= bytes.count, bytes[at] == UInt8(ascii: "\\"),
+                                bytes[at + 1] == UInt8(ascii: "u")
+                            else {
                                 throw fail("unpaired surrogate")
                             }
                             at += 2

@@ -1,4 +1,5 @@
 import WStoreCore
+
 /// A source checkpoint (safetensors, GGUF, an index or a mapping file) that cannot be
 /// imported: prints as one line naming the file and what is wrong with it.
 public struct ImportError: Error, CustomStringConvertible, Sendable, Equatable {

@@ -1,4 +1,5 @@
 import WStoreCore
+
 /// One tensor listed in a safetensors header.
 public struct SafetensorsTensor: Sendable, Hashable {
     /// The tensor's name.
@@ -67,7 +68,9 @@ public final class SafetensorsFile: Sendable {
         let n64 = all.loadUnaligned(fromByteOffset: 0, as: UInt64.self).littleEndian
         guard n64 <= UInt64(Self.maxHeaderSize) else { throw fail("header length \(n64) exceeds the 100 MB limit") }
         let n = Int(n64)
-        guard 8 + n <= all.count else { throw fail("header length \(n) runs past the end of the file (\(all.count) bytes)") }
+        guard 8 + n <= all.count else {
+            throw fail("header length \(n) runs past the end of the file (\(all.count) bytes)")
+        }
         dataOffset = 8 + n
         let headerBytes = UnsafeRawBufferPointer(rebasing: all[8 ..< 8 + n])
         guard headerBytes.first == UInt8(ascii: "{") else { throw fail("header does not start with '{'") }
@@ -85,28 +88,43 @@ public final class SafetensorsFile: Sendable {
             if key == "__metadata__" {
                 guard case .object(let kv) = value else { throw fail("__metadata__ is not an object") }
                 for (k, v) in kv {
-                    guard case .string(let s) = v else { throw fail("__metadata__ value of \(k.quoted) is not a string") }
+                    guard case .string(let s) = v else {
+                        throw fail("__metadata__ value of \(k.quoted) is not a string")
+                    }
                     meta[k] = s
                 }
                 continue
             }
-            guard case .object(let fields) = value else { throw fail("tensor \(key.quoted) is \(value.kind), not an object") }
+            guard case .object(let fields) = value else {
+                throw fail("tensor \(key.quoted) is \(value.kind), not an object")
+            }
             let f = Dictionary(fields.map { ($0.key, $0.value) }, uniquingKeysWith: { a, _ in a })
-            guard case .string(let dtypeName)? = f["dtype"] else { throw fail("tensor \(key.quoted) has no string dtype") }
-            guard let bits = Self.dtypeBits[dtypeName] else { throw fail("tensor \(key.quoted) has unknown dtype \(dtypeName.quoted)") }
+            guard case .string(let dtypeName)? = f["dtype"] else {
+                throw fail("tensor \(key.quoted) has no string dtype")
+            }
+            guard let bits = Self.dtypeBits[dtypeName] else {
+                throw fail("tensor \(key.quoted) has unknown dtype \(dtypeName.quoted)")
+            }
             guard case .array(let dims)? = f["shape"] else { throw fail("tensor \(key.quoted) has no shape array") }
             var shape: [Int] = []
             for d in dims {
-                guard let v = d.nonNegativeInt else { throw fail("tensor \(key.quoted) has a shape entry that is not a non-negative integer") }
+                guard let v = d.nonNegativeInt else {
+                    throw fail("tensor \(key.quoted) has a shape entry that is not a non-negative integer")
+                }
                 shape.append(v)
             }
             guard case .array(let offs)? = f["data_offsets"], offs.count == 2,
-                  let begin = offs[0].nonNegativeInt, let end = offs[1].nonNegativeInt else {
+                let begin = offs[0].nonNegativeInt, let end = offs[1].nonNegativeInt
+            else {
                 throw fail("tensor \(key.quoted) has no data_offsets pair of non-negative integers")
             }
-            guard begin <= end else { throw fail("tensor \(key.quoted) has data_offsets [\(begin), \(end)] that end before they begin") }
+            guard begin <= end else {
+                throw fail("tensor \(key.quoted) has data_offsets [\(begin), \(end)] that end before they begin")
+            }
             guard end <= dataSize else {
-                throw fail("tensor \(key.quoted) has data_offsets [\(begin), \(end)] outside the data section (\(dataSize) bytes)")
+                throw fail(
+                    "tensor \(key.quoted) has data_offsets [\(begin), \(end)] outside the data section (\(dataSize) bytes)"
+                )
             }
             var elements = 1
             for d in shape {
@@ -116,21 +134,28 @@ public final class SafetensorsFile: Sendable {
             }
             let (totalBits, o) = elements.multipliedReportingOverflow(by: bits)
             guard !o else { throw fail("tensor \(key.quoted) has a shape \(shape) whose size overflows") }
-            guard totalBits % 8 == 0 else { throw fail("tensor \(key.quoted) of \(dtypeName) \(shape) does not fill whole bytes") }
-            guard totalBits / 8 == end - begin else {
-                throw fail("tensor \(key.quoted) of \(dtypeName) \(shape) needs \(totalBits / 8) bytes but data_offsets span \(end - begin)")
+            guard totalBits % 8 == 0 else {
+                throw fail("tensor \(key.quoted) of \(dtypeName) \(shape) does not fill whole bytes")
             }
-            let t = SafetensorsTensor(name: key, dtypeName: dtypeName, dtype: DType(safetensorsName: dtypeName),
-                                      shape: shape, byteRange: dataOffset + begin ..< dataOffset + end)
+            guard totalBits / 8 == end - begin else {
+                throw fail(
+                    "tensor \(key.quoted) of \(dtypeName) \(shape) needs \(totalBits / 8) bytes but data_offsets span \(end - begin)"
+                )
+            }
+            let t = SafetensorsTensor(
+                name: key, dtypeName: dtypeName, dtype: DType(safetensorsName: dtypeName),
+                shape: shape, byteRange: dataOffset + begin ..< dataOffset + end)
             list.append((t, begin, end))
         }
         list.sort { ($0.begin, $0.end) < ($1.begin, $1.end) }
         var expected = 0
         for e in list {
             guard e.begin == expected else {
-                throw fail(e.begin < expected
-                    ? "tensor \(e.tensor.name.quoted) at [\(e.begin), \(e.end)] overlaps the tensor before it (which ends at \(expected))"
-                    : "tensor \(e.tensor.name.quoted) at [\(e.begin), \(e.end)] leaves a gap after byte \(expected); tensors must be contiguous")
+                throw fail(
+                    e.begin < expected
+                        ? "tensor \(e.tensor.name.quoted) at [\(e.begin), \(e.end)] overlaps the tensor before it (which ends at \(expected))"
+                        : "tensor \(e.tensor.name.quoted) at [\(e.begin), \(e.end)] leaves a gap after byte \(expected); tensors must be contiguous"
+                )
             }
             expected = e.end
         }
@@ -147,8 +172,10 @@ public final class SafetensorsFile: Sendable {
 
     /// Lends the bytes of `tensor` (one of ``tensors``), straight out of the mapping.
     /// - Warning: `bytes` is valid only inside `body`.
-    public func withBytes<R, E: Error>(of tensor: SafetensorsTensor,
-                                       _ body: (_ bytes: UnsafeRawBufferPointer) throws(E) -> R) throws(E) -> R {
+    public func withBytes<R, E: Error>(
+        of tensor: SafetensorsTensor,
+        _ body: (_ bytes: UnsafeRawBufferPointer) throws(E) -> R
+    ) throws(E) -> R {
         try body(file.bytes(tensor.byteRange))
     }
 

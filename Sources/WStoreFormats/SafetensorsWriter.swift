@@ -31,13 +31,16 @@ public enum SafetensorsWriter {
     public static func header(entries: [Entry], metadata: [(key: String, value: String)]) -> [UInt8] {
         var header = "{"
         if !metadata.isEmpty {
-            header += "\"__metadata__\":{" + metadata.map { "\(jsonString($0.key)):\(jsonString($0.value))" }.joined(separator: ",") + "}"
+            header +=
+                "\"__metadata__\":{"
+                + metadata.map { "\(jsonString($0.key)):\(jsonString($0.value))" }.joined(separator: ",") + "}"
         }
         var offset = 0
         for (i, e) in entries.enumerated() {
             if i > 0 || !metadata.isEmpty { header += "," }
             let shapeText = "[" + e.shape.map(String.init).joined(separator: ",") + "]"
-            header += "\(jsonString(e.name)):{\"dtype\":\"\(e.dtypeName)\",\"shape\":\(shapeText),\"data_offsets\":[\(offset),\(offset + e.byteCount)]}"
+            header +=
+                "\(jsonString(e.name)):{\"dtype\":\"\(e.dtypeName)\",\"shape\":\(shapeText),\"data_offsets\":[\(offset),\(offset + e.byteCount)]}"
             offset += e.byteCount
         }
         header += "}"
@@ -55,22 +58,26 @@ public enum SafetensorsWriter {
     ///   cannot be written; ``ImportError`` naming `path` when `body` puts a different number
     ///   of bytes than the entries announce; whatever `body` throws. On any failure the
     ///   temporary file is removed and whatever was at `path` is left as it was.
-    public static func write(to path: String, entries: [Entry], metadata: [(key: String, value: String)] = [],
-                             body: (_ put: (UnsafeRawBufferPointer) throws -> Void) throws -> Void) throws {
-        try Posix.writeAtomically(to: path) { write in try withoutActuallyEscaping(write) { write in
-            var written = 0
-            func put(_ b: UnsafeRawBufferPointer) throws {
-                try write(b)
-                written += b.count
+    public static func write(
+        to path: String, entries: [Entry], metadata: [(key: String, value: String)] = [],
+        body: (_ put: (UnsafeRawBufferPointer) throws -> Void) throws -> Void
+    ) throws {
+        try Posix.writeAtomically(to: path) { write in
+            try withoutActuallyEscaping(write) { write in
+                var written = 0
+                func put(_ b: UnsafeRawBufferPointer) throws {
+                    try write(b)
+                    written += b.count
+                }
+                let head = header(entries: entries, metadata: metadata)
+                try head.withUnsafeBytes { try put($0) }
+                try body(put)
+                let expected = head.count + entries.reduce(0) { $0 + $1.byteCount }
+                guard written == expected else {
+                    throw ImportError(file: path, "wrote \(written) bytes where the header announces \(expected)")
+                }
             }
-            let head = header(entries: entries, metadata: metadata)
-            try head.withUnsafeBytes { try put($0) }
-            try body(put)
-            let expected = head.count + entries.reduce(0) { $0 + $1.byteCount }
-            guard written == expected else {
-                throw ImportError(file: path, "wrote \(written) bytes where the header announces \(expected)")
-            }
-        } }
+        }
     }
 
     /// `s` as a JSON string literal (quotes, backslashes and control characters escaped).

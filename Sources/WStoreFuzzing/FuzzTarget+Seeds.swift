@@ -23,22 +23,29 @@ extension FuzzTarget {
         case .safetensors:
             let a = weights(24), b = bytes(16)
             return [
-                SafetensorsWriter.header(entries: [.init(name: "w", dtypeName: "BF16", shape: [2, 12], byteCount: a.count),
-                                                   .init(name: "b", dtypeName: "F32", shape: [4], byteCount: b.count)],
-                                         metadata: [(key: "format", value: "pt")]) + a + b,
+                SafetensorsWriter.header(
+                    entries: [
+                        .init(name: "w", dtypeName: "BF16", shape: [2, 12], byteCount: a.count),
+                        .init(name: "b", dtypeName: "F32", shape: [4], byteCount: b.count),
+                    ],
+                    metadata: [(key: "format", value: "pt")]) + a + b,
                 SafetensorsWriter.header(entries: [], metadata: []),
             ]
         case .gguf:
             return []
         case .record:
             var out: [[UInt8]] = []
-            for (codec, frame) in [(CodecChoice.raw, Record.defaultFrameSize), (.zstd, Record.defaultFrameSize), (.zstd, 256)] {
+            for (codec, frame) in [
+                (CodecChoice.raw, Record.defaultFrameSize), (.zstd, Record.defaultFrameSize), (.zstd, 256),
+            ] {
                 var o = EncodeOptions()
                 o.codec = codec
                 o.frameSize = frame
                 o.minSavings = 0
                 let src = weights(600)
-                let rec = try src.withUnsafeBytes { try RecordEncoder.encode($0, dtype: .bf16, shape: [20, 30], binding: Self.binding, options: o) }
+                let rec = try src.withUnsafeBytes {
+                    try RecordEncoder.encode($0, dtype: .bf16, shape: [20, 30], binding: Self.binding, options: o)
+                }
                 var b = [UInt8](repeating: 0, count: rec.totalSize)
                 src.withUnsafeBytes { s in b.withUnsafeMutableBytes { rec.write(into: $0, source: s) } }
                 out.append(b)
@@ -46,13 +53,19 @@ extension FuzzTarget {
             return out
         case .kv:
             func tensor() throws -> KVTensor {
-                try KVTensor(dtype: .f16, heads: 2, tokens: 8, headDim: 4,
-                             bytes: FloatCodec.encode((0 ..< 64).map { _ in Float(rng.next() % 100) / 50 - 1 }, as: .f16))
+                try KVTensor(
+                    dtype: .f16, heads: 2, tokens: 8, headDim: 4,
+                    bytes: FloatCodec.encode((0 ..< 64).map { _ in Float(rng.next() % 100) / 50 - 1 }, as: .f16))
             }
-            let kv = try KVCacheData(layers: [KVLayer(keys: tensor(), values: tensor()), KVLayer(keys: tensor(), values: tensor())])
+            let kv = try KVCacheData(layers: [
+                KVLayer(keys: tensor(), values: tensor()), KVLayer(keys: tensor(), values: tensor()),
+            ])
             var out: [[UInt8]] = []
             for codec in [KVCodec.lossless, .int4] {
-                out.append([0] + (try KVChunk.encode(kv, key: Self.chunkKey, codec: codec, kivi: KIVIOptions(group: 4, residual: 0))))
+                out.append(
+                    [0]
+                        + (try KVChunk.encode(
+                            kv, key: Self.chunkKey, codec: codec, kivi: KIVIOptions(group: 4, residual: 0))))
             }
             // Index entries (format-spec/KV.md §2): parent, last use, stored and raw bytes, children,
             // depth, version marker, model; version 1 as it is, version 2 sealed to the chunk key.
@@ -67,8 +80,9 @@ extension FuzzTarget {
         case .routingTrace:
             var trace = RoutingTrace(header: .init(layers: 2, experts: 8, topK: 2, expertBytes: 1024, model: "m"))
             for t in 0 ..< 6 {
-                try trace.append(request: t / 3, experts: [[t % 8, (t + 1) % 8], [(t + 3) % 8, (t + 5) % 8]],
-                                 predicted: t % 2 == 0 ? [nil, [t % 8, (t + 2) % 8]] : nil)
+                try trace.append(
+                    request: t / 3, experts: [[t % 8, (t + 1) % 8], [(t + 3) % 8, (t + 5) % 8]],
+                    predicted: t % 2 == 0 ? [nil, [t % 8, (t + 2) % 8]] : nil)
             }
             return [[UInt8](try trace.jsonLines())]
         case .mooncake:

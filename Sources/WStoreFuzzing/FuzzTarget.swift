@@ -68,7 +68,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     private static func gguf(_ data: UnsafeRawBufferPointer) throws {
         let f = try GGUFFile(file: MappedFile(copying: data, path: "input.gguf"))
         for t in f.tensors {
-            precondition(t.byteRange.lowerBound >= 0 && t.byteRange.upperBound <= data.count, "gguf: tensor outside the file")
+            precondition(
+                t.byteRange.lowerBound >= 0 && t.byteRange.upperBound <= data.count, "gguf: tensor outside the file")
             _ = f.withBytes(of: t) { $0.count }
         }
         _ = f.metadata.map(\.value.description)
@@ -84,7 +85,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
             guard b.count >= Record.fixedHeaderSize else { return }
             let headerLength = Int(UInt32(littleEndian: b.loadUnaligned(fromByteOffset: 8, as: UInt32.self)))
             guard headerLength >= Record.fixedHeaderSize, headerLength <= b.count else { return }
-            let sum = Record.headerChecksum(UnsafeRawBufferPointer(b), headerLength: headerLength, binding: Self.binding)
+            let sum = Record.headerChecksum(
+                UnsafeRawBufferPointer(b), headerLength: headerLength, binding: Self.binding)
             b.storeBytes(of: sum.littleEndian, toByteOffset: 56, as: UInt64.self)
             try decodeRecord(UnsafeRawBufferPointer(b))
         }
@@ -111,8 +113,11 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
             // As it is, then with its seal (format v2) made to match the key.
             var first: (any Error)?
             do { _ = try KVStore.Node.parse(rest, key: Self.chunkKey) } catch { first = error }
-            if rest.count >= 44 + Sealed.trailerSize, rest.loadUnaligned(fromByteOffset: 40, as: UInt32.self) == UInt32(0x324E_564B).littleEndian {
-                let resealed = Sealed.seal(Array(rest.dropLast(Sealed.trailerSize)), key: PrefixKey.bytes(Self.chunkKey))
+            if rest.count >= 44 + Sealed.trailerSize,
+                rest.loadUnaligned(fromByteOffset: 40, as: UInt32.self) == UInt32(0x324E_564B).littleEndian
+            {
+                let resealed = Sealed.seal(
+                    Array(rest.dropLast(Sealed.trailerSize)), key: PrefixKey.bytes(Self.chunkKey))
                 _ = try resealed.withUnsafeBytes { try KVStore.Node.parse($0, key: Self.chunkKey) }
             }
             if let first { throw first }

@@ -15,15 +15,18 @@ package enum NumericKernels {
     /// Packs `n` rows of `d` floats into panels of 16 rows, transposed (`[d][16]` each, zero-padded):
     /// the layout ``panelDots(_:m:_:n:d:scale:into:ldo:)`` reads. `panels` holds `ceil(n/16)·16·d` floats.
     /// The corresponding C function is `wsk_pack_panels`.
-    package static func packPanels(_ k: UnsafePointer<Float>, n: Int, d: Int, into panels: UnsafeMutablePointer<Float>) {
+    package static func packPanels(_ k: UnsafePointer<Float>, n: Int, d: Int, into panels: UnsafeMutablePointer<Float>)
+    {
         wsk_pack_panels(k, n, d, panels)
     }
 
     /// `out[i * ldo + j] = scale · (q[i] · key j)` with the keys packed by ``packPanels(_:n:d:into:)``.
     /// The corresponding C function is `wsk_panel_dots`.
     @inline(__always)
-    package static func panelDots(_ q: UnsafePointer<Float>, m: Int, _ panels: UnsafePointer<Float>, n: Int, d: Int,
-                                  scale: Float, into out: UnsafeMutablePointer<Float>, ldo: Int) {
+    package static func panelDots(
+        _ q: UnsafePointer<Float>, m: Int, _ panels: UnsafePointer<Float>, n: Int, d: Int,
+        scale: Float, into out: UnsafeMutablePointer<Float>, ldo: Int
+    ) {
         wsk_panel_dots(q, m, panels, n, d, scale, out, ldo)
     }
 
@@ -39,20 +42,26 @@ package enum NumericKernels {
 
     /// Quantization codes `clamp(round_half_even((x − m)·inv), 0, levels)`, with `m` and `inv` per
     /// element (`perElement`) or one pair for all. The corresponding C function is `wsk_quantize`.
-    package static func quantize(_ x: UnsafePointer<Float>, count: Int, min m: UnsafePointer<Float>, inverseScale inv: UnsafePointer<Float>,
-                                 perElement: Bool, levels: Float, into out: UnsafeMutablePointer<UInt8>) {
+    package static func quantize(
+        _ x: UnsafePointer<Float>, count: Int, min m: UnsafePointer<Float>, inverseScale inv: UnsafePointer<Float>,
+        perElement: Bool, levels: Float, into out: UnsafeMutablePointer<UInt8>
+    ) {
         wsk_quantize(x, count, m, inv, perElement ? 1 : 0, levels, out)
     }
 
     /// `m + code·s`, the inverse of ``quantize(_:count:min:inverseScale:perElement:levels:into:)``.
     /// The corresponding C function is `wsk_dequantize`.
-    package static func dequantize(_ codes: UnsafePointer<UInt8>, count: Int, min m: UnsafePointer<Float>, scale s: UnsafePointer<Float>,
-                                   perElement: Bool, into out: UnsafeMutablePointer<Float>) {
+    package static func dequantize(
+        _ codes: UnsafePointer<UInt8>, count: Int, min m: UnsafePointer<Float>, scale s: UnsafePointer<Float>,
+        perElement: Bool, into out: UnsafeMutablePointer<Float>
+    ) {
         wsk_dequantize(codes, count, m, s, perElement ? 1 : 0, out)
     }
 
     /// Element-wise running minimum and maximum. The corresponding C function is `wsk_minmax_update`.
-    package static func minMaxUpdate(_ x: UnsafePointer<Float>, count: Int, lo: UnsafeMutablePointer<Float>, hi: UnsafeMutablePointer<Float>) {
+    package static func minMaxUpdate(
+        _ x: UnsafePointer<Float>, count: Int, lo: UnsafeMutablePointer<Float>, hi: UnsafeMutablePointer<Float>
+    ) {
         wsk_minmax_update(x, count, lo, hi)
     }
 

@@ -64,7 +64,8 @@ public final class RedisClient: @unchecked Sendable {
                 if case let .error(m) = reply {
                     // "ERR This instance has cluster support disabled", or CLUSTER not allowed to this user.
                     guard seeds.count == 1 else {
-                        throw RemoteError.cluster("several URLs name the seeds of a cluster, but \(seed) answers CLUSTER SLOTS with: \(m)")
+                        throw RemoteError.cluster(
+                            "several URLs name the seeds of a cluster, but \(seed) answers CLUSTER SLOTS with: \(m)")
                     }
                     clusterMode = false
                     return
@@ -99,8 +100,10 @@ public final class RedisClient: @unchecked Sendable {
         }
         var owner = [RedisEndpoint?](repeating: nil, count: HashSlot.count)
         for r in ranges {
-            guard case let .array(f) = r, f.count >= 3, let lo = f[0].int, let hi = f[1].int, lo >= 0, hi < HashSlot.count,
-                  lo <= hi, case let .array(node) = f[2], node.count >= 2, let host = node[0].text, let port = node[1].int else {
+            guard case let .array(f) = r, f.count >= 3, let lo = f[0].int, let hi = f[1].int, lo >= 0,
+                hi < HashSlot.count,
+                lo <= hi, case let .array(node) = f[2], node.count >= 2, let host = node[0].text, let port = node[1].int
+            else {
                 throw RemoteError.cluster("CLUSTER SLOTS from \(seed) has an entry it cannot read: \(r)")
             }
             let e = seed.moved(host: host.isEmpty ? seed.host : host, port: port)
@@ -116,7 +119,8 @@ public final class RedisClient: @unchecked Sendable {
         var lastError: Error = RemoteError.cluster("no node to ask for the slot map")
         for e in candidates {
             do {
-                let reply = try connection(e).run([[Array("CLUSTER".utf8), Array("SLOTS".utf8)]], operation: "CLUSTER SLOTS")[0]
+                let reply = try connection(e).run(
+                    [[Array("CLUSTER".utf8), Array("SLOTS".utf8)]], operation: "CLUSTER SLOTS")[0]
                 try applySlots(reply, from: e)
                 return
             } catch {
@@ -153,12 +157,15 @@ public final class RedisClient: @unchecked Sendable {
             if clusterMode && slotOwner.isEmpty { try refreshSlots() }
             var results = [RedisReply?](repeating: nil, count: commands.count)
             // (command index, node, asking)
-            var pending: [(Int, RedisEndpoint, Bool)] = try commands.indices.map { ($0, try target(commands[$0]), false) }
+            var pending: [(Int, RedisEndpoint, Bool)] = try commands.indices.map {
+                ($0, try target(commands[$0]), false)
+            }
             var round = 0
             while !pending.isEmpty {
                 round += 1
                 guard round <= 6 else {
-                    throw RemoteError.cluster("\(pending.count) commands still redirected after 5 tries (a resharding in progress?)")
+                    throw RemoteError.cluster(
+                        "\(pending.count) commands still redirected after 5 tries (a resharding in progress?)")
                 }
                 var retry: [(Int, RedisEndpoint, Bool)] = []
                 var needRefresh = false
@@ -186,7 +193,12 @@ public final class RedisClient: @unchecked Sendable {
                             guard let (i, asking) = answers[k] else { return }
                             if case let .error(m) = reply, clusterMode, let (kind, to) = redirect(m, from: e) {
                                 redirectCount += 1
-                                if kind == "MOVED" { needRefresh = true; retry.append((i, to, false)) } else { retry.append((i, to, true)) }
+                                if kind == "MOVED" {
+                                    needRefresh = true
+                                    retry.append((i, to, false))
+                                } else {
+                                    retry.append((i, to, true))
+                                }
                                 return
                             }
                             if case let .error(m) = reply, clusterMode, m.hasPrefix("TRYAGAIN") {
@@ -214,7 +226,8 @@ public final class RedisClient: @unchecked Sendable {
     private func redirect(_ message: String, from e: RedisEndpoint) -> (String, RedisEndpoint)? {
         let parts = message.split(separator: " ")
         guard parts.count == 3, parts[0] == "MOVED" || parts[0] == "ASK", let colon = parts[2].lastIndex(of: ":"),
-              let port = Int(parts[2][parts[2].index(after: colon)...]) else { return nil }
+            let port = Int(parts[2][parts[2].index(after: colon)...])
+        else { return nil }
         let host = String(parts[2][..<colon])
         return (String(parts[0]), e.moved(host: host.isEmpty ? e.host : host, port: port))
     }
@@ -225,7 +238,9 @@ public final class RedisClient: @unchecked Sendable {
     @discardableResult
     public func command(_ c: Command) throws -> RedisReply {
         let r = try pipeline([c])[0]
-        if let m = r.errorMessage { throw RemoteError.server(endpoint: seeds.map(\.description).joined(separator: ","), message: m) }
+        if let m = r.errorMessage {
+            throw RemoteError.server(endpoint: seeds.map(\.description).joined(separator: ","), message: m)
+        }
         return r
     }
 
@@ -249,7 +264,9 @@ public final class RedisClient: @unchecked Sendable {
 
     /// `SET key value NX` of every pair, pipelined; `true` where the value was set (the key was absent).
     public func setIfAbsent(_ pairs: [([UInt8], [UInt8])]) throws -> [Bool] {
-        try check(pipeline(pairs.map { Command([Array("SET".utf8), $0.0, $0.1, Array("NX".utf8)]) })).map { $0 == .status("OK") }
+        try check(pipeline(pairs.map { Command([Array("SET".utf8), $0.0, $0.1, Array("NX".utf8)]) })).map {
+            $0 == .status("OK")
+        }
     }
 
     private func check(_ replies: [RedisReply]) throws -> [RedisReply] {

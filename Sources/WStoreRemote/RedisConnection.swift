@@ -101,15 +101,20 @@ final class RedisConnection {
 
     /// Lends hiredis pointers to each argument's bytes; hiredis copies them into its output
     /// buffer before `redisAppendCommandArgv` returns.
-    private func withArgv<R>(_ args: [[UInt8]], _ body: (UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafePointer<Int>) -> R) -> R {
+    private func withArgv<R>(
+        _ args: [[UInt8]], _ body: (UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafePointer<Int>) -> R
+    ) -> R {
         var pointers = [UnsafePointer<CChar>?](repeating: nil, count: args.count)
         let lengths = args.map(\.count)
         func nest(_ i: Int) -> R {
             if i == args.count {
-                return pointers.withUnsafeMutableBufferPointer { p in lengths.withUnsafeBufferPointer { body(p.baseAddress!, $0.baseAddress!) } }
+                return pointers.withUnsafeMutableBufferPointer { p in
+                    lengths.withUnsafeBufferPointer { body(p.baseAddress!, $0.baseAddress!) }
+                }
             }
             return args[i].withUnsafeBufferPointer { b in
-                pointers[i] = b.baseAddress.map { UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self) }
+                pointers[i] =
+                    b.baseAddress.map { UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self) }
                     ?? RedisConnection.emptyArgument
                 return nest(i + 1)
             }
@@ -144,7 +149,9 @@ final class RedisConnection {
 
     /// The context's error as a ``RemoteError``. hiredis.h: `err` is one of the REDIS_ERR_* codes
     /// and `errstr` says what happened (for I/O errors, strerror of errno).
-    private static func error(_ c: UnsafeMutablePointer<redisContext>, endpoint: RedisEndpoint, operation: String) -> RemoteError {
+    private static func error(_ c: UnsafeMutablePointer<redisContext>, endpoint: RedisEndpoint, operation: String)
+        -> RemoteError
+    {
         let text = withUnsafeBytes(of: c.pointee.errstr) { b in
             String(decoding: b.prefix(while: { $0 != 0 }), as: UTF8.self)
         }
@@ -157,7 +164,8 @@ final class RedisConnection {
         default:
             let lower = text.lowercased()
             if lower.contains("refused") { return .connectionRefused(endpoint: e) }
-            if lower.contains("temporarily unavailable") || lower.contains("timed out") || lower.contains("in progress") {
+            if lower.contains("temporarily unavailable") || lower.contains("timed out") || lower.contains("in progress")
+            {
                 return .timeout(endpoint: e, operation: operation)
             }
             return .io(endpoint: e, message: "\(operation) failed: \(text)")
@@ -166,7 +174,9 @@ final class RedisConnection {
 
     /// During the handshake, a closed connection or garbage means something other than Redis listens.
     private static func notRedisIfProtocol(_ e: RemoteError, endpoint: RedisEndpoint) -> RemoteError {
-        if case .io = e { return .notRedis(endpoint: endpoint.description, detail: "it closed the connection instead of answering") }
+        if case .io = e {
+            return .notRedis(endpoint: endpoint.description, detail: "it closed the connection instead of answering")
+        }
         return e
     }
 }

@@ -24,7 +24,9 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible {
         guard url.hasPrefix("redis://") else { throw bad("it must start with redis://") }
         var rest = Substring(url.dropFirst("redis://".count))
         if let slash = rest.firstIndex(of: "/") {
-            guard rest[slash...].allSatisfy({ $0 == "/" }) else { throw bad("database numbers and paths are not supported") }
+            guard rest[slash...].allSatisfy({ $0 == "/" }) else {
+                throw bad("database numbers and paths are not supported")
+            }
             rest = rest[..<slash]
         }
         var user: String?, password: String?
@@ -47,7 +49,9 @@ public struct RedisEndpoint: Sendable, Hashable, CustomStringConvertible {
             if after.hasPrefix(":") {
                 guard let p = Int(after.dropFirst()) else { throw bad("the port is not a number") }
                 port = p
-            } else if !after.isEmpty { throw bad("unexpected text after the host") }
+            } else if !after.isEmpty {
+                throw bad("unexpected text after the host")
+            }
         } else if let colon = rest.lastIndex(of: ":") {
             host = String(rest[..<colon])
             guard let p = Int(rest[rest.index(after: colon)...]) else { throw bad("the port is not a number") }
@@ -72,7 +76,8 @@ extension String {
         var bytes = Array(utf8)[...]
         while let b = bytes.popFirst() {
             if b == UInt8(ascii: "%"), bytes.count >= 2,
-               let v = UInt8(String(decoding: bytes.prefix(2), as: UTF8.self), radix: 16) {
+                let v = UInt8(String(decoding: bytes.prefix(2), as: UTF8.self), radix: 16)
+            {
                 out.append(v)
                 bytes = bytes.dropFirst(2)
             } else {

@@ -1,5 +1,6 @@
-import WeightStore
 import WStoreCore
+import WeightStore
+
 /// Belady's MIN, the offline oracle: on a miss with the budget full, evict the resident
 /// expert whose next use is furthest in the future (or never). No demand-paging policy
 /// can have fewer misses on the same access sequence with the same capacity.
@@ -25,7 +26,9 @@ public enum BeladyMIN {
         let perToken = max(1, ids.count / max(1, trace.tokenCount))
         for i in ids.indices {
             result.accesses[layers[i]] += 1
-            if hit[i] { result.hits[layers[i]] += 1 } else {
+            if hit[i] {
+                result.hits[layers[i]] += 1
+            } else {
                 result.demandLoads += 1
                 held[layers[i]] += 1
                 if evicted[i] >= 0 { held[g.layer(of: Int(evicted[i]))] -= 1 }
@@ -56,7 +59,7 @@ public enum BeladyMIN {
             next[i] = seen[id] >= 0 ? seen[id] : n + id
             seen[id] = i
         }
-        var nextUse = [Int](repeating: -1, count: idCount)   // -1: not resident
+        var nextUse = [Int](repeating: -1, count: idCount)  // -1: not resident
         var heap = MaxHeap()
         var size = 0
         var out = [Bool](repeating: false, count: n)
@@ -69,7 +72,11 @@ public enum BeladyMIN {
                 if size == capacity {
                     while true {
                         let (key, victim) = heap.pop()!
-                        if nextUse[victim] == key { nextUse[victim] = -1; evicted[i] = Int32(victim); break }   // else stale
+                        if nextUse[victim] == key {
+                            nextUse[victim] = -1
+                            evicted[i] = Int32(victim)
+                            break
+                        }  // else stale
                     }
                     size -= 1
                 }
@@ -88,12 +95,14 @@ private struct MaxHeap {
     private var ids: [Int] = []
 
     mutating func push(_ key: Int, _ id: Int) {
-        keys.append(key); ids.append(id)
+        keys.append(key)
+        ids.append(id)
         var i = keys.count - 1
         while i > 0 {
             let p = (i - 1) / 2
             guard keys[p] < keys[i] else { break }
-            keys.swapAt(p, i); ids.swapAt(p, i)
+            keys.swapAt(p, i)
+            ids.swapAt(p, i)
             i = p
         }
     }
@@ -103,7 +112,8 @@ private struct MaxHeap {
         let topId = ids[0]
         let lastKey = keys.removeLast(), lastId = ids.removeLast()
         if !keys.isEmpty {
-            keys[0] = lastKey; ids[0] = lastId
+            keys[0] = lastKey
+            ids[0] = lastId
             var i = 0
             while true {
                 let l = 2 * i + 1, r = l + 1
@@ -111,7 +121,8 @@ private struct MaxHeap {
                 if l < keys.count && keys[l] > keys[m] { m = l }
                 if r < keys.count && keys[r] > keys[m] { m = r }
                 if m == i { break }
-                keys.swapAt(m, i); ids.swapAt(m, i)
+                keys.swapAt(m, i)
+                ids.swapAt(m, i)
                 i = m
             }
         }

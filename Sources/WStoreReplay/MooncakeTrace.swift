@@ -1,6 +1,6 @@
-import WeightStore
-import WStoreCore
 import Foundation
+import WStoreCore
+import WeightStore
 
 /// One request of a Mooncake-format trace (format-spec/KV.md §6).
 public struct TraceRequest: Sendable, Equatable {
@@ -53,12 +53,16 @@ public enum MooncakeTrace {
             }
             guard let ids = obj["hash_ids"] as? [Any] else { throw bad("hash_ids missing or not a list") }
             let hashIDs = try ids.map { v -> Int in
-                guard let n = v as? NSNumber, n.doubleValue == n.doubleValue.rounded() else { throw bad("hash_ids holds a non-integer") }
+                guard let n = v as? NSNumber, n.doubleValue == n.doubleValue.rounded() else {
+                    throw bad("hash_ids holds a non-integer")
+                }
                 return n.intValue
             }
-            out.append(TraceRequest(timestamp: try int("timestamp"), inputLength: try int("input_length"),
-                                    outputLength: obj["output_length"] == nil ? 0 : try int("output_length"),
-                                    hashIDs: hashIDs))
+            out.append(
+                TraceRequest(
+                    timestamp: try int("timestamp"), inputLength: try int("input_length"),
+                    outputLength: obj["output_length"] == nil ? 0 : try int("output_length"),
+                    hashIDs: hashIDs))
         }
         return out
     }

@@ -1,5 +1,6 @@
-import WeightStore
 import WStoreCore
+import WeightStore
+
 /// Replays a request trace against a prefix-block cache and counts hits.
 ///
 /// Per request, blocks are visited in order; a block hits when it is cached and every
@@ -42,10 +43,13 @@ public enum PrefixReplay {
     /// Replays `requests` through a cache of `capacityBlocks` blocks (0: unbounded).
     /// `perRequestHits`, if given, receives each request's leading hit blocks.
     /// - Complexity: O(blocks · log capacity).
-    public static func run(_ requests: [TraceRequest], capacityBlocks: Int, blockTokens: Int, policy: Policy,
-                           perRequestHits: ((Int) -> Void)? = nil) -> Result {
-        var r = Result(policy: policy, capacityBlocks: capacityBlocks, requests: requests.count, blocks: 0, hitBlocks: 0,
-                       tokens: 0, hitTokens: 0, evictions: 0)
+    public static func run(
+        _ requests: [TraceRequest], capacityBlocks: Int, blockTokens: Int, policy: Policy,
+        perRequestHits: ((Int) -> Void)? = nil
+    ) -> Result {
+        var r = Result(
+            policy: policy, capacityBlocks: capacityBlocks, requests: requests.count, blocks: 0, hitBlocks: 0,
+            tokens: 0, hitTokens: 0, evictions: 0)
         var cache = BlockCache(policy: policy, capacity: capacityBlocks)
         for req in requests {
             var intact = true, hits = 0

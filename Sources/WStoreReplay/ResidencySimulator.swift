@@ -1,5 +1,6 @@
-import WeightStore
 import WStoreCore
+import WeightStore
+
 /// Replays a routing trace against a policy without a store: a pure, fast model of a
 /// residency manager with a budget of `capacity` equal-sized experts.
 ///
@@ -15,8 +16,10 @@ public enum ResidencySimulator {
     /// With `cacheAwareRouting` (a relative tolerance) and a trace with scores, each
     /// layer's picks are first re-routed with ``CacheAwareRouting/topK(experts:probabilities:k:tolerance:isResident:)``
     /// against what is resident, and the re-routed picks are the demand accesses.
-    public static func run(_ trace: RoutingTrace, policy: any ResidencyPolicy, capacity: Int,
-                           prefetch: Bool = false, cacheAwareRouting: Double? = nil) -> ReplayResult {
+    public static func run(
+        _ trace: RoutingTrace, policy: any ResidencyPolicy, capacity: Int,
+        prefetch: Bool = false, cacheAwareRouting: Double? = nil
+    ) -> ReplayResult {
         precondition(capacity >= 1, "capacity must be at least one expert")
         let g = trace.header.geometry, L = g.layers
         var result = ReplayResult(policy: policy.name, layers: L)
@@ -36,7 +39,10 @@ public enum ResidencySimulator {
                 resident[v] = false
                 held[g.layer(of: v)] -= 1
                 used -= 1
-                if prefetchedUnused[v] { prefetchedUnused[v] = false; result.wastedPrefetches += 1 }
+                if prefetchedUnused[v] {
+                    prefetchedUnused[v] = false
+                    result.wastedPrefetches += 1
+                }
             }
             resident[id] = true
             held[g.layer(of: id)] += 1
@@ -60,8 +66,10 @@ public enum ResidencySimulator {
             for l in 0 ..< L {
                 var picks = Array(trace.experts(token: t, layer: l).lazy.map { Int($0) })
                 if let tolerance = cacheAwareRouting, let (c, p) = trace.scores(token: t, layer: l) {
-                    let choice = CacheAwareRouting.topK(experts: c.lazy.map { Int($0) }, probabilities: p.lazy.map { Double($0) },
-                                                        k: picks.count, tolerance: tolerance) { resident[g.id(layer: l, expert: $0)] }
+                    let choice = CacheAwareRouting.topK(
+                        experts: c.lazy.map { Int($0) }, probabilities: p.lazy.map { Double($0) },
+                        k: picks.count, tolerance: tolerance
+                    ) { resident[g.id(layer: l, expert: $0)] }
                     picks = choice.experts
                     result.routedPicks += picks.count
                     result.swappedPicks += choice.swapped
@@ -74,7 +82,10 @@ public enum ResidencySimulator {
                     if resident[id] {
                         result.hits[l] += 1
                         policy.accessed(id, hit: true)
-                        if prefetchedUnused[id] { prefetchedUnused[id] = false; result.prefetchHits += 1 }
+                        if prefetchedUnused[id] {
+                            prefetchedUnused[id] = false
+                            result.prefetchHits += 1
+                        }
                     } else {
                         policy.accessed(id, hit: false)
                         insert(id, prefetched: false)

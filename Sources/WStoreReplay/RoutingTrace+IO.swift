@@ -1,6 +1,6 @@
-import WeightStore
-import WStoreCore
 import Foundation
+import WStoreCore
+import WeightStore
 
 extension RoutingTrace {
     private struct TokenLine: Decodable {
@@ -38,14 +38,17 @@ extension RoutingTrace {
                         try pairs.map { pairs in
                             try pairs.map { pair -> (expert: Int, probability: Double) in
                                 guard pair.count == 2, pair[0] == pair[0].rounded(), abs(pair[0]) < 1e9 else {
-                                    throw RoutingTraceError.malformed(line: 0, "\"scores\"[\(l)] holds an entry that is not an [expert, probability] pair")
+                                    throw RoutingTraceError.malformed(
+                                        line: 0,
+                                        "\"scores\"[\(l)] holds an entry that is not an [expert, probability] pair")
                                 }
                                 return (Int(pair[0]), pair[1])
                             }
                         }
                     }
                 }
-                try trace!.append(request: token.req ?? 0, experts: token.experts, predicted: token.predicted, scores: scores)
+                try trace!.append(
+                    request: token.req ?? 0, experts: token.experts, predicted: token.predicted, scores: scores)
             } catch RoutingTraceError.malformed(_, let reason) {
                 throw RoutingTraceError.malformed(line: lineNumber, reason)
             }
@@ -68,7 +71,9 @@ extension RoutingTrace {
         guard object["kind"] as? String == kind else {
             throw RoutingTraceError.malformed(line: n, "the header's \"kind\" is not \"\(kind)\"")
         }
-        guard let version = object["version"] as? Int else { throw RoutingTraceError.malformed(line: n, "the header has no integer \"version\"") }
+        guard let version = object["version"] as? Int else {
+            throw RoutingTraceError.malformed(line: n, "the header has no integer \"version\"")
+        }
         guard version <= 1 else { throw RoutingTraceError.newerVersion(version) }
         func positive(_ key: String) throws -> Int {
             guard let v = object[key] as? Int, v > 0 else {
@@ -76,10 +81,13 @@ extension RoutingTrace {
             }
             return v
         }
-        let header = Header(layers: try positive("layers"), experts: try positive("experts"), topK: try positive("top_k"),
-                            expertBytes: object["expert_bytes"] as? Int, model: object["model"] as? String,
-                            note: object["note"] as? String)
-        guard header.topK <= header.experts else { throw RoutingTraceError.malformed(line: n, "the header's \"top_k\" exceeds \"experts\"") }
+        let header = Header(
+            layers: try positive("layers"), experts: try positive("experts"), topK: try positive("top_k"),
+            expertBytes: object["expert_bytes"] as? Int, model: object["model"] as? String,
+            note: object["note"] as? String)
+        guard header.topK <= header.experts else {
+            throw RoutingTraceError.malformed(line: n, "the header's \"top_k\" exceeds \"experts\"")
+        }
         if let b = header.expertBytes, b < 0 {
             throw RoutingTraceError.malformed(line: n, "the header's \"expert_bytes\" is negative")
         }

@@ -1,5 +1,6 @@
-import WeightStore
 import WStoreCore
+import WeightStore
+
 /// Measured facts of a routing trace, to check that it looks like real routing.
 public struct RoutingTraceStats: Sendable {
     /// Per layer: the most popular expert's share of the layer's picks.

@@ -1,5 +1,5 @@
-import WeightStore
 import WStoreCore
+import WeightStore
 
 /// A routing trace (format-spec/ROUTING-TRACE.md): which experts every token used in
 /// every layer, and optionally which the engine predicted one layer ahead.
@@ -38,7 +38,9 @@ public struct RoutingTrace: Sendable {
         public var note: String?
 
         /// A header for a `layers × experts`, top-`topK` trace.
-        public init(layers: Int, experts: Int, topK: Int, expertBytes: Int? = nil, model: String? = nil, note: String? = nil) {
+        public init(
+            layers: Int, experts: Int, topK: Int, expertBytes: Int? = nil, model: String? = nil, note: String? = nil
+        ) {
             self.layers = layers
             self.experts = experts
             self.topK = topK
@@ -105,12 +107,17 @@ public struct RoutingTrace: Sendable {
     /// `(expert, probability)` pairs per layer, highest probability first.
     /// - Throws: ``RoutingTraceError`` naming what is wrong (line 0 here; the parser
     ///   adds the line).
-    public mutating func append(request: Int, experts: [[Int]], predicted: [[Int]?]?,
-                                scores: [[(expert: Int, probability: Double)]?]? = nil) throws {
+    public mutating func append(
+        request: Int, experts: [[Int]], predicted: [[Int]?]?,
+        scores: [[(expert: Int, probability: Double)]?]? = nil
+    ) throws {
         let L = header.layers, E = header.experts
-        guard experts.count == L else { throw RoutingTraceError.malformed(line: 0, "\"experts\" has \(experts.count) layers, the header says \(L)") }
+        guard experts.count == L else {
+            throw RoutingTraceError.malformed(line: 0, "\"experts\" has \(experts.count) layers, the header says \(L)")
+        }
         if let predicted, predicted.count != L {
-            throw RoutingTraceError.malformed(line: 0, "\"predicted\" has \(predicted.count) layers, the header says \(L)")
+            throw RoutingTraceError.malformed(
+                line: 0, "\"predicted\" has \(predicted.count) layers, the header says \(L)")
         }
         for (l, list) in experts.enumerated() {
             try Self.check(list, layer: l, experts: E, field: "experts")
@@ -120,14 +127,18 @@ public struct RoutingTrace: Sendable {
         }
         if let scores {
             guard scores.count == L else {
-                throw RoutingTraceError.malformed(line: 0, "\"scores\" has \(scores.count) layers, the header says \(L)")
+                throw RoutingTraceError.malformed(
+                    line: 0, "\"scores\" has \(scores.count) layers, the header says \(L)")
             }
             for (l, list) in scores.enumerated() {
                 guard let list else { continue }
                 try Self.check(list.map(\.expert), layer: l, experts: E, field: "scores")
                 for (i, pair) in list.enumerated() {
                     guard pair.probability >= 0, pair.probability <= 1 else {
-                        throw RoutingTraceError.malformed(line: 0, "\"scores\"[\(l)] gives expert \(pair.expert) probability \(pair.probability), outside 0...1")
+                        throw RoutingTraceError.malformed(
+                            line: 0,
+                            "\"scores\"[\(l)] gives expert \(pair.expert) probability \(pair.probability), outside 0...1"
+                        )
                     }
                     if i > 0, pair.probability > list[i - 1].probability {
                         throw RoutingTraceError.malformed(line: 0, "\"scores\"[\(l)] is not highest first")
@@ -166,7 +177,8 @@ public struct RoutingTrace: Sendable {
 
     private static func check(_ list: [Int], layer: Int, experts: Int, field: String) throws {
         for e in list where e < 0 || e >= experts {
-            throw RoutingTraceError.malformed(line: 0, "\"\(field)\"[\(layer)] names expert \(e), outside 0..<\(experts)")
+            throw RoutingTraceError.malformed(
+                line: 0, "\"\(field)\"[\(layer)] names expert \(e), outside 0..<\(experts)")
         }
         if Set(list).count != list.count {
             throw RoutingTraceError.malformed(line: 0, "\"\(field)\"[\(layer)] names an expert twice")
@@ -186,7 +198,8 @@ public enum RoutingTraceError: Error, CustomStringConvertible, Sendable, Equatab
     public var description: String {
         switch self {
         case let .malformed(line, reason): "routing trace line \(line): \(reason.escapingControls)"
-        case let .newerVersion(v): "routing trace line 1: version \(v) is newer than this build reads (1); upgrade wstore"
+        case let .newerVersion(v):
+            "routing trace line 1: version \(v) is newer than this build reads (1); upgrade wstore"
         case .empty: "routing trace line 1: the file is empty, expected a header"
         }
     }

@@ -53,11 +53,14 @@ public enum SharedTierReplay {
     /// and the shared `tier` (`nil`: local tiers only). `perRequest`, if given, receives each request's
     /// node and local and remote hit blocks (e.g. to time them).
     /// - Throws: what the tier throws.
-    public static func run<T: SharedBlockTier>(_ requests: [TraceRequest], nodes: Int, capacityBlocks: Int, blockTokens: Int,
-                                               tier: inout T?, perRequest: ((Int, Int, Int) -> Void)? = nil) throws -> Result {
+    public static func run<T: SharedBlockTier>(
+        _ requests: [TraceRequest], nodes: Int, capacityBlocks: Int, blockTokens: Int,
+        tier: inout T?, perRequest: ((Int, Int, Int) -> Void)? = nil
+    ) throws -> Result {
         precondition(nodes > 0)
-        var r = Result(nodes: nodes, capacityBlocks: capacityBlocks, requests: requests.count, blocks: 0, localHitBlocks: 0,
-                       remoteHitBlocks: 0, tokens: 0, hitTokens: 0, putBlocks: 0)
+        var r = Result(
+            nodes: nodes, capacityBlocks: capacityBlocks, requests: requests.count, blocks: 0, localHitBlocks: 0,
+            remoteHitBlocks: 0, tokens: 0, hitTokens: 0, putBlocks: 0)
         var caches = (0 ..< nodes).map { _ in BlockCache(policy: .lru, capacity: capacityBlocks) }
         for (i, req) in requests.enumerated() {
             let n = i % nodes

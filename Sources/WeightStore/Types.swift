@@ -30,7 +30,7 @@ public struct TensorInfo: Sendable, Hashable {
         self.rawSize = r.rawSize
         self.storedSize = r.storedSize
         self.checksum = r.checksum
-        self.frameCount = r.codec == .zstd ? r.frameCount : 0 // zstd frames; a raw record's checked blocks are not frames
+        self.frameCount = r.codec == .zstd ? r.frameCount : 0  // zstd frames; a raw record's checked blocks are not frames
     }
 }
 

@@ -46,8 +46,10 @@ extension WeightStore {
         /// - Throws: ``WStoreError/notRaw(name:codec:)`` for a compressed record: use
         ///   ``read(_:model:into:threads:)``.
         /// - Warning: `bytes` is valid only inside `body`.
-        public func withTensor<R>(_ name: String, model: String = WeightStore.defaultModel, verify: Bool = false,
-                                  _ body: (_ bytes: UnsafeRawBufferPointer, _ info: TensorInfo) throws -> R) throws -> R {
+        public func withTensor<R>(
+            _ name: String, model: String = WeightStore.defaultModel, verify: Bool = false,
+            _ body: (_ bytes: UnsafeRawBufferPointer, _ info: TensorInfo) throws -> R
+        ) throws -> R {
             let r = try requireRecord(name, model: model, payload: true)
             guard r.codec == .raw else { throw WStoreError.notRaw(name: name, codec: r.codec.name) }
             if verify { try RecordDecoder.verify(r, name: "\(model)/\(name)", r.payload, threads: 1) }
@@ -63,17 +65,21 @@ extension WeightStore {
         ///   return wrong bytes.
         /// - Parameter path: where the record's bytes come from (``ReadPath``).
         @discardableResult
-        public func read(_ name: String, model: String = WeightStore.defaultModel,
-                         into buffer: UnsafeMutableRawBufferPointer, threads: Int = 1,
-                         verify: Bool = true, path: ReadPath = .map) throws -> TensorInfo {
+        public func read(
+            _ name: String, model: String = WeightStore.defaultModel,
+            into buffer: UnsafeMutableRawBufferPointer, threads: Int = 1,
+            verify: Bool = true, path: ReadPath = .map
+        ) throws -> TensorInfo {
             let r = try requireRecord(name, model: model, payload: true)
             let label = "\(model)/\(name)"
             switch path {
             case .map:
                 try RecordDecoder.decode(r, name: label, into: buffer, threads: threads, verify: verify)
             case .file, .fileDropCache:
-                if try !RecordDecoder.decodeFromFile(r, env: store.env, name: label, into: buffer, threads: threads,
-                                                     verify: verify, dropCache: path == .fileDropCache) {
+                if try !RecordDecoder.decodeFromFile(
+                    r, env: store.env, name: label, into: buffer, threads: threads,
+                    verify: verify, dropCache: path == .fileDropCache)
+                {
                     try RecordDecoder.decode(r, name: label, into: buffer, threads: threads, verify: verify)
                 }
             }
@@ -143,7 +149,8 @@ extension WeightStore {
             let modelPrefix = Keys.modelPrefix(model)
             var parts: [String: String] = [:]
             var failure: (any Error)?
-            try txn.scan(store.expertsDB, prefix: Keys.expertPrefix(model: model, layer: layer, expert: expert)) { k, v in
+            try txn.scan(store.expertsDB, prefix: Keys.expertPrefix(model: model, layer: layer, expert: expert)) {
+                k, v in
                 if let key = Keys.parseExpert(k, prefixLength: modelPrefix.count) {
                     do { parts[key.part] = try store.expertTensor(v, key: k, model: model) } catch {
                         failure = error
@@ -169,22 +176,28 @@ extension WeightStore {
     }
 
     /// See ``Snapshot/withTensor(_:model:verify:_:)``.
-    public func withTensor<R>(_ name: String, model: String = WeightStore.defaultModel, verify: Bool = false,
-                              _ body: (_ bytes: UnsafeRawBufferPointer, _ info: TensorInfo) throws -> R) throws -> R {
+    public func withTensor<R>(
+        _ name: String, model: String = WeightStore.defaultModel, verify: Bool = false,
+        _ body: (_ bytes: UnsafeRawBufferPointer, _ info: TensorInfo) throws -> R
+    ) throws -> R {
         try withSnapshot { try $0.withTensor(name, model: model, verify: verify, body) }
     }
 
     /// See ``Snapshot/read(_:model:into:threads:verify:path:)``.
     @discardableResult
-    public func read(_ name: String, model: String = WeightStore.defaultModel,
-                     into buffer: UnsafeMutableRawBufferPointer, threads: Int = defaultThreadCount,
-                     verify: Bool = true, path: ReadPath = .map) throws -> TensorInfo {
+    public func read(
+        _ name: String, model: String = WeightStore.defaultModel,
+        into buffer: UnsafeMutableRawBufferPointer, threads: Int = defaultThreadCount,
+        verify: Bool = true, path: ReadPath = .map
+    ) throws -> TensorInfo {
         try withSnapshot { try $0.read(name, model: model, into: buffer, threads: threads, verify: verify, path: path) }
     }
 
     /// Decodes tensor `name` into a new array.
-    public func readBytes(_ name: String, model: String = WeightStore.defaultModel,
-                          threads: Int = defaultThreadCount) throws -> [UInt8] {
+    public func readBytes(
+        _ name: String, model: String = WeightStore.defaultModel,
+        threads: Int = defaultThreadCount
+    ) throws -> [UInt8] {
         try withSnapshot { s in
             let info = try s.info(name, model: model)
             var out = [UInt8](repeating: 0, count: info.rawSize)
@@ -210,7 +223,8 @@ extension WeightStore {
     func view(_ bytes: UnsafeRawBufferPointer, key binding: UInt64, name: String) throws -> RecordView {
         let r = try RecordView(bytes, binding: binding, name: name)
         if formatVersion >= 2 && r.version < 2 {
-            throw WStoreError.corruptRecord(name: name, reason: "record version \(r.version) in a version-\(formatVersion) store")
+            throw WStoreError.corruptRecord(
+                name: name, reason: "record version \(r.version) in a version-\(formatVersion) store")
         }
         return r
     }

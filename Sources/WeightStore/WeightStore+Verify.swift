@@ -63,8 +63,9 @@ extension WeightStore {
             var keys: [(model: String, name: String)] = []
             try s.txn.scan(tensorsDB, prefix: []) { k, _ in
                 guard let nul = k.firstIndex(of: 0), nul > 0, nul < k.count - 1,
-                      let model = String(validating: k[..<nul], as: UTF8.self),
-                      let name = String(validating: k[(nul + 1)...], as: UTF8.self) else {
+                    let model = String(validating: k[..<nul], as: UTF8.self),
+                    let name = String(validating: k[(nul + 1)...], as: UTF8.self)
+                else {
                     fail("-", "tensors key \(Array(k.prefix(32)))", "not a model, NUL and tensor name")
                     return true
                 }
@@ -81,9 +82,10 @@ extension WeightStore {
                     } else {
                         let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, r.rawSize), alignment: 64)
                         defer { buf.deallocate() }
-                        try RecordDecoder.decode(r, name: "\(model)/\(name)",
-                                                 into: UnsafeMutableRawBufferPointer(rebasing: buf[0 ..< r.rawSize]),
-                                                 threads: threads)
+                        try RecordDecoder.decode(
+                            r, name: "\(model)/\(name)",
+                            into: UnsafeMutableRawBufferPointer(rebasing: buf[0 ..< r.rawSize]),
+                            threads: threads)
                     }
                     report.bytesChecked += r.rawSize
                     present.insert(model + "\u{0}" + name)
@@ -101,8 +103,9 @@ extension WeightStore {
             try s.txn.scan(expertsDB, prefix: []) { k, v in
                 report.expertEntriesChecked += 1
                 guard let nul = k.firstIndex(of: 0), nul > 0, k.count > nul + 9,
-                      let model = String(validating: k[..<nul], as: UTF8.self),
-                      let key = Keys.parseExpert(k, prefixLength: nul + 1) else {
+                    let model = String(validating: k[..<nul], as: UTF8.self),
+                    let key = Keys.parseExpert(k, prefixLength: nul + 1)
+                else {
                     fail("-", "experts key \(Array(k.prefix(32)))", "not a model, NUL, layer, expert and part")
                     return true
                 }
@@ -110,7 +113,10 @@ extension WeightStore {
                 do {
                     let tensor = try expertTensor(v, key: k, model: model)
                     if !present.contains(model + "\u{0}" + tensor) {
-                        fail(model, what, "names tensor \(tensor), which is \(keys.contains { $0 == (model, tensor) } ? "damaged" : "not in the store")")
+                        fail(
+                            model, what,
+                            "names tensor \(tensor), which is \(keys.contains { $0 == (model, tensor) } ? "damaged" : "not in the store")"
+                        )
                     }
                 } catch {
                     fail(model, what, error)

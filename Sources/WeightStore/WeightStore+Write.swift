@@ -17,21 +17,26 @@ extension WeightStore {
         /// - Throws: ``WStoreError/invalidArgument(_:)`` for a bad name or a size that
         ///   does not match the shape; ``LMDBError`` from LMDB.
         @discardableResult
-        public func put(_ name: String, model: String = WeightStore.defaultModel, dtype: DType, shape: [Int],
-                        bytes: UnsafeRawBufferPointer, codec: CodecChoice = .auto, level: Int = 3,
-                        expert: ExpertKey? = nil) throws -> TensorInfo {
+        public func put(
+            _ name: String, model: String = WeightStore.defaultModel, dtype: DType, shape: [Int],
+            bytes: UnsafeRawBufferPointer, codec: CodecChoice = .auto, level: Int = 3,
+            expert: ExpertKey? = nil
+        ) throws -> TensorInfo {
             var options = store.encodeOptions
             options.codec = codec
             options.level = Int32(level)
             let binding = try store.recordBinding(model: model, name: name)
             let record = try RecordEncoder.encode(bytes, dtype: dtype, shape: shape, binding: binding, options: options)
-            return try putEncoded(record, source: bytes, name: name, model: model, dtype: dtype, shape: shape, expert: expert)
+            return try putEncoded(
+                record, source: bytes, name: name, model: model, dtype: dtype, shape: shape, expert: expert)
         }
 
         /// Writes a record encoded beforehand (so compression can run outside the transaction).
         @discardableResult
-        package func putEncoded(_ record: EncodedRecord, source: UnsafeRawBufferPointer, name: String, model: String,
-                                dtype: DType, shape: [Int], expert: ExpertKey? = nil) throws -> TensorInfo {
+        package func putEncoded(
+            _ record: EncodedRecord, source: UnsafeRawBufferPointer, name: String, model: String,
+            dtype: DType, shape: [Int], expert: ExpertKey? = nil
+        ) throws -> TensorInfo {
             let key = try store.tensorKey(model: model, name: name)
             guard record.binding == Record.binding(key: key) else {
                 preconditionFailure("record of \(model)/\(name) encoded for another key")
@@ -45,17 +50,20 @@ extension WeightStore {
                 // The payload is written with pwrite at the same place in the file: the
                 // same pages, without a fault for each.
                 if env.writeMap, let offset = env.fileOffset(of: UnsafeRawBufferPointer(dst)) {
-                    try record.write(into: dst, source: source) { bytes, at in try env.writeFile(bytes, at: offset + at) }
+                    try record.write(into: dst, source: source) { bytes, at in try env.writeFile(bytes, at: offset + at)
+                    }
                     PageCache.unmapPages(UnsafeRawBufferPointer(dst))
                 } else {
                     record.write(into: dst, source: source)
                 }
             }
             if let expert { try setExpert(expert, tensor: name, model: model) }
-            return TensorInfo(model: model, name: name, dtype: dtype, shape: shape,
-                              codec: record.codec.name, rawSize: record.rawSize, storedSize: record.storedSize,
-                              checksum: record.checksum,
-                              frameCount: record.codec == .zstd ? (record.rawSize + store.encodeOptions.frameSize - 1) / store.encodeOptions.frameSize : 0)
+            return TensorInfo(
+                model: model, name: name, dtype: dtype, shape: shape,
+                codec: record.codec.name, rawSize: record.rawSize, storedSize: record.storedSize,
+                checksum: record.checksum,
+                frameCount: record.codec == .zstd
+                    ? (record.rawSize + store.encodeOptions.frameSize - 1) / store.encodeOptions.frameSize : 0)
         }
 
         /// Indexes tensor `name` as part `key.part` of expert `(key.layer, key.expert)`.
@@ -64,7 +72,9 @@ extension WeightStore {
                 throw WStoreError.invalidArgument("expert index \(key) out of range")
             }
             let ek = Keys.expert(model: model, key)
-            guard ek.count <= store.env.maxKeySize else { throw WStoreError.invalidArgument("expert part name too long: \(key.part)") }
+            guard ek.count <= store.env.maxKeySize else {
+                throw WStoreError.invalidArgument("expert part name too long: \(key.part)")
+            }
             try store.seal(Array(name.utf8), key: ek).withUnsafeBytes { try txn.put(store.expertsDB, ek, $0) }
         }
 
@@ -90,17 +100,21 @@ extension WeightStore {
 
     /// Stores one tensor in its own transaction; see ``Writer/put(_:model:dtype:shape:bytes:codec:level:expert:)``.
     @discardableResult
-    public func put(_ name: String, model: String = WeightStore.defaultModel, dtype: DType, shape: [Int],
-                    bytes: UnsafeRawBufferPointer, codec: CodecChoice = .auto, level: Int = 3,
-                    expert: ExpertKey? = nil) throws -> TensorInfo {
+    public func put(
+        _ name: String, model: String = WeightStore.defaultModel, dtype: DType, shape: [Int],
+        bytes: UnsafeRawBufferPointer, codec: CodecChoice = .auto, level: Int = 3,
+        expert: ExpertKey? = nil
+    ) throws -> TensorInfo {
         var options = encodeOptions
         options.codec = codec
         options.level = Int32(level)
         options.threads = System.activeProcessorCount
-        let record = try RecordEncoder.encode(bytes, dtype: dtype, shape: shape,
-                                              binding: recordBinding(model: model, name: name), options: options)
+        let record = try RecordEncoder.encode(
+            bytes, dtype: dtype, shape: shape,
+            binding: recordBinding(model: model, name: name), options: options)
         return try write { w in
-            try w.putEncoded(record, source: bytes, name: name, model: model, dtype: dtype, shape: shape, expert: expert)
+            try w.putEncoded(
+                record, source: bytes, name: name, model: model, dtype: dtype, shape: shape, expert: expert)
         }
     }
 
@@ -119,18 +133,23 @@ extension WeightStore {
 
     func tensorKey(model: String, name: String) throws -> [UInt8] {
         guard !name.isEmpty else { throw WStoreError.invalidArgument("empty tensor name") }
-        guard !model.isEmpty, !model.utf8.contains(0) else { throw WStoreError.invalidArgument("model name must be non-empty and without NUL") }
+        guard !model.isEmpty, !model.utf8.contains(0) else {
+            throw WStoreError.invalidArgument("model name must be non-empty and without NUL")
+        }
         let key = Keys.tensor(model: model, name: name)
         guard key.count <= env.maxKeySize else {
-            throw WStoreError.invalidArgument("model and tensor name take \(key.count) bytes; LMDB keys are limited to \(env.maxKeySize)")
+            throw WStoreError.invalidArgument(
+                "model and tensor name take \(key.count) bytes; LMDB keys are limited to \(env.maxKeySize)")
         }
         return key
     }
 }
 
 extension TensorInfo {
-    init(model: String, name: String, dtype: DType, shape: [Int], codec: String, rawSize: Int, storedSize: Int,
-         checksum: UInt64, frameCount: Int) {
+    init(
+        model: String, name: String, dtype: DType, shape: [Int], codec: String, rawSize: Int, storedSize: Int,
+        checksum: UInt64, frameCount: Int
+    ) {
         self.model = model
         self.name = name
         self.dtype = dtype

@@ -61,7 +61,8 @@ public final class WeightStore: Sendable {
         }
         // lmdb: a node larger than about half a page goes to overflow pages; see FORMAT.md §4.4.
         self.minRecordSize = env.pageSize / 2 + 64
-        self.formatVersion = create
+        self.formatVersion =
+            create
             ? Int(Record.formatVersion)
             : try Self.readMetadata(env: env, metaDB: metaDB, path: env.path).formatVersion
     }
@@ -79,8 +80,9 @@ public final class WeightStore: Sendable {
         try Posix.makeDirectories(path)
         let env = try LMDBEnvironment.shared(path: path, readOnly: false, options: envOptions(options))
         let store = try WeightStore(env: env, readOnly: false, create: true)
-        let meta = StoreMetadata(formatVersion: Int(Record.formatVersion), createdBy: "wstore \(wstoreVersion)",
-                                 created: ISO8601DateFormatter().string(from: Date()))
+        let meta = StoreMetadata(
+            formatVersion: Int(Record.formatVersion), createdBy: "wstore \(wstoreVersion)",
+            created: ISO8601DateFormatter().string(from: Date()))
         let json = Sealed.sealJSON([UInt8](try JSONEncoder.sorted.encode(meta)), key: Keys.storeMeta)
         try env.write { txn in try json.withUnsafeBytes { try txn.put(store.metaDB, Keys.storeMeta, $0) } }
         return store
@@ -90,7 +92,8 @@ public final class WeightStore: Sendable {
     ///
     /// - Throws: ``WStoreError/notAStore(path:reason:)`` when `path` is not a store,
     ///   ``WStoreError/newerFormat(what:found:supported:)`` when a newer wstore wrote it.
-    public static func open(at path: String, readOnly: Bool = true, options: Options = Options()) throws -> WeightStore {
+    public static func open(at path: String, readOnly: Bool = true, options: Options = Options()) throws -> WeightStore
+    {
         try LMDBFile.checkReadable(directory: path)
         var isDir: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDir) else {
@@ -134,7 +137,9 @@ public final class WeightStore: Sendable {
             if let inner = Sealed.openJSON(v, key: Keys.storeMeta) { return (Data(inner), true) }
             return (Data(v), false)
         }
-        guard let (data, sealed) = found else { throw WStoreError.notAStore(path: path, reason: "no store metadata record") }
+        guard let (data, sealed) = found else {
+            throw WStoreError.notAStore(path: path, reason: "no store metadata record")
+        }
         // Read the version alone first, so a newer store is refused with the right message
         // even if the rest of its metadata changed shape.
         struct Version: Decodable { let format_version: Int }
@@ -142,10 +147,12 @@ public final class WeightStore: Sendable {
             throw WStoreError.notAStore(path: path, reason: "store metadata record is not valid JSON")
         }
         guard version.format_version <= Int(Record.formatVersion) else {
-            throw WStoreError.newerFormat(what: "store \(path)", found: version.format_version, supported: Int(Record.formatVersion))
+            throw WStoreError.newerFormat(
+                what: "store \(path)", found: version.format_version, supported: Int(Record.formatVersion))
         }
         guard version.format_version >= 1 else {
-            throw WStoreError.corruptRecord(name: "store metadata of \(path)", reason: "format version \(version.format_version)")
+            throw WStoreError.corruptRecord(
+                name: "store metadata of \(path)", reason: "format version \(version.format_version)")
         }
         guard sealed || version.format_version == 1 else {
             throw WStoreError.corruptRecord(name: "store metadata of \(path)", reason: "seal mismatch")
@@ -159,7 +166,9 @@ public final class WeightStore: Sendable {
 
     /// Opens a sealed JSON object of a version-2 store, or returns a version-1 value as it is.
     /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` when a version-2 seal does not match.
-    func unsealJSON(_ bytes: UnsafeRawBufferPointer, key: [UInt8], what: @autoclosure () -> String) throws(WStoreError) -> Data {
+    func unsealJSON(_ bytes: UnsafeRawBufferPointer, key: [UInt8], what: @autoclosure () -> String) throws(WStoreError)
+        -> Data
+    {
         guard formatVersion >= 2 else { return Data(bytes) }
         guard let inner = Sealed.openJSON(bytes, key: key) else {
             throw .corruptRecord(name: what(), reason: "seal mismatch (damaged, or not the value of this key)")
@@ -169,8 +178,10 @@ public final class WeightStore: Sendable {
 
     /// Opens a sealed value of a version-2 store, or returns a version-1 value as it is.
     /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` when a version-2 seal does not match.
-    func unseal(_ bytes: UnsafeRawBufferPointer, key: UnsafeRawBufferPointer,
-                what: @autoclosure () -> String) throws(WStoreError) -> UnsafeRawBufferPointer {
+    func unseal(
+        _ bytes: UnsafeRawBufferPointer, key: UnsafeRawBufferPointer,
+        what: @autoclosure () -> String
+    ) throws(WStoreError) -> UnsafeRawBufferPointer {
         guard formatVersion >= 2 else { return bytes }
         guard let inner = Sealed.open(bytes, key: key) else {
             throw .corruptRecord(name: what(), reason: "seal mismatch (damaged, or not the value of this key)")
@@ -210,7 +221,8 @@ public final class WeightStore: Sendable {
         guard !readOnly else { throw WStoreError.invalidArgument("\(path) is open read-only") }
         guard formatVersion >= Int(Record.formatVersion) else {
             throw WStoreError.invalidArgument(
-                "\(path) uses wstore format version \(formatVersion); run `wstore upgrade \(path)` before writing to it")
+                "\(path) uses wstore format version \(formatVersion); run `wstore upgrade \(path)` before writing to it"
+            )
         }
     }
 
@@ -226,7 +238,8 @@ public final class WeightStore: Sendable {
             var prefix: [UInt8] = []
             while true {
                 guard let k = try txn.firstKey(tensorsDB, atOrAfter: prefix),
-                      let nul = k.firstIndex(of: 0) else { break }
+                    let nul = k.firstIndex(of: 0)
+                else { break }
                 let m = String(decoding: k[..<nul], as: UTF8.self)
                 names.insert(m)
                 prefix = Keys.modelPrefix(m) + [0xFF]

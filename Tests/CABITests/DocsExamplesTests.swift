@@ -11,7 +11,8 @@ import WStoreTestSupport
 @Suite(.serialized) struct DocsExamplesTests {
     /// The fenced blocks of `language` in a Markdown file, with the line each starts on.
     static func blocks(_ file: String, language: String) throws -> [(line: Int, code: String)] {
-        let lines = try String(contentsOfFile: CABITests.root + "/" + file, encoding: .utf8).components(separatedBy: "\n")
+        let lines = try String(contentsOfFile: CABITests.root + "/" + file, encoding: .utf8).components(
+            separatedBy: "\n")
         var out: [(Int, String)] = []
         var current: [String]?, start = 0
         for (i, l) in lines.enumerated() {
@@ -32,13 +33,17 @@ import WStoreTestSupport
     /// `.build/release/libwstore-c.so` (the library built with these tests), as the docs assume.
     static func workspace() throws -> TemporaryDirectory {
         let dir = TemporaryDirectory()
-        let lib = try #require(CABITests.libraryDirectory(), "libwstore-c.so not found: build with `swift build --build-tests`")
-        let py = runProcess("/usr/bin/env", [pythonExecutable, CABITests.root + "/scripts/fixtures/make_demo_checkpoint.py", dir.sub("mixtral")])
+        let lib = try #require(
+            CABITests.libraryDirectory(), "libwstore-c.so not found: build with `swift build --build-tests`")
+        let py = runProcess(
+            "/usr/bin/env",
+            [pythonExecutable, CABITests.root + "/scripts/fixtures/make_demo_checkpoint.py", dir.sub("mixtral")])
         try #require(py.status == 0, "make_demo_checkpoint.py failed: \(py.output)")
         var pack = try WStoreCommand.parseAsRoot(["pack", dir.sub("mixtral"), "-o", dir.sub("moe.wstore"), "--quiet"])
         try pack.run()
         try FileManager.default.createDirectory(atPath: dir.sub(".build/release"), withIntermediateDirectories: true)
-        try FileManager.default.createSymbolicLink(atPath: dir.sub(".build/release/libwstore-c.so"), withDestinationPath: lib + "/libwstore-c.so")
+        try FileManager.default.createSymbolicLink(
+            atPath: dir.sub(".build/release/libwstore-c.so"), withDestinationPath: lib + "/libwstore-c.so")
         return dir
     }
 
@@ -49,20 +54,29 @@ import WStoreTestSupport
         for (n, block) in blocks.enumerated() {
             let src = dir.sub("block\(n).c"), exe = dir.sub("block\(n)")
             try block.code.write(toFile: src, atomically: true, encoding: .utf8)
-            let cc = runProcess(CABITests.cc, ["-std=c11", "-Wall", "-Wextra", "-Werror", "-I", CABITests.root + "/include", src,
-                                            "-L", dir.sub(".build/release"), "-lwstore-c", "-Wl,-rpath," + dir.sub(".build/release"),
-                                            "-o", exe])
+            let cc = runProcess(
+                CABITests.cc,
+                [
+                    "-std=c11", "-Wall", "-Wextra", "-Werror", "-I", CABITests.root + "/include", src,
+                    "-L", dir.sub(".build/release"), "-lwstore-c", "-Wl,-rpath," + dir.sub(".build/release"),
+                    "-o", exe,
+                ])
             #expect(cc.status == 0, "\(file):\(block.line): the C block does not compile:\n\(cc.output)")
             guard cc.status == 0 else { continue }
             // The engine example takes what the text before it says to run it with.
-            let args = block.code.contains("argv") ? ["moe.wstore", "model.embed_tokens.weight", "prompts.kvstore"] : []
+            let args =
+                block.code.contains("argv") ? ["moe.wstore", "model.embed_tokens.weight", "prompts.kvstore"] : []
             let r = runProcess("/bin/sh", ["-c", "cd '\(dir.path)' && exec '\(exe)' " + args.joined(separator: " ")])
             #expect(r.status == 0, "\(file):\(block.line): the C block exits \(r.status):\n\(r.output)")
             if args.isEmpty {
                 #expect(r.output.contains("up: 262144 bytes"), "\(file):\(block.line): \(r.output)")
             } else {
-                #expect(r.output.contains("KV: 512 tokens cached, 512 looked up, bit-exact"), "\(file):\(block.line): \(r.output)")
-                #expect(r.output.contains("expert 5 up: dtype 10 [512 x 256] 262144 bytes"), "\(file):\(block.line): \(r.output)")
+                #expect(
+                    r.output.contains("KV: 512 tokens cached, 512 looked up, bit-exact"),
+                    "\(file):\(block.line): \(r.output)")
+                #expect(
+                    r.output.contains("expert 5 up: dtype 10 [512 x 256] 262144 bytes"),
+                    "\(file):\(block.line): \(r.output)")
             }
         }
     }

@@ -1,8 +1,9 @@
 import CWStoreHeader
-@testable import CWStoreABI
 import Glibc
 import Testing
 import WeightStore
+
+@testable import CWStoreABI
 
 /// A failed system call reaches a C caller as WSTORE_E_IO, its message one line.
 @Suite struct IOStatusTests {

@@ -52,7 +52,10 @@ struct KVRemoteABITests {
             return try #require(handle)
         }
         let a = try open("a"), b = try open("b")
-        defer { _ = wstore_kv_close(a); _ = wstore_kv_close(b) }
+        defer {
+            _ = wstore_kv_close(a)
+            _ = wstore_kv_close(b)
+        }
 
         // Node A stores the prompt; its chunks reach Redis in the background.
         let source = Self.buffers()

@@ -1,20 +1,26 @@
-import WStoreReplay
 import Foundation
 import Testing
-@testable import WStoreCLI
-import WeightStore
+import WStoreReplay
 import WStoreTestSupport
+import WeightStore
+
+@testable import WStoreCLI
 
 @Suite("wstore trace synth and bench cache")
 struct BenchCacheCommandTests {
     @Test func benchReportsEveryPolicyBesideMIN() throws {
         let dir = TemporaryDirectory()
         let trace = dir.path + "/t.jsonl"
-        var synth = try #require(try WStoreCommand.parseAsRoot(
-            ["trace", "synth", trace, "--layers", "4", "--experts", "8", "--requests", "2", "--tokens", "50", "--json"]) as? TraceSynthCommand)
+        var synth = try #require(
+            try WStoreCommand.parseAsRoot(
+                [
+                    "trace", "synth", trace, "--layers", "4", "--experts", "8", "--requests", "2", "--tokens", "50",
+                    "--json",
+                ]) as? TraceSynthCommand)
         try synth.run()
-        let bench = try #require(try WStoreCommand.parseAsRoot(
-            ["bench", "cache", "--trace", trace, "--capacity", "50%", "--prefetch", "--json"]) as? BenchCache)
+        let bench = try #require(
+            try WStoreCommand.parseAsRoot(
+                ["bench", "cache", "--trace", trace, "--capacity", "50%", "--prefetch", "--json"]) as? BenchCache)
         let report = try bench.makeReport()
         #expect(report.capacity == 16 && report.accesses == 4 * 100 * 2)
         #expect(report.policies.map(\.policy) == ResidencyPolicyKind.allCases.map(\.rawValue))
@@ -29,14 +35,22 @@ struct BenchCacheCommandTests {
         let dir = TemporaryDirectory()
         _ = try makeExpertStore(at: dir.path + "/s", layers: 2, experts: 4)
         let trace = dir.path + "/t.jsonl"
-        var synth = try #require(try WStoreCommand.parseAsRoot(
-            ["trace", "synth", trace, "--layers", "2", "--experts", "4", "--requests", "1", "--tokens", "40", "--json"]) as? TraceSynthCommand)
+        var synth = try #require(
+            try WStoreCommand.parseAsRoot(
+                [
+                    "trace", "synth", trace, "--layers", "2", "--experts", "4", "--requests", "1", "--tokens", "40",
+                    "--json",
+                ]) as? TraceSynthCommand)
         try synth.run()
-        let bench = try #require(try WStoreCommand.parseAsRoot(
-            ["bench", "cache", "--trace", trace, "--capacity", "4", "--store", dir.path + "/s", "--policy", "lru"]) as? BenchCache)
+        let bench = try #require(
+            try WStoreCommand.parseAsRoot(
+                ["bench", "cache", "--trace", trace, "--capacity", "4", "--store", dir.path + "/s", "--policy", "lru"])
+                as? BenchCache)
         let report = try bench.makeReport()
-        let simulated = try #require(try WStoreCommand.parseAsRoot(
-            ["bench", "cache", "--trace", trace, "--capacity", "4", "--policy", "lru"]) as? BenchCache).makeReport()
+        let simulated = try #require(
+            try WStoreCommand.parseAsRoot(
+                ["bench", "cache", "--trace", trace, "--capacity", "4", "--policy", "lru"]) as? BenchCache
+        ).makeReport()
         // One thread, no prefetch: the real manager makes the simulator's decisions.
         #expect(report.policies[0].hit_rate == simulated.policies[0].hit_rate)
         #expect(report.policies[0].demand_loads == simulated.policies[0].demand_loads)
@@ -46,18 +60,30 @@ struct BenchCacheCommandTests {
     @Test func badInputsAreClearErrors() throws {
         let dir = TemporaryDirectory()
         let trace = dir.path + "/bad.jsonl"
-        try Data((#"{"kind":"wstore.routing-trace","version":1,"layers":1,"experts":2,"top_k":1}"# + "\n{\"experts\":[[5]]}\n").utf8)
-            .write(to: URL(fileURLWithPath: trace))
-        let bench = try #require(try WStoreCommand.parseAsRoot(["bench", "cache", "--trace", trace, "--capacity", "1"]) as? BenchCache)
-        #expect(throws: RoutingTraceError.malformed(line: 2, "\"experts\"[0] names expert 5, outside 0..<2")) { _ = try bench.makeReport() }
+        try Data(
+            (#"{"kind":"wstore.routing-trace","version":1,"layers":1,"experts":2,"top_k":1}"#
+                + "\n{\"experts\":[[5]]}\n").utf8
+        )
+        .write(to: URL(fileURLWithPath: trace))
+        let bench = try #require(
+            try WStoreCommand.parseAsRoot(["bench", "cache", "--trace", trace, "--capacity", "1"]) as? BenchCache)
+        #expect(throws: RoutingTraceError.malformed(line: 2, "\"experts\"[0] names expert 5, outside 0..<2")) {
+            _ = try bench.makeReport()
+        }
         #expect(usageError(["bench", "cache", "--trace", trace]) == "give exactly one of --capacity and --budget")
-        #expect(usageError(["bench", "cache", "--trace", trace, "--capacity", "1", "--policy", "fifo"])
-            == "unknown policy fifo; choose one of \(ResidencyPolicyKind.allCases.map(\.rawValue).joined(separator: ", ")) or all")
+        #expect(
+            usageError(["bench", "cache", "--trace", trace, "--capacity", "1", "--policy", "fifo"])
+                == "unknown policy fifo; choose one of \(ResidencyPolicyKind.allCases.map(\.rawValue).joined(separator: ", ")) or all"
+        )
         let good = dir.path + "/good.jsonl"
-        try Data((#"{"kind":"wstore.routing-trace","version":1,"layers":1,"experts":2,"top_k":1}"# + "\n{\"experts\":[[1]]}\n").utf8)
-            .write(to: URL(fileURLWithPath: good))
+        try Data(
+            (#"{"kind":"wstore.routing-trace","version":1,"layers":1,"experts":2,"top_k":1}"#
+                + "\n{\"experts\":[[1]]}\n").utf8
+        )
+        .write(to: URL(fileURLWithPath: good))
         // No expert size known: --budget cannot be turned into a capacity.
-        let budget = try #require(try WStoreCommand.parseAsRoot(["bench", "cache", "--trace", good, "--budget", "100"]) as? BenchCache)
+        let budget = try #require(
+            try WStoreCommand.parseAsRoot(["bench", "cache", "--trace", good, "--budget", "100"]) as? BenchCache)
         #expect(throws: WStoreError.self) { _ = try budget.makeReport() }
     }
 }

@@ -1,7 +1,8 @@
 import Foundation
 import WStoreTestSupport
-@testable import WStoreCLI
 import WeightStore
+
+@testable import WStoreCLI
 
 /// Runs a `wstore` command line in this process.
 func wstore(_ args: String...) throws {
@@ -23,7 +24,9 @@ func usageError(_ args: [String]) -> String? {
 
 /// Checks an export against its source with the Python packages (scripts/fixtures/check_export.py).
 func pythonCheck(_ mode: String, _ source: String, _ exported: String) -> ProcessResult {
-    runProcess("/usr/bin/env", [pythonExecutable, repositoryRoot + "/scripts/fixtures/check_export.py", mode, source, exported])
+    runProcess(
+        "/usr/bin/env",
+        [pythonExecutable, repositoryRoot + "/scripts/fixtures/check_export.py", mode, source, exported])
 }
 
 /// Every tensor of `model`: name → (info, bytes).

@@ -3,6 +3,7 @@ import Testing
 import WStoreCore
 import WStoreFormats
 import WStoreTestSupport
+
 @testable import WStoreCLI
 
 /// Checkpoints made to hurt: each is refused with one line naming the file, and no
@@ -25,7 +26,8 @@ import WStoreTestSupport
 
     /// A GGUF file of one stacked expert tensor `blk.0.ffn_up_exps.weight`, `experts` × `width` f32, written by the gguf package.
     func stackedGGUF(_ path: String, experts: Int, width: Int) throws {
-        try python("""
+        try python(
+            """
             import numpy as np, gguf
             w = gguf.GGUFWriter("\(path)", "qwen2moe")
             w.add_block_count(1)
@@ -54,14 +56,16 @@ import WStoreTestSupport
     /// A sharded checkpoint written by the safetensors package, with an index of `weightMap` (JSON) beside it.
     func sharded(_ dir: TemporaryDirectory, weightMap: String, config: String? = nil) throws -> String {
         let folder = dir.sub("ckpt")
-        try python("""
+        try python(
+            """
             import numpy as np, os
             from safetensors.numpy import save_file
             os.makedirs("\(folder)", exist_ok=True)
             save_file({"a": np.ones((4, 4), dtype=np.float32)}, "\(folder)/model-00001-of-00002.safetensors")
             save_file({"b": np.ones((4,), dtype=np.float32)}, "\(folder)/model-00002-of-00002.safetensors")
             """)
-        try Data(#"{"weight_map": \#(weightMap)}"#.utf8).write(to: URL(fileURLWithPath: folder + "/model.safetensors.index.json"))
+        try Data(#"{"weight_map": \#(weightMap)}"#.utf8).write(
+            to: URL(fileURLWithPath: folder + "/model.safetensors.index.json"))
         if let config { try Data(config.utf8).write(to: URL(fileURLWithPath: folder + "/config.json")) }
         return folder
     }
@@ -84,8 +88,9 @@ import WStoreTestSupport
     ])
     func negativeOrAbsurdConfigCountsAreRefused(_ config: String, _ says: String) throws {
         let dir = TemporaryDirectory()
-        let folder = try sharded(dir, weightMap: #"{"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}"#,
-                                 config: config)
+        let folder = try sharded(
+            dir, weightMap: #"{"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}"#,
+            config: config)
         let r = pack(folder, in: dir)
         #expect(r.error?.hasPrefix(folder + "/config.json: ") == true, "\(r.error ?? "packed")")
         #expect(r.error?.contains(says) == true, "\(r.error ?? "packed")")
@@ -95,8 +100,9 @@ import WStoreTestSupport
 
     @Test func aConfigWithSaneCountsPacksAndADenseConfigSaysNoExperts() throws {
         let dir = TemporaryDirectory()
-        let folder = try sharded(dir, weightMap: #"{"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}"#,
-                                 config: #"{"num_hidden_layers": 2, "num_experts": 0, "num_experts_per_tok": null}"#)
+        let folder = try sharded(
+            dir, weightMap: #"{"a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}"#,
+            config: #"{"num_hidden_layers": 2, "num_experts": 0, "num_experts_per_tok": null}"#)
         #expect(pack(folder, in: dir).error == nil)
     }
 
@@ -104,7 +110,11 @@ import WStoreTestSupport
         let dir = TemporaryDirectory()
         // A tensor named with a newline, ESC and NUL, listed by an index in a shard that lacks it.
         let evil = "x\n\u{1B}[2J\u{0}y"
-        let folder = try sharded(dir, weightMap: "{" + SafetensorsWriter.jsonString(evil) + #": "model-00001-of-00002.safetensors", "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}"#)
+        let folder = try sharded(
+            dir,
+            weightMap: "{" + SafetensorsWriter.jsonString(evil)
+                + #": "model-00001-of-00002.safetensors", "a": "model-00001-of-00002.safetensors", "b": "model-00002-of-00002.safetensors"}"#
+        )
         let r = try #require(pack(folder, in: dir).error)
         #expect(r.contains(#"lists tensor "x\n\u{1B}[2J\0y" in "model-00001-of-00002.safetensors""#), "\(r)")
         #expect(!r.unicodeScalars.contains { $0.value < 0x20 || $0.value == 0x7F })
@@ -116,7 +126,8 @@ import WStoreTestSupport
 
     @Test func hugeLayerNumbersInNamesAreRefusedNotTrapped() throws {
         let dir = TemporaryDirectory()
-        try python("""
+        try python(
+            """
             import numpy as np
             from safetensors.numpy import save_file
             save_file({"model.layers.9223372036854775807.mlp.experts.0.up_proj.weight": np.ones((4, 4), dtype=np.float32)},

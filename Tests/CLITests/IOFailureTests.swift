@@ -5,8 +5,9 @@ import Testing
 import WStoreCore
 import WStoreReplay
 import WStoreTestSupport
-@testable import WStoreCLI
 import WeightStore
+
+@testable import WStoreCLI
 
 /// A failed system call (made to fail through the POSIX layer's fault injection) is one
 /// line naming the call, the path and the reason, and leaves what was there before.

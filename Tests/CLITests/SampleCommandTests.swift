@@ -1,15 +1,18 @@
 import Foundation
 import Testing
-@testable import WStoreCLI
 import WStoreTestSupport
 import WeightStore
+
+@testable import WStoreCLI
 
 @Suite struct SampleCommandTests {
     @Test func sampleWritesAnIndexedMoEModel() throws {
         let tmp = TemporaryDirectory("cli")
         let dir = tmp.sub("sample")
-        var cmd = try #require(try WStoreCommand.parseAsRoot(
-            ["sample", dir, "--layers", "2", "--experts", "4", "--hidden", "32", "--ffn", "64", "--quiet"]) as? Sample)
+        var cmd = try #require(
+            try WStoreCommand.parseAsRoot(
+                ["sample", dir, "--layers", "2", "--experts", "4", "--hidden", "32", "--ffn", "64", "--quiet"])
+                as? Sample)
         try cmd.run()
         let store = try WeightStore.open(at: dir)
         #expect(try store.models() == ["sample-moe"])
@@ -24,7 +27,8 @@ import WeightStore
     }
 
     @Test func sampleRefusesBadShapes() {
-        #expect(usageError(["sample", "/tmp/x", "--top-k", "9", "--experts", "4"])
-            == "layers, experts, hidden, ffn and top-k must be positive, and top-k ≤ experts")
+        #expect(
+            usageError(["sample", "/tmp/x", "--top-k", "9", "--experts", "4"])
+                == "layers, experts, hidden, ffn and top-k must be positive, and top-k ≤ experts")
     }
 }

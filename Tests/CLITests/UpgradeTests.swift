@@ -1,7 +1,8 @@
 import Foundation
 import Testing
-@testable import WStoreCLI
 import WeightStore
+
+@testable import WStoreCLI
 
 /// A version-1 store written by wstore before format v2 (`wstore sample v1-store --layers 2
 /// --experts 2 --hidden 32 --ffn 64 --model tiny`, then only its data.mdb kept) is read as it
@@ -11,7 +12,8 @@ import WeightStore
         .appendingPathComponent("Fixtures/v1-store/data.mdb").path
 
     func temp() -> String {
-        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("wstore-upgrade-\(UUID().uuidString)").path
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("wstore-upgrade-\(UUID().uuidString)")
+            .path
         try! FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         return dir
     }
@@ -25,7 +27,8 @@ import WeightStore
         for e in try store.experts(model: "tiny") {
             out["expert \(e.layer)/\(e.expert)"] = Array(e.parts.sorted { $0.key < $1.key }.description.utf8)
         }
-        out["info"] = Array("\(try store.modelInfo("tiny").map { [$0.layers, $0.expertsPerLayer, $0.topK] } ?? [])".utf8)
+        out["info"] = Array(
+            "\(try store.modelInfo("tiny").map { [$0.layers, $0.expertsPerLayer, $0.topK] } ?? [])".utf8)
         return out
     }
 
@@ -35,9 +38,13 @@ import WeightStore
         try FileManager.default.createDirectory(atPath: dir + "/v1", withIntermediateDirectories: true)
         try FileManager.default.copyItem(atPath: Self.fixture, toPath: dir + "/v1/data.mdb")
         // The same model written by this build.
-        var sample = try #require(try WStoreCommand.parseAsRoot(
-            ["sample", dir + "/v2", "--layers", "2", "--experts", "2", "--hidden", "32", "--ffn", "64", "--model", "tiny",
-             "--quiet"]) as? Sample)
+        var sample = try #require(
+            try WStoreCommand.parseAsRoot(
+                [
+                    "sample", dir + "/v2", "--layers", "2", "--experts", "2", "--hidden", "32", "--ffn", "64",
+                    "--model", "tiny",
+                    "--quiet",
+                ]) as? Sample)
         try sample.run()
         let expected = try contents(try WeightStore.open(at: dir + "/v2"))
         #expect(expected.count > 10)

@@ -1,8 +1,9 @@
 import Foundation
 import Testing
-@testable import WStoreCLI
-import WeightStore
 import WStoreTestSupport
+import WeightStore
+
+@testable import WStoreCLI
 
 @Suite struct VerifyCommandTests {
     @Test func verifyNamesTheCorruptTensorAndFails() throws {

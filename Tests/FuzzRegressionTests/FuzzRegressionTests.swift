@@ -6,7 +6,8 @@ import WStoreFuzzing
 /// entry point: each must now be rejected with a one-line error or read correctly,
 /// and the seeds the corpora start from must be accepted.
 @Suite struct FuzzRegressionTests {
-    static let inputs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Inputs").path
+    static let inputs = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Inputs")
+        .path
 
     /// The kept inputs of `target`, by file name.
     static func kept(_ target: FuzzTarget) -> [(name: String, bytes: [UInt8])] {

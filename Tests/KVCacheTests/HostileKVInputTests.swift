@@ -1,8 +1,9 @@
 import Foundation
 import Testing
+import WStoreTestSupport
+
 @testable import KVCache
 @testable import WStoreCore
-import WStoreTestSupport
 
 /// KV inputs made to hurt: refused with one line, never a trap.
 @Suite struct HostileKVInputTests {
@@ -15,7 +16,9 @@ import WStoreTestSupport
     }
 
     @Test func indexEntryWithAnAbsurdSizeIsCorruptNotATrap() throws {
-        for (stored, raw) in [(UInt64(1) << 63, UInt64(10)), (UInt64.max, 10), (10, UInt64(1) << 63), (UInt64(1) << 49, 10)] {
+        for (stored, raw) in [
+            (UInt64(1) << 63, UInt64(10)), (UInt64.max, 10), (10, UInt64(1) << 63), (UInt64(1) << 49, 10),
+        ] {
             let b = Self.indexEntry(stored: stored, raw: raw)
             #expect(throws: WStoreError.self) { try b.withUnsafeBytes { try KVStore.Node.parse($0, key: 1) } }
         }
@@ -25,8 +28,10 @@ import WStoreTestSupport
 
     /// A real chunk whose header then claims `tokens` × `heads` × `headDim`, checksum made to match.
     static func chunk(claiming tokens: UInt32, heads: UInt32, headDim: UInt32) throws -> [UInt8] {
-        let t = try KVTensor(floats: [Float](repeating: 0.5, count: 2 * 4 * 8), dtype: .f16, heads: 2, tokens: 4, headDim: 8)
-        var c = try KVChunk.encode(try KVCacheData(layers: [KVLayer(keys: t, values: t)]), key: 5, codec: .lossless, kivi: KIVIOptions())
+        let t = try KVTensor(
+            floats: [Float](repeating: 0.5, count: 2 * 4 * 8), dtype: .f16, heads: 2, tokens: 4, headDim: 8)
+        var c = try KVChunk.encode(
+            try KVCacheData(layers: [KVLayer(keys: t, values: t)]), key: 5, codec: .lossless, kivi: KIVIOptions())
         c.withUnsafeMutableBytes { b in
             b.storeBytes(of: tokens.littleEndian, toByteOffset: 12, as: UInt32.self)
             b.storeBytes(of: heads.littleEndian, toByteOffset: 16, as: UInt32.self)
@@ -46,12 +51,15 @@ import WStoreTestSupport
     }
 
     @Test func gatherRefusesPositionsItCannotHonour() throws {
-        let t = try KVTensor(floats: [Float](repeating: 1, count: 2 * 4 * 2), dtype: .f32, heads: 2, tokens: 4, headDim: 2)
+        let t = try KVTensor(
+            floats: [Float](repeating: 1, count: 2 * 4 * 2), dtype: .f32, heads: 2, tokens: 4, headDim: 2)
         #expect(try t.gather(positions: [[0, 3], [1, 2]]).shape == [2, 2, 2])
         for bad: [[Int32]] in [[], [[0]], [[0, 1], [2]], [[0, 4], [1, 2]], [[-1, 0], [1, 2]]] {
             #expect(throws: WStoreError.self) { try t.gather(positions: bad) }
         }
-        #expect(throws: WStoreError.self) { try KVTensor(dtype: .f32, heads: Int.max, tokens: 2, headDim: 2, bytes: []) }
+        #expect(throws: WStoreError.self) {
+            try KVTensor(dtype: .f32, heads: Int.max, tokens: 2, headDim: 2, bytes: [])
+        }
     }
 
     @Test func topPositionsAlwaysKeepsTheCountAskedFor() {

@@ -2,29 +2,42 @@ import Dispatch
 import Foundation
 import Synchronization
 import Testing
-@testable import KVCache
 import WStoreCore
 import WStoreTestSupport
+
+@testable import KVCache
 
 /// Lookups that decode straight into the caller's buffers, the raw codec, last-use stamps
 /// kept in memory, and readers running beside a writer.
 @Suite struct KVLookupTests {
-    func randomCache(tokens: Int, layers: Int = 3, heads: Int = 2, dim: Int = 16, dtype: DType = .bf16, seed: UInt64 = 1) throws -> KVCacheData {
+    func randomCache(
+        tokens: Int, layers: Int = 3, heads: Int = 2, dim: Int = 16, dtype: DType = .bf16, seed: UInt64 = 1
+    ) throws -> KVCacheData {
         var rng = SplitMix64(seed: seed)
-        return try KVCacheData(layers: (0 ..< layers).map { _ in
-            try KVLayer(keys: KVTensor(floats: rng.normals(heads * tokens * dim), dtype: dtype, heads: heads, tokens: tokens, headDim: dim),
-                        values: KVTensor(floats: rng.normals(heads * tokens * dim), dtype: dtype, heads: heads, tokens: tokens, headDim: dim))
-        })
+        return try KVCacheData(
+            layers: (0 ..< layers).map { _ in
+                try KVLayer(
+                    keys: KVTensor(
+                        floats: rng.normals(heads * tokens * dim), dtype: dtype, heads: heads, tokens: tokens,
+                        headDim: dim),
+                    values: KVTensor(
+                        floats: rng.normals(heads * tokens * dim), dtype: dtype, heads: heads, tokens: tokens,
+                        headDim: dim))
+            })
     }
 
     /// Reads element rows of `kv` back out of engine-layout buffers `[tokens][heads][dim]`.
-    func engineLayout(_ kv: KVCacheData, k: UnsafeRawBufferPointer, v: UnsafeRawBufferPointer, layer: Int, tokens: Int) -> (KVTensor, KVTensor) {
+    func engineLayout(_ kv: KVCacheData, k: UnsafeRawBufferPointer, v: UnsafeRawBufferPointer, layer: Int, tokens: Int)
+        -> (KVTensor, KVTensor)
+    {
         let t0 = kv.layers[0].keys, row = t0.headDim * t0.elementSize, stride = t0.heads * row
         func read(_ p: UnsafeRawBufferPointer) -> KVTensor {
             var out = [UInt8](repeating: 0, count: t0.heads * tokens * row)
             for h in 0 ..< t0.heads {
                 for t in 0 ..< tokens {
-                    for b in 0 ..< row { out[(h * tokens + t) * row + b] = p[layer * tokens * stride + t * stride + h * row + b] }
+                    for b in 0 ..< row {
+                        out[(h * tokens + t) * row + b] = p[layer * tokens * stride + t * stride + h * row + b]
+                    }
                 }
             }
             return try! KVTensor(dtype: t0.dtype, heads: t0.heads, tokens: tokens, headDim: t0.headDim, bytes: out)
@@ -49,15 +62,20 @@ import WStoreTestSupport
             for h in 0 ..< 2 {
                 for t in 0 ..< 100 {
                     for b in 0 ..< row {
-                        kbuf[l * 100 * stride + t * stride + h * row + b] = kv.layers[l].keys.bytes[(h * 100 + t) * row + b]
-                        vbuf[l * 100 * stride + t * stride + h * row + b] = kv.layers[l].values.bytes[(h * 100 + t) * row + b]
+                        kbuf[l * 100 * stride + t * stride + h * row + b] =
+                            kv.layers[l].keys.bytes[(h * 100 + t) * row + b]
+                        vbuf[l * 100 * stride + t * stride + h * row + b] =
+                            kv.layers[l].values.bytes[(h * 100 + t) * row + b]
                     }
                 }
             }
         }
         func views(_ k: UnsafeMutableRawBufferPointer, _ v: UnsafeMutableRawBufferPointer) -> [KVLayerView] {
-            (0 ..< 3).map { l in KVLayerView(keys: k.baseAddress! + l * 100 * stride, values: v.baseAddress! + l * 100 * stride,
-                                             dtype: .bf16, kvHeads: 2, headDim: 16, tokenStride: stride) }
+            (0 ..< 3).map { l in
+                KVLayerView(
+                    keys: k.baseAddress! + l * 100 * stride, values: v.baseAddress! + l * 100 * stride,
+                    dtype: .bf16, kvHeads: 2, headDim: 16, tokenStride: stride)
+            }
         }
         let stored = try kbuf.withUnsafeMutableBytes { k in
             try vbuf.withUnsafeMutableBytes { v in try store.store(tokens: tokens, model: "m", from: views(k, v)) }
@@ -74,7 +92,9 @@ import WStoreTestSupport
         }
         #expect(got.tokens == 96 && got.chunks == 3 && got.damage == nil)
         for l in 0 ..< 3 {
-            let (ek, ev) = k2.withUnsafeBytes { k in v2.withUnsafeBytes { v in engineLayout(kv, k: k, v: v, layer: l, tokens: 100) } }
+            let (ek, ev) = k2.withUnsafeBytes { k in
+                v2.withUnsafeBytes { v in engineLayout(kv, k: k, v: v, layer: l, tokens: 100) }
+            }
             #expect(ek.slice(tokens: 0 ..< 96) == swift.kv!.layers[l].keys)
             #expect(ev.slice(tokens: 0 ..< 96) == swift.kv!.layers[l].values)
             #expect(k2[l * 100 * stride + 96 * stride ..< (l + 1) * 100 * stride].allSatisfy { $0 == 0xA5 })
@@ -83,8 +103,13 @@ import WStoreTestSupport
         #expect(throws: WStoreError.self) {
             try k2.withUnsafeMutableBytes { k in
                 try v2.withUnsafeMutableBytes { v in
-                    _ = try store.lookup(tokens: tokens, model: "m", into: [KVLayerView(
-                        keys: k.baseAddress!, values: v.baseAddress!, dtype: .bf16, kvHeads: 4, headDim: 8, tokenStride: stride)])
+                    _ = try store.lookup(
+                        tokens: tokens, model: "m",
+                        into: [
+                            KVLayerView(
+                                keys: k.baseAddress!, values: v.baseAddress!, dtype: .bf16, kvHeads: 4, headDim: 8,
+                                tokenStride: stride)
+                        ])
                 }
             }
         }
@@ -114,7 +139,7 @@ import WStoreTestSupport
         try store.store(tokens: a, model: "m", kv: try randomCache(tokens: 4))
         try store.store(tokens: b, model: "m", kv: try randomCache(tokens: 4))
         let before = try Data(contentsOf: URL(fileURLWithPath: dir + "/kv/data.mdb"))
-        #expect(try store.lookup(tokens: a, model: "m").tokens == 4)   // a is now newer than b, in memory only
+        #expect(try store.lookup(tokens: a, model: "m").tokens == 4)  // a is now newer than b, in memory only
         #expect(try Data(contentsOf: URL(fileURLWithPath: dir + "/kv/data.mdb")) == before)
         try store.store(tokens: c, model: "m", kv: try randomCache(tokens: 4))  // folds a's use in, then evicts b
         #expect(try store.probe(tokens: a, model: "m") == 4)
@@ -149,7 +174,11 @@ import WStoreTestSupport
                 for _ in 0 ..< 30 {
                     let found = try store.lookup(tokens: tokens, model: "m")
                     if found.tokens < 64 || found.kv != kv.slice(tokens: 0 ..< found.tokens) {
-                        problems.withLock { $0.append("reader \(w): \(found.tokens) tokens, equal: \(found.kv == kv.slice(tokens: 0 ..< found.tokens))") }
+                        problems.withLock {
+                            $0.append(
+                                "reader \(w): \(found.tokens) tokens, equal: \(found.kv == kv.slice(tokens: 0 ..< found.tokens))"
+                            )
+                        }
                     }
                 }
             } catch {

@@ -1,25 +1,28 @@
 import Foundation
 import Testing
+import WStoreTestSupport
+
 @testable import KVCache
 @testable import WStoreCore
-import WStoreTestSupport
 
 @Suite struct KVStoreTests {
     /// A small KV cache for `tokens` tokens whose values depend on the token ids (so prefixes agree).
     func cache(_ tokens: [UInt32], layers: Int = 2, heads: Int = 2, dim: Int = 8) throws -> KVCacheData {
-        try KVCacheData(layers: (0 ..< layers).map { l in
-            var k = [Float](), v = [Float]()
-            for h in 0 ..< heads {
-                for t in tokens {
-                    for c in 0 ..< dim {
-                        k.append(Float(t % 1000) + Float(c) * 0.01 + Float(h + l))
-                        v.append(-Float(t % 1000) - Float(c) * 0.01 - Float(h + l))
+        try KVCacheData(
+            layers: (0 ..< layers).map { l in
+                var k = [Float](), v = [Float]()
+                for h in 0 ..< heads {
+                    for t in tokens {
+                        for c in 0 ..< dim {
+                            k.append(Float(t % 1000) + Float(c) * 0.01 + Float(h + l))
+                            v.append(-Float(t % 1000) - Float(c) * 0.01 - Float(h + l))
+                        }
                     }
                 }
-            }
-            return try KVLayer(keys: KVTensor(floats: k, dtype: .f32, heads: heads, tokens: tokens.count, headDim: dim),
-                               values: KVTensor(floats: v, dtype: .f32, heads: heads, tokens: tokens.count, headDim: dim))
-        })
+                return try KVLayer(
+                    keys: KVTensor(floats: k, dtype: .f32, heads: heads, tokens: tokens.count, headDim: dim),
+                    values: KVTensor(floats: v, dtype: .f32, heads: heads, tokens: tokens.count, headDim: dim))
+            })
     }
 
     func options(chunk: Int = 4, maxChunks: Int = 0) -> KVStore.Options {
@@ -115,9 +118,11 @@ import WStoreTestSupport
         // Swap the chunks of two cached prefixes.
         let cached = prompts.filter { (try? store.cachedChunks(tokens: $0, model: "m")) == 2 }
         let k1 = PrefixKey.chain(tokens: cached[0], chunkTokens: 4, model: "m")[0]
-        let k2 = try #require(cached.map { PrefixKey.chain(tokens: $0, chunkTokens: 4, model: "m")[0] }.first { $0 != k1 })
+        let k2 = try #require(
+            cached.map { PrefixKey.chain(tokens: $0, chunkTokens: 4, model: "m")[0] }.first { $0 != k1 })
         try store.env.write { txn in
-            let v1 = Array(try txn.get(store.chunks, PrefixKey.bytes(k1))!), v2 = Array(try txn.get(store.chunks, PrefixKey.bytes(k2))!)
+            let v1 = Array(try txn.get(store.chunks, PrefixKey.bytes(k1))!),
+                v2 = Array(try txn.get(store.chunks, PrefixKey.bytes(k2))!)
             try v2.withUnsafeBytes { try txn.put(store.chunks, PrefixKey.bytes(k1), $0) }
             try v1.withUnsafeBytes { try txn.put(store.chunks, PrefixKey.bytes(k2), $0) }
         }
@@ -155,7 +160,9 @@ import WStoreTestSupport
         let ksize = Int(data[node + 6]) | Int(data[node + 7]) << 8
         var at = node + 8 + ksize
         if data[node + 4] & 0x01 != 0 {  // F_BIGDATA: the list is on an overflow page
-            let pg = data[at ..< at + 8].withUnsafeBytes { Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self))) }
+            let pg = data[at ..< at + 8].withUnsafeBytes {
+                Int(UInt64(littleEndian: $0.loadUnaligned(as: UInt64.self)))
+            }
             at = pg * meta.pageSize + 16
         }
         data[at + 3] ^= 0x10
@@ -174,9 +181,12 @@ import WStoreTestSupport
             var store: KVStore? = try KVStore.create(at: path, options: o)
             var rng = SplitMix64(seed: 3)
             let tokens: [UInt32] = (0 ..< 128).map { UInt32($0) }
-            let kv = try KVCacheData(layers: [KVLayer(
-                keys: KVTensor(floats: rng.normals(2 * 128 * 16), dtype: .f16, heads: 2, tokens: 128, headDim: 16),
-                values: KVTensor(floats: rng.normals(2 * 128 * 16), dtype: .f16, heads: 2, tokens: 128, headDim: 16))])
+            let kv = try KVCacheData(layers: [
+                KVLayer(
+                    keys: KVTensor(floats: rng.normals(2 * 128 * 16), dtype: .f16, heads: 2, tokens: 128, headDim: 16),
+                    values: KVTensor(floats: rng.normals(2 * 128 * 16), dtype: .f16, heads: 2, tokens: 128, headDim: 16)
+                )
+            ])
             try store!.store(tokens: tokens, model: "m", kv: kv)
             let intact = try store!.lookup(tokens: tokens, model: "m").kv!
             store = nil
@@ -199,8 +209,13 @@ import WStoreTestSupport
             var k = [UInt8](repeating: 0, count: 128 * 2 * 16 * 2), v = k
             let delivered = try k.withUnsafeMutableBytes { kb in
                 try v.withUnsafeMutableBytes { vb in
-                    try reopened.lookup(tokens: tokens, model: "m", into: [KVLayerView(
-                        keys: kb.baseAddress!, values: vb.baseAddress!, dtype: .f16, kvHeads: 2, headDim: 16, tokenStride: 2 * 16 * 2)])
+                    try reopened.lookup(
+                        tokens: tokens, model: "m",
+                        into: [
+                            KVLayerView(
+                                keys: kb.baseAddress!, values: vb.baseAddress!, dtype: .f16, kvHeads: 2, headDim: 16,
+                                tokenStride: 2 * 16 * 2)
+                        ])
                 }
             }
             #expect(delivered.tokens == 64 && delivered.damage != nil, "\(codec)")

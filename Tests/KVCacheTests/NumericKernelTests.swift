@@ -1,10 +1,11 @@
-import WStoreKernels
 import Foundation
 import Testing
+import WStoreCore
+import WStoreKernels
+import WStoreTestSupport
+
 @testable import KVCache
 @testable import WStoreCore
-import WStoreCore
-import WStoreTestSupport
 
 /// The score kernels against plain double-precision loops, on both SIMD paths.
 @Suite(.serialized) struct NumericKernelTests {
@@ -17,11 +18,17 @@ import WStoreTestSupport
             let q = rng.normals(m * d), k = rng.normals(n * d)
             var panels = [Float](repeating: .nan, count: (n + 15) / 16 * 16 * d)
             var out = [Float](repeating: .nan, count: m * (n + 3))
-            k.withUnsafeBufferPointer { kp in panels.withUnsafeMutableBufferPointer { NumericKernels.packPanels(kp.baseAddress!, n: n, d: d, into: $0.baseAddress!) } }
+            k.withUnsafeBufferPointer { kp in
+                panels.withUnsafeMutableBufferPointer {
+                    NumericKernels.packPanels(kp.baseAddress!, n: n, d: d, into: $0.baseAddress!)
+                }
+            }
             q.withUnsafeBufferPointer { qp in
                 panels.withUnsafeBufferPointer { pp in
                     out.withUnsafeMutableBufferPointer {
-                        NumericKernels.panelDots(qp.baseAddress!, m: m, pp.baseAddress!, n: n, d: d, scale: 0.5, into: $0.baseAddress!, ldo: n + 3)
+                        NumericKernels.panelDots(
+                            qp.baseAddress!, m: m, pp.baseAddress!, n: n, d: d, scale: 0.5, into: $0.baseAddress!,
+                            ldo: n + 3)
                     }
                 }
             }
@@ -29,7 +36,9 @@ import WStoreTestSupport
                 for j in 0 ..< n {
                     var s = 0.0
                     for t in 0 ..< d { s += Double(q[i * d + t]) * Double(k[j * d + t]) }
-                    #expect(abs(Double(out[i * (n + 3) + j]) - 0.5 * s) <= 1e-4 * Double(d), "m \(m) n \(n) d \(d) at \(i),\(j)")
+                    #expect(
+                        abs(Double(out[i * (n + 3) + j]) - 0.5 * s) <= 1e-4 * Double(d),
+                        "m \(m) n \(n) d \(d) at \(i),\(j)")
                 }
                 for j in n ..< n + 3 { #expect(out[i * (n + 3) + j].isNaN, "wrote past column \(n)") }
             }
@@ -42,7 +51,9 @@ import WStoreTestSupport
         let original = x
         let mx = x.withUnsafeBufferPointer { NumericKernels.max($0.baseAddress!, count: $0.count) }
         #expect(mx == original.max()!)
-        let sum = x.withUnsafeMutableBufferPointer { NumericKernels.expShiftSum($0.baseAddress!, count: $0.count, shift: mx) }
+        let sum = x.withUnsafeMutableBufferPointer {
+            NumericKernels.expShiftSum($0.baseAddress!, count: $0.count, shift: mx)
+        }
         var ref = 0.0
         for (i, v) in original.enumerated() {
             let e = exp(Double(v) - Double(mx))
@@ -55,9 +66,17 @@ import WStoreTestSupport
         #expect(abs(sum - ref) <= 1e-5 * ref)
         let floats: [Float] = rng.normals(999) + [65504, 1e-7, -3e-5, 0, -0.0, .infinity, 70000, 6e-8]
         var halves = [UInt16](repeating: 0, count: floats.count)
-        floats.withUnsafeBufferPointer { f in halves.withUnsafeMutableBufferPointer { NumericKernels.floatToHalf(f.baseAddress!, $0.baseAddress!, count: f.count) } }
+        floats.withUnsafeBufferPointer { f in
+            halves.withUnsafeMutableBufferPointer {
+                NumericKernels.floatToHalf(f.baseAddress!, $0.baseAddress!, count: f.count)
+            }
+        }
         var back = [Float](repeating: 0, count: floats.count)
-        halves.withUnsafeBufferPointer { h in back.withUnsafeMutableBufferPointer { NumericKernels.halfToFloat(h.baseAddress!, $0.baseAddress!, count: h.count) } }
+        halves.withUnsafeBufferPointer { h in
+            back.withUnsafeMutableBufferPointer {
+                NumericKernels.halfToFloat(h.baseAddress!, $0.baseAddress!, count: h.count)
+            }
+        }
         for (i, f) in floats.enumerated() {
             #expect(halves[i] == Float16(f).bitPattern, "f32→f16 of \(f)")
             #expect(back[i] == Float(Float16(f)), "f16→f32 of \(f)")

@@ -1,9 +1,10 @@
-import WStoreReplay
 import Foundation
 import Testing
-@testable import KVCache
 import WStoreCore
+import WStoreReplay
 import WStoreTestSupport
+
+@testable import KVCache
 
 /// `PrefixReplay` (what `wstore bench kv` reports) against the plain Python reference replay.
 @Suite struct PrefixReplayTests {
@@ -21,20 +22,30 @@ import WStoreTestSupport
             if !conversations.isEmpty && rng.uniform() < 0.6 {
                 let c = Int(rng.next() % UInt64(conversations.count))
                 ids = conversations[c]
-                for _ in 0 ..< 1 + Int(rng.next() % 3) { ids.append(next); next += 1 }
+                for _ in 0 ..< 1 + Int(rng.next() % 3) {
+                    ids.append(next)
+                    next += 1
+                }
                 conversations[c] = ids
             } else {
                 ids = [Int(rng.next() % 4)]  // one of a few system prompts
-                for _ in 0 ..< 1 + Int(rng.next() % 8) { ids.append(1000 + next); next += 1 }
+                for _ in 0 ..< 1 + Int(rng.next() % 8) {
+                    ids.append(1000 + next)
+                    next += 1
+                }
                 conversations.append(ids)
             }
             let length = (ids.count - 1) * 512 + 1 + Int(rng.next() % 512)
-            lines.append("{\"timestamp\": \(i), \"input_length\": \(length), \"output_length\": 10, \"hash_ids\": \(ids)}")
+            lines.append(
+                "{\"timestamp\": \(i), \"input_length\": \(length), \"output_length\": 10, \"hash_ids\": \(ids)}")
         }
         return lines.joined(separator: "\n") + "\n"
     }
 
-    @Test(.enabled(if: PrefixReplayTests.mooncakeTrace != nil, "skipped: ../shared/data/mooncake/conversation_trace.jsonl is absent"))
+    @Test(
+        .enabled(
+            if: PrefixReplayTests.mooncakeTrace != nil,
+            "skipped: ../shared/data/mooncake/conversation_trace.jsonl is absent"))
     func equalsReferenceReplayOnMooncakeTrace() throws {
         let path = try #require(Self.mooncakeTrace)
         try compare(path: path, label: "Mooncake conversation trace", capacities: [0, 20000, 1000])
@@ -43,7 +54,8 @@ import WStoreTestSupport
     @Test func equalsReferenceReplayOnGeneratedTrace() throws {
         let tmp = TemporaryDirectory("gentrace")
         let dir = tmp.path
-        try PrefixReplayTests.generatedTrace(requests: 2000, seed: 11).write(toFile: dir + "/g.jsonl", atomically: true, encoding: .utf8)
+        try PrefixReplayTests.generatedTrace(requests: 2000, seed: 11).write(
+            toFile: dir + "/g.jsonl", atomically: true, encoding: .utf8)
         try compare(path: dir + "/g.jsonl", label: "generated", capacities: [0, 300, 40, 3])
     }
 
@@ -70,9 +82,12 @@ import WStoreTestSupport
     @Test func malformedTraceNamesTheLine() throws {
         let tmp = TemporaryDirectory("badtrace")
         let dir = tmp.path
-        try "{\"timestamp\": 0, \"input_length\": 5, \"hash_ids\": [1]}\n{\"timestamp\": 1, \"input_length\": \"x\", \"hash_ids\": [1]}\n"
+        try
+            "{\"timestamp\": 0, \"input_length\": 5, \"hash_ids\": [1]}\n{\"timestamp\": 1, \"input_length\": \"x\", \"hash_ids\": [1]}\n"
             .write(toFile: dir + "/t.jsonl", atomically: true, encoding: .utf8)
-        #expect(throws: WStoreError.invalidArgument(dir + "/t.jsonl:2: input_length missing or not a non-negative integer")) {
+        #expect(
+            throws: WStoreError.invalidArgument(dir + "/t.jsonl:2: input_length missing or not a non-negative integer")
+        ) {
             _ = try MooncakeTrace.read(path: dir + "/t.jsonl")
         }
     }

@@ -1,8 +1,9 @@
 import Foundation
 import Testing
-@testable import KVCache
 import WStoreCore
 import WStoreTestSupport
+
+@testable import KVCache
 
 @Suite struct QuantizationTests {
     func tensor(_ dtype: DType, heads: Int = 2, tokens: Int = 96, dim: Int = 32, seed: UInt64 = 1) throws -> KVTensor {
@@ -13,7 +14,9 @@ import WStoreTestSupport
     }
 
     /// Each element's error stays within half a quantization step of its group (plus f16 rounding of min and scale).
-    @Test(arguments: [(8, KIVI.Axis.perChannel), (4, .perChannel), (2, .perChannel), (8, .perToken), (4, .perToken), (2, .perToken)])
+    @Test(arguments: [
+        (8, KIVI.Axis.perChannel), (4, .perChannel), (2, .perChannel), (8, .perToken), (4, .perToken), (2, .perToken),
+    ])
     func errorWithinHalfAStep(bits: Int, axis: KIVI.Axis) throws {
         let t = try tensor(.f16)
         let group = 32
@@ -39,9 +42,12 @@ import WStoreTestSupport
                     let lo = members.min()!, hi = members.max()!
                     let step = (hi - lo) / levels
                     // f16 output rounding (2^-11 relative), f16 min and scale rounding.
-                    let bound = step * (0.5 + levels / 1024) + abs(lo) / 1024 + abs(x[(head * n + tok) * d + c]) / 1024 + 1e-6
+                    let bound =
+                        step * (0.5 + levels / 1024) + abs(lo) / 1024 + abs(x[(head * n + tok) * d + c]) / 1024 + 1e-6
                     let i = (head * n + tok) * d + c
-                    #expect(abs(x[i] - y[i]) <= bound, "bits \(bits) \(axis): element \(i) error \(abs(x[i] - y[i])) > \(bound)")
+                    #expect(
+                        abs(x[i] - y[i]) <= bound,
+                        "bits \(bits) \(axis): element \(i) error \(abs(x[i] - y[i])) > \(bound)")
                     checked += 1
                 }
             }
@@ -72,8 +78,9 @@ import WStoreTestSupport
     @Test func chunkRoundTripAndSizes() throws {
         var rng = SplitMix64(seed: 9)
         let layers = try (0 ..< 2).map { _ in
-            try KVLayer(keys: KVTensor(floats: rng.normals(4 * 256 * 64), dtype: .f16, heads: 4, tokens: 256, headDim: 64),
-                        values: KVTensor(floats: rng.normals(4 * 256 * 64), dtype: .f16, heads: 4, tokens: 256, headDim: 64))
+            try KVLayer(
+                keys: KVTensor(floats: rng.normals(4 * 256 * 64), dtype: .f16, heads: 4, tokens: 256, headDim: 64),
+                values: KVTensor(floats: rng.normals(4 * 256 * 64), dtype: .f16, heads: 4, tokens: 256, headDim: 64))
         }
         let kv = try KVCacheData(layers: layers)
         let lossless = try KVChunk.encode(kv, key: 7, codec: .lossless, kivi: KIVIOptions())

@@ -1,8 +1,8 @@
 import Foundation
 import Testing
+import WStoreCore
 import WStoreRemote
 import WStoreTestSupport
-import WStoreCore
 
 /// The hiredis client against real servers the tests start.
 @Suite(.enabled(if: RedisServer.available, "redis-server not found after `make deps`"))
@@ -10,7 +10,9 @@ struct RedisClientTests {
     @Test func hashSlotsMatchRedis() throws {
         // Reference values from `CLUSTER KEYSLOT` on a real cluster node.
         let server = try RedisServer(cluster: true)
-        for key in ["foo", "bar", "{user1000}.following", "user1000", "a{}b", "{}x", "wstore:kv:00ff00ff00ff00ff", "x{y}{z}"] {
+        for key in [
+            "foo", "bar", "{user1000}.following", "user1000", "a{}b", "{}x", "wstore:kv:00ff00ff00ff00ff", "x{y}{z}",
+        ] {
             let slot = Int(try server.cli(["cluster", "keyslot", key]).trimmingCharacters(in: .whitespacesAndNewlines))
             #expect(HashSlot.of(Array(key.utf8)) == slot, "\(key)")
         }
@@ -39,7 +41,9 @@ struct RedisClientTests {
         #expect(try client.get(keys) == values)
         #expect(client.redirects == 0)
         // Each node holds only its own slots: the keys were spread, not all sent to one node.
-        let sizes = try cluster.nodes.map { Int(try $0.cli(["dbsize"]).trimmingCharacters(in: .whitespacesAndNewlines))! }
+        let sizes = try cluster.nodes.map {
+            Int(try $0.cli(["dbsize"]).trimmingCharacters(in: .whitespacesAndNewlines))!
+        }
         #expect(sizes.reduce(0, +) == keys.count && sizes.allSatisfy { $0 > 0 })
         // A single seed URL finds the whole cluster too.
         let one = try RedisClient(urls: [cluster.urls[1]])

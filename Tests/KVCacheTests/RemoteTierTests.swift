@@ -1,31 +1,36 @@
 import Foundation
 import Testing
-@testable import KVCache
+import WStoreCore
 import WStoreRemote
 import WStoreTestSupport
-import WStoreCore
+
+@testable import KVCache
 
 /// KV stores sharing a remote tier on real Redis servers the tests start.
 @Suite(.enabled(if: RedisServer.available, "redis-server not found after `make deps`"))
 struct RemoteTierTests {
     /// KV for `tokens` whose values depend on the token ids and positions (so prefixes agree).
-    static func cache(_ tokens: [UInt32], layers: Int = 2, heads: Int = 2, dim: Int = 16, dtype: DType = .bf16) throws -> KVCacheData {
+    static func cache(_ tokens: [UInt32], layers: Int = 2, heads: Int = 2, dim: Int = 16, dtype: DType = .bf16) throws
+        -> KVCacheData
+    {
         var rng = SplitMix64(seed: 5)
         let noise = rng.normals(heads * dim)
-        return try KVCacheData(layers: (0 ..< layers).map { l in
-            var k = [Float](), v = [Float]()
-            for h in 0 ..< heads {
-                for (pos, t) in tokens.enumerated() {
-                    for c in 0 ..< dim {
-                        let base = Float(t % 97) * 0.05 + noise[h * dim + c] + Float(l)
-                        k.append(base + Float(pos % 7) * 0.01)
-                        v.append(-base * 0.5)
+        return try KVCacheData(
+            layers: (0 ..< layers).map { l in
+                var k = [Float](), v = [Float]()
+                for h in 0 ..< heads {
+                    for (pos, t) in tokens.enumerated() {
+                        for c in 0 ..< dim {
+                            let base = Float(t % 97) * 0.05 + noise[h * dim + c] + Float(l)
+                            k.append(base + Float(pos % 7) * 0.01)
+                            v.append(-base * 0.5)
+                        }
                     }
                 }
-            }
-            return try KVLayer(keys: KVTensor(floats: k, dtype: dtype, heads: heads, tokens: tokens.count, headDim: dim),
-                               values: KVTensor(floats: v, dtype: dtype, heads: heads, tokens: tokens.count, headDim: dim))
-        })
+                return try KVLayer(
+                    keys: KVTensor(floats: k, dtype: dtype, heads: heads, tokens: tokens.count, headDim: dim),
+                    values: KVTensor(floats: v, dtype: dtype, heads: heads, tokens: tokens.count, headDim: dim))
+            })
     }
 
     static func options(chunk: Int = 8, codec: KVCodec = .lossless) -> KVStore.Options {
@@ -72,7 +77,11 @@ struct RemoteTierTests {
         #expect(again.chunks == 3 && again.remoteChunks == 0)
         var s = b.tierStats()!
         #expect(s.remoteHitChunks == 3 && s.localHitChunks == 3 && s.damagedRemote == 0 && s.remoteErrors == 0)
-        #expect(s.bytesFetched == (try (0 ..< 3).map { try a.rawChunk(PrefixKey.chain(tokens: p, chunkTokens: 8, model: "m")[$0])!.count }.reduce(0, +)))
+        #expect(
+            s.bytesFetched
+                == (try (0 ..< 3).map {
+                    try a.rawChunk(PrefixKey.chain(tokens: p, chunkTokens: 8, model: "m")[$0])!.count
+                }.reduce(0, +)))
 
         // B extends the prompt: it sends only the two new chunks; A finds 3 locally, 2 remotely.
         let q = Array(p.prefix(24)) + RemoteTierTests.prompt(2, chunks: 2)
@@ -91,8 +100,9 @@ struct RemoteTierTests {
         #expect(c.tierStats()!.alreadyRemote == 3 && c.tierStats()!.sentChunks == 0 && c.tierStats()!.bytesSent == 0)
         // Other models and namespaces do not see these chunks.
         #expect(try c.lookup(tokens: q, model: "other").chunks == 0)
-        let d = try KVStore.create(at: dir + "/d", options: RemoteTierTests.options(),
-                                   remote: RemoteTierTests.remote([server.url], namespace: "other:"))
+        let d = try KVStore.create(
+            at: dir + "/d", options: RemoteTierTests.options(),
+            remote: RemoteTierTests.remote([server.url], namespace: "other:"))
         #expect(try d.lookup(tokens: q, model: "m").chunks == 0)
     }
 
@@ -202,8 +212,10 @@ struct RemoteTierTests {
         #expect(a.flushRemote())
         s = a.tierStats()!
         #expect(s.connected && s.reconnects >= 1 && s.sentChunks == 2)
-        #expect(try RedisClient(urls: [server.url]).exists(PrefixKey.chain(tokens: q, chunkTokens: 8, model: "m")
-            .map { Array("test:\(hex($0))".utf8) }) == [true, true])
+        #expect(
+            try RedisClient(urls: [server.url]).exists(
+                PrefixKey.chain(tokens: q, chunkTokens: 8, model: "m")
+                    .map { Array("test:\(hex($0))".utf8) }) == [true, true])
     }
 
     @Test func damagedOrForeignValuesAreMisses() throws {
@@ -228,8 +240,9 @@ struct RemoteTierTests {
         // chunk of another shape (16 tokens) bound to the right key: misses too.
         let client = try RedisClient(urls: [server.url])
         let chain = PrefixKey.chain(tokens: p, chunkTokens: 8, model: "m")
-        let wide = try KVChunk.encode(try RemoteTierTests.cache(Array(p.prefix(16))), key: chain[0], codec: .lossless,
-                                      kivi: KIVIOptions())
+        let wide = try KVChunk.encode(
+            try RemoteTierTests.cache(Array(p.prefix(16))), key: chain[0], codec: .lossless,
+            kivi: KIVIOptions())
         let foreign = try #require(try a.rawChunk(chain[1]))
         for (i, value) in [Array("short".utf8), foreign, wide].enumerated() {
             try client.command(.init([Array("SET".utf8), Array(keys[0].utf8), value]))
@@ -247,8 +260,9 @@ struct RemoteTierTests {
         let server = try RedisServer(password: "right")
         let tmp = TemporaryDirectory("remote-auth")
         let dir = tmp.path
-        let a = try KVStore.create(at: dir + "/a", options: RemoteTierTests.options(),
-                                   remote: RemoteTierTests.remote(["redis://:wrong@127.0.0.1:\(server.port)"]))
+        let a = try KVStore.create(
+            at: dir + "/a", options: RemoteTierTests.options(),
+            remote: RemoteTierTests.remote(["redis://:wrong@127.0.0.1:\(server.port)"]))
         let s = a.tierStats()!
         #expect(!s.connected && s.remoteErrors == 1)
         #expect(s.lastError?.contains("refused authentication") == true && s.lastError?.contains("\n") == false)
@@ -256,8 +270,9 @@ struct RemoteTierTests {
         try a.store(tokens: p, model: "m", kv: try RemoteTierTests.cache(p))
         #expect(try a.lookup(tokens: p, model: "m").chunks == 2)
         // The right password works.
-        let b = try KVStore.create(at: dir + "/b", options: RemoteTierTests.options(),
-                                   remote: RemoteTierTests.remote([server.url]))
+        let b = try KVStore.create(
+            at: dir + "/b", options: RemoteTierTests.options(),
+            remote: RemoteTierTests.remote([server.url]))
         try b.store(tokens: p, model: "m", kv: try RemoteTierTests.cache(p))
         #expect(b.flushRemote() && b.tierStats()!.sentChunks == 2)
     }
@@ -288,7 +303,8 @@ struct RemoteTierTests {
         try server.cli(["del", "test:" + hex(PrefixKey.chain(tokens: p, chunkTokens: 8, model: "m")[3])])
         let inspected = try #require(try KVStore.open(at: tmp.sub("a"), readOnly: true, remote: r).inspectRemote())
         #expect(inspected.localChunks == 4 && inspected.alsoRemote == 3)
-        #expect(inspected.maxMemory == 64 << 20 && inspected.evictionPolicy == "allkeys-lru" && inspected.usedMemory! > 0)
+        #expect(
+            inspected.maxMemory == 64 << 20 && inspected.evictionPolicy == "allkeys-lru" && inspected.usedMemory! > 0)
         #expect(inspected.stats.connected && inspected.stats.remoteErrors == 0)
         #expect(try KVStore.open(at: tmp.sub("a"), readOnly: true).inspectRemote() == nil)
     }

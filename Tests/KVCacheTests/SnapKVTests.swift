@@ -1,8 +1,9 @@
 import Foundation
 import Testing
-@testable import KVCache
 import WStoreCore
 import WStoreTestSupport
+
+@testable import KVCache
 
 /// SnapKV against the NumPy port of the reference (Fixtures/snapkv_reference.py).
 @Suite struct SnapKVTests {
@@ -24,8 +25,11 @@ import WStoreTestSupport
         var queries = try file["queries"]!.kvTensor(name: "queries")
         var keys = try file["keys"]!.kvTensor(name: "keys")
         if name.hasSuffix("bf16") {  // the values are bf16-exact; hand them over as bf16
-            queries = try KVTensor(floats: queries.floats(), dtype: .bf16, heads: queries.heads, tokens: queries.tokens, headDim: queries.headDim)
-            keys = try KVTensor(floats: keys.floats(), dtype: .bf16, heads: keys.heads, tokens: keys.tokens, headDim: keys.headDim)
+            queries = try KVTensor(
+                floats: queries.floats(), dtype: .bf16, heads: queries.heads, tokens: queries.tokens,
+                headDim: queries.headDim)
+            keys = try KVTensor(
+                floats: keys.floats(), dtype: .bf16, heads: keys.heads, tokens: keys.tokens, headDim: keys.headDim)
             #expect(keys.floats() == (try file["keys"]!.kvTensor(name: "keys")).floats())
         }
         var exactHeads = 0, totalHeads = 0
@@ -47,14 +51,18 @@ import WStoreTestSupport
                 for h in 0 ..< min(got.count, expected.count) {
                     #expect(got[h] == got[h].sorted(), "\(label) head \(h): not ascending")
                     #expect(got[h].count == expected[h].count, "\(label) head \(h): kept count")
-                    if got[h] == expected[h] { exactHeads += 1; continue }
+                    if got[h] == expected[h] {
+                        exactHeads += 1
+                        continue
+                    }
                     // Only a near-tie at the cut may differ from the reference (f32 here, f64 there).
                     let s = try #require(refScores, "\(label): selections differ with nothing evicted")[h]
                     let mine = Set(got[h]), theirs = Set(expected[h])
                     let cut = expected[h].filter { Int($0) < s.count }.map { s[Int($0)] }.min()!
                     for p in mine.symmetricDifference(theirs) {
-                        #expect(abs(s[Int(p)] - cut) <= 1e-5 * max(abs(cut), 1e-3),
-                                "\(label) head \(h): position \(p) (score \(s[Int(p)])) differs, cut at \(cut)")
+                        #expect(
+                            abs(s[Int(p)] - cut) <= 1e-5 * max(abs(cut), 1e-3),
+                            "\(label) head \(h): position \(p) (score \(s[Int(p)])) differs, cut at \(cut)")
                     }
                 }
                 if name.hasPrefix("ties") || name.hasPrefix("short") || name.hasPrefix("exact") {
@@ -64,8 +72,9 @@ import WStoreTestSupport
                     let mine = try SnapKV.pooledScores(queries: queries, keys: keys, config: config)
                     for h in 0 ..< refScores.count {
                         for i in 0 ..< refScores[h].count {
-                            #expect(abs(Double(mine[h][i]) - refScores[h][i]) <= 1e-4 * max(refScores[h][i], 1e-2),
-                                    "\(label) head \(h) position \(i)")
+                            #expect(
+                                abs(Double(mine[h][i]) - refScores[h][i]) <= 1e-4 * max(refScores[h][i], 1e-2),
+                                "\(label) head \(h) position \(i)")
                         }
                     }
                 }
@@ -83,8 +92,10 @@ import WStoreTestSupport
     }
 
     @Test func rejectsBadConfig() throws {
-        let q = try KVTensor(floats: [Float](repeating: 0, count: 2 * 4 * 8), dtype: .f32, heads: 2, tokens: 4, headDim: 8)
-        let k = try KVTensor(floats: [Float](repeating: 0, count: 3 * 100 * 8), dtype: .f32, heads: 3, tokens: 100, headDim: 8)
+        let q = try KVTensor(
+            floats: [Float](repeating: 0, count: 2 * 4 * 8), dtype: .f32, heads: 2, tokens: 4, headDim: 8)
+        let k = try KVTensor(
+            floats: [Float](repeating: 0, count: 3 * 100 * 8), dtype: .f32, heads: 3, tokens: 100, headDim: 8)
         var c = SnapKV.Config()
         c.kernel = 4
         #expect(throws: WStoreError.self) { try SnapKV.select(queries: q, keys: k, config: c) }

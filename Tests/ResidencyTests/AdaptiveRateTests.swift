@@ -1,4 +1,5 @@
 import Testing
+
 @testable import WeightStore
 
 @Suite("Adaptive policy: rate over two half-lives")
@@ -19,7 +20,8 @@ struct AdaptiveRateTests {
     @Test func shortHalfLifeFollowsTheRecentExpertAndLongOneThePopularOne() {
         let short = AdaptivePolicy(geometry: g, capacity: 3, halfLives: [64])
         let long = AdaptivePolicy(geometry: g, capacity: 3, halfLives: [512])
-        replay(short); replay(long)
+        replay(short)
+        replay(long)
         // Short (64 tokens): A ≈ 0.16, B ≈ 0.32. Long (512): A ≈ 0.18, B ≈ 0.06.
         #expect(short.score(1) > 1.5 * short.score(0))
         #expect(long.score(0) > 2 * long.score(1))
@@ -32,7 +34,9 @@ struct AdaptiveRateTests {
         let short = AdaptivePolicy(geometry: g, capacity: 3, halfLives: [64])
         let long = AdaptivePolicy(geometry: g, capacity: 3, halfLives: [512])
         #expect(both.halfLives == [64, 512])
-        replay(both); replay(short); replay(long)
+        replay(both)
+        replay(short)
+        replay(long)
         // A and B have no reuse or hint bonus (neither was used by the previous token).
         for id in [0, 1] {
             #expect(abs(both.score(id) - (short.score(id) + long.score(id)) / 2) < 1e-12)

@@ -1,5 +1,6 @@
-import WStoreReplay
 import Testing
+import WStoreReplay
+
 @testable import WeightStore
 
 @Suite("Belady's MIN")

@@ -1,5 +1,6 @@
-import WStoreReplay
 import Testing
+import WStoreReplay
+
 @testable import WeightStore
 
 @Suite("Residency policies on hand-made traces")
@@ -67,11 +68,17 @@ struct PolicyTests {
         let g = ResidencyGeometry(layers: 2, experts: 3, topK: 1)
         let p = ResidencyPolicyKind.lruPerLayer.make(geometry: g, capacity: 2)
         let a = g.id(layer: 0, expert: 0), b = g.id(layer: 1, expert: 0), c = g.id(layer: 1, expert: 1)
-        for id in [a, b] { p.accessed(id, hit: false); p.inserted(id, prefetched: false) }
+        for id in [a, b] {
+            p.accessed(id, hit: false)
+            p.inserted(id, prefetched: false)
+        }
         p.accessed(c, hit: false)
         #expect(p.victim(for: c) { _ in false } == b)
         let plain = ResidencyPolicyKind.lru.make(geometry: g, capacity: 2)
-        for id in [a, b] { plain.accessed(id, hit: false); plain.inserted(id, prefetched: false) }
+        for id in [a, b] {
+            plain.accessed(id, hit: false)
+            plain.inserted(id, prefetched: false)
+        }
         #expect(plain.victim(for: c) { _ in false } == a)
     }
 
@@ -80,20 +87,25 @@ struct PolicyTests {
         let tokens = (0 ..< 20).map { t in [[t % 2], [(t + 1) % 3]] }
         let predicted: [[[Int]?]] = tokens.map { tok in [nil, tok[1]] }
         let t = try handTrace(layers: 2, experts: 3, topK: 1, tokens, predicted: predicted)
-        let r = ResidencySimulator.run(t, policy: ResidencyPolicyKind.adaptive.make(geometry: t.header.geometry, capacity: 3),
-                                       capacity: 3, prefetch: true)
+        let r = ResidencySimulator.run(
+            t, policy: ResidencyPolicyKind.adaptive.make(geometry: t.header.geometry, capacity: 3),
+            capacity: 3, prefetch: true)
         #expect(r.hits[1] == r.accesses[1])
         #expect(r.prefetchLoads + r.demandLoads >= 3)
     }
 
     @Test func everyPolicyRespectsCapacityAndCountsConsistently() throws {
         var synth = TraceSynth()
-        synth.layers = 6; synth.experts = 8; synth.requests = 3; synth.tokensPerRequest = 40
+        synth.layers = 6
+        synth.experts = 8
+        synth.requests = 3
+        synth.tokensPerRequest = 40
         let t = try synth.generate()
         for kind in ResidencyPolicyKind.allCases {
             for prefetch in [false, true] {
-                let r = ResidencySimulator.run(t, policy: kind.make(geometry: t.header.geometry, capacity: 12),
-                                               capacity: 12, prefetch: prefetch)
+                let r = ResidencySimulator.run(
+                    t, policy: kind.make(geometry: t.header.geometry, capacity: 12),
+                    capacity: 12, prefetch: prefetch)
                 #expect(r.accessCount == t.accessCount)
                 #expect(r.hits.reduce(0, +) + r.demandLoads == r.accessCount, "\(kind)")
                 #expect(r.prefetchHits + r.wastedPrefetches <= r.prefetchLoads, "\(kind)")

@@ -1,10 +1,11 @@
-import WStoreCore
 import Dispatch
 import Foundation
 import Synchronization
 import Testing
-@testable import WeightStore
+import WStoreCore
 import WStoreTestSupport
+
+@testable import WeightStore
 
 @Suite("Residency manager")
 struct ResidencyManagerTests {
@@ -39,7 +40,8 @@ struct ResidencyManagerTests {
             #expect(m.capacity == 3)
             var rng = SystemRandomNumberGenerator()
             for _ in 0 ..< 200 {
-                let h = try m.acquire(layer: Int.random(in: 0 ..< 2, using: &rng), expert: Int.random(in: 0 ..< 4, using: &rng))
+                let h = try m.acquire(
+                    layer: Int.random(in: 0 ..< 2, using: &rng), expert: Int.random(in: 0 ..< 4, using: &rng))
                 #expect(holdsExpectedBytes(h) == true)
             }
             let s = m.stats()
@@ -104,7 +106,7 @@ struct ResidencyManagerTests {
         }
         holding.wait()
         let f = try syncAcquire(waiting, 0, 1)
-        let g = try syncAcquire(waiting, 0, 2)   // blocks until the other thread releases expert 0
+        let g = try syncAcquire(waiting, 0, 2)  // blocks until the other thread releases expert 0
         #expect(released.value.load(ordering: .acquiring) == 1)
         #expect(holdsExpectedBytes(g) == true)
         #expect(holdsExpectedBytes(f) == true)
@@ -127,7 +129,9 @@ struct ResidencyManagerTests {
         }
         #expect(m.prefetch(layer: 0, experts: [1, 7, -1]) == [7, -1])
         #expect(m.prefetch(layer: 3, experts: [0]) == [0])
-        #expect(throws: ResidencyError.notIndexed(layer: 0, expert: 5, model: "m")) { _ = try m.acquire(layer: 0, expert: 5) }
+        #expect(throws: ResidencyError.notIndexed(layer: 0, expert: 5, model: "m")) {
+            _ = try m.acquire(layer: 0, expert: 5)
+        }
         #expect(throws: WStoreError.self) { _ = try ResidencyManager(store: store, model: "nope", budget: 1 << 20) }
     }
 
@@ -141,9 +145,13 @@ struct ResidencyManagerTests {
             for i in 0 ..< 16 {
                 group.addTask {
                     if i % 2 == 0 {
-                        if let h = try? await m.acquire(layer: 0, expert: 1), holdsExpectedBytes(h) { ok.value.add(1, ordering: .relaxed) }
+                        if let h = try? await m.acquire(layer: 0, expert: 1), holdsExpectedBytes(h) {
+                            ok.value.add(1, ordering: .relaxed)
+                        }
                     } else {
-                        if let h = try? syncAcquire(m, 0, 1), holdsExpectedBytes(h) { ok.value.add(1, ordering: .relaxed) }
+                        if let h = try? syncAcquire(m, 0, 1), holdsExpectedBytes(h) {
+                            ok.value.add(1, ordering: .relaxed)
+                        }
                     }
                 }
             }
@@ -170,8 +178,8 @@ struct ResidencyManagerTests {
         m.prefetch(layer: 1, experts: [2, 3])
         await m.waitForPrefetches()
         #expect(m.isResident(layer: 1, expert: 2) && m.isResident(layer: 1, expert: 3))
-        _ = try syncAcquire(m, 1, 2)           // a hit thanks to prefetch
-        _ = try syncAcquire(m, 0, 0)           // evicts one of them; 3 was never used
+        _ = try syncAcquire(m, 1, 2)  // a hit thanks to prefetch
+        _ = try syncAcquire(m, 0, 0)  // evicts one of them; 3 was never used
         _ = try syncAcquire(m, 0, 1)
         let s = m.stats()
         #expect(s.layers[1].prefetchLoads == 2 && s.layers[1].prefetchHits == 1 && s.layers[1].demandHits == 1)
@@ -188,7 +196,9 @@ struct ResidencyManagerTests {
         let h = try m.acquire(layer: 0, expert: 0)
         let before = store.mapSize
         let big = [UInt8](repeating: 7, count: 4 << 20)
-        try big.withUnsafeBytes { _ = try store.put("big", model: "other", dtype: .u8, shape: [big.count], bytes: $0, codec: .raw) }
+        try big.withUnsafeBytes {
+            _ = try store.put("big", model: "other", dtype: .u8, shape: [big.count], bytes: $0, codec: .raw)
+        }
         #expect(store.mapSize > before)
         #expect(holdsExpectedBytes(h) == true)
     }
@@ -226,7 +236,9 @@ struct ResidencyManagerTests {
                                     if !holdsExpectedBytes(h) { bad.value.add(1, ordering: .relaxed) }
                                     // Hold a second expert at once sometimes.
                                     if let h2 = try? await m.acquire(layer: l, expert: (e + 2) % 6) {
-                                        if !holdsExpectedBytes(h2) || !holdsExpectedBytes(h) { bad.value.add(1, ordering: .relaxed) }
+                                        if !holdsExpectedBytes(h2) || !holdsExpectedBytes(h) {
+                                            bad.value.add(1, ordering: .relaxed)
+                                        }
                                     }
                                 } catch ResidencyError.budgetExhausted {
                                     exhausted.value.add(1, ordering: .relaxed)
@@ -297,7 +309,9 @@ final class Counter: Sendable {
                     for i in 0 ..< 2 {
                         for (p, part) in partNames.enumerated() {
                             let ok = try set.withBytes(i, part: part) { bytes in
-                                bytes.indices.allSatisfy { bytes[$0] == expectedByte(layer: layer, expert: [a, b][i], part: p, at: $0) }
+                                bytes.indices.allSatisfy {
+                                    bytes[$0] == expectedByte(layer: layer, expert: [a, b][i], part: p, at: $0)
+                                }
                             }
                             if !ok { failures.withLock { $0.append("thread \(t) token \(token): wrong bytes") } }
                         }

@@ -2,6 +2,7 @@ import Foundation
 import Testing
 import WStoreReplay
 import WStoreTestSupport
+
 @testable import WeightStore
 
 /// Replays of the recorded traces in ../shared/data/routing and of synthetic ones: MIN and
@@ -17,7 +18,9 @@ struct TraceReplayTests {
         let g = t.header.geometry
         var ids: [Int] = []
         for tok in 0 ..< t.tokenCount {
-            for l in 0 ..< g.layers { for e in t.experts(token: tok, layer: l) { ids.append(g.id(layer: l, expert: Int(e))) } }
+            for l in 0 ..< g.layers {
+                for e in t.experts(token: tok, layer: l) { ids.append(g.id(layer: l, expert: Int(e))) }
+            }
         }
         return ids
     }
@@ -31,7 +34,7 @@ struct TraceReplayTests {
             nextUse[i] = last[seq[i]] ?? Int.max
             last[seq[i]] = i
         }
-        var resident: [Int: Int] = [:]   // id → index of its next use
+        var resident: [Int: Int] = [:]  // id → index of its next use
         var hits = 0
         for (i, id) in seq.enumerated() {
             if resident[id] != nil {
@@ -63,8 +66,10 @@ struct TraceReplayTests {
 
     /// Checks MIN and LRU exactly, and the default policy against the baselines and MIN:
     /// at least the best of lru, lru-per-layer and lfu less `margin` (in hit rate).
-    func check(_ trace: RoutingTrace, capacities: [Double], minGapClosed: Double? = nil, margin: Double = 0,
-               boundedAt: Set<Double> = [0.25, 0.5, 0.75]) {
+    func check(
+        _ trace: RoutingTrace, capacities: [Double], minGapClosed: Double? = nil, margin: Double = 0,
+        boundedAt: Set<Double> = [0.25, 0.5, 0.75]
+    ) {
         let g = trace.header.geometry
         let seq = Self.sequence(trace)
         for share in capacities {
@@ -72,7 +77,8 @@ struct TraceReplayTests {
             let min = BeladyMIN.run(trace, capacity: cap)
             #expect(min.hits.reduce(0, +) == Self.plainMINHits(seq, capacity: cap), "MIN at \(share)")
             func run(_ kind: ResidencyPolicyKind, prefetch: Bool = false) -> ReplayResult {
-                ResidencySimulator.run(trace, policy: kind.make(geometry: g, capacity: cap), capacity: cap, prefetch: prefetch)
+                ResidencySimulator.run(
+                    trace, policy: kind.make(geometry: g, capacity: cap), capacity: cap, prefetch: prefetch)
             }
             let lru = run(.lru)
             #expect(lru.hits.reduce(0, +) == Self.plainLRUHits(seq, capacity: cap), "LRU at \(share)")
@@ -80,7 +86,9 @@ struct TraceReplayTests {
                 let baselines = [ResidencyPolicyKind.lru, .lruPerLayer, .lfu].map { run($0, prefetch: prefetch) }
                 let best = baselines.max { $0.hitRate < $1.hitRate }!
                 let d = run(.default, prefetch: prefetch)
-                #expect(d.hitRate >= best.hitRate - margin, "default \(d.hitRate) below \(best.policy) \(best.hitRate) at \(share), prefetch \(prefetch)")
+                #expect(
+                    d.hitRate >= best.hitRate - margin,
+                    "default \(d.hitRate) below \(best.policy) \(best.hitRate) at \(share), prefetch \(prefetch)")
                 if !prefetch {
                     #expect(d.hitRate <= min.hitRate + 1e-12)
                     if let minGapClosed, share == 0.5 {
@@ -115,8 +123,12 @@ struct TraceReplayTests {
     @Test(arguments: [(UInt64(1), 16, 2, 0.25 ... 0.60), (4, 32, 4, 0.10 ... 0.30), (7, 8, 2, 0.25 ... 0.60)])
     func synthetic(seed: UInt64, experts: Int, topK: Int, reuse: ClosedRange<Double>) throws {
         var synth = TraceSynth()
-        synth.layers = 8; synth.experts = experts; synth.topK = topK
-        synth.requests = 6; synth.tokensPerRequest = 160; synth.seed = seed
+        synth.layers = 8
+        synth.experts = experts
+        synth.topK = topK
+        synth.requests = 6
+        synth.tokensPerRequest = 160
+        synth.seed = seed
         synth.reuse = (reuse.lowerBound, reuse.upperBound)
         check(try synth.generate(), capacities: [0.25, 0.5, 0.75], margin: 0.01, boundedAt: [0.5, 0.75])
     }

@@ -1,8 +1,9 @@
 import Foundation
 import Synchronization
 import Testing
-@testable import WStoreCore
 import WStoreTestSupport
+
+@testable import WStoreCore
 
 /// The LMDB environment on its own: the map growing under readers, adopting a map another
 /// process grew, and the per-process registry.
@@ -117,7 +118,9 @@ import WStoreTestSupport
         options.initialMapSize = 1 << 20
         let env = try LMDBEnvironment.shared(path: dir.sub("env"), readOnly: false, options: options)
         let db = try env.database("t", create: true)
-        try env.write { txn in try [UInt8](repeating: 7, count: 100).withUnsafeBytes { try txn.put(db, Self.key(0), $0) } }
+        try env.write { txn in
+            try [UInt8](repeating: 7, count: 100).withUnsafeBytes { try txn.put(db, Self.key(0), $0) }
+        }
         #expect(env.mapSize == 1 << 20)
 
         let child = runProcess(dir.sub("grow"), [dir.sub("env")])
@@ -130,7 +133,9 @@ import WStoreTestSupport
         #expect(seen.0 == [UInt8](repeating: 127, count: 65536))
         #expect(seen.1 == [UInt8](repeating: 7, count: 100))
         #expect(env.mapSize == 64 << 20)
-        try env.write { txn in try [UInt8](repeating: 8, count: 100).withUnsafeBytes { try txn.put(db, Self.key(1), $0) } }
+        try env.write { txn in
+            try [UInt8](repeating: 8, count: 100).withUnsafeBytes { try txn.put(db, Self.key(1), $0) }
+        }
     }
 
     @Test func registryKeepsOneEnvironmentPerFile() throws {
@@ -158,7 +163,10 @@ import WStoreTestSupport
         #expect(value == [1])
 
         // A read-write open while the file is open read-only in this process is refused.
-        #expect(throws: WStoreError.invalidArgument("\(path) is already open read-only in this process; close it before opening it for writing")) {
+        #expect(
+            throws: WStoreError.invalidArgument(
+                "\(path) is already open read-only in this process; close it before opening it for writing")
+        ) {
             _ = try LMDBEnvironment.shared(path: path, readOnly: false)
         }
     }

@@ -1,4 +1,5 @@
 import Testing
+
 @testable import WStoreCore
 
 @Suite struct PlaneTransformTests {

@@ -1,9 +1,9 @@
-import WStoreCore
-import WStoreFormats
 import Foundation
 import Testing
-import WeightStore
+import WStoreCore
+import WStoreFormats
 import WStoreTestSupport
+import WeightStore
 
 /// Damaged files never crash a reader: each one either reads (with every tensor's bytes
 /// inside the file) or is an ImportError naming the file.

@@ -9,8 +9,10 @@ package let partNames = ["down", "gate", "up"]
 
 /// A store with `layers × experts` experts of three bf16 parts, `elements` values each,
 /// every byte predictable by ``expectedByte``; half the parts compressed, half raw.
-package func makeExpertStore(at path: String, layers: Int, experts: Int, elements: Int = 512, topK: Int = 2,
-                     options: WeightStore.Options = WeightStore.Options()) throws -> WeightStore {
+package func makeExpertStore(
+    at path: String, layers: Int, experts: Int, elements: Int = 512, topK: Int = 2,
+    options: WeightStore.Options = WeightStore.Options()
+) throws -> WeightStore {
     let store = try WeightStore.create(at: path, options: options)
     try store.write { w in
         for l in 0 ..< layers {
@@ -18,8 +20,9 @@ package func makeExpertStore(at path: String, layers: Int, experts: Int, element
                 for (p, part) in partNames.enumerated() {
                     let bytes = (0 ..< elements * 2).map { expectedByte(layer: l, expert: e, part: p, at: $0) }
                     try bytes.withUnsafeBytes { b in
-                        _ = try w.put("l\(l).e\(e).\(part)", model: "m", dtype: .bf16, shape: [elements], bytes: b,
-                                      codec: (l + e) % 2 == 0 ? .raw : .zstd, expert: ExpertKey(layer: l, expert: e, part: part))
+                        _ = try w.put(
+                            "l\(l).e\(e).\(part)", model: "m", dtype: .bf16, shape: [elements], bytes: b,
+                            codec: (l + e) % 2 == 0 ? .raw : .zstd, expert: ExpertKey(layer: l, expert: e, part: part))
                     }
                 }
             }
@@ -39,4 +42,3 @@ package func holdsExpectedBytes(_ h: borrowing ExpertHandle) -> Bool {
     }
     return true
 }
-

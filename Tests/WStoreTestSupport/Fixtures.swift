@@ -4,7 +4,8 @@ import Foundation
 /// with the real safetensors, numpy and gguf packages (`make pydeps` installs them), and
 /// removed when the process exits.
 package let fixtures: String = {
-    let r = runProcess("/usr/bin/env", [pythonExecutable, repositoryRoot + "/scripts/fixtures/make_fixtures.py", fixturesDir])
+    let r = runProcess(
+        "/usr/bin/env", [pythonExecutable, repositoryRoot + "/scripts/fixtures/make_fixtures.py", fixturesDir])
     atexit { try? FileManager.default.removeItem(atPath: fixturesDir) }
     precondition(r.status == 0, "make_fixtures.py failed (run `make pydeps`): \(r.output)")
     return fixturesDir

@@ -13,8 +13,10 @@ package struct ProcessResult: Sendable {
 /// Runs `executable` with `arguments` and waits for it. Standard error goes into
 /// ``ProcessResult/output`` with standard output, or into ``ProcessResult/errors`` when
 /// `separateErrors`.
-package func runProcess(_ executable: String, _ arguments: [String], separateErrors: Bool = false,
-                        environment: [String: String]? = nil) -> ProcessResult {
+package func runProcess(
+    _ executable: String, _ arguments: [String], separateErrors: Bool = false,
+    environment: [String: String]? = nil
+) -> ProcessResult {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: executable)
     p.arguments = arguments
@@ -28,8 +30,9 @@ package func runProcess(_ executable: String, _ arguments: [String], separateErr
     let data = out.fileHandleForReading.readDataToEndOfFile()
     let errData = err?.fileHandleForReading.readDataToEndOfFile() ?? Data()
     p.waitUntilExit()
-    return ProcessResult(status: p.terminationStatus, output: String(decoding: data, as: UTF8.self),
-                         errors: String(decoding: errData, as: UTF8.self))
+    return ProcessResult(
+        status: p.terminationStatus, output: String(decoding: data, as: UTF8.self),
+        errors: String(decoding: errData, as: UTF8.self))
 }
 
 /// The Python the tests run: the Makefile's virtual environment (`WSTORE_PYTHON`, which has

@@ -6,7 +6,8 @@ import WStoreRemote
 package final class RedisServer: @unchecked Sendable {
     /// redis-server and redis-cli on PATH (`make deps` installs them), or `nil`.
     package static let binaries: (server: String, cli: String)? = {
-        let dirs = (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init)
+        let dirs =
+            (ProcessInfo.processInfo.environment["PATH"] ?? "").split(separator: ":").map(String.init)
             + ["/usr/bin", "/usr/local/bin", "/usr/sbin"]
         func find(_ name: String) -> String? {
             dirs.map { $0 + "/" + name }.first { FileManager.default.isExecutableFile(atPath: $0) }
@@ -39,8 +40,10 @@ package final class RedisServer: @unchecked Sendable {
         var extra = arguments
         if let password { extra += ["--requirepass", password] }
         if cluster {
-            extra += ["--cluster-enabled", "yes", "--cluster-port", String(try freePort()), "--cluster-config-file",
-                      dir + "/nodes.conf", "--cluster-node-timeout", "2000"]
+            extra += [
+                "--cluster-enabled", "yes", "--cluster-port", String(try freePort()), "--cluster-config-file",
+                dir + "/nodes.conf", "--cluster-node-timeout", "2000",
+            ]
         }
         extraArguments = extra
         url = "redis://" + (password.map { ":\($0)@" } ?? "") + "127.0.0.1:\(self.port)"
@@ -51,8 +54,11 @@ package final class RedisServer: @unchecked Sendable {
     package func start() throws {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: RedisServer.binaries!.server)
-        p.arguments = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-                       "--daemonize", "no", "--dir", dir, "--logfile", dir + "/redis.log"] + extraArguments
+        p.arguments =
+            [
+                "--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--daemonize", "no", "--dir", dir, "--logfile", dir + "/redis.log",
+            ] + extraArguments
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
@@ -66,7 +72,8 @@ package final class RedisServer: @unchecked Sendable {
                 return  // it answers
             } catch {
                 guard Date() < deadline, p.isRunning else {
-                    throw RemoteError.io(endpoint: "127.0.0.1:\(port)", message: "redis-server did not come up: \(error)")
+                    throw RemoteError.io(
+                        endpoint: "127.0.0.1:\(port)", message: "redis-server did not come up: \(error)")
                 }
                 Thread.sleep(forTimeInterval: 0.02)
             }
@@ -100,7 +107,9 @@ package final class RedisCluster: @unchecked Sendable {
 
     package init(masters: Int = 3) throws {
         nodes = try (0 ..< masters).map { _ in try RedisServer(cluster: true) }
-        try runTool(RedisServer.binaries!.cli, ["--cluster", "create"] + nodes.map { "127.0.0.1:\($0.port)" } + ["--cluster-yes"])
+        try runTool(
+            RedisServer.binaries!.cli,
+            ["--cluster", "create"] + nodes.map { "127.0.0.1:\($0.port)" } + ["--cluster-yes"])
         try waitUntilOK()
     }
 
@@ -109,7 +118,9 @@ package final class RedisCluster: @unchecked Sendable {
         let deadline = Date().addingTimeInterval(15)
         while Date() < deadline {
             let ok = nodes.allSatisfy { ((try? $0.cli(["cluster", "info"])) ?? "").contains("cluster_state:ok") }
-            if ok, (try? runTool(RedisServer.binaries!.cli, ["--cluster", "check", "127.0.0.1:\(nodes[0].port)"])) != nil {
+            if ok,
+                (try? runTool(RedisServer.binaries!.cli, ["--cluster", "check", "127.0.0.1:\(nodes[0].port)"])) != nil
+            {
                 return
             }
             Thread.sleep(forTimeInterval: 0.1)
@@ -126,9 +137,11 @@ package final class RedisCluster: @unchecked Sendable {
     package func startReshard(from: Int, to: Int, slots: Int) throws -> Process {
         let p = Process()
         p.executableURL = URL(fileURLWithPath: RedisServer.binaries!.cli)
-        p.arguments = ["--cluster", "reshard", "127.0.0.1:\(nodes[0].port)", "--cluster-from", try id(from),
-                       "--cluster-to", try id(to), "--cluster-slots", String(slots), "--cluster-yes",
-                       "--cluster-pipeline", "10"]
+        p.arguments = [
+            "--cluster", "reshard", "127.0.0.1:\(nodes[0].port)", "--cluster-from", try id(from),
+            "--cluster-to", try id(to), "--cluster-slots", String(slots), "--cluster-yes",
+            "--cluster-pipeline", "10",
+        ]
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
@@ -160,8 +173,10 @@ package func freePort() throws -> Int {
 func runTool(_ path: String, _ arguments: [String]) throws -> String {
     let r = runProcess(path, arguments, separateErrors: true)
     guard r.status == 0 else {
-        throw RemoteError.io(endpoint: path, message: "\(arguments.joined(separator: " ")) failed: "
-            + String((r.errors + r.output).suffix(400)))
+        throw RemoteError.io(
+            endpoint: path,
+            message: "\(arguments.joined(separator: " ")) failed: "
+                + String((r.errors + r.output).suffix(400)))
     }
     return r.output
 }

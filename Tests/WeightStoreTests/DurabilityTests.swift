@@ -1,8 +1,9 @@
 import Foundation
 import Testing
-@testable import WeightStore
-@testable import WStoreCore
 import WStoreTestSupport
+
+@testable import WStoreCore
+@testable import WeightStore
 
 @Suite struct DurabilityTests {
     /// Flips one byte of `file` at the first occurrence of `pattern` (plus `delta`).
@@ -23,7 +24,9 @@ import WStoreTestSupport
         do {
             let store = try WeightStore.create(at: dir.sub("s"))
             try raw.withUnsafeBytes { _ = try store.put("raw", dtype: .u8, shape: [50_000], bytes: $0, codec: .raw) }
-            try packed.withUnsafeBytes { _ = try store.put("packed", dtype: .bf16, shape: [200_000], bytes: $0, codec: .zstd) }
+            try packed.withUnsafeBytes {
+                _ = try store.put("packed", dtype: .bf16, shape: [200_000], bytes: $0, codec: .zstd)
+            }
             try store.sync()
         }
         let file = dir.sub("s/data.mdb")
@@ -34,7 +37,10 @@ import WStoreTestSupport
             _ = try store.readBytes("raw")
             Issue.record("damaged raw tensor was returned")
         } catch let e as WStoreError {
-            guard case .checksumMismatch(let name, _, _) = e else { Issue.record("unexpected \(e)"); return }
+            guard case .checksumMismatch(let name, _, _) = e else {
+                Issue.record("unexpected \(e)")
+                return
+            }
             #expect(name == "default/raw")
         }
         #expect(throws: WStoreError.self) { try store.withTensor("raw", verify: true) { _, _ in } }
@@ -57,7 +63,9 @@ import WStoreTestSupport
         var options = EncodeOptions()
         options.codec = .zstd
         options.frameSize = 2048
-        let record = try packed.withUnsafeBytes { try RecordEncoder.encode($0, dtype: .bf16, shape: [4096], binding: 0, options: options) }
+        let record = try packed.withUnsafeBytes {
+            try RecordEncoder.encode($0, dtype: .bf16, shape: [4096], binding: 0, options: options)
+        }
         var bytes = [UInt8](repeating: 0, count: record.totalSize)
         packed.withUnsafeBytes { s in bytes.withUnsafeMutableBytes { record.write(into: $0, source: s) } }
         var errors = 0
@@ -70,7 +78,9 @@ import WStoreTestSupport
                     // Each worker checks the frames it decodes, on one thread or two.
                     let threads = position % 2 + 1
                     var out = [UInt8](repeating: 0, count: view.rawSize)
-                    try out.withUnsafeMutableBytes { try RecordDecoder.decode(view, name: "t", into: $0, threads: threads) }
+                    try out.withUnsafeMutableBytes {
+                        try RecordDecoder.decode(view, name: "t", into: $0, threads: threads)
+                    }
                     // Reaching here means the damage hit padding that no reader uses.
                     #expect(out == packed)
                 }
@@ -83,15 +93,21 @@ import WStoreTestSupport
 
     @Test func truncatedOrLyingHeadersAreCorruptRecords() throws {
         let src = randomBytes(1000, seed: 1)
-        let record = try src.withUnsafeBytes { try RecordEncoder.encode($0, dtype: .u8, shape: [1000], binding: 0, options: EncodeOptions()) }
+        let record = try src.withUnsafeBytes {
+            try RecordEncoder.encode($0, dtype: .u8, shape: [1000], binding: 0, options: EncodeOptions())
+        }
         var bytes = [UInt8](repeating: 0, count: record.totalSize)
         src.withUnsafeBytes { s in bytes.withUnsafeMutableBytes { record.write(into: $0, source: s) } }
         for cut in [0, 10, 63, 100, bytes.count - 1] {
-            #expect(throws: WStoreError.self) { try Array(bytes[..<cut]).withUnsafeBytes { _ = try RecordView($0, binding: 0, name: "t") } }
+            #expect(throws: WStoreError.self) {
+                try Array(bytes[..<cut]).withUnsafeBytes { _ = try RecordView($0, binding: 0, name: "t") }
+            }
         }
         var lying = bytes
         lying[24] = 0xFF  // raw size, without fixing the header checksum
-        #expect(throws: WStoreError.self) { try lying.withUnsafeBytes { _ = try RecordView($0, binding: 0, name: "t") } }
+        #expect(throws: WStoreError.self) {
+            try lying.withUnsafeBytes { _ = try RecordView($0, binding: 0, name: "t") }
+        }
     }
 
     @Test func readersSeeConsistentSnapshotsWhileAWriterCommits() async throws {
@@ -100,7 +116,9 @@ import WStoreTestSupport
         func generation(_ g: Int) -> [UInt8] { [UInt8](repeating: UInt8(g % 251), count: 10_000) }
         try store.write { w in
             for name in ["a", "b"] {
-                try generation(0).withUnsafeBytes { _ = try w.put(name, dtype: .u8, shape: [10_000], bytes: $0, codec: .raw) }
+                try generation(0).withUnsafeBytes {
+                    _ = try w.put(name, dtype: .u8, shape: [10_000], bytes: $0, codec: .raw)
+                }
             }
         }
         let rounds = 200
@@ -109,7 +127,9 @@ import WStoreTestSupport
                 for g in 1 ... rounds {
                     try store.write { w in
                         for name in ["a", "b"] {
-                            try generation(g).withUnsafeBytes { _ = try w.put(name, dtype: .u8, shape: [10_000], bytes: $0, codec: .raw) }
+                            try generation(g).withUnsafeBytes {
+                                _ = try w.put(name, dtype: .u8, shape: [10_000], bytes: $0, codec: .raw)
+                            }
                         }
                     }
                 }
@@ -145,12 +165,16 @@ import WStoreTestSupport
         let initial = store.mapSize
         let chunk = randomBytes(3 << 20, seed: 4)
         for i in 0 ..< 12 {  // 36 MiB into a 1 MiB map
-            try chunk.withUnsafeBytes { _ = try store.put("c\(i)", dtype: .u8, shape: [chunk.count], bytes: $0, codec: .raw) }
+            try chunk.withUnsafeBytes {
+                _ = try store.put("c\(i)", dtype: .u8, shape: [chunk.count], bytes: $0, codec: .raw)
+            }
         }
         // One transaction far larger than the map, too.
         try store.write { w in
             for i in 0 ..< 6 {
-                try chunk.withUnsafeBytes { _ = try w.put("batch\(i)", dtype: .u8, shape: [chunk.count], bytes: $0, codec: .raw) }
+                try chunk.withUnsafeBytes {
+                    _ = try w.put("batch\(i)", dtype: .u8, shape: [chunk.count], bytes: $0, codec: .raw)
+                }
             }
         }
         #expect(store.mapSize >= 32 * initial)

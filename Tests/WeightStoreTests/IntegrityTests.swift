@@ -1,8 +1,9 @@
 import Foundation
 import Testing
-@testable import WeightStore
-@testable import WStoreCore
 import WStoreTestSupport
+
+@testable import WStoreCore
+@testable import WeightStore
 
 /// Format v2: records bound to their keys, a checksum per frame and per raw block, the
 /// data file checked before LMDB uses it (format-spec/FORMAT.md §3.1, §4, §7).
@@ -37,13 +38,17 @@ import WStoreTestSupport
         let (path, _, _) = try makeStore(dir)
         let store = try WeightStore.open(at: path, readOnly: false)
         for (x, y) in [("raw.a", "raw.b"), ("z.a", "z.b")] {
-            try swapValues(store, store.tensorsDB, Keys.tensor(model: "default", name: x), Keys.tensor(model: "default", name: y))
+            try swapValues(
+                store, store.tensorsDB, Keys.tensor(model: "default", name: x), Keys.tensor(model: "default", name: y))
             for name in [x, y] {
                 do {
                     _ = try store.readBytes(name)
                     Issue.record("\(name) read another tensor's bytes")
                 } catch let e as WStoreError {
-                    guard case .corruptRecord(let n, let reason) = e else { Issue.record("unexpected \(e)"); continue }
+                    guard case .corruptRecord(let n, let reason) = e else {
+                        Issue.record("unexpected \(e)")
+                        continue
+                    }
                     #expect(n == "default/\(name)")
                     #expect(reason.contains("not the record of this key"))
                 }
@@ -60,8 +65,9 @@ import WStoreTestSupport
         let store = try WeightStore.open(at: path, readOnly: false)
         let other = ExpertKey(layer: 0, expert: 2, part: "up")
         try store.write { w in try w.setExpert(other, tensor: "raw.b") }
-        try swapValues(store, store.expertsDB, Keys.expert(model: "default", ExpertKey(layer: 0, expert: 1, part: "up")),
-                       Keys.expert(model: "default", other))
+        try swapValues(
+            store, store.expertsDB, Keys.expert(model: "default", ExpertKey(layer: 0, expert: 1, part: "up")),
+            Keys.expert(model: "default", other))
         #expect(throws: WStoreError.self) { try store.experts() }
         #expect(try store.verify().failures.map(\.name) == ["expert 0/1/up", "expert 0/2/up"])
     }
@@ -90,14 +96,18 @@ import WStoreTestSupport
         let src = randomBytes(600_000, seed: 5)
         for codec in [CodecChoice.raw, .zstd] {
             options.codec = codec
-            let rec = try src.withUnsafeBytes { try RecordEncoder.encode($0, dtype: .u8, shape: [600_000], binding: 9, options: options) }
+            let rec = try src.withUnsafeBytes {
+                try RecordEncoder.encode($0, dtype: .u8, shape: [600_000], binding: 9, options: options)
+            }
             var bytes = [UInt8](repeating: 0, count: rec.totalSize)
             src.withUnsafeBytes { s in bytes.withUnsafeMutableBytes { rec.write(into: $0, source: s) } }
             let view0 = try bytes.withUnsafeBytes { try RecordView($0, binding: 9, name: "t") }
             #expect(view0.hasFrameChecksums)
             #expect(view0.frameCount == (codec == .raw ? 3 : 10))
             // Under another key the header does not check.
-            #expect(throws: WStoreError.self) { try bytes.withUnsafeBytes { _ = try RecordView($0, binding: 8, name: "t") } }
+            #expect(throws: WStoreError.self) {
+                try bytes.withUnsafeBytes { _ = try RecordView($0, binding: 8, name: "t") }
+            }
             let headerLength = view0.headerLength
             let last = headerLength + view0.storedSize - 1
             bytes[last] ^= 0x40
@@ -106,7 +116,9 @@ import WStoreTestSupport
                 do {
                     try bytes.withUnsafeBytes { b in
                         let v = try RecordView(b, binding: 9, name: "t")
-                        try out.withUnsafeMutableBytes { try RecordDecoder.decode(v, name: "t", into: $0, threads: threads) }
+                        try out.withUnsafeMutableBytes {
+                            try RecordDecoder.decode(v, name: "t", into: $0, threads: threads)
+                        }
                     }
                     Issue.record("damaged \(codec) record decoded")
                 } catch let e as WStoreError {
@@ -136,7 +148,10 @@ import WStoreTestSupport
                 _ = try WeightStore.open(at: copy)
                 Issue.record("a store cut to \(cut) of \(size) bytes opened")
             } catch let e as WStoreError {
-                guard case .damagedFile = e else { Issue.record("unexpected \(e)"); continue }
+                guard case .damagedFile = e else {
+                    Issue.record("unexpected \(e)")
+                    continue
+                }
                 #expect(e.description.contains("truncated"))
                 #expect(!e.description.contains("\n"))
             }
@@ -175,7 +190,8 @@ import WStoreTestSupport
             let store = try WeightStore.create(at: path)
             try src.withUnsafeBytes { _ = try store.put("t", dtype: .u8, shape: [1000], bytes: $0, codec: .raw) }
             try store.env.write { txn in
-                let json = Data(#"{"created":"2026-01-01T00:00:00Z","created_by":"wstore 0.1.0","format_version":1}"#.utf8)
+                let json = Data(
+                    #"{"created":"2026-01-01T00:00:00Z","created_by":"wstore 0.1.0","format_version":1}"#.utf8)
                 try json.withUnsafeBytes { try txn.put(store.metaDB, Keys.storeMeta, $0) }
                 // Version-1 raw record: no blocks, header checksum with seed 0.
                 let key = Keys.tensor(model: "default", name: "t")
@@ -188,8 +204,9 @@ import WStoreTestSupport
                     b.storeBytes(of: UInt32(0), toByteOffset: 48, as: UInt32.self)
                     b.storeBytes(of: UInt32(0), toByteOffset: 52, as: UInt32.self)
                     for i in 72 ..< hl { b[i] = 0 }
-                    b.storeBytes(of: Record.headerChecksum(UnsafeRawBufferPointer(b), headerLength: hl, binding: 0).littleEndian,
-                                 toByteOffset: 56, as: UInt64.self)
+                    b.storeBytes(
+                        of: Record.headerChecksum(UnsafeRawBufferPointer(b), headerLength: hl, binding: 0).littleEndian,
+                        toByteOffset: 56, as: UInt64.self)
                 }
                 rec = v1 + [UInt8](repeating: 0, count: max(0, store.minRecordSize - v1.count))
                 try rec.withUnsafeBytes { try txn.put(store.tensorsDB, key, $0) }
@@ -200,6 +217,8 @@ import WStoreTestSupport
         #expect(try store.readBytes("t") == src)
         #expect(try store.info("t").frameCount == 0)
         #expect(try store.verify().failures.isEmpty)
-        #expect(throws: WStoreError.self) { try src.withUnsafeBytes { _ = try store.put("u", dtype: .u8, shape: [1000], bytes: $0) } }
+        #expect(throws: WStoreError.self) {
+            try src.withUnsafeBytes { _ = try store.put("u", dtype: .u8, shape: [1000], bytes: $0) }
+        }
     }
 }

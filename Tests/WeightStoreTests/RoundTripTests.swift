@@ -1,8 +1,9 @@
 import Foundation
 import Testing
-@testable import WeightStore
-@testable import WStoreCore
 import WStoreTestSupport
+
+@testable import WStoreCore
+@testable import WeightStore
 
 @Suite struct RoundTripTests {
     static let dtypes: [DType] = DType.allPlain + DType.allSubByte + [.ggml(12)]
@@ -29,7 +30,9 @@ import WStoreTestSupport
             if info.isRaw {
                 try store.withTensor(name, verify: true) { b, _ in #expect(Array(b) == bytes) }
             } else {
-                #expect(throws: WStoreError.notRaw(name: name, codec: "zstd")) { try store.withTensor(name) { _, _ in } }
+                #expect(throws: WStoreError.notRaw(name: name, codec: "zstd")) {
+                    try store.withTensor(name) { _, _ in }
+                }
             }
         }
     }
@@ -41,7 +44,9 @@ import WStoreTestSupport
         try b.withUnsafeBytes { _ = try store.put("f4", dtype: .f4, shape: [7], bytes: $0) }
         try b.withUnsafeBytes { _ = try store.put("f6", dtype: .f6e3m2, shape: [5], bytes: $0) }
         #expect(try store.readBytes("f4") == b && store.readBytes("f6") == b)
-        #expect(throws: WStoreError.self) { try b.withUnsafeBytes { _ = try store.put("bad", dtype: .f4, shape: [9], bytes: $0) } }
+        #expect(throws: WStoreError.self) {
+            try b.withUnsafeBytes { _ = try store.put("bad", dtype: .f4, shape: [9], bytes: $0) }
+        }
         #expect(DType(code: 19, ggmlType: 0) == .f4 && DType(safetensorsName: "F6_E2M3") == .f6e2m3)
         #expect(DType(code: 22, ggmlType: 0) == nil)
     }
@@ -65,7 +70,8 @@ import WStoreTestSupport
         for dtype in [DType.bf16, .f32, .f16, .u8] {
             let bytes = sampleBytes(dtype, elements: 300_001 / dtype.elementSize!, seed: 9)
             let record = try bytes.withUnsafeBytes {
-                try RecordEncoder.encode($0, dtype: dtype, shape: [bytes.count / dtype.elementSize!], binding: 0, options: options)
+                try RecordEncoder.encode(
+                    $0, dtype: dtype, shape: [bytes.count / dtype.elementSize!], binding: 0, options: options)
             }
             var buffer = [UInt8](repeating: 0, count: record.totalSize)
             bytes.withUnsafeBytes { src in buffer.withUnsafeMutableBytes { record.write(into: $0, source: src) } }
@@ -75,7 +81,9 @@ import WStoreTestSupport
                 #expect(view.frameCount == (bytes.count + 4095) / 4096)
                 for threads in [1, 2, 7] {
                     var out = [UInt8](repeating: 0, count: bytes.count)
-                    try out.withUnsafeMutableBytes { try RecordDecoder.decode(view, name: "t", into: $0, threads: threads) }
+                    try out.withUnsafeMutableBytes {
+                        try RecordDecoder.decode(view, name: "t", into: $0, threads: threads)
+                    }
                     #expect(out == bytes)
                 }
             }
@@ -99,18 +107,23 @@ import WStoreTestSupport
         let dir = TemporaryDirectory()
         let store = try WeightStore.create(at: dir.sub("s"))
         let tensors: [(String, [UInt8], CodecChoice)] = [
-            ("raw-large", randomBytes(5 << 19 + 3, seed: 1), .raw), ("zstd-large", weightLikeBF16(5 << 19, seed: 2), .zstd),
+            ("raw-large", randomBytes(5 << 19 + 3, seed: 1), .raw),
+            ("zstd-large", weightLikeBF16(5 << 19, seed: 2), .zstd),
             ("raw-small", randomBytes(100, seed: 3), .raw), ("zstd-small", weightLikeBF16(300, seed: 4), .zstd),
         ]
         for (name, bytes, codec) in tensors {
-            try bytes.withUnsafeBytes { _ = try store.put(name, dtype: .u8, shape: [bytes.count], bytes: $0, codec: codec) }
+            try bytes.withUnsafeBytes {
+                _ = try store.put(name, dtype: .u8, shape: [bytes.count], bytes: $0, codec: codec)
+            }
         }
         try store.sync()
         let reader = try WeightStore.open(at: dir.sub("s"))
         for (name, bytes, _) in tensors {
             for (threads, verify) in [(1, true), (2, true), (1, false)] {
                 var out = [UInt8](repeating: 0, count: bytes.count)
-                try out.withUnsafeMutableBytes { _ = try reader.read(name, into: $0, threads: threads, verify: verify, path: path) }
+                try out.withUnsafeMutableBytes {
+                    _ = try reader.read(name, into: $0, threads: threads, verify: verify, path: path)
+                }
                 #expect(out == bytes, "\(name) threads \(threads) verify \(verify)")
             }
         }
@@ -125,7 +138,9 @@ import WStoreTestSupport
                 let shape = rank == 0 ? [] : [size] + Array(repeating: 1, count: rank - 1)
                 let count = rank == 0 ? 1 : size
                 let b = randomBytes(count, seed: UInt64(i))
-                try b.withUnsafeBytes { _ = try store.put("t\(i).\(rank)", dtype: .u8, shape: shape, bytes: $0, codec: .raw) }
+                try b.withUnsafeBytes {
+                    _ = try store.put("t\(i).\(rank)", dtype: .u8, shape: shape, bytes: $0, codec: .raw)
+                }
             }
         }
         let reopened = try WeightStore.open(at: dir.sub("s"))
@@ -147,8 +162,9 @@ import WStoreTestSupport
                 for expert in [10, 2] {
                     for part in ["up", "gate", "down"] {
                         try b.withUnsafeBytes {
-                            _ = try w.put("l\(layer).e\(expert).\(part)", model: "m", dtype: .u8, shape: [16], bytes: $0,
-                                          expert: ExpertKey(layer: layer, expert: expert, part: part))
+                            _ = try w.put(
+                                "l\(layer).e\(expert).\(part)", model: "m", dtype: .u8, shape: [16], bytes: $0,
+                                expert: ExpertKey(layer: layer, expert: expert, part: part))
                         }
                     }
                 }

@@ -1,12 +1,15 @@
 import Foundation
 import WStoreTestSupport
+
 @testable import WeightStore
 
 /// bf16 values that look like weights (normal, std 0.02), as little-endian bytes.
 func weightLikeBF16(_ count: Int, seed: UInt64) -> [UInt8] {
     var state = seed | 1
     func uniform() -> Float {
-        state ^= state << 13; state ^= state >> 7; state ^= state << 17
+        state ^= state << 13
+        state ^= state >> 7
+        state ^= state << 17
         return Float(state >> 40) / Float(1 << 24) + 1e-7
     }
     var out = [UInt8](repeating: 0, count: count * 2)

@@ -18,8 +18,9 @@ final class ExpertFixture: @unchecked Sendable {
                 for expert in 0 ..< 8 {
                     for name in ["gate", "up", "down"] {
                         try part.withUnsafeBytes { b -> Void in
-                            try w.put("l\(layer).e\(expert).\(name)", dtype: .bf16, shape: [part.count], bytes: b,
-                                      codec: .raw, expert: ExpertKey(layer: layer, expert: expert, part: name))
+                            try w.put(
+                                "l\(layer).e\(expert).\(name)", dtype: .bf16, shape: [part.count], bytes: b,
+                                codec: .raw, expert: ExpertKey(layer: layer, expert: expert, part: name))
                         }
                     }
                 }

@@ -36,7 +36,9 @@ final class Fixture: @unchecked Sendable {
     static func normal(count: Int, std: Float) -> [Float] {
         var state: UInt64 = 0x2545_F491_4F6C_DD1D
         func uniform() -> Float {
-            state ^= state << 13; state ^= state >> 7; state ^= state << 17
+            state ^= state << 13
+            state ^= state >> 7
+            state ^= state << 17
             return Float(state >> 40) / Float(1 << 24) + 1e-7
         }
         return (0 ..< count).map { _ in (-2 * log(uniform())).squareRoot() * cos(2 * .pi * uniform()) * std }
@@ -84,7 +86,10 @@ let benchmarks: @Sendable () -> Void = {
     Benchmark("memcpy_4MiB") { benchmark in
         let a = UnsafeMutableRawBufferPointer.allocate(byteCount: bytesPerTensor, alignment: 64)
         let b = UnsafeMutableRawBufferPointer.allocate(byteCount: bytesPerTensor, alignment: 64)
-        defer { a.deallocate(); b.deallocate() }
+        defer {
+            a.deallocate()
+            b.deallocate()
+        }
         memset(a.baseAddress!, 3, a.count)
         memset(b.baseAddress!, 4, b.count)
         benchmark.startMeasurement()

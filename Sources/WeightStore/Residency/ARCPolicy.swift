@@ -45,7 +45,9 @@ public final class ARCPolicy: ResidencyPolicy {
             // Keep the directory at most 2c, |T1| + |B1| at most c.
             if count(Self.t1) + count(Self.b1) >= capacity, count(Self.b1) > 0 {
                 lists.remove(lists.tail(Self.b1))
-            } else if count(Self.t1) + count(Self.t2) + count(Self.b1) + count(Self.b2) >= 2 * capacity, count(Self.b2) > 0 {
+            } else if count(Self.t1) + count(Self.t2) + count(Self.b1) + count(Self.b2) >= 2 * capacity,
+                count(Self.b2) > 0
+            {
                 lists.remove(lists.tail(Self.b2))
             }
         }
@@ -54,7 +56,7 @@ public final class ARCPolicy: ResidencyPolicy {
     public func hinted(_ id: Int) {}
 
     public func inserted(_ id: Int, prefetched: Bool) {
-        if lists.contains(id) { lists.remove(id) }   // a prefetched ghost: back without adapting
+        if lists.contains(id) { lists.remove(id) }  // a prefetched ghost: back without adapting
         lists.pushFront(id, list: !prefetched && pendingFrequent[id] ? Self.t2 : Self.t1)
         pendingFrequent[id] = false
     }
@@ -63,7 +65,11 @@ public final class ARCPolicy: ResidencyPolicy {
         guard lists.contains(id) else { return }
         let l = lists.list(of: id)
         lists.remove(id)
-        if l == Self.t1 { lists.pushFront(id, list: Self.b1) } else if l == Self.t2 { lists.pushFront(id, list: Self.b2) }
+        if l == Self.t1 {
+            lists.pushFront(id, list: Self.b1)
+        } else if l == Self.t2 {
+            lists.pushFront(id, list: Self.b2)
+        }
         while count(Self.b1) + count(Self.b2) > capacity + 1 {
             lists.remove(lists.tail(count(Self.b1) > count(Self.b2) ? Self.b1 : Self.b2))
         }

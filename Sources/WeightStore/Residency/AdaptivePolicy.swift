@@ -34,9 +34,9 @@ public final class AdaptivePolicy: ResidencyPolicy {
     public var halfLifeTokens: Double { halfLives.min() ?? 0 }
 
     private let k: Int
-    private let lambda: [Double]    // per layer access, one per half-life
+    private let lambda: [Double]  // per layer access, one per half-life
     private let rateScale: [Double]
-    private var value: [[Double]]   // [half-life][id]: decayed pick counts
+    private var value: [[Double]]  // [half-life][id]: decayed pick counts
     private var stamp: [Double]
     private var lastToken: [Int]
     private var hintToken: [Int]
@@ -139,7 +139,10 @@ public final class AdaptivePolicy: ResidencyPolicy {
             let p = min(1, max(score(id), 1e-9))
             let d = Double((id / geometry.experts - currentLayer + L) % L) / Double(L)
             let s = -(d + (1 - p) / p)
-            if s < bestScore { best = id; bestScore = s }
+            if s < bestScore {
+                best = id
+                bestScore = s
+            }
         }
         return best >= 0 ? best : nil
     }

@@ -23,8 +23,10 @@ public enum CacheAwareRouting {
     ///   - isResident: whether an expert is resident now.
     /// - Precondition: `experts.count == probabilities.count`, `1 ≤ k`.
     /// - Complexity: O(n log n + k·n) for `n` candidates.
-    public static func topK(experts: some Collection<Int>, probabilities: some Collection<Double>, k: Int,
-                            tolerance: Double, isResident: (Int) -> Bool) -> Choice {
+    public static func topK(
+        experts: some Collection<Int>, probabilities: some Collection<Double>, k: Int,
+        tolerance: Double, isResident: (Int) -> Bool
+    ) -> Choice {
         precondition(experts.count == probabilities.count, "one probability per candidate")
         precondition(k >= 1, "k must be at least 1")
         let ranked = zip(experts, probabilities).sorted { $0.1 > $1.1 }
@@ -38,7 +40,10 @@ public enum CacheAwareRouting {
             for i in 1 ..< max(1, n) where !isResident(picks[i].0) {
                 let floor = (1 - tol) * picks[i].1
                 // The most probable resident candidate not yet picked, if close enough.
-                guard let j = ranked.indices.first(where: { !taken[$0] && ranked[$0].1 >= floor && isResident(ranked[$0].0) })
+                guard
+                    let j = ranked.indices.first(where: {
+                        !taken[$0] && ranked[$0].1 >= floor && isResident(ranked[$0].0)
+                    })
                 else { continue }
                 taken[j] = true
                 lost += picks[i].1 - ranked[j].1

@@ -28,12 +28,12 @@ public final class ForecastPolicy: ResidencyPolicy {
     /// The memories of the frequency estimates, in tokens of the layer.
     public let halfLives: [Double]
     private let k: Int
-    private let decay: [Double]          // per token, one per half-life
-    private var value: [[Double]]        // [h][id], as of stamp[id], including that token
-    private var stamp: [Int]             // the layer's token of the last use, or -1
+    private let decay: [Double]  // per token, one per half-life
+    private var value: [[Double]]  // [h][id], as of stamp[id], including that token
+    private var stamp: [Int]  // the layer's token of the last use, or -1
     private var layerAccesses: [Int]
-    private var loss: [[Double]]         // [layer][h]: discounted log loss
-    private var weight: [[Double]]       // [layer][h]
+    private var loss: [[Double]]  // [layer][h]: discounted log loss
+    private var weight: [[Double]]  // [layer][h]
     private let lossDiscount: Double
     private var hintToken: [Int]
     private var hintsGiven: [Double]
@@ -49,8 +49,10 @@ public final class ForecastPolicy: ResidencyPolicy {
     /// A forecast policy for `geometry` (the budget is implicit in what is resident) mixing
     /// frequency estimates whose weight halves every `halfLives` tokens.
     /// - Precondition: `halfLives` is not empty and every half-life is positive.
-    public init(geometry: ResidencyGeometry, capacity: Int, halfLives: [Double] = [1, 4, 16, 64, 256],
-                name: String = "forecast") {
+    public init(
+        geometry: ResidencyGeometry, capacity: Int, halfLives: [Double] = [1, 4, 16, 64, 256],
+        name: String = "forecast"
+    ) {
         precondition(!halfLives.isEmpty && halfLives.allSatisfy { $0 > 0 }, "half-lives must be positive")
         self.name = name
         self.geometry = geometry
@@ -62,7 +64,8 @@ public final class ForecastPolicy: ResidencyPolicy {
         stamp = Array(repeating: -1, count: n)
         layerAccesses = Array(repeating: 0, count: geometry.layers)
         loss = Array(repeating: Array(repeating: 0, count: halfLives.count), count: geometry.layers)
-        weight = Array(repeating: Array(repeating: 1 / Double(halfLives.count), count: halfLives.count), count: geometry.layers)
+        weight = Array(
+            repeating: Array(repeating: 1 / Double(halfLives.count), count: halfLives.count), count: geometry.layers)
         lossDiscount = 1 - 1 / (256 * Double(k))
         hintToken = Array(repeating: Int.min / 2, count: n)
         hintsGiven = Array(repeating: 2, count: geometry.layers)
@@ -124,7 +127,10 @@ public final class ForecastPolicy: ResidencyPolicy {
             best = min(best, loss[l][h])
         }
         var sum = 0.0
-        for h in halfLives.indices { weight[l][h] = exp(best - loss[l][h]); sum += weight[l][h] }
+        for h in halfLives.indices {
+            weight[l][h] = exp(best - loss[l][h])
+            sum += weight[l][h]
+        }
         for h in halfLives.indices { weight[l][h] /= sum }
         // Count the use.
         for h in halfLives.indices {
@@ -154,7 +160,7 @@ public final class ForecastPolicy: ResidencyPolicy {
         let L = geometry.layers
         let l = geometry.layer(of: id)
         var t = token(l)
-        if stamp[id] >= t { t += 1 }                  // used by the token under way: next token
+        if stamp[id] >= t { t += 1 }  // used by the token under way: next token
         let here = (layerAccesses[currentLayer] - 1) / k * L + currentLayer
         let d = Double(t * L + l - here) / Double(L)
         var p = chance(id, at: t)
@@ -169,7 +175,10 @@ public final class ForecastPolicy: ResidencyPolicy {
         var best = -1, bestWait = -Double.infinity
         for id in resident.members where id != incoming && !isPinned(id) {
             let w = expectedWait(id)
-            if w > bestWait { best = id; bestWait = w }
+            if w > bestWait {
+                best = id
+                bestWait = w
+            }
         }
         return best >= 0 ? best : nil
     }

@@ -38,7 +38,10 @@ public final class LRFUPolicy: ResidencyPolicy {
         var best = -1, bestValue = Double.infinity
         for id in resident.members where id != incoming && !isPinned(id) {
             let v = crf(id)
-            if v < bestValue || (v == bestValue && stamp[id] < stamp[best]) { best = id; bestValue = v }
+            if v < bestValue || (v == bestValue && stamp[id] < stamp[best]) {
+                best = id
+                bestValue = v
+            }
         }
         return best >= 0 ? best : nil
     }

@@ -49,7 +49,10 @@ public final class LeastStalePolicy: ResidencyPolicy {
             // Layers ahead of the current one run first; the current layer runs last again.
             let ahead = (geometry.layer(of: id) - currentLayer + L - 1) % L
             let key = (staleness(id), ahead, -uses[id])
-            if best < 0 || key > bestKey { best = id; bestKey = key }
+            if best < 0 || key > bestKey {
+                best = id
+                bestKey = key
+            }
         }
         return best >= 0 ? best : nil
     }

@@ -17,7 +17,10 @@ final class LoadFuture: Sendable {
         let (sleepers, continuations) = state.withLock { s in
             s.done = true
             s.error = error
-            defer { s.sleepers = []; s.continuations = [] }
+            defer {
+                s.sleepers = []
+                s.continuations = []
+            }
             return (s.sleepers, s.continuations)
         }
         for s in sleepers { s.signal() }

@@ -37,11 +37,15 @@ extension ResidencyManager {
     ///   - k: experts to run; the model's top-k when `nil`.
     ///   - tolerance: relative, in `0...1`.
     /// - Precondition: `experts.count == probabilities.count`; `0 ≤ layer < geometry.layers`.
-    public func residentAwareTopK(layer: Int, experts: [Int], probabilities: [Double], k: Int? = nil,
-                                  tolerance: Double) -> CacheAwareRouting.Choice {
+    public func residentAwareTopK(
+        layer: Int, experts: [Int], probabilities: [Double], k: Int? = nil,
+        tolerance: Double
+    ) -> CacheAwareRouting.Choice {
         let words = residencyMask(layer: layer)
-        return CacheAwareRouting.topK(experts: experts, probabilities: probabilities, k: k ?? geometry.topK,
-                                      tolerance: tolerance) { e in
+        return CacheAwareRouting.topK(
+            experts: experts, probabilities: probabilities, k: k ?? geometry.topK,
+            tolerance: tolerance
+        ) { e in
             e >= 0 && e < geometry.experts && words[e / 64] & (1 << UInt64(e % 64)) != 0
         }
     }

@@ -1,5 +1,5 @@
-import Dispatch
 import DequeModule
+import Dispatch
 import Foundation
 import Synchronization
 import WStoreCore
@@ -95,15 +95,18 @@ public final class ResidencyManager: Sendable {
     /// - Throws: ``WStoreError/notFound(_:)`` when the model has no indexed experts,
     ///   ``ResidencyError/expertLargerThanBudget(layer:expert:bytes:budget:)`` when the
     ///   budget cannot hold the largest expert, or a store error.
-    public init(store: WeightStore, model: String = WeightStore.defaultModel, budget: Int, options: Options = Options()) throws {
+    public init(store: WeightStore, model: String = WeightStore.defaultModel, budget: Int, options: Options = Options())
+        throws
+    {
         let layouts = try ResidencyManager.expertLayouts(store: store, model: model)
         let layers = (layouts.map(\.layer).max() ?? 0) + 1, experts = (layouts.map(\.expert).max() ?? 0) + 1
         let topK = (try? store.modelInfo(model))??.topK ?? 1
         let g = ResidencyGeometry(layers: layers, experts: experts, topK: max(1, min(topK, experts)))
         let largest = layouts.max { $0.layout.totalBytes < $1.layout.totalBytes }!
         guard largest.layout.totalBytes <= budget else {
-            throw ResidencyError.expertLargerThanBudget(layer: largest.layer, expert: largest.expert,
-                                                       bytes: largest.layout.totalBytes, budget: budget)
+            throw ResidencyError.expertLargerThanBudget(
+                layer: largest.layer, expert: largest.expert,
+                bytes: largest.layout.totalBytes, budget: budget)
         }
         let room = RoomSignal()
         var slots = [ExpertSlot?](repeating: nil, count: g.count)
@@ -121,10 +124,12 @@ public final class ResidencyManager: Sendable {
         self.mask = ResidencyMask(geometry: g)
         self.expertBytes = largest.layout.totalBytes
         let capacity = max(1, budget / max(1, expertBytes))
-        state = Mutex(State(policy: options.policy.make(geometry: g, capacity: capacity),
-                            phase: Array(repeating: .absent, count: g.count),
-                            queued: Array(repeating: false, count: g.count),
-                            layers: Array(repeating: .init(), count: layers)))
+        state = Mutex(
+            State(
+                policy: options.policy.make(geometry: g, capacity: capacity),
+                phase: Array(repeating: .absent, count: g.count),
+                queued: Array(repeating: false, count: g.count),
+                layers: Array(repeating: .init(), count: layers)))
     }
 
     /// The layout of every indexed expert of `model`: its parts (in name order, each
@@ -132,7 +137,8 @@ public final class ResidencyManager: Sendable {
     /// is what a manager would hold; it reads the index and the record headers only.
     /// - Throws: ``WStoreError/notFound(_:)`` when the model has no indexed experts, or a store error.
     package static func expertLayouts(store: WeightStore, model: String)
-        throws -> [(layer: Int, expert: Int, layout: ExpertLayout)] {
+        throws -> [(layer: Int, expert: Int, layout: ExpertLayout)]
+    {
         let entries = try store.experts(model: model)
         guard !entries.isEmpty else { throw WStoreError.notFound("indexed experts of model \(model)") }
         return try store.withSnapshot { s in
@@ -142,8 +148,10 @@ public final class ResidencyManager: Sendable {
                 for name in entry.parts.keys.sorted() {
                     let tensor = entry.parts[name]!
                     let info = try s.info(tensor, model: model)
-                    parts.append(.init(name: name, tensor: tensor, offset: offset, size: info.rawSize,
-                                       dtype: info.dtype, shape: info.shape))
+                    parts.append(
+                        .init(
+                            name: name, tensor: tensor, offset: offset, size: info.rawSize,
+                            dtype: info.dtype, shape: info.shape))
                     offset += (info.rawSize + 63) & ~63
                 }
                 return (entry.layer, entry.expert, ExpertLayout(parts: parts, totalBytes: offset))
@@ -245,7 +253,8 @@ public final class ResidencyManager: Sendable {
             drainDeferred(&s)
             for e in experts {
                 guard layer >= 0, layer < geometry.layers, e >= 0, e < geometry.experts,
-                      slots[geometry.id(layer: layer, expert: e)] != nil else {
+                    slots[geometry.id(layer: layer, expert: e)] != nil
+                else {
                     unknown.append(e)
                     continue
                 }
@@ -267,8 +276,9 @@ public final class ResidencyManager: Sendable {
     /// Counters so far.
     public func stats() -> ResidencyStats {
         var out = state.withLock { s in
-            ResidencyStats(layers: s.layers, coalescedWaits: s.coalescedWaits, droppedPrefetches: s.droppedPrefetches,
-                           evictions: s.evictions, residentBytes: s.used, peakResidentBytes: s.peak, budget: budget)
+            ResidencyStats(
+                layers: s.layers, coalescedWaits: s.coalescedWaits, droppedPrefetches: s.droppedPrefetches,
+                evictions: s.evictions, residentBytes: s.used, peakResidentBytes: s.peak, budget: budget)
         }
         for case let slot? in slots {
             out.layers[slot.layer].demandHits += slot.hits.load(ordering: .relaxed)
@@ -295,7 +305,8 @@ public final class ResidencyManager: Sendable {
 
     private func slotFor(layer: Int, expert: Int) throws -> ExpertSlot {
         guard layer >= 0, layer < geometry.layers, expert >= 0, expert < geometry.experts,
-              let slot = slots[geometry.id(layer: layer, expert: expert)] else {
+            let slot = slots[geometry.id(layer: layer, expert: expert)]
+        else {
             throw ResidencyError.notIndexed(layer: layer, expert: expert, model: model)
         }
         return slot
@@ -340,7 +351,9 @@ public final class ResidencyManager: Sendable {
 
     /// Applies hits recorded while the lock was busy.
     private func drainDeferred(_ s: inout State) {
-        guard deferredPending.load(ordering: .relaxed), deferredPending.exchange(false, ordering: .acquiring) else { return }
+        guard deferredPending.load(ordering: .relaxed), deferredPending.exchange(false, ordering: .acquiring) else {
+            return
+        }
         for case let slot? in slots {
             let n = slot.deferredHits.exchange(0, ordering: .relaxed)
             guard n > 0, case .resident = s.phase[slot.id] else { continue }
@@ -447,15 +460,18 @@ public final class ResidencyManager: Sendable {
             let members = a.slots.map(\.id)
             if !makeRoom(&s, bytes: bytes, for: first.id, keeping: members) {
                 for i in pinned { a.slots[i].unpin() }
-                let exhausted = ResidencyError.budgetExhausted(layer: first.layer, expert: first.expert, budget: budget,
-                                                               pinnedBytes: pinnedBytes())
+                let exhausted = ResidencyError.budgetExhausted(
+                    layer: first.layer, expert: first.expert, budget: budget,
+                    pinnedBytes: pinnedBytes())
                 guard case .wait(let timeout) = options.whenFull else { throw exhausted }
                 let deadline = a.start + timeout.nanoseconds
                 guard DispatchTime.now().uptimeNanoseconds < deadline else { throw exhausted }
                 // Register, then look again: a release between the two is seen by one or the other.
                 let sleeper = room.register()
                 atomicMemoryFence(ordering: .sequentiallyConsistent)
-                guard makeRoom(&s, bytes: bytes, for: first.id, keeping: members) else { return .wait(.room(sleeper, deadline: deadline)) }
+                guard makeRoom(&s, bytes: bytes, for: first.id, keeping: members) else {
+                    return .wait(.room(sleeper, deadline: deadline))
+                }
                 room.deregister(sleeper)
                 // Room now: pin again what was resident before taking it.
                 return .wait(.again)
@@ -514,7 +530,9 @@ public final class ResidencyManager: Sendable {
             }
             guard let victim, let v = slots[victim] else { return false }
             // A hit may pin it between the check and here: the swap fails and we pick again.
-            guard v.pin.compareExchange(expected: 0, desired: -1, ordering: .acquiringAndReleasing).exchanged else { continue }
+            guard v.pin.compareExchange(expected: 0, desired: -1, ordering: .acquiringAndReleasing).exchanged else {
+                continue
+            }
             s.policy.removed(victim)
             s.phase[victim] = .absent
             mask.clear(victim)
@@ -547,8 +565,10 @@ public final class ResidencyManager: Sendable {
             do {
                 try store.withSnapshot { s in
                     for p in layout.parts {
-                        try s.read(p.tensor, model: model, into: UnsafeMutableRawBufferPointer(start: buffer + p.offset, count: p.size),
-                                   threads: options.decodeThreads, path: options.loadPath)
+                        try s.read(
+                            p.tensor, model: model,
+                            into: UnsafeMutableRawBufferPointer(start: buffer + p.offset, count: p.size),
+                            threads: options.decodeThreads, path: options.loadPath)
                     }
                 }
             } catch {
@@ -647,7 +667,8 @@ extension ResidencyManager {
     /// time hits apart from misses).
     package func isResident(layer: Int, expert: Int) -> Bool {
         guard layer >= 0, layer < geometry.layers, expert >= 0, expert < geometry.experts,
-              let slot = slots[geometry.id(layer: layer, expert: expert)] else { return false }
+            let slot = slots[geometry.id(layer: layer, expert: expert)]
+        else { return false }
         return slot.pin.load(ordering: .relaxed) >= 0
     }
 }

@@ -24,5 +24,7 @@ final class ResidencyMask: Sendable {
     func clear(_ id: Int) { word(id).bits.bitwiseAnd(~(1 << UInt64((id % experts) % 64)), ordering: .releasing) }
 
     /// Word `index` of layer `layer`.
-    func load(layer: Int, word index: Int) -> UInt64 { words[layer * wordsPerLayer + index].bits.load(ordering: .acquiring) }
+    func load(layer: Int, word index: Int) -> UInt64 {
+        words[layer * wordsPerLayer + index].bits.load(ordering: .acquiring)
+    }
 }

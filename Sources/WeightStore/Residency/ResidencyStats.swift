@@ -29,10 +29,16 @@ public struct ResidencyStats: Sendable, Codable {
         public var missRate: Double { Double(demandMisses) / Double(max(1, demandHits + demandMisses)) }
 
         mutating func add(_ o: Layer) {
-            demandHits += o.demandHits; demandMisses += o.demandMisses; prefetchHits += o.prefetchHits
-            wastedPrefetches += o.wastedPrefetches; demandLoads += o.demandLoads; prefetchLoads += o.prefetchLoads
-            bytesLoaded += o.bytesLoaded; waitNanos += o.waitNanos
-            residentExperts += o.residentExperts; residentBytes += o.residentBytes
+            demandHits += o.demandHits
+            demandMisses += o.demandMisses
+            prefetchHits += o.prefetchHits
+            wastedPrefetches += o.wastedPrefetches
+            demandLoads += o.demandLoads
+            prefetchLoads += o.prefetchLoads
+            bytesLoaded += o.bytesLoaded
+            waitNanos += o.waitNanos
+            residentExperts += o.residentExperts
+            residentBytes += o.residentBytes
         }
     }
 

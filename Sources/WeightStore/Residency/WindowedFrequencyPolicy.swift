@@ -8,7 +8,7 @@ public final class WindowedFrequencyPolicy: ResidencyPolicy {
     private let geometry: ResidencyGeometry
     private var counts: [Int32]
     private var lastUse: [Int]
-    private var ring: [[Int32]]      // per layer, the last windowTokens × topK accesses
+    private var ring: [[Int32]]  // per layer, the last windowTokens × topK accesses
     private var ringNext: [Int]
     private var clock = 0
     private var resident: ResidentSet
@@ -20,7 +20,8 @@ public final class WindowedFrequencyPolicy: ResidencyPolicy {
         self.windowTokens = windowTokens
         counts = Array(repeating: 0, count: geometry.count)
         lastUse = Array(repeating: 0, count: geometry.count)
-        ring = Array(repeating: Array(repeating: -1, count: windowTokens * max(1, geometry.topK)), count: geometry.layers)
+        ring = Array(
+            repeating: Array(repeating: -1, count: windowTokens * max(1, geometry.topK)), count: geometry.layers)
         ringNext = Array(repeating: 0, count: geometry.layers)
         resident = ResidentSet(count: geometry.count)
     }
