@@ -25,7 +25,7 @@ export SYSPYTHON
 export WSTORE_PYTHON := $(abspath $(VPY))
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: all deps venv pydeps build lib python pyinstall pytest python-install-check demo test corruption-sweep bench bench-check bench-thresholds fuzz fuzz-build check-sanitizers check-asan check-tsan bench-peers clean
+.PHONY: all deps venv pydeps build lib python pyinstall pytest python-install-check demo test corruption-sweep bench bench-check bench-thresholds fuzz fuzz-build check-sanitizers check-asan check-tsan bench-peers format clean
 
 all: build
 
@@ -189,6 +189,10 @@ check-tsan: deps pydeps
 	TSAN_OPTIONS="suppressions=$(CURDIR)/sanitizers/tsan.supp exitcode=66" \
 		WSTORE_SANITIZER_PRELOAD="$(SAN_RT)/libclang_rt.tsan-x86_64.so $(SWIFT_LIBS)/linux/libdispatch.so" \
 		$(SWIFT) test --skip-build --sanitize=thread --scratch-path .build-tsan
+
+# swift-format over the Swift sources with the repository's .swift-format (the toolchain ships it).
+format:
+	swift-format format -i -r Sources Tests Benchmarks Package.swift Benchmarks/Package.swift
 
 clean:
 	rm -rf .build $(DEMO_DIR) $(PYLIB)
