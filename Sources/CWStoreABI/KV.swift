@@ -10,6 +10,16 @@ private func kvFrom(_ p: OpaquePointer?) throws -> KVStore {
     return kv
 }
 
+/// The handle, model (NULL: "default") and salt (NULL: "") a store, probe or lookup names.
+private func kvPrefix(_ kv: OpaquePointer?, _ model: UnsafePointer<CChar>?, _ salt: UnsafePointer<CChar>?) throws
+    -> (KVStore, String, String)
+{
+    (
+        try kvFrom(kv), model == nil ? WeightStore.defaultModel : try string(model, "model"),
+        salt == nil ? "" : try string(salt, "salt")
+    )
+}
+
 /// The codec of an `enum wstore_kv_codec` code.
 private func kvCodec(_ code: Int32) throws -> KVCodec {
     guard code >= 0, code <= 255, let c = KVCodec(code: UInt8(code)) else {
@@ -106,9 +116,7 @@ public func wstore_kv_store(
     _ nLayers: Int, _ cached: UnsafeMutablePointer<Int>?
 ) -> Int32 {
     guarded {
-        let store = try kvFrom(kv)
-        let m = model == nil ? WeightStore.defaultModel : try string(model, "model")
-        let s = salt == nil ? "" : try string(salt, "salt")
+        let (store, m, s) = try kvPrefix(kv, model, salt)
         let ids = try tokenIDs(tokens, nTokens)
         let views = try layerViews(layers, nLayers)
         let (_, now) = try store.store(tokens: ids, model: m, salt: s, from: views)
@@ -123,9 +131,7 @@ public func wstore_kv_probe(
     _ tokens: UnsafePointer<UInt32>?, _ nTokens: Int, _ cached: UnsafeMutablePointer<Int>?
 ) -> Int32 {
     guarded {
-        let store = try kvFrom(kv)
-        let m = model == nil ? WeightStore.defaultModel : try string(model, "model")
-        let s = salt == nil ? "" : try string(salt, "salt")
+        let (store, m, s) = try kvPrefix(kv, model, salt)
         let out = try required(cached, "cached_tokens")
         out.pointee = try store.probe(tokens: try tokenIDs(tokens, nTokens), model: m, salt: s)
     }
@@ -139,9 +145,7 @@ public func wstore_kv_lookup(
     _ nLayers: Int, _ out: UnsafeMutablePointer<wstore_kv_lookup_result>?
 ) -> Int32 {
     guarded {
-        let store = try kvFrom(kv)
-        let m = model == nil ? WeightStore.defaultModel : try string(model, "model")
-        let s = salt == nil ? "" : try string(salt, "salt")
+        let (store, m, s) = try kvPrefix(kv, model, salt)
         let out = try required(out, "out")
         let ids = try tokenIDs(tokens, nTokens)
         let views = try layerViews(layers, nLayers)

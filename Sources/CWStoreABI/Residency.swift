@@ -323,6 +323,15 @@ public func wstore_residency_get_stats(
     }
 }
 
+/// The manager of a handle, with `layer` checked against its expert index.
+private func managerAndLayer(_ residency: OpaquePointer?, _ layer: Int64) throws -> ResidencyManager {
+    let m = try residencyFrom(residency).manager
+    guard layer >= 0, layer < Int64(m.geometry.layers) else {
+        throw ABIError.invalidArgument("layer \(layer) out of range: the expert index has \(m.geometry.layers) layers")
+    }
+    return m
+}
+
 /// See `wstore_residency_mask` in wstore.h.
 @_cdecl("wstore_residency_mask")
 public func wstore_residency_mask(
@@ -330,11 +339,7 @@ public func wstore_residency_mask(
     _ nWords: Int, _ written: UnsafeMutablePointer<Int>?
 ) -> Int32 {
     guarded {
-        let m = try residencyFrom(residency).manager
-        guard layer >= 0, layer < Int64(m.geometry.layers) else {
-            throw ABIError.invalidArgument(
-                "layer \(layer) out of range: the expert index has \(m.geometry.layers) layers")
-        }
+        let m = try managerAndLayer(residency, layer)
         guard nWords >= 0, nWords == 0 || words != nil else { throw ABIError.invalidArgument("words is NULL") }
         let n =
             nWords == 0
@@ -352,11 +357,7 @@ public func wstore_residency_route(
     _ massGivenUp: UnsafeMutablePointer<Double>?
 ) -> Int32 {
     guarded {
-        let m = try residencyFrom(residency).manager
-        guard layer >= 0, layer < Int64(m.geometry.layers) else {
-            throw ABIError.invalidArgument(
-                "layer \(layer) out of range: the expert index has \(m.geometry.layers) layers")
-        }
+        let m = try managerAndLayer(residency, layer)
         guard n > 0, let experts, let probs, let outExperts else {
             throw ABIError.invalidArgument("experts, probs and out_experts must be non-NULL and n positive")
         }
