@@ -53,7 +53,7 @@ import WeightStore
                 "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-I", Self.root + "/include",
                 Self.root + "/Tests/CABITests/Clients/kv_check.c", "-L", lib, "-lwstore-c",
                 "-Wl,-rpath," + lib, "-lpthread", "-lm", "-o", exe,
-            ])
+            ] + sanitizerLinkFlags)
         #expect(cc.status == 0, "cc failed: \(cc.output)")
         guard cc.status == 0 else { return }
         var args = [dir.sub("stores")]
@@ -68,7 +68,7 @@ import WeightStore
             )
             args.append(dir.sub("kv.bin"))
         }
-        let r = runProcess(exe, args)
+        let r = runProcess(exe, args, environment: sanitizerEnvironment)
         #expect(r.status == 0, "kv_check failed:\n\(r.output)")
         let lines = r.output.split(separator: "\n")
         #expect(lines.first?.contains(realKV ? "real KV" : "generated KV") == true, "\(r.output)")

@@ -60,13 +60,15 @@ import WStoreTestSupport
                     "-std=c11", "-Wall", "-Wextra", "-Werror", "-I", CABITests.root + "/include", src,
                     "-L", dir.sub(".build/release"), "-lwstore-c", "-Wl,-rpath," + dir.sub(".build/release"),
                     "-o", exe,
-                ])
+                ] + sanitizerLinkFlags)
             #expect(cc.status == 0, "\(file):\(block.line): the C block does not compile:\n\(cc.output)")
             guard cc.status == 0 else { continue }
             // The engine example takes what the text before it says to run it with.
             let args =
                 block.code.contains("argv") ? ["moe.wstore", "model.embed_tokens.weight", "prompts.kvstore"] : []
-            let r = runProcess("/bin/sh", ["-c", "cd '\(dir.path)' && exec '\(exe)' " + args.joined(separator: " ")])
+            let r = runProcess(
+                "/bin/sh", ["-c", "cd '\(dir.path)' && exec '\(exe)' " + args.joined(separator: " ")],
+                environment: sanitizerEnvironment)
             #expect(r.status == 0, "\(file):\(block.line): the C block exits \(r.status):\n\(r.output)")
             if args.isEmpty {
                 #expect(r.output.contains("up: 262144 bytes"), "\(file):\(block.line): \(r.output)")
