@@ -92,7 +92,9 @@ import WStoreTestSupport
         for (n, block) in blocks.enumerated() {
             let src = dir.sub("block\(n).py")
             try block.code.write(toFile: src, atomically: true, encoding: .utf8)
-            let r = runProcess("/bin/sh", ["-c", "cd '\(dir.path)' && exec '\(pythonExecutable)' '\(src)'"])
+            let r = runProcess(
+                "/bin/sh", ["-c", "cd '\(dir.path)' && exec '\(pythonExecutable)' '\(src)'"],
+                environment: sanitizerEnvironment)
             #expect(r.status == 0, "Python block at line \(block.line) exits \(r.status):\n\(r.output)")
             #expect(r.output.contains("read 512000 bytes, shape [1000, 256]"), "\(r.output)")
         }
