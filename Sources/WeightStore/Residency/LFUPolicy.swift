@@ -34,12 +34,6 @@ public final class LFUPolicy: ResidencyPolicy {
     public func removed(_ id: Int) { resident.remove(id) }
 
     public func victim(for incoming: Int, isPinned: (Int) -> Bool) -> Int? {
-        var best = -1
-        for id in resident.members where id != incoming && !isPinned(id) {
-            if best < 0 || counts[id] < counts[best] || (counts[id] == counts[best] && lastUse[id] < lastUse[best]) {
-                best = id
-            }
-        }
-        return best >= 0 ? best : nil
+        resident.leastFrequent(counts: counts, lastUse: lastUse, excluding: incoming, isPinned: isPinned)
     }
 }

@@ -27,4 +27,20 @@ struct ResidentSet {
         }
         position[id] = -1
     }
+
+    /// The member with the lowest `counts[id]`, the least recently used (`lastUse`) among
+    /// equals, leaving out `incoming` and pinned ones: the victim of the frequency policies
+    /// (LFU with aging, windowed frequency). `nil` when no member may go.
+    func leastFrequent<C: Comparable>(
+        counts: [C], lastUse: [Int], excluding incoming: Int,
+        isPinned: (Int) -> Bool
+    ) -> Int? {
+        var best = -1
+        for id in members where id != incoming && !isPinned(id) {
+            if best < 0 || counts[id] < counts[best] || (counts[id] == counts[best] && lastUse[id] < lastUse[best]) {
+                best = id
+            }
+        }
+        return best >= 0 ? best : nil
+    }
 }
