@@ -190,16 +190,11 @@ def corrupt(kind, buf, lay, rng, is_kv):
         a, b = rng.choice(pairs)
         buf[a[0]:a[0] + a[1]] = bytes(buf[b[0]:b[0] + b[1]])
         return "a key made equal to another"
-    if kind == "index":
-        db = "kv.nodes" if is_kv else "experts"
-        recs = lay.records[db]
-        if not recs:
-            return None
-        off, size = rng.choice(recs)
-        flip(buf, off + rng.randrange(max(1, size)), rng)
-        return f"{db} value bit flip"
-    if kind == "meta-record":
-        db = "kv.meta" if is_kv else "meta"
+    if kind in ("index", "meta-record"):
+        if kind == "index":
+            db = "kv.nodes" if is_kv else "experts"
+        else:
+            db = "kv.meta" if is_kv else "meta"
         recs = lay.records[db]
         if not recs:
             return None
