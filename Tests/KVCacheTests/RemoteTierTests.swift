@@ -256,6 +256,95 @@ struct RemoteTierTests {
         #expect(b.tierStats()!.damagedRemote == 2)
     }
 
+    /// Per-layer K and V buffers `[tokens][heads][dim]` of bf16 for `tokens` tokens, zeroed, and their views.
+    final class Buffers {
+        let bytes: [UnsafeMutableRawBufferPointer]
+        let views: [KVLayerView]
+        let row: Int, stride: Int
+        init(tokens: Int, layers: Int = 2, heads: Int = 2, dim: Int = 16) {
+            row = dim * 2
+            stride = heads * row
+            let bytes = (0 ..< 2 * layers).map { _ in
+                UnsafeMutableRawBufferPointer.allocate(byteCount: tokens * heads * dim * 2, alignment: 16)
+            }
+            for b in bytes { b.initializeMemory(as: UInt8.self, repeating: 0) }
+            self.bytes = bytes
+            views = (0 ..< layers).map { [stride] l in
+                KVLayerView(
+                    keys: bytes[2 * l].baseAddress!, values: bytes[2 * l + 1].baseAddress!, dtype: .bf16, kvHeads: heads,
+                    headDim: dim, tokenStride: stride)
+            }
+        }
+        deinit { bytes.forEach { $0.deallocate() } }
+
+        /// Whether the first `tokens` tokens of every buffer hold `kv`'s (`[heads][tokens][dim]`) rows.
+        func hold(_ kv: KVCacheData, tokens: Int) -> Bool {
+            kv.layers.enumerated().allSatisfy { l, layer in
+                [layer.keys, layer.values].enumerated().allSatisfy { i, t in
+                    t.bytes.withUnsafeBytes { src in
+                        (0 ..< t.heads).allSatisfy { h in
+                            (0 ..< tokens).allSatisfy { tok in
+                                memcmp(
+                                    bytes[2 * l + i].baseAddress! + tok * stride + h * row,
+                                    src.baseAddress! + (h * t.tokens + tok) * row, row) == 0
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test func lookupsIntoBuffersDecodeRemoteChunksInPlace() throws {
+        let server = try RedisServer()
+        let tmp = TemporaryDirectory("remote-into")
+        let dir = tmp.path
+        let r = RemoteTierTests.remote([server.url])
+        let a = try KVStore.create(at: dir + "/a", options: RemoteTierTests.options(), remote: r)
+        let p = RemoteTierTests.prompt(8, chunks: 4)
+        let kv = try RemoteTierTests.cache(p)
+        try a.store(tokens: p, model: "m", kv: kv)
+        #expect(a.flushRemote())
+
+        // B holds nothing: all four chunks are decoded from Redis straight into its buffers.
+        let b = try KVStore.create(at: dir + "/b", options: RemoteTierTests.options(), remote: r)
+        let bufB = Buffers(tokens: p.count)
+        let got = try b.lookup(tokens: p, model: "m", into: bufB.views)
+        #expect(got.tokens == 32 && got.chunks == 4 && got.damage == nil)
+        #expect(bufB.hold(kv, tokens: 32))
+        #expect(b.tierStats()!.remoteHitChunks == 4)
+        #expect(try b.stats().chunks == 4)
+
+        // C holds the first chunk locally; the other three come from Redis, after it, in place.
+        do {
+            let c = try KVStore.create(at: dir + "/c", options: RemoteTierTests.options())
+            try c.store(tokens: Array(p.prefix(8)), model: "m", kv: kv.slice(tokens: 0 ..< 8))
+        }
+        let cr = try KVStore.open(at: dir + "/c", remote: r)
+        let bufC = Buffers(tokens: p.count)
+        #expect(try cr.lookup(tokens: p, model: "m", into: bufC.views).chunks == 4)
+        #expect(bufC.hold(kv, tokens: 32))
+        #expect(cr.tierStats()!.localHitChunks == 1 && cr.tierStats()!.remoteHitChunks == 3)
+
+        // A damaged third chunk ends the prefix there: two chunks delivered, one miss counted.
+        let keys = PrefixKey.chain(tokens: p, chunkTokens: 8, model: "m").map { "test:\(hex($0))" }
+        try server.cli(["setrange", keys[2], "200", "XXXX"])
+        let d = try KVStore.create(at: dir + "/d", options: RemoteTierTests.options(), remote: r)
+        let bufD = Buffers(tokens: p.count)
+        let partial = try d.lookup(tokens: p, model: "m", into: bufD.views)
+        #expect(partial.tokens == 16 && partial.chunks == 2)
+        #expect(bufD.hold(kv, tokens: 16))
+        #expect(d.tierStats()!.damagedRemote == 1)
+        #expect(try d.stats().chunks == 2)
+
+        // Buffers of another shape than the prompt's chunks: an invalid argument, nothing written.
+        let e = try KVStore.create(at: dir + "/e", options: RemoteTierTests.options(), remote: r)
+        let narrow = Buffers(tokens: p.count, heads: 1)
+        #expect(throws: WStoreError.self) { try e.lookup(tokens: p, model: "m", into: narrow.views) }
+        #expect(narrow.bytes.allSatisfy { $0.allSatisfy { $0 == 0 } })
+        #expect(try e.stats().chunks == 0)
+    }
+
     @Test func wrongPasswordIsOneClearErrorAndStoreStaysLocal() throws {
         let server = try RedisServer(password: "right")
         let tmp = TemporaryDirectory("remote-auth")
