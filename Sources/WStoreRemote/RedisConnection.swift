@@ -87,7 +87,8 @@ final class RedisConnection {
     /// With ``windowBytes`` 0 every command is sent at once (one round trip for the lot). Otherwise
     /// the pipeline is a sliding window: after each reply, more commands are sent so that about
     /// `windowBytes` of replies (judged by the mean size of those read so far) stay in flight,
-    /// at least 2 commands and at first 4. Redis builds the replies of all the commands it has
+    /// at least 2 commands and at first 4; they are written at once, so the server never waits
+    /// while replies it already sent are read. Redis builds the replies of all the commands it has
     /// read before it writes any, so a pipeline of many MiB-sized values would have it copy them
     /// all into its output buffers first; the window keeps it streaming, with no round trip
     /// between commands, while small replies still go many per round trip.
@@ -111,6 +112,7 @@ final class RedisConnection {
         }
         var sent = 0, replyBytes = 0
         func send(upTo n: Int) throws {
+            let before = sent
             while sent < min(n, commands.count) {
                 let args = commands[sent]
                 let status = withArgv(args) { argv, lengths in
@@ -119,12 +121,16 @@ final class RedisConnection {
                 if status != REDIS_OK { throw RedisConnection.error(context, endpoint: endpoint, operation: operation) }
                 sent += 1
             }
+            // The first commands go out with the first read (nextReply); later ones at once.
+            if sent > before && before > 0 { try flush(operation: operation) }
         }
         try send(upTo: windowBytes == 0 ? commands.count : 4)
         for k in commands.indices {
             if k > 0 && sent < commands.count {
+                // Topped up when half the window has been read: one write per half window.
                 let mean = max(1, replyBytes / k)
-                try send(upTo: k + max(2, (windowBytes + mean - 1) / mean))
+                let window = max(2, (windowBytes + mean - 1) / mean)
+                if sent - k <= window / 2 { try send(upTo: k + window) }
             }
             let raw = try nextReply(operation: operation)
             replyBytes += RedisConnection.size(raw.assumingMemoryBound(to: redisReply.self))
@@ -146,12 +152,7 @@ final class RedisConnection {
             throw RedisConnection.error(context, endpoint: endpoint, operation: operation)
         }
         if let raw { return raw }
-        var done: Int32 = 0
-        repeat {
-            guard redisBufferWrite(context, &done) == REDIS_OK else {
-                throw RedisConnection.error(context, endpoint: endpoint, operation: operation)
-            }
-        } while done == 0
+        try flush(operation: operation)
         let e = endpoint.description
         while true {
             let n = read(context.pointee.fd, readBuffer, RedisConnection.readSize)
@@ -169,6 +170,17 @@ final class RedisConnection {
             }
             if let raw { return raw }
         }
+    }
+
+    /// Writes every command queued in the context's output buffer (blocking, within the command timeout).
+    /// The corresponding C function is `redisBufferWrite`.
+    private func flush(operation: String) throws {
+        var done: Int32 = 0
+        repeat {
+            guard redisBufferWrite(context, &done) == REDIS_OK else {
+                throw RedisConnection.error(context, endpoint: endpoint, operation: operation)
+            }
+        } while done == 0
     }
 
     /// Lends hiredis pointers to each argument's bytes; hiredis copies them into its output
