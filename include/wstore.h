@@ -547,7 +547,10 @@ typedef struct wstore_kv_lookup_result {
  * into the caller's buffers `layers[0 ..< n_layers]` (which must hold
  * n_tokens tokens at their strides, with the dtype, heads and head_dim the chunks were
  * stored with), every checksum checked, on a read transaction. Tokens past the prefix
- * are not written. *out says how many tokens were delivered.
+ * are not written, except by a remote tier: its chunks are decoded in place as they
+ * arrive, so after one that failed its checks (a miss, counted in damaged_remote) the
+ * rows past the prefix delivered may hold unspecified bytes. *out says how many tokens
+ * were delivered.
  * A damaged chunk ends the prefix there: the chunks before it are delivered, out->damaged
  * is 1 and wstore_last_error() names the chunk and the damage, and the call still returns
  * WSTORE_OK (the destination rows of the damaged chunk hold unspecified bytes).

@@ -260,7 +260,10 @@ class KVStore:
         values), per-layer arrays that can hold ``len(tokens)`` tokens; or, without
         ``out``, into new arrays of ``layers`` x [tokens, kv_heads, head_dim] of ``dtype``,
         returned cut to the tokens delivered. Every checksum is checked; a damaged chunk
-        ends the prefix (``Hit.damaged``). The corresponding C function is ``wstore_kv_lookup``."""
+        ends the prefix (``Hit.damaged``). With a remote tier the local prefix continues
+        from Redis, each chunk decoded in place as it arrives (after a remote chunk that
+        failed its checks, rows past ``Hit.tokens`` may hold unspecified values).
+        The corresponding C function is ``wstore_kv_lookup``."""
         h = self._live()
         t = _tokens(tokens)
         if out is None:
