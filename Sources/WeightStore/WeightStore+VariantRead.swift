@@ -179,18 +179,8 @@ extension WeightStore.Snapshot {
         into buffer: UnsafeMutableRawBufferPointer, threads: Int = 1, verify: Bool = true, path: ReadPath = .map
     ) throws -> VariantInfo {
         let r = try requireVariant(precision, of: key, model: model, payload: true)
-        let label = "\(model)/\(key)@\(precision)"
-        switch path {
-        case .map:
-            try RecordDecoder.decode(r, name: label, into: buffer, threads: threads, verify: verify)
-        case .file, .fileDropCache:
-            if try !RecordDecoder.decodeFromFile(
-                r, env: store.env, name: label, into: buffer, threads: threads,
-                verify: verify, dropCache: path == .fileDropCache)
-            {
-                try RecordDecoder.decode(r, name: label, into: buffer, threads: threads, verify: verify)
-            }
-        }
+        try store.decode(
+            r, label: "\(model)/\(key)@\(precision)", into: buffer, threads: threads, verify: verify, path: path)
         return VariantInfo(model: model, key: key, precision: precision, record: r)
     }
 }

@@ -175,9 +175,7 @@ extension WeightStore {
         guard !model.isEmpty, !model.utf8.contains(0) else {
             throw WStoreError.invalidArgument("model name must be non-empty and without NUL")
         }
-        guard key.layer >= 0, key.expert >= 0, key.layer <= Int(UInt32.max), key.expert <= Int(UInt32.max) else {
-            throw WStoreError.invalidArgument("expert index \(key) out of range")
-        }
+        try WeightStore.checkExpertIndex(key)
         guard !key.part.utf8.contains(0) else { throw WStoreError.invalidArgument("expert part name with a NUL") }
         let k = Keys.variant(model: model, key, precision)
         guard k.count <= env.maxKeySize else {
