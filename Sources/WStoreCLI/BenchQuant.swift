@@ -66,16 +66,21 @@ struct BenchQuant: ParsableCommand {
         var options = EncodeOptions()
         options.threads = 1
         let losslessStored = try tensors.reduce(0) { acc, t in
-            try acc + t.bytes.withUnsafeBytes {
-                try RecordEncoder.encode($0, dtype: t.dtype, shape: t.shape, binding: 0, options: options).storedSize
-            }
+            try acc
+                + t.bytes.withUnsafeBytes {
+                    try RecordEncoder.encode($0, dtype: t.dtype, shape: t.shape, binding: 0, options: options)
+                        .storedSize
+                }
         }
-        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: tensors.map(\.bytes.count).max()!, alignment: 64)
+        let scratch = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: tensors.map(\.bytes.count).max()!, alignment: 64)
         defer { scratch.deallocate() }
         func memcpyAll() -> Double {
             time {
                 for t in tensors {
-                    t.bytes.withUnsafeBytes { scratch.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                    t.bytes.withUnsafeBytes {
+                        scratch.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count)
+                    }
                 }
             }
         }
@@ -110,7 +115,9 @@ struct BenchQuant: ParsableCommand {
                         })
                 }
             }
-            guard refBlocks == blocks else { throw ValidationError("\(p): the kernel's blocks differ from ggml's reference") }
+            guard refBlocks == blocks else {
+                throw ValidationError("\(p): the kernel's blocks differ from ggml's reference")
+            }
 
             // Errors, from the dequantized f32 values.
             var errSq = 0.0, refSq = 0.0, maxAbs = 0.0, worst = 0.0
@@ -206,12 +213,16 @@ struct BenchQuant: ParsableCommand {
             ).render())
         print(
             TextTable(
-                ["precision", "quantize MB/s, 1 thread (median, min–max)", "× memcpy time", "× ggml reference speed",
-                 "dequantize to f32 GB/s"],
+                [
+                    "precision", "quantize MB/s, 1 thread (median, min–max)", "× memcpy time", "× ggml reference speed",
+                    "dequantize to f32 GB/s",
+                ],
                 rows.map {
                     [
                         $0.precision,
-                        String(format: "%.0f (%.0f–%.0f)", $0.quantize_mbps_median, $0.quantize_mbps_min, $0.quantize_mbps_max),
+                        String(
+                            format: "%.0f (%.0f–%.0f)", $0.quantize_mbps_median, $0.quantize_mbps_min,
+                            $0.quantize_mbps_max),
                         String(format: "%.1f", $0.quantize_vs_memcpy_time),
                         String(format: "%.2f", $0.speedup_vs_ggml_reference),
                         String(format: "%.2f", $0.dequantize_f32_gbps_median),

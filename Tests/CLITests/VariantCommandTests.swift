@@ -115,7 +115,9 @@ import WeightStore
 
     @Test func ggufExpertsAlreadyInQ8KeepTheirTypeAndGetNoVariant() throws {
         let dir = TemporaryDirectory()
-        try wstore("pack", fixtures + "/moe.gguf", "-o", dir.sub("g.wstore"), "--model", "g", "--expert-variants", "q8_0,q4_0", "--quiet")
+        try wstore(
+            "pack", fixtures + "/moe.gguf", "-o", dir.sub("g.wstore"), "--model", "g", "--expert-variants", "q8_0,q4_0",
+            "--quiet")
         let s = try WeightStore.open(at: dir.sub("g.wstore"))
         let byName = Dictionary(uniqueKeysWithValues: try s.tensors(model: "g").map { ($0.name, $0) })
         var checked = 0
