@@ -167,7 +167,9 @@ struct ARCPolicyTests {
         let got = Self.replay(seq, ids: ids, capacity: capacity)
         #expect(got.count == want.count)
         let first = want.indices.first { got[$0] != want[$0] }
-        #expect(first == nil, "first difference at access \(first ?? -1): \(first.map { "\(got[$0]) vs \(want[$0])" } ?? "")")
+        #expect(
+            first == nil,
+            "first difference at access \(first ?? -1): \(first.map { "\(got[$0]) vs \(want[$0])" } ?? "")")
         #expect(want.contains { $0.hit } && want.contains { $0.target > 0 })
     }
 }
