@@ -272,7 +272,7 @@ typedef struct wstore_expert wstore_expert;
 /**
  * Opens a residency manager over the expert index of `model` in `store`, holding at
  * most `budget_bytes` of expert bytes (resident and in flight) at any time.
- *   policy   "forecast" (the default, also for NULL), "adaptive", "lru", "lru-per-layer",
+ *   policy   "leader" (the default, also for NULL), "forecast", "adaptive", "lru", "lru-per-layer",
  *            "shallow", "lfu", "arc", "slru", "lrfu", "window", "least-stale"
  *   loaders  background threads serving prefetch hints (<= 0: 2)
  *   wait_ms  how long wstore_expert_acquire waits for a release when everything in the

@@ -113,13 +113,11 @@ struct TraceReplayTests {
     @Test(.enabled(if: smallTop4 != nil, "skipped: ../shared/data/routing/small-32e-top4.routing.jsonl is absent"))
     func recordedTop4() throws {
         let trace = try RoutingTrace.load(path: try #require(Self.smallTop4))
-        check(trace, capacities: [0.5], minGapClosed: 0.35)
+        check(trace, capacities: [0.5], minGapClosed: 0.37)
     }
 
     /// Short synthetic traces (960 tokens): the default may trail the best baseline by up
-    /// to a point there while its frequency estimates warm up. At 25% residency it can trail
-    /// LRU by more on small layers with strong consecutive-token reuse (8 experts, reuse up
-    /// to 0.6: 49.3% against 53.1%), so only 50% and 75% are bounded.
+    /// to a point there while its shadow caches find the best rule.
     @Test(arguments: [(UInt64(1), 16, 2, 0.25 ... 0.60), (4, 32, 4, 0.10 ... 0.30), (7, 8, 2, 0.25 ... 0.60)])
     func synthetic(seed: UInt64, experts: Int, topK: Int, reuse: ClosedRange<Double>) throws {
         var synth = TraceSynth()
@@ -130,6 +128,6 @@ struct TraceReplayTests {
         synth.tokensPerRequest = 160
         synth.seed = seed
         synth.reuse = (reuse.lowerBound, reuse.upperBound)
-        check(try synth.generate(), capacities: [0.25, 0.5, 0.75], margin: 0.01, boundedAt: [0.5, 0.75])
+        check(try synth.generate(), capacities: [0.25, 0.5, 0.75], margin: 0.01)
     }
 }

@@ -3,7 +3,9 @@
 /// what each recently evicted (`B1`, `B2`). A miss on a `B1` ghost says recency needed more
 /// room, one on a `B2` ghost that frequency did; the target size of `T1` moves accordingly.
 ///
-/// A prefetched expert enters `T1`; its first demand use promotes it to `T2`.
+/// On demand accesses alone it is the algorithm of the paper's Figure 4, step for step,
+/// `p` (``target``) moving by fractions as written. A prefetched expert enters `T1`; its
+/// first demand use promotes it to `T2`.
 public final class ARCPolicy: ResidencyPolicy {
     public let name = "arc"
     private static let t1 = 0, t2 = 1, b1 = 2, b2 = 3
@@ -13,6 +15,7 @@ public final class ARCPolicy: ResidencyPolicy {
     public private(set) var target = 0.0
     private var pendingFrequent: [Bool]
     private var lastMissWasB2 = false
+    private var dropT1Victim = false
 
     /// ARC over `geometry` with room for `capacity` experts.
     public init(geometry: ResidencyGeometry, capacity: Int) {
@@ -42,12 +45,15 @@ public final class ARCPolicy: ResidencyPolicy {
             lastMissWasB2 = true
         default:
             pendingFrequent[id] = false
-            // Keep the directory at most 2c, |T1| + |B1| at most c.
-            if count(Self.t1) + count(Self.b1) >= capacity, count(Self.b1) > 0 {
-                lists.remove(lists.tail(Self.b1))
-            } else if count(Self.t1) + count(Self.t2) + count(Self.b1) + count(Self.b2) >= 2 * capacity,
-                count(Self.b2) > 0
-            {
+            // Keep |T1| + |B1| at most c and the directory at most 2c (the paper's case IV).
+            let l1 = count(Self.t1) + count(Self.b1)
+            if l1 >= capacity {
+                if count(Self.b1) > 0 {
+                    lists.remove(lists.tail(Self.b1))
+                } else {
+                    dropT1Victim = true  // T1 alone fills the cache: its oldest leaves no ghost
+                }
+            } else if l1 + count(Self.t2) + count(Self.b2) >= 2 * capacity, count(Self.b2) > 0 {
                 lists.remove(lists.tail(Self.b2))
             }
         }
@@ -57,6 +63,7 @@ public final class ARCPolicy: ResidencyPolicy {
 
     public func inserted(_ id: Int, prefetched: Bool) {
         if lists.contains(id) { lists.remove(id) }  // a prefetched ghost: back without adapting
+        dropT1Victim = false
         lists.pushFront(id, list: !prefetched && pendingFrequent[id] ? Self.t2 : Self.t1)
         pendingFrequent[id] = false
     }
@@ -66,18 +73,20 @@ public final class ARCPolicy: ResidencyPolicy {
         let l = lists.list(of: id)
         lists.remove(id)
         if l == Self.t1 {
-            lists.pushFront(id, list: Self.b1)
+            if !dropT1Victim { lists.pushFront(id, list: Self.b1) }
+            dropT1Victim = false
         } else if l == Self.t2 {
             lists.pushFront(id, list: Self.b2)
         }
-        while count(Self.b1) + count(Self.b2) > capacity + 1 {
+        // With a full cache the ghosts are at most c (prefetches can push them past it).
+        while count(Self.b1) + count(Self.b2) > capacity {
             lists.remove(lists.tail(count(Self.b1) > count(Self.b2) ? Self.b1 : Self.b2))
         }
     }
 
     public func victim(for incoming: Int, isPinned: (Int) -> Bool) -> Int? {
         let t1 = Double(count(Self.t1))
-        let fromT1 = t1 > 0 && (t1 > target || (lastMissWasB2 && t1 == target.rounded(.down)))
+        let fromT1 = t1 > 0 && (t1 > target || (lastMissWasB2 && t1 == target))
         let order = fromT1 ? [Self.t1, Self.t2] : [Self.t2, Self.t1]
         for l in order {
             let v = lists.leastRecent(l, excluding: incoming, isPinned: isPinned)

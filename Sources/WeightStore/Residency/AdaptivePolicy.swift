@@ -39,11 +39,9 @@ public final class AdaptivePolicy: ResidencyPolicy {
     private var value: [[Double]]  // [half-life][id]: decayed pick counts
     private var stamp: [Double]
     private var lastToken: [Int]
-    private var hintToken: [Int]
     private var layerAccesses: [Int]
     private var reuse: [Double]
-    private var hintsGiven: [Double]
-    private var hintsUsed: [Double]
+    private var hints: HintPrecision
     private var resident: ResidentSet
     private var currentLayer = 0
 
@@ -61,11 +59,9 @@ public final class AdaptivePolicy: ResidencyPolicy {
         value = halfLives.map { _ in Array(repeating: 0, count: n) }
         stamp = Array(repeating: 0, count: n)
         lastToken = Array(repeating: Int.min / 2, count: n)
-        hintToken = Array(repeating: Int.min / 2, count: n)
         layerAccesses = Array(repeating: 0, count: geometry.layers)
         reuse = Array(repeating: 0.5, count: geometry.layers)
-        hintsGiven = Array(repeating: 2, count: geometry.layers)
-        hintsUsed = Array(repeating: 1, count: geometry.layers)
+        hints = HintPrecision(geometry: geometry)
         resident = ResidentSet(count: n)
     }
 
@@ -85,7 +81,7 @@ public final class AdaptivePolicy: ResidencyPolicy {
         // average over ~512.
         let a = 1.0 / Double(min(layerAccesses[l] + 1, 512))
         reuse[l] += a * ((lastToken[id] == t - 1 ? 1 : 0) - reuse[l])
-        if hintToken[id] == t { hintsUsed[l] += 1 }
+        hints.accessed(id, layer: l, token: t)
         let now = Double(layerAccesses[l])
         for h in lambda.indices {
             value[h][id] = value[h][id] * exp2(-lambda[h] * (now - stamp[id])) + 1
@@ -97,14 +93,7 @@ public final class AdaptivePolicy: ResidencyPolicy {
 
     public func hinted(_ id: Int) {
         let l = id / geometry.experts
-        let t = token(l)
-        if hintToken[id] != t {
-            // Decayed counts of hints given and hints the next token used (~512 hints).
-            let d = 1 - 1.0 / 512
-            hintsGiven[l] = hintsGiven[l] * d + 1
-            hintsUsed[l] *= d
-            hintToken[id] = t
-        }
+        hints.hinted(id, layer: l, token: token(l))
     }
 
     public func inserted(_ id: Int, prefetched: Bool) { resident.insert(id) }
@@ -126,7 +115,7 @@ public final class AdaptivePolicy: ResidencyPolicy {
         } else if age == 1 {
             s += reuse[l]
         }
-        if hintToken[id] == t { s += min(1, hintsUsed[l] / hintsGiven[l]) }
+        if hints.isHinted(id, token: t) { s += hints.precision(layer: l) }
         return s
     }
 

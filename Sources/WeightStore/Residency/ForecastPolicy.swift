@@ -35,9 +35,7 @@ public final class ForecastPolicy: ResidencyPolicy {
     private var loss: [[Double]]  // [layer][h]: discounted log loss
     private var weight: [[Double]]  // [layer][h]
     private let lossDiscount: Double
-    private var hintToken: [Int]
-    private var hintsGiven: [Double]
-    private var hintsUsed: [Double]
+    private var hints: HintPrecision
     private var resident: ResidentSet
     private var excess: [Double]
     private var previous: [[Int]]
@@ -67,9 +65,7 @@ public final class ForecastPolicy: ResidencyPolicy {
         weight = Array(
             repeating: Array(repeating: 1 / Double(halfLives.count), count: halfLives.count), count: geometry.layers)
         lossDiscount = 1 - 1 / (256 * Double(k))
-        hintToken = Array(repeating: Int.min / 2, count: n)
-        hintsGiven = Array(repeating: 2, count: geometry.layers)
-        hintsUsed = Array(repeating: 1, count: geometry.layers)
+        hints = HintPrecision(geometry: geometry)
         resident = ResidentSet(count: n)
         excess = Array(repeating: 0, count: geometry.layers)
         previous = Array(repeating: [], count: geometry.layers)
@@ -102,7 +98,7 @@ public final class ForecastPolicy: ResidencyPolicy {
         let l = geometry.layer(of: id)
         currentLayer = l
         let t = token(l)
-        if hintToken[id] == t { hintsUsed[l] += 1 }
+        hints.accessed(id, layer: l, token: t)
         if layerAccesses[l] % k == 0 {
             // A new token of layer l: how many of the last token's experts the token before
             // it reused, beside what the frequencies expected.
@@ -143,13 +139,7 @@ public final class ForecastPolicy: ResidencyPolicy {
 
     public func hinted(_ id: Int) {
         let l = geometry.layer(of: id)
-        let t = token(l)
-        if hintToken[id] != t {
-            let d = 1 - 1.0 / 512
-            hintsGiven[l] = hintsGiven[l] * d + 1
-            hintsUsed[l] *= d
-            hintToken[id] = t
-        }
+        hints.hinted(id, layer: l, token: token(l))
     }
 
     public func inserted(_ id: Int, prefetched: Bool) { resident.insert(id) }
@@ -167,7 +157,7 @@ public final class ForecastPolicy: ResidencyPolicy {
         if stamp[id] == t - 1 { p += max(0, excess[l]) }
         p = min(1, max(p, 1e-6))
         var first = p
-        if hintToken[id] == t { first = max(p, min(1, hintsUsed[l] / hintsGiven[l])) }
+        if hints.isHinted(id, token: t) { first = max(p, hints.precision(layer: l)) }
         return d + (1 - first) / p
     }
 

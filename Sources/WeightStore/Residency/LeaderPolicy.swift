@@ -1,0 +1,123 @@
+import Foundation
+
+/// `leader`: follows whichever of several rules has lately served the most demand
+/// accesses from a cache of the same size (after the "adaptive caching using multiple
+/// experts" scheme of Ari et al., and ARC's ghost lists, which score two rules the same way).
+///
+/// Each rule runs twice. A *shadow* copy replays every access and hint against a
+/// resident set of its own, as if it alone managed the budget, and counts its demand
+/// hits; a *follower* copy sees what really happens and ranks the real residents. The
+/// victim is the follower's of the rule whose shadow has the most hits, counted with a
+/// decay whose half-life is ``halfLifeTurnovers`` turnovers of the cache (one turnover:
+/// as many demand accesses as the cache holds experts), so a change in the routing's
+/// character hands the lead over within a few turnovers. Ties go to the earlier rule.
+///
+/// Every rule sees the same events, so the real cache is always some rule's cache
+/// lately; when one rule is best on a trace, the leader is that rule up to the accesses
+/// spent finding out.
+///
+/// The rules by default, each for a kind of routing the others miss: `forecast`
+/// (frequencies over memories weighted by how well they predict, for routing with lasting
+/// or topical favourites), `adaptive` (credits consecutive-token reuse, for routing where
+/// a token often repeats its predecessor's experts), `lfu`, `lru` and `lru-per-layer` (the
+/// baselines, so the leader is never far below them).
+///
+/// - Complexity: each access and hint costs what every rule's costs, twice; a miss, one
+///   victim choice per rule whose shadow misses too.
+public final class LeaderPolicy: ResidencyPolicy {
+    public let name: String
+    /// The rules followed, in order of preference on a tie.
+    public let rules: [ResidencyPolicyKind]
+    /// Half-life of the hit counts, in turnovers of the cache.
+    public let halfLifeTurnovers: Double
+    private let capacity: Int
+    private var shadows: [Shadow]
+    private let followers: [any ResidencyPolicy]
+    private var score: [Double]
+    private let decay: Double
+    /// Index in ``rules`` of the rule whose victims are taken now.
+    public private(set) var leader = 0
+
+    /// A shadow copy: a rule alone over a cache of `capacity` experts.
+    private struct Shadow {
+        let policy: any ResidencyPolicy
+        var resident: [Bool]
+        var used = 0
+    }
+
+    /// A policy following the best of `rules` over `geometry` and a budget of `capacity` experts.
+    /// - Precondition: `rules` is not empty and holds no `leader`; `halfLifeTurnovers` is positive.
+    public init(
+        geometry: ResidencyGeometry, capacity: Int,
+        rules: [ResidencyPolicyKind] = [.forecast, .adaptive, .lfu, .lru, .lruPerLayer],
+        halfLifeTurnovers: Double = 32, name: String = "leader"
+    ) {
+        precondition(!rules.isEmpty && !rules.contains(.leader), "a leader follows other rules")
+        precondition(halfLifeTurnovers > 0, "the half-life must be positive")
+        self.name = name
+        self.rules = rules
+        self.halfLifeTurnovers = halfLifeTurnovers
+        self.capacity = max(1, capacity)
+        shadows = rules.map {
+            Shadow(
+                policy: $0.make(geometry: geometry, capacity: capacity),
+                resident: Array(repeating: false, count: geometry.count))
+        }
+        followers = rules.map { $0.make(geometry: geometry, capacity: capacity) }
+        score = Array(repeating: 0, count: rules.count)
+        decay = exp2(-1 / (halfLifeTurnovers * Double(max(1, capacity))))
+    }
+
+    /// The decayed demand hits of each rule's shadow, in the order of ``rules``.
+    public var shadowHits: [Double] { score }
+
+    private func load(_ s: Int, _ id: Int, prefetched: Bool) {
+        if shadows[s].used >= capacity {
+            if let v = shadows[s].policy.victim(for: id, isPinned: { _ in false }) {
+                shadows[s].policy.removed(v)
+                shadows[s].resident[v] = false
+                shadows[s].used -= 1
+            }
+        }
+        shadows[s].resident[id] = true
+        shadows[s].used += 1
+        shadows[s].policy.inserted(id, prefetched: prefetched)
+    }
+
+    public func accessed(_ id: Int, hit: Bool) {
+        var best = leader
+        for s in shadows.indices {
+            let h = shadows[s].resident[id]
+            score[s] = score[s] * decay + (h ? 1 : 0)
+            shadows[s].policy.accessed(id, hit: h)
+            if !h { load(s, id, prefetched: false) }
+            if score[s] > score[best] || (score[s] == score[best] && s < best) { best = s }
+        }
+        leader = best
+        for f in followers { f.accessed(id, hit: hit) }
+    }
+
+    public func hinted(_ id: Int) {
+        for s in shadows.indices {
+            shadows[s].policy.hinted(id)
+            if !shadows[s].resident[id] { load(s, id, prefetched: true) }
+        }
+        for f in followers { f.hinted(id) }
+    }
+
+    public func inserted(_ id: Int, prefetched: Bool) {
+        for f in followers { f.inserted(id, prefetched: prefetched) }
+    }
+
+    public func removed(_ id: Int) {
+        for f in followers { f.removed(id) }
+    }
+
+    public func victim(for incoming: Int, isPinned: (Int) -> Bool) -> Int? {
+        if let v = followers[leader].victim(for: incoming, isPinned: isPinned) { return v }
+        for f in followers.indices where f != leader {
+            if let v = followers[f].victim(for: incoming, isPinned: isPinned) { return v }
+        }
+        return nil
+    }
+}
