@@ -8,7 +8,11 @@
   (the file's pages dropped with posix_fadvise before each expert), beside
   `wstore bench load STORE --experts [--cold] --source CHECKPOINT --json`;
 - python-lmdb put of KV-chunk-sized values (one durable commit per put, as a KV store
-  commits, and with sync off) and get, beside `wstore bench kv --model-shape ...`.
+  commits, and with sync off) and get, beside `wstore bench kv --model-shape ...` with the
+  raw codec (the same bytes, one durable commit per put) and the lossless one (beside its
+  own encode rate);
+- `cp` + `sync` of the checkpoint beside `wstore pack --codec raw` and `wstore pack` (the
+  default codec) of it, the checkpoint's pages in memory for both.
 
 Every figure is a ratio against a peer measured in the same run; the machine may be
 shared, so repeat (--repeats) and report ranges. Needs numpy, safetensors and lmdb
@@ -116,6 +120,34 @@ def lmdb_rows(args):
     return rows
 
 
+def timed(*cmd):
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def pack_rows(args):
+    """Seconds of cp + sync, pack --codec raw and pack (default codec) of the checkpoint,
+    each writing a new file or store in a fresh folder beside the peers' store; the
+    checkpoint is read once first so every one of them finds it in memory."""
+    with open(args.checkpoint, "rb") as f:
+        while f.read(64 << 20):
+            pass
+    base = tempfile.mkdtemp(prefix="peers-pack-", dir=os.path.dirname(os.path.abspath(args.store)))
+    try:
+        out = os.path.join(base, "copy.safetensors")
+        cp = timed("sh", "-c", 'cp "$1" "$2" && sync "$2"', "sh", args.checkpoint, out)
+        os.unlink(out)
+        rows = {"cp + sync": cp}
+        for label, extra in (("pack --codec raw", ["--codec", "raw"]), ("pack (default codec)", [])):
+            store = os.path.join(base, "packed.wstore")
+            rows[label] = timed(args.wstore, "pack", args.checkpoint, "-o", store, "--quiet", *extra)
+            shutil.rmtree(store)
+        return rows
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--wstore", required=True)
@@ -126,8 +158,34 @@ def main():
     ap.add_argument("--kv-chunk-mib", type=int, default=8)
     ap.add_argument("--kv-puts", type=int, default=32)
     ap.add_argument("--kv-shape", default="layers=8,kv_heads=8,head_dim=128,dtype=bf16")
+    ap.add_argument("--parts", default="load,kv,pack", help="comma-separated: load, kv, pack")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    if "pack" in parts:
+        pack_report(args)
+    if "load" in parts:
+        load_report(args)
+    if "kv" in parts:
+        kv_report(args)
 
+
+def pack_report(args):
+    size = os.path.getsize(args.checkpoint)
+    runs = {}
+    for _ in range(args.repeats):
+        for label, seconds in pack_rows(args).items():
+            runs.setdefault(label, []).append(seconds)
+    print(f"pack beside cp + sync of {size / 2**20:.0f} MiB (same run, {args.repeats} repeats; ranges min-max)")
+    print(f"  {'':22} {'MB/s':>13} {'x cp + sync':>13}")
+    cp = runs["cp + sync"]
+    for label, v in runs.items():
+        mbps = [size / s / 1e6 for s in v]
+        ratio = [c / s for c, s in zip(cp, v)]
+        print(f"  {label:22} {min(mbps):6.0f}-{max(mbps):<6.0f} {min(ratio):6.2f}-{max(ratio):<6.2f}")
+    print()
+
+
+def load_report(args):
     load = {}
     for _ in range(args.repeats):
         for warmth, path, gbps, st in load_rows(args):
@@ -137,8 +195,10 @@ def main():
     for (warmth, path), v in load.items():
         g, s, r = zip(*v)
         print(f"{warmth:5} {path:38} {min(g):5.2f}-{max(g):<6.2f} {min(s):7.2f}-{max(s):<7.2f} {min(r):5.2f}-{max(r):<5.2f}")
-
     print()
+
+
+def kv_report(args):
     print(f"python-lmdb put/get of {args.kv_chunk_mib} MiB values, {args.kv_puts} puts, one commit each (writemap)")
     kv = {}
     for _ in range(args.repeats):
