@@ -2,7 +2,7 @@
 """Python peers of wstore's load paths, measured in the same run as wstore itself.
 
     python Benchmarks/peers.py --wstore .build/release/wstore --checkpoint model.safetensors \
-        --store model.wstore [--repeats 3] [--kv-chunk-mib 8 --kv-puts 32]
+        --store model.wstore [--repeats 3] [--parts pack,load,kv] [--kv-puts 32]
 
 - safetensors `safe_open(...).get_tensor` of the store's expert tensors, warm and cold
   (the file's pages dropped with posix_fadvise before each expert), beside
@@ -97,7 +97,7 @@ def load_rows(args):
 def lmdb_rows(args):
     import lmdb
 
-    value = np.random.default_rng(1).integers(0, 256, args.kv_chunk_mib << 20, dtype=np.uint8).tobytes()
+    value = np.random.default_rng(1).integers(0, 256, kv_chunk_bytes(args.kv_shape), dtype=np.uint8).tobytes()
     rows = []
     for sync in (True, False):
         d = tempfile.mkdtemp(prefix="peers-lmdb-")
@@ -155,7 +155,6 @@ def main():
     ap.add_argument("--store", required=True)
     ap.add_argument("--limit", type=int, default=48, help="experts per pass")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--kv-chunk-mib", type=int, default=8)
     ap.add_argument("--kv-puts", type=int, default=32)
     ap.add_argument("--kv-shape", default="layers=8,kv_heads=8,head_dim=128,dtype=bf16")
     ap.add_argument("--parts", default="load,kv,pack", help="comma-separated: load, kv, pack")
@@ -198,21 +197,43 @@ def load_report(args):
     print()
 
 
+def kv_chunk_bytes(shape, block_tokens=512):
+    """Bytes of one KV chunk of `layers=..,kv_heads=..,head_dim=..,dtype=..` (keys and values)."""
+    f = dict(kv.split("=") for kv in shape.split(","))
+    size = {"bf16": 2, "f16": 2, "f32": 4}[f.get("dtype", "bf16")]
+    return int(f["layers"]) * 2 * int(f["kv_heads"]) * block_tokens * int(f["head_dim"]) * size
+
+
 def kv_report(args):
-    print(f"python-lmdb put/get of {args.kv_chunk_mib} MiB values, {args.kv_puts} puts, one commit each (writemap)")
-    kv = {}
+    """python-lmdb put of values the size of one wstore KV chunk, beside `wstore bench kv`
+    with the raw codec (the same bytes, committed durably as python-lmdb's sync mode
+    does: msync of the map at each commit) and the lossless codec (beside its own encode
+    rate on the same block, measured by bench kv in the same process)."""
+    chunk = kv_chunk_bytes(args.kv_shape)
+    print(f"KV put: python-lmdb and wstore bench kv ({args.kv_shape}, {chunk / 2**20:.0f} MiB chunks; "
+          f"same run, {args.repeats} repeats; ranges min-max)")
+    kv, ratios = {}, {}
     for _ in range(args.repeats):
-        for mode, put, get in lmdb_rows(args):
-            kv.setdefault(mode, []).append((put, get))
-        store = wstore_json(args, "bench", "kv", "--model-shape", args.kv_shape, "--requests", "16",
-                            "--capacity-blocks", "0")
-        s = store.get("store") or store.get("storeReport") or {}
-        if s:
-            kv.setdefault("wstore kv " + s.get("codec", "?"), []).append(
-                (s["putBytes"] / s["putSeconds"] / 1e9, s["getBytes"] / max(s["getSeconds"], 1e-12) / 1e9))
+        peers = {mode: (put, get) for mode, put, get in lmdb_rows(args)}
+        for mode, v in peers.items():
+            kv.setdefault("python-lmdb " + mode, []).append(v)
+        for codec in ("raw", "lossless"):
+            report = wstore_json(args, "bench", "kv", "--model-shape", args.kv_shape, "--requests", "16",
+                                 "--capacity-blocks", "0", "--codec", codec)
+            s = report.get("store") or report.get("storeReport") or {}
+            put = s["putBytes"] / s["putSeconds"] / 1e9
+            kv.setdefault("wstore kv " + codec, []).append(
+                (put, s["getBytes"] / max(s["getSeconds"], 1e-12) / 1e9))
+            if codec == "raw":
+                ratios.setdefault("raw put / python-lmdb put (sync per commit)", []).append(
+                    put / peers["sync per commit"][0])
+            else:
+                ratios.setdefault("lossless put / its encode alone", []).append(put / s["encodeGBps"])
     for mode, v in kv.items():
         p, g = zip(*v)
-        print(f"  {mode:22} put {min(p):5.2f}-{max(p):<5.2f} GB/s   get {min(g):5.2f}-{max(g):<5.2f} GB/s")
+        print(f"  {mode:30} put {min(p):5.2f}-{max(p):<5.2f} GB/s   get {min(g):5.2f}-{max(g):<5.2f} GB/s")
+    for label, r in ratios.items():
+        print(f"  {label:46} {min(r):5.2f}-{max(r):<5.2f}")
 
 
 if __name__ == "__main__":

@@ -58,6 +58,30 @@ extension LMDBEnvironment {
         try Posix.pwrite(fileDescriptor, bytes, at: offset, path: dataFilePath)
     }
 
+    /// Stores `value` under `key` in `txn`, a write transaction of this environment, as
+    /// ``WriteTransaction/put(_:_:_:)`` does; but with ``writeMap``, a value that LMDB puts
+    /// on overflow pages is written with pwrite(2) at its place in the data file instead
+    /// of through the map. Written through the map, each page of a new value first
+    /// faults in as a read of the file (a hole, zero-filled and read ahead), then as a
+    /// write; pwrite fills the same page-cache pages without either. A commit's msync
+    /// (MS_SYNC, which syncs the file's range however its pages were dirtied) makes them
+    /// durable as before.
+    /// - Throws: ``LMDBError`` from LMDB, ``WStoreError/io(call:path:errno:)`` from pwrite.
+    package func put(
+        _ txn: borrowing WriteTransaction, _ db: LMDBDatabase, _ key: [UInt8], _ value: UnsafeRawBufferPointer
+    ) throws {
+        guard writeMap, value.count >= pageSize else { return try txn.put(db, key, value) }
+        try txn.reserve(db, key, size: value.count) { dst in
+            if let offset = fileOffset(of: UnsafeRawBufferPointer(dst)) {
+                try writeFile(value, at: offset)
+                // Only the first page, which LMDB wrote the page header into, was mapped.
+                PageCache.unmapPages(UnsafeRawBufferPointer(dst))
+            } else {
+                dst.copyMemory(from: value)
+            }
+        }
+    }
+
     /// Copies `count` bytes of file `source` (open as a descriptor, at `sourceOffset`,
     /// named `sourcePath`) into the data file at `offset` inside the kernel
     /// (``Posix/copyFileRange(from:at:to:at:count:paths:)``).
