@@ -8,9 +8,9 @@
   (the file's pages dropped with posix_fadvise before each expert), beside
   `wstore bench load STORE --experts [--cold] --source CHECKPOINT --json`;
 - python-lmdb put of KV-chunk-sized values (one durable commit per put, as a KV store
-  commits, and with sync off) and get, beside `wstore bench kv --model-shape ...` with the
-  raw codec (the same bytes, one durable commit per put) and the lossless one (beside its
-  own encode rate);
+  commits, and with sync off) and get, of values one KV chunk long, beside `wstore bench kv
+  --model-shape ...` with the raw codec (the same bytes, each request's new chunks in one
+  durable commit) and the lossless one (beside its own encode rate on the same block);
 - `cp` + `sync` of the checkpoint beside `wstore pack --codec raw` and `wstore pack` (the
   default codec) of it, the checkpoint's pages in memory for both.
 
@@ -207,7 +207,7 @@ def kv_chunk_bytes(shape, block_tokens=512):
 def kv_report(args):
     """python-lmdb put of values the size of one wstore KV chunk, beside `wstore bench kv`
     with the raw codec (the same bytes, committed durably as python-lmdb's sync mode
-    does: msync of the map at each commit) and the lossless codec (beside its own encode
+    does: msync of the map at each commit, one commit per request's new chunks) and the lossless codec (beside its own encode
     rate on the same block, measured by bench kv in the same process)."""
     chunk = kv_chunk_bytes(args.kv_shape)
     print(f"KV put: python-lmdb and wstore bench kv ({args.kv_shape}, {chunk / 2**20:.0f} MiB chunks; "
