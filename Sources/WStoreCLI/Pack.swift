@@ -35,8 +35,11 @@ struct Pack: ParsableCommand {
     @Option(help: "JSON file with extra expert-naming rules (format-spec/IMPORT-EXPORT.md).")
     var mapping: String?
 
-    @Option(help: "Raw bytes in flight, in MiB: two write transactions of half as much each, one encoding while the other is written.")
-    var batchMib = 256
+    @Option(
+        help:
+            "Raw bytes in flight, in MiB: two write transactions of half as much each, one encoding while the other is written."
+    )
+    var batchMib = 64
 
     @Flag(help: "Print nothing but errors.")
     var quiet = false
