@@ -415,7 +415,8 @@ package enum Posix {
 
 /// copy_file_range(2), looked up at run time (glibc declares it only under _GNU_SOURCE).
 private enum CopyFileRange {
-    typealias Fn = @convention(c) (Int32, UnsafeMutablePointer<Int64>?, Int32, UnsafeMutablePointer<Int64>?, Int, UInt32)
+    typealias Fn =
+        @convention(c) (Int32, UnsafeMutablePointer<Int64>?, Int32, UnsafeMutablePointer<Int64>?, Int, UInt32)
         -> Int
     static let function: Fn? = {
         guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "copy_file_range") else { return nil }
