@@ -35,8 +35,11 @@ struct Pack: ParsableCommand {
     @Option(help: "JSON file with extra expert-naming rules (format-spec/IMPORT-EXPORT.md).")
     var mapping: String?
 
-    @Option(help: "Raw bytes per write transaction, in MiB.")
-    var batchMib = 256
+    @Option(
+        help:
+            "Raw bytes in flight, in MiB: two write transactions of half as much each, one encoding while the other is written."
+    )
+    var batchMib = 64
 
     @Option(
         name: .customLong("expert-variants"),
@@ -114,13 +117,17 @@ struct Pack: ParsableCommand {
     }
 
     /// Writes every tensor into a new store at `path`: records encoded on every core,
-    /// committed in batches of about `batchMib` raw bytes, synced at the end; returns the
-    /// bytes of its data file in use.
+    /// committed in batches of about half of `batchMib` raw bytes, synced at the end;
+    /// returns the bytes of its data file in use.
     ///
     /// The store is written through its map (``WeightStore/Options/writeMap``), sized for
-    /// the whole checkpoint up front; each batch's disk writes start as soon as it commits,
-    /// and the checkpoint's pages leave this process once their tensor is written, so
-    /// resident memory follows the batch size, not the model.
+    /// the whole checkpoint up front. A pipeline of two batches: while one batch is
+    /// written (one thread copying into the page cache), the next is encoded on a thread
+    /// of its own with its frames on every core, so neither the copy nor the compression
+    /// waits for the other; together they hold about `batchMib` of raw bytes. Each
+    /// batch's disk writes start as soon as it commits, and the checkpoint's pages leave
+    /// this process once their tensor is written, so resident memory follows the batch
+    /// size, not the model.
     private func write(_ ckpt: Checkpoint, model: String, precisions: [ExpertPrecision], into path: String) throws -> (
         raw: Int, stored: Int, variants: Int, variantBytes: Int, usedBytes: Int
     ) {
@@ -141,46 +148,62 @@ struct Pack: ParsableCommand {
         encode.level = Int32(level)
         let total = ckpt.tensors.reduce(0) { $0 + $1.byteCount }
         let progress = Progress(label: "pack", total: total, quiet: quiet)
-        let batchBytes = batchMib << 20
-        let writeback = DispatchQueue(label: "wstore.pack.writeback")
-        var raw = 0, stored = 0, variantCount = 0, variantBytes = 0, i = 0
-        while i < ckpt.tensors.count {
-            var j = i, bytes = 0
-            while j < ckpt.tensors.count, j == i || bytes + ckpt.tensors[j].byteCount <= batchBytes {
-                bytes += ckpt.tensors[j].byteCount
-                j += 1
+        let batches = Self.batches(ckpt.tensors.map(\.byteCount), bytes: max(1, (batchMib << 20) / 2))
+        let bindings = try ckpt.tensors.map { try store.recordBinding(model: model, name: $0.name) }
+        // One batch encoding on a thread of its own while the one before is written.
+        func encoding(_ b: Int) -> Background<([EncodedRecord], [WeightStore.EncodedVariant])>? {
+            guard b < batches.count else { return nil }
+            let range = batches[b]
+            for t in ckpt.tensors[range] { ckpt.prefetch(t) }
+            let job = UncheckedSendable {
+                let batch = Array(ckpt.tensors[range])
+                // Variants first, while the source pages are mapped: encoding releases them.
+                let variants =
+                    precisions.isEmpty
+                    ? []
+                    : try Self.encodeVariants(
+                        batch, precisions: precisions, store: store, model: model, ckpt: ckpt, options: encode,
+                        threads: workers)
+                let records = try Self.encode(
+                    batch, bindings: Array(bindings[range]), ckpt: ckpt, options: encode, threads: workers)
+                return (records, variants)
             }
-            let batch = Array(ckpt.tensors[i ..< j])
-            for t in batch { ckpt.prefetch(t) }
-            let bindings = try batch.map { try store.recordBinding(model: model, name: $0.name) }
-            // Variants first, while the source pages are mapped: encoding releases them.
-            let variants =
-                precisions.isEmpty
-                ? []
-                : try Self.encodeVariants(
-                    batch, precisions: precisions, store: store, model: model, ckpt: ckpt, options: encode,
-                    threads: workers)
-            let records = try Self.encode(batch, bindings: bindings, ckpt: ckpt, options: encode, threads: workers)
+            return Background { try job.value() }
+        }
+        // Raw payloads are copied from their files inside the kernel.
+        var sources: [String: Int32] = [:]
+        defer { for fd in sources.values { Posix.close(fd) } }
+        for file in Set(ckpt.tensors.map(\.sourceFile)) { sources[file] = try Posix.openForReading(file) }
+        let writeback = DispatchQueue(label: "wstore.pack.writeback")
+        var raw = 0, stored = 0, variantCount = 0, variantBytes = 0
+        var next = encoding(0)
+        // A batch still encoding when a write fails is waited for: it reads the checkpoint.
+        defer { _ = try? next?.value() }
+        for (b, range) in batches.enumerated() {
+            let (records, variants) = try next!.value()
+            next = encoding(b + 1)
+            let batch = ckpt.tensors[range]
             try store.write { w in
                 for (t, r) in zip(batch, records) {
                     try ckpt.withBytes(of: t) { src in
                         _ = try w.putEncoded(
                             r, source: src, name: t.name, model: model, dtype: t.dtype, shape: t.shape,
-                            expert: t.expert)
+                            expert: t.expert,
+                            sourceFile: sources[t.sourceFile].map { ($0, t.sourceOffset, t.sourceFile) })
                     }
                     ckpt.release(t)
                 }
                 for v in variants { try w.putVariant(v, model: model) }
             }
             // On a thread of its own: starting writeback blocks while the disk's queue is
-            // full, and the next batch can encode meanwhile.
+            // full, and the next batch goes on meanwhile.
             writeback.async { store.startWriteback() }
+            let bytes = batch.reduce(0) { $0 + $1.byteCount }
             for r in records { stored += r.storedSize }
             for v in variants { variantBytes += v.record.storedSize }
             variantCount += variants.count
             raw += bytes
-            progress.advance(bytes, note: "\(j)/\(ckpt.tensors.count) tensors")
-            i = j
+            progress.advance(bytes, note: "\(range.upperBound)/\(ckpt.tensors.count) tensors")
         }
         var info = ckpt.modelInfo
         info.name = model
@@ -189,6 +212,22 @@ struct Pack: ParsableCommand {
         try store.sync()
         progress.finish()
         return (raw, stored, variantCount, variantBytes, store.usedBytes)
+    }
+
+    /// Consecutive ranges of tensors of about `bytes` raw bytes each (a larger tensor alone).
+    static func batches(_ sizes: [Int], bytes: Int) -> [Range<Int>] {
+        var out: [Range<Int>] = []
+        var i = 0
+        while i < sizes.count {
+            var j = i, sum = 0
+            while j < sizes.count, j == i || sum + sizes[j] <= bytes {
+                sum += sizes[j]
+                j += 1
+            }
+            out.append(i ..< j)
+            i = j
+        }
+        return out
     }
 
     /// Quantizes and encodes the variants of the batch's expert parts, one part per thread; the

@@ -51,10 +51,17 @@ extension WeightStore {
         }
 
         /// Writes a record encoded beforehand (so compression can run outside the transaction).
+        ///
+        /// `sourceFile`, when given, is where `source` lies in a file: a descriptor open for
+        /// reading, the offset of `source`'s first byte in it, and its path. A raw record's
+        /// payload is then copied from that file inside the kernel (copy_file_range(2)),
+        /// page cache to page cache, without mapping or copying `source` through this
+        /// process; the bytes must be the same (its checksum was computed from `source`).
         @discardableResult
         package func putEncoded(
             _ record: EncodedRecord, source: UnsafeRawBufferPointer, name: String, model: String,
-            dtype: DType, shape: [Int], expert: ExpertKey? = nil
+            dtype: DType, shape: [Int], expert: ExpertKey? = nil,
+            sourceFile: (descriptor: Int32, offset: Int, path: String)? = nil
         ) throws -> TensorInfo {
             let key = try store.tensorKey(model: model, name: name)
             guard record.binding == Record.binding(key: key) else {
@@ -66,10 +73,18 @@ extension WeightStore {
                 // file's own pages, and its pages leave this process once written (they
                 // stay dirty in the page cache; madvise(MADV_DONTNEED) of a shared file
                 // mapping keeps the data).
-                // The payload is written with pwrite at the same place in the file: the
-                // same pages, without a fault for each.
+                // The payload is written with pwrite (or copied from its file) at the same
+                // place in the file: the same pages, without a fault for each.
                 if env.writeMap, let offset = env.fileOffset(of: UnsafeRawBufferPointer(dst)) {
-                    try record.write(into: dst, source: source) { bytes, at in try env.writeFile(bytes, at: offset + at)
+                    try record.write(into: dst, source: source) { bytes, at in
+                        if record.pieces == nil, let file = sourceFile,
+                            try env.copyIntoFile(
+                                from: file.descriptor, at: file.offset + (bytes.baseAddress! - source.baseAddress!),
+                                sourcePath: file.path, count: bytes.count, to: offset + at)
+                        {
+                            return
+                        }
+                        try env.writeFile(bytes, at: offset + at)
                     }
                     PageCache.unmapPages(UnsafeRawBufferPointer(dst))
                 } else {
