@@ -10,6 +10,8 @@ public struct ResidencyStats: Sendable, Codable {
         public var prefetchHits = 0
         /// Prefetched experts evicted without a demand use.
         public var wastedPrefetches = 0
+        /// Demand hits served by a low-bit copy.
+        public var lowPrecisionHits = 0
         /// Loads for demand acquires.
         public var demandLoads = 0
         /// Loads for prefetch hints.
@@ -33,6 +35,7 @@ public struct ResidencyStats: Sendable, Codable {
             demandMisses += o.demandMisses
             prefetchHits += o.prefetchHits
             wastedPrefetches += o.wastedPrefetches
+            lowPrecisionHits += o.lowPrecisionHits
             demandLoads += o.demandLoads
             prefetchLoads += o.prefetchLoads
             bytesLoaded += o.bytesLoaded
@@ -56,8 +59,12 @@ public struct ResidencyStats: Sendable, Codable {
     public var peakResidentBytes = 0
     /// The byte budget.
     public var budget = 0
-    /// Prefetched experts resident now that no demand acquire has used yet.
+    /// Prefetched copies resident now that no demand acquire has used yet.
     public var unusedPrefetchesResident = 0
+    /// Exact copies loaded in the background to upgrade an expert held low-bit.
+    public var upgradeLoads = 0
+    /// Low-bit copies loaded (demand and hints).
+    public var lowPrecisionLoads = 0
 
     /// Each layer's share of the resident bytes now (all zero when nothing is resident):
     /// how the policy has split the budget between layers.
