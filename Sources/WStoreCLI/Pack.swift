@@ -38,8 +38,21 @@ struct Pack: ParsableCommand {
     @Option(help: "Raw bytes per write transaction, in MiB.")
     var batchMib = 256
 
+    @Option(
+        name: .customLong("expert-variants"),
+        help: """
+            Also store quantized copies of every expert part: a comma-separated list of q8_0 (int8) \
+            and q4_0 (int4), GGML blocks of 32 along the last dimension (format-spec/FORMAT.md §8).
+            """)
+    var expertVariants: String?
+
     @Flag(help: "Print nothing but errors.")
     var quiet = false
+
+    /// The precisions of `--expert-variants`, checked.
+    var variantPrecisions: [ExpertPrecision] {
+        get throws { try expertVariants.map { try ExpertPrecision.parseVariants($0) } ?? [] }
+    }
 
     func validate() throws {
         guard !sources.isEmpty else { throw ValidationError("give at least one source") }
@@ -49,6 +62,8 @@ struct Pack: ParsableCommand {
     }
 
     func run() throws {
+        // Checked here rather than in validate(), so a bad list is one line (no usage text).
+        let precisions = try variantPrecisions
         let started = Date()
         let naming = try mapping.map { try ExpertNaming(mappingFile: $0) } ?? ExpertNaming()
         let checkpoint = try Checkpoint(paths: sources, naming: naming)
@@ -56,13 +71,13 @@ struct Pack: ParsableCommand {
         let staged = try StagedStore(target: output)
         staged.armSignals()
         defer { staged.disarmSignals() }
-        let summary: (raw: Int, stored: Int)
+        let summary: (raw: Int, stored: Int, variants: Int, variantBytes: Int)
         do {
-            let written = try write(checkpoint, model: modelName, into: staged.staging)
+            let written = try write(checkpoint, model: modelName, precisions: precisions, into: staged.staging)
             // The store is closed now: its file is as long as its map (MDB_WRITEMAP); cut
             // it to the pages in use before it is moved into place.
             try WeightStore.trimDataFile(at: staged.staging, to: written.usedBytes)
-            summary = (written.raw, written.stored)
+            summary = (written.raw, written.stored, written.variants, written.variantBytes)
             try staged.commit()
         } catch {
             staged.discard()
@@ -75,7 +90,11 @@ struct Pack: ParsableCommand {
                     format: "packed %d tensors of %@ (%d file%@) into %@ as model %@: %@ stored, %.3fx, in %.1fs",
                     checkpoint.tensors.count, formatBytes(summary.raw), checkpoint.files.count,
                     checkpoint.files.count == 1 ? "" : "s", output, modelName,
-                    formatBytes(summary.stored), Double(summary.raw) / Double(max(summary.stored, 1)), t))
+                    formatBytes(summary.stored), Double(summary.raw) / Double(max(summary.stored, 1)), t)
+                    + (precisions.isEmpty
+                        ? ""
+                        : "; \(summary.variants) expert variants (\(precisions.map(\.name).joined(separator: ","))), "
+                            + "\(formatBytes(summary.variantBytes)) stored"))
         }
     }
 
@@ -102,8 +121,8 @@ struct Pack: ParsableCommand {
     /// the whole checkpoint up front; each batch's disk writes start as soon as it commits,
     /// and the checkpoint's pages leave this process once their tensor is written, so
     /// resident memory follows the batch size, not the model.
-    private func write(_ ckpt: Checkpoint, model: String, into path: String) throws -> (
-        raw: Int, stored: Int, usedBytes: Int
+    private func write(_ ckpt: Checkpoint, model: String, precisions: [ExpertPrecision], into path: String) throws -> (
+        raw: Int, stored: Int, variants: Int, variantBytes: Int, usedBytes: Int
     ) {
         var options = WeightStore.Options()
         options.writeMap = true
@@ -121,7 +140,7 @@ struct Pack: ParsableCommand {
         let progress = Progress(label: "pack", total: total, quiet: quiet)
         let batchBytes = batchMib << 20
         let writeback = DispatchQueue(label: "wstore.pack.writeback")
-        var raw = 0, stored = 0, i = 0
+        var raw = 0, stored = 0, variantCount = 0, variantBytes = 0, i = 0
         while i < ckpt.tensors.count {
             var j = i, bytes = 0
             while j < ckpt.tensors.count, j == i || bytes + ckpt.tensors[j].byteCount <= batchBytes {
@@ -132,6 +151,12 @@ struct Pack: ParsableCommand {
             for t in batch { ckpt.prefetch(t) }
             let bindings = try batch.map { try store.recordBinding(model: model, name: $0.name) }
             let records = try Self.encode(batch, bindings: bindings, ckpt: ckpt, options: encode, threads: workers)
+            let variants =
+                precisions.isEmpty
+                ? []
+                : try Self.encodeVariants(
+                    batch, precisions: precisions, store: store, model: model, ckpt: ckpt, options: encode,
+                    threads: workers)
             try store.write { w in
                 for (t, r) in zip(batch, records) {
                     try ckpt.withBytes(of: t) { src in
@@ -141,11 +166,14 @@ struct Pack: ParsableCommand {
                     }
                     ckpt.release(t)
                 }
+                for v in variants { try w.putVariant(v, model: model) }
             }
             // On a thread of its own: starting writeback blocks while the disk's queue is
             // full, and the next batch can encode meanwhile.
             writeback.async { store.startWriteback() }
             for r in records { stored += r.storedSize }
+            for v in variants { variantBytes += v.record.storedSize }
+            variantCount += variants.count
             raw += bytes
             progress.advance(bytes, note: "\(j)/\(ckpt.tensors.count) tensors")
             i = j
@@ -156,7 +184,34 @@ struct Pack: ParsableCommand {
         writeback.sync {}
         try store.sync()
         progress.finish()
-        return (raw, stored, store.usedBytes)
+        return (raw, stored, variantCount, variantBytes, store.usedBytes)
+    }
+
+    /// Quantizes and encodes the variants of the batch's expert parts, one part per thread.
+    private static func encodeVariants(
+        _ batch: [CheckpointTensor], precisions: [ExpertPrecision], store: WeightStore, model: String,
+        ckpt: Checkpoint, options: EncodeOptions, threads: Int
+    ) throws -> [WeightStore.EncodedVariant] {
+        let parts = batch.filter { $0.expert != nil }
+        var out = [[WeightStore.EncodedVariant]](repeating: [], count: parts.count)
+        try out.withUnsafeMutableBufferPointer { slots in
+            let slots = UncheckedSendable(slots)
+            try parallelFor(parts.count, threads: threads) { n, _ in
+                let t = parts[n]
+                do {
+                    slots.value[n] = try ckpt.withBytes(of: t) {
+                        try store.encodeVariants(
+                            $0, dtype: t.dtype, shape: t.shape, precisions: precisions, of: t.expert!, model: model,
+                            options: options)
+                    }
+                } catch let e as WStoreError {
+                    guard case .invalidArgument(let why) = e else { throw e }
+                    throw WStoreError.invalidArgument("tensor \(t.name): \(why)")
+                }
+                ckpt.release(t)
+            }
+        }
+        return out.flatMap { $0 }
     }
 
     /// Encodes a batch: large tensors one at a time with their frames on every thread,

@@ -14,21 +14,40 @@ extension WeightStore {
         ///   - codec: ``CodecChoice/auto`` compresses byte-grouped planes with zstd and
         ///     keeps the record raw (zero-copy readable) when that saves under 5%.
         ///   - expert: also index the tensor as this part of an MoE expert.
-        /// - Throws: ``WStoreError/invalidArgument(_:)`` for a bad name or a size that
-        ///   does not match the shape; ``LMDBError`` from LMDB.
+        ///   - variants: with `expert`, also store these quantized copies of the part
+        ///     (FORMAT.md §8); a part that is not f32/f16/bf16 or whose last dimension is not a
+        ///     multiple of 32 gets none.
+        /// - Throws: ``WStoreError/invalidArgument(_:)`` for a bad name, a size that does not
+        ///   match the shape, or weights with an infinity or NaN to quantize; ``LMDBError`` from LMDB.
         @discardableResult
         public func put(
             _ name: String, model: String = WeightStore.defaultModel, dtype: DType, shape: [Int],
             bytes: UnsafeRawBufferPointer, codec: CodecChoice = .auto, level: Int = 3,
-            expert: ExpertKey? = nil
+            expert: ExpertKey? = nil, variants: [ExpertPrecision] = []
         ) throws -> TensorInfo {
             var options = store.encodeOptions
             options.codec = codec
             options.level = Int32(level)
             let binding = try store.recordBinding(model: model, name: name)
             let record = try RecordEncoder.encode(bytes, dtype: dtype, shape: shape, binding: binding, options: options)
-            return try putEncoded(
+            let encoded =
+                try expert.map {
+                    try store.encodeVariants(
+                        bytes, dtype: dtype, shape: shape, precisions: variants, of: $0, model: model, options: options)
+                } ?? []
+            let info = try putEncoded(
                 record, source: bytes, name: name, model: model, dtype: dtype, shape: shape, expert: expert)
+            for v in encoded { try putVariant(v, model: model) }
+            return info
+        }
+
+        /// Writes a variant from ``WeightStore/encodeVariants(_:dtype:shape:precisions:of:model:options:threads:)``.
+        @discardableResult
+        package func putVariant(_ v: EncodedVariant, model: String) throws -> VariantInfo {
+            try v.blocks.withUnsafeBytes {
+                try putVariantEncoded(
+                    v.record, blocks: $0, precision: v.precision, of: v.key, model: model, shape: v.shape)
+            }
         }
 
         /// Writes a record encoded beforehand (so compression can run outside the transaction).
@@ -98,12 +117,12 @@ extension WeightStore {
         }
     }
 
-    /// Stores one tensor in its own transaction; see ``Writer/put(_:model:dtype:shape:bytes:codec:level:expert:)``.
+    /// Stores one tensor in its own transaction; see ``Writer/put(_:model:dtype:shape:bytes:codec:level:expert:variants:)``.
     @discardableResult
     public func put(
         _ name: String, model: String = WeightStore.defaultModel, dtype: DType, shape: [Int],
         bytes: UnsafeRawBufferPointer, codec: CodecChoice = .auto, level: Int = 3,
-        expert: ExpertKey? = nil
+        expert: ExpertKey? = nil, variants: [ExpertPrecision] = []
     ) throws -> TensorInfo {
         var options = encodeOptions
         options.codec = codec
@@ -112,9 +131,17 @@ extension WeightStore {
         let record = try RecordEncoder.encode(
             bytes, dtype: dtype, shape: shape,
             binding: recordBinding(model: model, name: name), options: options)
+        let encoded =
+            try expert.map {
+                try encodeVariants(
+                    bytes, dtype: dtype, shape: shape, precisions: variants, of: $0, model: model, options: options,
+                    threads: options.threads)
+            } ?? []
         return try write { w in
-            try w.putEncoded(
+            let info = try w.putEncoded(
                 record, source: bytes, name: name, model: model, dtype: dtype, shape: shape, expert: expert)
+            for v in encoded { try w.putVariant(v, model: model) }
+            return info
         }
     }
 
