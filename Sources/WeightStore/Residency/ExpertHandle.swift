@@ -124,8 +124,13 @@ public struct ExpertLayout: Sendable, Equatable {
         public var size: Int
         /// Its element type.
         public var dtype: DType
-        /// Its dimensions, outermost first.
+        /// Its dimensions, outermost first (the logical elements, also for blocks).
         public var shape: [Int]
+        /// The precision of its bytes: a low-bit copy of an expert holds each part as
+        /// that precision's blocks where the part has such a variant, else exact.
+        public var precision: ExpertPrecision = .exact
+        /// Its logical elements.
+        public var elements: Int { shape.reduce(1, *) }
     }
     /// The parts, sorted by name.
     public var parts: [Part]

@@ -42,7 +42,7 @@ public struct PrecisionRequest: Sendable, Hashable, CustomStringConvertible {
     /// Whether a copy at `precision` satisfies the request.
     @inline(__always) public func accepts(_ precision: ExpertPrecision) -> Bool {
         guard let minimum else { return true }
-        return precision.rank <= minimum.rank
+        return precision >= minimum
     }
 
     /// Whether only the exact copy is accepted.
@@ -51,17 +51,5 @@ public struct PrecisionRequest: Sendable, Hashable, CustomStringConvertible {
     public var description: String {
         let base = minimum.map { $0 == .exact ? "exact" : "at least \($0.rawValue)" } ?? "fastest"
         return upgrade && !isExact ? base + ", upgrading" : base
-    }
-}
-
-extension ExpertPrecision {
-    /// 0 for the exact copy, growing as precision falls (q8_0 1, q4_0 2): the order the
-    /// manager tries copies in, most precise first.
-    @inline(__always) var rank: Int {
-        switch self {
-        case .exact: 0
-        case .q8_0: 1
-        case .q4_0: 2
-        }
     }
 }

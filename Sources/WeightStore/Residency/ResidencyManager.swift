@@ -148,7 +148,7 @@ public final class ResidencyManager: Sendable {
             slots[id] = exact
             all.append(exact)
             variants[id] = [exact]
-            for (precision, layout) in lowBit[i].sorted(by: { $0.0.rank < $1.0.rank }) {
+            for (precision, layout) in lowBit[i].sorted(by: { $0.0 > $1.0 }) {
                 let v = ExpertSlot(
                     id: id, key: all.count, precision: precision, layer: e.layer, expert: e.expert,
                     layout: layout, room: room)
