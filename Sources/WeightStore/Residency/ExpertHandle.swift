@@ -129,6 +129,8 @@ public struct ExpertLayout: Sendable, Equatable {
         /// The precision of its bytes: a low-bit copy of an expert holds each part as
         /// that precision's blocks where the part has such a variant, else exact.
         public var precision: ExpertPrecision = .exact
+        /// Bytes of its record in the store (compressed or raw): what a load reads.
+        public var storedSize = 0
         /// Its logical elements.
         public var elements: Int { shape.reduce(1, *) }
     }
@@ -136,6 +138,8 @@ public struct ExpertLayout: Sendable, Equatable {
     public var parts: [Part]
     /// Bytes of the whole buffer (every part, each rounded up to 64 bytes).
     public var totalBytes: Int
+    /// Bytes of the parts' records in the store: what loading the expert reads.
+    public var storedBytes: Int { parts.reduce(0) { $0 + $1.storedSize } }
 }
 
 /// Wakes threads and tasks waiting for room in a residency budget. A release that drops

@@ -29,6 +29,7 @@ extension ResidencyManager {
                             p.dtype = info.dtype
                             p.shape = info.shape
                             p.precision = precision
+                            p.storedSize = info.storedSize
                         }
                         parts.append(p)
                         offset += (p.size + 63) & ~63

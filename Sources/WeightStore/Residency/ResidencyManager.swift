@@ -196,7 +196,7 @@ public final class ResidencyManager: Sendable {
                     parts.append(
                         .init(
                             name: name, tensor: tensor, offset: offset, size: info.rawSize,
-                            dtype: info.dtype, shape: info.shape))
+                            dtype: info.dtype, shape: info.shape, storedSize: info.storedSize))
                     offset += (info.rawSize + 63) & ~63
                 }
                 return (entry.layer, entry.expert, ExpertLayout(parts: parts, totalBytes: offset))
@@ -798,6 +798,7 @@ public final class ResidencyManager: Sendable {
             mask.set(slot.id)
             if forDemand { s.layers[slot.layer].demandLoads += 1 } else { s.layers[slot.layer].prefetchLoads += 1 }
             s.layers[slot.layer].bytesLoaded += layout.totalBytes
+            s.layers[slot.layer].bytesRead += layout.storedBytes
             if slot.precision != .exact { s.lowPrecisionLoads += 1 }
             slot.prefetchedUnused.store(!forDemand, ordering: .relaxed)
             slot.pin.store(forDemand ? 1 : 0, ordering: .releasing)

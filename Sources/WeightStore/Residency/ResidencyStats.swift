@@ -18,6 +18,8 @@ public struct ResidencyStats: Sendable, Codable {
         public var prefetchLoads = 0
         /// Bytes decoded or copied into memory.
         public var bytesLoaded = 0
+        /// Bytes of the loaded copies' records in the store (compressed size): what loads read.
+        public var bytesRead = 0
         /// Nanoseconds demand acquires spent waiting on loads or room.
         public var waitNanos: UInt64 = 0
         /// Experts of the layer resident now.
@@ -39,6 +41,7 @@ public struct ResidencyStats: Sendable, Codable {
             demandLoads += o.demandLoads
             prefetchLoads += o.prefetchLoads
             bytesLoaded += o.bytesLoaded
+            bytesRead += o.bytesRead
             waitNanos += o.waitNanos
             residentExperts += o.residentExperts
             residentBytes += o.residentBytes
