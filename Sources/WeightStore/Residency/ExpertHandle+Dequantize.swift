@@ -7,7 +7,7 @@ extension ExpertLayout.Part {
     /// converted (copied when already of `dtype`).
     /// - Throws: ``WStoreError/invalidArgument(_:)`` for a `dtype` other than f32, f16 or
     ///   bf16, an exact part of another dtype, or a `dest` that is not `elements × size` bytes.
-    func dequantize(from buffer: UnsafeRawPointer, into dest: UnsafeMutableRawBufferPointer, as dtype: DType) throws {
+    package func dequantize(from buffer: UnsafeRawPointer, into dest: UnsafeMutableRawBufferPointer, as dtype: DType) throws {
         let out: Int
         switch dtype {
         case .f32: out = 4
