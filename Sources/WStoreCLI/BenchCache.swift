@@ -243,10 +243,11 @@ struct BenchCache: ParsableCommand {
                 rows.append(PolicyReport(r))
             }
         }
-        let lru = rows.first { $0.policy == "lru" }
+        let lru = rows.first { $0.policy == "lru" && ($0.precision ?? "exact") == "exact" }
         for i in rows.indices {
             // Without prefetch MIN bounds every policy, so the share of the LRU→MIN gap closed is meaningful.
-            if !prefetch, let lru, oracle.hitRate - lru.hit_rate > 1e-12 {
+            // Low-bit copies take less room than MIN's equal-sized experts: no gap for them.
+            if !prefetch, let lru, oracle.hitRate - lru.hit_rate > 1e-12, (rows[i].precision ?? "exact") == "exact" {
                 rows[i].gap_closed = (rows[i].hit_rate - lru.hit_rate) / (oracle.hitRate - lru.hit_rate)
             }
         }

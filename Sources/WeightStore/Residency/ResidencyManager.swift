@@ -763,7 +763,9 @@ public final class ResidencyManager: Sendable {
     /// pages made read-only once filled, and publishes it, pinned once for a demand
     /// acquirer. An exact copy supersedes the expert's low-bit ones; a low-bit copy a
     /// demand acquirer may upgrade is considered for its upgrade.
-    private func load(_ slot: ExpertSlot, future: LoadFuture, forDemand: Bool, upgrade: Bool = false) throws {
+    private func load(
+        _ slot: ExpertSlot, future: LoadFuture, forDemand: Bool, upgrade: Bool = false, isUpgrade: Bool = false
+    ) throws {
         let layout = slot.layout
         let size = max(64, layout.totalBytes)
         do {
@@ -796,16 +798,21 @@ public final class ResidencyManager: Sendable {
         let spawn = state.withLock { s -> Int in
             s.phase[slot.key] = .resident
             mask.set(slot.id)
-            if forDemand { s.layers[slot.layer].demandLoads += 1 } else { s.layers[slot.layer].prefetchLoads += 1 }
+            if forDemand {
+                s.layers[slot.layer].demandLoads += 1
+            } else if isUpgrade {
+                s.upgradeLoads += 1
+            } else {
+                s.layers[slot.layer].prefetchLoads += 1
+            }
             s.layers[slot.layer].bytesLoaded += layout.totalBytes
             s.layers[slot.layer].bytesRead += layout.storedBytes
             if slot.precision != .exact { s.lowPrecisionLoads += 1 }
-            slot.prefetchedUnused.store(!forDemand, ordering: .relaxed)
+            slot.prefetchedUnused.store(!forDemand && !isUpgrade, ordering: .relaxed)
             slot.pin.store(forDemand ? 1 : 0, ordering: .releasing)
             let exactResident: Bool
             if slot.precision == .exact {
                 exactResident = true
-                if variants[slot.id].count > 1, s.held[slot.id] > 1 { s.upgradeLoads += 1 }
                 s.policy.held(slot.id, at: .exact)
             } else {
                 exactResident = { if case .resident = s.phase[slots[slot.id]!.key] { true } else { false } }()
@@ -830,7 +837,7 @@ public final class ResidencyManager: Sendable {
 
     private func runLoader() {
         while true {
-            enum Job { case none, skip, load(ExpertSlot, LoadFuture) }
+            enum Job { case none, skip, load(ExpertSlot, LoadFuture, isUpgrade: Bool) }
             let job = state.withLock { s -> Job in
                 drainDeferred(&s)
                 guard let key = s.queue.popFirst() else {
@@ -843,18 +850,19 @@ public final class ResidencyManager: Sendable {
                 // A low-bit hint whose expert got a copy meanwhile is done; an exact copy
                 // goes ahead (a hint, or an upgrade while a low-bit copy is held).
                 if slot.precision != .exact, s.held[slot.id] > 0 { return .skip }
-                guard reserve(&s, slot, prefetched: s.held[slot.id] == 0) else {
+                let isUpgrade = s.held[slot.id] > 0
+                guard reserve(&s, slot, prefetched: !isUpgrade) else {
                     s.droppedPrefetches += 1
                     return .skip
                 }
                 let f = LoadFuture()
                 s.phase[key] = .loading(f)
-                return .load(slot, f)
+                return .load(slot, f, isUpgrade: isUpgrade)
             }
             switch job {
             case .none: return
             case .skip: continue
-            case let .load(slot, f): try? load(slot, future: f, forDemand: false)
+            case let .load(slot, f, isUpgrade): try? load(slot, future: f, forDemand: false, isUpgrade: isUpgrade)
             }
         }
     }

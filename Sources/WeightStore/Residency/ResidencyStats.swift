@@ -52,7 +52,7 @@ public struct ResidencyStats: Sendable, Codable {
     public var layers: [Layer]
     /// Demand acquires that waited for a load another acquirer or a prefetch had started.
     public var coalescedWaits = 0
-    /// Prefetch hints dropped because everything in the budget was pinned.
+    /// Prefetch hints and upgrades dropped because everything in the budget was pinned.
     public var droppedPrefetches = 0
     /// Experts evicted.
     public var evictions = 0
