@@ -129,7 +129,10 @@ struct Pack: ParsableCommand {
         // Every record fits its raw size plus a header page and a partial last page;
         // the trees and the free list take a little more. The map still grows if needed.
         let page = 4096
-        let estimate = ckpt.tensors.reduce(64 << 20) { $0 + ($1.byteCount + 2 * page) }
+        // Variants take at most 81% of a bf16 part's bytes (q8_0 53%, q4_0 28%): count its bytes again.
+        let estimate = ckpt.tensors.reduce(64 << 20) {
+            $0 + ($1.byteCount + 2 * page) + (precisions.isEmpty || $1.expert == nil ? 0 : $1.byteCount + 4 * page)
+        }
         options.initialMapSize = (estimate + (1 << 20) - 1) & ~((1 << 20) - 1)
         let store = try WeightStore.create(at: path, options: options)
         let workers = threads ?? System.activeProcessorCount

@@ -115,7 +115,15 @@ extension WeightStore.Snapshot {
         var out: [VariantInfo] = []
         var failure: (any Error)?
         try txn.scan(db, prefix: prefix) { k, v in
-            guard let (key, p) = Keys.parseVariant(k, prefixLength: modelPrefix.count) else { return true }
+            guard let (key, p) = Keys.parseVariant(k, prefixLength: modelPrefix.count) else {
+                // A precision this build does not know is skipped, but only when its record is
+                // bound to the key: a key damaged into an unknown name is an error.
+                do { _ = try store.view(v, key: Record.binding(key: k), name: "\(model)/variant key") } catch {
+                    failure = error
+                    return false
+                }
+                return true
+            }
             let label = "\(model)/\(key.layer)/\(key.expert)/\(key.part)@\(p)"
             do {
                 let r = try store.view(v, key: Record.binding(key: k), name: label)
@@ -171,18 +179,8 @@ extension WeightStore.Snapshot {
         into buffer: UnsafeMutableRawBufferPointer, threads: Int = 1, verify: Bool = true, path: ReadPath = .map
     ) throws -> VariantInfo {
         let r = try requireVariant(precision, of: key, model: model, payload: true)
-        let label = "\(model)/\(key)@\(precision)"
-        switch path {
-        case .map:
-            try RecordDecoder.decode(r, name: label, into: buffer, threads: threads, verify: verify)
-        case .file, .fileDropCache:
-            if try !RecordDecoder.decodeFromFile(
-                r, env: store.env, name: label, into: buffer, threads: threads,
-                verify: verify, dropCache: path == .fileDropCache)
-            {
-                try RecordDecoder.decode(r, name: label, into: buffer, threads: threads, verify: verify)
-            }
-        }
+        try store.decode(
+            r, label: "\(model)/\(key)@\(precision)", into: buffer, threads: threads, verify: verify, path: path)
         return VariantInfo(model: model, key: key, precision: precision, record: r)
     }
 }

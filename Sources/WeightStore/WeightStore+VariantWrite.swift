@@ -37,7 +37,7 @@ package enum VariantQuantizer {
     ///   when a block's scale is not finite (an infinity or NaN in the weights).
     package static func quantize(
         _ source: UnsafeRawBufferPointer, dtype: DType, shape: [Int], precision: ExpertPrecision,
-        threads: Int = 1
+        threads: Int = 1, reference: Bool = false
     ) throws -> [UInt8]? {
         guard ineligibility(dtype: dtype, shape: shape) == nil, let ft = floatType(dtype),
             let bt = blockType(precision), let bytes = precision.blockDType?.blockByteCount(shape: shape)
@@ -60,13 +60,26 @@ package enum VariantQuantizer {
                 let n = BlockKernels.quantize(
                     bt, from: source.baseAddress! + b0 * BlockKernels.elementsPerBlock * ft.size, as: ft,
                     count: (b1 - b0) * BlockKernels.elementsPerBlock,
-                    into: d.value.baseAddress! + b0 * bt.blockBytes)
+                    into: d.value.baseAddress! + b0 * bt.blockBytes, reference: reference)
                 if n > 0 { bad.add(n, ordering: .relaxed) }
             }
         }
         guard bad.load(ordering: .relaxed) == 0 else {
             throw WStoreError.invalidArgument(
                 "\(bad.load(ordering: .relaxed)) blocks of \(precision) have no finite scale (an infinity or NaN in the weights)")
+        }
+        return out
+    }
+}
+
+extension VariantQuantizer {
+    /// As ``quantize(_:dtype:shape:precision:threads:reference:)`` with ggml's scalar reference
+    /// code on one thread (for benchmarks and tests); throws where that returns `nil`.
+    package static func quantizeReference(
+        _ source: UnsafeRawBufferPointer, dtype: DType, shape: [Int], precision: ExpertPrecision
+    ) throws -> [UInt8] {
+        guard let out = try quantize(source, dtype: dtype, shape: shape, precision: precision, reference: true) else {
+            throw WStoreError.invalidArgument("no \(precision) blocks for \(dtype) \(shape)")
         }
         return out
     }
@@ -162,9 +175,7 @@ extension WeightStore {
         guard !model.isEmpty, !model.utf8.contains(0) else {
             throw WStoreError.invalidArgument("model name must be non-empty and without NUL")
         }
-        guard key.layer >= 0, key.expert >= 0, key.layer <= Int(UInt32.max), key.expert <= Int(UInt32.max) else {
-            throw WStoreError.invalidArgument("expert index \(key) out of range")
-        }
+        try WeightStore.checkExpertIndex(key)
         guard !key.part.utf8.contains(0) else { throw WStoreError.invalidArgument("expert part name with a NUL") }
         let k = Keys.variant(model: model, key, precision)
         guard k.count <= env.maxKeySize else {

@@ -51,6 +51,18 @@ extension WeightStore {
         func fail(_ model: String, _ name: String, _ error: Any) {
             report.failures.append(VerifyFailure(model: model, name: name, reason: "\(error)"))
         }
+        /// Every frame decoded, or every raw block hashed, each against its checksum.
+        func checkPayload(_ r: RecordView, label: String) throws {
+            if r.codec == .raw {
+                try RecordDecoder.verify(r, name: label, r.payload, threads: threads)
+            } else {
+                let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, r.rawSize), alignment: 64)
+                defer { buf.deallocate() }
+                try RecordDecoder.decode(
+                    r, name: label, into: UnsafeMutableRawBufferPointer(rebasing: buf[0 ..< r.rawSize]),
+                    threads: threads)
+            }
+        }
         do {
             let pages = try env.checkPages()
             report.pagesChecked = pages.branchPages + pages.leafPages + pages.overflowPages
@@ -80,16 +92,7 @@ extension WeightStore {
                 report.tensorsChecked += 1
                 do {
                     let r = try s.requireRecord(name, model: model)
-                    if r.codec == .raw {
-                        try RecordDecoder.verify(r, name: "\(model)/\(name)", r.payload, threads: threads)
-                    } else {
-                        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, r.rawSize), alignment: 64)
-                        defer { buf.deallocate() }
-                        try RecordDecoder.decode(
-                            r, name: "\(model)/\(name)",
-                            into: UnsafeMutableRawBufferPointer(rebasing: buf[0 ..< r.rawSize]),
-                            threads: threads)
-                    }
+                    try checkPayload(r, label: "\(model)/\(name)")
                     report.bytesChecked += r.rawSize
                     present.insert(model + "\u{0}" + name)
                     shapes[model + "\u{0}" + name] = r.shape
@@ -147,16 +150,7 @@ extension WeightStore {
                 let what = "variant \(key.layer)/\(key.expert)/\(key.part)@\(p)"
                 do {
                     let r = try s.requireVariant(p, of: key, model: model)
-                    let label = "\(model)/\(what)"
-                    if r.codec == .raw {
-                        try RecordDecoder.verify(r, name: label, r.payload, threads: threads)
-                    } else {
-                        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, r.rawSize), alignment: 64)
-                        defer { buf.deallocate() }
-                        try RecordDecoder.decode(
-                            r, name: label, into: UnsafeMutableRawBufferPointer(rebasing: buf[0 ..< r.rawSize]),
-                            threads: threads)
-                    }
+                    try checkPayload(r, label: "\(model)/\(what)")
                     report.bytesChecked += r.rawSize
                     guard let entry = try s.expert(layer: key.layer, expert: key.expert, model: model),
                         let tensor = entry.parts[key.part]

@@ -87,9 +87,7 @@ extension WeightStore {
 
         /// Indexes tensor `name` as part `key.part` of expert `(key.layer, key.expert)`.
         public func setExpert(_ key: ExpertKey, tensor name: String, model: String = WeightStore.defaultModel) throws {
-            guard key.layer >= 0, key.expert >= 0, key.layer <= Int(UInt32.max), key.expert <= Int(UInt32.max) else {
-                throw WStoreError.invalidArgument("expert index \(key) out of range")
-            }
+            try WeightStore.checkExpertIndex(key)
             let ek = Keys.expert(model: model, key)
             guard ek.count <= store.env.maxKeySize else {
                 throw WStoreError.invalidArgument("expert part name too long: \(key.part)")
@@ -156,6 +154,13 @@ extension WeightStore {
     /// (``Record/binding(key:)`` of the `tensors` key).
     package func recordBinding(model: String, name: String) throws -> UInt64 {
         Record.binding(key: try tensorKey(model: model, name: name))
+    }
+
+    /// Layer and expert must fit the u32 fields of `experts` and `variants` keys.
+    static func checkExpertIndex(_ key: ExpertKey) throws {
+        guard key.layer >= 0, key.expert >= 0, key.layer <= Int(UInt32.max), key.expert <= Int(UInt32.max) else {
+            throw WStoreError.invalidArgument("expert index \(key) out of range")
+        }
     }
 
     func tensorKey(model: String, name: String) throws -> [UInt8] {

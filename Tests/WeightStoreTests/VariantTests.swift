@@ -104,4 +104,73 @@ import WStoreTestSupport
             #expect(throws: WStoreError.self) { _ = try ExpertPrecision.parseVariants(bad) }
         }
     }
+
+    @Test func verifyChecksEveryVariantAndItsPart() throws {
+        let dir = TemporaryDirectory()
+        let bytes = weightLikeBF16(64 * 64, seed: 9)
+        let up = ExpertKey(layer: 0, expert: 0, part: "up"), down = ExpertKey(layer: 0, expert: 0, part: "down")
+        var q4: [UInt8] = []
+        do {
+            let store = try WeightStore.create(at: dir.sub("s"))
+            try bytes.withUnsafeBytes {
+                _ = try store.put("up", dtype: .bf16, shape: [64, 64], bytes: $0, codec: .raw, expert: up, variants: [.q8_0, .q4_0])
+                _ = try store.put("down", dtype: .bf16, shape: [64, 64], bytes: $0, codec: .raw, expert: down)
+                q4 = try VariantBlocks.quantize($0, dtype: .bf16, shape: [64, 64], precision: .q4_0)
+            }
+            let clean = try store.verify()
+            #expect(clean.failures.isEmpty && clean.variantsChecked == 2)
+            // A variant whose shape is not its part's, and one of a part that is not indexed.
+            try store.write { w in
+                try q4.withUnsafeBytes {
+                    _ = try w.putVariant(.q4_0, of: down, blocks: $0, shape: [32, 128], codec: .raw)
+                    _ = try w.putVariant(.q4_0, of: ExpertKey(layer: 5, expert: 0, part: "up"), blocks: $0, shape: [64, 64])
+                }
+            }
+            let r = try store.verify()
+            #expect(r.variantsChecked == 4)
+            #expect(r.failures.contains { $0.name == "variant 0/0/down@q4_0" && $0.reason.contains("differs") })
+            #expect(r.failures.contains { $0.name == "variant 5/0/up@q4_0" && $0.reason.contains("not in the expert index") })
+            let deleted = try store.write { w in
+                [
+                    try w.deleteVariant(.q4_0, of: down),
+                    try w.deleteVariant(.q4_0, of: ExpertKey(layer: 5, expert: 0, part: "up")),
+                ]
+            }
+            #expect(deleted == [true, true])
+            #expect(try store.verify().failures.isEmpty)
+        }
+        // In a store of its own (no freed copy of the same blocks): damage the q4_0 blocks in the
+        // file; verify names that variant, and a copying read refuses it.
+        let path = dir.sub("d")
+        do {
+            let store = try WeightStore.create(at: path)
+            try bytes.withUnsafeBytes {
+                _ = try store.put("up", dtype: .bf16, shape: [64, 64], bytes: $0, codec: .raw, expert: up, variants: [.q8_0, .q4_0])
+            }
+            try store.sync()
+        }
+        var data = try Data(contentsOf: URL(fileURLWithPath: path + "/data.mdb"))
+        let at = try #require(data.firstRange(of: Data(q4[100 ..< 164])))
+        data[at.lowerBound + 10] ^= 0x20
+        try data.write(to: URL(fileURLWithPath: path + "/data.mdb"))
+        let store = try WeightStore.open(at: path)
+        let r = try store.verify()
+        #expect(r.failures.map(\.name) == ["variant 0/0/up@q4_0"], "\(r.failures)")
+        #expect(throws: WStoreError.self) { _ = try store.readVariantBytes(.q4_0, of: up) }
+        #expect(try store.readVariantBytes(.q8_0, of: up).count == 64 * 64 / 32 * 34)
+    }
+
+    @Test func aStoreWithoutVariantsOpenedReadOnlyHasNone() throws {
+        let dir = TemporaryDirectory()
+        do {
+            let store = try WeightStore.create(at: dir.sub("s"))
+            try weightLikeBF16(64, seed: 1).withUnsafeBytes {
+                _ = try store.put("t", dtype: .bf16, shape: [2, 32], bytes: $0, expert: ExpertKey(layer: 0, expert: 0, part: "up"))
+            }
+        }
+        let reader = try WeightStore.open(at: dir.sub("s"))
+        #expect(try reader.variants().isEmpty)
+        #expect(try reader.precisions(layer: 0, expert: 0, part: "up") == [.exact])
+        #expect(try reader.variantInfo(.q8_0, of: ExpertKey(layer: 0, expert: 0, part: "up")) == nil)
+    }
 }
