@@ -253,6 +253,9 @@ package final class ExpertSlot: @unchecked Sendable {
     let prefetchHits = Atomic<Int>(0)
     let deferredHits = Atomic<Int>(0)
     let prefetchedUnused = Atomic<Bool>(false)
+    /// Whether the copy is resident or loading (its bytes count against the budget);
+    /// read and written under the manager's lock only.
+    var held = false
     /// The resident buffer; read it only while holding a pin.
     package var buffer: UnsafeMutableRawPointer?
 

@@ -522,6 +522,7 @@ public final class ResidencyManager: Sendable {
     /// buffer is unmapped; the policy forgets the expert with its last copy.
     private func drop(_ s: inout State, _ v: ExpertSlot) {
         s.phase[v.key] = .absent
+        v.held = false
         s.used -= v.layout.totalBytes
         s.held[v.id] -= 1
         if s.held[v.id] == 0 {
@@ -535,6 +536,7 @@ public final class ResidencyManager: Sendable {
     /// Counts copy `v` as held (its room already made): the policy learns of the expert
     /// with its first copy.
     private func hold(_ s: inout State, _ v: ExpertSlot, prefetched: Bool) {
+        v.held = true
         s.used += v.layout.totalBytes
         s.peak = max(s.peak, s.used)
         precondition(s.used <= budget, "residency budget exceeded")
@@ -723,14 +725,10 @@ public final class ResidencyManager: Sendable {
     private func makeRoom(_ s: inout State, bytes: Int, for id: Int, keeping: [Int] = []) -> Bool {
         if s.used + bytes > budget { sweepSuperseded(&s) }
         while s.used + bytes > budget {
-            let phase = s.phase
             let victim = s.policy.victim(for: id) { [variants] id in
                 guard !keeping.contains(id) else { return true }
                 // Pinned, or loading: some copy held whose pin word is not 0.
-                return variants[id].contains { v in
-                    if case .absent = phase[v.key] { return false }
-                    return v.pin.load(ordering: .relaxed) != 0
-                }
+                return variants[id].contains { $0.held && $0.pin.load(ordering: .relaxed) != 0 }
             }
             guard let victim else { return false }
             let copies = variants[victim].filter { if case .resident = s.phase[$0.key] { true } else { false } }
@@ -887,6 +885,7 @@ extension ResidencyManager {
                 switch s.phase[slot.key] {
                 case .absent:
                     if pins >= 0 { return "copy \(slot.key) of expert \(slot.id) absent but pinnable (\(pins))" }
+                    if slot.held { return "copy \(slot.key) of expert \(slot.id) absent but held" }
                 case .loading:
                     sum += slot.layout.totalBytes
                     held[slot.id] += 1
