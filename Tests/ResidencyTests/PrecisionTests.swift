@@ -129,13 +129,17 @@ struct PrecisionTests {
         let m = try ResidencyManager(store: store, model: "m", budget: 1 << 20, options: options)
         let q4Bytes = try storedCopy(store, layer: 0, expert: 0, precision: .q4_0)
         let request = PrecisionRequest.atLeast(.q4_0, upgrade: true)
-        // LRU's rule: the first use (a miss) stays low-bit.
+        // LRU's rule: the first use (a miss) and the next three (hits) stay low-bit.
         let first = try m.acquire(layer: 0, expert: 0, precision: request)
         #expect(first.precision == .q4_0)
-        m.waitForBackgroundLoads()
+        for _ in 0 ..< 3 {
+            let h = try m.acquire(layer: 0, expert: 0, precision: request)
+            #expect(h.precision == .q4_0 && h.wasHit)
+            m.waitForBackgroundLoads()
+        }
         #expect(m.stats().upgradeLoads == 0)
-        // A second use while resident upgrades in the background; the pinned q4_0 copy
-        // keeps its bytes and its precision throughout.
+        // The fourth hit upgrades in the background; the pinned q4_0 copies keep their
+        // bytes and their precision throughout.
         let second = try m.acquire(layer: 0, expert: 0, precision: request)
         #expect(second.precision == .q4_0 && second.wasHit)
         m.waitForBackgroundLoads()

@@ -34,8 +34,8 @@ import WStoreCore
 /// evicting an expert frees all its unpinned copies. The mixed-precision rule: a miss
 /// under a low-bit request loads the smallest copy the request accepts; the expert is
 /// upgraded to exact in the background only when the request allows it and the policy
-/// calls the expert hot (``ResidencyPolicy/upgrades(_:)``: `lru` on a second use while
-/// resident, `forecast` when its next use is expected within two tokens), so cold
+/// calls the expert hot (``ResidencyPolicy/upgrades(_:)``: `lru` after four hits on its
+/// low-bit copy, `forecast` when its next use is expected within two tokens), so cold
 /// experts stay low-bit and more of them fit. An upgrade loads the exact copy into a
 /// new buffer; the low-bit copy is freed at once if unpinned, else by the first manager
 /// call that finds it unpinned.
