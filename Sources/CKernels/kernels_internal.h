@@ -3,11 +3,13 @@
 #define WSTORE_KERNELS_INTERNAL_H
 #include <stdint.h>
 
+#define WSK_INTERNAL __attribute__((visibility("hidden")))
+
 /// IEEE half to float (exact).
-float wsk_internal_half_to_float(uint16_t h);
+WSK_INTERNAL float wsk_internal_half_to_float(uint16_t h);
 /// float to IEEE half, round to nearest even (overflow gives infinity).
-uint16_t wsk_internal_float_to_half(float f);
+WSK_INTERNAL uint16_t wsk_internal_float_to_half(float f);
 /// 1 when the CPU has AVX2, FMA and F16C (cached after the first call).
-int wsk_internal_cpu_ok(void);
+WSK_INTERNAL int wsk_internal_cpu_ok(void);
 
 #endif

@@ -192,6 +192,12 @@ package enum KIVI {
         headerSize + elements * (4 + 1 + dtype.elementSize!)
     }
 
+    /// The smallest blob ``encode(_:bits:axis:options:)`` writes for `elements` values at
+    /// `bits` bits: the header and the packed codes alone (a residual and scales add to it).
+    package static func minBlobSize(elements: Int, bits: Int) -> Int {
+        headerSize + (elements * bits + 7) / 8
+    }
+
     /// What a quantized blob's header says, checked against the blob's length.
     package struct Header {
         package let bits: Int

@@ -192,6 +192,9 @@ package enum KVChunk {
             sink.value.deinitialize()
             sink.value.deallocate()
         }
+        // Every record's own (sealed) header must agree with the chunk header before anything
+        // the chunk header's shape implies is allocated: a damaged header may claim any shape.
+        for i in 0 ..< count { _ = try record(bytes, info, i, key: key, name: name) }
         try parallelFor(count, threads: threads) { i, _ in
             let out = try [UInt8](unsafeUninitializedCapacity: size) { b, n in
                 try decodeTensor(
@@ -209,17 +212,13 @@ package enum KVChunk {
             })
     }
 
-    /// Decodes record `i` of a chunk (layer `i / 2`, keys when even) straight into `rows`,
-    /// checking its checksum: a raw record is copied row by row out of the chunk (each
-    /// head's rows hashed right after they are copied), a compressed one decodes into a
-    /// reused scratch buffer and is scattered, a quantized one is dequantized into place.
-    /// `info` is what ``info(_:key:name:)`` returned for `bytes`, read under chunk key `key`.
-    /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` or ``WStoreError/checksumMismatch(name:expected:actual:)``;
-    ///   the rows then hold unspecified bytes.
-    package static func decodeTensor(
-        _ bytes: UnsafeRawBufferPointer, _ info: Info, _ i: Int, key: UInt64, name: String,
-        into rows: KVRows
-    ) throws {
+    /// Record `i` of a chunk, its bounds, seal and version checked, and its size checked
+    /// against the chunk header's shape (an unquantized record has exactly that shape; a
+    /// quantized one is no larger than the shape allows), so that nothing a damaged header
+    /// or record claims is allocated before both agree. Returns the view and its name.
+    static func record(
+        _ bytes: UnsafeRawBufferPointer, _ info: Info, _ i: Int, key: UInt64, name: String
+    ) throws -> (RecordView, String) {
         let off64 = UInt64(littleEndian: bytes.loadUnaligned(fromByteOffset: fixedHeaderSize + 16 * i, as: UInt64.self))
         let len64 = UInt64(
             littleEndian: bytes.loadUnaligned(fromByteOffset: fixedHeaderSize + 16 * i + 8, as: UInt64.self))
@@ -236,6 +235,38 @@ package enum KVChunk {
             throw WStoreError.corruptRecord(
                 name: what, reason: "record version \(view.version) in a version-\(info.version) chunk")
         }
+        let h = info.kvHeads, n = info.tokens, d = info.headDim
+        if info.codec.bits == nil {
+            guard view.shape == [h, n, d], view.dtype == info.dtype else {
+                throw WStoreError.corruptRecord(
+                    name: what, reason: "shape \(view.shape) does not match the chunk header")
+            }
+        } else if let bits = info.codec.bits {
+            let elements = h * n * d
+            guard view.rawSize <= KIVI.maxBlobSize(elements: elements, dtype: info.dtype) else {
+                throw WStoreError.corruptRecord(
+                    name: what, reason: "record of \(view.rawSize) bytes is larger than the chunk's shape allows")
+            }
+            guard view.rawSize >= KIVI.minBlobSize(elements: elements, bits: bits) else {
+                throw WStoreError.corruptRecord(
+                    name: what, reason: "record of \(view.rawSize) bytes is too small for the chunk's shape")
+            }
+        }
+        return (view, what)
+    }
+
+    /// Decodes record `i` of a chunk (layer `i / 2`, keys when even) straight into `rows`,
+    /// checking its checksum: a raw record is copied row by row out of the chunk (each
+    /// head's rows hashed right after they are copied), a compressed one decodes into a
+    /// reused scratch buffer and is scattered, a quantized one is dequantized into place.
+    /// `info` is what ``info(_:key:name:)`` returned for `bytes`, read under chunk key `key`.
+    /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` or ``WStoreError/checksumMismatch(name:expected:actual:)``;
+    ///   the rows then hold unspecified bytes.
+    package static func decodeTensor(
+        _ bytes: UnsafeRawBufferPointer, _ info: Info, _ i: Int, key: UInt64, name: String,
+        into rows: KVRows
+    ) throws {
+        let (view, what) = try record(bytes, info, i, key: key, name: name)
         let h = info.kvHeads, n = info.tokens, d = info.headDim, row = d * info.dtype.elementSize!
         func scatter(_ src: UnsafeRawPointer, head: Int) {
             let block = src + head * n * row
@@ -246,10 +277,6 @@ package enum KVChunk {
             }
         }
         if info.codec.bits == nil {
-            guard view.shape == [h, n, d], view.dtype == info.dtype else {
-                throw WStoreError.corruptRecord(
-                    name: what, reason: "shape \(view.shape) does not match the chunk header")
-            }
             if view.codec == .raw {
                 // Rows straight out of the map, hashed in pieces of about 16 KiB right after
                 // they are copied, while still in cache (one pass over the source).
@@ -279,15 +306,6 @@ package enum KVChunk {
                 }
                 return
             }
-        }
-        // Allocate only what the chunk header's shape allows: a damaged record may claim any size.
-        let elements = h * n * d
-        let limit =
-            info.codec.bits == nil
-            ? elements * info.dtype.elementSize! : KIVI.maxBlobSize(elements: elements, dtype: info.dtype)
-        guard view.rawSize <= limit else {
-            throw WStoreError.corruptRecord(
-                name: what, reason: "record of \(view.rawSize) bytes is larger than the chunk's shape allows")
         }
         let scratch = ScratchPool.take(max(1, view.rawSize))
         defer { ScratchPool.give(scratch) }

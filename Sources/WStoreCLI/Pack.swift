@@ -153,13 +153,14 @@ struct Pack: ParsableCommand {
             let batch = Array(ckpt.tensors[i ..< j])
             for t in batch { ckpt.prefetch(t) }
             let bindings = try batch.map { try store.recordBinding(model: model, name: $0.name) }
-            let records = try Self.encode(batch, bindings: bindings, ckpt: ckpt, options: encode, threads: workers)
+            // Variants first, while the source pages are mapped: encoding releases them.
             let variants =
                 precisions.isEmpty
                 ? []
                 : try Self.encodeVariants(
                     batch, precisions: precisions, store: store, model: model, ckpt: ckpt, options: encode,
                     threads: workers)
+            let records = try Self.encode(batch, bindings: bindings, ckpt: ckpt, options: encode, threads: workers)
             try store.write { w in
                 for (t, r) in zip(batch, records) {
                     try ckpt.withBytes(of: t) { src in
@@ -190,7 +191,8 @@ struct Pack: ParsableCommand {
         return (raw, stored, variantCount, variantBytes, store.usedBytes)
     }
 
-    /// Quantizes and encodes the variants of the batch's expert parts, one part per thread.
+    /// Quantizes and encodes the variants of the batch's expert parts, one part per thread; the
+    /// source pages stay mapped for the records' encoding that follows.
     private static func encodeVariants(
         _ batch: [CheckpointTensor], precisions: [ExpertPrecision], store: WeightStore, model: String,
         ckpt: Checkpoint, options: EncodeOptions, threads: Int
@@ -211,7 +213,6 @@ struct Pack: ParsableCommand {
                     guard case .invalidArgument(let why) = e else { throw e }
                     throw WStoreError.invalidArgument("tensor \(t.name): \(why)")
                 }
-                ckpt.release(t)
             }
         }
         return out.flatMap { $0 }

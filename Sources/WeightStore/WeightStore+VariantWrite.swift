@@ -160,10 +160,27 @@ extension WeightStore {
             let vk = try variantKey(model: model, key, p)
             let record = try blocks.withUnsafeBytes {
                 try RecordEncoder.encode(
-                    $0, dtype: p.blockDType!, shape: shape, binding: Record.binding(key: vk), options: options)
+                    $0, dtype: p.blockDType!, shape: shape, binding: Record.binding(key: vk),
+                    options: Self.variantOptions(options, blocks: $0))
             }
             out.append(EncodedVariant(key: key, precision: p, shape: shape, blocks: blocks, record: record))
         }
+        return out
+    }
+
+    /// Quantized blocks seldom compress (int8 codes of weights are close to their entropy): under
+    /// ``CodecChoice/auto``, zstd is tried on the first 64 KiB only, and a variant whose sample
+    /// saves under 5% is stored raw without compressing the rest.
+    static func variantOptions(_ options: EncodeOptions, blocks: UnsafeRawBufferPointer) throws -> EncodeOptions {
+        let probe = 64 << 10
+        guard options.codec == .auto, blocks.count > probe else { return options }
+        var o = options
+        o.threads = 1
+        o.minRecordSize = 0
+        let sample = try RecordEncoder.encode(
+            UnsafeRawBufferPointer(rebasing: blocks[0 ..< probe]), dtype: .u8, shape: [probe], binding: 0, options: o)
+        var out = options
+        if sample.codec == .raw { out.codec = .raw }
         return out
     }
 
