@@ -186,6 +186,10 @@ struct PrecisionTests {
             _ = h
         }
         #expect(m.stats().peakResidentBytes <= exact)
+        // A budget of one exact expert: its own unpinned q4_0 copy makes way for its exact one.
+        do { _ = try m.acquire(layer: 1, expert: 3, precision: .atLeast(.q4_0)) }
+        let whole = try m.acquire(layer: 1, expert: 3)
+        #expect(whole.precision == .exact && m.stats().residentBytes == exact)
         #expect(m.invariantViolation() == nil)
     }
 

@@ -730,7 +730,13 @@ public final class ResidencyManager: Sendable {
                 // Pinned, or loading: some copy held whose pin word is not 0.
                 return variants[id].contains { $0.held && $0.pin.load(ordering: .relaxed) != 0 }
             }
-            guard let victim else { return false }
+            guard let victim else {
+                // Last, copies of the set's own experts that the request does not accept
+                // (a resident q4_0 copy of an expert asked for exact): those it accepts are
+                // pinned by this pass, so only the others go.
+                if dropUnaccepted(&s, of: keeping.isEmpty ? [id] : keeping) { continue }
+                return false
+            }
             let copies = variants[victim].filter { if case .resident = s.phase[$0.key] { true } else { false } }
             // A hit may pin a copy between the check and here: the swaps are undone and we pick again.
             var taken: [ExpertSlot] = []
@@ -747,6 +753,21 @@ public final class ResidencyManager: Sendable {
             s.evictions += 1
         }
         return true
+    }
+
+    /// Drops the unpinned resident copies of experts `ids`; returns whether any went.
+    private func dropUnaccepted(_ s: inout State, of ids: [Int]) -> Bool {
+        var dropped = false
+        for id in ids {
+            for v in variants[id] {
+                guard case .resident = s.phase[v.key],
+                    v.pin.compareExchange(expected: 0, desired: -1, ordering: .acquiringAndReleasing).exchanged
+                else { continue }
+                drop(&s, v)
+                dropped = true
+            }
+        }
+        return dropped
     }
 
     /// Makes room for copy `slot` and counts its bytes as used. Returns false when what
