@@ -59,23 +59,44 @@ struct BenchQuant: ParsableCommand {
         var dequantize_f32_gbps_median: Double
     }
 
+    /// The facts of `bench quant --json`.
+    struct Report: Encodable {
+        var data: String, tensors: Int, bytes: Int, lossless_stored_bytes: Int, memcpy_gbps: Double
+        var repetitions: Int, precisions: [Row]
+    }
+
     func run() throws {
+        let report = try makeReport()
+        if json {
+            try JSONOutput.print(report)
+        } else {
+            print(report.text)
+        }
+    }
+
+    /// Measures every precision over the tensors of --source (or the generated set).
+    func makeReport() throws -> Report {
         let (tensors, label) = try loadTensors()
         let total = tensors.reduce(0) { $0 + $1.bytes.count }
         guard total > 0 else { throw ValidationError("no float tensor with a last dimension that is a multiple of 32") }
         var options = EncodeOptions()
         options.threads = 1
         let losslessStored = try tensors.reduce(0) { acc, t in
-            try acc + t.bytes.withUnsafeBytes {
-                try RecordEncoder.encode($0, dtype: t.dtype, shape: t.shape, binding: 0, options: options).storedSize
-            }
+            try acc
+                + t.bytes.withUnsafeBytes {
+                    try RecordEncoder.encode($0, dtype: t.dtype, shape: t.shape, binding: 0, options: options)
+                        .storedSize
+                }
         }
-        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: tensors.map(\.bytes.count).max()!, alignment: 64)
+        let scratch = UnsafeMutableRawBufferPointer.allocate(
+            byteCount: tensors.map(\.bytes.count).max()!, alignment: 64)
         defer { scratch.deallocate() }
         func memcpyAll() -> Double {
             time {
                 for t in tensors {
-                    t.bytes.withUnsafeBytes { scratch.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                    t.bytes.withUnsafeBytes {
+                        scratch.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count)
+                    }
                 }
             }
         }
@@ -110,7 +131,9 @@ struct BenchQuant: ParsableCommand {
                         })
                 }
             }
-            guard refBlocks == blocks else { throw ValidationError("\(p): the kernel's blocks differ from ggml's reference") }
+            guard refBlocks == blocks else {
+                throw ValidationError("\(p): the kernel's blocks differ from ggml's reference")
+            }
 
             // Errors, from the dequantized f32 values.
             var errSq = 0.0, refSq = 0.0, maxAbs = 0.0, worst = 0.0
@@ -178,46 +201,9 @@ struct BenchQuant: ParsableCommand {
                     dequantize_f32_gbps_median: Double(tensors.reduce(0) { $0 + $1.values.count * 4 })
                         / deqT.reduce(0, +) / 1e9))
         }
-        if json {
-            struct Report: Encodable {
-                var data: String, tensors: Int, bytes: Int, lossless_stored_bytes: Int, memcpy_gbps: Double
-                var repetitions: Int, precisions: [Row]
-            }
-            try JSONOutput.print(
-                Report(
-                    data: label, tensors: tensors.count, bytes: total, lossless_stored_bytes: losslessStored,
-                    memcpy_gbps: Double(total) / memcpyT / 1e9, repetitions: repetitions, precisions: rows))
-            return
-        }
-        print(
-            "data: \(label): \(tensors.count) tensors, \(formatBytes(total)) (\(formatBytes(losslessStored)) stored lossless)"
-        )
-        print(
-            TextTable(
-                ["precision", "bytes", "of raw", "of stored", "rel RMS err", "max |err|", "W·x err med/max"],
-                rows.map {
-                    [
-                        $0.precision, formatBytes($0.bytes), String(format: "%.1f%%", $0.share_of_raw * 100),
-                        String(format: "%.1f%%", $0.share_of_lossless_stored * 100),
-                        String(format: "%.4f", $0.relative_rms_error), String(format: "%.3g", $0.max_abs_error),
-                        String(format: "%.4f / %.4f", $0.wx_relative_error_median, $0.wx_relative_error_max),
-                    ]
-                }
-            ).render())
-        print(
-            TextTable(
-                ["precision", "quantize MB/s, 1 thread (median, min–max)", "× memcpy time", "× ggml reference speed",
-                 "dequantize to f32 GB/s"],
-                rows.map {
-                    [
-                        $0.precision,
-                        String(format: "%.0f (%.0f–%.0f)", $0.quantize_mbps_median, $0.quantize_mbps_min, $0.quantize_mbps_max),
-                        String(format: "%.1f", $0.quantize_vs_memcpy_time),
-                        String(format: "%.2f", $0.speedup_vs_ggml_reference),
-                        String(format: "%.2f", $0.dequantize_f32_gbps_median),
-                    ]
-                }
-            ).render())
+        return Report(
+            data: label, tensors: tensors.count, bytes: total, lossless_stored_bytes: losslessStored,
+            memcpy_gbps: Double(total) / memcpyT / 1e9, repetitions: repetitions, precisions: rows)
     }
 
     private func loadTensors() throws -> ([Tensor], String) {
@@ -266,5 +252,46 @@ struct BenchQuant: ParsableCommand {
         }
         let what = convert == "bf16" ? "float tensors truncated to bf16" : "float tensors"
         return (out, "\(source) (\(what), last dimension a multiple of 32)")
+    }
+}
+
+extension BenchQuant.Report {
+    /// The human form: two tables.
+    var text: String {
+        var out: [String] = []
+        out.append(
+            "data: \(data): \(tensors) tensors, \(formatBytes(bytes)) (\(formatBytes(lossless_stored_bytes)) stored lossless)"
+        )
+        out.append(
+            TextTable(
+                ["precision", "bytes", "of raw", "of stored", "rel RMS err", "max |err|", "W·x err med/max"],
+                precisions.map {
+                    [
+                        $0.precision, formatBytes($0.bytes), String(format: "%.1f%%", $0.share_of_raw * 100),
+                        String(format: "%.1f%%", $0.share_of_lossless_stored * 100),
+                        String(format: "%.4f", $0.relative_rms_error), String(format: "%.3g", $0.max_abs_error),
+                        String(format: "%.4f / %.4f", $0.wx_relative_error_median, $0.wx_relative_error_max),
+                    ]
+                }
+            ).render())
+        out.append(
+            TextTable(
+                [
+                    "precision", "quantize MB/s, 1 thread (median, min–max)", "× memcpy time", "× ggml reference speed",
+                    "dequantize to f32 GB/s",
+                ],
+                precisions.map {
+                    [
+                        $0.precision,
+                        String(
+                            format: "%.0f (%.0f–%.0f)", $0.quantize_mbps_median, $0.quantize_mbps_min,
+                            $0.quantize_mbps_max),
+                        String(format: "%.1f", $0.quantize_vs_memcpy_time),
+                        String(format: "%.2f", $0.speedup_vs_ggml_reference),
+                        String(format: "%.2f", $0.dequantize_f32_gbps_median),
+                    ]
+                }
+            ).render())
+        return out.joined(separator: "\n")
     }
 }

@@ -180,7 +180,8 @@ struct InspectReport: Codable {
                     precisions.append(
                         Precision(
                             precision: p.name, parts: these.count, raw_bytes: these.reduce(0) { $0 + $1.rawSize },
-                            stored_bytes: stored, share_of_exact: exactStored > 0 ? Double(stored) / Double(exactStored) : 0
+                            stored_bytes: stored,
+                            share_of_exact: exactStored > 0 ? Double(stored) / Double(exactStored) : 0
                         ))
                 }
                 var noVariant: [String: Int] = [:]
@@ -194,7 +195,9 @@ struct InspectReport: Codable {
                     var out: [String: [String]] = [:]
                     for part in e.parts.keys {
                         let k = ExpertKey(layer: e.layer, expert: e.expert, part: part)
-                        out[part] = ["exact"] + ExpertPrecision.variants.filter { withVariant[$0]?.contains(k) ?? false }.map(\.name)
+                        out[part] =
+                            ["exact"]
+                            + ExpertPrecision.variants.filter { withVariant[$0]?.contains(k) ?? false }.map(\.name)
                     }
                     return out
                 }
@@ -299,7 +302,8 @@ struct InspectReport: Codable {
                 for e in ex {
                     for (part, tensor) in e.parts.sorted(by: { $0.key < $1.key }) {
                         let label = e.shared ? "shared \(e.expert - ExpertNaming.sharedExpertBase)" : "\(e.expert)"
-                        t.add("\(e.layer)", label, part, tensor, (e.precisions[part] ?? ["exact"]).joined(separator: ","))
+                        t.add(
+                            "\(e.layer)", label, part, tensor, (e.precisions[part] ?? ["exact"]).joined(separator: ","))
                     }
                 }
                 out.append(t.render(indent: "  "))

@@ -59,7 +59,8 @@ struct Verify: ParsableCommand {
             print(
                 "\(report.ok ? "ok" : "CORRUPT"): \(r.tensorsChecked) tensors, \(formatBytes(r.bytesChecked)) checked, "
                     + "\(r.expertEntriesChecked) expert index entries, "
-                    + (r.variantsChecked > 0 ? "\(r.variantsChecked) expert variants, " : "") + "\(r.pagesChecked) B-tree pages, \(r.failures.count) corrupt"
+                    + (r.variantsChecked > 0 ? "\(r.variantsChecked) expert variants, " : "")
+                    + "\(r.pagesChecked) B-tree pages, \(r.failures.count) corrupt"
             )
         }
         if !report.ok { throw ExitCode(1) }

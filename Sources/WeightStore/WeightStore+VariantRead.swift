@@ -255,7 +255,9 @@ extension WeightStore {
                 throw WStoreError.notFound("\(precision) variant of \(key) in model \(model)")
             }
             var out = [UInt8](repeating: 0, count: info.rawSize)
-            try out.withUnsafeMutableBytes { _ = try s.readVariant(precision, of: key, model: model, into: $0, threads: threads) }
+            try out.withUnsafeMutableBytes {
+                _ = try s.readVariant(precision, of: key, model: model, into: $0, threads: threads)
+            }
             return out
         }
     }

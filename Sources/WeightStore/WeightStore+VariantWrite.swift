@@ -66,7 +66,8 @@ package enum VariantQuantizer {
         }
         guard bad.load(ordering: .relaxed) == 0 else {
             throw WStoreError.invalidArgument(
-                "\(bad.load(ordering: .relaxed)) blocks of \(precision) have no finite scale (an infinity or NaN in the weights)")
+                "\(bad.load(ordering: .relaxed)) blocks of \(precision) have no finite scale (an infinity or NaN in the weights)"
+            )
         }
         return out
     }

@@ -139,7 +139,9 @@ extension WeightStore {
                     let model = String(validating: k[..<nul], as: UTF8.self),
                     let (key, p) = Keys.parseVariant(k, prefixLength: nul + 1)
                 else {
-                    fail("-", "variants key \(Array(k.prefix(32)))", "not a model, NUL, layer, expert, part, NUL and precision")
+                    fail(
+                        "-", "variants key \(Array(k.prefix(32)))",
+                        "not a model, NUL, layer, expert, part, NUL and precision")
                     return true
                 }
                 variantKeys.append((model, key, p))

@@ -115,7 +115,9 @@ import WeightStore
 
     @Test func ggufExpertsAlreadyInQ8KeepTheirTypeAndGetNoVariant() throws {
         let dir = TemporaryDirectory()
-        try wstore("pack", fixtures + "/moe.gguf", "-o", dir.sub("g.wstore"), "--model", "g", "--expert-variants", "q8_0,q4_0", "--quiet")
+        try wstore(
+            "pack", fixtures + "/moe.gguf", "-o", dir.sub("g.wstore"), "--model", "g", "--expert-variants", "q8_0,q4_0",
+            "--quiet")
         let s = try WeightStore.open(at: dir.sub("g.wstore"))
         let byName = Dictionary(uniqueKeysWithValues: try s.tensors(model: "g").map { ($0.name, $0) })
         var checked = 0
@@ -137,5 +139,24 @@ import WeightStore
             s, path: dir.sub("g.wstore"), only: "g", tensors: false, experts: false, largest: 0)
         let reasons = report.models[0].parts_without_variants
         #expect(reasons.contains { $0.reason.contains("is not f32, f16 or bf16") }, "\(reasons)")
+    }
+
+    @Test func benchQuantReportsEveryPrecisionBesideTheLosslessBytes() throws {
+        let bench = try #require(
+            try WStoreCommand.parseAsRoot(
+                [
+                    "bench", "quant", "--source", fixtures + "/mixtral/model.safetensors", "--as", "keep", "--repeat",
+                    "1", "--vectors", "2", "--json",
+                ]) as? BenchQuant)
+        let report = try bench.makeReport()
+        #expect(report.precisions.map(\.precision) == ["q8_0", "q4_0"])
+        let (q8, q4) = (report.precisions[0], report.precisions[1])
+        // bf16 weights: 34 and 18 bytes per 32 elements of 64 bytes, whatever the weights are.
+        #expect(q8.share_of_raw == 34.0 / 64 && q4.share_of_raw == 18.0 / 64)
+        #expect(
+            q8.relative_rms_error > 0 && q8.relative_rms_error < 0.01 && q4.relative_rms_error > q8.relative_rms_error)
+        #expect(q8.wx_relative_error_median > 0 && q8.wx_relative_error_median < q4.wx_relative_error_median)
+        #expect(q8.quantize_mbps_median > 0 && q8.speedup_vs_ggml_reference > 0)
+        #expect(report.text.contains("q4_0"))
     }
 }

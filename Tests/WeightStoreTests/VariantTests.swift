@@ -94,7 +94,9 @@ import WStoreTestSupport
         }
         #expect(try reader.variants().count == 2)
         #expect(try reader.tensors().count == 2)  // variants are not tensors
-        #expect(throws: WStoreError.self) { _ = try reader.readVariantBytes(.q8_0, of: ExpertKey(layer: 1, expert: 2, part: "down")) }
+        #expect(throws: WStoreError.self) {
+            _ = try reader.readVariantBytes(.q8_0, of: ExpertKey(layer: 1, expert: 2, part: "down"))
+        }
     }
 
     @Test func badVariantListsFailWithOneLine() throws {
@@ -113,7 +115,8 @@ import WStoreTestSupport
         do {
             let store = try WeightStore.create(at: dir.sub("s"))
             try bytes.withUnsafeBytes {
-                _ = try store.put("up", dtype: .bf16, shape: [64, 64], bytes: $0, codec: .raw, expert: up, variants: [.q8_0, .q4_0])
+                _ = try store.put(
+                    "up", dtype: .bf16, shape: [64, 64], bytes: $0, codec: .raw, expert: up, variants: [.q8_0, .q4_0])
                 _ = try store.put("down", dtype: .bf16, shape: [64, 64], bytes: $0, codec: .raw, expert: down)
                 q4 = try VariantBlocks.quantize($0, dtype: .bf16, shape: [64, 64], precision: .q4_0)
             }
@@ -123,13 +126,17 @@ import WStoreTestSupport
             try store.write { w in
                 try q4.withUnsafeBytes {
                     _ = try w.putVariant(.q4_0, of: down, blocks: $0, shape: [32, 128], codec: .raw)
-                    _ = try w.putVariant(.q4_0, of: ExpertKey(layer: 5, expert: 0, part: "up"), blocks: $0, shape: [64, 64])
+                    _ = try w.putVariant(
+                        .q4_0, of: ExpertKey(layer: 5, expert: 0, part: "up"), blocks: $0, shape: [64, 64])
                 }
             }
             let r = try store.verify()
             #expect(r.variantsChecked == 4)
             #expect(r.failures.contains { $0.name == "variant 0/0/down@q4_0" && $0.reason.contains("differs") })
-            #expect(r.failures.contains { $0.name == "variant 5/0/up@q4_0" && $0.reason.contains("not in the expert index") })
+            #expect(
+                r.failures.contains {
+                    $0.name == "variant 5/0/up@q4_0" && $0.reason.contains("not in the expert index")
+                })
             let deleted = try store.write { w in
                 [
                     try w.deleteVariant(.q4_0, of: down),
@@ -145,7 +152,8 @@ import WStoreTestSupport
         do {
             let store = try WeightStore.create(at: path)
             try bytes.withUnsafeBytes {
-                _ = try store.put("up", dtype: .bf16, shape: [64, 64], bytes: $0, codec: .raw, expert: up, variants: [.q8_0, .q4_0])
+                _ = try store.put(
+                    "up", dtype: .bf16, shape: [64, 64], bytes: $0, codec: .raw, expert: up, variants: [.q8_0, .q4_0])
             }
             try store.sync()
         }
@@ -165,7 +173,8 @@ import WStoreTestSupport
         do {
             let store = try WeightStore.create(at: dir.sub("s"))
             try weightLikeBF16(64, seed: 1).withUnsafeBytes {
-                _ = try store.put("t", dtype: .bf16, shape: [2, 32], bytes: $0, expert: ExpertKey(layer: 0, expert: 0, part: "up"))
+                _ = try store.put(
+                    "t", dtype: .bf16, shape: [2, 32], bytes: $0, expert: ExpertKey(layer: 0, expert: 0, part: "up"))
             }
         }
         let reader = try WeightStore.open(at: dir.sub("s"))
