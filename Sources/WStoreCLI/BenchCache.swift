@@ -169,7 +169,7 @@ struct BenchCache: ParsableCommand {
                 })
             else { continue }
             wins.append(
-                "\(CacheBenchFormat.pct(r.residency)): \(best.policy) \(CacheBenchFormat.pct(best.hit_rate)) at \(String(format: "%.3f", best.loads_per_access)) loads/access"
+                "\(CacheBenchFormat.pct(r.residency)): \(best.label) \(CacheBenchFormat.pct(best.hit_rate)) at \(String(format: "%.3f", best.loads_per_access)) loads/access"
             )
         }
         if !wins.isEmpty {
@@ -178,8 +178,10 @@ struct BenchCache: ParsableCommand {
         let baselines: Set = ["lru", "lru-per-layer", "lfu"]
         var beside: [String] = []
         for r in runs {
-            guard let d = r.policies.first(where: { $0.policy == ResidencyPolicyKind.default.rawValue }),
-                let b = r.policies.filter({ baselines.contains($0.policy) }).max(by: { $0.hit_rate < $1.hit_rate })
+            // Exact-only rows: the policies compared at equal expert sizes.
+            let exact = r.policies.filter { ($0.precision ?? "exact") == "exact" }
+            guard let d = exact.first(where: { $0.policy == ResidencyPolicyKind.default.rawValue }),
+                let b = exact.filter({ baselines.contains($0.policy) }).max(by: { $0.hit_rate < $1.hit_rate })
             else { continue }
             beside.append(
                 CacheBenchFormat.pct(r.residency) + String(format: " %+.1f points vs ", (d.hit_rate - b.hit_rate) * 100)
