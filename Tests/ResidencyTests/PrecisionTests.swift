@@ -193,7 +193,7 @@ struct PrecisionTests {
         #expect(m.invariantViolation() == nil)
     }
 
-    @Test(arguments: [ResidencyPolicyKind.lru, .forecast, .leader])
+    @Test(arguments: [ResidencyPolicyKind.lru, .forecast, .adaptive, .leader])
     func upgradesNeverRaceWithPinnedReaders(policy: ResidencyPolicyKind) async throws {
         let dir = TemporaryDirectory()
         let layers = 2, experts = 6

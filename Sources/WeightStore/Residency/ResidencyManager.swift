@@ -35,7 +35,8 @@ import WStoreCore
 /// under a low-bit request loads the smallest copy the request accepts; the expert is
 /// upgraded to exact in the background only when the request allows it and the policy
 /// calls the expert hot (``ResidencyPolicy/upgrades(_:)``: `lru` after four hits on its
-/// low-bit copy, `forecast` when its next use is expected within two tokens), so cold
+/// low-bit copy, `forecast` and `adaptive` when its next use is expected within two tokens,
+/// `leader` by the rule it follows, the others on the next upgrading use), so cold
 /// experts stay low-bit and more of them fit. An upgrade loads the exact copy into a
 /// new buffer; the low-bit copy is freed at once if unpinned, else by the first manager
 /// call that finds it unpinned.
