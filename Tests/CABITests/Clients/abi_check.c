@@ -22,25 +22,7 @@
 
 #include "wstore.h"
 
-static int checks, failures;
-
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        checks++;                                                              \
-        if (!(cond)) {                                                         \
-            failures++;                                                        \
-            printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);             \
-            printf(__VA_ARGS__);                                               \
-            printf(" (last error: %s)\n", wstore_last_error());                \
-        }                                                                      \
-    } while (0)
-
-#define CHECK_RC(call, want)                                                   \
-    do {                                                                       \
-        int rc_ = (call);                                                      \
-        CHECK(rc_ == (want), "%s returned %s, want %s", #call,                 \
-              wstore_status_name(rc_), wstore_status_name(want));              \
-    } while (0)
+#include "check.h"
 
 static unsigned char embed_byte(size_t i) { return (unsigned char)(i * 7 + 3); }
 static unsigned char big_byte(size_t i) { return (unsigned char)(i * 13 + i / 256); }

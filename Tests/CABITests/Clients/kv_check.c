@@ -19,28 +19,10 @@
 
 #include "wstore.h"
 
-static int checks, failures;
 static pthread_mutex_t check_lock = PTHREAD_MUTEX_INITIALIZER;
-
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        pthread_mutex_lock(&check_lock);                                       \
-        checks++;                                                              \
-        if (!(cond)) {                                                         \
-            failures++;                                                        \
-            printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);             \
-            printf(__VA_ARGS__);                                               \
-            printf(" (last error: %s)\n", wstore_last_error());                \
-        }                                                                      \
-        pthread_mutex_unlock(&check_lock);                                     \
-    } while (0)
-
-#define CHECK_RC(call, want)                                                   \
-    do {                                                                       \
-        int rc_ = (call);                                                      \
-        CHECK(rc_ == (want), "%s returned %s, want %s", #call,                 \
-              wstore_status_name(rc_), wstore_status_name(want));              \
-    } while (0)
+#define CHECK_LOCK() pthread_mutex_lock(&check_lock)
+#define CHECK_UNLOCK() pthread_mutex_unlock(&check_lock)
+#include "check.h"
 
 /* The prompt's KV, engine layout: kv[layer][0 = K, 1 = V] of tokens x heads x dim f16. */
 static int L, T, H, D;

@@ -13,25 +13,7 @@
 
 #include "wstore.h"
 
-static int checks, failures;
-
-#define CHECK(cond, ...)                                                       \
-    do {                                                                       \
-        checks++;                                                              \
-        if (!(cond)) {                                                         \
-            failures++;                                                        \
-            printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);             \
-            printf(__VA_ARGS__);                                               \
-            printf(" (last error: %s)\n", wstore_last_error());                \
-        }                                                                      \
-    } while (0)
-
-#define CHECK_RC(call, want)                                                   \
-    do {                                                                       \
-        int rc_ = (call);                                                      \
-        CHECK(rc_ == (want), "%s returned %s, want %s", #call,                 \
-              wstore_status_name(rc_), wstore_status_name(want));              \
-    } while (0)
+#include "check.h"
 
 static float half_to_float(uint16_t h) {
     int e = (h >> 10) & 0x1f, m = h & 0x3ff;
