@@ -25,7 +25,7 @@ import Foundation
 /// Its expected wait is then the way to layer `l` (a fraction of a token) plus
 /// `(1 − p) / p` tokens. Recency and frequency are thus mixed per layer by what the
 /// layer's own routing shows, as ARC mixes them by what its ghost lists show.
-public final class AdaptivePolicy: ResidencyPolicy {
+public final class AdaptivePolicy: RankingPolicy {
     public let name = "adaptive"
     let geometry: ResidencyGeometry
     /// Tokens over which each of the rate estimates halves; the rate is their mean.
@@ -120,9 +120,13 @@ public final class AdaptivePolicy: ResidencyPolicy {
     }
 
     public func victim(for incoming: Int, isPinned: (Int) -> Bool) -> Int? {
+        victim(among: resident.members, for: incoming, isPinned: isPinned)
+    }
+
+    func victim(among members: [Int], for incoming: Int, isPinned: (Int) -> Bool) -> Int? {
         var best = -1, bestScore = Double.infinity
         let L = geometry.layers
-        for id in resident.members where id != incoming && !isPinned(id) {
+        for id in members where id != incoming && !isPinned(id) {
             // Expected tokens until the next use: the way to the layer's next token, then
             // geometric with the per-token chance of use. The furthest leaves (as in MIN).
             let p = min(1, max(score(id), 1e-9))

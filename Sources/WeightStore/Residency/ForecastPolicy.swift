@@ -22,7 +22,7 @@ import Foundation
 ///
 /// Expectations of all layers are on one time scale, so slots flow to the layers where
 /// one more slot saves the most misses, as AdapMoE's per-layer budgets do offline.
-public final class ForecastPolicy: ResidencyPolicy {
+public final class ForecastPolicy: RankingPolicy {
     public let name: String
     let geometry: ResidencyGeometry
     /// The memories of the frequency estimates, in tokens of the layer.
@@ -162,8 +162,12 @@ public final class ForecastPolicy: ResidencyPolicy {
     }
 
     public func victim(for incoming: Int, isPinned: (Int) -> Bool) -> Int? {
+        victim(among: resident.members, for: incoming, isPinned: isPinned)
+    }
+
+    func victim(among members: [Int], for incoming: Int, isPinned: (Int) -> Bool) -> Int? {
         var best = -1, bestWait = -Double.infinity
-        for id in resident.members where id != incoming && !isPinned(id) {
+        for id in members where id != incoming && !isPinned(id) {
             let w = expectedWait(id)
             if w > bestWait {
                 best = id
