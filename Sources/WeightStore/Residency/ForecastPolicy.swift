@@ -29,6 +29,8 @@ public final class ForecastPolicy: RankingPolicy {
     public let halfLives: [Double]
     private let k: Int
     private let decay: [Double]  // per token, one per half-life
+    private let powers: [Double]  // [h * powerCount + n]: pow(decay[h], n), the same values pow gives
+    private static let powerCount = 1024
     private var value: [[Double]]  // [h][id], as of stamp[id], including that token
     private var stamp: [Int]  // the layer's token of the last use, or -1
     private var layerAccesses: [Int]
@@ -57,6 +59,7 @@ public final class ForecastPolicy: RankingPolicy {
         self.halfLives = halfLives
         k = max(1, geometry.topK)
         decay = halfLives.map { exp2(-1 / $0) }
+        powers = decay.flatMap { d in (0 ..< Self.powerCount).map { pow(d, Double($0)) } }
         let n = geometry.count
         value = halfLives.map { _ in Array(repeating: 0, count: n) }
         stamp = Array(repeating: -1, count: n)
@@ -77,10 +80,15 @@ public final class ForecastPolicy: RankingPolicy {
     /// The token of layer `l` whose accesses come next (or are under way).
     @inline(__always) private func token(_ l: Int) -> Int { layerAccesses[l] / k }
 
+    /// `pow(decay[h], n)`, looked up for the usual small `n`.
+    @inline(__always) private func power(_ h: Int, _ n: Int) -> Double {
+        n >= 0 && n < Self.powerCount ? powers[h &* Self.powerCount &+ n] : pow(decay[h], Double(n))
+    }
+
     /// Estimate `h` of the chance that `id` is used by its layer's token `t` (> its last use).
     @inline(__always) private func estimate(_ h: Int, _ id: Int, at t: Int) -> Double {
         guard stamp[id] >= 0 else { return 0 }
-        return (1 - decay[h]) * value[h][id] * pow(decay[h], Double(t - 1 - stamp[id]))
+        return (1 - decay[h]) * value[h][id] * power(h, t - 1 - stamp[id])
     }
 
     /// The mixed chance that `id` is used by its layer's token `t` (> its last use).
@@ -130,7 +138,7 @@ public final class ForecastPolicy: RankingPolicy {
         for h in halfLives.indices { weight[l][h] /= sum }
         // Count the use.
         for h in halfLives.indices {
-            let old = stamp[id] >= 0 ? value[h][id] * pow(decay[h], Double(t - stamp[id])) : 0
+            let old = stamp[id] >= 0 ? value[h][id] * power(h, t - stamp[id]) : 0
             value[h][id] = old + 1
         }
         stamp[id] = t
