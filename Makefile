@@ -120,8 +120,8 @@ bench-check: deps
 bench-thresholds: deps
 	cd Benchmarks && $(SWIFT) package --allow-writing-to-package-directory benchmark thresholds update --no-progress
 
-# Python peers of the load paths (safetensors get_tensor, python-lmdb put/get), run beside
-# wstore in one process tree: Benchmarks/peers.py. Not part of `make test`. python-lmdb
+# Peers of the load paths (cp + sync, safetensors get_tensor, python-lmdb put/get), run beside
+# wstore in one process tree: Benchmarks/peers.py; PEERS_ARGS="--parts pack,kv --repeats 5". Not part of `make test`. python-lmdb
 # goes into the project's venv (.venv) when there is one, else into .venv-bench.
 PEERS_CKPT ?= /tmp/wstore-peers/mixtral.safetensors
 PEERS_STORE ?= /tmp/wstore-peers/mixtral.wstore
@@ -132,7 +132,7 @@ bench-peers: build pydeps
 	$$venv/bin/python -c "import lmdb, safetensors, numpy" 2>/dev/null || $$venv/bin/python -m pip install -q lmdb safetensors numpy; \
 	[ -f $(PEERS_CKPT) ] || { mkdir -p $$(dirname $(PEERS_CKPT)) && $$venv/bin/python Benchmarks/peers_checkpoint.py $(PEERS_CKPT); }; \
 	[ -d $(PEERS_STORE) ] || $(BIN) pack $(PEERS_CKPT) -o $(PEERS_STORE) --quiet; \
-	$$venv/bin/python Benchmarks/peers.py --wstore $(BIN) --checkpoint $(PEERS_CKPT) --store $(PEERS_STORE)
+	$$venv/bin/python Benchmarks/peers.py --wstore $(BIN) --checkpoint $(PEERS_CKPT) --store $(PEERS_STORE) $(PEERS_ARGS)
 
 # libFuzzer over every parser of untrusted bytes (Fuzz/, FuzzTarget in Sources/WStoreFuzzing),
 # FUZZ_SECONDS per target, one target at a time. libFuzzer and ASan come with the Swift

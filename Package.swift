@@ -47,6 +47,7 @@ let package = Package(
             name: "WeightStore",
             dependencies: [
                 "WStoreCore",
+                "WStoreKernels",
                 .product(name: "DequeModule", package: "swift-collections"),
             ]
         ),
@@ -93,7 +94,8 @@ let package = Package(
         .testTarget(
             name: "WStoreFormatsTests",
             dependencies: ["WStoreCore", "WStoreFormats", "WeightStore", "WStoreTestSupport"]),
-        .testTarget(name: "WeightStoreTests", dependencies: ["WeightStore", "WStoreCore", "WStoreTestSupport"]),
+        .testTarget(
+            name: "WeightStoreTests", dependencies: ["WeightStore", "WStoreCore", "WStoreKernels", "WStoreTestSupport"]),
         .testTarget(
             name: "KVCacheTests",
             dependencies: [

@@ -2,13 +2,17 @@
 """Python peers of wstore's load paths, measured in the same run as wstore itself.
 
     python Benchmarks/peers.py --wstore .build/release/wstore --checkpoint model.safetensors \
-        --store model.wstore [--repeats 3] [--kv-chunk-mib 8 --kv-puts 32]
+        --store model.wstore [--repeats 3] [--parts pack,load,kv] [--kv-puts 32]
 
 - safetensors `safe_open(...).get_tensor` of the store's expert tensors, warm and cold
   (the file's pages dropped with posix_fadvise before each expert), beside
   `wstore bench load STORE --experts [--cold] --source CHECKPOINT --json`;
 - python-lmdb put of KV-chunk-sized values (one durable commit per put, as a KV store
-  commits, and with sync off) and get, beside `wstore bench kv --model-shape ...`.
+  commits, and with sync off) and get, of values one KV chunk long, beside `wstore bench kv
+  --model-shape ...` with the raw codec (the same bytes, each request's new chunks in one
+  durable commit) and the lossless one (beside its own encode rate on the same block);
+- `cp` + `sync` of the checkpoint beside `wstore pack --codec raw` and `wstore pack` (the
+  default codec) of it, the checkpoint's pages in memory for both.
 
 Every figure is a ratio against a peer measured in the same run; the machine may be
 shared, so repeat (--repeats) and report ranges. Needs numpy, safetensors and lmdb
@@ -93,7 +97,7 @@ def load_rows(args):
 def lmdb_rows(args):
     import lmdb
 
-    value = np.random.default_rng(1).integers(0, 256, args.kv_chunk_mib << 20, dtype=np.uint8).tobytes()
+    value = np.random.default_rng(1).integers(0, 256, kv_chunk_bytes(args.kv_shape), dtype=np.uint8).tobytes()
     rows = []
     for sync in (True, False):
         d = tempfile.mkdtemp(prefix="peers-lmdb-")
@@ -116,6 +120,34 @@ def lmdb_rows(args):
     return rows
 
 
+def timed(*cmd):
+    t0 = time.perf_counter()
+    subprocess.run(cmd, check=True, capture_output=True)
+    return time.perf_counter() - t0
+
+
+def pack_rows(args):
+    """Seconds of cp + sync, pack --codec raw and pack (default codec) of the checkpoint,
+    each writing a new file or store in a fresh folder beside the peers' store; the
+    checkpoint is read once first so every one of them finds it in memory."""
+    with open(args.checkpoint, "rb") as f:
+        while f.read(64 << 20):
+            pass
+    base = tempfile.mkdtemp(prefix="peers-pack-", dir=os.path.dirname(os.path.abspath(args.store)))
+    try:
+        out = os.path.join(base, "copy.safetensors")
+        cp = timed("sh", "-c", 'cp "$1" "$2" && sync "$2"', "sh", args.checkpoint, out)
+        os.unlink(out)
+        rows = {"cp + sync": cp}
+        for label, extra in (("pack --codec raw", ["--codec", "raw"]), ("pack (default codec)", [])):
+            store = os.path.join(base, "packed.wstore")
+            rows[label] = timed(args.wstore, "pack", args.checkpoint, "-o", store, "--quiet", *extra)
+            shutil.rmtree(store)
+        return rows
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--wstore", required=True)
@@ -123,11 +155,36 @@ def main():
     ap.add_argument("--store", required=True)
     ap.add_argument("--limit", type=int, default=48, help="experts per pass")
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--kv-chunk-mib", type=int, default=8)
     ap.add_argument("--kv-puts", type=int, default=32)
     ap.add_argument("--kv-shape", default="layers=8,kv_heads=8,head_dim=128,dtype=bf16")
+    ap.add_argument("--parts", default="load,kv,pack", help="comma-separated: load, kv, pack")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
+    if "pack" in parts:
+        pack_report(args)
+    if "load" in parts:
+        load_report(args)
+    if "kv" in parts:
+        kv_report(args)
 
+
+def pack_report(args):
+    size = os.path.getsize(args.checkpoint)
+    runs = {}
+    for _ in range(args.repeats):
+        for label, seconds in pack_rows(args).items():
+            runs.setdefault(label, []).append(seconds)
+    print(f"pack beside cp + sync of {size / 2**20:.0f} MiB (same run, {args.repeats} repeats; ranges min-max)")
+    print(f"  {'':22} {'MB/s':>13} {'x cp + sync':>13}")
+    cp = runs["cp + sync"]
+    for label, v in runs.items():
+        mbps = [size / s / 1e6 for s in v]
+        ratio = [c / s for c, s in zip(cp, v)]
+        print(f"  {label:22} {min(mbps):6.0f}-{max(mbps):<6.0f} {min(ratio):6.2f}-{max(ratio):<6.2f}")
+    print()
+
+
+def load_report(args):
     load = {}
     for _ in range(args.repeats):
         for warmth, path, gbps, st in load_rows(args):
@@ -137,22 +194,46 @@ def main():
     for (warmth, path), v in load.items():
         g, s, r = zip(*v)
         print(f"{warmth:5} {path:38} {min(g):5.2f}-{max(g):<6.2f} {min(s):7.2f}-{max(s):<7.2f} {min(r):5.2f}-{max(r):<5.2f}")
-
     print()
-    print(f"python-lmdb put/get of {args.kv_chunk_mib} MiB values, {args.kv_puts} puts, one commit each (writemap)")
-    kv = {}
+
+
+def kv_chunk_bytes(shape, block_tokens=512):
+    """Bytes of one KV chunk of `layers=..,kv_heads=..,head_dim=..,dtype=..` (keys and values)."""
+    f = dict(kv.split("=") for kv in shape.split(","))
+    size = {"bf16": 2, "f16": 2, "f32": 4}[f.get("dtype", "bf16")]
+    return int(f["layers"]) * 2 * int(f["kv_heads"]) * block_tokens * int(f["head_dim"]) * size
+
+
+def kv_report(args):
+    """python-lmdb put of values the size of one wstore KV chunk, beside `wstore bench kv`
+    with the raw codec (the same bytes, committed durably as python-lmdb's sync mode
+    does: msync of the map at each commit, one commit per request's new chunks) and the lossless codec (beside its own encode
+    rate on the same block, measured by bench kv in the same process)."""
+    chunk = kv_chunk_bytes(args.kv_shape)
+    print(f"KV put: python-lmdb and wstore bench kv ({args.kv_shape}, {chunk / 2**20:.0f} MiB chunks; "
+          f"same run, {args.repeats} repeats; ranges min-max)")
+    kv, ratios = {}, {}
     for _ in range(args.repeats):
-        for mode, put, get in lmdb_rows(args):
-            kv.setdefault(mode, []).append((put, get))
-        store = wstore_json(args, "bench", "kv", "--model-shape", args.kv_shape, "--requests", "16",
-                            "--capacity-blocks", "0")
-        s = store.get("store") or store.get("storeReport") or {}
-        if s:
-            kv.setdefault("wstore kv " + s.get("codec", "?"), []).append(
-                (s["putBytes"] / s["putSeconds"] / 1e9, s["getBytes"] / max(s["getSeconds"], 1e-12) / 1e9))
+        peers = {mode: (put, get) for mode, put, get in lmdb_rows(args)}
+        for mode, v in peers.items():
+            kv.setdefault("python-lmdb " + mode, []).append(v)
+        for codec in ("raw", "lossless"):
+            report = wstore_json(args, "bench", "kv", "--model-shape", args.kv_shape, "--requests", "16",
+                                 "--capacity-blocks", "0", "--codec", codec)
+            s = report.get("store") or report.get("storeReport") or {}
+            put = s["putBytes"] / s["putSeconds"] / 1e9
+            kv.setdefault("wstore kv " + codec, []).append(
+                (put, s["getBytes"] / max(s["getSeconds"], 1e-12) / 1e9))
+            if codec == "raw":
+                ratios.setdefault("raw put / python-lmdb put (sync per commit)", []).append(
+                    put / peers["sync per commit"][0])
+            else:
+                ratios.setdefault("lossless put / its encode alone", []).append(put / s["encodeGBps"])
     for mode, v in kv.items():
         p, g = zip(*v)
-        print(f"  {mode:22} put {min(p):5.2f}-{max(p):<5.2f} GB/s   get {min(g):5.2f}-{max(g):<5.2f} GB/s")
+        print(f"  {mode:30} put {min(p):5.2f}-{max(p):<5.2f} GB/s   get {min(g):5.2f}-{max(g):<5.2f} GB/s")
+    for label, r in ratios.items():
+        print(f"  {label:46} {min(r):5.2f}-{max(r):<5.2f}")
 
 
 if __name__ == "__main__":

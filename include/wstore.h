@@ -430,6 +430,97 @@ int wstore_residency_route(wstore_residency *residency, int64_t layer, const int
                            size_t n, int32_t k, double tolerance, int32_t *out_experts, int32_t *swapped,
                            double *mass_given_up);
 
+/* ---------------------------------------------------------------- expert precision */
+
+/**
+ * Precisions of a stored copy of an expert part (format-spec/FORMAT.md §8): the lossless
+ * record, or a quantized variant stored beside it by `wstore pack --expert-variants`.
+ * Ordered by fidelity: exact > q8_0 > q4_0.
+ */
+enum wstore_precision {
+    /** As a minimum: any stored copy (whatever is fastest now). Never a copy's precision. */
+    WSTORE_PRECISION_ANY = -1,
+    /** The lossless record, in the part's own dtype. */
+    WSTORE_PRECISION_EXACT = 0,
+    /** GGML Q8_0 blocks: per 32 elements an f16 scale d, then 32 int8 q; value = q·d. */
+    WSTORE_PRECISION_Q8_0 = 1,
+    /** GGML Q4_0 blocks: per 32 elements an f16 scale d, then 16 bytes, byte j holding element
+     *  j in its low nibble and element j + 16 in its high nibble; value = (nibble − 8)·d. */
+    WSTORE_PRECISION_Q4_0 = 2
+};
+
+/** Flags of wstore_expert_acquire_precision. */
+enum wstore_acquire_flags {
+    /** A copy below exact may be upgraded to exact in the background (when the policy calls
+     *  the expert hot); later acquires then get the exact copy. A handle's bytes never change. */
+    WSTORE_ACQUIRE_UPGRADE = 1
+};
+
+/**
+ * wstore_expert_acquire with a precision request: returns a pinned copy of the expert at
+ * least as precise as `min_precision` (WSTORE_PRECISION_ANY accepts any). The most precise
+ * resident copy accepted is a hit; else a load already in flight of an accepted copy is
+ * joined; else the smallest accepted copy stored is loaded (a fraction of the bytes).
+ * wstore_expert_precision says which copy the handle holds; for a copy below exact, parts
+ * that have a variant hold its raw blocks (wstore_expert_part.dtype WSTORE_DTYPE_GGML, see
+ * wstore_expert_part_blocks) and the others their exact bytes. WSTORE_PRECISION_EXACT with
+ * flags 0 is wstore_expert_acquire.
+ * Errors: as wstore_expert_acquire; WSTORE_E_INVALID_ARGUMENT for an unknown precision or flag.
+ */
+int wstore_expert_acquire_precision(wstore_residency *residency, int64_t layer, int64_t expert,
+                                    int32_t min_precision, uint32_t flags, wstore_expert **out);
+
+/**
+ * wstore_expert_acquire_many with a precision request (as wstore_expert_acquire_precision):
+ * each expert of the set is pinned at the most precise copy accepted that is resident, or
+ * loaded at the smallest accepted one; the set may mix precisions.
+ */
+int wstore_expert_acquire_many_precision(wstore_residency *residency, int64_t layer, const int64_t *experts,
+                                         size_t count, int32_t min_precision, uint32_t flags,
+                                         wstore_expert **out, int *hits);
+
+/** The precision of the copy `expert` holds (an enum wstore_precision code, never ANY) in *precision. */
+int wstore_expert_precision(const wstore_expert *expert, int32_t *precision);
+
+/**
+ * How one part of a pinned expert is laid out: its precision and, for blocks, where the
+ * scale and the quants sit in each block. Blocks run along the last dimension of `shape`
+ * (C order); block b covers elements 32·b ..< 32·b + 32 of the flattened part.
+ * value = (q − zero_point) · scale, with q the quant read as `quant_signed` integers of
+ * `quant_bits` bits (Q4_0: the low nibbles of bytes 0..15 are elements 0..15, the high
+ * nibbles elements 16..31). For an exact part the block fields are 0.
+ */
+typedef struct wstore_part_blocks {
+    int32_t precision;      /**< an enum wstore_precision code */
+    int32_t dtype;          /**< an enum wstore_dtype code: the part's own, or WSTORE_DTYPE_GGML */
+    uint32_t ggml_type;     /**< 8 (Q8_0), 2 (Q4_0); 0 for exact */
+    int32_t block_elements; /**< 32 */
+    int32_t block_bytes;    /**< 34 (Q8_0), 18 (Q4_0) */
+    int32_t scale_offset;   /**< byte offset of the scale in a block: 0 */
+    int32_t scale_dtype;    /**< WSTORE_DTYPE_F16 */
+    int32_t quant_offset;   /**< byte offset of the quants in a block: 2 */
+    int32_t quant_bits;     /**< 8 (Q8_0), 4 (Q4_0) */
+    int32_t quant_signed;   /**< 1 (Q8_0: int8), 0 (Q4_0: unsigned nibbles) */
+    int32_t zero_point;     /**< 0 (Q8_0), 8 (Q4_0) */
+    int64_t elements;       /**< logical elements of the part */
+    int64_t blocks;         /**< elements / block_elements; 0 for exact */
+} wstore_part_blocks;
+
+/** Fills *out with the layout of part `part` of a pinned expert. Errors: WSTORE_E_NOT_FOUND (no such part). */
+int wstore_expert_part_blocks(const wstore_expert *expert, const char *part, wstore_part_blocks *out);
+
+/**
+ * Writes part `part`'s values as `dtype` (WSTORE_DTYPE_F32, _F16 or _BF16) into the first
+ * elements × the dtype's size bytes of `out` (out_size at least that): blocks are dequantized by the
+ * vectorized kernel (bit-identical to ggml's reference), exact f32/f16/bf16 parts converted
+ * (copied when already `dtype`). Safe from many threads on one handle.
+ * Errors: WSTORE_E_NOT_FOUND (no such part); WSTORE_E_INVALID_ARGUMENT for another dtype, a
+ * NULL `out`, or an exact part of another dtype; WSTORE_E_BUFFER_TOO_SMALL when out_size is
+ * smaller.
+ */
+int wstore_expert_dequantize(const wstore_expert *expert, const char *part, int32_t dtype, void *out,
+                             size_t out_size);
+
 /* ---------------------------------------------------------------- KV cache */
 
 /**
@@ -547,7 +638,10 @@ typedef struct wstore_kv_lookup_result {
  * into the caller's buffers `layers[0 ..< n_layers]` (which must hold
  * n_tokens tokens at their strides, with the dtype, heads and head_dim the chunks were
  * stored with), every checksum checked, on a read transaction. Tokens past the prefix
- * are not written. *out says how many tokens were delivered.
+ * are not written, except by a remote tier: its chunks are decoded in place as they
+ * arrive, so after one that failed its checks (a miss, counted in damaged_remote) the
+ * rows past the prefix delivered may hold unspecified bytes. *out says how many tokens
+ * were delivered.
  * A damaged chunk ends the prefix there: the chunks before it are delivered, out->damaged
  * is 1 and wstore_last_error() names the chunk and the damage, and the call still returns
  * WSTORE_OK (the destination rows of the damaged chunk hold unspecified bytes).

@@ -282,6 +282,81 @@ def permission_checks(wstore, store, work, failures):
         shutil.rmtree(base, ignore_errors=True)
 
 
+def stores_variants(wstore, work, timeout, expected):
+    """A store with q8_0 and q4_0 expert variants (sample, export, pack), and its readers' outputs."""
+    sample, src, path = (os.path.join(work, n) for n in ("vsample", "vsrc.safetensors", "variants"))
+    subprocess.run([wstore, "sample", sample, "--layers", "2", "--experts", "4", "--quiet"], check=True)
+    subprocess.run([wstore, "export", sample, "-o", src, "--quiet"], check=True)
+    subprocess.run([wstore, "pack", src, "-o", path, "--expert-variants", "q8_0,q4_0", "--quiet"], check=True)
+    out = os.path.join(work, "variants.ref.safetensors")
+    for r, cmd in readers(wstore, path, out, False).items():
+        rc, so, se = run(cmd, timeout)
+        if rc != 0:
+            sys.exit(f"undamaged variants store: {r} failed: {se.decode(errors='replace')}")
+        expected[("variants", r)] = normalize(r, so, path)
+    expected[("variants", "export-bytes")] = open(out, "rb").read()
+    return path
+
+
+def corrupt_variant(buf, lay, rng):
+    """One bit flip (or two) in a variant record's header or blocks, or in a variants key."""
+    recs = lay.records["variants"]
+    if not recs:
+        sys.exit("the variants store has no variants sub-database records")
+    off, size = rng.choice(recs)
+    where = rng.random()
+    if where < 0.15:
+        ko, ks, _, _ = rng.choice([n for n in lay.leaf_nodes["variants"] if n[1] > 0])
+        flip(buf, ko + rng.randrange(ks), rng)
+        return "variants key bit flip"
+    hl = min(max(struct.unpack_from("<I", buf, off + 8)[0], 64), size)
+    if where < 0.5:
+        at = rng.randrange(hl)
+        flip(buf, off + at, rng)
+        return f"variant record header byte {at}"
+    stored = min(struct.unpack_from("<Q", buf, off + 32)[0], size - hl)
+    at = hl + rng.randrange(max(1, stored))
+    flip(buf, off + at, rng, rng.randint(1, 2))
+    return f"variant blocks byte {at - hl}"
+
+
+def check_trial(wstore, args, t, name, kind, what, trial, is_kv, expected, counts, failures, work):
+    """Runs every reader on the damaged copy at `trial` and records what each did."""
+    out = os.path.join(work, "out.safetensors")
+    if os.path.exists(out):
+        os.remove(out)
+    results = {}
+    for r, cmd in readers(wstore, trial, out, is_kv).items():
+        rc, so, se = run(cmd, args.timeout)
+        results[r] = rc
+        problem = None
+        if rc == "hang":
+            problem = "hang"
+        elif rc < 0 or rc >= 128:
+            problem = f"signal (exit {rc})"
+        elif rc == 1 and r in ("verify", "kv-verify") and so:
+            counts["damage reported"] += 1  # a report on stdout, each damaged entry named
+        elif rc != 0:
+            lines = [l for l in se.decode(errors="replace").splitlines() if l.strip()]
+            if len(lines) != 1:
+                problem = f"error of {len(lines)} lines: {se[:300]!r}"
+            else:
+                counts["clean error"] += 1
+        else:
+            if normalize(r, so, trial) != expected[(name, r)]:
+                problem = "silent wrong output"
+            elif r == "export" and open(out, "rb").read() != expected[(name, "export-bytes")]:
+                problem = "silent wrong bytes"
+            else:
+                counts["right output"] += 1
+        if problem:
+            failures.append(f"trial {t} ({name}, {kind}: {what}): {r}: {problem}")
+            if args.keep:
+                shutil.copytree(trial, os.path.join(os.getcwd(), f"sweep-fail-{t}"), dirs_exist_ok=True)
+    if not is_kv and results.get("verify") == 0 and any(v != 0 for v in results.values()):
+        failures.append(f"trial {t} ({name}, {kind}: {what}): verify passed, another reader failed: {results}")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--wstore", required=True)
@@ -289,6 +364,8 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--timeout", type=float, default=60)
     ap.add_argument("--keep", action="store_true", help="keep the failing stores")
+    ap.add_argument("--variant-trials", type=int, default=None,
+                    help="trials on a store with expert variants (default: a tenth of --trials, at least 20)")
     args = ap.parse_args()
     wstore = os.path.abspath(args.wstore)
     rng = random.Random(args.seed)
@@ -339,40 +416,24 @@ def main():
             with open(os.path.join(trial, "data.mdb"), "wb") as f:
                 f.write(data)
             by_kind[kind] += 1
-            out = os.path.join(work, "out.safetensors")
-            if os.path.exists(out):
-                os.remove(out)
-            results = {}
-            for r, cmd in readers(wstore, trial, out, is_kv).items():
-                rc, so, se = run(cmd, args.timeout)
-                results[r] = rc
-                problem = None
-                if rc == "hang":
-                    problem = "hang"
-                elif rc < 0 or rc >= 128:
-                    problem = f"signal (exit {rc})"
-                elif rc == 1 and r in ("verify", "kv-verify") and so:
-                    counts["damage reported"] += 1  # a report on stdout, each damaged entry named
-                elif rc != 0:
-                    lines = [l for l in se.decode(errors="replace").splitlines() if l.strip()]
-                    if len(lines) != 1:
-                        problem = f"error of {len(lines)} lines: {se[:300]!r}"
-                    else:
-                        counts["clean error"] += 1
-                else:
-                    if normalize(r, so, trial) != expected[(name, r)]:
-                        problem = "silent wrong output"
-                    elif r == "export" and open(out, "rb").read() != expected[(name, "export-bytes")]:
-                        problem = "silent wrong bytes"
-                    else:
-                        counts["right output"] += 1
-                if problem:
-                    failures.append(f"trial {t} ({name}, {kind}: {what}): {r}: {problem}")
-                    if args.keep:
-                        shutil.copytree(trial, os.path.join(os.getcwd(), f"sweep-fail-{t}"), dirs_exist_ok=True)
-            if not is_kv and results.get("verify") == 0 and any(v != 0 for v in results.values()):
-                failures.append(f"trial {t} ({name}, {kind}: {what}): verify passed, another reader failed: {results}")
-        print(f"{args.trials} trials ({', '.join(f'{k} {v}' for k, v in sorted(by_kind.items()))})")
+            check_trial(wstore, args, t, name, kind, what, trial, is_kv, expected, counts, failures, work)
+        # Damage to quantized expert variants (FORMAT.md §8), on a store of their own with a
+        # generator of its own, so the trials above stay the same seed for seed.
+        vrng = random.Random(args.seed * 7919 + 1)
+        vpath = stores_variants(wstore, work, args.timeout, expected)
+        vtrials = args.variant_trials if args.variant_trials is not None else max(20, args.trials // 10)
+        for t in range(vtrials):
+            trial = os.path.join(work, "trial")
+            shutil.rmtree(trial, ignore_errors=True)
+            os.mkdir(trial)
+            data = bytearray(open(os.path.join(vpath, "data.mdb"), "rb").read())
+            what = corrupt_variant(data, Layout(bytes(data)), vrng)
+            with open(os.path.join(trial, "data.mdb"), "wb") as f:
+                f.write(data)
+            by_kind["variant"] += 1
+            check_trial(wstore, args, f"v{t}", "variants", "variant", what, trial, False, expected, counts, failures,
+                        work)
+        print(f"{args.trials} + {vtrials} variant trials ({', '.join(f'{k} {v}' for k, v in sorted(by_kind.items()))})")
         print(f"reader runs: {counts['clean error']} clean one-line errors, {counts['damage reported']} verify reports "
               f"of damage, {counts['right output']} right outputs, "
               f"{len(failures)} failures")

@@ -1,5 +1,6 @@
 // See include/wstore_kernels.h.
 #include "wstore_kernels.h"
+#include "kernels_internal.h"
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -27,7 +28,7 @@ static float max_portable(const float *x, size_t n) {
     return m;
 }
 
-static float half_to_float(uint16_t h) {
+float wsk_internal_half_to_float(uint16_t h) {
     uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
     if (exp == 0) {
         if (man == 0) bits = sign;
@@ -43,7 +44,7 @@ static float half_to_float(uint16_t h) {
     return f;
 }
 
-static uint16_t float_to_half(float f) {
+uint16_t wsk_internal_float_to_half(float f) {
     uint32_t x;
     memcpy(&x, &f, 4);
     uint32_t sign = (x >> 16) & 0x8000;
@@ -278,17 +279,17 @@ __attribute__((target("avx2,fma"))) static float max_avx2(const float *x, size_t
 __attribute__((target("avx2,f16c"))) static void f16_to_f32_f16c(const uint16_t *src, float *dst, size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(dst + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(src + i))));
-    for (; i < n; i++) dst[i] = half_to_float(src[i]);
+    for (; i < n; i++) dst[i] = wsk_internal_half_to_float(src[i]);
 }
 
 __attribute__((target("avx2,f16c"))) static void f32_to_f16_f16c(const float *src, uint16_t *dst, size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8)
         _mm_storeu_si128((__m128i *)(dst + i), _mm256_cvtps_ph(_mm256_loadu_ps(src + i), _MM_FROUND_TO_NEAREST_INT));
-    for (; i < n; i++) dst[i] = float_to_half(src[i]);
+    for (; i < n; i++) dst[i] = wsk_internal_float_to_half(src[i]);
 }
 
-static int cpu_ok(void) {
+int wsk_internal_cpu_ok(void) {
     static _Atomic int cached = -1;
     int c = atomic_load_explicit(&cached, memory_order_relaxed);
     if (c < 0) {
@@ -299,12 +300,12 @@ static int cpu_ok(void) {
     return c;
 }
 #else
-static int cpu_ok(void) { return 0; }
+int wsk_internal_cpu_ok(void) { return 0; }
 #endif
 
 // MARK: entry points
 
-int wsk_has_avx2(void) { return cpu_ok(); }
+int wsk_has_avx2(void) { return wsk_internal_cpu_ok(); }
 
 int wsk_has_avx512(void) {
 #ifdef WSK_X86
@@ -316,7 +317,7 @@ int wsk_has_avx512(void) {
 
 void wsk_pack_panels(const float *k, size_t n, size_t d, float *panels) {
 #ifdef WSK_X86
-    if (cpu_ok()) { pack_panels_avx2(k, n, d, panels); return; }
+    if (wsk_internal_cpu_ok()) { pack_panels_avx2(k, n, d, panels); return; }
 #endif
     size_t panelCount = (n + 15) / 16;
     for (size_t p = 0; p < panelCount; p++) {
@@ -350,37 +351,37 @@ void wsk_panel_dots(const float *q, size_t m, const float *panels, size_t n, siz
                     float *out, size_t ldo) {
 #ifdef WSK_X86
     if (wsk_has_avx512()) { panel_dots_avx512(q, m, panels, n, d, scale, out, ldo); return; }
-    if (cpu_ok()) { panel_dots_avx2(q, m, panels, n, d, scale, out, ldo); return; }
+    if (wsk_internal_cpu_ok()) { panel_dots_avx2(q, m, panels, n, d, scale, out, ldo); return; }
 #endif
     panel_dots_portable(q, m, panels, n, d, scale, out, ldo);
 }
 
 double wsk_exp_shift_sum(float *x, size_t n, float shift) {
 #ifdef WSK_X86
-    if (cpu_ok()) return exp_avx2(x, n, shift);
+    if (wsk_internal_cpu_ok()) return exp_avx2(x, n, shift);
 #endif
     return exp_portable(x, n, shift);
 }
 
 float wsk_max(const float *x, size_t n) {
 #ifdef WSK_X86
-    if (cpu_ok()) return max_avx2(x, n);
+    if (wsk_internal_cpu_ok()) return max_avx2(x, n);
 #endif
     return max_portable(x, n);
 }
 
 void wsk_f16_to_f32(const uint16_t *src, float *dst, size_t n) {
 #ifdef WSK_X86
-    if (cpu_ok()) { f16_to_f32_f16c(src, dst, n); return; }
+    if (wsk_internal_cpu_ok()) { f16_to_f32_f16c(src, dst, n); return; }
 #endif
-    for (size_t i = 0; i < n; i++) dst[i] = half_to_float(src[i]);
+    for (size_t i = 0; i < n; i++) dst[i] = wsk_internal_half_to_float(src[i]);
 }
 
 void wsk_f32_to_f16(const float *src, uint16_t *dst, size_t n) {
 #ifdef WSK_X86
-    if (cpu_ok()) { f32_to_f16_f16c(src, dst, n); return; }
+    if (wsk_internal_cpu_ok()) { f32_to_f16_f16c(src, dst, n); return; }
 #endif
-    for (size_t i = 0; i < n; i++) dst[i] = float_to_half(src[i]);
+    for (size_t i = 0; i < n; i++) dst[i] = wsk_internal_float_to_half(src[i]);
 }
 
 // MARK: quantization loops
@@ -456,28 +457,28 @@ __attribute__((target("avx2"))) static void minmax_avx2(const float *x, size_t n
 void wsk_quantize(const float *x, size_t n, const float *m, const float *inv, int per_element, float levels,
                   uint8_t *out) {
 #ifdef WSK_X86
-    if (cpu_ok()) { quantize_avx2(x, n, m, inv, per_element, levels, out); return; }
+    if (wsk_internal_cpu_ok()) { quantize_avx2(x, n, m, inv, per_element, levels, out); return; }
 #endif
     quantize_body(x, n, m, inv, per_element, levels, out);
 }
 
 void wsk_dequantize(const uint8_t *codes, size_t n, const float *m, const float *s, int per_element, float *out) {
 #ifdef WSK_X86
-    if (cpu_ok()) { dequantize_avx2(codes, n, m, s, per_element, out); return; }
+    if (wsk_internal_cpu_ok()) { dequantize_avx2(codes, n, m, s, per_element, out); return; }
 #endif
     dequantize_body(codes, n, m, s, per_element, out);
 }
 
 void wsk_minmax_update(const float *x, size_t n, float *lo, float *hi) {
 #ifdef WSK_X86
-    if (cpu_ok()) { minmax_update_avx2(x, n, lo, hi); return; }
+    if (wsk_internal_cpu_ok()) { minmax_update_avx2(x, n, lo, hi); return; }
 #endif
     minmax_update_body(x, n, lo, hi);
 }
 
 void wsk_minmax(const float *x, size_t n, float *lo, float *hi) {
 #ifdef WSK_X86
-    if (cpu_ok()) { minmax_avx2(x, n, lo, hi); return; }
+    if (wsk_internal_cpu_ok()) { minmax_avx2(x, n, lo, hi); return; }
 #endif
     minmax_body(x, n, lo, hi);
 }

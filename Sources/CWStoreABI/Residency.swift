@@ -2,8 +2,8 @@ import CWStoreHeader
 import WStoreCore
 import WeightStore
 
-/// What a `wstore_residency *` handle names: the manager, and per expert its parts as the
-/// C array a handle lends (names, offsets, dtypes and shapes from the manager's own
+/// What a `wstore_residency *` handle names: the manager, and per copy of each expert
+/// (exact, and each low-bit variant) its parts as the C array a handle lends (names, offsets, dtypes and shapes from the manager's own
 /// layouts, made once at open; only the data pointers differ per handle).
 ///
 /// Referenced by the residency table until `wstore_residency_close` and by every live
@@ -12,7 +12,8 @@ import WeightStore
 /// `@unchecked Sendable`: everything is written in `init` and never again.
 final class ResidencyBox: @unchecked Sendable {
     let manager: ResidencyManager
-    /// Per expert id: its parts with `data` as the offset into its buffer; nil when not indexed.
+    /// Per expert id and precision (``copyIndex(_:_:)``): its parts with `data` as the
+    /// offset into its buffer; nil when that copy is not stored.
     private let templates: [UnsafeMutableBufferPointer<wstore_expert_part>?]
     private var owned: [UnsafeMutableRawPointer] = []
 
@@ -22,8 +23,12 @@ final class ResidencyBox: @unchecked Sendable {
         var owned: [UnsafeMutableRawPointer] = []
         var templates: [UnsafeMutableBufferPointer<wstore_expert_part>?] = []
         let g = manager.geometry
-        for id in 0 ..< g.count {
-            guard let layout = manager.layout(layer: id / g.experts, expert: id % g.experts) else {
+        precondition(ExpertPrecision.allCases == [.exact, .q8_0, .q4_0], "copyIndex lists every precision")
+        for index in 0 ..< g.count * ExpertPrecision.allCases.count {
+            let id = index / ExpertPrecision.allCases.count
+            let precision = ExpertPrecision.allCases[index % ExpertPrecision.allCases.count]
+            guard let layout = manager.layout(layer: id / g.experts, expert: id % g.experts, precision: precision)
+            else {
                 templates.append(nil)
                 continue
             }
@@ -58,10 +63,22 @@ final class ResidencyBox: @unchecked Sendable {
         for p in owned { if names.contains(p) { Posix.freeCString(p) } else { p.deallocate() } }
     }
 
-    /// The parts of `slot`'s expert with `data` as offsets into its buffer.
+    /// The parts of copy `slot` with `data` as offsets into its buffer.
     @inline(__always)
     func template(of slot: ExpertSlot) -> UnsafeMutableBufferPointer<wstore_expert_part> {
-        templates[manager.geometry.id(layer: slot.layer, expert: slot.expert)].unsafelyUnwrapped
+        templates[Self.copyIndex(manager.geometry.id(layer: slot.layer, expert: slot.expert), slot.precision)]
+            .unsafelyUnwrapped
+    }
+
+    /// The index of the copy of expert `id` at `precision` in the templates.
+    @inline(__always) static func copyIndex(_ id: Int, _ precision: ExpertPrecision) -> Int {
+        let p: Int
+        switch precision {
+        case .exact: p = 0
+        case .q8_0: p = 1
+        case .q4_0: p = 2
+        }
+        return id * 3 + p
     }
 }
 
@@ -108,12 +125,12 @@ final class PinnedExpert: ManagedBuffer<PinnedHeader, wstore_expert_part> {
 let residencies = HandleTable<ResidencyBox>(.residency)
 let experts = HandleTable<PinnedExpert>(.expert)
 
-private func residencyFrom(_ p: OpaquePointer?) throws -> ResidencyBox {
+func residencyFrom(_ p: OpaquePointer?) throws -> ResidencyBox {
     guard let box = residencies.lookup(try required(p, "residency")) else { throw ABIError.invalidHandle("residency") }
     return box
 }
 
-private func expertFrom(_ p: OpaquePointer?) throws -> PinnedExpert {
+func expertFrom(_ p: OpaquePointer?) throws -> PinnedExpert {
     guard let e = experts.lookup(try required(p, "expert")) else { throw ABIError.invalidHandle("expert") }
     return e
 }
@@ -181,28 +198,34 @@ public func wstore_expert_acquire_many(
     _ count: Int, _ out: UnsafeMutablePointer<OpaquePointer?>?,
     _ hits: UnsafeMutablePointer<Int32>?
 ) -> Int32 {
-    guarded {
-        let box = try residencyFrom(residency)
-        guard count >= 0 else { throw ABIError.invalidArgument("count \(count) is negative") }
-        guard count > 0 else { return }
-        let list = try required(list, "experts"), out = try required(out, "out")
-        let (slots, wasHit) = try box.manager.acquirePinned(
-            layer: Int(clamping: layer),
-            experts: UnsafeBufferPointer(start: list, count: count).map { Int(clamping: $0) })
-        // Every pin is owned by an object first, so an early exit gives back the rest.
-        let pinned = slots.enumerated().map { PinnedExpert.make(pinned: $1, hit: wasHit[$0], owner: box) }
-        var made: [OpaquePointer] = []
-        do {
-            for e in pinned { made.append(try experts.insert(e)) }
-        } catch {
-            // All or none: give back the handles made so far.
-            for h in made { _ = experts.remove(h) }
-            throw error
-        }
-        for i in 0 ..< count {
-            out[i] = made[i]
-            hits?[i] = wasHit[i] ? 1 : 0
-        }
+    guarded { try acquireMany(residency, layer, list, count, .exact, out, hits) }
+}
+
+/// `wstore_expert_acquire_many` under a precision request.
+func acquireMany(
+    _ residency: OpaquePointer?, _ layer: Int64, _ list: UnsafePointer<Int64>?, _ count: Int,
+    _ request: PrecisionRequest, _ out: UnsafeMutablePointer<OpaquePointer?>?, _ hits: UnsafeMutablePointer<Int32>?
+) throws {
+    let box = try residencyFrom(residency)
+    guard count >= 0 else { throw ABIError.invalidArgument("count \(count) is negative") }
+    guard count > 0 else { return }
+    let list = try required(list, "experts"), out = try required(out, "out")
+    let (slots, wasHit) = try box.manager.acquirePinned(
+        layer: Int(clamping: layer),
+        experts: UnsafeBufferPointer(start: list, count: count).map { Int(clamping: $0) }, precision: request)
+    // Every pin is owned by an object first, so an early exit gives back the rest.
+    let pinned = slots.enumerated().map { PinnedExpert.make(pinned: $1, hit: wasHit[$0], owner: box) }
+    var made: [OpaquePointer] = []
+    do {
+        for e in pinned { made.append(try experts.insert(e)) }
+    } catch {
+        // All or none: give back the handles made so far.
+        for h in made { _ = experts.remove(h) }
+        throw error
+    }
+    for i in 0 ..< count {
+        out[i] = made[i]
+        hits?[i] = wasHit[i] ? 1 : 0
     }
 }
 

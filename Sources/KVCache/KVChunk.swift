@@ -17,9 +17,11 @@ package enum KVChunk {
         threads: Int = 1
     ) throws -> [UInt8] {
         let tensors = kv.layers.flatMap { [$0.keys, $0.values] }
-        var records = [[UInt8]](repeating: [], count: tensors.count)
-        let sink = UncheckedSendable(UnsafeMutableBufferPointer<[UInt8]>.allocate(capacity: tensors.count))
-        sink.value.initialize(repeating: [])
+        // Each record encoded (compressed or hashed) on its own thread, then written once,
+        // straight into its place in the chunk.
+        let sink = UncheckedSendable(
+            UnsafeMutableBufferPointer<(record: EncodedRecord, source: [UInt8])?>.allocate(capacity: tensors.count))
+        sink.value.initialize(repeating: nil)
         defer {
             sink.value.deinitialize()
             sink.value.deallocate()
@@ -29,11 +31,12 @@ package enum KVChunk {
                 tensors[i], isKeys: i % 2 == 0, binding: recordBinding(key: key, index: i),
                 codec: codec, kivi: kivi)
         }
-        for i in records.indices { records[i] = sink.value[i] }
+        let records = sink.value.map { $0! }
         let first = kv.layers[0].keys
         let tableSize = 16 * records.count
         var header = [UInt8](repeating: 0, count: fixedHeaderSize + tableSize)
         var offset = header.count
+        var starts: [Int] = []
         header.withUnsafeMutableBytes { b in
             func put<T: FixedWidthInteger>(_ v: T, _ at: Int) {
                 b.storeBytes(of: v.littleEndian, toByteOffset: at, as: T.self)
@@ -50,16 +53,25 @@ package enum KVChunk {
             put(UInt32(kivi.residual), 28)
             for (i, r) in records.enumerated() {
                 put(UInt64(offset), fixedHeaderSize + 16 * i)
-                put(UInt64(r.count), fixedHeaderSize + 16 * i + 8)
-                offset += r.count
+                put(UInt64(r.record.totalSize), fixedHeaderSize + 16 * i + 8)
+                starts.append(offset)
+                offset += r.record.totalSize
             }
             put(UInt64(offset), 32)
             put(headerChecksum(UnsafeRawBufferPointer(b), key: key), 40)
         }
-        var out = header
-        out.reserveCapacity(offset)
-        for r in records { out.append(contentsOf: r) }
-        return out
+        return try [UInt8](unsafeUninitializedCapacity: offset) { out, count in
+            let base = UnsafeMutableRawBufferPointer(out)
+            header.withUnsafeBytes { base.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+            let dst = UncheckedSendable(base)
+            try parallelFor(records.count, threads: threads) { i, _ in
+                let (record, source) = records[i]
+                let slot = UnsafeMutableRawBufferPointer(
+                    rebasing: dst.value[starts[i] ..< starts[i] + record.totalSize])
+                source.withUnsafeBytes { record.write(into: slot, source: $0) }
+            }
+            count = offset
+        }
     }
 
     /// What binds record `index` (2·layer for keys, 2·layer+1 for values) of chunk `key`:
@@ -73,7 +85,7 @@ package enum KVChunk {
     private static func encodeTensor(
         _ t: KVTensor, isKeys: Bool, binding: UInt64, codec: KVCodec,
         kivi: KIVIOptions
-    ) throws -> [UInt8] {
+    ) throws -> (record: EncodedRecord, source: [UInt8]) {
         var options = EncodeOptions()
         options.codec = codec == .raw ? .raw : .zstd
         options.minSavings = 0
@@ -89,9 +101,7 @@ package enum KVChunk {
                 try RecordEncoder.encode($0, dtype: t.dtype, shape: t.shape, binding: binding, options: options)
             }
         }
-        var out = [UInt8](repeating: 0, count: rec.totalSize)
-        source.withUnsafeBytes { src in out.withUnsafeMutableBytes { rec.write(into: $0, source: src) } }
-        return out
+        return (rec, source)
     }
 
     /// xxh3 of the header with its checksum field (bytes 40..<48) left out; from version 2

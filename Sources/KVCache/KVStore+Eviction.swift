@@ -128,7 +128,7 @@ extension KVStore {
         value: [UInt8], counters: inout Counters, rawBytes: Int
     ) throws {
         counters.clock += 1
-        try value.withUnsafeBytes { try txn.put(chunks, PrefixKey.bytes(key), $0) }
+        try value.withUnsafeBytes { try env.put(txn, chunks, PrefixKey.bytes(key), $0) }
         try putNode(
             txn, key,
             Node(

@@ -146,7 +146,9 @@ extension KVStore {
         // Where the local prefix ends intact, the shared remote tier may continue it
         // (outside the read transaction: its chunks are written into the local tier).
         guard remote != nil, found.damage == nil else { return found }
-        let more = remoteContinuation(keys: keys, localChunks: found.chunks, localKV: found.kv, model: model)
+        let more = try remoteContinuation(
+            keys: keys, localChunks: found.chunks, target: .tensors(shape: found.kv.map(Shape.init)), model: model
+        ).parts
         guard !more.isEmpty else { return found }
         let kv = try KVCacheData.concatenate((found.kv.map { [$0] } ?? []) + more)
         return Lookup(tokens: kv.tokens, kv: kv, chunks: found.chunks + more.count, remoteChunks: more.count)
@@ -154,7 +156,10 @@ extension KVStore {
 
     /// Finds the longest cached prefix of `tokens` and decodes it straight into the
     /// caller's buffers `layers` (one view per layer, holding `tokens.count` tokens), every
-    /// checksum checked, on a read transaction. Tokens past the prefix are not written.
+    /// checksum checked, on a read transaction. Tokens past the prefix are not written,
+    /// except by a remote tier: its chunks are decoded straight into their place as they
+    /// arrive, so after a remote chunk that failed its checks the rows past the prefix
+    /// delivered may hold unspecified bytes.
     ///
     /// A damaged chunk ends the prefix there: the chunks before it are delivered and the
     /// damage is in ``Delivered/damage`` (the rows of the damaged chunk then hold
@@ -195,14 +200,12 @@ extension KVStore {
         }
         noteLookup(keys, asked: tokens.count, delivered.chunks, damaged: delivered.damage != nil)
         guard remote != nil, delivered.damage == nil else { return delivered }
-        let more = remoteContinuation(keys: keys, localChunks: delivered.chunks, localKV: nil, model: model)
+        // Remote chunks are decoded straight into the buffers, at their place in the prompt.
+        let more = try remoteContinuation(
+            keys: keys, localChunks: delivered.chunks, target: .buffers(layers), model: model)
         var out = delivered
-        for part in more {
-            guard out.tokens + part.tokens <= tokens.count else { break }
-            try deliver(part, into: layers, at: out.tokens)
-            out.tokens += part.tokens
-            out.chunks += 1
-        }
+        out.tokens += more.chunks * options.chunkTokens
+        out.chunks += more.chunks
         return out
     }
 

@@ -19,55 +19,65 @@ extension KVStore {
         return tier.readerExists(rk)
     }
 
-    /// Continues a local prefix of `local` chunks from the remote tier.
+    /// Where a lookup's remote chunks go: new tensors (``lookup(tokens:model:salt:)``), or
+    /// straight into the caller's buffers (``lookup(tokens:model:salt:into:)``).
+    enum RemoteTarget {
+        /// Decode each chunk into tensors of its own; `shape` is the local prefix's, if any.
+        case tensors(shape: Shape?)
+        /// Decode chunk `j` of the continuation into `layers` from token (local chunks + `j`) × chunk tokens on.
+        case buffers([KVLayerView])
+    }
+
+    /// What ``remoteContinuation(keys:localChunks:target:model:)`` delivered: the chunks
+    /// found, and for ``RemoteTarget/tensors(shape:)`` their KV.
+    struct RemoteRun {
+        var chunks = 0
+        var parts: [KVCacheData] = []
+    }
+
+    /// Continues a local prefix of `localChunks` chunks from the remote tier.
     ///
     /// The next keys are probed in one pipelined round trip and the leading run that exists is
-    /// fetched; each value is fully decoded (header and record checksums, both bound to the
-    /// chunk's key, so a value stored under another key fails too) and must hold
+    /// fetched; each value is decoded on a worker as soon as it arrives, while later ones are
+    /// still on the wire, checking the header and every record checksum (all bound to the
+    /// chunk's key, so a value stored under another key fails too). A chunk must hold
     /// ``Options/chunkTokens`` tokens of the same shape as the rest of the prefix: a value that
-    /// fails is a miss (counted in ``KVTierStats/damagedRemote``) and ends the prefix. The chunks
-    /// found are written into the local tier (its budget and eviction apply) unless the handle
-    /// is read-only.
-    func remoteContinuation(keys: [UInt64], localChunks: Int, localKV: KVCacheData?, model: String) -> [KVCacheData] {
-        guard let tier = remote?.tier else { return [] }
+    /// fails is a miss (counted in ``KVTierStats/damagedRemote``) and ends the prefix. The
+    /// chunks found are written into the local tier (its budget and eviction apply) unless the
+    /// handle is read-only.
+    ///
+    /// With ``RemoteTarget/buffers(_:)`` the chunks are decoded straight into the caller's
+    /// buffers (no intermediate tensors); rows past the chunks delivered may then hold
+    /// unspecified bytes.
+    /// - Throws: ``WStoreError/invalidArgument(_:)`` when the buffers do not match the first
+    ///   chunk of a prefix that only the remote tier holds.
+    func remoteContinuation(keys: [UInt64], localChunks: Int, target: RemoteTarget, model: String) throws -> RemoteRun {
+        guard let tier = remote?.tier else { return RemoteRun() }
         defer {
             tier.count {
                 $0.lookups += 1
                 $0.localHitChunks += localChunks
             }
         }
-        guard localChunks < keys.count else { return [] }
-        // Each chunk is decoded on a worker as soon as it arrives, while later ones are still
-        // on the wire; the prefix is then walked in order.
+        guard localChunks < keys.count else { return RemoteRun() }
         let decoded = DecodedChunks()
         let group = DispatchGroup()
-        let start = localChunks
-        let values = tier.fetchRun(keys[start...]) { i, value in
-            let key = keys[start + i]
+        let start = localChunks, chunkTokens = options.chunkTokens
+        let values = tier.fetchRun(keys[start...]) { j, value in
+            let key = keys[start + j]
             DispatchQueue.global().async(group: group) {
-                let r = Result {
-                    try value.withUnsafeBytes { b in
-                        let name = "remote KV chunk \(hex(key))"
-                        // Only chunks bound to their key (version 2) are taken from a shared tier.
-                        guard try KVChunk.info(b, key: key, name: name).version >= 2 else {
-                            throw WStoreError.corruptRecord(
-                                name: name, reason: "a version-1 chunk, not bound to its key")
-                        }
-                        return try KVChunk.decode(b, key: key, name: name, threads: 1)
-                    }
-                }
-                decoded.set(i, r)
+                decoded.set(j, Self.decodeRemote(value, key: key, chunk: start + j, chunkTokens: chunkTokens, target))
             }
         }
         group.wait()
-        var parts: [KVCacheData] = [], accepted: [[UInt8]] = []
-        var shape = localKV.map(Shape.init)
-        for (i, value) in values.enumerated() {
-            let key = keys[localChunks + i]
-            let part: KVCacheData
+        var run = RemoteRun(), accepted: [[UInt8]] = [], rawBytes: [Int] = []
+        var shape: Shape? = if case let .tensors(s) = target { s } else { nil }
+        for j in values.indices {
+            let key = keys[start + j]
+            let outcome: DecodedChunk
             do {
-                guard let r = decoded.get(i) else { break }
-                part = try r.get()
+                guard let r = decoded.get(j) else { break }
+                outcome = try r.get()
             } catch {
                 tier.count {
                     $0.damagedRemote += 1
@@ -75,30 +85,95 @@ extension KVStore {
                 }
                 break
             }
-            let s = Shape(part)
-            guard part.tokens == options.chunkTokens, shape == nil || shape == s else {
+            if case .otherShape = outcome {
+                if j == 0 && start == 0, case .buffers = target {
+                    throw WStoreError.invalidArgument("the buffers do not match the remote chunk's shape")
+                }
+            }
+            var ok = true
+            switch outcome {
+            case .otherShape: ok = false
+            case let .tensors(part):
+                let s = Shape(part)
+                if shape == nil { shape = s }
+                ok = shape == s
+                if ok {
+                    run.parts.append(part)
+                    rawBytes.append(part.byteCount)
+                }
+            case let .delivered(bytes): rawBytes.append(bytes)
+            }
+            guard ok else {
                 tier.count {
                     $0.damagedRemote += 1
-                    $0.lastError = "remote KV chunk \(hex(key)) holds \(part.tokens) tokens of another shape; ignored"
+                    $0.lastError = "remote KV chunk \(hex(key)) holds KV of another shape; ignored"
                 }
                 break
             }
-            shape = s
-            parts.append(part)
-            accepted.append(value)
+            run.chunks += 1
+            accepted.append(values[j])
         }
-        tier.count { $0.remoteHitChunks += parts.count }
-        if !parts.isEmpty && !readOnly {
-            do { try adopt(keys: keys, from: localChunks, values: accepted, parts: parts, model: model) } catch {
+        tier.count { $0.remoteHitChunks += run.chunks }
+        if !accepted.isEmpty && !readOnly {
+            do {
+                try adopt(keys: keys, from: localChunks, values: accepted, rawBytes: rawBytes, model: model)
+            } catch {
                 // The chunks are still delivered; the local tier just does not keep them.
                 tier.count { $0.lastError = "keeping remote chunks locally failed: \(error)" }
             }
         }
-        return parts
+        return run
+    }
+
+    /// What a worker made of one remote value.
+    private enum DecodedChunk {
+        case tensors(KVCacheData)
+        /// Written into the buffers: this many raw KV bytes.
+        case delivered(rawBytes: Int)
+        /// Sound, but not of the caller's buffers' shape (nothing was written).
+        case otherShape
+    }
+
+    /// Checks and decodes one remote value (chunk `chunk` of the prompt) for `target`.
+    private static func decodeRemote(
+        _ value: [UInt8], key: UInt64, chunk: Int, chunkTokens: Int, _ target: RemoteTarget
+    ) -> Result<DecodedChunk, Error> {
+        Result {
+            try value.withUnsafeBytes { b in
+                let name = "remote KV chunk \(hex(key))"
+                let info = try KVChunk.info(b, key: key, name: name)
+                // Only chunks bound to their key (version 2) are taken from a shared tier.
+                guard info.version >= 2 else {
+                    throw WStoreError.corruptRecord(name: name, reason: "a version-1 chunk, not bound to its key")
+                }
+                guard info.tokens == chunkTokens else {
+                    throw WStoreError.corruptRecord(
+                        name: name, reason: "holds \(info.tokens) tokens, not the store's \(chunkTokens)")
+                }
+                switch target {
+                case .tensors:
+                    return .tensors(try KVChunk.decode(b, key: key, name: name, threads: 1))
+                case let .buffers(layers):
+                    guard layers.count == info.layers,
+                        layers.allSatisfy({
+                            $0.dtype == info.dtype && $0.kvHeads == info.kvHeads && $0.headDim == info.headDim
+                        })
+                    else { return .otherShape }
+                    for i in 0 ..< 2 * info.layers {
+                        try KVChunk.decodeTensor(
+                            b, info, i, key: key, name: name,
+                            into: layers[i / 2].rows(i % 2, from: chunk * chunkTokens))
+                    }
+                    return .delivered(rawBytes: info.rawBytes)
+                }
+            }
+        }
     }
 
     /// Writes chunks fetched from the remote tier into the local tier, under their parents.
-    private func adopt(keys: [UInt64], from start: Int, values: [[UInt8]], parts: [KVCacheData], model: String) throws {
+    private func adopt(keys: [UInt64], from start: Int, values: [[UInt8]], rawBytes: [Int], model: String)
+        throws
+    {
         try env.write { txn in
             var counters = try Counters.read(txn, meta)
             var parent = start > 0 ? keys[start - 1] : 0
@@ -107,37 +182,12 @@ extension KVStore {
                 if try Node.read(txn, nodes, key) == nil {
                     try insert(
                         txn, key: key, parent: parent, depth: start + j, model: model, value: value,
-                        counters: &counters, rawBytes: parts[j].byteCount)
+                        counters: &counters, rawBytes: rawBytes[j])
                     _ = try evictToBudget(txn, counters: &counters)
                 }
                 parent = key
             }
             try counters.write(txn, meta)
-        }
-    }
-
-    /// Writes `part` (one chunk's KV) into the caller's buffers `layers` from token `token` on.
-    func deliver(_ part: KVCacheData, into layers: [KVLayerView], at token: Int) throws {
-        guard part.layers.count == layers.count else {
-            throw WStoreError.invalidArgument(
-                "the buffers describe \(layers.count) layers; the remote chunk holds \(part.layers.count)")
-        }
-        for (l, view) in layers.enumerated() {
-            for (kv, tensor) in [part.layers[l].keys, part.layers[l].values].enumerated() {
-                guard tensor.dtype == view.dtype, tensor.heads == view.kvHeads, tensor.headDim == view.headDim else {
-                    throw WStoreError.invalidArgument("the buffers do not match the remote chunk's shape")
-                }
-                let rows = view.rows(kv, from: token)
-                let row = tensor.headDim * tensor.elementSize
-                tensor.bytes.withUnsafeBytes { src in
-                    for h in 0 ..< tensor.heads {
-                        for t in 0 ..< tensor.tokens {
-                            rows.row(head: h, token: t).copyMemory(
-                                from: src.baseAddress! + (h * tensor.tokens + t) * row, byteCount: row)
-                        }
-                    }
-                }
-            }
         }
     }
 
@@ -150,13 +200,13 @@ extension KVStore {
     /// Chunks decoded by workers, by index.
     private final class DecodedChunks: @unchecked Sendable {
         private let lock = NSLock()
-        private var results: [Int: Result<KVCacheData, Error>] = [:]
-        func set(_ i: Int, _ r: Result<KVCacheData, Error>) { lock.withLock { results[i] = r } }
-        func get(_ i: Int) -> Result<KVCacheData, Error>? { lock.withLock { results[i] } }
+        private var results: [Int: Result<DecodedChunk, Error>] = [:]
+        func set(_ i: Int, _ r: Result<DecodedChunk, Error>) { lock.withLock { results[i] = r } }
+        func get(_ i: Int) -> Result<DecodedChunk, Error>? { lock.withLock { results[i] } }
     }
 
     /// What must agree between the chunks of one prefix.
-    private struct Shape: Equatable {
+    struct Shape: Equatable {
         var layers: Int, heads: Int, headDim: Int, dtype: DType
         init(_ kv: KVCacheData) {
             let t = kv.layers[0].keys

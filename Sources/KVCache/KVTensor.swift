@@ -98,18 +98,21 @@ public struct KVTensor: Sendable, Equatable {
             throw WStoreError.invalidArgument("KV tensors to concatenate differ in dtype, heads or head size")
         }
         let total = parts.reduce(0) { $0 + $1.tokens }, row = first.headDim * first.elementSize
-        var out = [UInt8](repeating: 0, count: first.heads * total * row)
-        out.withUnsafeMutableBytes { dst in
+        // Every byte is written by exactly one copy below (the parts' tokens add up to `total`
+        // for every head), so the array starts uninitialized rather than zeroed.
+        let size = first.heads * total * row
+        let out = [UInt8](unsafeUninitializedCapacity: size) { (dst: inout UnsafeMutableBufferPointer<UInt8>, count: inout Int) in
             var at = 0
             for p in parts {
                 p.bytes.withUnsafeBytes { src in
-                    for h in 0 ..< p.heads where p.tokens > 0 {
-                        (dst.baseAddress! + (h * total + at) * row).copyMemory(
-                            from: src.baseAddress! + h * p.tokens * row, byteCount: p.tokens * row)
+                    for h in 0 ..< p.heads where p.tokens > 0 && row > 0 {
+                        let to = UnsafeMutableRawPointer(dst.baseAddress!) + (h * total + at) * row
+                        to.copyMemory(from: src.baseAddress! + h * p.tokens * row, byteCount: p.tokens * row)
                     }
                 }
                 at += p.tokens
             }
+            count = size
         }
         return try KVTensor(dtype: first.dtype, heads: first.heads, tokens: total, headDim: first.headDim, bytes: out)
     }

@@ -12,6 +12,7 @@ struct Bench: AsyncParsableCommand {
             BenchSnapKV.self,
             BenchLoad.self,
             BenchCache.self,
+            BenchQuant.self,
         ]
     )
 }

@@ -44,6 +44,11 @@ struct BenchCache: ParsableCommand {
             "Relative tolerances such as 0.1,0.2: also replay lru and the default policy with resident-aware routing (traces with scores)."
     )
     var cacheAwareRouting: String?
+    @Option(
+        help:
+            "With --store: the precisions engines ask for, several as exact,mixed: exact (lossless only), mixed (at least q4_0, upgraded to exact in the background when the policy calls the expert hot), or q8_0 / q4_0 (at least that precision, never upgraded)."
+    )
+    var precision = "exact"
     @Flag(help: "Print one JSON object.") var json = false
 
     func validate() throws {
@@ -58,12 +63,37 @@ struct BenchCache: ParsableCommand {
             )
         }
         if layerTimeUs < 0 { throw ValidationError("--layer-time-us must not be negative") }
+        let requests = try precisionRequests()
+        if store == nil, requests.contains(where: { $0.request != .exact }) {
+            throw ValidationError("--precision other than exact needs --store (a store packed with --expert-variants)")
+        }
         if cacheAwareRouting != nil {
             guard store == nil else {
                 throw ValidationError("--cache-aware-routing replays a simulation; drop --store")
             }
             _ = try tolerances()
         }
+    }
+
+    /// The `--precision` list: each name with the request it replays.
+    func precisionRequests() throws -> [(name: String, request: PrecisionRequest)] {
+        var out: [(name: String, request: PrecisionRequest)] = []
+        for raw in precision.split(separator: ",", omittingEmptySubsequences: false) {
+            let name = raw.trimmingCharacters(in: .whitespaces).lowercased()
+            let request: PrecisionRequest
+            switch name {
+            case "exact": request = .exact
+            case "mixed": request = .atLeast(.q4_0, upgrade: true)
+            default:
+                guard let p = ExpertPrecision(name: name), p != .exact else {
+                    throw ValidationError(
+                        "unknown --precision \(name.isEmpty ? "(empty)" : name); use exact, mixed, q8_0 or q4_0, comma-separated")
+                }
+                request = .atLeast(p)
+            }
+            if !out.contains(where: { $0.name == name }) { out.append((name, request)) }
+        }
+        return out
     }
 
     /// The `--cache-aware-routing` tolerances.
@@ -139,7 +169,7 @@ struct BenchCache: ParsableCommand {
                 })
             else { continue }
             wins.append(
-                "\(CacheBenchFormat.pct(r.residency)): \(best.policy) \(CacheBenchFormat.pct(best.hit_rate)) at \(String(format: "%.3f", best.loads_per_access)) loads/access"
+                "\(CacheBenchFormat.pct(r.residency)): \(best.label) \(CacheBenchFormat.pct(best.hit_rate)) at \(String(format: "%.3f", best.loads_per_access)) loads/access"
             )
         }
         if !wins.isEmpty {
@@ -148,14 +178,31 @@ struct BenchCache: ParsableCommand {
         let baselines: Set = ["lru", "lru-per-layer", "lfu"]
         var beside: [String] = []
         for r in runs {
-            guard let d = r.policies.first(where: { $0.policy == ResidencyPolicyKind.default.rawValue }),
-                let b = r.policies.filter({ baselines.contains($0.policy) }).max(by: { $0.hit_rate < $1.hit_rate })
+            // Exact-only rows: the policies compared at equal expert sizes.
+            let exact = r.policies.filter { ($0.precision ?? "exact") == "exact" }
+            guard let d = exact.first(where: { $0.policy == ResidencyPolicyKind.default.rawValue }),
+                let b = exact.filter({ baselines.contains($0.policy) }).max(by: { $0.hit_rate < $1.hit_rate })
             else { continue }
             beside.append(
                 CacheBenchFormat.pct(r.residency) + String(format: " %+.1f points vs ", (d.hit_rate - b.hit_rate) * 100)
                     + b.policy
                     + String(format: " (%.3f vs %.3f loads/access)", d.loads_per_access, b.loads_per_access))
         }
+        var fewer: [String] = []
+        for r in runs {
+            for exact in r.policies where exact.precision == "exact" {
+                guard let base = exact.bytes_read_per_access else { continue }
+                for p in r.policies where p.policy == exact.policy && p.precision != "exact" {
+                    guard let b = p.bytes_read_per_access else { continue }
+                    fewer.append(
+                        CacheBenchFormat.pct(r.residency) + " \(p.label): "
+                            + (b > 0 ? String(format: "%.2fx", base / b) : "no loads")
+                            + " fewer bytes read from the store per access than exact (\(formatBytes(Int(b.rounded()))) vs \(formatBytes(Int(base.rounded())))), hit rate \(CacheBenchFormat.pct(p.hit_rate)) vs \(CacheBenchFormat.pct(exact.hit_rate))"
+                    )
+                }
+            }
+        }
+        if !fewer.isEmpty { lines.append("precision at the same byte budget: " + fewer.joined(separator: "; ")) }
         if !beside.isEmpty {
             lines.append(
                 "default (\(ResidencyPolicyKind.default.rawValue)) beside the best of lru, lru-per-layer, lfu: "
@@ -186,20 +233,23 @@ struct BenchCache: ParsableCommand {
         var rows: [PolicyReport] = []
         for kind in kinds {
             if let opened {
-                rows.append(
-                    try replayStore(
-                        trace, kind: kind, store: opened, model: modelName!, capacity: cap,
-                        expertBytes: expertBytes!))
+                for (name, request) in try precisionRequests() {
+                    rows.append(
+                        try replayStore(
+                            trace, kind: kind, store: opened, model: modelName!, capacity: cap,
+                            expertBytes: expertBytes!, precision: (name, request)))
+                }
             } else {
                 let r = ResidencySimulator.run(
                     trace, policy: kind.make(geometry: g, capacity: cap), capacity: cap, prefetch: prefetch)
                 rows.append(PolicyReport(r))
             }
         }
-        let lru = rows.first { $0.policy == "lru" }
+        let lru = rows.first { $0.policy == "lru" && ($0.precision ?? "exact") == "exact" }
         for i in rows.indices {
             // Without prefetch MIN bounds every policy, so the share of the LRU→MIN gap closed is meaningful.
-            if !prefetch, let lru, oracle.hitRate - lru.hit_rate > 1e-12 {
+            // Low-bit copies take less room than MIN's equal-sized experts: no gap for them.
+            if !prefetch, let lru, oracle.hitRate - lru.hit_rate > 1e-12, (rows[i].precision ?? "exact") == "exact" {
                 rows[i].gap_closed = (rows[i].hit_rate - lru.hit_rate) / (oracle.hitRate - lru.hit_rate)
             }
         }
@@ -252,7 +302,7 @@ struct BenchCache: ParsableCommand {
     /// Replays through a real ResidencyManager: every access is acquire + release, on one thread.
     private func replayStore(
         _ trace: RoutingTrace, kind: ResidencyPolicyKind, store: WeightStore, model: String,
-        capacity: Int, expertBytes: Int
+        capacity: Int, expertBytes: Int, precision: (name: String, request: PrecisionRequest)
     ) throws -> PolicyReport {
         var options = ResidencyManager.Options()
         options.policy = kind
@@ -294,9 +344,9 @@ struct BenchCache: ParsableCommand {
             }
             for l in 0 ..< g.layers {
                 for e in trace.experts(token: t, layer: l) {
-                    let wasResident = m.isResident(layer: l, expert: Int(e))
+                    let wasResident = m.isResident(layer: l, expert: Int(e), precision: precision.request)
                     let t0 = now()
-                    let h = try m.acquire(layer: l, expert: Int(e))
+                    let h = try m.acquire(layer: l, expert: Int(e), precision: precision.request)
                     let t1 = now()
                     h.release()
                     let t2 = now()
@@ -312,11 +362,14 @@ struct BenchCache: ParsableCommand {
             }
         }
         sample()
+        m.waitForBackgroundLoads()
         let s = m.stats()
         // Hot loop: acquire + release of resident experts, beside one atomic load (isResident) per step.
         var resident: [(Int, Int)] = []
         for l in 0 ..< g.layers {
-            for e in 0 ..< g.experts where m.isResident(layer: l, expert: e) { resident.append((l, e)) }
+            for e in 0 ..< g.experts where m.isResident(layer: l, expert: e, precision: precision.request) {
+                resident.append((l, e))
+            }
         }
         var hotNs: Double?, baseNs: Double?
         if !resident.isEmpty {
@@ -330,7 +383,7 @@ struct BenchCache: ParsableCommand {
             let b1 = now()
             for i in 0 ..< n {
                 let (l, e) = resident[i % resident.count]
-                let h = try m.acquire(layer: l, expert: e)
+                let h = try m.acquire(layer: l, expert: e, precision: precision.request)
                 sink &+= h.expert
                 h.release()
             }
@@ -340,6 +393,12 @@ struct BenchCache: ParsableCommand {
             if sink == -1 { print("") }
         }
         var report = PolicyReport(ReplayResult(stats: s, policy: kind.rawValue, layers: g.layers))
+        report.precision = precision.name
+        report.bytes_loaded_per_access = Double(s.total.bytesLoaded) / Double(max(1, trace.accessCount))
+        report.bytes_read_per_access = Double(s.total.bytesRead) / Double(max(1, trace.accessCount))
+        report.low_precision_hit_share = Double(s.total.lowPrecisionHits) / Double(max(1, s.total.demandHits))
+        report.upgrade_loads = s.upgradeLoads
+        report.low_precision_loads = s.lowPrecisionLoads
         report.hot_acquire_release_ns = hotNs
         report.hot_baseline_ns = baseNs
         report.stall_p50_us = stalls.totalCount > 0 ? Double(stalls.valueAtPercentile(50)) / 1000 : 0
@@ -401,12 +460,13 @@ struct BenchCache: ParsableCommand {
         if store {
             head += [
                 "stall p50", "stall p99", "resident acquire p50", "timer p50", "hot acquire+release", "hot baseline",
+                "read/access", "decoded/access", "low-bit hits", "upgrades",
             ]
         }
         var rows = [head]
         for p in r.policies {
             var row = [
-                p.policy, CacheBenchFormat.pct(p.hit_rate), CacheBenchFormat.pct(r.min_hit_rate),
+                p.label, CacheBenchFormat.pct(p.hit_rate), CacheBenchFormat.pct(r.min_hit_rate),
                 r.prefetch ? String(p.demand_loads) : (p.gap_closed.map(CacheBenchFormat.pct) ?? "-"),
                 String(format: "%.3f", p.loads_per_access),
                 String(format: "%.3f", r.min_loads_per_access), String(p.prefetch_hits), String(p.wasted_prefetches),
@@ -418,6 +478,9 @@ struct BenchCache: ParsableCommand {
                     String(format: "%.0f ns", p.timer_p50_ns ?? 0),
                     p.hot_acquire_release_ns.map { String(format: "%.0f ns", $0) } ?? "-",
                     p.hot_baseline_ns.map { String(format: "%.1f ns", $0) } ?? "-",
+                    p.bytes_read_per_access.map { formatBytes(Int($0.rounded())) } ?? "-",
+                    p.bytes_loaded_per_access.map { formatBytes(Int($0.rounded())) } ?? "-",
+                    p.low_precision_hit_share.map(CacheBenchFormat.pct) ?? "-", p.upgrade_loads.map(String.init) ?? "-",
                 ]
             }
             rows.append(row)
@@ -431,7 +494,7 @@ struct BenchCache: ParsableCommand {
                     ? "; budget held by the default (\(ResidencyPolicyKind.default.rawValue)) and by MIN, mean share of the capacity"
                     : "")
                 + (hintAccuracy != nil ? "; hint accuracy" : "") + ":")
-        var head2 = ["layer"] + r.policies.map(\.policy) + ["MIN"]
+        var head2 = ["layer"] + r.policies.map(\.label) + ["MIN"]
         if def != nil { head2 += ["default's budget", "MIN's budget"] }
         if hintAccuracy != nil { head2 += ["hint accuracy"] }
         var layerRows = [head2]
@@ -465,7 +528,7 @@ struct BenchCache: ParsableCommand {
             for p in r.policies {
                 guard let b = p.budget_bytes, let beyond = p.beyond_budget_bytes else { continue }
                 memRows.append([
-                    p.policy, formatBytes(b), formatBytes(p.rss_growth_bytes ?? 0),
+                    p.label, formatBytes(b), formatBytes(p.rss_growth_bytes ?? 0),
                     formatBytes(p.store_page_cache_bytes ?? 0),
                     formatBytes(beyond), CacheBenchFormat.pct(Double(beyond) / Double(max(b, 1))),
                 ])
@@ -555,6 +618,19 @@ struct PolicyReport: Encodable {
     var rss_growth_bytes: Int?
     var store_page_cache_bytes: Int?
     var beyond_budget_bytes: Int?
+    /// With --store: the precision asked for (see --precision), the bytes loaded from the
+    /// store (decoded size, demand and background loads) per access, the share of hits a
+    /// low-bit copy served, and the background upgrades and low-bit loads.
+    var precision: String?
+    var bytes_loaded_per_access: Double?
+    /// Bytes of records read from the store per access (their stored, compressed size).
+    var bytes_read_per_access: Double?
+    var low_precision_hit_share: Double?
+    var upgrade_loads: Int?
+    var low_precision_loads: Int?
+
+    /// The policy, with the precision asked for when it is not exact.
+    var label: String { precision.map { $0 == "exact" ? policy : "\(policy) \($0)" } ?? policy }
 
     init(_ r: ReplayResult) {
         policy = r.policy

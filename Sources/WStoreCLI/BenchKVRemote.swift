@@ -13,13 +13,16 @@ struct BenchKVRemote: ParsableCommand {
         discussion: """
             One store puts a prompt of generated KV through the remote tier; a second, empty store \
             (read-only, so it keeps nothing) looks the prompt up: every chunk comes from Redis, is \
-            checked and decoded. The baselines, on the same server in the same run: one pipelined \
-            GET of all the chunk values (the bytes alone), and one GET per chunk.
+            checked and decoded, into the engine's buffers (as the C ABI and Python do) and into new \
+            tensors. The baselines, on the same server in the same run: a pipelined GET of all the \
+            chunk values (the bytes alone) through the same client, the same with every GET sent at \
+            once, and one GET per chunk. Repeat --chunk-tokens to compare chunk sizes.
             """)
 
     @Option(help: "The Redis server (or cluster seed): redis://[user:password@]host:port.") var remote: [String]
     @Option(help: "Prompt tokens.") var tokens = 4096
-    @Option(help: "Tokens per chunk.") var chunkTokens = 256
+    @Option(help: "Tokens per chunk; repeat to compare chunk sizes (e.g. 16 32 64 128 256).")
+    var chunkTokens: [Int] = [256]
     @Option(help: "layers=32,kv_heads=8,head_dim=128,dtype=bf16") var modelShape =
         "layers=32,kv_heads=8,head_dim=128,dtype=bf16"
     @Option(help: "The codec of the chunks.") var codec: KVCodec = .lossless
@@ -28,8 +31,18 @@ struct BenchKVRemote: ParsableCommand {
     @Flag(help: "Print JSON.") var json = false
 
     struct Round: Codable {
-        var lookupSeconds: Double, pipelinedGetSeconds: Double, perChunkGetSeconds: Double
+        /// A lookup into the engine's buffers (`[tokens][kv_heads][head_dim]` per layer, allocated once).
+        var lookupSeconds: Double
+        /// A lookup returning new tensors.
+        var lookupTensorsSeconds: Double
+        var pipelinedGetSeconds: Double, perChunkGetSeconds: Double
+        /// Every GET sent at once (no window: Redis builds every reply before it writes one).
+        var unwindowedGetSeconds: Double
+        /// Process CPU seconds (every thread) of the same four paths: steadier than wall time on a busy machine.
+        var lookupCPU: Double, lookupTensorsCPU: Double, pipelinedGetCPU: Double, perChunkGetCPU: Double
+        var unwindowedGetCPU: Double
         var lookupVsPipelined: Double { pipelinedGetSeconds / lookupSeconds }
+        var lookupTensorsVsPipelined: Double { pipelinedGetSeconds / lookupTensorsSeconds }
         var pipelinedVsPerChunk: Double { perChunkGetSeconds / pipelinedGetSeconds }
     }
 
@@ -39,7 +52,9 @@ struct BenchKVRemote: ParsableCommand {
     }
 
     func validate() throws {
-        guard tokens > 0, chunkTokens > 0, tokens >= chunkTokens, rounds > 0, threads > 0 else {
+        guard tokens > 0, !chunkTokens.isEmpty, chunkTokens.allSatisfy({ $0 > 0 && $0 <= tokens }), rounds > 0,
+            threads > 0
+        else {
             throw ValidationError(
                 "--tokens, --chunk-tokens, --rounds and --threads must be positive, with tokens ≥ chunk tokens")
         }
@@ -47,6 +62,77 @@ struct BenchKVRemote: ParsableCommand {
     }
 
     func run() throws {
+        let reports = try chunkTokens.map(measure)
+        if json {
+            if reports.count == 1 { try JSONOutput.print(reports[0]) } else { try JSONOutput.print(reports) }
+            return
+        }
+        let (shape, _) = try BenchKV.parse(["--model-shape", modelShape]).parseShape(modelShape)
+        func range(_ xs: [Double]) -> String { String(format: "%.2f-%.2f", xs.min()!, xs.max()!) }
+        func gbps(_ bytes: Int, _ s: [Double]) -> String { range(s.map { Double(bytes) / $0 / 1e9 }) }
+        for report in reports {
+            let measured = report.rounds
+            print(
+                "prefix: \(report.chunks * report.chunkTokens) tokens in \(report.chunks) chunks of \(report.chunkTokens), \(shape.layers) layers × \(shape.kvHeads) KV heads × \(shape.headDim), \(shape.dtype), codec \(report.codec): \(formatBytes(report.rawBytes)) raw, \(formatBytes(report.valueBytes)) in Redis (\(report.server))"
+            )
+            print(
+                TextTable(
+                    ["path", "GB/s of values (range)", "x pipelined GET (range)", "client CPU s (range)"],
+                    [
+                        [
+                            "pipelined GET of the values (baseline)",
+                            gbps(report.valueBytes, measured.map(\.pipelinedGetSeconds)), "1.00",
+                            range(measured.map(\.pipelinedGetCPU)),
+                        ],
+                        [
+                            "pipelined GET, all sent at once", gbps(report.valueBytes, measured.map(\.unwindowedGetSeconds)),
+                            range(measured.map { $0.pipelinedGetSeconds / $0.unwindowedGetSeconds }),
+                            range(measured.map(\.unwindowedGetCPU)),
+                        ],
+                        [
+                            "one GET per chunk", gbps(report.valueBytes, measured.map(\.perChunkGetSeconds)),
+                            range(measured.map { 1 / $0.pipelinedVsPerChunk }), range(measured.map(\.perChunkGetCPU)),
+                        ],
+                        [
+                            "remote lookup into the engine's buffers", gbps(report.valueBytes, measured.map(\.lookupSeconds)),
+                            range(measured.map(\.lookupVsPipelined)), range(measured.map(\.lookupCPU)),
+                        ],
+                        [
+                            "remote lookup returning new tensors",
+                            gbps(report.valueBytes, measured.map(\.lookupTensorsSeconds)),
+                            range(measured.map(\.lookupTensorsVsPipelined)), range(measured.map(\.lookupTensorsCPU)),
+                        ],
+                    ]
+                ).render())
+            print(
+                "\(self.rounds) rounds; decoded KV delivered by the lookup into buffers: \(range(measured.map { Double(report.rawBytes) / $0.lookupSeconds / 1e9 })) GB/s"
+            )
+            print()
+        }
+        if reports.count > 1 {
+            print(
+                TextTable(
+                    [
+                        "tokens/chunk", "chunks", "value size", "pipelined / one GET per chunk (range)",
+                        "pipelined / all at once (range)", "lookup / pipelined GET (range)",
+                    ],
+                    reports.map { r in
+                        [
+                            String(r.chunkTokens), String(r.chunks), formatBytes(r.valueBytes / max(1, r.chunks)),
+                            range(r.rounds.map(\.pipelinedVsPerChunk)),
+                            range(r.rounds.map { $0.unwindowedGetSeconds / $0.pipelinedGetSeconds }),
+                            range(r.rounds.map(\.lookupVsPipelined)),
+                        ]
+                    }
+                ).render())
+            print(
+                "(throughput ratios: above 1, the windowed pipeline beats one GET per chunk, or beats sending every GET at once)"
+            )
+        }
+    }
+
+    /// Stores the prompt through the remote tier with `chunkTokens` tokens per chunk, then times every path.
+    func measure(chunkTokens: Int) throws -> Report {
         var bench = try BenchKV.parse(["--block-tokens", String(chunkTokens), "--model-shape", modelShape])
         bench.blockTokens = chunkTokens
         let (shape, dtype) = try bench.parseShape(modelShape)
@@ -64,6 +150,7 @@ struct BenchKVRemote: ParsableCommand {
         r.namespace = "wstore:bench:\(UUID().uuidString):"
         r.timeout = .seconds(30)
         r.queueBytes = Int.max / 2
+        r.queueChunks = max(r.queueChunks, chunks)
         let writer = try KVStore.create(at: root + "/writer", options: o, remote: r)
         try writer.store(tokens: prompt, model: "bench", kv: kv)
         guard writer.flushRemote(timeout: .seconds(600)), let ws = writer.tierStats(), ws.sentChunks == chunks else {
@@ -79,56 +166,74 @@ struct BenchKVRemote: ParsableCommand {
                 c.commandTimeout = .seconds(30)
                 return c
             }())
+        let unwindowed = try RedisClient(
+            urls: remote,
+            options: {
+                var c = RedisClient.Options()
+                c.commandTimeout = .seconds(30)
+                c.pipelineWindowBytes = 0
+                return c
+            }())
         let keys = PrefixKey.chain(tokens: prompt, chunkTokens: chunkTokens, model: "bench")
             .map { Array("\(r.namespace)\(String(format: "%016llx", $0))".utf8) }
         defer { _ = try? client.pipeline(keys.map { RedisClient.Command([Array("DEL".utf8), $0]) }) }
+        // The engine's buffers: per layer K and V, [tokens][kv_heads][head_dim], allocated once.
+        let row = shape.headDim * dtype.elementSize!, tokenStride = shape.kvHeads * row
+        let size = chunks * chunkTokens * tokenStride
+        let buffers = (0 ..< 2 * shape.layers).map { _ in UnsafeMutableRawBufferPointer.allocate(byteCount: size, alignment: 64) }
+        defer { buffers.forEach { $0.deallocate() } }
+        for b in buffers { b.initializeMemory(as: UInt8.self, repeating: 0) }
+        let views = (0 ..< shape.layers).map { l in
+            KVLayerView(
+                keys: buffers[2 * l].baseAddress!, values: buffers[2 * l + 1].baseAddress!, dtype: dtype,
+                kvHeads: shape.kvHeads, headDim: shape.headDim, tokenStride: tokenStride)
+        }
+        /// Whether the buffers hold `kv` (head-major tensors) row for row.
+        func buffersHoldPrompt() -> Bool {
+            for l in 0 ..< shape.layers {
+                for (i, t) in [kv.layers[l].keys, kv.layers[l].values].enumerated() {
+                    let ok = t.bytes.withUnsafeBytes { src in
+                        (0 ..< t.heads).allSatisfy { h in
+                            (0 ..< t.tokens).allSatisfy { tok in
+                                memcmp(
+                                    buffers[2 * l + i].baseAddress! + tok * tokenStride + h * row,
+                                    src.baseAddress! + (h * t.tokens + tok) * row, row) == 0
+                            }
+                        }
+                    }
+                    if !ok { return false }
+                }
+            }
+            return true
+        }
         var measured: [Round] = []
         var valueBytes = 0
-        _ = try reader.lookup(tokens: prompt, model: "bench")  // warm-up, not counted
+        _ = try reader.lookup(tokens: prompt, model: "bench", into: views)  // warm-up, not counted
         _ = try client.get(keys)
         for _ in 0 ..< self.rounds {
-            let (found, lt) = try kvTime { try reader.lookup(tokens: prompt, model: "bench") }
+            for b in buffers { b.initializeMemory(as: UInt8.self, repeating: 0) }
+            let (delivered, lt, lc) = try kvTimeCPU { try reader.lookup(tokens: prompt, model: "bench", into: views) }
+            guard delivered.chunks == chunks, codec != .lossless || buffersHoldPrompt() else {
+                throw ValidationError(
+                    "the lookup into buffers delivered \(delivered.chunks) of \(chunks) chunks, or other bytes")
+            }
+            let (found, tt, tc) = try kvTimeCPU { try reader.lookup(tokens: prompt, model: "bench") }
             guard found.remoteChunks == chunks, found.kv == kv || codec != .lossless else {
                 throw ValidationError(
                     "the lookup found \(found.remoteChunks) of \(chunks) chunks remotely, or other bytes")
             }
-            let (values, pt) = try kvTime { try client.get(keys) }
+            let (values, pt, pc) = try kvTimeCPU { try client.get(keys) }
             valueBytes = values.reduce(0) { $0 + ($1?.count ?? 0) }
-            let (_, ct) = try kvTime { for k in keys { _ = try client.get([k]) } }
-            measured.append(Round(lookupSeconds: lt, pipelinedGetSeconds: pt, perChunkGetSeconds: ct))
+            let (_, ct, cc) = try kvTimeCPU { for k in keys { _ = try client.get([k]) } }
+            let (_, ut, uc) = try kvTimeCPU { try unwindowed.get(keys) }
+            measured.append(
+                Round(
+                    lookupSeconds: lt, lookupTensorsSeconds: tt, pipelinedGetSeconds: pt, perChunkGetSeconds: ct,
+                    unwindowedGetSeconds: ut, lookupCPU: lc, lookupTensorsCPU: tc, pipelinedGetCPU: pc,
+                    perChunkGetCPU: cc, unwindowedGetCPU: uc))
         }
-        let report = Report(
+        return Report(
             chunks: chunks, chunkTokens: chunkTokens, rawBytes: kv.byteCount, valueBytes: valueBytes,
             codec: codec.rawValue, server: remote.joined(separator: ","), rounds: measured)
-        if json {
-            try JSONOutput.print(report)
-            return
-        }
-        print(
-            "prefix: \(chunks * chunkTokens) tokens in \(chunks) chunks of \(chunkTokens), \(shape.layers) layers × \(shape.kvHeads) KV heads × \(shape.headDim), \(shape.dtype), codec \(codec.rawValue): \(formatBytes(kv.byteCount)) raw, \(formatBytes(valueBytes)) in Redis (\(report.server))"
-        )
-        func range(_ xs: [Double]) -> String { String(format: "%.2f-%.2f", xs.min()!, xs.max()!) }
-        func gbps(_ bytes: Int, _ s: [Double]) -> String { range(s.map { Double(bytes) / $0 / 1e9 }) }
-        print(
-            TextTable(
-                ["path", "GB/s of values (range)", "x pipelined GET (range)"],
-                [
-                    [
-                        "pipelined GET of the values (baseline)", gbps(valueBytes, measured.map(\.pipelinedGetSeconds)),
-                        "1.00",
-                    ],
-                    [
-                        "one GET per chunk", gbps(valueBytes, measured.map(\.perChunkGetSeconds)),
-                        range(measured.map { 1 / $0.pipelinedVsPerChunk }),
-                    ],
-                    [
-                        "remote lookup (probe, GET, check, decode)", gbps(valueBytes, measured.map(\.lookupSeconds)),
-                        range(measured.map(\.lookupVsPipelined)),
-                    ],
-                ]
-            ).render())
-        print(
-            "\(self.rounds) rounds; decoded KV delivered by the lookup: \(range(measured.map { Double(kv.byteCount) / $0.lookupSeconds / 1e9 })) GB/s"
-        )
     }
 }

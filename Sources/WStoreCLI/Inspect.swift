@@ -68,6 +68,22 @@ struct InspectReport: Codable {
         var expert: Int
         var shared: Bool
         var parts: [String: String]
+        /// Part name → the precisions stored for it, finest first (`exact`, `q8_0`, `q4_0`).
+        var precisions: [String: [String]]
+    }
+    /// Expert parts by precision (format-spec/FORMAT.md §8): `exact` is the lossless tensors.
+    struct Precision: Codable {
+        var precision: String
+        var parts: Int
+        var raw_bytes: Int
+        var stored_bytes: Int
+        /// Stored bytes over the stored bytes of the same parts' exact tensors.
+        var share_of_exact: Double
+    }
+    /// Expert parts that have no variant, by reason.
+    struct NoVariant: Codable {
+        var reason: String
+        var parts: Int
     }
     struct Model: Codable {
         var name: String
@@ -85,6 +101,8 @@ struct InspectReport: Codable {
         var largest: [Tensor]
         var tensors: [Tensor]?
         var experts: [Expert]?
+        var expert_precisions: [Precision]
+        var parts_without_variants: [NoVariant]
     }
     var store: String
     var format_version: Int
@@ -135,6 +153,54 @@ struct InspectReport: Codable {
                     }
                     layers[e.layer] = l
                 }
+                // Bytes per precision, and which parts have no variant and why.
+                let vs = try s.variants(model: name)
+                var exactOf: [ExpertKey: TensorInfo] = [:]
+                for e in ex {
+                    for (part, t) in e.parts {
+                        if let i = byName[t] { exactOf[ExpertKey(layer: e.layer, expert: e.expert, part: part)] = i }
+                    }
+                }
+                var precisions: [Precision] = []
+                if !exactOf.isEmpty {
+                    let raw = exactOf.values.reduce(0) { $0 + $1.rawSize }
+                    let stored = exactOf.values.reduce(0) { $0 + $1.storedSize }
+                    precisions.append(
+                        Precision(
+                            precision: "exact", parts: exactOf.count, raw_bytes: raw, stored_bytes: stored,
+                            share_of_exact: 1))
+                }
+                var withVariant: [ExpertPrecision: Set<ExpertKey>] = [:]
+                for p in ExpertPrecision.variants {
+                    let these = vs.filter { $0.precision == p }
+                    guard !these.isEmpty else { continue }
+                    withVariant[p] = Set(these.map(\.key))
+                    let exactStored = these.reduce(0) { $0 + (exactOf[$1.key]?.storedSize ?? 0) }
+                    let stored = these.reduce(0) { $0 + $1.storedSize }
+                    precisions.append(
+                        Precision(
+                            precision: p.name, parts: these.count, raw_bytes: these.reduce(0) { $0 + $1.rawSize },
+                            stored_bytes: stored,
+                            share_of_exact: exactStored > 0 ? Double(stored) / Double(exactStored) : 0
+                        ))
+                }
+                var noVariant: [String: Int] = [:]
+                if !vs.isEmpty {
+                    for (k, t) in exactOf where !withVariant.values.contains(where: { $0.contains(k) }) {
+                        let why = VariantQuantizer.ineligibility(dtype: t.dtype, shape: t.shape) ?? "not quantized"
+                        noVariant[why, default: 0] += 1
+                    }
+                }
+                func precisionsOf(_ e: ExpertEntry) -> [String: [String]] {
+                    var out: [String: [String]] = [:]
+                    for part in e.parts.keys {
+                        let k = ExpertKey(layer: e.layer, expert: e.expert, part: part)
+                        out[part] =
+                            ["exact"]
+                            + ExpertPrecision.variants.filter { withVariant[$0]?.contains(k) ?? false }.map(\.name)
+                    }
+                    return out
+                }
                 func row(_ t: TensorInfo) -> Tensor {
                     Tensor(
                         name: t.name, dtype: displayName(t.dtype), shape: t.shape, codec: t.codec, raw_bytes: t.rawSize,
@@ -155,8 +221,12 @@ struct InspectReport: Codable {
                             ? ex.map {
                                 Expert(
                                     layer: $0.layer, expert: $0.expert,
-                                    shared: $0.expert >= ExpertNaming.sharedExpertBase, parts: $0.parts)
-                            } : nil))
+                                    shared: $0.expert >= ExpertNaming.sharedExpertBase, parts: $0.parts,
+                                    precisions: precisionsOf($0))
+                            } : nil,
+                        expert_precisions: precisions,
+                        parts_without_variants: noVariant.map { NoVariant(reason: $0.key, parts: $0.value) }
+                            .sorted { $0.reason < $1.reason }))
             }
         }
         return InspectReport(
@@ -200,6 +270,17 @@ struct InspectReport: Codable {
                 }
                 out.append(l.render(indent: "  "))
             }
+            if m.expert_precisions.count > 1 {
+                out.append("")
+                var t = TextTable("expert precision", "parts", "raw", "stored", "of exact")
+                for x in m.expert_precisions {
+                    t.add(
+                        x.precision, "\(x.parts)", formatBytes(x.raw_bytes), formatBytes(x.stored_bytes),
+                        String(format: "%.1f%%", x.share_of_exact * 100))
+                }
+                out.append(t.render(indent: "  "))
+                for x in m.parts_without_variants { out.append("  \(x.parts) parts without variants: \(x.reason)") }
+            }
             func tensorTable(_ title: String, _ ts: [Tensor]) {
                 guard !ts.isEmpty else { return }
                 out.append("")
@@ -217,11 +298,12 @@ struct InspectReport: Codable {
             if let ts = m.tensors { tensorTable("all tensors", ts) }
             if let ex = m.experts, !ex.isEmpty {
                 out.append("")
-                var t = TextTable("layer", "expert", "part", "tensor")
+                var t = TextTable("layer", "expert", "part", "tensor", "precisions")
                 for e in ex {
                     for (part, tensor) in e.parts.sorted(by: { $0.key < $1.key }) {
                         let label = e.shared ? "shared \(e.expert - ExpertNaming.sharedExpertBase)" : "\(e.expert)"
-                        t.add("\(e.layer)", label, part, tensor)
+                        t.add(
+                            "\(e.layer)", label, part, tensor, (e.precisions[part] ?? ["exact"]).joined(separator: ","))
                     }
                 }
                 out.append(t.render(indent: "  "))

@@ -19,11 +19,18 @@ struct Sample: ParsableCommand {
     @Option(help: "Codec: auto, raw or zstd.") var codec: CodecChoice = .auto
     @Option(help: "Model namespace.") var model = "sample-moe"
     @Option(help: "Random seed.") var seed: UInt64 = 1
+    @Option(
+        name: .customLong("expert-variants"),
+        help: "Also store these quantized copies of every expert part: q8_0, q4_0 (or int8, int4), comma-separated.")
+    var expertVariants: String?
     @Flag(help: "Print nothing.") var quiet = false
 
     func validate() throws {
         guard layers > 0, experts > 0, hidden > 0, ffn > 0, topK > 0, topK <= experts else {
             throw ValidationError("layers, experts, hidden, ffn and top-k must be positive, and top-k ≤ experts")
+        }
+        if let expertVariants {
+            do { _ = try ExpertPrecision.parseVariants(expertVariants) } catch { throw ValidationError(error.description) }
         }
     }
 
@@ -44,6 +51,7 @@ struct Sample: ParsableCommand {
                 }
             }
         }
+        let variants = try expertVariants.map { try ExpertPrecision.parseVariants($0) } ?? []
         let store = try WeightStore.create(at: self.store)
         try store.write { w in
             var rng = SplitMix64(seed: seed)
@@ -52,7 +60,7 @@ struct Sample: ParsableCommand {
                 try values.withUnsafeBytes { b in
                     _ = try w.put(
                         spec.name, model: model, dtype: .bf16, shape: spec.shape, bytes: b, codec: codec,
-                        expert: spec.expert)
+                        expert: spec.expert, variants: spec.expert == nil ? [] : variants)
                 }
             }
         }

@@ -26,6 +26,7 @@ struct Verify: ParsableCommand {
         var store: String
         var ok: Bool
         var tensors_checked: Int
+        var variants_checked: Int
         var bytes_checked: Int
         var failures: [Failure]
     }
@@ -44,7 +45,8 @@ struct Verify: ParsableCommand {
             r = try threads.map { try store.verify(threads: $0) } ?? store.verify()
         }
         let report = Report(
-            store: self.store, ok: r.failures.isEmpty, tensors_checked: r.tensorsChecked, bytes_checked: r.bytesChecked,
+            store: self.store, ok: r.failures.isEmpty, tensors_checked: r.tensorsChecked,
+            variants_checked: r.variantsChecked, bytes_checked: r.bytesChecked,
             failures: r.failures.map { .init(model: $0.model, tensor: $0.name, reason: $0.reason) })
         if json {
             try JSONOutput.print(report)
@@ -56,7 +58,9 @@ struct Verify: ParsableCommand {
             }
             print(
                 "\(report.ok ? "ok" : "CORRUPT"): \(r.tensorsChecked) tensors, \(formatBytes(r.bytesChecked)) checked, "
-                    + "\(r.expertEntriesChecked) expert index entries, \(r.pagesChecked) B-tree pages, \(r.failures.count) corrupt"
+                    + "\(r.expertEntriesChecked) expert index entries, "
+                    + (r.variantsChecked > 0 ? "\(r.variantsChecked) expert variants, " : "")
+                    + "\(r.pagesChecked) B-tree pages, \(r.failures.count) corrupt"
             )
         }
         if !report.ok { throw ExitCode(1) }

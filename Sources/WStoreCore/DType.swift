@@ -139,6 +139,42 @@ public enum DType: Hashable, Sendable, CustomStringConvertible {
         }
     }
 
+    /// GGML `Q8_0` blocks (ggml type 8): per 32 elements along the last dimension, an f16
+    /// scale `d` then 32 int8 `q`; value = `q·d` (format-spec/FORMAT.md §8). Stored as code 255
+    /// with type id 8, so every version-2 reader reads it.
+    public static let q8_0 = DType.ggml(8)
+
+    /// GGML `Q4_0` blocks (ggml type 2): per 32 elements along the last dimension, an f16
+    /// scale `d` then 16 bytes, byte `j` holding element `j` in its low nibble and element
+    /// `j + 16` in its high nibble; value = `(nibble − 8)·d` (format-spec/FORMAT.md §8).
+    public static let q4_0 = DType.ggml(2)
+
+    /// Elements and bytes per block for the block types wstore writes itself
+    /// (``q8_0``, ``q4_0``); `nil` for every other dtype.
+    public var blockLayout: (elements: Int, bytes: Int)? {
+        switch self {
+        case .ggml(8): (32, 34)
+        case .ggml(2): (32, 18)
+        default: nil
+        }
+    }
+
+    /// Bytes of a tensor of this block type and logical element `shape` (C order, the blocks
+    /// along the last dimension); `nil` for other dtypes, an empty shape, a last dimension that
+    /// is not a whole number of blocks, or on overflow.
+    public func blockByteCount(shape: [Int]) -> Int? {
+        guard let (per, bytes) = blockLayout, let last = shape.last, last % per == 0 else { return nil }
+        var elements = 1
+        for d in shape {
+            guard d >= 0 else { return nil }
+            let (m, o) = elements.multipliedReportingOverflow(by: d)
+            if o { return nil }
+            elements = m
+        }
+        let (b, o) = (elements / per).multipliedReportingOverflow(by: bytes)
+        return o ? nil : b
+    }
+
     /// The byte-grouping transform that suits this dtype's bytes (see ``PlaneTransform``).
     package var preferredTransform: PlaneTransform {
         switch self {

@@ -1,9 +1,5 @@
 import CLMDB
 
-#if canImport(Glibc)
-    import Glibc
-#endif
-
 /// Reading and writing large values through the data file itself, beside the map.
 ///
 /// A value larger than about half a page lives on LMDB overflow pages: contiguous pages
@@ -43,50 +39,74 @@ extension LMDBEnvironment {
         return Int(pgno) * psize + Self.pageHeaderSize
     }
 
-    /// Reads `buffer.count` bytes of the data file at `offset` (pread(2), EINTR retried).
+    /// Reads `buffer.count` bytes of the data file at `offset` (``Posix/pread(_:into:at:path:)``).
     /// - Throws: ``WStoreError/corruptRecord(name:reason:)`` when the file ends first
-    ///   (`name` names the record), ``LMDBError`` with errno on an I/O error.
+    ///   (`name` names the record), ``WStoreError/io(call:path:errno:)`` on an I/O error.
     package func readFile(into buffer: UnsafeMutableRawBufferPointer, at offset: Int, name: @autoclosure () -> String)
         throws
     {
-        let fd = fileDescriptor
-        var done = 0
-        while done < buffer.count {
-            let n = pread(fd, buffer.baseAddress! + done, buffer.count - done, off_t(offset + done))
-            if n < 0 && errno == EINTR { continue }
-            if n < 0 { try LMDBError.check(errno, "pread(data.mdb)", path: path) }
-            if n == 0 {
-                throw WStoreError.corruptRecord(
-                    name: name(), reason: "data.mdb ends at \(offset + done), inside the record")
-            }
-            done += n
+        let done = try Posix.pread(fileDescriptor, into: buffer, at: offset, path: dataFilePath)
+        if done < buffer.count {
+            throw WStoreError.corruptRecord(
+                name: name(), reason: "data.mdb ends at \(offset + done), inside the record")
         }
     }
 
-    /// Writes `bytes` into the data file at `offset` (pwrite(2), EINTR retried).
-    /// - Throws: ``LMDBError`` with errno.
+    /// Writes `bytes` into the data file at `offset` (``Posix/pwrite(_:_:at:path:)``).
+    /// - Throws: ``WStoreError/io(call:path:errno:)``.
     package func writeFile(_ bytes: UnsafeRawBufferPointer, at offset: Int) throws {
-        let fd = fileDescriptor
-        var done = 0
-        while done < bytes.count {
-            let n = pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
-            if n < 0 && errno == EINTR { continue }
-            if n <= 0 { try LMDBError.check(n < 0 ? errno : EIO, "pwrite(data.mdb)", path: path) }
-            done += n
+        try Posix.pwrite(fileDescriptor, bytes, at: offset, path: dataFilePath)
+    }
+
+    /// Stores `value` under `key` in `txn`, a write transaction of this environment, as
+    /// ``WriteTransaction/put(_:_:_:)`` does; but with ``writeMap``, a value that LMDB puts
+    /// on overflow pages is written with pwrite(2) at its place in the data file instead
+    /// of through the map. Written through the map, each page of a new value first
+    /// faults in as a read of the file (a hole, zero-filled and read ahead), then as a
+    /// write; pwrite fills the same page-cache pages without either. A commit's msync
+    /// (MS_SYNC, which syncs the file's range however its pages were dirtied) makes them
+    /// durable as before.
+    /// - Throws: ``LMDBError`` from LMDB, ``WStoreError/io(call:path:errno:)`` from pwrite.
+    package func put(
+        _ txn: borrowing WriteTransaction, _ db: LMDBDatabase, _ key: [UInt8], _ value: UnsafeRawBufferPointer
+    ) throws {
+        guard writeMap, value.count >= pageSize else { return try txn.put(db, key, value) }
+        try txn.reserve(db, key, size: value.count) { dst in
+            if let offset = fileOffset(of: UnsafeRawBufferPointer(dst)) {
+                try writeFile(value, at: offset)
+                // Only the first page, which LMDB wrote the page header into, was mapped.
+                PageCache.unmapPages(UnsafeRawBufferPointer(dst))
+            } else {
+                dst.copyMemory(from: value)
+            }
         }
+    }
+
+    /// Copies `count` bytes of file `source` (open as a descriptor, at `sourceOffset`,
+    /// named `sourcePath`) into the data file at `offset` inside the kernel
+    /// (``Posix/copyFileRange(from:at:to:at:count:paths:)``).
+    /// - Returns: `false`, having copied nothing, when the kernel cannot copy between the
+    ///   two files; write the bytes with ``writeFile(_:at:)`` then.
+    /// - Throws: ``WStoreError/io(call:path:errno:)``.
+    package func copyIntoFile(
+        from source: Int32, at sourceOffset: Int, sourcePath: String, count: Int, to offset: Int
+    ) throws -> Bool {
+        try Posix.copyFileRange(
+            from: source, at: sourceOffset, to: fileDescriptor, at: offset, count: count,
+            paths: "\(sourcePath) -> \(dataFilePath)")
     }
 
     /// Asks the kernel to start reading exactly `length` bytes at `offset` into the page
     /// cache (posix_fadvise `POSIX_FADV_WILLNEED`), and no more: the reads that follow
     /// wait only for what they need, and nothing around the range is read ahead.
     package func adviseWillNeed(offset: Int, length: Int) {
-        _ = posix_fadvise(fileDescriptor, off_t(offset), off_t(length), POSIX_FADV_WILLNEED)
+        Posix.adviseFile(fileDescriptor, offset: offset, length: length, .willNeed)
     }
 
     /// Drops the clean page-cache pages of `length` bytes at `offset` (posix_fadvise
     /// `POSIX_FADV_DONTNEED`); pages another mapping still holds stay.
     package func dropFileCache(offset: Int, length: Int) {
-        _ = posix_fadvise(fileDescriptor, off_t(offset), off_t(length), POSIX_FADV_DONTNEED)
+        Posix.adviseFile(fileDescriptor, offset: offset, length: length, .dontNeed)
     }
 
     /// Drops every page of the record at `offset` (as ``fileOffset(of:)`` gives it) of
@@ -99,37 +119,23 @@ extension LMDBEnvironment {
     }
 
     /// Starts writing back every dirty page of the data file without waiting
-    /// (sync_file_range `SYNC_FILE_RANGE_WRITE`), so a bulk load's disk writes overlap
-    /// its work instead of all waiting for the final ``sync(force:)``. A hint only.
-    package func startWriteback() {
-        _ = SyncFileRange.function?(fileDescriptor, 0, 0, SyncFileRange.write)
-    }
+    /// (``Posix/startWriteback(_:)``), so a bulk load's disk writes overlap its work
+    /// instead of all waiting for the final ``sync(force:)``. A hint only.
+    package func startWriteback() { Posix.startWriteback(fileDescriptor) }
 
     /// Shortens the data file of the closed environment at `path` to `bytes`
     /// (``usedBytes`` read before closing it) and fsyncs it: a `MDB_WRITEMAP`
     /// environment leaves its file as long as its map. Never lengthens it.
-    /// - Throws: ``LMDBError`` with errno when the file cannot be opened, truncated or synced.
+    /// - Throws: ``WStoreError/io(call:path:errno:)`` when the file cannot be opened,
+    ///   truncated or synced.
     package static func trimDataFile(path: String, to bytes: Int) throws {
         let file = path + "/data.mdb"
-        let fd = open(file, O_RDWR | O_CLOEXEC)
-        if fd < 0 { try LMDBError.check(errno, "open(data.mdb)", path: path) }
-        defer { close(fd) }
-        var st = stat()
-        if fstat(fd, &st) != 0 { try LMDBError.check(errno, "fstat(data.mdb)", path: path) }
-        guard Int(st.st_size) > bytes else { return }
-        if ftruncate(fd, off_t(bytes)) != 0 { try LMDBError.check(errno, "ftruncate(data.mdb)", path: path) }
-        if fsync(fd) != 0 { try LMDBError.check(errno, "fsync(data.mdb)", path: path) }
+        let fd = try Posix.openForUpdate(file)
+        defer { Posix.close(fd) }
+        guard try Posix.fileStatus(fd, path: file).size > bytes else { return }
+        try Posix.truncate(fd, to: bytes, path: file)
+        try Posix.fsync(fd, path: file)
     }
-}
-
-/// sync_file_range(2), looked up at run time (glibc declares it only under _GNU_SOURCE).
-private enum SyncFileRange {
-    typealias Fn = @convention(c) (Int32, off_t, off_t, UInt32) -> Int32
-    static let write: UInt32 = 2  // SYNC_FILE_RANGE_WRITE, fcntl.h
-    static let function: Fn? = {
-        guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "sync_file_range") else { return nil }
-        return unsafeBitCast(sym, to: Fn.self)
-    }()
 }
 
 extension LMDBEnvironment {
@@ -142,14 +148,11 @@ extension LMDBEnvironment {
     /// in one request. Costs three mincore calls when the value is warm.
     package func prepareToRead(_ value: UnsafeRawBufferPointer) {
         guard value.count > PageCache.pageSize, let base = value.baseAddress else { return }
-        let mask = UInt(PageCache.pageSize - 1)
         // The first, middle and last pages: a record whose ends stayed (a partial drop)
         // but whose middle went is still cold.
         var warm = true
         for at in [0, value.count / 2, value.count - 1] where warm {
-            var resident: UInt8 = 0
-            let page = UnsafeMutableRawPointer(bitPattern: (UInt(bitPattern: base) + UInt(at)) & ~mask)!
-            warm = mincore(page, 1, &resident) == 0 && resident & 1 != 0
+            warm = Posix.pageIsResident(base + at)
         }
         guard !warm, let offset = mapOffset(of: value) else { return }
         let start = offset - offset % PageCache.pageSize
@@ -172,12 +175,10 @@ extension LMDBEnvironment {
 
     /// The address at which file offset 0 of the mapping holding `address` sits, from /proc/self/maps.
     private static func findMapping(containing address: Int) -> Int? {
-        guard let f = fopen("/proc/self/maps", "r") else { return nil }
-        defer { fclose(f) }
-        var line = [CChar](repeating: 0, count: 4096)
-        while fgets(&line, Int32(line.count), f) != nil {
+        guard let maps = try? Posix.readToEnd("/proc/self/maps") else { return nil }
+        for line in maps.split(separator: UInt8(ascii: "\n")) {
             // "start-end perms offset dev inode path"
-            let fields = String(cString: line).split(separator: " ", omittingEmptySubsequences: true)
+            let fields = String(decoding: line, as: UTF8.self).split(separator: " ", omittingEmptySubsequences: true)
             guard fields.count >= 6 else { continue }
             let range = fields[0].split(separator: "-")
             guard range.count == 2, let lo = Int(range[0], radix: 16), let hi = Int(range[1], radix: 16),

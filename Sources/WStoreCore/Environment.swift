@@ -89,7 +89,7 @@ package final class LMDBEnvironment: @unchecked Sendable {
             // Reads of large records through the data file ask for their exact range;
             // a pread that misses then reads what it asked for, no readahead past it.
             var fd: mdb_filehandle_t = -1
-            if mdb_env_get_fd(e, &fd) == 0 { _ = posix_fadvise(fd, 0, 0, POSIX_FADV_RANDOM) }
+            if mdb_env_get_fd(e, &fd) == 0 { Posix.adviseFile(fd, offset: 0, length: 0, .random) }
         }
     }
 

@@ -41,6 +41,30 @@ private final class FirstError: Sendable {
     func set(_ e: any Error) { slot.withLock { if $0 == nil { $0 = e } } }
 }
 
+/// A value computed on a thread of its own from the moment it is made; ``value()``
+/// waits for it. For overlapping one stage of a pipeline with the next.
+package final class Background<T>: @unchecked Sendable {
+    // `result` is written once, on the worker, before `done` is signalled, and read only
+    // after waiting for `done`.
+    private var result: Result<T, any Error>?
+    private let done = DispatchSemaphore(value: 0)
+
+    /// Starts `body` on a global queue.
+    package init(_ body: @escaping @Sendable () throws -> T) {
+        DispatchQueue.global().async {
+            self.result = Result { try body() }
+            self.done.signal()
+        }
+    }
+
+    /// Waits for the value; each call after the first returns (or throws) the same at once.
+    package func value() throws -> T {
+        done.wait()
+        done.signal()
+        return try result!.get()
+    }
+}
+
 package enum System {
     package static var activeProcessorCount: Int {
         Posix.processorCount

@@ -115,6 +115,96 @@ package enum Posix {
         return done
     }
 
+    /// pwrite(2) of all of `bytes` at `offset`, continuing after short writes.
+    /// - Throws: ``WStoreError/io(call:path:errno:)`` naming `path`.
+    package static func pwrite(
+        _ fd: Int32, _ bytes: UnsafeRawBufferPointer, at offset: Int, path: String
+    ) throws(WStoreError) {
+        var done = 0
+        while done < bytes.count {
+            let n = try syscall("pwrite", path) {
+                Glibc.pwrite(fd, bytes.baseAddress! + done, bytes.count - done, off_t(offset + done))
+            }
+            guard n > 0 else { throw .io(call: "pwrite", path: path, errno: EIO) }
+            done += n
+        }
+    }
+
+    /// copy_file_range(2) of `count` bytes of `source` at `sourceOffset` to `destination`
+    /// at `offset`, continuing after short copies: the kernel moves them from page cache
+    /// to page cache (or shares the blocks, on file systems that can), without mapping
+    /// or copying them through this process. The error's path names both: `from -> to`.
+    /// - Returns: `false`, having copied nothing, when this kernel or pair of file systems
+    ///   cannot copy between the two (`ENOSYS`, `EXDEV`, `EINVAL`, `EOPNOTSUPP`): the
+    ///   caller writes the bytes itself.
+    /// - Throws: ``WStoreError/io(call:path:errno:)``; `EIO` when the source ends first.
+    package static func copyFileRange(
+        from source: Int32, at sourceOffset: Int, to destination: Int32, at offset: Int, count: Int,
+        paths: String
+    ) throws(WStoreError) -> Bool {
+        guard let fn = CopyFileRange.function else { return false }
+        var done = 0
+        while done < count {
+            var inOffset = Int64(sourceOffset + done), outOffset = Int64(offset + done)
+            let n: Int
+            do {
+                n = try syscall("copy_file_range", paths) {
+                    fn(source, &inOffset, destination, &outOffset, count - done, 0)
+                }
+            } catch let e {
+                if done == 0, case let .io(_, _, code) = e, [ENOSYS, EXDEV, EINVAL, EOPNOTSUPP].contains(code) {
+                    return false
+                }
+                throw e
+            }
+            guard n > 0 else { throw .io(call: "copy_file_range", path: paths, errno: EIO) }
+            done += n
+        }
+        return true
+    }
+
+    /// posix_fadvise(2) of `length` bytes at `offset` of `fd` (`0` length: to the end). A
+    /// hint: posix_fadvise returns its error rather than setting errno, and a failure
+    /// changes nothing but speed, so it is not reported.
+    package static func adviseFile(_ fd: Int32, offset: Int, length: Int, _ advice: FileAdvice) {
+        _ = posix_fadvise(fd, off_t(offset), off_t(length), advice.rawValue)
+    }
+
+    /// What ``adviseFile(_:offset:length:_:)`` tells the kernel about a range of a file.
+    package struct FileAdvice: Sendable {
+        let rawValue: Int32
+        /// `POSIX_FADV_WILLNEED`: start reading the range into the page cache now.
+        package static let willNeed = FileAdvice(rawValue: POSIX_FADV_WILLNEED)
+        /// `POSIX_FADV_DONTNEED`: drop the range's clean cached pages (pages still mapped stay).
+        package static let dontNeed = FileAdvice(rawValue: POSIX_FADV_DONTNEED)
+        /// `POSIX_FADV_RANDOM`: no readahead around what is read.
+        package static let random = FileAdvice(rawValue: POSIX_FADV_RANDOM)
+    }
+
+    /// sync_file_range(2) with `SYNC_FILE_RANGE_WRITE` over the whole of `fd`: starts
+    /// writing back its dirty pages without waiting for them. A hint, not reported.
+    package static func startWriteback(_ fd: Int32) {
+        _ = SyncFileRange.function?(fd, 0, 0, SyncFileRange.write)
+    }
+
+    /// open(2) of an existing file for reading and writing.
+    package static func openForUpdate(_ path: String) throws(WStoreError) -> Int32 {
+        try syscall("open", path) { open(path, O_RDWR | O_CLOEXEC) }
+    }
+
+    /// ftruncate(2).
+    package static func truncate(_ fd: Int32, to size: Int, path: String) throws(WStoreError) {
+        _ = try syscall("ftruncate", path) { ftruncate(fd, off_t(size)) }
+    }
+
+    /// mincore(2) of the page at `address`: whether it is in memory. `false` when the
+    /// kernel cannot tell (an address outside any mapping).
+    package static func pageIsResident(_ address: UnsafeRawPointer) -> Bool {
+        let page = UnsafeMutableRawPointer(bitPattern: UInt(bitPattern: address) & ~UInt(pageSize - 1))!
+        var resident: UInt8 = 0
+        return mincore(page, 1, &resident) == 0 && resident & 1 != 0
+    }
+
     /// The whole file at `path` (open, fstat and pread(2)).
     /// - Throws: ``WStoreError/io(call:path:errno:)``; `EISDIR` for a directory.
     package static func readFile(_ path: String) throws(WStoreError) -> [UInt8] {
@@ -128,6 +218,22 @@ package enum Posix {
         }
         out.removeLast(out.count - (try read.get()))
         return out
+    }
+
+    /// Everything `path` gives until its end, read(2) by read (for files such as those of
+    /// /proc, whose size says nothing of their length).
+    /// - Throws: ``WStoreError/io(call:path:errno:)``.
+    package static func readToEnd(_ path: String) throws(WStoreError) -> [UInt8] {
+        let fd = try openForReading(path)
+        defer { close(fd) }
+        var out: [UInt8] = []
+        let chunk = UnsafeMutableRawBufferPointer.allocate(byteCount: 64 << 10, alignment: 16)
+        defer { chunk.deallocate() }
+        while true {
+            let n = try syscall("read", path) { Glibc.read(fd, chunk.baseAddress!, chunk.count) }
+            if n == 0 { return out }
+            out.append(contentsOf: UnsafeRawBufferPointer(rebasing: chunk[..<n]))
+        }
     }
 
     /// fsync(2).
@@ -305,6 +411,27 @@ package enum Posix {
 
     /// Whether `name` matches the shell glob `pattern` (fnmatch(3), no flags).
     package static func matches(_ name: String, glob pattern: String) -> Bool { fnmatch(pattern, name, 0) == 0 }
+}
+
+/// copy_file_range(2), looked up at run time (glibc declares it only under _GNU_SOURCE).
+private enum CopyFileRange {
+    typealias Fn =
+        @convention(c) (Int32, UnsafeMutablePointer<Int64>?, Int32, UnsafeMutablePointer<Int64>?, Int, UInt32)
+        -> Int
+    static let function: Fn? = {
+        guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "copy_file_range") else { return nil }
+        return unsafeBitCast(sym, to: Fn.self)
+    }()
+}
+
+/// sync_file_range(2), looked up at run time (glibc declares it only under _GNU_SOURCE).
+private enum SyncFileRange {
+    typealias Fn = @convention(c) (Int32, off_t, off_t, UInt32) -> Int32
+    static let write: UInt32 = 2  // SYNC_FILE_RANGE_WRITE, fcntl.h
+    static let function: Fn? = {
+        guard let sym = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "sync_file_range") else { return nil }
+        return unsafeBitCast(sym, to: Fn.self)
+    }()
 }
 
 /// renameat2(2), looked up at run time (glibc declares it only under _GNU_SOURCE).

@@ -14,7 +14,7 @@ extension RecordDecoder {
     ///
     /// - Returns: `false`, having done nothing, when the record is not on overflow pages
     ///   (a small record: decode it from the map).
-    /// - Throws: as ``decode(_:name:into:threads:verify:)``; ``LMDBError`` on an I/O error.
+    /// - Throws: as ``decode(_:name:into:threads:verify:)``; ``WStoreError/io(call:path:errno:)`` on an I/O error.
     package static func decodeFromFile(
         _ record: RecordView, env: LMDBEnvironment, name: String,
         into dst: UnsafeMutableRawBufferPointer, threads: Int = 1, verify: Bool = true,

@@ -16,6 +16,8 @@ public struct CheckpointTensor: Sendable {
     public var sourceFile: String { file.path }
     /// Bytes of the tensor.
     public var byteCount: Int { byteRange.count }
+    /// Where its bytes start in ``sourceFile``.
+    public var sourceOffset: Int { byteRange.lowerBound }
     let file: MappedFile
     let byteRange: Range<Int>
 }

@@ -13,6 +13,10 @@ public final class RedisClient: @unchecked Sendable {
         public var connectTimeout: Duration = .seconds(1)
         /// How long one command (or one pipelined batch's reply) may take.
         public var commandTimeout: Duration = .seconds(1)
+        /// Reply bytes a pipeline keeps in flight per connection, a sliding window (0: send every
+        /// command of a pipeline at once). Large values stream through Redis instead of being
+        /// copied into its output buffers all at once.
+        public var pipelineWindowBytes = 8 << 20
         public init() {}
     }
 
@@ -83,7 +87,9 @@ public final class RedisClient: @unchecked Sendable {
 
     private func connection(_ e: RedisEndpoint) throws -> RedisConnection {
         if let c = connections[e] { return c }
-        let c = try RedisConnection(e, connectTimeout: options.connectTimeout, commandTimeout: options.commandTimeout)
+        let c = try RedisConnection(
+            e, connectTimeout: options.connectTimeout, commandTimeout: options.commandTimeout,
+            windowBytes: options.pipelineWindowBytes)
         connections[e] = c
         return c
     }

@@ -13,8 +13,9 @@ final class RedisConnection {
     /// Connects, authenticates and checks that a Redis server answers (`PING`).
     /// - Throws: ``RemoteError`` (refused, timeout, auth, not Redis).
     /// The corresponding C function is `redisConnectWithTimeout`.
-    init(_ endpoint: RedisEndpoint, connectTimeout: Duration, commandTimeout: Duration) throws {
+    init(_ endpoint: RedisEndpoint, connectTimeout: Duration, commandTimeout: Duration, windowBytes: Int = 0) throws {
         self.endpoint = endpoint
+        self.windowBytes = windowBytes
         guard let c = redisConnectWithTimeout(endpoint.host, Int32(endpoint.port), timeval(connectTimeout)) else {
             throw RemoteError.io(endpoint: endpoint.description, message: "out of memory allocating a connection")
         }
@@ -24,7 +25,13 @@ final class RedisConnection {
             throw error
         }
         context = c
+        readBuffer = UnsafeMutableRawPointer.allocate(byteCount: RedisConnection.readSize, alignment: 64)
         redisSetTimeout(c, timeval(commandTimeout))
+        // read.h: the reader frees its buffer whenever it is empty and has more than `maxbuf`
+        // bytes unused (16 KiB by default). Chunk values are MiB-sized, so that buffer would be
+        // freed and grown again, reallocation by reallocation, for every value; it is kept
+        // instead up to `keptReaderBuffer` (the connection then holds that much at most).
+        c.pointee.reader.pointee.maxbuf = RedisConnection.keptReaderBuffer
         if let password = endpoint.password {
             let args = [Array("AUTH".utf8)] + (endpoint.user.map { [Array($0.utf8)] } ?? []) + [Array(password.utf8)]
             let reply: RedisReply
@@ -48,13 +55,25 @@ final class RedisConnection {
         }
     }
 
-    deinit { redisFree(context) }
+    deinit {
+        redisFree(context)
+        readBuffer.deallocate()
+    }
 
-    /// Sends every command, then reads every reply: one round trip for the lot.
+    /// Reply bytes a pipeline keeps in flight (0: every command is sent at once); see ``run(_:operation:each:)``.
+    let windowBytes: Int
+
+    /// The most unused reply buffer the connection keeps between replies.
+    static let keptReaderBuffer = 256 << 20
+    /// Bytes asked of one read(2); hiredis's own `redisBufferRead` asks 16 KiB.
+    static let readSize = 1 << 20
+    private let readBuffer: UnsafeMutableRawPointer
+
+    /// Sends the commands pipelined and reads every reply.
     ///
     /// Each command is its argument list (binary-safe). Error replies come back as
     /// ``RedisReply/error(_:)``; a failed connection throws.
-    /// The corresponding C functions are `redisAppendCommandArgv` and `redisGetReply`.
+    /// The corresponding C functions are `redisAppendCommandArgv` and (see `nextReply`) `redisGetReplyFromReader`.
     func run(_ commands: [[[UInt8]]], operation: String) throws -> [RedisReply] {
         var replies: [RedisReply] = []
         replies.reserveCapacity(commands.count)
@@ -64,6 +83,15 @@ final class RedisConnection {
 
     /// As ``run(_:operation:)``, handing each reply to `each` (with its command's index) as soon as
     /// it is read, while later replies are still on the wire.
+    ///
+    /// With ``windowBytes`` 0 every command is sent at once (one round trip for the lot). Otherwise
+    /// the pipeline is a sliding window: after each reply, more commands are sent so that about
+    /// `windowBytes` of replies (judged by the mean size of those read so far) stay in flight,
+    /// at least 2 commands and at first 4; they are written at once, so the server never waits
+    /// while replies it already sent are read. Redis builds the replies of all the commands it has
+    /// read before it writes any, so a pipeline of many MiB-sized values would have it copy them
+    /// all into its output buffers first; the window keeps it streaming, with no round trip
+    /// between commands, while small replies still go many per round trip.
     func run(_ commands: [[[UInt8]]], operation: String, each: (Int, RedisReply) throws -> Void) throws {
         // A write to a connection the server reset raises SIGPIPE, whose default action ends
         // the process; hiredis writes with plain write(2). SIGPIPE is sent to the writing
@@ -82,21 +110,77 @@ final class RedisConnection {
             }
             pthread_sigmask(SIG_SETMASK, &previous, nil)
         }
-        for args in commands {
-            let status = withArgv(args) { argv, lengths in
-                redisAppendCommandArgv(context, Int32(args.count), argv, lengths)
+        var sent = 0, replyBytes = 0
+        func send(upTo n: Int) throws {
+            let before = sent
+            while sent < min(n, commands.count) {
+                let args = commands[sent]
+                let status = withArgv(args) { argv, lengths in
+                    redisAppendCommandArgv(context, Int32(args.count), argv, lengths)
+                }
+                if status != REDIS_OK { throw RedisConnection.error(context, endpoint: endpoint, operation: operation) }
+                sent += 1
             }
-            if status != REDIS_OK { throw RedisConnection.error(context, endpoint: endpoint, operation: operation) }
+            // The first commands go out with the first read (nextReply); later ones at once.
+            if sent > before && before > 0 { try flush(operation: operation) }
         }
+        try send(upTo: windowBytes == 0 ? commands.count : 4)
         for k in commands.indices {
-            var raw: UnsafeMutableRawPointer?
-            guard redisGetReply(context, &raw) == REDIS_OK, let raw else {
-                throw RedisConnection.error(context, endpoint: endpoint, operation: operation)
+            if k > 0 && sent < commands.count {
+                // Topped up when half the window has been read: one write per half window.
+                let mean = max(1, replyBytes / k)
+                let window = max(2, (windowBytes + mean - 1) / mean)
+                if sent - k <= window / 2 { try send(upTo: k + window) }
             }
+            let raw = try nextReply(operation: operation)
+            replyBytes += RedisConnection.size(raw.assumingMemoryBound(to: redisReply.self))
             let reply = RedisConnection.convert(raw.assumingMemoryBound(to: redisReply.self))
             freeReplyObject(raw)
             try each(k, reply)
         }
+    }
+
+    /// The next reply, as `redisGetReply` reads it (flush what is queued, then read until a
+    /// reply is complete), but reading up to ``readSize`` bytes per read(2) and handing them
+    /// to the context's reader with `redisReaderFeed`: a MiB-sized value takes a few dozen
+    /// system calls instead of thousands. The socket is blocking with the command timeout
+    /// set (`redisSetTimeout`: SO_RCVTIMEO), so a read that times out fails with EAGAIN.
+    /// The corresponding C functions are `redisGetReplyFromReader`, `redisBufferWrite` and `redisReaderFeed`.
+    private func nextReply(operation: String) throws -> UnsafeMutableRawPointer {
+        var raw: UnsafeMutableRawPointer?
+        guard redisGetReplyFromReader(context, &raw) == REDIS_OK else {
+            throw RedisConnection.error(context, endpoint: endpoint, operation: operation)
+        }
+        if let raw { return raw }
+        try flush(operation: operation)
+        let e = endpoint.description
+        while true {
+            let n = read(context.pointee.fd, readBuffer, RedisConnection.readSize)
+            if n == 0 { throw RemoteError.io(endpoint: e, message: "the server closed the connection during \(operation)") }
+            if n < 0 {
+                let code = errno
+                if code == EINTR { continue }
+                if code == EAGAIN || code == EWOULDBLOCK { throw RemoteError.timeout(endpoint: e, operation: operation) }
+                throw RemoteError.io(endpoint: e, message: "\(operation) failed: \(String(cString: strerror(code)))")
+            }
+            guard redisReaderFeed(context.pointee.reader, readBuffer.assumingMemoryBound(to: CChar.self), n) == REDIS_OK,
+                redisGetReplyFromReader(context, &raw) == REDIS_OK
+            else {
+                throw RedisConnection.error(context, endpoint: endpoint, operation: operation)
+            }
+            if let raw { return raw }
+        }
+    }
+
+    /// Writes every command queued in the context's output buffer (blocking, within the command timeout).
+    /// The corresponding C function is `redisBufferWrite`.
+    private func flush(operation: String) throws {
+        var done: Int32 = 0
+        repeat {
+            guard redisBufferWrite(context, &done) == REDIS_OK else {
+                throw RedisConnection.error(context, endpoint: endpoint, operation: operation)
+            }
+        } while done == 0
     }
 
     /// Lends hiredis pointers to each argument's bytes; hiredis copies them into its output
@@ -128,6 +212,13 @@ final class RedisConnection {
         p.initialize(to: 0)
         return UnsafePointer(p)
     }()
+
+    /// Bytes of a reply's strings (a rough measure of its size on the wire).
+    private static func size(_ r: UnsafeMutablePointer<redisReply>) -> Int {
+        let v = r.pointee
+        if v.type == REDIS_REPLY_ARRAY { return (0 ..< Int(v.elements)).reduce(16) { $0 + size(v.element[$1]!) } }
+        return 16 + (v.type == REDIS_REPLY_INTEGER ? 0 : Int(v.len))
+    }
 
     private static func convert(_ r: UnsafeMutablePointer<redisReply>) -> RedisReply {
         let v = r.pointee

@@ -1,3 +1,5 @@
+import WStoreCore
+
 /// Key layouts of the store's sub-databases (format-spec/FORMAT.md §3).
 enum Keys {
     /// `tensors`: model, NUL, tensor name.
@@ -33,6 +35,23 @@ enum Keys {
         let expert = Int(UInt32(bigEndian: key.loadUnaligned(fromByteOffset: prefixLength + 4, as: UInt32.self)))
         let part = String(decoding: key[(prefixLength + 8)...], as: UTF8.self)
         return ExpertKey(layer: layer, expert: expert, part: part)
+    }
+
+    /// `variants`: the `experts` key of the part, NUL, the precision name (FORMAT.md §8).
+    static func variant(model: String, _ key: ExpertKey, _ precision: ExpertPrecision) -> [UInt8] {
+        expert(model: model, key) + [0] + Array(precision.name.utf8)
+    }
+
+    /// Splits a `variants` key after the model prefix: the part key and the precision
+    /// (`nil` when the key is malformed or names no precision this build knows).
+    static func parseVariant(_ key: UnsafeRawBufferPointer, prefixLength: Int) -> (ExpertKey, ExpertPrecision)? {
+        guard key.count > prefixLength + 8, let nul = key[(prefixLength + 8)...].lastIndex(of: 0),
+            let precision = ExpertPrecision(rawValue: String(decoding: key[(nul + 1)...], as: UTF8.self)),
+            precision != .exact
+        else { return nil }
+        let part = UnsafeRawBufferPointer(rebasing: key[..<nul])
+        guard let k = parseExpert(part, prefixLength: prefixLength) else { return nil }
+        return (k, precision)
     }
 
     /// `meta`: the store record and one record per model.

@@ -71,18 +71,7 @@ extension WeightStore {
             verify: Bool = true, path: ReadPath = .map
         ) throws -> TensorInfo {
             let r = try requireRecord(name, model: model, payload: true)
-            let label = "\(model)/\(name)"
-            switch path {
-            case .map:
-                try RecordDecoder.decode(r, name: label, into: buffer, threads: threads, verify: verify)
-            case .file, .fileDropCache:
-                if try !RecordDecoder.decodeFromFile(
-                    r, env: store.env, name: label, into: buffer, threads: threads,
-                    verify: verify, dropCache: path == .fileDropCache)
-                {
-                    try RecordDecoder.decode(r, name: label, into: buffer, threads: threads, verify: verify)
-                }
-            }
+            try store.decode(r, label: "\(model)/\(name)", into: buffer, threads: threads, verify: verify, path: path)
             return TensorInfo(model: model, name: name, record: r)
         }
 
@@ -218,6 +207,25 @@ extension WeightStore {
 }
 
 extension WeightStore {
+    /// Decodes (or copies) record `r` into `buffer` from where `path` says, every frame or
+    /// block checked (raw blocks only with `verify`).
+    func decode(
+        _ r: RecordView, label: String, into buffer: UnsafeMutableRawBufferPointer, threads: Int, verify: Bool,
+        path: ReadPath
+    ) throws {
+        switch path {
+        case .map:
+            try RecordDecoder.decode(r, name: label, into: buffer, threads: threads, verify: verify)
+        case .file, .fileDropCache:
+            if try !RecordDecoder.decodeFromFile(
+                r, env: env, name: label, into: buffer, threads: threads, verify: verify,
+                dropCache: path == .fileDropCache)
+            {
+                try RecordDecoder.decode(r, name: label, into: buffer, threads: threads, verify: verify)
+            }
+        }
+    }
+
     /// Parses a record read under a key with binding `binding`; in a version-2 store,
     /// refuses a version-1 record (which is not bound to its key).
     func view(_ bytes: UnsafeRawBufferPointer, key binding: UInt64, name: String) throws -> RecordView {

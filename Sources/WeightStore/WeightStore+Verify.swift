@@ -24,6 +24,8 @@ extension WeightStore {
         public var bytesChecked = 0
         /// Expert index entries checked against the tensors they name.
         public var expertEntriesChecked = 0
+        /// Variant records checked (FORMAT.md §8), with their bytes in ``bytesChecked``.
+        public var variantsChecked = 0
         /// B-tree pages walked (branch, leaf and overflow).
         public var pagesChecked = 0
         public var failures: [VerifyFailure] = []
@@ -49,6 +51,18 @@ extension WeightStore {
         func fail(_ model: String, _ name: String, _ error: Any) {
             report.failures.append(VerifyFailure(model: model, name: name, reason: "\(error)"))
         }
+        /// Every frame decoded, or every raw block hashed, each against its checksum.
+        func checkPayload(_ r: RecordView, label: String) throws {
+            if r.codec == .raw {
+                try RecordDecoder.verify(r, name: label, r.payload, threads: threads)
+            } else {
+                let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, r.rawSize), alignment: 64)
+                defer { buf.deallocate() }
+                try RecordDecoder.decode(
+                    r, name: label, into: UnsafeMutableRawBufferPointer(rebasing: buf[0 ..< r.rawSize]),
+                    threads: threads)
+            }
+        }
         do {
             let pages = try env.checkPages()
             report.pagesChecked = pages.branchPages + pages.leafPages + pages.overflowPages
@@ -73,22 +87,15 @@ extension WeightStore {
                 return true
             }
             var present = Set<String>()
+            var shapes: [String: [Int]] = [:]
             for (model, name) in keys {
                 report.tensorsChecked += 1
                 do {
                     let r = try s.requireRecord(name, model: model)
-                    if r.codec == .raw {
-                        try RecordDecoder.verify(r, name: "\(model)/\(name)", r.payload, threads: threads)
-                    } else {
-                        let buf = UnsafeMutableRawBufferPointer.allocate(byteCount: max(1, r.rawSize), alignment: 64)
-                        defer { buf.deallocate() }
-                        try RecordDecoder.decode(
-                            r, name: "\(model)/\(name)",
-                            into: UnsafeMutableRawBufferPointer(rebasing: buf[0 ..< r.rawSize]),
-                            threads: threads)
-                    }
+                    try checkPayload(r, label: "\(model)/\(name)")
                     report.bytesChecked += r.rawSize
                     present.insert(model + "\u{0}" + name)
+                    shapes[model + "\u{0}" + name] = r.shape
                 } catch {
                     fail(model, name, error)
                 }
@@ -122,6 +129,47 @@ extension WeightStore {
                     fail(model, what, error)
                 }
                 return true
+            }
+            // Every variant: a well-formed key, a sound record of its precision, and a part that is
+            // indexed, present and of the same shape.
+            guard let variantsDB else { return }
+            var variantKeys: [(model: String, key: ExpertKey, precision: ExpertPrecision)] = []
+            try s.txn.scan(variantsDB, prefix: []) { k, _ in
+                guard let nul = k.firstIndex(of: 0), nul > 0,
+                    let model = String(validating: k[..<nul], as: UTF8.self),
+                    let (key, p) = Keys.parseVariant(k, prefixLength: nul + 1)
+                else {
+                    fail(
+                        "-", "variants key \(Array(k.prefix(32)))",
+                        "not a model, NUL, layer, expert, part, NUL and precision")
+                    return true
+                }
+                variantKeys.append((model, key, p))
+                return true
+            }
+            for (model, key, p) in variantKeys {
+                report.variantsChecked += 1
+                let what = "variant \(key.layer)/\(key.expert)/\(key.part)@\(p)"
+                do {
+                    let r = try s.requireVariant(p, of: key, model: model)
+                    try checkPayload(r, label: "\(model)/\(what)")
+                    report.bytesChecked += r.rawSize
+                    guard let entry = try s.expert(layer: key.layer, expert: key.expert, model: model),
+                        let tensor = entry.parts[key.part]
+                    else {
+                        fail(model, what, "its part is not in the expert index")
+                        continue
+                    }
+                    guard let shape = shapes[model + "\u{0}" + tensor] else {
+                        fail(model, what, "its part's tensor \(tensor) is missing or damaged")
+                        continue
+                    }
+                    if shape != r.shape {
+                        fail(model, what, "shape \(r.shape) differs from its part's tensor \(tensor) \(shape)")
+                    }
+                } catch {
+                    fail(model, what, error)
+                }
             }
         }
         return report

@@ -14,28 +14,54 @@ extension WeightStore {
         ///   - codec: ``CodecChoice/auto`` compresses byte-grouped planes with zstd and
         ///     keeps the record raw (zero-copy readable) when that saves under 5%.
         ///   - expert: also index the tensor as this part of an MoE expert.
-        /// - Throws: ``WStoreError/invalidArgument(_:)`` for a bad name or a size that
-        ///   does not match the shape; ``LMDBError`` from LMDB.
+        ///   - variants: with `expert`, also store these quantized copies of the part
+        ///     (FORMAT.md §8); a part that is not f32/f16/bf16 or whose last dimension is not a
+        ///     multiple of 32 gets none.
+        /// - Throws: ``WStoreError/invalidArgument(_:)`` for a bad name, a size that does not
+        ///   match the shape, or weights with an infinity or NaN to quantize; ``LMDBError`` from LMDB.
         @discardableResult
         public func put(
             _ name: String, model: String = WeightStore.defaultModel, dtype: DType, shape: [Int],
             bytes: UnsafeRawBufferPointer, codec: CodecChoice = .auto, level: Int = 3,
-            expert: ExpertKey? = nil
+            expert: ExpertKey? = nil, variants: [ExpertPrecision] = []
         ) throws -> TensorInfo {
             var options = store.encodeOptions
             options.codec = codec
             options.level = Int32(level)
             let binding = try store.recordBinding(model: model, name: name)
             let record = try RecordEncoder.encode(bytes, dtype: dtype, shape: shape, binding: binding, options: options)
-            return try putEncoded(
+            let encoded =
+                try expert.map {
+                    try store.encodeVariants(
+                        bytes, dtype: dtype, shape: shape, precisions: variants, of: $0, model: model, options: options)
+                } ?? []
+            let info = try putEncoded(
                 record, source: bytes, name: name, model: model, dtype: dtype, shape: shape, expert: expert)
+            for v in encoded { try putVariant(v, model: model) }
+            return info
+        }
+
+        /// Writes a variant from ``WeightStore/encodeVariants(_:dtype:shape:precisions:of:model:options:threads:)``.
+        @discardableResult
+        package func putVariant(_ v: EncodedVariant, model: String) throws -> VariantInfo {
+            try v.blocks.withUnsafeBytes {
+                try putVariantEncoded(
+                    v.record, blocks: $0, precision: v.precision, of: v.key, model: model, shape: v.shape)
+            }
         }
 
         /// Writes a record encoded beforehand (so compression can run outside the transaction).
+        ///
+        /// `sourceFile`, when given, is where `source` lies in a file: a descriptor open for
+        /// reading, the offset of `source`'s first byte in it, and its path. A raw record's
+        /// payload is then copied from that file inside the kernel (copy_file_range(2)),
+        /// page cache to page cache, without mapping or copying `source` through this
+        /// process; the bytes must be the same (its checksum was computed from `source`).
         @discardableResult
         package func putEncoded(
             _ record: EncodedRecord, source: UnsafeRawBufferPointer, name: String, model: String,
-            dtype: DType, shape: [Int], expert: ExpertKey? = nil
+            dtype: DType, shape: [Int], expert: ExpertKey? = nil,
+            sourceFile: (descriptor: Int32, offset: Int, path: String)? = nil
         ) throws -> TensorInfo {
             let key = try store.tensorKey(model: model, name: name)
             guard record.binding == Record.binding(key: key) else {
@@ -47,10 +73,18 @@ extension WeightStore {
                 // file's own pages, and its pages leave this process once written (they
                 // stay dirty in the page cache; madvise(MADV_DONTNEED) of a shared file
                 // mapping keeps the data).
-                // The payload is written with pwrite at the same place in the file: the
-                // same pages, without a fault for each.
+                // The payload is written with pwrite (or copied from its file) at the same
+                // place in the file: the same pages, without a fault for each.
                 if env.writeMap, let offset = env.fileOffset(of: UnsafeRawBufferPointer(dst)) {
-                    try record.write(into: dst, source: source) { bytes, at in try env.writeFile(bytes, at: offset + at)
+                    try record.write(into: dst, source: source) { bytes, at in
+                        if record.pieces == nil, let file = sourceFile,
+                            try env.copyIntoFile(
+                                from: file.descriptor, at: file.offset + (bytes.baseAddress! - source.baseAddress!),
+                                sourcePath: file.path, count: bytes.count, to: offset + at)
+                        {
+                            return
+                        }
+                        try env.writeFile(bytes, at: offset + at)
                     }
                     PageCache.unmapPages(UnsafeRawBufferPointer(dst))
                 } else {
@@ -68,9 +102,7 @@ extension WeightStore {
 
         /// Indexes tensor `name` as part `key.part` of expert `(key.layer, key.expert)`.
         public func setExpert(_ key: ExpertKey, tensor name: String, model: String = WeightStore.defaultModel) throws {
-            guard key.layer >= 0, key.expert >= 0, key.layer <= Int(UInt32.max), key.expert <= Int(UInt32.max) else {
-                throw WStoreError.invalidArgument("expert index \(key) out of range")
-            }
+            try WeightStore.checkExpertIndex(key)
             let ek = Keys.expert(model: model, key)
             guard ek.count <= store.env.maxKeySize else {
                 throw WStoreError.invalidArgument("expert part name too long: \(key.part)")
@@ -98,12 +130,12 @@ extension WeightStore {
         }
     }
 
-    /// Stores one tensor in its own transaction; see ``Writer/put(_:model:dtype:shape:bytes:codec:level:expert:)``.
+    /// Stores one tensor in its own transaction; see ``Writer/put(_:model:dtype:shape:bytes:codec:level:expert:variants:)``.
     @discardableResult
     public func put(
         _ name: String, model: String = WeightStore.defaultModel, dtype: DType, shape: [Int],
         bytes: UnsafeRawBufferPointer, codec: CodecChoice = .auto, level: Int = 3,
-        expert: ExpertKey? = nil
+        expert: ExpertKey? = nil, variants: [ExpertPrecision] = []
     ) throws -> TensorInfo {
         var options = encodeOptions
         options.codec = codec
@@ -112,9 +144,17 @@ extension WeightStore {
         let record = try RecordEncoder.encode(
             bytes, dtype: dtype, shape: shape,
             binding: recordBinding(model: model, name: name), options: options)
+        let encoded =
+            try expert.map {
+                try encodeVariants(
+                    bytes, dtype: dtype, shape: shape, precisions: variants, of: $0, model: model, options: options,
+                    threads: options.threads)
+            } ?? []
         return try write { w in
-            try w.putEncoded(
+            let info = try w.putEncoded(
                 record, source: bytes, name: name, model: model, dtype: dtype, shape: shape, expert: expert)
+            for v in encoded { try w.putVariant(v, model: model) }
+            return info
         }
     }
 
@@ -129,6 +169,13 @@ extension WeightStore {
     /// (``Record/binding(key:)`` of the `tensors` key).
     package func recordBinding(model: String, name: String) throws -> UInt64 {
         Record.binding(key: try tensorKey(model: model, name: name))
+    }
+
+    /// Layer and expert must fit the u32 fields of `experts` and `variants` keys.
+    static func checkExpertIndex(_ key: ExpertKey) throws {
+        guard key.layer >= 0, key.expert >= 0, key.layer <= Int(UInt32.max), key.expert <= Int(UInt32.max) else {
+            throw WStoreError.invalidArgument("expert index \(key) out of range")
+        }
     }
 
     func tensorKey(model: String, name: String) throws -> [UInt8] {

@@ -42,6 +42,10 @@ public final class WeightStore: Sendable {
     let tensorsDB: LMDBDatabase
     let expertsDB: LMDBDatabase
     let metaDB: LMDBDatabase
+    /// The `variants` sub-database (FORMAT.md §8): created with the store, or when a
+    /// version-2 store is opened for writing; `nil` in a read-only handle of a store that
+    /// had none when the handle was opened.
+    let variantsDB: LMDBDatabase?
     /// Records shorter than this are padded so LMDB puts them on overflow pages.
     let minRecordSize: Int
     /// The store's format version (FORMAT.md §5): 1 for a store written before records
@@ -65,6 +69,12 @@ public final class WeightStore: Sendable {
             create
             ? Int(Record.formatVersion)
             : try Self.readMetadata(env: env, metaDB: metaDB, path: env.path).formatVersion
+        do {
+            self.variantsDB = try env.database(
+                "variants", create: !readOnly && formatVersion >= Int(Record.formatVersion))
+        } catch LMDBError.notFound {
+            self.variantsDB = nil
+        }
     }
 
     /// Creates a new, empty store in directory `path` (created if missing).

@@ -87,3 +87,49 @@ struct BenchCacheCommandTests {
         #expect(throws: WStoreError.self) { _ = try budget.makeReport() }
     }
 }
+
+@Suite("wstore bench cache --precision")
+struct BenchCachePrecisionTests {
+    @Test func lowBitCopiesReadFewerBytesAtTheSameBudget() throws {
+        let dir = TemporaryDirectory()
+        _ = try makeVariantExpertStore(at: dir.path + "/s", layers: 2, experts: 8)
+        let trace = dir.path + "/t.jsonl"
+        let synth = try #require(
+            try WStoreCommand.parseAsRoot(
+                [
+                    "trace", "synth", trace, "--layers", "2", "--experts", "8", "--requests", "2", "--tokens", "60",
+                    "--json",
+                ]) as? TraceSynthCommand)
+        try synth.run()
+        let bench = try #require(
+            try WStoreCommand.parseAsRoot(
+                [
+                    "bench", "cache", "--trace", trace, "--capacity", "25%", "--store", dir.path + "/s", "--policy",
+                    "lru", "--precision", "exact,q4_0,mixed",
+                ]) as? BenchCache)
+        let rows = try bench.makeReport().policies
+        #expect(rows.map(\.precision) == ["exact", "q4_0", "mixed"])
+        let exact = rows[0], q4 = rows[1]
+        // Equal-sized Q4_0 copies: LRU over more slots misses no more often (LRU is a
+        // stack algorithm), and each miss reads a smaller record.
+        #expect(q4.hit_rate >= exact.hit_rate)
+        #expect(q4.bytes_read_per_access! < exact.bytes_read_per_access!)
+        #expect(q4.low_precision_loads! > 0 && exact.low_precision_loads == 0)
+        #expect(q4.upgrade_loads == 0 && exact.gap_closed != nil && q4.gap_closed == nil)
+    }
+
+    @Test func badPrecisionsAreOneLineErrors() throws {
+        let dir = TemporaryDirectory()
+        let trace = dir.path + "/t.jsonl"
+        try Data(
+            (#"{"kind":"wstore.routing-trace","version":1,"layers":1,"experts":2,"top_k":1}"# + "\n{\"experts\":[[1]]}\n")
+                .utf8
+        ).write(to: URL(fileURLWithPath: trace))
+        #expect(
+            usageError(["bench", "cache", "--trace", trace, "--capacity", "1", "--store", "s", "--precision", "q3"])
+                == "unknown --precision q3; use exact, mixed, q8_0 or q4_0, comma-separated")
+        #expect(
+            usageError(["bench", "cache", "--trace", trace, "--capacity", "1", "--precision", "exact,mixed"])
+                == "--precision other than exact needs --store (a store packed with --expert-variants)")
+    }
+}

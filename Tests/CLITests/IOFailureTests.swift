@@ -66,6 +66,47 @@ import WeightStore
         #expect(dir.entries == ["s.wstore"])
     }
 
+    /// A raw payload is copied from its source file (copy_file_range, on a path that starts
+    /// with the source's); a compressed one is pwritten into the staging store's data.mdb.
+    @Test(arguments: [("copy_file_range", "raw"), ("pwrite", "zstd")])
+    func packWhoseDataWriteFailsKeepsThePreviousStore(_ call: String, _ codec: String) throws {
+        let dir = TemporaryDirectory("io")
+        let target = dir.sub("s.wstore")
+        try wstore("pack", fixtures + "/sharded", "-o", target, "--model", "m", "--quiet")
+        let before = try contents(of: target, model: "m")
+        let source = dir.sub("src.safetensors")
+        try FileManager.default.copyItem(atPath: fixtures + "/bad/good.safetensors", toPath: source)
+        let prefix = call == "pwrite" ? dir.sub(".s.wstore.wstore-pack-") : source
+        let err = ioError(call) {
+            try failing(call, under: prefix) {
+                try wstore("pack", source, "-o", target, "--model", "m", "--codec", codec, "--quiet")
+            }
+        }
+        #expect(err?.path.hasPrefix(prefix) == true)
+        #expect(err?.path.hasSuffix("/data.mdb") == true)
+        let after = try contents(of: target, model: "m")
+        #expect(Set(before.keys) == Set(after.keys) && before.keys.allSatisfy { before[$0]!.1 == after[$0]!.1 })
+        #expect(dir.entries == ["s.wstore", "src.safetensors"])
+    }
+
+    @Test func fileReadWhosePreadFailsIsOneLine() throws {
+        let dir = TemporaryDirectory("io")
+        let path = dir.sub("s.wstore")
+        try wstore("pack", fixtures + "/sharded", "-o", path, "--model", "m", "--codec", "raw", "--quiet")
+        let store = try WeightStore.open(at: path)
+        let t = try #require(try store.tensors(model: "m").max { $0.rawSize < $1.rawSize })
+        var buffer = [UInt8](repeating: 0, count: t.rawSize)
+        let err = ioError("pread") {
+            try failing("pread", under: path) {
+                try buffer.withUnsafeMutableBytes { _ = try store.read(t.name, model: "m", into: $0, path: .file) }
+            }
+        }
+        #expect(err?.path == path + "/data.mdb")
+        // Without the fault, the same read gives the stored bytes.
+        try buffer.withUnsafeMutableBytes { _ = try store.read(t.name, model: "m", into: $0, path: .file) }
+        #expect(buffer == (try store.readBytes(t.name, model: "m")))
+    }
+
     @Test(arguments: ["open", "write", "fsync", "rename"])
     func exportWhoseWriteFailsKeepsThePreviousFile(_ call: String) throws {
         let dir = TemporaryDirectory("io")

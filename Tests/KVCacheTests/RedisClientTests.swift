@@ -31,6 +31,23 @@ struct RedisClientTests {
         #expect(try client.exists(keys + [Array("absent".utf8)]) == [true, true, true, false])
     }
 
+    @Test(arguments: [0, 1, 1 << 20, 8 << 20]) func windowedPipelinesKeepOrderAndEveryReply(window: Int) throws {
+        let server = try RedisServer()
+        var options = RedisClient.Options()
+        options.pipelineWindowBytes = window
+        let client = try RedisClient(urls: [server.url], options: options)
+        // Values from 0 bytes to 1.5 MiB, mixed, so the window grows and shrinks as replies arrive.
+        var rng = SplitMix64(seed: UInt64(window) + 3)
+        let sizes = (0 ..< 40).map { i in i % 5 == 0 ? Int(rng.next() % (3 << 19)) : Int(rng.next() % 64) }
+        let values = sizes.enumerated().map { i, n in (0 ..< n).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ i) } }
+        let keys = (0 ..< values.count).map { Array("w\($0)".utf8) }
+        #expect(try client.setIfAbsent(Array(zip(keys, values))).allSatisfy { $0 })
+        var seen: [Int] = []
+        let got = try client.get(keys + [Array("absent".utf8)]) { i, _ in seen.append(i) }
+        #expect(got == values + [nil])
+        #expect(seen == Array(0 ... values.count))
+    }
+
     @Test func clusterRoutesEveryKey() throws {
         let cluster = try RedisCluster()
         let client = try RedisClient(urls: cluster.urls)

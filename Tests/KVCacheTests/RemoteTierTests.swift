@@ -55,6 +55,34 @@ struct RemoteTierTests {
         (0 ..< UInt32(chunks * chunk + 3)).map { seed &* 1000 &+ $0 }
     }
 
+    /// A Redis server of the test's own, a temporary directory, and node A, which stored a
+    /// prompt of `chunks` chunks (distinct per `seed`) and sent all of it to Redis.
+    final class StoredPrompt {
+        let server: RedisServer, tmp: TemporaryDirectory, remote: RemoteTierOptions
+        let a: KVStore, tokens: [UInt32], kv: KVCacheData
+        var dir: String { tmp.path }
+        /// The Redis keys of the prompt's chunks.
+        var redisKeys: [String] {
+            PrefixKey.chain(tokens: tokens, chunkTokens: 8, model: "m").map { "test:\(hex($0))" }
+        }
+
+        init(_ name: String, seed: UInt32, chunks: Int) throws {
+            server = try RedisServer()
+            tmp = TemporaryDirectory(name)
+            remote = RemoteTierTests.remote([server.url])
+            a = try KVStore.create(at: tmp.path + "/a", options: RemoteTierTests.options(), remote: remote)
+            tokens = RemoteTierTests.prompt(seed, chunks: chunks)
+            kv = try RemoteTierTests.cache(tokens)
+            try a.store(tokens: tokens, model: "m", kv: kv)
+            guard a.flushRemote() else { throw WStoreError.invalidArgument("node A's chunks did not reach Redis") }
+        }
+
+        /// Another node: an empty local store `name` on the same remote tier.
+        func node(_ name: String) throws -> KVStore {
+            try KVStore.create(at: dir + "/" + name, options: RemoteTierTests.options(), remote: remote)
+        }
+    }
+
     @Test func twoNodesShareAPromptLosslessly() throws {
         let server = try RedisServer()
         let tmp = TemporaryDirectory("remote-nodes")
@@ -219,19 +247,11 @@ struct RemoteTierTests {
     }
 
     @Test func damagedOrForeignValuesAreMisses() throws {
-        let server = try RedisServer()
-        let tmp = TemporaryDirectory("remote-damage")
-        let dir = tmp.path
-        let r = RemoteTierTests.remote([server.url])
-        let a = try KVStore.create(at: dir + "/a", options: RemoteTierTests.options(), remote: r)
-        let p = RemoteTierTests.prompt(6, chunks: 4)
-        let kv = try RemoteTierTests.cache(p)
-        try a.store(tokens: p, model: "m", kv: kv)
-        #expect(a.flushRemote())
-        let keys = PrefixKey.chain(tokens: p, chunkTokens: 8, model: "m").map { "test:\(hex($0))" }
+        let stored = try StoredPrompt("remote-damage", seed: 6, chunks: 4)
+        let (server, a, p, kv, keys) = (stored.server, stored.a, stored.tokens, stored.kv, stored.redisKeys)
         // Flip bytes inside the third chunk's value in Redis.
         try server.cli(["setrange", keys[2], "200", "XXXX"])
-        let b = try KVStore.create(at: dir + "/b", options: RemoteTierTests.options(), remote: r)
+        let b = try stored.node("b")
         let found = try b.lookup(tokens: p, model: "m")
         #expect(found.chunks == 2 && found.remoteChunks == 2 && found.kv == kv.slice(tokens: 0 ..< 16))
         #expect(b.tierStats()!.damagedRemote == 1)
@@ -246,7 +266,7 @@ struct RemoteTierTests {
         let foreign = try #require(try a.rawChunk(chain[1]))
         for (i, value) in [Array("short".utf8), foreign, wide].enumerated() {
             try client.command(.init([Array("SET".utf8), Array(keys[0].utf8), value]))
-            let c = try KVStore.create(at: dir + "/c\(i)", options: RemoteTierTests.options(), remote: r)
+            let c = try stored.node("c\(i)")
             #expect(try c.lookup(tokens: p, model: "m").chunks == 0)
             #expect(c.tierStats()!.damagedRemote == 1)
             #expect(try c.stats().chunks == 0)
@@ -254,6 +274,87 @@ struct RemoteTierTests {
         // B holds chunks 0 and 1 locally, so it stops at the damaged third one again.
         #expect(try b.lookup(tokens: p, model: "m").chunks == 2)
         #expect(b.tierStats()!.damagedRemote == 2)
+    }
+
+    /// Per-layer K and V buffers `[tokens][heads][dim]` of bf16 for `tokens` tokens, zeroed, and their views.
+    final class Buffers {
+        let bytes: [UnsafeMutableRawBufferPointer]
+        let views: [KVLayerView]
+        let row: Int, stride: Int
+        init(tokens: Int, layers: Int = 2, heads: Int = 2, dim: Int = 16) {
+            row = dim * 2
+            stride = heads * row
+            let bytes = (0 ..< 2 * layers).map { _ in
+                UnsafeMutableRawBufferPointer.allocate(byteCount: tokens * heads * dim * 2, alignment: 16)
+            }
+            for b in bytes { b.initializeMemory(as: UInt8.self, repeating: 0) }
+            self.bytes = bytes
+            views = (0 ..< layers).map { [stride] l in
+                KVLayerView(
+                    keys: bytes[2 * l].baseAddress!, values: bytes[2 * l + 1].baseAddress!, dtype: .bf16, kvHeads: heads,
+                    headDim: dim, tokenStride: stride)
+            }
+        }
+        deinit { bytes.forEach { $0.deallocate() } }
+
+        /// Whether the first `tokens` tokens of every buffer hold `kv`'s (`[heads][tokens][dim]`) rows.
+        func hold(_ kv: KVCacheData, tokens: Int) -> Bool {
+            kv.layers.enumerated().allSatisfy { l, layer in
+                [layer.keys, layer.values].enumerated().allSatisfy { i, t in
+                    t.bytes.withUnsafeBytes { src in
+                        (0 ..< t.heads).allSatisfy { h in
+                            (0 ..< tokens).allSatisfy { tok in
+                                memcmp(
+                                    bytes[2 * l + i].baseAddress! + tok * stride + h * row,
+                                    src.baseAddress! + (h * t.tokens + tok) * row, row) == 0
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    @Test func lookupsIntoBuffersDecodeRemoteChunksInPlace() throws {
+        let stored = try StoredPrompt("remote-into", seed: 8, chunks: 4)
+        let (server, dir, p, kv) = (stored.server, stored.dir, stored.tokens, stored.kv)
+
+        // B holds nothing: all four chunks are decoded from Redis straight into its buffers.
+        let b = try stored.node("b")
+        let bufB = Buffers(tokens: p.count)
+        let got = try b.lookup(tokens: p, model: "m", into: bufB.views)
+        #expect(got.tokens == 32 && got.chunks == 4 && got.damage == nil)
+        #expect(bufB.hold(kv, tokens: 32))
+        #expect(b.tierStats()!.remoteHitChunks == 4)
+        #expect(try b.stats().chunks == 4)
+
+        // C holds the first chunk locally; the other three come from Redis, after it, in place.
+        do {
+            let c = try KVStore.create(at: dir + "/c", options: RemoteTierTests.options())
+            try c.store(tokens: Array(p.prefix(8)), model: "m", kv: kv.slice(tokens: 0 ..< 8))
+        }
+        let cr = try KVStore.open(at: dir + "/c", remote: stored.remote)
+        let bufC = Buffers(tokens: p.count)
+        #expect(try cr.lookup(tokens: p, model: "m", into: bufC.views).chunks == 4)
+        #expect(bufC.hold(kv, tokens: 32))
+        #expect(cr.tierStats()!.localHitChunks == 1 && cr.tierStats()!.remoteHitChunks == 3)
+
+        // A damaged third chunk ends the prefix there: two chunks delivered, one miss counted.
+        try server.cli(["setrange", stored.redisKeys[2], "200", "XXXX"])
+        let d = try stored.node("d")
+        let bufD = Buffers(tokens: p.count)
+        let partial = try d.lookup(tokens: p, model: "m", into: bufD.views)
+        #expect(partial.tokens == 16 && partial.chunks == 2)
+        #expect(bufD.hold(kv, tokens: 16))
+        #expect(d.tierStats()!.damagedRemote == 1)
+        #expect(try d.stats().chunks == 2)
+
+        // Buffers of another shape than the prompt's chunks: an invalid argument, nothing written.
+        let e = try stored.node("e")
+        let narrow = Buffers(tokens: p.count, heads: 1)
+        #expect(throws: WStoreError.self) { try e.lookup(tokens: p, model: "m", into: narrow.views) }
+        #expect(narrow.bytes.allSatisfy { $0.allSatisfy { $0 == 0 } })
+        #expect(try e.stats().chunks == 0)
     }
 
     @Test func wrongPasswordIsOneClearErrorAndStoreStaysLocal() throws {

@@ -164,11 +164,15 @@ import WStoreTestSupport
         let file = path + "/data.mdb"
         let meta = try LMDBFile.readMeta(path: file)
         var data = try Data(contentsOf: URL(fileURLWithPath: file))
-        // Find a leaf page and break its flags (leaf becomes branch).
+        // Find the leaf page of the experts tree (written by one transaction, so it is in use,
+        // not an older copy on the free list) and break its flags (leaf becomes branch).
+        let expertKey = Data(Array("default".utf8) + [0, 0, 0, 0, 0, 0, 0, 0, 1] + Array("up".utf8))
         var damaged = false
         for p in 2 ... Int(meta.lastPage) {
             let o = p * meta.pageSize
-            if data[o + 10] == 0x02 && data[o + 11] == 0 {
+            if data[o + 10] == 0x02 && data[o + 11] == 0,
+                data[o ..< o + meta.pageSize].range(of: expertKey) != nil
+            {
                 data[o + 10] = 0x01
                 damaged = true
                 break

@@ -48,4 +48,36 @@ int wsk_has_avx2(void);
 /// 1 when the AVX-512 score kernel is in use, 0 otherwise.
 int wsk_has_avx512(void);
 
+// MARK: GGML-layout quantized blocks (format-spec/FORMAT.md §8)
+
+/// Element types the block kernels read and write.
+enum { WSK_FLOAT_F32 = 0, WSK_FLOAT_F16 = 1, WSK_FLOAT_BF16 = 2 };
+
+/// Block types, numbered by their ggml type ids. Q8_0: 34 bytes per 32 elements, an f16 scale d
+/// then 32 int8 q, value = q * d. Q4_0: 18 bytes per 32 elements, an f16 scale d then 16 bytes,
+/// byte j holding element j in its low nibble and element j + 16 in its high nibble,
+/// value = (nibble - 8) * d.
+enum { WSK_BLOCK_Q4_0 = 2, WSK_BLOCK_Q8_0 = 8 };
+
+/// Bytes of one block of 32 elements of `block_type`; 0 for an unknown type.
+size_t wsk_block_bytes(int block_type);
+
+/// Quantizes n elements (n a multiple of 32) of `src` (little-endian, of `src_type`) into n / 32
+/// blocks at `dst`, bit for bit as ggml's quantize_row_q8_0_ref / quantize_row_q4_0_ref do
+/// (the input widened to float exactly first). Returns -1 for an unknown type or n not a multiple
+/// of 32 (nothing written), else the number of blocks whose f16 scale is not finite (an infinite
+/// or NaN input, or a block whose scale overflows f16): such blocks dequantize to inf or NaN.
+long wsk_quantize_blocks(int block_type, const void *src, int src_type, size_t n, uint8_t *dst);
+
+/// The scalar reference of wsk_quantize_blocks: ggml's code as written, one element at a time.
+long wsk_quantize_blocks_ref(int block_type, const void *src, int src_type, size_t n, uint8_t *dst);
+
+/// Dequantizes n elements (n a multiple of 32) of blocks at `src` into `dst` as `dst_type`
+/// (float products q * d, then rounded to nearest even for f16 and bf16). Returns -1 for an
+/// unknown type or n not a multiple of 32 (nothing written), else 0.
+int wsk_dequantize_blocks(int block_type, const uint8_t *src, size_t n, void *dst, int dst_type);
+
+/// The scalar reference of wsk_dequantize_blocks.
+int wsk_dequantize_blocks_ref(int block_type, const uint8_t *src, size_t n, void *dst, int dst_type);
+
 #endif

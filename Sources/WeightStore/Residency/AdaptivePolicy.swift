@@ -30,6 +30,8 @@ public final class AdaptivePolicy: RankingPolicy {
     let geometry: ResidencyGeometry
     /// Tokens over which each of the rate estimates halves; the rate is their mean.
     public let halfLives: [Double]
+    /// Expected tokens to the next use within which a low-bit expert is upgraded.
+    public var upgradeWithin = 2.0
     /// The shortest of ``halfLives``.
     public var halfLifeTokens: Double { halfLives.min() ?? 0 }
 
@@ -119,19 +121,29 @@ public final class AdaptivePolicy: RankingPolicy {
         return s
     }
 
+    /// Expected tokens until `id`'s next use: the way to its layer's next token, then
+    /// geometric with the per-token chance of use.
+    public func expectedWait(_ id: Int) -> Double {
+        let L = geometry.layers
+        let p = min(1, max(score(id), 1e-9))
+        let d = Double((id / geometry.experts - currentLayer + L) % L) / Double(L)
+        return d + (1 - p) / p
+    }
+
+    /// The mixed-precision rule (as `forecast`'s): an expert held low-bit is upgraded to
+    /// exact when its next use is expected within ``upgradeWithin`` tokens; colder ones
+    /// stay low-bit, so more of them fit the budget.
+    public func upgrades(_ id: Int) -> Bool { expectedWait(id) <= upgradeWithin }
+
+    /// The furthest expected next use leaves (as in MIN).
     public func victim(for incoming: Int, isPinned: (Int) -> Bool) -> Int? {
         victim(among: resident.members, for: incoming, isPinned: isPinned)
     }
 
     func victim(among members: [Int], for incoming: Int, isPinned: (Int) -> Bool) -> Int? {
         var best = -1, bestScore = Double.infinity
-        let L = geometry.layers
         for id in members where id != incoming && !isPinned(id) {
-            // Expected tokens until the next use: the way to the layer's next token, then
-            // geometric with the per-token chance of use. The furthest leaves (as in MIN).
-            let p = min(1, max(score(id), 1e-9))
-            let d = Double((id / geometry.experts - currentLayer + L) % L) / Double(L)
-            let s = -(d + (1 - p) / p)
+            let s = -expectedWait(id)
             if s < bestScore {
                 best = id
                 bestScore = s

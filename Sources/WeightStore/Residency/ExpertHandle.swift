@@ -34,6 +34,10 @@ public struct ExpertHandle: ~Copyable, Sendable {
     /// Releases the pin now (the same as letting the handle go out of scope).
     public consuming func release() {}
 
+    /// The precision of the copy this handle holds: ``ExpertPrecision/exact``, or a
+    /// low-bit variant whose parts are quantized blocks (see ``dequantize(part:into:as:)``).
+    /// An upgrade to exact never changes it: a later acquire gets the exact copy.
+    public var precision: ExpertPrecision { slot.precision }
     /// The expert's layer.
     public var layer: Int { slot.layer }
     /// The expert's index within its layer.
@@ -43,7 +47,8 @@ public struct ExpertHandle: ~Copyable, Sendable {
     /// Where each part sits in the expert's buffer, with its dtype and shape.
     public var layout: ExpertLayout { slot.layout }
 
-    /// Lends the bytes of part `part` (e.g. `up`), decoded, read-only, to `body`.
+    /// Lends the bytes of part `part` (e.g. `up`), decoded, read-only, to `body`: the
+    /// lossless values for an exact copy, the raw quantized blocks for a low-bit one.
     /// - Throws: ``WStoreError/notFound(_:)`` when the expert has no such part, or what `body` throws.
     /// - Warning: the bytes are valid only inside `body`; do not let the pointer escape.
     public func withBytes<R>(part: String, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R {
@@ -86,6 +91,8 @@ public struct ExpertSet: ~Copyable, Sendable {
     public var count: Int { slots.count }
     /// The experts, in the order they were asked for.
     public var experts: [Int] { slots.map(\.expert) }
+    /// The precision of the copy of expert `i` the set holds.
+    public func precision(_ i: Int) -> ExpertPrecision { slots[i].precision }
     /// Whether expert `i` of the set (an index into ``experts``) was resident when asked for.
     public func wasHit(_ i: Int) -> Bool { hits[i] }
     /// The layout of expert `i` of the set.
@@ -117,13 +124,22 @@ public struct ExpertLayout: Sendable, Equatable {
         public var size: Int
         /// Its element type.
         public var dtype: DType
-        /// Its dimensions, outermost first.
+        /// Its dimensions, outermost first (the logical elements, also for blocks).
         public var shape: [Int]
+        /// The precision of its bytes: a low-bit copy of an expert holds each part as
+        /// that precision's blocks where the part has such a variant, else exact.
+        public var precision: ExpertPrecision = .exact
+        /// Bytes of its record in the store (compressed or raw): what a load reads.
+        public var storedSize = 0
+        /// Its logical elements.
+        public var elements: Int { shape.reduce(1, *) }
     }
     /// The parts, sorted by name.
     public var parts: [Part]
     /// Bytes of the whole buffer (every part, each rounded up to 64 bytes).
     public var totalBytes: Int
+    /// Bytes of the parts' records in the store: what loading the expert reads.
+    public var storedBytes: Int { parts.reduce(0) { $0 + $1.storedSize } }
 }
 
 /// Wakes threads and tasks waiting for room in a residency budget. A release that drops
@@ -209,7 +225,7 @@ final class RoomSleeper: Sendable {
     }
 }
 
-/// One expert's residency state. The pin word is the lock-free heart of the hit path:
+/// One copy of an expert (exact, or a low-bit variant) and its residency state. The pin word is the lock-free heart of the hit path:
 /// `-1` means not resident (absent, loading or being evicted), `n ≥ 0` means resident
 /// with `n` handles. A hit pins with a compare-and-swap from `n` to `n + 1`; eviction
 /// (under the manager's lock) swaps `0` for `-1` and only then unmaps the buffer.
@@ -219,7 +235,12 @@ final class RoomSleeper: Sendable {
 /// releasing store that makes the pin word non-negative; it is read only by holders of
 /// a pin (acquiring) or under the lock.
 package final class ExpertSlot: @unchecked Sendable {
+    /// The expert's id (shared by all its copies).
     let id: Int
+    /// This copy's index in the manager's ``ResidencyManager/allSlots``.
+    let key: Int
+    /// This copy's precision.
+    package let precision: ExpertPrecision
     /// The expert's layer.
     package let layer: Int
     /// The expert's index in its layer.
@@ -232,11 +253,16 @@ package final class ExpertSlot: @unchecked Sendable {
     let prefetchHits = Atomic<Int>(0)
     let deferredHits = Atomic<Int>(0)
     let prefetchedUnused = Atomic<Bool>(false)
+    /// Whether the copy is resident or loading (its bytes count against the budget);
+    /// read and written under the manager's lock only.
+    var held = false
     /// The resident buffer; read it only while holding a pin.
     package var buffer: UnsafeMutableRawPointer?
 
-    init(id: Int, layer: Int, expert: Int, layout: ExpertLayout, room: RoomSignal) {
+    init(id: Int, key: Int, precision: ExpertPrecision, layer: Int, expert: Int, layout: ExpertLayout, room: RoomSignal) {
         self.id = id
+        self.key = key
+        self.precision = precision
         self.layer = layer
         self.expert = expert
         self.layout = layout

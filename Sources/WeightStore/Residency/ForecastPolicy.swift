@@ -27,6 +27,8 @@ public final class ForecastPolicy: RankingPolicy {
     let geometry: ResidencyGeometry
     /// The memories of the frequency estimates, in tokens of the layer.
     public let halfLives: [Double]
+    /// Tokens: a low-bit expert whose next use is expected sooner is upgraded to exact.
+    public var upgradeWithin = 2.0
     private let k: Int
     private let decay: [Double]  // per token, one per half-life
     private let powers: [Double]  // [h * powerCount + n]: pow(decay[h], n), the same values pow gives
@@ -168,6 +170,10 @@ public final class ForecastPolicy: RankingPolicy {
         if hints.isHinted(id, token: t) { first = max(p, hints.precision(layer: l)) }
         return d + (1 - first) / p
     }
+
+    /// The mixed-precision rule: an expert held low-bit is upgraded to exact when its
+    /// next use is expected within ``upgradeWithin`` tokens; colder ones stay low-bit.
+    public func upgrades(_ id: Int) -> Bool { expectedWait(id) <= upgradeWithin }
 
     public func victim(for incoming: Int, isPinned: (Int) -> Bool) -> Int? {
         victim(among: resident.members, for: incoming, isPinned: isPinned)

@@ -1,4 +1,5 @@
 import Foundation
+import WStoreCore
 
 /// `leader`: follows whichever of several rules has lately served the most demand
 /// accesses from a cache of the same size (after the "adaptive caching using multiple
@@ -136,6 +137,15 @@ public final class LeaderPolicy: ResidencyPolicy {
 
     public func removed(_ id: Int) {
         for f in followers { f.removed(id) }
+    }
+
+    /// The mixed-precision rule of the rule followed now: a low-bit expert is upgraded
+    /// when the leading rule calls it hot (`forecast`: next use within a couple of tokens;
+    /// `lru`: four hits on its low-bit copy; the others: on its next upgrading use).
+    public func upgrades(_ id: Int) -> Bool { followers[leader].upgrades(id) }
+
+    public func held(_ id: Int, at precision: ExpertPrecision) {
+        for f in followers { f.held(id, at: precision) }
     }
 
     public func victim(for incoming: Int, isPinned: (Int) -> Bool) -> Int? {

@@ -1,3 +1,5 @@
+import WStoreCore
+
 /// The shape of the expert space a residency policy manages: `layers × experts`, each
 /// token routed to `topK` experts per layer. An expert's id is `layer * experts + expert`.
 public struct ResidencyGeometry: Sendable, Hashable {
@@ -47,6 +49,23 @@ public protocol ResidencyPolicy: AnyObject {
     /// The resident expert to evict to make room for `incoming`, skipping those for
     /// which `isPinned` is true; `nil` when every resident expert is pinned.
     func victim(for incoming: Int, isPinned: (Int) -> Bool) -> Int?
+    /// Whether `id`, held only as a low-bit variant and just used by an acquire that
+    /// allows a background upgrade, is hot enough to be worth its exact bytes: the
+    /// mixed-precision rule (see ``ResidencyManager`` "Precision"). Called after
+    /// `accessed(id, hit:)`; a `false` keeps the expert low-bit, so cold experts take a
+    /// fraction of the budget and more of them fit (Fate's cache-capacity use).
+    func upgrades(_ id: Int) -> Bool
+    /// `id` is now held at `precision` (its most precise resident copy): after
+    /// `inserted`, and again when an upgrade lands.
+    func held(_ id: Int, at precision: ExpertPrecision)
+}
+
+extension ResidencyPolicy {
+    /// By default every low-bit expert used again under an upgrading request is upgraded
+    /// (HOBBIT's rule).
+    public func upgrades(_ id: Int) -> Bool { true }
+    /// By default a policy ignores precision.
+    public func held(_ id: Int, at precision: ExpertPrecision) {}
 }
 
 /// The policies wstore ships, by CLI name.

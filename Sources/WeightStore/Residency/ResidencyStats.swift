@@ -10,12 +10,16 @@ public struct ResidencyStats: Sendable, Codable {
         public var prefetchHits = 0
         /// Prefetched experts evicted without a demand use.
         public var wastedPrefetches = 0
+        /// Demand hits served by a low-bit copy.
+        public var lowPrecisionHits = 0
         /// Loads for demand acquires.
         public var demandLoads = 0
         /// Loads for prefetch hints.
         public var prefetchLoads = 0
         /// Bytes decoded or copied into memory.
         public var bytesLoaded = 0
+        /// Bytes of the loaded copies' records in the store (compressed size): what loads read.
+        public var bytesRead = 0
         /// Nanoseconds demand acquires spent waiting on loads or room.
         public var waitNanos: UInt64 = 0
         /// Experts of the layer resident now.
@@ -33,9 +37,11 @@ public struct ResidencyStats: Sendable, Codable {
             demandMisses += o.demandMisses
             prefetchHits += o.prefetchHits
             wastedPrefetches += o.wastedPrefetches
+            lowPrecisionHits += o.lowPrecisionHits
             demandLoads += o.demandLoads
             prefetchLoads += o.prefetchLoads
             bytesLoaded += o.bytesLoaded
+            bytesRead += o.bytesRead
             waitNanos += o.waitNanos
             residentExperts += o.residentExperts
             residentBytes += o.residentBytes
@@ -46,7 +52,7 @@ public struct ResidencyStats: Sendable, Codable {
     public var layers: [Layer]
     /// Demand acquires that waited for a load another acquirer or a prefetch had started.
     public var coalescedWaits = 0
-    /// Prefetch hints dropped because everything in the budget was pinned.
+    /// Prefetch hints and upgrades dropped because everything in the budget was pinned.
     public var droppedPrefetches = 0
     /// Experts evicted.
     public var evictions = 0
@@ -56,8 +62,12 @@ public struct ResidencyStats: Sendable, Codable {
     public var peakResidentBytes = 0
     /// The byte budget.
     public var budget = 0
-    /// Prefetched experts resident now that no demand acquire has used yet.
+    /// Prefetched copies resident now that no demand acquire has used yet.
     public var unusedPrefetchesResident = 0
+    /// Exact copies loaded in the background to upgrade an expert held low-bit.
+    public var upgradeLoads = 0
+    /// Low-bit copies loaded (demand and hints).
+    public var lowPrecisionLoads = 0
 
     /// Each layer's share of the resident bytes now (all zero when nothing is resident):
     /// how the policy has split the budget between layers.

@@ -54,7 +54,7 @@ struct ResidentSet {
 }
 
 /// A policy whose learnt state depends only on the accesses and hints it sees, never on
-/// what is resident or on whether an access hit: its resident set serves only to list
+/// what is resident, at which precision, or on whether an access hit: its resident set serves only to list
 /// the candidates of ``victim(for:isPinned:)``. One instance can thus rank the residents
 /// of several caches fed the same accesses (``LeaderPolicy`` runs each such rule once
 /// for its shadow cache and the real one).

@@ -22,7 +22,7 @@ from . import _lib, kv
 from ._errors import (Aborted, BudgetExhausted, BufferTooSmall, Closed, Corrupt, Internal, InvalidArgument,
                       InvalidHandle, NewerFormat, NotAStore, NotFound, NotRaw, Released, StoreIOError,
                       WStoreError)
-from ._residency import Expert, ExpertSet, Residency, Stats
+from ._residency import Expert, ExpertSet, PartBlocks, Residency, Stats
 from ._store import ExpertInfo, ModelInfo, Snapshot, Store, TensorInfo
 
 __version__ = _lib.version
@@ -42,7 +42,7 @@ def open(path: str | os.PathLike[str]) -> Store:  # noqa: A001 - the package's e
 
 
 __all__ = [
-    "open", "Store", "Snapshot", "TensorInfo", "ModelInfo", "ExpertInfo", "Residency", "Expert", "ExpertSet",
+    "open", "Store", "Snapshot", "TensorInfo", "ModelInfo", "ExpertInfo", "Residency", "Expert", "ExpertSet", "PartBlocks",
     "Stats", "WStoreError", "InvalidArgument", "NotFound", "NotAStore", "NewerFormat", "Corrupt", "NotRaw",
     "BufferTooSmall", "BudgetExhausted", "Aborted", "StoreIOError", "Internal", "InvalidHandle", "Closed",
     "Released", "abi_version", "library_path", "kv",

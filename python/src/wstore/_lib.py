@@ -42,6 +42,15 @@ class ExpertPart(C.Structure):
                 ("rank", C.c_int32), ("shape", C.POINTER(C.c_int64))]
 
 
+class PartBlocks(C.Structure):
+    """``struct wstore_part_blocks``."""
+
+    _fields_ = [(n, C.c_int32) for n in ("precision", "dtype")] + [("ggml_type", C.c_uint32)] + [
+        (n, C.c_int32) for n in ("block_elements", "block_bytes", "scale_offset", "scale_dtype", "quant_offset",
+                                 "quant_bits", "quant_signed", "zero_point")] + [
+        ("elements", C.c_int64), ("blocks", C.c_int64)]
+
+
 MODEL_FN = C.CFUNCTYPE(C.c_int, C.c_char_p, C.c_void_p)
 TENSOR_LIST_FN = C.CFUNCTYPE(C.c_int, C.c_char_p, C.POINTER(TensorInfo), C.c_void_p)
 TENSOR_FN = C.CFUNCTYPE(C.c_int, C.c_void_p, C.c_size_t, C.POINTER(TensorInfo), C.c_void_p)
@@ -71,6 +80,12 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "wstore_expert_acquire": (C.c_int, [_vp, _i64, _i64, _P(_vp)]),
     "wstore_expert_acquire_many": (C.c_int, [_vp, _i64, _P(_i64), _sz, _P(_vp), _P(C.c_int)]),
     "wstore_expert_hit": (C.c_int, [_vp, _P(C.c_int)]),
+    "wstore_expert_acquire_precision": (C.c_int, [_vp, _i64, _i64, C.c_int32, C.c_uint32, _P(_vp)]),
+    "wstore_expert_acquire_many_precision": (C.c_int, [_vp, _i64, _P(_i64), _sz, C.c_int32, C.c_uint32, _P(_vp),
+                                                       _P(C.c_int)]),
+    "wstore_expert_precision": (C.c_int, [_vp, _P(C.c_int32)]),
+    "wstore_expert_part_blocks": (C.c_int, [_vp, _cp, _P(PartBlocks)]),
+    "wstore_expert_dequantize": (C.c_int, [_vp, _cp, C.c_int32, _vp, _sz]),
     "wstore_expert_parts": (C.c_int, [_vp, _P(_P(_vp)), _P(_sz)]),
     "wstore_expert_part_by_name": (C.c_int, [_vp, _cp, _P(_vp), _P(_sz)]),
     "wstore_expert_release": (C.c_int, [_vp]),

@@ -12,7 +12,8 @@ import numpy as np
 from . import _dtypes
 from ._arrays import borrowed
 from ._errors import Closed, InvalidArgument, NotFound, Released
-from ._lib import ExpertPart as _ExpertPart, ResidencyStats as _CStats, check, cstr, fast, lib, raise_status
+from ._lib import ExpertPart as _ExpertPart, PartBlocks as _CBlocks, ResidencyStats as _CStats, check, cstr, fast, lib
+from ._lib import raise_status
 from ._store import Owned
 
 if TYPE_CHECKING:
@@ -45,6 +46,46 @@ def _out_args() -> tuple[C._Pointer[C.c_void_p], Any, C.c_size_t, Any]:
     """Per-thread out-parameters of the hit path, with their byref()s made once."""
     arr, n = C.POINTER(C.c_void_p)(), C.c_size_t()
     return arr, C.byref(arr), n, C.byref(n)
+
+
+#: enum wstore_precision: name -> code. "any" (-1) is a minimum only, never a copy's precision.
+PRECISIONS: dict[str, int] = {"exact": 0, "q8_0": 1, "q4_0": 2}
+_PRECISION_NAMES = {v: k for k, v in PRECISIONS.items()}
+_ALIASES = {"int8": "q8_0", "int4": "q4_0", "fastest": "any", "lossless": "exact"}
+_UPGRADE = 1  # WSTORE_ACQUIRE_UPGRADE
+_DEQUANT_DTYPES: dict[str, tuple[int, np.dtype[Any]]] = {"f32": (11, np.dtype("<f4")), "f16": (9, np.dtype("<f2")), "bf16": (10, _dtypes.BY_CODE[10])}
+
+
+def _precision_code(precision: str) -> int:
+    """The C code of a minimum precision ("exact", "q8_0", "q4_0", "any"; aliases "int8", "int4",
+    "fastest"); :class:`wstore.InvalidArgument` for anything else."""
+    name = _ALIASES.get(precision, precision)
+    if name == "any":
+        return -1
+    if name not in PRECISIONS:
+        raise InvalidArgument(f"unknown precision {precision!r}: use exact, q8_0, q4_0 or any")
+    return PRECISIONS[name]
+
+
+@dataclass(frozen=True)
+class PartBlocks:
+    """How one part of a pinned expert is laid out (``struct wstore_part_blocks``): its
+    precision and, for GGML blocks, where each block's f16 scale and quants sit.
+    value = (q - zero_point) * scale; the block fields are 0 for an exact part."""
+
+    precision: str
+    dtype: str
+    ggml_type: int
+    block_elements: int
+    block_bytes: int
+    scale_offset: int
+    scale_dtype: str
+    quant_offset: int
+    quant_bits: int
+    quant_signed: bool
+    zero_point: int
+    elements: int
+    blocks: int
 
 
 @dataclass(frozen=True)
@@ -191,6 +232,51 @@ class Expert:
         check(lib.wstore_expert_hit(self._pin, C.byref(v)))  # argtypes: c_void_p takes the instance
         return bool(v.value)
 
+    def _live_pin(self) -> C.c_void_p:
+        if self._resident is None:
+            raise Released(f"expert ({self.layer}, {self.expert}) was released")
+        return self._pin
+
+    @property
+    def precision(self) -> str:
+        """The precision of the copy this handle holds: "exact", "q8_0" or "q4_0". A part of
+        a low-bit copy that has a variant holds its GGML blocks (``expert[part]`` is then
+        their raw bytes as uint8; see :meth:`blocks` and :meth:`dequantize`). Raises
+        :class:`wstore.Released` after release. The corresponding C function is
+        ``wstore_expert_precision``."""
+        v = C.c_int32()
+        check(lib.wstore_expert_precision(self._live_pin(), C.byref(v)))
+        return _PRECISION_NAMES[int(v.value)]
+
+    def blocks(self, part: str) -> PartBlocks:
+        """The layout of part ``part``'s bytes (:class:`PartBlocks`). Raises
+        :class:`wstore.NotFound` for a part the expert does not have, :class:`wstore.Released`
+        after release. The corresponding C function is ``wstore_expert_part_blocks``."""
+        b = _CBlocks()
+        check(lib.wstore_expert_part_blocks(self._live_pin(), part.encode(), C.byref(b)))
+        return PartBlocks(
+            precision=_PRECISION_NAMES[int(b.precision)], dtype=_dtypes.name(int(b.dtype)), ggml_type=int(b.ggml_type),
+            block_elements=int(b.block_elements), block_bytes=int(b.block_bytes), scale_offset=int(b.scale_offset),
+            scale_dtype=_dtypes.name(int(b.scale_dtype)) if b.blocks else "", quant_offset=int(b.quant_offset),
+            quant_bits=int(b.quant_bits), quant_signed=bool(b.quant_signed), zero_point=int(b.zero_point),
+            elements=int(b.elements), blocks=int(b.blocks))
+
+    def dequantize(self, part: str, dtype: str = "f32") -> np.ndarray:
+        """Part ``part``'s values as a new array of ``dtype`` ("f32", "f16" or "bf16") in the
+        part's logical shape: GGML blocks dequantized by the library's vectorized kernel
+        (bit-identical to ggml's reference), exact values converted. Raises
+        :class:`wstore.InvalidArgument` for another dtype, :class:`wstore.NotFound` for an
+        unknown part, :class:`wstore.Released` after release.
+        The corresponding C function is ``wstore_expert_dequantize``."""
+        pin = self._live_pin()
+        if dtype not in _DEQUANT_DTYPES:
+            raise InvalidArgument(f"dequantize to {dtype!r}: use f32, f16 or bf16")
+        code, dt = _DEQUANT_DTYPES[dtype]
+        shape = self._res._part_shape(pin, part)
+        out: np.ndarray = np.empty(shape, dtype=dt)
+        check(lib.wstore_expert_dequantize(pin, part.encode(), code, out.ctypes.data, out.nbytes))
+        return out
+
     @property
     def released(self) -> bool:
         """Whether ``release()`` was called."""
@@ -309,15 +395,25 @@ class Residency:
 
     # -- acquiring
 
-    def acquire(self, layer: int, expert: int) -> Expert:
+    def acquire(self, layer: int, expert: int, precision: str = "exact", *, upgrade: bool = False) -> Expert:
         """Expert ``expert`` of layer ``layer``, pinned: loads it first if needed, blocking
         the calling thread (without holding the GIL). Use it in a ``with`` block, or call
         ``release()`` as soon as the layer is computed.
 
+        ``precision`` is the least precise copy accepted: "exact" (the default), "q8_0",
+        "q4_0", or "any" (whatever is fastest now). The most precise resident copy accepted
+        is a hit; on a miss the smallest accepted copy stored loads. With ``upgrade``, a
+        low-bit copy may be upgraded to exact in the background (when the policy calls the
+        expert hot); a handle's bytes never change. :attr:`Expert.precision` says which copy
+        the handle holds.
+
         Raises :class:`wstore.NotFound`, :class:`wstore.BudgetExhausted`,
-        :class:`wstore.Corrupt`, :class:`wstore.Closed`.
-        The corresponding C function is ``wstore_expert_acquire``.
+        :class:`wstore.Corrupt`, :class:`wstore.Closed`, :class:`wstore.InvalidArgument`
+        for an unknown precision. The corresponding C functions are
+        ``wstore_expert_acquire`` and ``wstore_expert_acquire_precision``.
         """
+        if precision != "exact" or upgrade:
+            return self._acquire_precision(layer, expert, _precision_code(precision), _UPGRADE if upgrade else 0)
         h = self._h
         if h is None:
             raise Closed(f"residency manager over model {self.model} is closed")
@@ -341,6 +437,27 @@ class Residency:
                 return Expert(layer, expert, self, r, pin)
         return self._wrap(layer, expert, pin, arr, barr, n, bn)
 
+    def _acquire_precision(self, layer: int, expert: int, code: int, flags: int) -> Expert:
+        h = self._live()
+        pin = C.c_void_p()
+        check(lib.wstore_expert_acquire_precision(h.ptr, layer, expert, code, flags, C.byref(pin)))
+        try:
+            arr, barr, n, bn = _tls.args
+        except AttributeError:
+            arr, barr, n, bn = _tls.args = _out_args()
+        return self._wrap(layer, expert, pin, arr, barr, n, bn)
+
+    def _part_shape(self, pin: C.c_void_p, part: str) -> tuple[int, ...]:
+        """The logical shape of part ``part`` of the pinned handle ``pin``."""
+        raw, n = C.POINTER(C.c_void_p)(), C.c_size_t()
+        check(lib.wstore_expert_parts(pin, C.byref(raw), C.byref(n)))
+        arr = C.cast(raw, C.POINTER(_ExpertPart))
+        for i in range(n.value):
+            p = arr[i]
+            if p.name.decode() == part:
+                return tuple(int(p.shape[d]) for d in range(p.rank))
+        raise NotFound(f"part {part} of the expert")
+
     def _wrap(self, layer: int, expert: int, pin: C.c_void_p, arr: C._Pointer[C.c_void_p], barr: object, n: C.c_size_t,
               bn: object) -> Expert:
         """An Expert over the pinned handle ``pin``: the cached arrays of its buffer when
@@ -363,21 +480,30 @@ class Residency:
             raise
         return Expert(layer, expert, self, r, pin)
 
-    def acquire_many(self, layer: int, experts: Iterable[int]) -> ExpertSet:
+    def acquire_many(self, layer: int, experts: Iterable[int], precision: str = "exact", *,
+                     upgrade: bool = False) -> ExpertSet:
         """Experts ``experts`` of layer ``layer`` pinned all at once, or none, as an
         :class:`ExpertSet` (a context manager). Room for the whole set is reserved
         together and nothing of it is held while waiting, so threads that each need a set
         (a token's top-k) cannot starve each other. Duplicates are pinned once.
 
+        ``precision`` and ``upgrade`` as in :meth:`acquire`, per expert: the set may mix precisions.
+
         Raises as :meth:`acquire`; :class:`wstore.BudgetExhausted` when the set alone
-        exceeds the budget. The corresponding C function is ``wstore_expert_acquire_many``.
+        exceeds the budget. The corresponding C functions are ``wstore_expert_acquire_many``
+        and ``wstore_expert_acquire_many_precision``.
         """
+        code = _precision_code(precision)
         h = self._live()
         xs = list(dict.fromkeys(int(x) for x in experts))
         k = len(xs)
         outs = (C.c_void_p * k)()
         hits = (C.c_int * k)()
-        check(lib.wstore_expert_acquire_many(h.ptr, layer, (C.c_int64 * k)(*xs), k, outs, hits))
+        if code == 0 and not upgrade:
+            check(lib.wstore_expert_acquire_many(h.ptr, layer, (C.c_int64 * k)(*xs), k, outs, hits))
+        else:
+            check(lib.wstore_expert_acquire_many_precision(h.ptr, layer, (C.c_int64 * k)(*xs), k, code,
+                                                           _UPGRADE if upgrade else 0, outs, hits))
         try:
             arr, barr, n, bn = _tls.args
         except AttributeError:

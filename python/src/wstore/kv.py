@@ -7,6 +7,10 @@ the longest cached prefix, decoded straight into the caller's numpy arrays.
         hit = kv.lookup(tokens, out=(keys2, values2))
         hit.tokens                               # leading tokens written into keys2/values2
 
+With ``remote="redis://host:port"`` (or a list of Redis Cluster seeds) the store gains a shared
+remote tier: lookups continue the local prefix from Redis, stores are sent there in the
+background (format-spec/KV.md §8); :meth:`KVStore.tier_stats` and :meth:`KVStore.flush_remote`.
+
 A layer's array may have any strides whose last axis is contiguous: a ``[kv_heads, tokens,
 head_dim]`` cache passes ``a.transpose(1, 0, 2)``. Nothing is lent: the library reads (store)
 or writes (lookup) the arrays during the call only.
@@ -61,6 +65,22 @@ class _Stats(C.Structure):
                 ("hit_tokens", C.c_uint64), ("damaged_chunks", C.c_uint64), ("reserved", C.c_uint64 * 4)]
 
 
+class _Remote(C.Structure):
+    """``struct wstore_kv_remote``."""
+
+    _fields_ = [("urls", C.c_char_p), ("key_namespace", C.c_char_p), ("timeout_ms", C.c_int64),
+                ("queue_chunks", C.c_int64)]
+
+
+class _TierStats(C.Structure):
+    """``struct wstore_kv_tier_stats``."""
+
+    _fields_ = [("has_remote", C.c_int32), ("connected", C.c_int32)] + [(n, C.c_uint64) for n in (
+        "lookups", "local_hit_chunks", "remote_hit_chunks", "bytes_fetched", "bytes_sent", "sent_chunks",
+        "already_remote", "remote_errors", "damaged_remote", "queue_drops", "unsent_chunks", "reconnects",
+        "queued")] + [("reserved", C.c_uint64 * 4)]
+
+
 _vp, _cp, _sz = C.c_void_p, C.c_char_p, C.c_size_t
 _U32P = C.POINTER(C.c_uint32)
 for _name, _res, _args in [
@@ -71,6 +91,10 @@ for _name, _res, _args in [
     ("wstore_kv_probe", C.c_int, [_vp, _cp, _cp, _U32P, _sz, C.POINTER(_sz)]),
     ("wstore_kv_lookup", C.c_int, [_vp, _cp, _cp, _U32P, _sz, C.POINTER(_Layer), _sz, C.POINTER(_Result)]),
     ("wstore_kv_get_stats", C.c_int, [_vp, C.POINTER(_Stats)]),
+    ("wstore_kv_create_remote", C.c_int, [_cp, C.POINTER(_Options), C.POINTER(_Remote), C.POINTER(_vp)]),
+    ("wstore_kv_open_remote", C.c_int, [_cp, C.c_int, C.c_int, C.POINTER(_Remote), C.POINTER(_vp)]),
+    ("wstore_kv_get_tier_stats", C.c_int, [_vp, C.POINTER(_TierStats)]),
+    ("wstore_kv_flush_remote", C.c_int, [_vp, C.c_int64, C.POINTER(C.c_int)]),
 ]:
     _f = getattr(lib, _name)
     _f.restype, _f.argtypes = _res, _args
@@ -96,6 +120,36 @@ class Stats:
     def hit_rate(self) -> float:
         """Tokens delivered over tokens asked for by lookups (0 when none)."""
         return self.hit_tokens / self.lookup_tokens if self.lookup_tokens else 0.0
+
+
+@dataclass(frozen=True)
+class TierStats:
+    """Counters of a KV handle's tiers since it was opened (``struct wstore_kv_tier_stats``)."""
+
+    #: Whether the last remote operation succeeded.
+    connected: bool
+    #: Lookups made.
+    lookups: int
+    #: Chunks lookups found in the local tier, and (after the local prefix ended) in Redis.
+    local_hit_chunks: int
+    remote_hit_chunks: int
+    #: Value bytes received from and sent to Redis.
+    bytes_fetched: int
+    bytes_sent: int
+    #: Chunks Redis accepted, and chunks not sent because Redis held them already.
+    sent_chunks: int
+    already_remote: int
+    #: Failed connects and command batches (refused, timeouts, lost connections, server errors).
+    remote_errors: int
+    #: Remote values that failed their checks (damaged, foreign, wrong size): misses, never returned.
+    damaged_remote: int
+    #: Chunks dropped because the send queue was full, or because Redis was down when their turn came.
+    queue_drops: int
+    unsent_chunks: int
+    #: Successful connects after the tier was down.
+    reconnects: int
+    #: Chunks waiting in the send queue now.
+    queued: int
 
 
 @dataclass
@@ -206,7 +260,10 @@ class KVStore:
         values), per-layer arrays that can hold ``len(tokens)`` tokens; or, without
         ``out``, into new arrays of ``layers`` x [tokens, kv_heads, head_dim] of ``dtype``,
         returned cut to the tokens delivered. Every checksum is checked; a damaged chunk
-        ends the prefix (``Hit.damaged``). The corresponding C function is ``wstore_kv_lookup``."""
+        ends the prefix (``Hit.damaged``). With a remote tier the local prefix continues
+        from Redis, each chunk decoded in place as it arrives (after a remote chunk that
+        failed its checks, rows past ``Hit.tokens`` may hold unspecified values).
+        The corresponding C function is ``wstore_kv_lookup``."""
         h = self._live()
         t = _tokens(tokens)
         if out is None:
@@ -241,10 +298,35 @@ class KVStore:
                      lookups=int(s.lookups), lookup_tokens=int(s.lookup_tokens), hit_tokens=int(s.hit_tokens),
                      damaged_chunks=int(s.damaged_chunks))
 
+    def tier_stats(self) -> TierStats | None:
+        """The remote tier's counters since this handle was opened; ``None`` without a remote tier.
+        The corresponding C function is ``wstore_kv_get_tier_stats``."""
+        h = self._live()
+        s = _TierStats()
+        check(lib.wstore_kv_get_tier_stats(h.ptr, C.byref(s)))
+        if not s.has_remote:
+            return None
+        return TierStats(connected=bool(s.connected), **{n: int(getattr(s, n)) for n in (
+            "lookups", "local_hit_chunks", "remote_hit_chunks", "bytes_fetched", "bytes_sent", "sent_chunks",
+            "already_remote", "remote_errors", "damaged_remote", "queue_drops", "unsent_chunks", "reconnects",
+            "queued")})
+
+    def flush_remote(self, timeout: float = 10.0) -> bool:
+        """Waits until every chunk queued for the remote tier has been sent (or dropped), at
+        most ``timeout`` seconds; returns whether the queue emptied (``True`` without a remote
+        tier). The corresponding C function is ``wstore_kv_flush_remote``."""
+        h = self._live()
+        if timeout < 0:
+            raise InvalidArgument(f"timeout must be >= 0 seconds, got {timeout}")
+        drained = C.c_int()
+        check(lib.wstore_kv_flush_remote(h.ptr, int(timeout * 1000), C.byref(drained)))
+        return bool(drained.value)
+
 
 def open(path: str | os.PathLike[str], *, chunk_tokens: int = 256, codec: str = "lossless", budget: int = 0,
          max_chunks: int = 0, threads: int = 1, read_only: bool = False, kivi_group: int = 0,
-         kivi_residual: int = 0) -> KVStore:  # noqa: A001
+         kivi_residual: int = 0, remote: str | Sequence[str] | None = None, namespace: str | None = None,
+         remote_timeout: float = 0.5, queue_chunks: int = 0) -> KVStore:  # noqa: A001
     """Opens the KV store in directory ``path``, creating it with these settings when the
     directory is missing or empty (``chunk_tokens``, ``codec`` — "lossless", "raw",
     "int8", "int4" or "int2" — and ``budget``, the most stored bytes kept, 0 for no limit,
@@ -253,9 +335,18 @@ def open(path: str | os.PathLike[str], *, chunk_tokens: int = 256, codec: str = 
     ``kivi_group`` tokens of a chunk, values per token over runs of ``kivi_group`` channels,
     and the newest ``kivi_residual`` tokens of each chunk stay unquantized.
 
+    ``remote`` adds a shared remote tier on Redis: ``"redis://[user:password@]host:port"``
+    for one server, or a list of URLs, the seed nodes of one Redis Cluster. ``namespace``
+    prefixes every Redis key (default ``"wstore:kv:"``) so deployments can share one Redis;
+    ``remote_timeout`` (seconds) bounds a connect or one pipelined batch; ``queue_chunks``
+    (0: 512) bounds the background send queue (a store that finds it full drops and counts).
+    A server that does not answer is not an error: the store works from its local tier, warns
+    once on stderr and reconnects with backoff (see :meth:`KVStore.tier_stats`).
+
     Raises :class:`wstore.InvalidArgument` for bad settings, :class:`wstore.NotAStore`
     for a directory that holds something else. The corresponding C functions are
-    ``wstore_kv_open`` and ``wstore_kv_create``.
+    ``wstore_kv_open`` and ``wstore_kv_create`` (``wstore_kv_open_remote`` and
+    ``wstore_kv_create_remote`` with ``remote``).
     """
     p = os.fspath(path)
     if codec not in CODECS:
@@ -263,12 +354,31 @@ def open(path: str | os.PathLike[str], *, chunk_tokens: int = 256, codec: str = 
     if chunk_tokens < 1 or budget < 0 or max_chunks < 0:
         raise InvalidArgument(f"chunk_tokens must be >= 1 and budget, max_chunks >= 0 "
                               f"(got {chunk_tokens}, {budget}, {max_chunks})")
+    tier = None if remote is None else _remote(remote, namespace, remote_timeout, queue_chunks)
     out = C.c_void_p()
     fresh = not os.path.exists(p) or (os.path.isdir(p) and not os.listdir(p))
     if fresh and not read_only:
         opts = _Options(chunk_tokens=chunk_tokens, budget_bytes=budget, max_chunks=max_chunks,
                         codec=CODECS[codec], threads=threads, kivi_group=kivi_group, kivi_residual=kivi_residual)
-        check(lib.wstore_kv_create(p.encode(), C.byref(opts), C.byref(out)))
-    else:
+        if tier is None:
+            check(lib.wstore_kv_create(p.encode(), C.byref(opts), C.byref(out)))
+        else:
+            check(lib.wstore_kv_create_remote(p.encode(), C.byref(opts), C.byref(tier), C.byref(out)))
+    elif tier is None:
         check(lib.wstore_kv_open(p.encode(), 1 if read_only else 0, threads, C.byref(out)))
+    else:
+        check(lib.wstore_kv_open_remote(p.encode(), 1 if read_only else 0, threads, C.byref(tier), C.byref(out)))
     return KVStore(p, out.value or 0)
+
+
+def _remote(urls: str | Sequence[str], namespace: str | None, timeout: float, queue_chunks: int) -> _Remote:
+    """``struct wstore_kv_remote`` for :func:`open`'s remote settings (checked here as far as
+    Python can; the library checks each URL)."""
+    listed = [urls] if isinstance(urls, str) else list(urls)
+    if not listed or not all(isinstance(u, str) and u and "," not in u for u in listed):
+        raise InvalidArgument(f"remote must be a redis:// URL or a non-empty list of them, got {urls!r}")
+    if timeout <= 0 or queue_chunks < 0:
+        raise InvalidArgument(f"remote_timeout must be > 0 seconds and queue_chunks >= 0 "
+                              f"(got {timeout}, {queue_chunks})")
+    return _Remote(urls=",".join(listed).encode(), key_namespace=None if namespace is None else namespace.encode(),
+                   timeout_ms=max(1, round(timeout * 1000)), queue_chunks=queue_chunks)
