@@ -50,4 +50,28 @@ struct LeaderPolicyTests {
         #expect(p.name == "leader")
         #expect((p as? LeaderPolicy)?.rules == [.forecast, .adaptive, .lfu, .lru, .lruPerLayer])
     }
+
+    @Test func eachShadowHitsAsItsRuleAloneWould() throws {
+        // Forecast, adaptive and lfu rank the shadow's residents and the real ones from one
+        // instance: each shadow must still hit exactly as its rule alone over a cache of the
+        // same size, whichever rule the real cache follows. (A half-life of 10^12 turnovers
+        // leaves the counts undecayed to far below one hit.)
+        var x: UInt64 = 0x9E37_79B9_7F4A_7C15
+        let seq = (0 ..< 3000).map { i -> Int in
+            x = x &* 6_364_136_223_846_793_005 &+ 1_442_695_040_888_963_407
+            let r = Int(x >> 33)
+            // A hot pair, a phase-dependent warm set, and a cold tail.
+            return r % 3 == 0 ? r % 2 : r % 3 == 1 ? 2 + (i / 500) * 3 + r % 4 : 2 + r % 30
+        }
+        let n = 32, capacity = 6
+        let rules: [ResidencyPolicyKind] = [.forecast, .adaptive, .lfu, .lru, .lruPerLayer]
+        let leader = LeaderPolicy(geometry: Self.g1(n), capacity: capacity, rules: rules, halfLifeTurnovers: 1e12)
+        _ = try Self.replay(leader, seq, experts: n, capacity: capacity)
+        for (i, rule) in rules.enumerated() {
+            let alone = try Self.replay(
+                rule.make(geometry: Self.g1(n), capacity: capacity), seq, experts: n, capacity: capacity)
+            #expect(abs(leader.shadowHits[i] - Double(alone)) < 0.01, "\(rule)")
+        }
+        #expect(Set(leader.shadowHits).count > 1, "the rules differ on this sequence")
+    }
 }

@@ -25,7 +25,7 @@ import Foundation
 /// Its expected wait is then the way to layer `l` (a fraction of a token) plus
 /// `(1 − p) / p` tokens. Recency and frequency are thus mixed per layer by what the
 /// layer's own routing shows, as ARC mixes them by what its ghost lists show.
-public final class AdaptivePolicy: ResidencyPolicy {
+public final class AdaptivePolicy: RankingPolicy {
     public let name = "adaptive"
     let geometry: ResidencyGeometry
     /// Tokens over which each of the rate estimates halves; the rate is their mean.
@@ -137,8 +137,12 @@ public final class AdaptivePolicy: ResidencyPolicy {
 
     /// The furthest expected next use leaves (as in MIN).
     public func victim(for incoming: Int, isPinned: (Int) -> Bool) -> Int? {
+        victim(among: resident.members, for: incoming, isPinned: isPinned)
+    }
+
+    func victim(among members: [Int], for incoming: Int, isPinned: (Int) -> Bool) -> Int? {
         var best = -1, bestScore = Double.infinity
-        for id in resident.members where id != incoming && !isPinned(id) {
+        for id in members where id != incoming && !isPinned(id) {
             let s = -expectedWait(id)
             if s < bestScore {
                 best = id

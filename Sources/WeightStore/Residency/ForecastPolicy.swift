@@ -22,7 +22,7 @@ import Foundation
 ///
 /// Expectations of all layers are on one time scale, so slots flow to the layers where
 /// one more slot saves the most misses, as AdapMoE's per-layer budgets do offline.
-public final class ForecastPolicy: ResidencyPolicy {
+public final class ForecastPolicy: RankingPolicy {
     public let name: String
     let geometry: ResidencyGeometry
     /// The memories of the frequency estimates, in tokens of the layer.
@@ -31,6 +31,8 @@ public final class ForecastPolicy: ResidencyPolicy {
     public var upgradeWithin = 2.0
     private let k: Int
     private let decay: [Double]  // per token, one per half-life
+    private let powers: [Double]  // [h * powerCount + n]: pow(decay[h], n), the same values pow gives
+    private static let powerCount = 1024
     private var value: [[Double]]  // [h][id], as of stamp[id], including that token
     private var stamp: [Int]  // the layer's token of the last use, or -1
     private var layerAccesses: [Int]
@@ -59,6 +61,7 @@ public final class ForecastPolicy: ResidencyPolicy {
         self.halfLives = halfLives
         k = max(1, geometry.topK)
         decay = halfLives.map { exp2(-1 / $0) }
+        powers = decay.flatMap { d in (0 ..< Self.powerCount).map { pow(d, Double($0)) } }
         let n = geometry.count
         value = halfLives.map { _ in Array(repeating: 0, count: n) }
         stamp = Array(repeating: -1, count: n)
@@ -79,10 +82,15 @@ public final class ForecastPolicy: ResidencyPolicy {
     /// The token of layer `l` whose accesses come next (or are under way).
     @inline(__always) private func token(_ l: Int) -> Int { layerAccesses[l] / k }
 
+    /// `pow(decay[h], n)`, looked up for the usual small `n`.
+    @inline(__always) private func power(_ h: Int, _ n: Int) -> Double {
+        n >= 0 && n < Self.powerCount ? powers[h &* Self.powerCount &+ n] : pow(decay[h], Double(n))
+    }
+
     /// Estimate `h` of the chance that `id` is used by its layer's token `t` (> its last use).
     @inline(__always) private func estimate(_ h: Int, _ id: Int, at t: Int) -> Double {
         guard stamp[id] >= 0 else { return 0 }
-        return (1 - decay[h]) * value[h][id] * pow(decay[h], Double(t - 1 - stamp[id]))
+        return (1 - decay[h]) * value[h][id] * power(h, t - 1 - stamp[id])
     }
 
     /// The mixed chance that `id` is used by its layer's token `t` (> its last use).
@@ -132,7 +140,7 @@ public final class ForecastPolicy: ResidencyPolicy {
         for h in halfLives.indices { weight[l][h] /= sum }
         // Count the use.
         for h in halfLives.indices {
-            let old = stamp[id] >= 0 ? value[h][id] * pow(decay[h], Double(t - stamp[id])) : 0
+            let old = stamp[id] >= 0 ? value[h][id] * power(h, t - stamp[id]) : 0
             value[h][id] = old + 1
         }
         stamp[id] = t
@@ -168,8 +176,12 @@ public final class ForecastPolicy: ResidencyPolicy {
     public func upgrades(_ id: Int) -> Bool { expectedWait(id) <= upgradeWithin }
 
     public func victim(for incoming: Int, isPinned: (Int) -> Bool) -> Int? {
+        victim(among: resident.members, for: incoming, isPinned: isPinned)
+    }
+
+    func victim(among members: [Int], for incoming: Int, isPinned: (Int) -> Bool) -> Int? {
         var best = -1, bestWait = -Double.infinity
-        for id in resident.members where id != incoming && !isPinned(id) {
+        for id in members where id != incoming && !isPinned(id) {
             let w = expectedWait(id)
             if w > bestWait {
                 best = id

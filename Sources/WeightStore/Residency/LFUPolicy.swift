@@ -1,7 +1,7 @@
 /// `lfu` with aging: evicts the resident expert used least often, counting every demand
 /// access (resident or not); every `agingPeriod` accesses all counts are halved so that
 /// old popularity fades. Ties go to the least recently used.
-public final class LFUPolicy: ResidencyPolicy {
+public final class LFUPolicy: RankingPolicy {
     public let name = "lfu"
     /// Demand accesses between two halvings of every count.
     public let agingPeriod: Int
@@ -34,6 +34,11 @@ public final class LFUPolicy: ResidencyPolicy {
     public func removed(_ id: Int) { resident.remove(id) }
 
     public func victim(for incoming: Int, isPinned: (Int) -> Bool) -> Int? {
-        resident.leastFrequent(counts: counts, lastUse: lastUse, excluding: incoming, isPinned: isPinned)
+        victim(among: resident.members, for: incoming, isPinned: isPinned)
+    }
+
+    func victim(among members: [Int], for incoming: Int, isPinned: (Int) -> Bool) -> Int? {
+        ResidentSet.leastFrequent(
+            among: members, counts: counts, lastUse: lastUse, excluding: incoming, isPinned: isPinned)
     }
 }

@@ -23,8 +23,10 @@ import WStoreCore
 /// a token often repeats its predecessor's experts), `lfu`, `lru` and `lru-per-layer` (the
 /// baselines, so the leader is never far below them).
 ///
-/// - Complexity: each access and hint costs what every rule's costs, twice; a miss, one
-///   victim choice per rule whose shadow misses too.
+/// - Complexity: each access and hint costs what every rule's costs, once more for each
+///   rule whose state depends on what is resident (lru, lru-per-layer: O(1) each); a
+///   miss, one victim choice per rule whose shadow misses too. A rule whose state does
+///   not (forecast, adaptive, lfu) learns once and ranks both caches.
 public final class LeaderPolicy: ResidencyPolicy {
     public let name: String
     /// The rules followed, in order of preference on a tie.
@@ -39,10 +41,16 @@ public final class LeaderPolicy: ResidencyPolicy {
     /// Index in ``rules`` of the rule whose victims are taken now.
     public private(set) var leader = 0
 
-    /// A shadow copy: a rule alone over a cache of `capacity` experts.
+    /// A shadow copy: a rule alone over a cache of `capacity` experts. A ranking rule
+    /// (one whose state does not depend on what is resident) is not run twice: its
+    /// follower ranks the shadow's residents, kept here, as well as the real ones.
     private struct Shadow {
-        let policy: any ResidencyPolicy
+        /// The shadow's own instance of a rule whose state depends on what is resident.
+        let policy: (any ResidencyPolicy)?
+        /// The follower that ranks this shadow's residents, for a ranking rule.
+        let ranker: (any RankingPolicy)?
         var resident: [Bool]
+        var members: ResidentSet
         var used = 0
     }
 
@@ -59,12 +67,16 @@ public final class LeaderPolicy: ResidencyPolicy {
         self.rules = rules
         self.halfLifeTurnovers = halfLifeTurnovers
         self.capacity = max(1, capacity)
-        shadows = rules.map {
-            Shadow(
-                policy: $0.make(geometry: geometry, capacity: capacity),
-                resident: Array(repeating: false, count: geometry.count))
+        let followers = rules.map { $0.make(geometry: geometry, capacity: capacity) }
+        self.followers = followers
+        shadows = zip(rules, followers).map { rule, follower in
+            let ranker = follower as? any RankingPolicy
+            return Shadow(
+                policy: ranker == nil ? rule.make(geometry: geometry, capacity: capacity) : nil,
+                ranker: ranker,
+                resident: Array(repeating: false, count: geometry.count),
+                members: ResidentSet(count: ranker == nil ? 0 : geometry.count))
         }
-        followers = rules.map { $0.make(geometry: geometry, capacity: capacity) }
         score = Array(repeating: 0, count: rules.count)
         decay = exp2(-1 / (halfLifeTurnovers * Double(max(1, capacity))))
     }
@@ -72,38 +84,51 @@ public final class LeaderPolicy: ResidencyPolicy {
     /// The decayed demand hits of each rule's shadow, in the order of ``rules``.
     public var shadowHits: [Double] { score }
 
+    /// Makes `id` resident in shadow `s`, evicting the rule's victim when it is full.
     private func load(_ s: Int, _ id: Int, prefetched: Bool) {
-        if shadows[s].used >= capacity {
-            if let v = shadows[s].policy.victim(for: id, isPinned: { _ in false }) {
-                shadows[s].policy.removed(v)
+        let never: (Int) -> Bool = { _ in false }
+        if let ranker = shadows[s].ranker {
+            if shadows[s].used >= capacity,
+                let v = ranker.victim(among: shadows[s].members.members, for: id, isPinned: never)
+            {
+                shadows[s].members.remove(v)
                 shadows[s].resident[v] = false
                 shadows[s].used -= 1
             }
+            shadows[s].members.insert(id)
+        } else if let policy = shadows[s].policy {
+            if shadows[s].used >= capacity, let v = policy.victim(for: id, isPinned: never) {
+                policy.removed(v)
+                shadows[s].resident[v] = false
+                shadows[s].used -= 1
+            }
+            policy.inserted(id, prefetched: prefetched)
         }
         shadows[s].resident[id] = true
         shadows[s].used += 1
-        shadows[s].policy.inserted(id, prefetched: prefetched)
     }
 
     public func accessed(_ id: Int, hit: Bool) {
+        // Ranking rules learn once, from the follower; their shadows' victims are then
+        // chosen after the access, as a shadow instance of their own would choose them.
+        for f in followers { f.accessed(id, hit: hit) }
         var best = leader
         for s in shadows.indices {
             let h = shadows[s].resident[id]
             score[s] = score[s] * decay + (h ? 1 : 0)
-            shadows[s].policy.accessed(id, hit: h)
+            shadows[s].policy?.accessed(id, hit: h)
             if !h { load(s, id, prefetched: false) }
             if score[s] > score[best] || (score[s] == score[best] && s < best) { best = s }
         }
         leader = best
-        for f in followers { f.accessed(id, hit: hit) }
     }
 
     public func hinted(_ id: Int) {
+        for f in followers { f.hinted(id) }
         for s in shadows.indices {
-            shadows[s].policy.hinted(id)
+            shadows[s].policy?.hinted(id)
             if !shadows[s].resident[id] { load(s, id, prefetched: true) }
         }
-        for f in followers { f.hinted(id) }
     }
 
     public func inserted(_ id: Int, prefetched: Bool) {

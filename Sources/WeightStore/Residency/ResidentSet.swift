@@ -35,6 +35,14 @@ struct ResidentSet {
         counts: [C], lastUse: [Int], excluding incoming: Int,
         isPinned: (Int) -> Bool
     ) -> Int? {
+        Self.leastFrequent(among: members, counts: counts, lastUse: lastUse, excluding: incoming, isPinned: isPinned)
+    }
+
+    /// ``leastFrequent(counts:lastUse:excluding:isPinned:)`` over `members`, in their order.
+    static func leastFrequent<C: Comparable>(
+        among members: [Int], counts: [C], lastUse: [Int], excluding incoming: Int,
+        isPinned: (Int) -> Bool
+    ) -> Int? {
         var best = -1
         for id in members where id != incoming && !isPinned(id) {
             if best < 0 || counts[id] < counts[best] || (counts[id] == counts[best] && lastUse[id] < lastUse[best]) {
@@ -43,4 +51,15 @@ struct ResidentSet {
         }
         return best >= 0 ? best : nil
     }
+}
+
+/// A policy whose learnt state depends only on the accesses and hints it sees, never on
+/// what is resident, at which precision, or on whether an access hit: its resident set serves only to list
+/// the candidates of ``victim(for:isPinned:)``. One instance can thus rank the residents
+/// of several caches fed the same accesses (``LeaderPolicy`` runs each such rule once
+/// for its shadow cache and the real one).
+protocol RankingPolicy: ResidencyPolicy {
+    /// The victim among `members` (resident in some cache fed the same accesses and hints),
+    /// in their order on ties, as ``victim(for:isPinned:)`` picks among this policy's own.
+    func victim(among members: [Int], for incoming: Int, isPinned: (Int) -> Bool) -> Int?
 }
