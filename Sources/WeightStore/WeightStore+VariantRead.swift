@@ -26,22 +26,11 @@ public struct VariantInfo: Sendable, Hashable {
 
     /// `true` when ``WeightStore/Snapshot/withVariant(_:of:model:verify:_:)`` can lend the blocks in place.
     public var isRaw: Bool { codec == "raw" }
+}
 
-    init(
-        model: String, key: ExpertKey, precision: ExpertPrecision, dtype: DType, shape: [Int], codec: String,
-        rawSize: Int, storedSize: Int, checksum: UInt64
-    ) {
-        self.model = model
-        self.key = key
-        self.precision = precision
-        self.dtype = dtype
-        self.shape = shape
-        self.codec = codec
-        self.rawSize = rawSize
-        self.storedSize = storedSize
-        self.checksum = checksum
-    }
-
+extension VariantInfo {
+    /// What the record header of a variant says (the struct's memberwise initializer stays
+    /// available because this one is declared in an extension).
     init(model: String, key: ExpertKey, precision: ExpertPrecision, record r: RecordView) {
         self.init(
             model: model, key: key, precision: precision, dtype: r.dtype, shape: r.shape, codec: r.codec.name,
