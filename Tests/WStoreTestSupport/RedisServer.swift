@@ -154,6 +154,15 @@ package func freePort() throws -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     guard fd >= 0 else { throw RemoteError.io(endpoint: "127.0.0.1", message: "socket() failed") }
     defer { close(fd) }
+    guard let port = bindLoopback(fd, listening: false) else {
+        throw RemoteError.io(endpoint: "127.0.0.1", message: "bind() failed")
+    }
+    return port
+}
+
+/// Binds socket `fd` to a port the kernel picks on 127.0.0.1 (and listens, when
+/// `listening`); returns the port, or `nil` when a call fails.
+private func bindLoopback(_ fd: Int32, listening: Bool) -> Int? {
     var addr = sockaddr_in()
     addr.sin_family = sa_family_t(AF_INET)
     addr.sin_addr.s_addr = inet_addr("127.0.0.1")
@@ -161,11 +170,10 @@ package func freePort() throws -> Int {
     var len = socklen_t(MemoryLayout<sockaddr_in>.size)
     let ok = withUnsafeMutablePointer(to: &addr) { p in
         p.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0
+            bind(fd, $0, len) == 0 && (!listening || listen(fd, 8) == 0) && getsockname(fd, $0, &len) == 0
         }
     }
-    guard ok else { throw RemoteError.io(endpoint: "127.0.0.1", message: "bind() failed") }
-    return Int(UInt16(bigEndian: addr.sin_port))
+    return ok ? Int(UInt16(bigEndian: addr.sin_port)) : nil
 }
 
 /// Runs a tool, returns its stdout; throws with its output when it fails.
@@ -185,17 +193,9 @@ func runTool(_ path: String, _ arguments: [String]) throws -> String {
 /// would, then closes: something that is not Redis. Serves `connections` connections on a thread.
 package func startNotRedisServer(connections: Int) throws -> Int {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    var addr = sockaddr_in()
-    addr.sin_family = sa_family_t(AF_INET)
-    addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-    addr.sin_port = 0
-    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-    let ok = withUnsafeMutablePointer(to: &addr) { p in
-        p.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-            bind(fd, $0, len) == 0 && listen(fd, 8) == 0 && getsockname(fd, $0, &len) == 0
-        }
+    guard fd >= 0, let port = bindLoopback(fd, listening: true) else {
+        throw RemoteError.io(endpoint: "127.0.0.1", message: "could not listen")
     }
-    guard fd >= 0, ok else { throw RemoteError.io(endpoint: "127.0.0.1", message: "could not listen") }
     let thread = Thread {
         for _ in 0 ..< connections {
             let c = accept(fd, nil, nil)
@@ -209,5 +209,5 @@ package func startNotRedisServer(connections: Int) throws -> Int {
         close(fd)
     }
     thread.start()
-    return Int(UInt16(bigEndian: addr.sin_port))
+    return port
 }
