@@ -232,22 +232,30 @@ package enum RecordDecoder {
     }
 }
 
-/// Reusable decode scratch buffers: a fresh large allocation costs a page fault per
-/// page on every decode, which is as much as the decode of a small frame.
+/// Reusable scratch buffers, for decoding and for encoders' payloads: a fresh large
+/// allocation costs a page fault per page on every use, which is as much as the decode
+/// of a small frame.
 package enum ScratchPool {
     private static let free = Mutex<[UncheckedSendable<UnsafeMutableRawBufferPointer>]>([])
-    /// Buffers kept at most; more are released.
-    private static let keep = 8
+    /// Buffers kept at most; more are released, smallest first.
+    private static let keep = 16
+    /// Larger buffers are released at once rather than kept.
+    private static let largest = 64 << 20
 
+    /// A buffer of at least `size` bytes: the smallest free one that fits, or a new one.
     package static func take(_ size: Int) -> UnsafeMutableRawBufferPointer {
         let found = free.withLock { list -> UnsafeMutableRawBufferPointer? in
-            guard let i = list.firstIndex(where: { $0.value.count >= size }) else { return nil }
-            return list.remove(at: i).value
+            var best: Int?
+            for i in list.indices where list[i].value.count >= size {
+                if best == nil || list[i].value.count < list[best!].value.count { best = i }
+            }
+            return best.map { list.remove(at: $0).value }
         }
         return found ?? .allocate(byteCount: size, alignment: 64)
     }
 
     package static func give(_ buffer: UnsafeMutableRawBufferPointer) {
+        guard buffer.count <= largest else { return buffer.deallocate() }
         let spill = free.withLock { list -> UnsafeMutableRawBufferPointer? in
             list.append(UncheckedSendable(buffer))
             guard list.count > keep else { return nil }

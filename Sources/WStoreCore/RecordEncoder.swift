@@ -20,6 +20,11 @@ package struct EncodeOptions: Sendable {
     /// A plane (or a whole record, under `.auto`) is stored as it is unless
     /// compression saves at least this fraction.
     package var minSavings: Double = 0.05
+    /// A plane longer than twice this is first tried on its first `sampleSize` bytes: when
+    /// they do not save `minSavings`, the plane is stored as it is without compressing the
+    /// rest (bf16's mantissa plane is close to random: zstd would spend its time for
+    /// nothing). 0 compresses every plane whole.
+    package var sampleSize: Int = 32 << 10
     /// Records shorter than this are padded at the end, so that LMDB stores every
     /// record on overflow pages and the payload alignment holds (see FORMAT.md §4.4).
     package var minRecordSize: Int = 0
@@ -31,7 +36,7 @@ package struct EncodeOptions: Sendable {
 package struct EncodedRecord: Sendable {
     package let header: [UInt8]
     /// Compressed or stored planes in payload order; `nil` for a raw record.
-    package let pieces: [[UInt8]]?
+    package let payload: EncodedPayload?
     package let codec: Record.Codec
     package let rawSize: Int
     package let storedSize: Int
@@ -63,13 +68,34 @@ package struct EncodedRecord: Sendable {
             }
             at += bytes.count
         }
-        if let pieces {
-            for p in pieces where !p.isEmpty { try p.withUnsafeBytes { try put($0) } }
+        if let payload {
+            for p in payload.pieces where p.count > 0 {
+                try put(UnsafeRawBufferPointer(rebasing: payload.buffer[p.offset ..< p.offset + p.count]))
+            }
         } else if source.count > 0 {
             try put(source)
         }
         if at < totalSize { (base + at).initializeMemory(as: UInt8.self, repeating: 0, count: totalSize - at) }
     }
+}
+
+/// The payload of a compressed record, held in one buffer of the tensor's raw size: each
+/// frame's planes sit at their raw places in it, compressed (then shorter) or stored as
+/// they are, and ``pieces`` lists them in payload order. One allocation a record, and a
+/// stored plane is split straight into its place, never copied again before it is written.
+package final class EncodedPayload: @unchecked Sendable {
+    // Written by the encoder's workers (each frame's range by one worker) before the
+    // record is made; only read after.
+    let buffer: UnsafeMutableRawBufferPointer
+    /// The payload's pieces, in order: each a range of ``buffer``.
+    package let pieces: [(offset: Int, count: Int)]
+
+    init(buffer: UnsafeMutableRawBufferPointer, pieces: [(offset: Int, count: Int)]) {
+        self.buffer = buffer
+        self.pieces = pieces
+    }
+
+    deinit { ScratchPool.give(buffer) }
 }
 
 /// Turns a tensor's bytes into a record.
@@ -100,13 +126,13 @@ package enum RecordEncoder {
             let transform = dtype.preferredTransform
             let frameSize = max(transform.width, options.frameSize - options.frameSize % transform.width)
             let compressed = try compressFrames(src, transform: transform, frameSize: frameSize, options: options)
-            let stored = compressed.pieces.reduce(0) { $0 + $1.count }
+            let stored = compressed.payload.pieces.reduce(0) { $0 + $1.count }
             let worthIt = Double(stored) <= Double(src.count) * (1 - options.minSavings)
             if options.codec == .zstd || worthIt {
                 return finish(
                     dtype: dtype, shape: shape, codec: .zstd, transform: transform, rawSize: src.count,
                     frameSize: frameSize, table: compressed.table, frameChecksums: compressed.checksums,
-                    pieces: compressed.pieces, storedSize: stored, checksum: checksum, binding: binding,
+                    payload: compressed.payload, storedSize: stored, checksum: checksum, binding: binding,
                     options: options)
             }
         }
@@ -114,7 +140,7 @@ package enum RecordEncoder {
         let blocks = blockChecksums(src, blockSize: blockSize, threads: options.threads)
         return finish(
             dtype: dtype, shape: shape, codec: .raw, transform: .none, rawSize: src.count,
-            frameSize: blockSize, table: [], frameChecksums: blocks, pieces: nil, storedSize: src.count,
+            frameSize: blockSize, table: [], frameChecksums: blocks, payload: nil, storedSize: src.count,
             checksum: checksum, binding: binding, options: options)
     }
 
@@ -135,7 +161,7 @@ package enum RecordEncoder {
     private struct Frames {
         var table: [(offset: Int, size: Int, method: Record.PlaneMethod)]
         var checksums: [UInt64]
-        var pieces: [[UInt8]]
+        var payload: EncodedPayload
     }
 
     private static func compressFrames(
@@ -144,69 +170,97 @@ package enum RecordEncoder {
     ) throws -> Frames {
         let frameCount = (src.count + frameSize - 1) / frameSize
         let planes = transform.width
-        var pieces = [[UInt8]](repeating: [], count: frameCount * planes)
+        // Frame f's planes are split (or copied) to [f·frameSize, …) of the buffer; a plane
+        // that compresses is compressed into the worker's scratch and copied back over
+        // the start of its own place, shorter.
+        let buffer = ScratchPool.take(src.count)
+        var sizes = [Int](repeating: 0, count: frameCount * planes)
         var methods = [Record.PlaneMethod](repeating: .stored, count: frameCount * planes)
         var checksums = [UInt64](repeating: 0, count: frameCount)
         let profile: ZstdProfile = transform == .none ? .level(options.level) : .plane
         let workers = max(1, min(options.threads, frameCount))
-        let scratch = UnsafeMutableRawBufferPointer.allocate(
-            byteCount: transform == .none ? 0 : workers * frameSize, alignment: 64)
-        defer { scratch.deallocate() }
-        let outputPerWorker = Zstd.bound(frameSize)
-        let output = UnsafeMutableRawBufferPointer.allocate(byteCount: workers * outputPerWorker, alignment: 64)
-        defer { output.deallocate() }
-        try pieces.withUnsafeMutableBufferPointer { piecesOut in
-            try checksums.withUnsafeMutableBufferPointer { checksumsOut in
-                try methods.withUnsafeMutableBufferPointer { methodsOut in
-                    try parallelFor(frameCount, threads: workers) { f, w in
-                        let start = f * frameSize
-                        let frame = UnsafeRawBufferPointer(rebasing: src[start ..< min(src.count, start + frameSize)])
-                        checksumsOut[f] = xxh3(frame)
-                        let planeLength = frame.count / planes
-                        let planeBytes: UnsafeRawBufferPointer
-                        if transform == .none {
-                            planeBytes = frame
-                        } else {
-                            let mine = UnsafeMutableRawBufferPointer(
-                                rebasing: scratch[w * frameSize ..< w * frameSize + frame.count])
-                            transform.split(frame, into: mine)
-                            planeBytes = UnsafeRawBufferPointer(mine)
-                        }
-                        for p in 0 ..< planes {
-                            let plane = UnsafeRawBufferPointer(
-                                rebasing: planeBytes[p * planeLength ..< (p + 1) * planeLength])
-                            // Compressed into this worker's scratch, then kept in an array of
-                            // exactly its size: a batch holds its pieces until written.
+        let outputPerWorker = Zstd.bound(frameSize / planes)
+        let output = ScratchPool.take(workers * outputPerWorker)
+        defer { ScratchPool.give(output) }
+        do {
+            try sizes.withUnsafeMutableBufferPointer { sizesOut in
+                try checksums.withUnsafeMutableBufferPointer { checksumsOut in
+                    try methods.withUnsafeMutableBufferPointer { methodsOut in
+                        try parallelFor(frameCount, threads: workers) { f, w in
+                            let start = f * frameSize
+                            let frame = UnsafeRawBufferPointer(rebasing: src[start ..< min(src.count, start + frameSize)])
+                            checksumsOut[f] = xxh3(frame)
+                            let planeLength = frame.count / planes
+                            let place = UnsafeMutableRawBufferPointer(rebasing: buffer[start ..< start + frame.count])
+                            // `.none` compresses the caller's bytes and copies only a stored plane.
+                            if transform != .none { transform.split(frame, into: place) }
+                            let planeBytes = transform == .none ? frame : UnsafeRawBufferPointer(place)
                             let room = UnsafeMutableRawBufferPointer(
                                 rebasing: output[w * outputPerWorker ..< (w + 1) * outputPerWorker])
-                            let n = try Zstd.compress(plane, into: room, profile: profile)
-                            if Double(n) <= Double(planeLength) * (1 - options.minSavings) {
-                                piecesOut[f * planes + p] = Array(UnsafeRawBufferPointer(rebasing: room[..<n]))
-                                methodsOut[f * planes + p] = .zstd
-                            } else {
-                                piecesOut[f * planes + p] = Array(plane)
-                                methodsOut[f * planes + p] = .stored
+                            for p in 0 ..< planes {
+                                let range = p * planeLength ..< (p + 1) * planeLength
+                                let plane = UnsafeRawBufferPointer(rebasing: planeBytes[range])
+                                let slot = UnsafeMutableRawBufferPointer(rebasing: place[range])
+                                let n = try compressedSize(plane, into: room, profile: profile, options: options)
+                                if let n {
+                                    slot.baseAddress!.copyMemory(from: room.baseAddress!, byteCount: n)
+                                    sizesOut[f * planes + p] = n
+                                    methodsOut[f * planes + p] = .zstd
+                                } else {
+                                    if transform == .none { slot.copyMemory(from: plane) }
+                                    sizesOut[f * planes + p] = planeLength
+                                    methodsOut[f * planes + p] = .stored
+                                }
                             }
                         }
                     }
                 }
             }
+        } catch {
+            ScratchPool.give(buffer)
+            throw error
         }
         var table: [(offset: Int, size: Int, method: Record.PlaneMethod)] = []
-        table.reserveCapacity(pieces.count)
+        var pieces: [(offset: Int, count: Int)] = []
+        table.reserveCapacity(sizes.count)
+        pieces.reserveCapacity(sizes.count)
         var offset = 0
-        for (i, piece) in pieces.enumerated() {
-            table.append((offset, piece.count, methods[i]))
-            offset += piece.count
+        for f in 0 ..< frameCount {
+            let planeLength = (min(src.count, (f + 1) * frameSize) - f * frameSize) / planes
+            for p in 0 ..< planes {
+                let i = f * planes + p
+                table.append((offset, sizes[i], methods[i]))
+                pieces.append((f * frameSize + p * planeLength, sizes[i]))
+                offset += sizes[i]
+            }
         }
-        return Frames(table: table, checksums: checksums, pieces: pieces)
+        return Frames(
+            table: table, checksums: checksums, payload: EncodedPayload(buffer: buffer, pieces: pieces))
+    }
+
+    /// Compresses `plane` into `room` and returns the compressed size when it saves at
+    /// least `options.minSavings`; `nil` (the plane is to be stored as it is) otherwise, or
+    /// when a sample of its first `options.sampleSize` bytes does not save that much
+    /// (then the rest is not compressed at all).
+    private static func compressedSize(
+        _ plane: UnsafeRawBufferPointer, into room: UnsafeMutableRawBufferPointer, profile: ZstdProfile,
+        options: EncodeOptions
+    ) throws -> Int? {
+        func saves(_ n: Int, of length: Int) -> Bool { Double(n) <= Double(length) * (1 - options.minSavings) }
+        let sample = options.sampleSize
+        if sample > 0, plane.count > 2 * sample {
+            let n = try Zstd.compress(UnsafeRawBufferPointer(rebasing: plane[..<sample]), into: room, profile: profile)
+            guard saves(n, of: sample) else { return nil }
+        }
+        let n = try Zstd.compress(plane, into: room, profile: profile)
+        return saves(n, of: plane.count) ? n : nil
     }
 
     private static func finish(
         dtype: DType, shape: [Int], codec: Record.Codec, transform: PlaneTransform,
         rawSize: Int, frameSize: Int,
         table: [(offset: Int, size: Int, method: Record.PlaneMethod)], frameChecksums: [UInt64],
-        pieces: [[UInt8]]?, storedSize: Int, checksum: UInt64, binding: UInt64,
+        payload: EncodedPayload?, storedSize: Int, checksum: UInt64, binding: UInt64,
         options: EncodeOptions
     ) -> EncodedRecord {
         let headerLength = Record.headerLength(
@@ -251,7 +305,7 @@ package enum RecordEncoder {
         }
         let total = max(headerLength + storedSize, options.minRecordSize)
         return EncodedRecord(
-            header: h, pieces: pieces, codec: codec, rawSize: rawSize, storedSize: storedSize,
+            header: h, payload: payload, codec: codec, rawSize: rawSize, storedSize: storedSize,
             totalSize: total, checksum: checksum, binding: binding)
     }
 }

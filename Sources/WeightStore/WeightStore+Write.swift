@@ -77,7 +77,7 @@ extension WeightStore {
                 // place in the file: the same pages, without a fault for each.
                 if env.writeMap, let offset = env.fileOffset(of: UnsafeRawBufferPointer(dst)) {
                     try record.write(into: dst, source: source) { bytes, at in
-                        if record.pieces == nil, let file = sourceFile,
+                        if record.payload == nil, let file = sourceFile,
                             try env.copyIntoFile(
                                 from: file.descriptor, at: file.offset + (bytes.baseAddress! - source.baseAddress!),
                                 sourcePath: file.path, count: bytes.count, to: offset + at)

@@ -63,6 +63,66 @@ import WStoreTestSupport
         #expect(n.codec == "raw")  // auto: saves < 5%, so zero-copy readable
     }
 
+    /// Encodes `bytes` with `options`, writes the record out, and returns each (frame, plane)'s
+    /// method and the bytes it decodes to (on one and on two threads, which must agree).
+    private func encodeAndDecode(_ bytes: [UInt8], dtype: DType, options: EncodeOptions) throws -> (
+        methods: [Record.PlaneMethod], decoded: [UInt8]
+    ) {
+        let record = try bytes.withUnsafeBytes {
+            try RecordEncoder.encode(
+                $0, dtype: dtype, shape: [bytes.count / dtype.elementSize!], binding: 7, options: options)
+        }
+        var buffer = [UInt8](repeating: 0, count: record.totalSize)
+        bytes.withUnsafeBytes { src in buffer.withUnsafeMutableBytes { record.write(into: $0, source: src) } }
+        return try buffer.withUnsafeBytes { rec in
+            let view = try RecordView(rec, binding: 7, name: "t")
+            #expect(view.codec == .zstd)
+            let methods = (0 ..< view.frameCount).flatMap { f in
+                (0 ..< view.planeCount).map { view.entry(frame: f, plane: $0).method }
+            }
+            var outs: [[UInt8]] = []
+            for threads in [1, 2] {
+                var out = [UInt8](repeating: 0xA5, count: bytes.count)
+                try out.withUnsafeMutableBytes { try RecordDecoder.decode(view, name: "t", into: $0, threads: threads) }
+                outs.append(out)
+            }
+            #expect(outs[0] == outs[1])
+            return (methods, outs[0])
+        }
+    }
+
+    @Test func bf16MantissaPlaneIsStoredAsItIsAndDecodesBitExact() throws {
+        // Two 1 MiB frames of weight-like bf16: plane 0 (exponents) compresses, plane 1
+        // (mantissa and sign, close to random) does not, and its sample says so.
+        let bytes = weightLikeBF16(1 << 20, seed: 11)
+        var options = EncodeOptions()
+        options.codec = .zstd
+        options.threads = 2
+        let (methods, decoded) = try encodeAndDecode(bytes, dtype: .bf16, options: options)
+        #expect(methods == [.zstd, .stored, .zstd, .stored])
+        #expect(decoded == bytes)
+    }
+
+    @Test func aPlaneIsStoredWhenItsSampleDoesNotCompress() throws {
+        // One plane (u8) per 1 MiB frame: its first 64 KiB random, the rest zeros. The
+        // whole plane compresses; its 32 KiB sample does not, so it is stored as it is,
+        // unless sampling is off.
+        var bytes = randomBytes(64 << 10, seed: 3)
+        bytes += [UInt8](repeating: 0, count: (1 << 20) - bytes.count)
+        var options = EncodeOptions()
+        options.codec = .zstd
+        let sampled = try encodeAndDecode(bytes, dtype: .u8, options: options)
+        #expect(sampled.methods == [.stored])
+        #expect(sampled.decoded == bytes)
+        options.sampleSize = 0
+        let whole = try encodeAndDecode(bytes, dtype: .u8, options: options)
+        #expect(whole.methods == [.zstd])
+        #expect(whole.decoded == bytes)
+        // And a plane too short to sample is compressed whole.
+        options.sampleSize = 1 << 20
+        #expect(try encodeAndDecode(bytes, dtype: .u8, options: options).methods == [.zstd])
+    }
+
     @Test func manyFramesDecodeInParallelAndSerially() throws {
         var options = EncodeOptions()
         options.frameSize = 4096
