@@ -1,4 +1,5 @@
 import Dispatch
+import Glibc
 import Synchronization
 
 /// Runs `body(i)` for every `i` in `0..<count` on up to `threads` threads.
@@ -43,17 +44,36 @@ private final class FirstError: Sendable {
 
 /// A value computed on a thread of its own from the moment it is made; ``value()``
 /// waits for it. For overlapping one stage of a pipeline with the next.
+///
+/// The thread is a thread of its own (pthread_create(3)), not one of Dispatch's pool:
+/// the pool holds about as many threads as there are cores, so a ``parallelFor`` run
+/// from a pool thread finds no free thread for its other workers while the pool is
+/// busy, and its items run on the calling thread alone.
 package final class Background<T>: @unchecked Sendable {
     // `result` is written once, on the worker, before `done` is signalled, and read only
     // after waiting for `done`.
     private var result: Result<T, any Error>?
     private let done = DispatchSemaphore(value: 0)
 
-    /// Starts `body` on a global queue.
+    /// Starts `body` on a new thread (on a global queue if no thread can be made).
     package init(_ body: @escaping @Sendable () throws -> T) {
-        DispatchQueue.global().async {
+        let start = ThreadStart { [self] in
             self.result = Result { try body() }
             self.done.signal()
+        }
+        let context = Unmanaged.passRetained(start).toOpaque()
+        var thread = pthread_t()
+        let rc = pthread_create(
+            &thread, nil,
+            { context in
+                Unmanaged<ThreadStart>.fromOpaque(context!).takeRetainedValue().run()
+                return nil
+            }, context)
+        if rc == 0 {
+            pthread_detach(thread)
+        } else {
+            Unmanaged<ThreadStart>.fromOpaque(context).release()
+            DispatchQueue.global().async { start.run() }
         }
     }
 
@@ -63,6 +83,12 @@ package final class Background<T>: @unchecked Sendable {
         done.signal()
         return try result!.get()
     }
+}
+
+/// What a new thread runs, carried through pthread_create's context pointer.
+private final class ThreadStart: @unchecked Sendable {
+    let run: () -> Void
+    init(_ run: @escaping () -> Void) { self.run = run }
 }
 
 package enum System {
