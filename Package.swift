@@ -31,11 +31,13 @@ let package = Package(
         // Numeric kernels (attention scores, float conversions, quantization) with
         // run-time AVX2/AVX-512 dispatch; called only through WStoreKernels.
         .target(name: "CKernels"),
+        // Byte-plane split and merge of records (vectorized C); called only by WStoreCore.
+        .target(name: "CPlanes"),
 
         // The storage core: every mdb_*, ZSTD_* and XXH* call, and every POSIX call (Posix.swift), lives here.
         .target(
             name: "WStoreCore",
-            dependencies: ["CLMDB", "CZstd", "CXXHash"]
+            dependencies: ["CLMDB", "CZstd", "CXXHash", "CPlanes"]
         ),
         // Swift face of CKernels: SnapKV scores, float conversions, KIVI quantization.
         .target(name: "WStoreKernels", dependencies: ["CKernels"]),

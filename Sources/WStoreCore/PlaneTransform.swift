@@ -1,3 +1,5 @@
+import CPlanes
+
 /// How a tensor's bytes are rearranged into planes before compression.
 ///
 /// Within each element, bytes of equal significance behave alike (exponent bytes
@@ -38,14 +40,11 @@ package enum PlaneTransform: UInt8, Sendable {
         case .none:
             dst.baseAddress!.copyMemory(from: src.baseAddress!, byteCount: src.count)
         case .group2, .rotateGroup2:
-            let rotate = self == .rotateGroup2
-            let hi = out, lo = out + n
-            for i in 0 ..< n {
-                var v = src.loadUnaligned(fromByteOffset: 2 * i, as: UInt16.self)  // little-endian element
-                if rotate { v = (v << 1) | (v >> 15) }
-                hi[i] = UInt8(truncatingIfNeeded: v >> 8)
-                lo[i] = UInt8(truncatingIfNeeded: v)
-            }
+            precondition(
+                src.baseAddress! + src.count <= dst.baseAddress! || dst.baseAddress! + src.count <= src.baseAddress!,
+                "split into overlapping memory")
+            wsp_split2(
+                src.baseAddress!.assumingMemoryBound(to: UInt8.self), n, self == .rotateGroup2 ? 1 : 0, out, out + n)
         case .group4, .rotateGroup4:
             let rotate = self == .rotateGroup4
             let p0 = out, p1 = out + n, p2 = out + 2 * n, p3 = out + 3 * n
@@ -68,16 +67,8 @@ package enum PlaneTransform: UInt8, Sendable {
         case .none:
             dst.copyMemory(from: planes[0], byteCount: n)
         case .group2, .rotateGroup2:
-            let hi = planes[0], lo = planes[1]
-            let out = dst.assumingMemoryBound(to: UInt16.self)
-            if self == .rotateGroup2 {
-                for i in 0 ..< n {
-                    let v = UInt16(hi[i]) << 8 | UInt16(lo[i])
-                    out[i] = ((v >> 1) | (v << 15)).littleEndian
-                }
-            } else {
-                for i in 0 ..< n { out[i] = (UInt16(hi[i]) << 8 | UInt16(lo[i])).littleEndian }
-            }
+            wsp_merge2(
+                planes[0], planes[1], n, self == .rotateGroup2 ? 1 : 0, dst.assumingMemoryBound(to: UInt8.self))
         case .group4, .rotateGroup4:
             let p0 = planes[0], p1 = planes[1], p2 = planes[2], p3 = planes[3]
             let out = dst.assumingMemoryBound(to: UInt32.self)
