@@ -165,6 +165,8 @@ struct BenchLoad: ParsableCommand {
                     try coldStart(item)
                     try path.record(bytes: item.bytes) {
                         try store.withSnapshot { s in
+                            // As the residency manager loads an expert: every part asked for first.
+                            try s.prepareToRead(item.names, model: model)
                             var at = 0
                             for (n, size) in zip(item.names, item.sizes) {
                                 try s.read(

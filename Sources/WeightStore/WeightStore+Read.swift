@@ -21,6 +21,21 @@ extension WeightStore {
             return try store.view(bytes, key: key.withUnsafeBytes { Record.binding(key: $0) }, name: "\(model)/\(name)")
         }
 
+        /// Asks for the records of `names` at once, each by its exact range
+        /// (``LMDBEnvironment/prepareToRead(_:)``), before any of them is read: reading
+        /// them one after the other (the parts of an expert) then finds the later ones
+        /// arriving while the earlier ones decode, and the disk is not left idle between
+        /// parts. Costs three mincore calls a record when they are in memory already;
+        /// names that are absent are skipped (their read reports them).
+        package func prepareToRead(_ names: [String], model: String) throws {
+            guard names.count > 1 else { return }
+            for name in names {
+                if let bytes = try txn.get(store.tensorsDB, store.tensorKey(model: model, name: name)) {
+                    store.env.prepareToRead(bytes)
+                }
+            }
+        }
+
         func requireRecord(_ name: String, model: String, payload: Bool = false) throws -> RecordView {
             guard let r = try record(name, model: model, payload: payload) else {
                 throw WStoreError.notFound("tensor \(name) in model \(model)")

@@ -793,6 +793,7 @@ public final class ResidencyManager: Sendable {
             do {
                 try store.withSnapshot { s in
                     if slot.precision == .exact {
+                        try s.prepareToRead(layout.parts.map(\.tensor), model: model)
                         for p in layout.parts {
                             try s.read(
                                 p.tensor, model: model,
