@@ -218,16 +218,18 @@ public final class KVStore: Sendable {
         let present: [Bool] = try env.withRead { txn in
             try keys.map { try txn.get(nodes, PrefixKey.bytes($0)) != nil }
         }
-        // Encode the missing chunks before the write transaction (which may run twice).
-        var encoded: [Int: [UInt8]] = [:]
-        var raw = 0
-        for (i, p) in present.enumerated() where !p {
+        // The missing chunks encode one ahead of the writes: while chunk i is written (and
+        // its pages start for the disk), the next missing one encodes on a thread of its
+        // own, its tensors on every core. Values are kept: the transaction may run twice.
+        let missing = present.indices.filter { !present[$0] }
+        let encoding = ChunkPipeline(missing: missing) { [options] i in
             let part = kv.slice(tokens: i * options.chunkTokens ..< (i + 1) * options.chunkTokens)
-            encoded[i] = try KVChunk.encode(
-                part, key: keys[i], codec: options.codec, kivi: options.kivi,
-                threads: options.threads)
-            raw += part.byteCount
+            let key = keys[i]
+            return Background {
+                try KVChunk.encode(part, key: key, codec: options.codec, kivi: options.kivi, threads: options.threads)
+            }
         }
+        encoding.start()
         let stored: StoreResult
         do {
             stored = try env.write { txn in
@@ -241,7 +243,7 @@ public final class KVStore: Sendable {
                         try touch(txn, key: key, node: &node, clock: counters.clock)
                         result.present += 1
                     } else {
-                        guard let value = encoded[i] else {
+                        guard let value = try encoding.value(i) else {
                             // Evicted between the read and this write: encode it now.
                             let part = kv.slice(tokens: i * options.chunkTokens ..< (i + 1) * options.chunkTokens)
                             let v = try KVChunk.encode(part, key: key, codec: options.codec, kivi: options.kivi)
@@ -265,6 +267,9 @@ public final class KVStore: Sendable {
                         result.storedBytes += value.count
                         result.rawBytes += rawBytes
                         result.evicted += try evictToBudget(txn, counters: &counters)
+                        // Its pages go to the disk while the next chunk encodes; the commit's
+                        // sync then waits for less.
+                        if value.count >= 1 << 20 { env.startWriteback() }
                     }
                     parent = key
                 }
@@ -275,7 +280,7 @@ public final class KVStore: Sendable {
             uses.withLock { $0.restore(pending) }
             throw error
         }
-        sendToRemote(keys: keys, encoded: encoded)
+        sendToRemote(keys: keys, encoded: encoding.encoded)
         return stored
     }
 
@@ -453,5 +458,37 @@ extension KVStore {
     /// lmdb.h: the value is valid until the read transaction ends, which is when `body` returns.
     package func withChunkValue<R>(_ key: UInt64, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R? {
         try env.withRead { txn in try txn.get(chunks, PrefixKey.bytes(key)).map(body) }
+    }
+}
+
+/// The missing chunks of one ``KVStore/store(tokens:model:salt:kv:)``, encoded one ahead of
+/// the chunk being written, in `missing` order.
+final class ChunkPipeline {
+    private let missing: [Int]
+    private let make: (Int) -> Background<[UInt8]>
+    private var running: [Int: Background<[UInt8]>] = [:]
+    /// The values encoded so far, by chunk index.
+    private(set) var encoded: [Int: [UInt8]] = [:]
+
+    init(missing: [Int], make: @escaping (Int) -> Background<[UInt8]>) {
+        self.missing = missing
+        self.make = make
+    }
+
+    /// Starts encoding the first missing chunk.
+    func start() { if let first = missing.first { running[first] = make(first) } }
+
+    /// Chunk `i`'s value, waiting for its encoding (started now if it was not); starts the
+    /// next missing chunk's first. `nil` when `i` was not missing.
+    func value(_ i: Int) throws -> [UInt8]? {
+        if let v = encoded[i] { return v }
+        guard let at = missing.firstIndex(of: i) else { return nil }
+        let job = running.removeValue(forKey: i) ?? make(i)
+        if at + 1 < missing.count, encoded[missing[at + 1]] == nil, running[missing[at + 1]] == nil {
+            running[missing[at + 1]] = make(missing[at + 1])
+        }
+        let v = try job.value()
+        encoded[i] = v
+        return v
     }
 }

@@ -61,6 +61,26 @@ import WStoreTestSupport
         #expect(try again.lookup(tokens: b, model: "m").kv == (try cache(b)).slice(tokens: 0 ..< 16))
     }
 
+    @Test(arguments: [KVCodec.lossless, .raw])
+    func chunksEncodedAheadOfTheirWriteComeBackExact(_ codec: KVCodec) throws {
+        // 2 MiB chunks (writeback starts after each), the first two stored before: the three
+        // missing ones encode one ahead of the one being written.
+        let tmp = TemporaryDirectory("pipeline")
+        var o = options(chunk: 256)
+        o.codec = codec
+        let store = try KVStore.create(at: tmp.path + "/kv", options: o)
+        let count = 5 * 256 + 7
+        let tokens: [UInt32] = (0 ..< count).map { (i: Int) -> UInt32 in UInt32(i) &* 7 &+ 1 }
+        let kv = try cache(tokens, layers: 2, heads: 4, dim: 128)
+        let first = try store.store(tokens: Array(tokens[..<512]), model: "m", kv: kv.slice(tokens: 0 ..< 512))
+        #expect(first.written == 2)
+        let r = try store.store(tokens: tokens, model: "m", kv: kv)
+        #expect(r.written == 3 && r.present == 2)
+        let found = try store.lookup(tokens: tokens, model: "m")
+        #expect(found.chunks == 5)
+        #expect(found.kv == kv.slice(tokens: 0 ..< 5 * 256))
+    }
+
     @Test func evictsLeastRecentlyUsedLeavesFirst() throws {
         let tmp = TemporaryDirectory("evict")
         let dir = tmp.path
