@@ -10,15 +10,77 @@ package enum KVChunk {
     static let fixedHeaderSize = 48
 
     /// Encodes `kv` (one chunk's tokens) with `codec`, bound to the chunk key `key` it is
-    /// stored under (its chained prefix hash; KV.md §4).
+    /// stored under (its chained prefix hash; KV.md §4): the chunk's bytes, assembled.
     /// - Throws: ``WStoreError`` when zstd fails.
     package static func encode(
         _ kv: KVCacheData, key: UInt64, codec: KVCodec, kivi: KIVIOptions,
         threads: Int = 1
     ) throws -> [UInt8] {
+        try encodeParts(kv, key: key, codec: codec, kivi: kivi, threads: threads).bytes(threads: threads)
+    }
+
+    /// A chunk encoded but not assembled: its header and its records, each with the bytes it
+    /// was encoded from. ``withPieces(_:)`` lends them in order for one vectored write;
+    /// ``bytes(threads:)`` copies them together.
+    package struct Encoded: Sendable {
+        let header: [UInt8]
+        let records: [(record: EncodedRecord, source: [UInt8])]
+        /// The chunk's length in bytes.
+        package let count: Int
+
+        /// Lends the chunk's bytes to `body` as pieces in order (valid during the call).
+        package func withPieces<R>(_ body: ([UnsafeRawBufferPointer]) throws -> R) rethrows -> R {
+            try header.withUnsafeBytes { h in
+                var pieces = [h]
+                pieces.reserveCapacity(1 + 4 * records.count)
+                return try collect(from: 0, into: &pieces, body)
+            }
+        }
+
+        /// Nests the lending of record `i`'s bytes and those after it, then calls `body`.
+        private func collect<R>(
+            from i: Int, into pieces: inout [UnsafeRawBufferPointer], _ body: ([UnsafeRawBufferPointer]) throws -> R
+        ) rethrows -> R {
+            guard i < records.count else { return try body(pieces) }
+            return try records[i].source.withUnsafeBytes { src in
+                try records[i].record.withPieces(source: src) { mine in
+                    pieces += mine
+                    return try collect(from: i + 1, into: &pieces, body)
+                }
+            }
+        }
+
+        /// The chunk's bytes, its records copied in on up to `threads` threads.
+        package func bytes(threads: Int = 1) -> [UInt8] {
+            var starts: [Int] = []
+            var at = header.count
+            for r in records {
+                starts.append(at)
+                at += r.record.totalSize
+            }
+            return [UInt8](unsafeUninitializedCapacity: count) { out, n in
+                let base = UnsafeMutableRawBufferPointer(out)
+                header.withUnsafeBytes { base.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                let dst = UncheckedSendable(base)
+                try! parallelFor(records.count, threads: threads) { i, _ in
+                    let (record, source) = records[i]
+                    let slot = UnsafeMutableRawBufferPointer(
+                        rebasing: dst.value[starts[i] ..< starts[i] + record.totalSize])
+                    source.withUnsafeBytes { record.write(into: slot, source: $0) }
+                }
+                n = count
+            }
+        }
+    }
+
+    /// Encodes `kv` as ``encode(_:key:codec:kivi:threads:)`` does, without assembling the
+    /// chunk: each record encoded (compressed or hashed) on its own thread.
+    /// - Throws: ``WStoreError`` when zstd fails.
+    package static func encodeParts(
+        _ kv: KVCacheData, key: UInt64, codec: KVCodec, kivi: KIVIOptions,
+        threads: Int = 1
+    ) throws -> Encoded {
         let tensors = kv.layers.flatMap { [$0.keys, $0.values] }
-        // Each record encoded (compressed or hashed) on its own thread, then written once,
-        // straight into its place in the chunk.
         let sink = UncheckedSendable(
             UnsafeMutableBufferPointer<(record: EncodedRecord, source: [UInt8])?>.allocate(capacity: tensors.count))
         sink.value.initialize(repeating: nil)
@@ -36,7 +98,6 @@ package enum KVChunk {
         let tableSize = 16 * records.count
         var header = [UInt8](repeating: 0, count: fixedHeaderSize + tableSize)
         var offset = header.count
-        var starts: [Int] = []
         header.withUnsafeMutableBytes { b in
             func put<T: FixedWidthInteger>(_ v: T, _ at: Int) {
                 b.storeBytes(of: v.littleEndian, toByteOffset: at, as: T.self)
@@ -54,24 +115,12 @@ package enum KVChunk {
             for (i, r) in records.enumerated() {
                 put(UInt64(offset), fixedHeaderSize + 16 * i)
                 put(UInt64(r.record.totalSize), fixedHeaderSize + 16 * i + 8)
-                starts.append(offset)
                 offset += r.record.totalSize
             }
             put(UInt64(offset), 32)
             put(headerChecksum(UnsafeRawBufferPointer(b), key: key), 40)
         }
-        return try [UInt8](unsafeUninitializedCapacity: offset) { out, count in
-            let base = UnsafeMutableRawBufferPointer(out)
-            header.withUnsafeBytes { base.baseAddress!.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
-            let dst = UncheckedSendable(base)
-            try parallelFor(records.count, threads: threads) { i, _ in
-                let (record, source) = records[i]
-                let slot = UnsafeMutableRawBufferPointer(
-                    rebasing: dst.value[starts[i] ..< starts[i] + record.totalSize])
-                source.withUnsafeBytes { record.write(into: slot, source: $0) }
-            }
-            count = offset
-        }
+        return Encoded(header: header, records: records, count: offset)
     }
 
     /// What binds record `index` (2·layer for keys, 2·layer+1 for values) of chunk `key`:

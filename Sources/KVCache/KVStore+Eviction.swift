@@ -127,12 +127,26 @@ extension KVStore {
         _ txn: borrowing WriteTransaction, key: UInt64, parent: UInt64, depth: Int, model: String,
         value: [UInt8], counters: inout Counters, rawBytes: Int
     ) throws {
+        try value.withUnsafeBytes {
+            try insert(
+                txn, key: key, parent: parent, depth: depth, model: model, pieces: [$0], counters: &counters,
+                rawBytes: rawBytes)
+        }
+    }
+
+    /// Inserts a chunk given as pieces of its bytes in order (``KVChunk/Encoded/withPieces(_:)``),
+    /// written in place with one vectored write, never copied together first.
+    func insert(
+        _ txn: borrowing WriteTransaction, key: UInt64, parent: UInt64, depth: Int, model: String,
+        pieces: [UnsafeRawBufferPointer], counters: inout Counters, rawBytes: Int
+    ) throws {
+        let size = pieces.reduce(0) { $0 + $1.count }
         counters.clock += 1
-        try value.withUnsafeBytes { try env.put(txn, chunks, PrefixKey.bytes(key), $0) }
+        try env.put(txn, chunks, PrefixKey.bytes(key), pieces: pieces)
         try putNode(
             txn, key,
             Node(
-                parent: parent, lastUse: counters.clock, storedBytes: value.count, rawBytes: rawBytes,
+                parent: parent, lastUse: counters.clock, storedBytes: size, rawBytes: rawBytes,
                 children: 0, depth: depth, model: model))
         try txn.put(leaves, KVStore.leafKey(counters.clock, key), UnsafeRawBufferPointer(start: nil, count: 0))
         if parent != 0, var p = try Node.read(txn, nodes, parent) {
@@ -140,7 +154,7 @@ extension KVStore {
             p.children += 1
             try putNode(txn, parent, p)
         }
-        counters.storedBytes += value.count
+        counters.storedBytes += size
         counters.chunks += 1
     }
 

@@ -226,7 +226,8 @@ public final class KVStore: Sendable {
             let part = kv.slice(tokens: i * options.chunkTokens ..< (i + 1) * options.chunkTokens)
             let key = keys[i]
             return Background {
-                try KVChunk.encode(part, key: key, codec: options.codec, kivi: options.kivi, threads: options.threads)
+                try KVChunk.encodeParts(
+                    part, key: key, codec: options.codec, kivi: options.kivi, threads: options.threads)
             }
         }
         encoding.start()
@@ -260,9 +261,11 @@ public final class KVStore: Sendable {
                         let rawBytes =
                             kv.layers.count * 2 * kv.layers[0].keys.heads * options.chunkTokens
                             * kv.layers[0].keys.headDim * kv.layers[0].keys.elementSize
-                        try insert(
-                            txn, key: key, parent: parent, depth: i, model: model, value: value, counters: &counters,
-                            rawBytes: rawBytes)
+                        try value.withPieces {
+                            try insert(
+                                txn, key: key, parent: parent, depth: i, model: model, pieces: $0,
+                                counters: &counters, rawBytes: rawBytes)
+                        }
                         result.written += 1
                         result.storedBytes += value.count
                         result.rawBytes += rawBytes
@@ -280,7 +283,9 @@ public final class KVStore: Sendable {
             uses.withLock { $0.restore(pending) }
             throw error
         }
-        sendToRemote(keys: keys, encoded: encoding.encoded)
+        if remote != nil {
+            sendToRemote(keys: keys, encoded: encoding.encoded.mapValues { $0.bytes(threads: options.threads) })
+        }
         return stored
     }
 
@@ -465,12 +470,12 @@ extension KVStore {
 /// the chunk being written, in `missing` order.
 final class ChunkPipeline {
     private let missing: [Int]
-    private let make: (Int) -> Background<[UInt8]>
-    private var running: [Int: Background<[UInt8]>] = [:]
+    private let make: (Int) -> Background<KVChunk.Encoded>
+    private var running: [Int: Background<KVChunk.Encoded>] = [:]
     /// The values encoded so far, by chunk index.
-    private(set) var encoded: [Int: [UInt8]] = [:]
+    private(set) var encoded: [Int: KVChunk.Encoded] = [:]
 
-    init(missing: [Int], make: @escaping (Int) -> Background<[UInt8]>) {
+    init(missing: [Int], make: @escaping (Int) -> Background<KVChunk.Encoded>) {
         self.missing = missing
         self.make = make
     }
@@ -480,7 +485,7 @@ final class ChunkPipeline {
 
     /// Chunk `i`'s value, waiting for its encoding (started now if it was not); starts the
     /// next missing chunk's first. `nil` when `i` was not missing.
-    func value(_ i: Int) throws -> [UInt8]? {
+    func value(_ i: Int) throws -> KVChunk.Encoded? {
         if let v = encoded[i] { return v }
         guard let at = missing.firstIndex(of: i) else { return nil }
         let job = running.removeValue(forKey: i) ?? make(i)

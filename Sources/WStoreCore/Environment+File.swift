@@ -71,13 +71,29 @@ extension LMDBEnvironment {
         _ txn: borrowing WriteTransaction, _ db: LMDBDatabase, _ key: [UInt8], _ value: UnsafeRawBufferPointer
     ) throws {
         guard writeMap, value.count >= pageSize else { return try txn.put(db, key, value) }
-        try txn.reserve(db, key, size: value.count) { dst in
-            if let offset = fileOffset(of: UnsafeRawBufferPointer(dst)) {
-                try writeFile(value, at: offset)
+        try put(txn, db, key, pieces: [value])
+    }
+
+    /// Stores under `key` the value made of `pieces` back to back, as
+    /// ``put(_:_:_:_:)`` stores one buffer: on overflow pages with ``writeMap``, all of
+    /// them with one pwritev(2) at the value's place in the data file, so a value
+    /// assembled from parts (a KV chunk's records) is never copied together first.
+    /// - Throws: ``LMDBError`` from LMDB, ``WStoreError/io(call:path:errno:)`` from pwritev.
+    package func put(
+        _ txn: borrowing WriteTransaction, _ db: LMDBDatabase, _ key: [UInt8], pieces: [UnsafeRawBufferPointer]
+    ) throws {
+        let size = pieces.reduce(0) { $0 + $1.count }
+        try txn.reserve(db, key, size: size) { dst in
+            if writeMap, size >= pageSize, let offset = fileOffset(of: UnsafeRawBufferPointer(dst)) {
+                try Posix.pwritev(fileDescriptor, pieces, at: offset, path: dataFilePath)
                 // Only the first page, which LMDB wrote the page header into, was mapped.
                 PageCache.unmapPages(UnsafeRawBufferPointer(dst))
             } else {
-                dst.copyMemory(from: value)
+                var at = 0
+                for p in pieces where p.count > 0 {
+                    (dst.baseAddress! + at).copyMemory(from: p.baseAddress!, byteCount: p.count)
+                    at += p.count
+                }
             }
         }
     }

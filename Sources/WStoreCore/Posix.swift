@@ -130,6 +130,40 @@ package enum Posix {
         }
     }
 
+    /// pwritev(2) of `pieces`, one after the other from `offset`, continuing after short
+    /// writes: one call for many buffers, so a page that several of them fill is written
+    /// whole (never read first, as a partial write of a page not in memory would be).
+    /// - Throws: ``WStoreError/io(call:path:errno:)`` naming `path`.
+    package static func pwritev(
+        _ fd: Int32, _ pieces: [UnsafeRawBufferPointer], at offset: Int, path: String
+    ) throws(WStoreError) {
+        let nonEmpty = pieces.filter { $0.count > 0 }
+        let iov = UnsafeMutableBufferPointer<iovec>.allocate(capacity: max(1, nonEmpty.count))
+        defer { iov.deallocate() }
+        for (i, b) in nonEmpty.enumerated() {
+            iov[i] = iovec(iov_base: UnsafeMutableRawPointer(mutating: b.baseAddress!), iov_len: b.count)
+        }
+        var first = 0, done = 0
+        while first < nonEmpty.count {
+            let count = Int32(min(nonEmpty.count - first, 1024))  // IOV_MAX on Linux
+            let n = try syscall("pwritev", path) { Glibc.pwritev(fd, iov.baseAddress! + first, count, off_t(offset + done)) }
+            guard n > 0 else { throw .io(call: "pwritev", path: path, errno: EIO) }
+            done += n
+            // Past the buffers written whole; into the one written in part.
+            var left = n
+            while left > 0 {
+                if left >= iov[first].iov_len {
+                    left -= iov[first].iov_len
+                    first += 1
+                } else {
+                    iov[first].iov_base += left
+                    iov[first].iov_len -= left
+                    left = 0
+                }
+            }
+        }
+    }
+
     /// copy_file_range(2) of `count` bytes of `source` at `sourceOffset` to `destination`
     /// at `offset`, continuing after short copies: the kernel moves them from page cache
     /// to page cache (or shares the blocks, on file systems that can), without mapping

@@ -79,6 +79,39 @@ package struct EncodedRecord: Sendable {
     }
 }
 
+extension EncodedRecord {
+    /// Hands `body` the record's bytes in order, as pieces of memory that stay valid during
+    /// the call: the header, the payload (its compressed pieces, or `source`, the raw bytes
+    /// given to the encoder), then zeros up to ``totalSize``.
+    package func withPieces<R>(source: UnsafeRawBufferPointer, _ body: ([UnsafeRawBufferPointer]) throws -> R)
+        rethrows -> R
+    {
+        try header.withUnsafeBytes { h in
+            var pieces = [h]
+            var at = header.count
+            if let payload {
+                for p in payload.pieces where p.count > 0 {
+                    pieces.append(UnsafeRawBufferPointer(rebasing: payload.buffer[p.offset ..< p.offset + p.count]))
+                    at += p.count
+                }
+            } else if source.count > 0 {
+                pieces.append(source)
+                at += source.count
+            }
+            return try Self.zeros.withUnsafeBytes { z in
+                while at < totalSize {
+                    let n = min(totalSize - at, z.count)
+                    pieces.append(UnsafeRawBufferPointer(rebasing: z[..<n]))
+                    at += n
+                }
+                return try body(pieces)
+            }
+        }
+    }
+
+    private static let zeros = [UInt8](repeating: 0, count: 4096)
+}
+
 /// The payload of a compressed record, held in one buffer of the tensor's raw size: each
 /// frame's planes sit at their raw places in it, compressed (then shorter) or stored as
 /// they are, and ``pieces`` lists them in payload order. One allocation a record, and a
