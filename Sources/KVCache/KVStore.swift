@@ -221,14 +221,17 @@ public final class KVStore: Sendable {
         // The missing chunks encode one ahead of the writes: while chunk i is written (and
         // its pages start for the disk), the next missing one encodes on a thread of its
         // own, its tensors on every core. Values are kept: the transaction may run twice.
+        // Chunks under 1 MiB are not worth a thread: they encode when their turn comes.
         let missing = present.indices.filter { !present[$0] }
+        let chunkBytes = kv.byteCount / max(1, kv.tokens) * options.chunkTokens
         let encoding = ChunkPipeline(missing: missing) { [options] i in
             let part = kv.slice(tokens: i * options.chunkTokens ..< (i + 1) * options.chunkTokens)
             let key = keys[i]
-            return Background {
+            let job: @Sendable () throws -> KVChunk.Encoded = {
                 try KVChunk.encodeParts(
                     part, key: key, codec: options.codec, kivi: options.kivi, threads: options.threads)
             }
+            return chunkBytes >= 1 << 20 ? Background(job) : Background(now: job)
         }
         encoding.start()
         let stored: StoreResult

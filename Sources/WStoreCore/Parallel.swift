@@ -77,6 +77,13 @@ package final class Background<T>: @unchecked Sendable {
         }
     }
 
+    /// Computes `body` now, on the calling thread: a value too small to be worth a thread,
+    /// given where a ``Background`` is expected.
+    package init(now body: () throws -> T) {
+        result = Result { try body() }
+        done.signal()
+    }
+
     /// Waits for the value; each call after the first returns (or throws) the same at once.
     package func value() throws -> T {
         done.wait()
