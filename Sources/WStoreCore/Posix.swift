@@ -146,7 +146,9 @@ package enum Posix {
         var first = 0, done = 0
         while first < nonEmpty.count {
             let count = Int32(min(nonEmpty.count - first, 1024))  // IOV_MAX on Linux
-            let n = try syscall("pwritev", path) { Glibc.pwritev(fd, iov.baseAddress! + first, count, off_t(offset + done)) }
+            let n = try syscall("pwritev", path) {
+                Glibc.pwritev(fd, iov.baseAddress! + first, count, off_t(offset + done))
+            }
             guard n > 0 else { throw .io(call: "pwritev", path: path, errno: EIO) }
             done += n
             // Past the buffers written whole; into the one written in part.

@@ -221,7 +221,8 @@ package enum RecordEncoder {
                     try methods.withUnsafeMutableBufferPointer { methodsOut in
                         try parallelFor(frameCount, threads: workers) { f, w in
                             let start = f * frameSize
-                            let frame = UnsafeRawBufferPointer(rebasing: src[start ..< min(src.count, start + frameSize)])
+                            let frame = UnsafeRawBufferPointer(
+                                rebasing: src[start ..< min(src.count, start + frameSize)])
                             checksumsOut[f] = xxh3(frame)
                             let planeLength = frame.count / planes
                             let place = UnsafeMutableRawBufferPointer(rebasing: buffer[start ..< start + frame.count])
