@@ -131,6 +131,11 @@ public final class LeaderPolicy: ResidencyPolicy {
         }
     }
 
+    public func scored(_ ids: [Int], probabilities: [Double]) {
+        for f in followers { f.scored(ids, probabilities: probabilities) }
+        for s in shadows { s.policy?.scored(ids, probabilities: probabilities) }
+    }
+
     public func inserted(_ id: Int, prefetched: Bool) {
         for f in followers { f.inserted(id, prefetched: prefetched) }
     }

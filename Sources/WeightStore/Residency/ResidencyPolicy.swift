@@ -58,6 +58,11 @@ public protocol ResidencyPolicy: AnyObject {
     /// `id` is now held at `precision` (its most precise resident copy): after
     /// `inserted`, and again when an upgrade lands.
     func held(_ id: Int, at precision: ExpertPrecision)
+    /// The router's candidates for one token of one layer, after that layer's demand
+    /// accesses for the token: `ids` (expert ids of one layer) with their router
+    /// probabilities `probabilities`, highest first, the picked ones among them.
+    /// Evidence of how often each candidate is wanted beyond the picks themselves.
+    func scored(_ ids: [Int], probabilities: [Double])
 }
 
 extension ResidencyPolicy {
@@ -66,6 +71,8 @@ extension ResidencyPolicy {
     public func upgrades(_ id: Int) -> Bool { true }
     /// By default a policy ignores precision.
     public func held(_ id: Int, at precision: ExpertPrecision) {}
+    /// By default a policy ignores router probabilities.
+    public func scored(_ ids: [Int], probabilities: [Double]) {}
 }
 
 /// The policies wstore ships, by CLI name.
