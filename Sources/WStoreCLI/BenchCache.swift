@@ -359,6 +359,9 @@ struct BenchCache: ParsableCommand {
                     _ = (wasResident ? hitTimes.record(t1 - t0) : stalls.record(t1 - t0))
                     _ = timer.record(t3 - t2)
                 }
+                if !noRouterScores, let (c, p) = trace.scores(token: t, layer: l) {
+                    m.observe(layer: l, experts: c.map { Int($0) }, probabilities: p.map { Double($0) })
+                }
                 if prefetch && l + 1 < g.layers, let p = trace.predicted(token: t, layer: l + 1) {
                     m.prefetch(layer: l + 1, experts: p.map { Int($0) })
                 }

@@ -579,6 +579,20 @@ class Residency:
         bits = np.unpackbits(np.frombuffer(bytes(words), dtype=np.uint8)[: 8 * written.value], bitorder="little")
         return bits[:experts].astype(bool)
 
+    def observe(self, layer: int, experts: Iterable[int], probs: Iterable[float]) -> None:
+        """Reports the router's candidates for the token layer ``layer`` just routed, with
+        their probabilities (e.g. its top 2k, the picks among them), after acquiring the
+        picks: the residency policy counts a runner-up the router nearly chose as part of a
+        pick. Nothing is loaded or pinned.
+        The corresponding C function is ``wstore_residency_observe``."""
+        h = self._live()
+        xs = [int(e) for e in experts]
+        ps = [float(p) for p in probs]
+        if len(xs) != len(ps):
+            raise ValueError("experts and probs must have the same length")
+        check(lib.wstore_residency_observe(h.ptr, layer, (C.c_int32 * max(1, len(xs)))(*xs),
+                                           (C.c_float * max(1, len(ps)))(*ps), len(xs)))
+
     def route(self, layer: int, experts: Iterable[int], probs: Iterable[float], *, k: int | None = None,
               tolerance: float = 0.1) -> tuple[list[int], int, float]:
         """Cache-aware routing: the ``k`` experts to run (the model's top-k when ``None``) from
