@@ -45,23 +45,23 @@ public final class ForecastPolicy: RankingPolicy {
     private let decay: [Double]  // per token, one per half-life
     private let powers: [Double]  // [h * powerCount + n]: pow(decay[h], n), the same values pow gives
     private static let powerCount = 1024
-    private var value: [[Double]]  // [h][id], as of stamp[id], including that token
-    private var stamp: [Int]  // the layer's token of the last use, or -1
-    private var soft: [[Double]]  // [h][id]: soft picks, as of softStamp[id], including that token
-    private var softStamp: [Int]  // the layer's token of the last scores naming id, or -1
+    @exclusivity(unchecked) private var value: [[Double]]  // [h][id], as of stamp[id], including that token
+    @exclusivity(unchecked) private var stamp: [Int]  // the layer's token of the last use, or -1
+    @exclusivity(unchecked) private var soft: [[Double]]  // [h][id]: soft picks, as of softStamp[id], including that token
+    @exclusivity(unchecked) private var softStamp: [Int]  // the layer's token of the last scores naming id, or -1
     /// Whether router probabilities have been reported: the soft bank joins the mixture.
-    public private(set) var usesScores = false
-    private var layerAccesses: [Int]
-    private var weight: [[Double]]  // [layer][bank]: hard memories, then soft ones
-    private var likelihood: [Double]  // scratch: each bank's chance of the pick
-    private var hints: HintPrecision
-    private var resident: ResidentSet
-    private var excess: [Double]
-    private var previous: [[Int]]
-    private var current: [[Int]]
-    private var expectedReuse: [Double]
-    private var reusedNow: [Int]
-    private var currentLayer = 0
+    @exclusivity(unchecked) public private(set) var usesScores = false
+    @exclusivity(unchecked) private var layerAccesses: [Int]
+    @exclusivity(unchecked) private var weight: [[Double]]  // [layer][bank]: hard memories, then soft ones
+    @exclusivity(unchecked) private var likelihood: [Double]  // scratch: each bank's chance of the pick
+    @exclusivity(unchecked) private var hints: HintPrecision
+    @exclusivity(unchecked) private var resident: ResidentSet
+    @exclusivity(unchecked) private var excess: [Double]
+    @exclusivity(unchecked) private var previous: [[Int]]
+    @exclusivity(unchecked) private var current: [[Int]]
+    @exclusivity(unchecked) private var expectedReuse: [Double]
+    @exclusivity(unchecked) private var reusedNow: [Int]
+    @exclusivity(unchecked) private var currentLayer = 0
 
     /// A forecast policy for `geometry` (the budget is implicit in what is resident) mixing
     /// frequency estimates whose weight halves every `halfLives` tokens.
