@@ -38,7 +38,7 @@ public struct KVLayerView: @unchecked Sendable {
         self.headStride = headStride == 0 ? headDim * (dtype.elementSize ?? 0) : headStride
     }
 
-    func rows(_ keysOrValues: Int, from token: Int) -> KVRows {
+    package func rows(_ keysOrValues: Int, from token: Int) -> KVRows {
         KVRows(
             base: (keysOrValues == 0 ? keys : values) + token * tokenStride, tokenStride: tokenStride,
             headStride: headStride)

@@ -63,7 +63,7 @@ extension KVStore {
         let decoded = DecodedChunks()
         let group = DispatchGroup()
         let start = localChunks, chunkTokens = options.chunkTokens
-        let values = tier.fetchRun(keys[start...]) { j, value in
+        let (found, values) = tier.fetchRun(keys[start...], keep: !readOnly) { j, value in
             let key = keys[start + j]
             DispatchQueue.global().async(group: group) {
                 decoded.set(j, Self.decodeRemote(value, key: key, chunk: start + j, chunkTokens: chunkTokens, target))
@@ -72,7 +72,7 @@ extension KVStore {
         group.wait()
         var run = RemoteRun(), accepted: [[UInt8]] = [], rawBytes: [Int] = []
         var shape: Shape? = if case let .tensors(s) = target { s } else { nil }
-        for j in values.indices {
+        for j in 0 ..< found {
             let key = keys[start + j]
             let outcome: DecodedChunk
             do {
@@ -111,7 +111,7 @@ extension KVStore {
                 break
             }
             run.chunks += 1
-            accepted.append(values[j])
+            if !readOnly { accepted.append(values[j]) }
         }
         tier.count { $0.remoteHitChunks += run.chunks }
         if !accepted.isEmpty && !readOnly {

@@ -21,6 +21,8 @@ public struct RemoteTierOptions: Sendable {
     public var retryMax: Duration = .seconds(5)
     /// Print a one-line warning to stderr when the tier goes down.
     public var warnings = true
+    /// Reply bytes a lookup's pipelined `GET` keeps in flight (``RedisClient/Options/pipelineWindowBytes``).
+    public var pipelineWindowBytes = RedisClient.Options().pipelineWindowBytes
 
     public init(urls: [String]) { self.urls = urls }
 
@@ -87,6 +89,7 @@ final class RemoteTier: @unchecked Sendable {
         var client = RedisClient.Options()
         client.connectTimeout = options.timeout
         client.commandTimeout = options.timeout
+        client.pipelineWindowBytes = options.pipelineWindowBytes
         reader = Link(options: options, client: client)
         writer = Link(options: options, client: client)
         reader.tier = self
@@ -117,27 +120,38 @@ final class RemoteTier: @unchecked Sendable {
 
     func count(_ change: (inout KVTierStats) -> Void) { lock.withLock { change(&stats) } }
 
-    /// The values of the leading run of `keys` the remote tier holds: one pipelined `EXISTS`
-    /// round trip over all of them, then one pipelined `GET` of the run; empty when the tier is down.
-    /// `each` receives every value (with its index in `keys`) as soon as it arrives.
-    func fetchRun(_ keys: ArraySlice<UInt64>, each: (Int, [UInt8]) -> Void = { _, _ in }) -> [[UInt8]] {
-        guard !keys.isEmpty else { return [] }
+    /// The leading run of `keys` the remote tier holds: one pipelined `EXISTS` round trip over
+    /// all of them, then one pipelined `GET` of the run. `each` receives every value (with its
+    /// index in `keys`) as soon as it arrives. Returns the run's length, and its values when
+    /// `keep` is set (otherwise each value is dropped after `each`, so a long run is never
+    /// held in memory at once). Empty when the tier is down.
+    func fetchRun(_ keys: ArraySlice<UInt64>, keep: Bool, each: (Int, [UInt8]) -> Void = { _, _ in })
+        -> (count: Int, values: [[UInt8]])
+    {
+        guard !keys.isEmpty else { return (0, []) }
         let rk = keys.map(redisKey)
-        let values: [[UInt8]] =
+        var bytes = 0
+        let run: (count: Int, values: [[UInt8]]) =
             reader.use { c in
                 let present = try c.exists(rk)
                 let n = present.firstIndex(of: false) ?? present.count
-                guard n > 0 else { return [] }
-                var run: [[UInt8]] = []
-                for v in try c.get(Array(rk.prefix(n)), each: { i, v in if let v { each(i, v) } }) {
-                    guard let v else { break }  // evicted between the probe and the fetch
-                    run.append(v)
+                guard n > 0 else { return (0, []) }
+                // A key evicted between the probe and the fetch ends the run there. In a
+                // cluster the values come in node order, so the run is known at the end.
+                var arrived = [Bool](repeating: false, count: n)
+                var kept = keep ? [[UInt8]](repeating: [], count: n) : []
+                try c.streamGet(Array(rk.prefix(n))) { i, v in
+                    guard let v else { return }
+                    arrived[i] = true
+                    bytes += v.count
+                    if keep { kept[i] = v }
+                    each(i, v)
                 }
-                return run
-            } ?? []
-        let bytes = values.reduce(0) { $0 + $1.count }
+                let count = arrived.firstIndex(of: false) ?? n
+                return (count, keep ? Array(kept.prefix(count)) : [])
+            } ?? (0, [])
         count { $0.bytesFetched += bytes }
-        return values
+        return run
     }
 
     /// One pipelined `EXISTS` of `keys` on the reader link; `nil` when the tier is down.

@@ -16,7 +16,9 @@ struct BenchKVRemote: ParsableCommand {
             checked and decoded, into the engine's buffers (as the C ABI and Python do) and into new \
             tensors. The baselines, on the same server in the same run: a pipelined GET of all the \
             chunk values (the bytes alone) through the same client, the same with every GET sent at \
-            once, and one GET per chunk. Repeat --chunk-tokens to compare chunk sizes.
+            once, one GET per chunk (each raw path drops a value once read), and the lookup into \
+            buffers done without pipelining (GET a chunk, check and decode it, then GET the next). \
+            Repeat --chunk-tokens to compare chunk sizes.
             """)
 
     @Option(help: "The Redis server (or cluster seed): redis://[user:password@]host:port.") var remote: [String]
@@ -28,6 +30,8 @@ struct BenchKVRemote: ParsableCommand {
     @Option(help: "The codec of the chunks.") var codec: KVCodec = .lossless
     @Option(help: "Threads that decode a chunk.") var threads = System.activeProcessorCount
     @Option(help: "Rounds; each measures every path once.") var rounds = 5
+    @Option(help: "Reply bytes the windowed pipeline keeps in flight (the client's default unless given).")
+    var windowBytes = RedisClient.Options().pipelineWindowBytes
     @Flag(help: "Print JSON.") var json = false
 
     struct Round: Codable {
@@ -38,12 +42,16 @@ struct BenchKVRemote: ParsableCommand {
         var pipelinedGetSeconds: Double, perChunkGetSeconds: Double
         /// Every GET sent at once (no window: Redis builds every reply before it writes one).
         var unwindowedGetSeconds: Double
+        /// The lookup into buffers done without pipelining: GET one chunk, check and decode it
+        /// (on every thread), then GET the next.
+        var serialLookupSeconds: Double
         /// Process CPU seconds (every thread) of the same four paths: steadier than wall time on a busy machine.
         var lookupCPU: Double, lookupTensorsCPU: Double, pipelinedGetCPU: Double, perChunkGetCPU: Double
-        var unwindowedGetCPU: Double
+        var unwindowedGetCPU: Double, serialLookupCPU: Double
         var lookupVsPipelined: Double { pipelinedGetSeconds / lookupSeconds }
         var lookupTensorsVsPipelined: Double { pipelinedGetSeconds / lookupTensorsSeconds }
         var pipelinedVsPerChunk: Double { perChunkGetSeconds / pipelinedGetSeconds }
+        var lookupVsSerial: Double { serialLookupSeconds / lookupSeconds }
     }
 
     struct Report: Codable {
@@ -58,6 +66,7 @@ struct BenchKVRemote: ParsableCommand {
             throw ValidationError(
                 "--tokens, --chunk-tokens, --rounds and --threads must be positive, with tokens ≥ chunk tokens")
         }
+        guard windowBytes >= 0 else { throw ValidationError("--window-bytes must be 0 or more") }
         _ = try BenchKV.parse(["--model-shape", modelShape]).parseShape(modelShape)
     }
 
@@ -98,6 +107,12 @@ struct BenchKVRemote: ParsableCommand {
                             range(measured.map(\.lookupVsPipelined)), range(measured.map(\.lookupCPU)),
                         ],
                         [
+                            "lookup by one GET per chunk, each checked and decoded before the next GET",
+                            gbps(report.valueBytes, measured.map(\.serialLookupSeconds)),
+                            range(measured.map { $0.pipelinedGetSeconds / $0.serialLookupSeconds }),
+                            range(measured.map(\.serialLookupCPU)),
+                        ],
+                        [
                             "remote lookup returning new tensors",
                             gbps(report.valueBytes, measured.map(\.lookupTensorsSeconds)),
                             range(measured.map(\.lookupTensorsVsPipelined)), range(measured.map(\.lookupTensorsCPU)),
@@ -105,7 +120,7 @@ struct BenchKVRemote: ParsableCommand {
                     ]
                 ).render())
             print(
-                "\(self.rounds) rounds; decoded KV delivered by the lookup into buffers: \(range(measured.map { Double(report.rawBytes) / $0.lookupSeconds / 1e9 })) GB/s"
+                "\(self.rounds) rounds; decoded KV delivered by the lookup into buffers: \(range(measured.map { Double(report.rawBytes) / $0.lookupSeconds / 1e9 })) GB/s; pipelined lookup ÷ lookup by one GET per chunk: \(range(measured.map(\.lookupVsSerial)))x"
             )
             print()
         }
@@ -115,13 +130,14 @@ struct BenchKVRemote: ParsableCommand {
                     [
                         "tokens/chunk", "chunks", "value size", "pipelined / one GET per chunk (range)",
                         "pipelined / all at once (range)", "lookup / pipelined GET (range)",
+                        "lookup / lookup by one GET per chunk (range)",
                     ],
                     reports.map { r in
                         [
                             String(r.chunkTokens), String(r.chunks), formatBytes(r.valueBytes / max(1, r.chunks)),
                             range(r.rounds.map(\.pipelinedVsPerChunk)),
                             range(r.rounds.map { $0.unwindowedGetSeconds / $0.pipelinedGetSeconds }),
-                            range(r.rounds.map(\.lookupVsPipelined)),
+                            range(r.rounds.map(\.lookupVsPipelined)), range(r.rounds.map(\.lookupVsSerial)),
                         ]
                     }
                 ).render())
@@ -149,6 +165,7 @@ struct BenchKVRemote: ParsableCommand {
         var r = RemoteTierOptions(urls: remote)
         r.namespace = "wstore:bench:\(UUID().uuidString):"
         r.timeout = .seconds(30)
+        r.pipelineWindowBytes = windowBytes
         r.queueBytes = Int.max / 2
         r.queueChunks = max(r.queueChunks, chunks)
         let writer = try KVStore.create(at: root + "/writer", options: o, remote: r)
@@ -164,6 +181,7 @@ struct BenchKVRemote: ParsableCommand {
             options: {
                 var c = RedisClient.Options()
                 c.commandTimeout = .seconds(30)
+                c.pipelineWindowBytes = windowBytes
                 return c
             }())
         let unwindowed = try RedisClient(
@@ -206,6 +224,24 @@ struct BenchKVRemote: ParsableCommand {
             }
             return true
         }
+        let chain = PrefixKey.chain(tokens: prompt, chunkTokens: chunkTokens, model: "bench")
+        /// The lookup into buffers as a client without pipelining does it: one GET, the chunk
+        /// checked and decoded (its records on every thread), then the next GET.
+        func serialLookup() throws {
+            for (j, k) in keys.enumerated() {
+                guard let value = try client.get([k])[0] else {
+                    throw ValidationError("chunk \(j) is missing from the remote tier")
+                }
+                try value.withUnsafeBytes { b in
+                    let name = "remote KV chunk \(j)"
+                    let info = try KVChunk.info(b, key: chain[j], name: name)
+                    try parallelFor(2 * info.layers, threads: threads) { i, _ in
+                        try KVChunk.decodeTensor(
+                            b, info, i, key: chain[j], name: name, into: views[i / 2].rows(i % 2, from: j * chunkTokens))
+                    }
+                }
+            }
+        }
         var measured: [Round] = []
         var valueBytes = 0
         _ = try reader.lookup(tokens: prompt, model: "bench", into: views)  // warm-up, not counted
@@ -222,15 +258,25 @@ struct BenchKVRemote: ParsableCommand {
                 throw ValidationError(
                     "the lookup found \(found.remoteChunks) of \(chunks) chunks remotely, or other bytes")
             }
-            let (values, pt, pc) = try kvTimeCPU { try client.get(keys) }
-            valueBytes = values.reduce(0) { $0 + ($1?.count ?? 0) }
+            // Every raw path drops each value once read, as one GET per chunk does.
+            let (fetched, pt, pc) = try kvTimeCPU {
+                var n = 0
+                try client.streamGet(keys) { _, v in n += v?.count ?? 0 }
+                return n
+            }
+            valueBytes = fetched
             let (_, ct, cc) = try kvTimeCPU { for k in keys { _ = try client.get([k]) } }
-            let (_, ut, uc) = try kvTimeCPU { try unwindowed.get(keys) }
+            let (_, ut, uc) = try kvTimeCPU { try unwindowed.streamGet(keys) { _, _ in } }
+            for b in buffers { b.initializeMemory(as: UInt8.self, repeating: 0) }
+            let (_, st, sc) = try kvTimeCPU { try serialLookup() }
+            guard codec != .lossless || buffersHoldPrompt() else {
+                throw ValidationError("the lookup by one GET per chunk delivered other bytes")
+            }
             measured.append(
                 Round(
                     lookupSeconds: lt, lookupTensorsSeconds: tt, pipelinedGetSeconds: pt, perChunkGetSeconds: ct,
-                    unwindowedGetSeconds: ut, lookupCPU: lc, lookupTensorsCPU: tc, pipelinedGetCPU: pc,
-                    perChunkGetCPU: cc, unwindowedGetCPU: uc))
+                    unwindowedGetSeconds: ut, serialLookupSeconds: st, lookupCPU: lc, lookupTensorsCPU: tc, pipelinedGetCPU: pc,
+                    perChunkGetCPU: cc, unwindowedGetCPU: uc, serialLookupCPU: sc))
         }
         return Report(
             chunks: chunks, chunkTokens: chunkTokens, rawBytes: kv.byteCount, valueBytes: valueBytes,

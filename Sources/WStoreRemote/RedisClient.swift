@@ -14,9 +14,10 @@ public final class RedisClient: @unchecked Sendable {
         /// How long one command (or one pipelined batch's reply) may take.
         public var commandTimeout: Duration = .seconds(1)
         /// Reply bytes a pipeline keeps in flight per connection, a sliding window (0: send every
-        /// command of a pipeline at once). Large values stream through Redis instead of being
-        /// copied into its output buffers all at once.
-        public var pipelineWindowBytes = 8 << 20
+        /// command of a pipeline at once). Small values go many per round trip; values as large
+        /// as the window go one at a time, instead of Redis copying them all into its output
+        /// buffers before it writes the first.
+        public var pipelineWindowBytes = 1 << 20
         public init() {}
     }
 
@@ -159,9 +160,20 @@ public final class RedisClient: @unchecked Sendable {
     /// as it is read, so work on early replies overlaps the transfer of later ones. Across the
     /// nodes of a cluster the indices come in node order, not command order.
     public func pipeline(_ commands: [Command], each: ((Int, RedisReply) -> Void)?) throws -> [RedisReply] {
+        try execute(commands, keep: true, each: each).map { $0! }
+    }
+
+    /// As ``pipeline(_:each:)``, but keeps no reply: each is handed to `each` and dropped, so
+    /// a pipeline of large values holds one value at a time, not all of them.
+    public func stream(_ commands: [Command], each: (Int, RedisReply) -> Void) throws {
+        try withoutActuallyEscaping(each) { each in _ = try execute(commands, keep: false, each: each) }
+    }
+
+    /// Runs the pipeline; the replies are kept only with `keep` (`nil` otherwise).
+    private func execute(_ commands: [Command], keep: Bool, each: ((Int, RedisReply) -> Void)?) throws -> [RedisReply?] {
         try lock.withLock {
             if clusterMode && slotOwner.isEmpty { try refreshSlots() }
-            var results = [RedisReply?](repeating: nil, count: commands.count)
+            var results = [RedisReply?](repeating: nil, count: keep ? commands.count : 0)
             // (command index, node, asking)
             var pending: [(Int, RedisEndpoint, Bool)] = try commands.indices.map {
                 ($0, try target(commands[$0]), false)
@@ -211,7 +223,7 @@ public final class RedisClient: @unchecked Sendable {
                                 retry.append((i, e, asking))
                                 return
                             }
-                            results[i] = reply
+                            if keep { results[i] = reply }
                             each?(i, reply)
                         }
                     } catch {
@@ -224,7 +236,7 @@ public final class RedisClient: @unchecked Sendable {
                 if !retry.isEmpty && retry.allSatisfy({ !$0.2 }) && !needRefresh { Thread.sleep(forTimeInterval: 0.01) }
                 pending = retry
             }
-            return results.map { $0! }
+            return results
         }
     }
 
@@ -261,6 +273,21 @@ public final class RedisClient: @unchecked Sendable {
         try withoutActuallyEscaping(each) { each in
             try check(pipeline(keys.map { Command([Array("GET".utf8), $0]) }) { each($0, $1.bytes) }).map(\.bytes)
         }
+    }
+
+    /// `GET` of every key, pipelined, each value handed to `each` as it is read and then
+    /// dropped (see ``stream(_:each:)``); `nil` where a key is absent.
+    /// - Throws: ``RemoteError``; a Redis error reply throws after the pipeline is read.
+    public func streamGet(_ keys: [[UInt8]], each: (Int, [UInt8]?) -> Void) throws {
+        var failure: String?
+        try stream(keys.map { Command([Array("GET".utf8), $0]) }) { i, reply in
+            if let m = reply.errorMessage {
+                if failure == nil { failure = m }
+            } else {
+                each(i, reply.bytes)
+            }
+        }
+        if let failure { throw RemoteError.server(endpoint: seeds[0].description, message: failure) }
     }
 
     /// `EXISTS` of every key, pipelined.

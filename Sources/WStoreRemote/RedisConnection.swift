@@ -25,13 +25,9 @@ final class RedisConnection {
             throw error
         }
         context = c
-        readBuffer = UnsafeMutableRawPointer.allocate(byteCount: RedisConnection.readSize, alignment: 64)
         redisSetTimeout(c, timeval(commandTimeout))
-        // read.h: the reader frees its buffer whenever it is empty and has more than `maxbuf`
-        // bytes unused (16 KiB by default). Chunk values are MiB-sized, so that buffer would be
-        // freed and grown again, reallocation by reallocation, for every value; it is kept
-        // instead up to `keptReaderBuffer` (the connection then holds that much at most).
-        c.pointee.reader.pointee.maxbuf = RedisConnection.keptReaderBuffer
+        // Replies are built as ``RedisReply`` values while the reader parses (ReplyBuilder).
+        c.pointee.reader.pointee.fn = ReplyBuilder.functions
         if let password = endpoint.password {
             let args = [Array("AUTH".utf8)] + (endpoint.user.map { [Array($0.utf8)] } ?? []) + [Array(password.utf8)]
             let reply: RedisReply
@@ -57,7 +53,6 @@ final class RedisConnection {
 
     deinit {
         redisFree(context)
-        readBuffer.deallocate()
     }
 
     /// Reply bytes a pipeline keeps in flight (0: every command is sent at once); see ``run(_:operation:each:)``.
@@ -67,7 +62,6 @@ final class RedisConnection {
     static let keptReaderBuffer = 256 << 20
     /// Bytes asked of one read(2); hiredis's own `redisBufferRead` asks 16 KiB.
     static let readSize = 1 << 20
-    private let readBuffer: UnsafeMutableRawPointer
 
     /// Sends the commands pipelined and reads every reply.
     ///
@@ -87,11 +81,11 @@ final class RedisConnection {
     /// With ``windowBytes`` 0 every command is sent at once (one round trip for the lot). Otherwise
     /// the pipeline is a sliding window: after each reply, more commands are sent so that about
     /// `windowBytes` of replies (judged by the mean size of those read so far) stay in flight,
-    /// at least 2 commands and at first 4; they are written at once, so the server never waits
-    /// while replies it already sent are read. Redis builds the replies of all the commands it has
-    /// read before it writes any, so a pipeline of many MiB-sized values would have it copy them
-    /// all into its output buffers first; the window keeps it streaming, with no round trip
-    /// between commands, while small replies still go many per round trip.
+    /// at least 1 command and at first 4; they are written when half the window has been read.
+    /// Redis builds the replies of all the commands it has read before it writes any, so a
+    /// pipeline of many MiB-sized values would have it copy them all into its output buffers
+    /// first. Small replies go many per round trip; replies as large as the window go one at
+    /// a time, which on loopback is the fastest way to move MiB-sized values (format-spec/KV.md §5).
     func run(_ commands: [[[UInt8]]], operation: String, each: (Int, RedisReply) throws -> Void) throws {
         // A write to a connection the server reset raises SIGPIPE, whose default action ends
         // the process; hiredis writes with plain write(2). SIGPIPE is sent to the writing
@@ -129,23 +123,25 @@ final class RedisConnection {
             if k > 0 && sent < commands.count {
                 // Topped up when half the window has been read: one write per half window.
                 let mean = max(1, replyBytes / k)
-                let window = max(2, (windowBytes + mean - 1) / mean)
+                let window = max(1, windowBytes / mean)
                 if sent - k <= window / 2 { try send(upTo: k + window) }
             }
-            let raw = try nextReply(operation: operation)
-            replyBytes += RedisConnection.size(raw.assumingMemoryBound(to: redisReply.self))
-            let reply = RedisConnection.convert(raw.assumingMemoryBound(to: redisReply.self))
-            freeReplyObject(raw)
+            let reply = ReplyBuilder.take(try nextReply(operation: operation))
+            replyBytes += RedisConnection.size(reply)
             try each(k, reply)
         }
     }
 
-    /// The next reply, as `redisGetReply` reads it (flush what is queued, then read until a
-    /// reply is complete), but reading up to ``readSize`` bytes per read(2) and handing them
-    /// to the context's reader with `redisReaderFeed`: a MiB-sized value takes a few dozen
-    /// system calls instead of thousands. The socket is blocking with the command timeout
-    /// set (`redisSetTimeout`: SO_RCVTIMEO), so a read that times out fails with EAGAIN.
-    /// The corresponding C functions are `redisGetReplyFromReader`, `redisBufferWrite` and `redisReaderFeed`.
+    /// The next reply (a ``ReplyBuilder`` object), as `redisGetReply` reads it (flush what is
+    /// queued, then read until a reply is complete), but reading up to ``readSize`` bytes per
+    /// read(2) straight into the end of the reader's buffer, as `redisReaderFeed` would append
+    /// them without the copy: a MiB-sized value takes a few dozen system calls instead of
+    /// hiredis's thousands of 16 KiB reads. The buffer is kept between replies up to
+    /// ``keptReaderBuffer`` (read.h's `maxbuf` rule, which would free and regrow it for every
+    /// MiB-sized value). The socket is blocking with the command timeout set
+    /// (`redisSetTimeout`: SO_RCVTIMEO), so a read that times out fails with EAGAIN.
+    /// The corresponding C functions are `redisGetReplyFromReader`, `redisBufferWrite`,
+    /// `sdsMakeRoomFor` and `sdsIncrLen`.
     private func nextReply(operation: String) throws -> UnsafeMutableRawPointer {
         var raw: UnsafeMutableRawPointer?
         guard redisGetReplyFromReader(context, &raw) == REDIS_OK else {
@@ -154,8 +150,18 @@ final class RedisConnection {
         if let raw { return raw }
         try flush(operation: operation)
         let e = endpoint.description
+        let reader = context.pointee.reader!
         while true {
-            let n = read(context.pointee.fd, readBuffer, RedisConnection.readSize)
+            if reader.pointee.len == 0 && sdsavail(reader.pointee.buf) > RedisConnection.keptReaderBuffer {
+                sdsfree(reader.pointee.buf)
+                reader.pointee.buf = sdsempty()
+                reader.pointee.pos = 0
+            }
+            guard let room = sdsMakeRoomFor(reader.pointee.buf, RedisConnection.readSize) else {
+                throw RemoteError.io(endpoint: e, message: "out of memory reading a reply to \(operation)")
+            }
+            reader.pointee.buf = room
+            let n = read(context.pointee.fd, room + reader.pointee.len, RedisConnection.readSize)
             if n == 0 { throw RemoteError.io(endpoint: e, message: "the server closed the connection during \(operation)") }
             if n < 0 {
                 let code = errno
@@ -163,9 +169,9 @@ final class RedisConnection {
                 if code == EAGAIN || code == EWOULDBLOCK { throw RemoteError.timeout(endpoint: e, operation: operation) }
                 throw RemoteError.io(endpoint: e, message: "\(operation) failed: \(String(cString: strerror(code)))")
             }
-            guard redisReaderFeed(context.pointee.reader, readBuffer.assumingMemoryBound(to: CChar.self), n) == REDIS_OK,
-                redisGetReplyFromReader(context, &raw) == REDIS_OK
-            else {
+            sdsIncrLen(room, Int32(n))
+            reader.pointee.len += n
+            guard redisGetReplyFromReader(context, &raw) == REDIS_OK else {
                 throw RedisConnection.error(context, endpoint: endpoint, operation: operation)
             }
             if let raw { return raw }
@@ -214,27 +220,12 @@ final class RedisConnection {
     }()
 
     /// Bytes of a reply's strings (a rough measure of its size on the wire).
-    private static func size(_ r: UnsafeMutablePointer<redisReply>) -> Int {
-        let v = r.pointee
-        if v.type == REDIS_REPLY_ARRAY { return (0 ..< Int(v.elements)).reduce(16) { $0 + size(v.element[$1]!) } }
-        return 16 + (v.type == REDIS_REPLY_INTEGER ? 0 : Int(v.len))
-    }
-
-    private static func convert(_ r: UnsafeMutablePointer<redisReply>) -> RedisReply {
-        let v = r.pointee
-        switch v.type {
-        case REDIS_REPLY_STRING:
-            return .string(v.len == 0 ? [] : Array(UnsafeRawBufferPointer(start: v.str, count: Int(v.len))))
-        case REDIS_REPLY_STATUS:
-            return .status(String(decoding: UnsafeRawBufferPointer(start: v.str, count: Int(v.len)), as: UTF8.self))
-        case REDIS_REPLY_ERROR:
-            return .error(String(decoding: UnsafeRawBufferPointer(start: v.str, count: Int(v.len)), as: UTF8.self))
-        case REDIS_REPLY_INTEGER:
-            return .integer(Int(v.integer))
-        case REDIS_REPLY_ARRAY:
-            return .array((0 ..< Int(v.elements)).map { convert(v.element[$0]!) })
-        default:
-            return .null
+    private static func size(_ r: RedisReply) -> Int {
+        switch r {
+        case let .array(a): a.reduce(16) { $0 + size($1) }
+        case let .string(b): 16 + b.count
+        case let .status(t), let .error(t): 16 + t.utf8.count
+        case .integer, .null: 16
         }
     }
 

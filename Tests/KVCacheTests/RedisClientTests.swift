@@ -48,6 +48,36 @@ struct RedisClientTests {
         #expect(seen == Array(0 ... values.count))
     }
 
+    @Test func streamedGetsHandOverEveryValueAndServerErrors() throws {
+        let server = try RedisServer()
+        var options = RedisClient.Options()
+        options.pipelineWindowBytes = 1 << 20
+        let client = try RedisClient(urls: [server.url], options: options)
+        let values: [[UInt8]] = (0 ..< 12).map { i in (0 ..< (i % 3 == 0 ? 1_500_000 : 9)).map { UInt8(truncatingIfNeeded: $0 ^ i) } }
+        let keys = (0 ..< values.count).map { Array("s\($0)".utf8) }
+        #expect(try client.setIfAbsent(Array(zip(keys, values))).allSatisfy { $0 })
+        var got: [Int: [UInt8]?] = [:]
+        try client.streamGet(keys + [Array("absent".utf8)]) { i, v in got[i] = v }
+        #expect(got.count == values.count + 1)
+        #expect((0 ..< values.count).allSatisfy { got[$0]! == values[$0] } && got[values.count]! == nil)
+        // Replies of every RESP type come through the reply builder: status, integer, nested arrays, errors.
+        _ = try client.command(.init(["RPUSH", "list", "a", "bb", ""].map { Array($0.utf8) }))
+        #expect(try client.command(.init("LRANGE", "list", "0", "-1")) == .array([.string(Array("a".utf8)), .string(Array("bb".utf8)), .string([])]))
+        #expect(try client.command(.init("SET", "plain", "v")) == .status("OK"))
+        #expect(try client.command(.init("EXISTS", "plain")) == .integer(1))
+        #expect(
+            try client.pipeline([.init("EVAL", "return {1, {'x', {2}}, false}", "0")])[0]
+                == .array([.integer(1), .array([.string(Array("x".utf8)), .array([.integer(2)])]), .null]))
+        // A GET of a list is a WRONGTYPE error reply: streamGet throws it after reading the pipeline.
+        var delivered = 0
+        #expect(throws: RemoteError.self) {
+            try client.streamGet([keys[1], Array("list".utf8), keys[2]]) { _, _ in delivered += 1 }
+        }
+        #expect(delivered == 2)
+        // The connection is still usable afterwards.
+        #expect(try client.get([keys[1]]) == [values[1]])
+    }
+
     @Test func clusterRoutesEveryKey() throws {
         let cluster = try RedisCluster()
         let client = try RedisClient(urls: cluster.urls)
