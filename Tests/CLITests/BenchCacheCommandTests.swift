@@ -87,7 +87,8 @@ struct BenchCacheCommandTests {
         let simulated = try report([]).policies[0]
         let unscored = try report(["--no-router-scores"]).policies[0]
         #expect(stored.hit_rate == simulated.hit_rate && stored.demand_loads == simulated.demand_loads)
-        #expect(simulated.hit_rate > unscored.hit_rate, "with scores \(simulated.hit_rate), without \(unscored.hit_rate)")
+        #expect(
+            simulated.hit_rate > unscored.hit_rate, "with scores \(simulated.hit_rate), without \(unscored.hit_rate)")
     }
 
     @Test func badInputsAreClearErrors() throws {
@@ -155,7 +156,8 @@ struct BenchCachePrecisionTests {
         let dir = TemporaryDirectory()
         let trace = dir.path + "/t.jsonl"
         try Data(
-            (#"{"kind":"wstore.routing-trace","version":1,"layers":1,"experts":2,"top_k":1}"# + "\n{\"experts\":[[1]]}\n")
+            (#"{"kind":"wstore.routing-trace","version":1,"layers":1,"experts":2,"top_k":1}"#
+                + "\n{\"experts\":[[1]]}\n")
                 .utf8
         ).write(to: URL(fileURLWithPath: trace))
         #expect(

@@ -29,7 +29,9 @@ struct RouterScoresTests {
                 runnerUp = Int.random(in: 6 ..< 8, using: &rng)
             }
             let rest = (0 ..< 8).filter { $0 != picks[t] && $0 != runnerUp }
-            if report { policy.scored([picks[t], runnerUp] + rest, probabilities: [0.5, 0.3] + rest.map { _ in 0.2 / 6 }) }
+            if report {
+                policy.scored([picks[t], runnerUp] + rest, probabilities: [0.5, 0.3] + rest.map { _ in 0.2 / 6 })
+            }
         }
         return (picks[tokens - 1], runnerUp)
     }
@@ -45,7 +47,8 @@ struct RouterScoresTests {
         let blind = ForecastPolicy(geometry: Self.g, capacity: 4)
         Self.feed(blind, tokens: 2000, foretelling: false, seed: 3)
         let blindSoft = blind.weights(layer: 0)[H...].reduce(0, +)
-        #expect(blindSoft < 0.5 && blindSoft < toldSoft / 2, "soft weight \(blindSoft) where runners-up are never picked")
+        #expect(
+            blindSoft < 0.5 && blindSoft < toldSoft / 2, "soft weight \(blindSoft) where runners-up are never picked")
     }
 
     @Test func theForetoldRunnerUpIsExpectedSoonerThanFromThePicksAlone() {
@@ -67,7 +70,10 @@ struct RouterScoresTests {
     }
 
     /// The default hears scores in the simulator, and on the recorded traces they help.
-    @Test(.enabled(if: TraceReplayTests.smallTop4 != nil, "skipped: ../shared/data/routing/small-32e-top4.routing.jsonl is absent"))
+    @Test(
+        .enabled(
+            if: TraceReplayTests.smallTop4 != nil,
+            "skipped: ../shared/data/routing/small-32e-top4.routing.jsonl is absent"))
     func theDefaultGainsFromTheRecordedRouterScores() throws {
         let trace = try RoutingTrace.load(path: try #require(TraceReplayTests.smallTop4))
         let g = trace.header.geometry

@@ -47,7 +47,7 @@ public final class ForecastPolicy: RankingPolicy {
     private static let powerCount = 1024
     @exclusivity(unchecked) private var value: [[Double]]  // [h][id], as of stamp[id], including that token
     @exclusivity(unchecked) private var stamp: [Int]  // the layer's token of the last use, or -1
-    @exclusivity(unchecked) private var soft: [[Double]]  // [h][id]: soft picks, as of softStamp[id], including that token
+    @exclusivity(unchecked) private var soft: [[Double]]  // [h][id]: soft picks, as of softStamp[id]
     @exclusivity(unchecked) private var softStamp: [Int]  // the layer's token of the last scores naming id, or -1
     /// Whether router probabilities have been reported: the soft bank joins the mixture.
     @exclusivity(unchecked) public private(set) var usesScores = false

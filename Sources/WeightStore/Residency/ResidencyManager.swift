@@ -364,7 +364,8 @@ public final class ResidencyManager: Sendable {
     @discardableResult
     public func observe(layer: Int, experts: [Int], probabilities: [Double]) -> [Int] {
         precondition(experts.count == probabilities.count, "experts and probabilities differ in length")
-        precondition(probabilities.allSatisfy { $0.isFinite && $0 >= 0 }, "probabilities must be finite and not negative")
+        precondition(
+            probabilities.allSatisfy { $0.isFinite && $0 >= 0 }, "probabilities must be finite and not negative")
         var unknown: [Int] = []
         var ids: [Int] = []
         var known: [Double] = []
