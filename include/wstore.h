@@ -430,6 +430,20 @@ int wstore_residency_route(wstore_residency *residency, int64_t layer, const int
                            size_t n, int32_t k, double tolerance, int32_t *out_experts, int32_t *swapped,
                            double *mass_given_up);
 
+/**
+ * Reports the router's candidates for the token layer `layer` just routed,
+ * `experts[0 ..< n]` with their probabilities `probs` (e.g. its top 2k, the picked experts
+ * among them, highest first), after acquiring the picks. The residency policy takes them
+ * as evidence of how often each candidate is wanted (the default counts a runner-up the
+ * router nearly chose as part of a pick). Nothing is loaded or pinned. Errors:
+ * WSTORE_E_INVALID_ARGUMENT for a layer out of range, NULL arrays with n > 0, a repeated
+ * expert, or a negative or non-finite probability (nothing is counted);
+ * WSTORE_E_NOT_FOUND when some experts are not in the expert index: the message lists
+ * them, and the others were counted.
+ */
+int wstore_residency_observe(wstore_residency *residency, int64_t layer, const int32_t *experts, const float *probs,
+                             size_t n);
+
 /* ---------------------------------------------------------------- expert precision */
 
 /**

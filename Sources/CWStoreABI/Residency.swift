@@ -371,6 +371,34 @@ public func wstore_residency_mask(
     }
 }
 
+/// See `wstore_residency_observe` in wstore.h.
+@_cdecl("wstore_residency_observe")
+public func wstore_residency_observe(
+    _ residency: OpaquePointer?, _ layer: Int64, _ experts: UnsafePointer<Int32>?,
+    _ probs: UnsafePointer<Float>?, _ n: Int
+) -> Int32 {
+    guarded {
+        let m = try managerAndLayer(residency, layer)
+        guard n == 0 || (experts != nil && probs != nil) else {
+            throw ABIError.invalidArgument("experts and probs must be non-NULL when n is positive")
+        }
+        guard n >= 0 else { throw ABIError.invalidArgument("n \(n) is negative") }
+        let ids = (0 ..< n).map { Int(experts![$0]) }
+        guard Set(ids).count == n else { throw ABIError.invalidArgument("experts repeat a candidate") }
+        let p = (0 ..< n).map { Double(probs![$0]) }
+        guard p.allSatisfy({ $0.isFinite && $0 >= 0 }) else {
+            throw ABIError.invalidArgument("probs must be finite and not negative")
+        }
+        let unknown = m.observe(layer: Int(layer), experts: ids, probabilities: p)
+        guard unknown.isEmpty else {
+            throw WStoreError.notFound(
+                "experts \(unknown.map(String.init).joined(separator: ", ")) of layer \(layer) "
+                    + "(the index has \(m.geometry.layers) layers × \(m.geometry.experts) experts); "
+                    + "the other candidates were counted")
+        }
+    }
+}
+
 /// See `wstore_residency_route` in wstore.h.
 @_cdecl("wstore_residency_route")
 public func wstore_residency_route(

@@ -28,6 +28,8 @@ struct BenchCache: ParsableCommand {
     )
     var policy = "all"
     @Flag(help: "Issue the trace's predictions as prefetch hints one layer ahead.") var prefetch = false
+    @Flag(help: "Keep the trace's router scores from the policies (by default they hear them after each layer).")
+    var noRouterScores = false
     @Option(help: "Replay through a ResidencyManager over this store (real loads).") var store: String?
     @Option(help: "The model namespace in --store (default: the trace's model, else the store's only model).")
     var model: String?
@@ -136,7 +138,8 @@ struct BenchCache: ParsableCommand {
                     for tol in [0] + tols {
                         let r = ResidencySimulator.run(
                             trace, policy: kind.make(geometry: g, capacity: run.capacity),
-                            capacity: run.capacity, prefetch: prefetch, cacheAwareRouting: tol)
+                            capacity: run.capacity, prefetch: prefetch, cacheAwareRouting: tol,
+                            scores: !noRouterScores)
                         routing.append(
                             RoutingRow(
                                 capacity: run.capacity, residency: run.residency, policy: kind.rawValue,
@@ -241,7 +244,8 @@ struct BenchCache: ParsableCommand {
                 }
             } else {
                 let r = ResidencySimulator.run(
-                    trace, policy: kind.make(geometry: g, capacity: cap), capacity: cap, prefetch: prefetch)
+                    trace, policy: kind.make(geometry: g, capacity: cap), capacity: cap, prefetch: prefetch,
+                    scores: !noRouterScores)
                 rows.append(PolicyReport(r))
             }
         }
@@ -354,6 +358,9 @@ struct BenchCache: ParsableCommand {
                     let t3 = now()
                     _ = (wasResident ? hitTimes.record(t1 - t0) : stalls.record(t1 - t0))
                     _ = timer.record(t3 - t2)
+                }
+                if !noRouterScores, let (c, p) = trace.scores(token: t, layer: l) {
+                    m.observe(layer: l, experts: c.map { Int($0) }, probabilities: p.map { Double($0) })
                 }
                 if prefetch && l + 1 < g.layers, let p = trace.predicted(token: t, layer: l + 1) {
                     m.prefetch(layer: l + 1, experts: p.map { Int($0) })

@@ -16,9 +16,14 @@ public enum ResidencySimulator {
     /// With `cacheAwareRouting` (a relative tolerance) and a trace with scores, each
     /// layer's picks are first re-routed with ``CacheAwareRouting/topK(experts:probabilities:k:tolerance:isResident:)``
     /// against what is resident, and the re-routed picks are the demand accesses.
+    ///
+    /// With `scores` (the default) and a trace with scores, each layer's candidates and
+    /// their probabilities reach ``ResidencyPolicy/scored(_:probabilities:)`` after the
+    /// layer's accesses, as an engine reports them with ``ResidencyManager/observe(layer:experts:probabilities:)``.
     public static func run(
         _ trace: RoutingTrace, policy: any ResidencyPolicy, capacity: Int,
-        prefetch: Bool = false, cacheAwareRouting: Double? = nil
+        prefetch: Bool = false, cacheAwareRouting: Double? = nil,
+        scores: Bool = true
     ) -> ReplayResult {
         precondition(capacity >= 1, "capacity must be at least one expert")
         let g = trace.header.geometry, L = g.layers
@@ -91,6 +96,9 @@ public enum ResidencySimulator {
                         insert(id, prefetched: false)
                         result.demandLoads += 1
                     }
+                }
+                if scores, let (c, p) = trace.scores(token: t, layer: l) {
+                    policy.scored(c.map { g.id(layer: l, expert: Int($0)) }, probabilities: p.map { Double($0) })
                 }
                 if prefetch && l + 1 < L, let p = trace.predicted(token: t, layer: l + 1) { hint(p, layer: l + 1) }
             }

@@ -1,5 +1,6 @@
 import Foundation
 import Testing
+import WStoreCore
 import WStoreReplay
 import WStoreTestSupport
 import WeightStore
@@ -55,6 +56,39 @@ struct BenchCacheCommandTests {
         #expect(report.policies[0].hit_rate == simulated.policies[0].hit_rate)
         #expect(report.policies[0].demand_loads == simulated.policies[0].demand_loads)
         #expect(report.policies[0].stall_p50_us != nil)
+    }
+
+    /// A trace whose router runners-up foretell the next token's picks: the store replay
+    /// reports them to the manager as the simulator reports them to the policy.
+    @Test func routerScoresReachTheManagerAsTheyReachTheSimulatedPolicy() throws {
+        let dir = TemporaryDirectory()
+        _ = try makeExpertStore(at: dir.path + "/s", layers: 2, experts: 8, topK: 1)
+        var t = RoutingTrace(header: .init(layers: 2, experts: 8, topK: 1))
+        var rng = SplitMix64(seed: 11)
+        let picks = (0 ... 300).map { _ in (0 ..< 2).map { _ in Int.random(in: 0 ..< 8, using: &rng) } }
+        for tok in 0 ..< 300 {
+            let scores = (0 ..< 2).map { l -> [(expert: Int, probability: Double)]? in
+                let pick = picks[tok][l]
+                let next = picks[tok + 1][l] == pick ? (pick + 1) % 8 : picks[tok + 1][l]
+                return [(pick, 0.6), (next, 0.3)]
+            }
+            try t.append(request: 0, experts: picks[tok].map { [$0] }, predicted: nil, scores: scores)
+        }
+        let trace = dir.path + "/t.jsonl"
+        try t.jsonLines().write(to: URL(fileURLWithPath: trace))
+        func report(_ extra: [String]) throws -> Report {
+            try #require(
+                try WStoreCommand.parseAsRoot(
+                    ["bench", "cache", "--trace", trace, "--capacity", "4", "--policy", "forecast"] + extra)
+                    as? BenchCache
+            ).makeReport()
+        }
+        let stored = try report(["--store", dir.path + "/s"]).policies[0]
+        let simulated = try report([]).policies[0]
+        let unscored = try report(["--no-router-scores"]).policies[0]
+        #expect(stored.hit_rate == simulated.hit_rate && stored.demand_loads == simulated.demand_loads)
+        #expect(
+            simulated.hit_rate > unscored.hit_rate, "with scores \(simulated.hit_rate), without \(unscored.hit_rate)")
     }
 
     @Test func badInputsAreClearErrors() throws {
@@ -122,7 +156,8 @@ struct BenchCachePrecisionTests {
         let dir = TemporaryDirectory()
         let trace = dir.path + "/t.jsonl"
         try Data(
-            (#"{"kind":"wstore.routing-trace","version":1,"layers":1,"experts":2,"top_k":1}"# + "\n{\"experts\":[[1]]}\n")
+            (#"{"kind":"wstore.routing-trace","version":1,"layers":1,"experts":2,"top_k":1}"#
+                + "\n{\"experts\":[[1]]}\n")
                 .utf8
         ).write(to: URL(fileURLWithPath: trace))
         #expect(

@@ -151,3 +151,15 @@ def test_residency_mask_and_cache_aware_routing(mixtral_stores: dict[str, Path])
             res.route(0, [0, 1], [0.5, 0.5], k=3)
         with pytest.raises(wstore.InvalidArgument):
             res.residency_mask(10_000)
+        # Router candidates reach the policy and load nothing; bad ones are refused.
+        before = res.stats()
+        res.observe(0, [0, 1, 2], [0.5, 0.26, 0.24])
+        after = res.stats()
+        assert (after.demand_loads, after.prefetch_loads, after.resident_bytes) == \
+            (before.demand_loads, before.prefetch_loads, before.resident_bytes)
+        with pytest.raises(wstore.NotFound):
+            res.observe(0, [0, 10_000], [0.5, 0.1])
+        with pytest.raises(wstore.InvalidArgument):
+            res.observe(0, [0, 1], [0.5, -0.1])
+        with pytest.raises(ValueError):
+            res.observe(0, [0, 1], [0.5])

@@ -38,14 +38,14 @@ public final class AdaptivePolicy: RankingPolicy {
     private let k: Int
     private let lambda: [Double]  // per layer access, one per half-life
     private let rateScale: [Double]
-    private var value: [[Double]]  // [half-life][id]: decayed pick counts
-    private var stamp: [Double]
-    private var lastToken: [Int]
-    private var layerAccesses: [Int]
-    private var reuse: [Double]
-    private var hints: HintPrecision
-    private var resident: ResidentSet
-    private var currentLayer = 0
+    @exclusivity(unchecked) private var value: [[Double]]  // [half-life][id]: decayed pick counts
+    @exclusivity(unchecked) private var stamp: [Double]
+    @exclusivity(unchecked) private var lastToken: [Int]
+    @exclusivity(unchecked) private var layerAccesses: [Int]
+    @exclusivity(unchecked) private var reuse: [Double]
+    @exclusivity(unchecked) private var hints: HintPrecision
+    @exclusivity(unchecked) private var resident: ResidentSet
+    @exclusivity(unchecked) private var currentLayer = 0
 
     /// An adaptive policy for `geometry` (the budget is implicit in what is resident)
     /// whose rate is the mean of estimates halving every `halfLives` tokens.

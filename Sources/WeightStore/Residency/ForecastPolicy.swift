@@ -5,11 +5,19 @@ import Foundation
 /// learnt online from the layer's own routing:
 ///
 /// - **How often** (per layer, per token): a bank of recency-weighted frequencies (LRFU
-///   estimates) whose memories span 1 to 256 tokens, weighted by how well each has
-///   predicted the layer's picks so far (an exponentially weighted forecaster under log
-///   loss, discounted over ~256 tokens). A layer whose experts follow the request's topic
-///   leans on the short memories, one with lasting favourites on the long ones: no
-///   half-life is fitted to a trace.
+///   estimates) whose memories span 1 to 256 tokens, mixed with weights learnt from how
+///   well the mixture has predicted the layer's picks (exponentiated gradient on its log
+///   loss, Helmbold et al. 1998: a bank that would have made the mixture's forecast of a
+///   pick likelier gains weight; none ever drops below ``weightFloor``, so a change in
+///   the routing can bring it back). A layer whose experts follow the request's topic
+///   leans on the short memories, one with lasting favourites on the long ones, and a
+///   layer in between on a blend of them: no half-life is fitted to a trace.
+/// - **Router probabilities** (when the engine reports them, ``scored(_:probabilities:)``):
+///   a second bank of the same memories counts *soft* picks, each candidate's share of
+///   the reported probability mass scaled to the token's `topK` picks, so a runner-up the
+///   router nearly chose counts as part of a pick. The mixture weighs the soft bank
+///   against the hard one as it weighs the memories: where the router's runners-up
+///   foretell later picks the soft bank gains weight, elsewhere it fades to the floor.
 /// - **Reuse beyond frequency**: consecutive tokens may share experts more often than
 ///   their frequencies explain (or not at all: on recorded routing reuse sits at chance
 ///   level). Each layer measures how many of a token's experts the next token reuses
@@ -29,34 +37,47 @@ public final class ForecastPolicy: RankingPolicy {
     public let halfLives: [Double]
     /// Tokens: a low-bit expert whose next use is expected sooner is upgraded to exact.
     public var upgradeWithin = 2.0
+    /// The step of the mixture weights' exponentiated-gradient update.
+    public let learningRate: Double
+    /// The least weight a memory keeps in a layer's mixture before renormalising.
+    public static let weightFloor = 1e-4
     private let k: Int
     private let decay: [Double]  // per token, one per half-life
     private let powers: [Double]  // [h * powerCount + n]: pow(decay[h], n), the same values pow gives
     private static let powerCount = 1024
-    private var value: [[Double]]  // [h][id], as of stamp[id], including that token
-    private var stamp: [Int]  // the layer's token of the last use, or -1
-    private var layerAccesses: [Int]
-    private var loss: [[Double]]  // [layer][h]: discounted log loss
-    private var weight: [[Double]]  // [layer][h]
-    private let lossDiscount: Double
-    private var hints: HintPrecision
-    private var resident: ResidentSet
-    private var excess: [Double]
-    private var previous: [[Int]]
-    private var current: [[Int]]
-    private var expectedReuse: [Double]
-    private var reusedNow: [Int]
-    private var currentLayer = 0
+    @exclusivity(unchecked) private var value: [[Double]]  // [h][id], as of stamp[id], including that token
+    @exclusivity(unchecked) private var stamp: [Int]  // the layer's token of the last use, or -1
+    @exclusivity(unchecked) private var soft: [[Double]]  // [h][id]: soft picks, as of softStamp[id]
+    @exclusivity(unchecked) private var softStamp: [Int]  // the layer's token of the last scores naming id, or -1
+    /// Whether router probabilities have been reported: the soft bank joins the mixture.
+    @exclusivity(unchecked) public private(set) var usesScores = false
+    @exclusivity(unchecked) private var layerAccesses: [Int]
+    @exclusivity(unchecked) private var weight: [[Double]]  // [layer][bank]: hard memories, then soft ones
+    @exclusivity(unchecked) private var likelihood: [Double]  // scratch: each bank's chance of the pick
+    @exclusivity(unchecked) private var hints: HintPrecision
+    @exclusivity(unchecked) private var resident: ResidentSet
+    @exclusivity(unchecked) private var excess: [Double]
+    @exclusivity(unchecked) private var previous: [[Int]]
+    @exclusivity(unchecked) private var current: [[Int]]
+    @exclusivity(unchecked) private var expectedReuse: [Double]
+    @exclusivity(unchecked) private var reusedNow: [Int]
+    @exclusivity(unchecked) private var currentLayer = 0
 
     /// A forecast policy for `geometry` (the budget is implicit in what is resident) mixing
     /// frequency estimates whose weight halves every `halfLives` tokens.
-    /// - Precondition: `halfLives` is not empty and every half-life is positive.
+    /// `learningRate` is the step of the mixture weights (in 0.05...0.2 the replays of
+    /// ``ResidencyPolicyKind/default`` agree to a tenth of a point; above 0.5 the weights
+    /// swing on single picks).
+    /// - Precondition: `halfLives` is not empty and every half-life is positive;
+    ///   `learningRate` is positive.
     public init(
         geometry: ResidencyGeometry, capacity: Int, halfLives: [Double] = [1, 4, 16, 64, 256],
-        name: String = "forecast"
+        learningRate: Double = 0.1, name: String = "forecast"
     ) {
         precondition(!halfLives.isEmpty && halfLives.allSatisfy { $0 > 0 }, "half-lives must be positive")
+        precondition(learningRate > 0, "the learning rate must be positive")
         self.name = name
+        self.learningRate = learningRate
         self.geometry = geometry
         self.halfLives = halfLives
         k = max(1, geometry.topK)
@@ -65,11 +86,12 @@ public final class ForecastPolicy: RankingPolicy {
         let n = geometry.count
         value = halfLives.map { _ in Array(repeating: 0, count: n) }
         stamp = Array(repeating: -1, count: n)
+        soft = halfLives.map { _ in Array(repeating: 0, count: n) }
+        softStamp = Array(repeating: -1, count: n)
         layerAccesses = Array(repeating: 0, count: geometry.layers)
-        loss = Array(repeating: Array(repeating: 0, count: halfLives.count), count: geometry.layers)
         weight = Array(
             repeating: Array(repeating: 1 / Double(halfLives.count), count: halfLives.count), count: geometry.layers)
-        lossDiscount = 1 - 1 / (256 * Double(k))
+        likelihood = Array(repeating: 0, count: 2 * halfLives.count)
         hints = HintPrecision(geometry: geometry)
         resident = ResidentSet(count: n)
         excess = Array(repeating: 0, count: geometry.layers)
@@ -87,22 +109,59 @@ public final class ForecastPolicy: RankingPolicy {
         n >= 0 && n < Self.powerCount ? powers[h &* Self.powerCount &+ n] : pow(decay[h], Double(n))
     }
 
-    /// Estimate `h` of the chance that `id` is used by its layer's token `t` (> its last use).
-    @inline(__always) private func estimate(_ h: Int, _ id: Int, at t: Int) -> Double {
-        guard stamp[id] >= 0 else { return 0 }
-        return (1 - decay[h]) * value[h][id] * power(h, t - 1 - stamp[id])
+    /// Estimate of bank `b` (a hard memory below `halfLives.count`, then the soft ones) of
+    /// the chance that `id` is used by its layer's token `t` (> its last use).
+    @inline(__always) private func estimate(_ b: Int, _ id: Int, at t: Int) -> Double {
+        let H = halfLives.count
+        if b < H {
+            guard stamp[id] >= 0 else { return 0 }
+            return (1 - decay[b]) * value[b][id] * power(b, t - 1 - stamp[id])
+        }
+        let h = b - H
+        guard softStamp[id] >= 0 else { return 0 }
+        return (1 - decay[h]) * soft[h][id] * power(h, max(0, t - 1 - softStamp[id]))
     }
 
     /// The mixed chance that `id` is used by its layer's token `t` (> its last use).
     public func chance(_ id: Int, at t: Int) -> Double {
         let w = weight[geometry.layer(of: id)]
         var p = 0.0
-        for h in halfLives.indices { p += w[h] * estimate(h, id, at: t) }
+        for b in w.indices { p += w[b] * estimate(b, id, at: t) }
         return p
     }
 
-    /// The mixture weights of layer `layer`, one per half-life.
+    /// The mixture weights of layer `layer`: one per half-life, then (once router
+    /// probabilities were reported) one per half-life of the soft bank.
     public func weights(layer: Int) -> [Double] { weight[layer] }
+
+    /// Counts the router's candidates for the token of their layer whose accesses came
+    /// last, each as `topK × p / Σp` of a pick.
+    public func scored(_ ids: [Int], probabilities: [Double]) {
+        guard let first = ids.first, ids.count == probabilities.count else { return }
+        let total = probabilities.reduce(0) { $0 + max(0, $1) }
+        guard total > 0, total.isFinite else { return }
+        if !usesScores {
+            usesScores = true
+            for l in weight.indices {
+                weight[l] += Array(repeating: Self.weightFloor, count: halfLives.count)
+                normalise(layer: l)
+            }
+        }
+        let t = max(0, (layerAccesses[geometry.layer(of: first)] - 1) / k)
+        let scale = Double(k) / total
+        for (id, p) in zip(ids, probabilities) {
+            for h in halfLives.indices {
+                let old = softStamp[id] >= 0 ? soft[h][id] * power(h, max(0, t - softStamp[id])) : 0
+                soft[h][id] = old + scale * max(0, p)
+            }
+            softStamp[id] = max(softStamp[id], t)
+        }
+    }
+
+    private func normalise(layer l: Int) {
+        let sum = weight[l].reduce(0, +)
+        for b in weight[l].indices { weight[l][b] /= sum }
+    }
 
     public func accessed(_ id: Int, hit: Bool) {
         let l = geometry.layer(of: id)
@@ -123,21 +182,23 @@ public final class ForecastPolicy: RankingPolicy {
         }
         if stamp[id] == t - 1 { reusedNow[l] += 1 }
         current[l].append(id)
-        // Score each estimate on this pick (as a share of the token's k picks, mixed with
-        // 1% of the uniform so that no estimate is ever certain a pick cannot happen).
+        // Each bank's chance of this pick (as a share of the token's k picks, mixed with
+        // 1% of the uniform so that no estimate is ever certain a pick cannot happen); the
+        // mixture's log loss has gradient -q_b / Σ w q in weight b.
         let E = Double(geometry.experts)
-        var best = Double.infinity
-        for h in halfLives.indices {
-            let q = 0.99 * estimate(h, id, at: t) / Double(k) + 0.01 / E
-            loss[l][h] = loss[l][h] * lossDiscount - log(q)
-            best = min(best, loss[l][h])
+        let B = weight[l].count
+        var mixed = 0.0
+        for b in 0 ..< B {
+            likelihood[b] = 0.99 * estimate(b, id, at: t) / Double(k) + 0.01 / E
+            mixed += weight[l][b] * likelihood[b]
         }
         var sum = 0.0
-        for h in halfLives.indices {
-            weight[l][h] = exp(best - loss[l][h])
-            sum += weight[l][h]
+        for b in 0 ..< B {
+            let w = max(weight[l][b], Self.weightFloor) * exp(learningRate * likelihood[b] / mixed)
+            weight[l][b] = w
+            sum += w
         }
-        for h in halfLives.indices { weight[l][h] /= sum }
+        for b in 0 ..< B { weight[l][b] /= sum }
         // Count the use.
         for h in halfLives.indices {
             let old = stamp[id] >= 0 ? value[h][id] * power(h, t - stamp[id]) : 0

@@ -5,10 +5,10 @@ public final class LFUPolicy: RankingPolicy {
     public let name = "lfu"
     /// Demand accesses between two halvings of every count.
     public let agingPeriod: Int
-    private var counts: [Float]
-    private var lastUse: [Int]
-    private var clock = 0
-    private var resident: ResidentSet
+    @exclusivity(unchecked) private var counts: [Float]
+    @exclusivity(unchecked) private var lastUse: [Int]
+    @exclusivity(unchecked) private var clock = 0
+    @exclusivity(unchecked) private var resident: ResidentSet
 
     /// An LFU policy; counts halve every `8 × capacity` accesses.
     public init(geometry: ResidencyGeometry, capacity: Int) {

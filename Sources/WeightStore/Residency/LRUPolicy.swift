@@ -12,8 +12,8 @@ public final class LRUPolicy: ResidencyPolicy {
     public let name = "lru"
     /// Hits while held low-bit after which an expert is upgraded to exact.
     public var upgradeAfterHits = 4
-    private var lists: IntrusiveLists
-    private var lowHits: [Int]
+    @exclusivity(unchecked) private var lists: IntrusiveLists
+    @exclusivity(unchecked) private var lowHits: [Int]
 
     /// An LRU policy over `geometry`.
     public init(geometry: ResidencyGeometry) {

@@ -34,12 +34,12 @@ public final class LeaderPolicy: ResidencyPolicy {
     /// Half-life of the hit counts, in turnovers of the cache.
     public let halfLifeTurnovers: Double
     private let capacity: Int
-    private var shadows: [Shadow]
+    @exclusivity(unchecked) private var shadows: [Shadow]
     private let followers: [any ResidencyPolicy]
-    private var score: [Double]
+    @exclusivity(unchecked) private var score: [Double]
     private let decay: Double
     /// Index in ``rules`` of the rule whose victims are taken now.
-    public private(set) var leader = 0
+    @exclusivity(unchecked) public private(set) var leader = 0
 
     /// A shadow copy: a rule alone over a cache of `capacity` experts. A ranking rule
     /// (one whose state does not depend on what is resident) is not run twice: its
@@ -129,6 +129,11 @@ public final class LeaderPolicy: ResidencyPolicy {
             shadows[s].policy?.hinted(id)
             if !shadows[s].resident[id] { load(s, id, prefetched: true) }
         }
+    }
+
+    public func scored(_ ids: [Int], probabilities: [Double]) {
+        for f in followers { f.scored(ids, probabilities: probabilities) }
+        for s in shadows { s.policy?.scored(ids, probabilities: probabilities) }
     }
 
     public func inserted(_ id: Int, prefetched: Bool) {

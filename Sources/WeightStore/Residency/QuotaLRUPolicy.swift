@@ -8,7 +8,7 @@ public class QuotaLRUPolicy: ResidencyPolicy {
     /// Slots per layer; they add up to the capacity.
     public let quotas: [Int]
     let geometry: ResidencyGeometry
-    var lists: IntrusiveLists
+    @exclusivity(unchecked) var lists: IntrusiveLists
 
     init(name: String, geometry: ResidencyGeometry, quotas: [Int]) {
         self.name = name

@@ -352,6 +352,42 @@ public final class ResidencyManager: Sendable {
         return unknown
     }
 
+    /// Reports the router's candidates for the token layer `layer` just routed, with their
+    /// probabilities (e.g. its top `2k`, the picked experts among them), after acquiring
+    /// the picks. The policy takes them as evidence of how often each candidate is wanted:
+    /// the default counts a runner-up the router nearly chose as part of a pick (see
+    /// ``ForecastPolicy``), so experts the router keeps considering stay resident.
+    /// Nothing is loaded or pinned; one pass under the manager's lock.
+    /// - Returns: the experts that are not in the expert index (left out).
+    /// - Precondition: `experts.count == probabilities.count`; every probability is finite
+    ///   and not negative.
+    @discardableResult
+    public func observe(layer: Int, experts: [Int], probabilities: [Double]) -> [Int] {
+        precondition(experts.count == probabilities.count, "experts and probabilities differ in length")
+        precondition(
+            probabilities.allSatisfy { $0.isFinite && $0 >= 0 }, "probabilities must be finite and not negative")
+        var unknown: [Int] = []
+        var ids: [Int] = []
+        var known: [Double] = []
+        for (e, p) in zip(experts, probabilities) {
+            guard layer >= 0, layer < geometry.layers, e >= 0, e < geometry.experts,
+                slots[geometry.id(layer: layer, expert: e)] != nil
+            else {
+                unknown.append(e)
+                continue
+            }
+            ids.append(geometry.id(layer: layer, expert: e))
+            known.append(p)
+        }
+        if !ids.isEmpty {
+            state.withLock { s in
+                drainDeferred(&s)
+                s.policy.scored(ids, probabilities: known)
+            }
+        }
+        return unknown
+    }
+
     /// Counters so far.
     public func stats() -> ResidencyStats {
         var out = state.withLock { s in

@@ -249,6 +249,21 @@ static void check_residency(wstore_store *st) {
     CHECK_RC(wstore_residency_prefetch(r, 7, hint, 1), WSTORE_E_NOT_FOUND);
     CHECK_RC(wstore_residency_prefetch(r, 1, NULL, 1), WSTORE_E_INVALID_ARGUMENT);
 
+    /* Router candidates reach the policy and load nothing; bad ones are refused, unknown ones reported. */
+    int32_t cand[3] = {1, 0, 5};
+    float probs[3] = {0.6f, 0.3f, 0.1f};
+    CHECK_RC(wstore_residency_observe(r, 1, cand, probs, 2), WSTORE_OK);
+    CHECK_RC(wstore_residency_observe(r, 1, cand, probs, 3), WSTORE_E_NOT_FOUND); /* 5 is reported, 1 and 0 counted */
+    CHECK(strstr(wstore_last_error(), "5") != NULL, "bad candidate: %s", wstore_last_error());
+    CHECK_RC(wstore_residency_observe(r, 2, cand, probs, 2), WSTORE_E_INVALID_ARGUMENT);
+    CHECK_RC(wstore_residency_observe(r, 1, NULL, probs, 2), WSTORE_E_INVALID_ARGUMENT);
+    CHECK_RC(wstore_residency_observe(r, 1, cand, NULL, 2), WSTORE_E_INVALID_ARGUMENT);
+    float negative[2] = {0.5f, -0.1f};
+    CHECK_RC(wstore_residency_observe(r, 1, cand, negative, 2), WSTORE_E_INVALID_ARGUMENT);
+    int32_t twice[2] = {1, 1};
+    CHECK_RC(wstore_residency_observe(r, 1, twice, probs, 2), WSTORE_E_INVALID_ARGUMENT);
+    CHECK_RC(wstore_residency_observe(r, 1, NULL, NULL, 0), WSTORE_OK);
+
     wstore_residency_stats s;
     CHECK_RC(wstore_residency_get_stats(r, -1, &s), WSTORE_OK);
     /* The acquire refused for the budget counts as a miss without a load. */
@@ -318,6 +333,9 @@ static void check_misuse(const char *path) {
     CHECK_RC(wstore_expert_acquire(r, 0, 0, &e), WSTORE_E_INVALID_HANDLE);
     int64_t one = 0;
     CHECK_RC(wstore_residency_prefetch(r, 0, &one, 1), WSTORE_E_INVALID_HANDLE);
+    int32_t cand = 0;
+    float prob = 1.0f;
+    CHECK_RC(wstore_residency_observe(r, 0, &cand, &prob, 1), WSTORE_E_INVALID_HANDLE);
     wstore_residency_stats rs;
     CHECK_RC(wstore_residency_get_stats(r, -1, &rs), WSTORE_E_INVALID_HANDLE);
     CHECK_RC(wstore_residency_close(r), WSTORE_E_INVALID_HANDLE);

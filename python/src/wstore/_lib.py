@@ -92,6 +92,7 @@ _SIGNATURES: dict[str, tuple[Any, list[Any]]] = {
     "wstore_residency_prefetch": (C.c_int, [_vp, _i64, _P(_i64), _sz]),
     "wstore_residency_get_stats": (C.c_int, [_vp, _i64, _P(ResidencyStats)]),
     "wstore_residency_mask": (C.c_int, [_vp, _i64, _P(C.c_uint64), C.c_size_t, _P(C.c_size_t)]),
+    "wstore_residency_observe": (C.c_int, [_vp, _i64, _P(C.c_int32), _P(C.c_float), C.c_size_t]),
     "wstore_residency_route": (C.c_int, [_vp, _i64, _P(C.c_int32), _P(C.c_float), C.c_size_t, C.c_int32, C.c_double,
                                          _P(C.c_int32), _P(C.c_int32), _P(C.c_double)]),
 }

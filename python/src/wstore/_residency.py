@@ -56,6 +56,15 @@ _UPGRADE = 1  # WSTORE_ACQUIRE_UPGRADE
 _DEQUANT_DTYPES: dict[str, tuple[int, np.dtype[Any]]] = {"f32": (11, np.dtype("<f4")), "f16": (9, np.dtype("<f2")), "bf16": (10, _dtypes.BY_CODE[10])}
 
 
+def _candidates(experts: Iterable[int], probs: Iterable[float]) -> tuple[Any, Any]:
+    """A router's candidates and their probabilities as the C arrays the ABI takes."""
+    xs = [int(e) for e in experts]
+    ps = [float(p) for p in probs]
+    if len(xs) != len(ps):
+        raise ValueError("experts and probs must have the same length")
+    return (C.c_int32 * len(xs))(*xs), (C.c_float * len(ps))(*ps)
+
+
 def _precision_code(precision: str) -> int:
     """The C code of a minimum precision ("exact", "q8_0", "q4_0", "any"; aliases "int8", "int4",
     "fastest"); :class:`wstore.InvalidArgument` for anything else."""
@@ -579,6 +588,16 @@ class Residency:
         bits = np.unpackbits(np.frombuffer(bytes(words), dtype=np.uint8)[: 8 * written.value], bitorder="little")
         return bits[:experts].astype(bool)
 
+    def observe(self, layer: int, experts: Iterable[int], probs: Iterable[float]) -> None:
+        """Reports the router's candidates for the token layer ``layer`` just routed, with
+        their probabilities (e.g. its top 2k, the picks among them), after acquiring the
+        picks: the residency policy counts a runner-up the router nearly chose as part of a
+        pick. Nothing is loaded or pinned.
+        The corresponding C function is ``wstore_residency_observe``."""
+        h = self._live()
+        xs, ps = _candidates(experts, probs)
+        check(lib.wstore_residency_observe(h.ptr, layer, xs, ps, len(xs)))
+
     def route(self, layer: int, experts: Iterable[int], probs: Iterable[float], *, k: int | None = None,
               tolerance: float = 0.1) -> tuple[list[int], int, float]:
         """Cache-aware routing: the ``k`` experts to run (the model's top-k when ``None``) from
@@ -587,15 +606,12 @@ class Residency:
         (relative) of it. Returns (experts, picks swapped, probability given up).
         The corresponding C function is ``wstore_residency_route``."""
         h = self._live()
-        xs = [int(e) for e in experts]
-        ps = [float(p) for p in probs]
-        if len(xs) != len(ps):
-            raise ValueError("experts and probs must have the same length")
+        xs, ps = _candidates(experts, probs)
         want = 0 if k is None else int(k)
         out = (C.c_int32 * max(1, want if want > 0 else len(xs)))()
         swapped = C.c_int32()
         given_up = C.c_double()
-        check(lib.wstore_residency_route(h.ptr, layer, (C.c_int32 * len(xs))(*xs), (C.c_float * len(ps))(*ps), len(xs),
+        check(lib.wstore_residency_route(h.ptr, layer, xs, ps, len(xs),
                                          want, tolerance, out, C.byref(swapped), C.byref(given_up)))
         if want > 0:
             count = want
