@@ -241,6 +241,8 @@ package enum ScratchPool {
     private static let keep = 16
     /// Larger buffers are released at once rather than kept.
     private static let largest = 64 << 20
+    /// Most bytes kept in all; past it, the smallest buffers are released.
+    private static let keptBytes = 256 << 20
 
     /// A buffer of at least `size` bytes: the smallest free one that fits, or a new one.
     package static func take(_ size: Int) -> UnsafeMutableRawBufferPointer {
@@ -256,12 +258,17 @@ package enum ScratchPool {
 
     package static func give(_ buffer: UnsafeMutableRawBufferPointer) {
         guard buffer.count <= largest else { return buffer.deallocate() }
-        let spill = free.withLock { list -> UnsafeMutableRawBufferPointer? in
+        let spill = free.withLock { list -> [UnsafeMutableRawBufferPointer] in
             list.append(UncheckedSendable(buffer))
-            guard list.count > keep else { return nil }
-            let smallest = list.indices.min { list[$0].value.count < list[$1].value.count }!
-            return list.remove(at: smallest).value
+            var total = list.reduce(0) { $0 + $1.value.count }
+            var spill: [UnsafeMutableRawBufferPointer] = []
+            while list.count > keep || total > keptBytes {
+                let smallest = list.indices.min { list[$0].value.count < list[$1].value.count }!
+                total -= list[smallest].value.count
+                spill.append(list.remove(at: smallest).value)
+            }
+            return spill
         }
-        spill?.deallocate()
+        for b in spill { b.deallocate() }
     }
 }
