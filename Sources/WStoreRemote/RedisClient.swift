@@ -17,7 +17,7 @@ public final class RedisClient: @unchecked Sendable {
         /// command of a pipeline at once). Small values go many per round trip; values as large
         /// as the window go one at a time, instead of Redis copying them all into its output
         /// buffers before it writes the first.
-        public var pipelineWindowBytes = 1 << 20
+        public var pipelineWindowBytes = 4 << 20
         public init() {}
     }
 

@@ -84,8 +84,8 @@ final class RedisConnection {
     /// at least 1 command and at first 4; they are written when half the window has been read.
     /// Redis builds the replies of all the commands it has read before it writes any, so a
     /// pipeline of many MiB-sized values would have it copy them all into its output buffers
-    /// first. Small replies go many per round trip; replies as large as the window go one at
-    /// a time, which on loopback is the fastest way to move MiB-sized values (format-spec/KV.md §5).
+    /// first. Small replies go many per round trip, replies as large as the window one at a
+    /// time (format-spec/KV.md §5 has the measurements behind the default).
     func run(_ commands: [[[UInt8]]], operation: String, each: (Int, RedisReply) throws -> Void) throws {
         // A write to a connection the server reset raises SIGPIPE, whose default action ends
         // the process; hiredis writes with plain write(2). SIGPIPE is sent to the writing
