@@ -89,7 +89,7 @@ extension RecordDecoder {
                         return max(end, e.offset + e.size)
                     }
                 guard need <= length else { return }  // a damaged table: the decode reports it
-                try readTo.withLock { (at: inout Int) throws in
+                try readTo.withLock { at in
                     guard at < need else { return }
                     // At least fileChunk at a time, so reads stay large.
                     let end = min(length, max(need, at + fileChunk))
