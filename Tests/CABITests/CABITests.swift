@@ -15,26 +15,9 @@ import WeightStore
         let dir = TemporaryDirectory()
         try makeFixture(at: dir.sub("store"))
         try FileManager.default.createDirectory(atPath: dir.sub("plain"), withIntermediateDirectories: true)
-        let lib = try #require(
-            Self.libraryDirectory(),
-            "libwstore-c.so not found beside the test binary nor in .build/debug: build with `swift build --build-tests`"
-        )
-        let exe = dir.sub("abi_check")
-        let cc = runProcess(
-            Self.cc,
-            [
-                "-std=c11", "-Wall", "-Wextra", "-Werror", "-I", Self.root + "/include",
-                Self.root + "/Tests/CABITests/Clients/abi_check.c", "-L", lib, "-lwstore-c",
-                "-Wl,-rpath," + lib, "-lpthread", "-o", exe,
-            ] + sanitizerLinkFlags)
-        #expect(cc.status == 0, "cc failed: \(cc.output)")
-        guard cc.status == 0 else { return }
-        let r = runProcess(exe, [dir.sub("store"), dir.sub("plain")], environment: sanitizerEnvironment)
-        #expect(r.status == 0, "abi_check failed:\n\(r.output)")
-        // The summary line proves the program ran to the end: every check counted, none failed.
-        let summary = r.output.split(separator: "\n").last { $0.hasPrefix("abi_check: ") } ?? ""
-        let counted = Int(summary.dropFirst("abi_check: ".count).prefix { $0.isNumber }) ?? 0
-        #expect(counted >= 80 && summary.hasSuffix(" checks, 0 failed"), "\(r.output)")
+        try Self.runCClient(
+            "abi_check", in: dir, libraries: ["-lpthread"], arguments: [dir.sub("store"), dir.sub("plain")],
+            minimumChecks: 80)
     }
 
     /// The KV cache through the ABI: Clients/kv_check.c stores a prompt's KV from engine-layout
@@ -44,18 +27,6 @@ import WeightStore
     /// generated KV.
     @Test(arguments: [true, false]) func kvCacheFromC(realKV: Bool) throws {
         let dir = TemporaryDirectory()
-        let lib = try #require(
-            Self.libraryDirectory(), "libwstore-c.so not found: build with `swift build --build-tests`")
-        let exe = dir.sub("kv_check")
-        let cc = runProcess(
-            Self.cc,
-            [
-                "-std=c11", "-O1", "-Wall", "-Wextra", "-Werror", "-I", Self.root + "/include",
-                Self.root + "/Tests/CABITests/Clients/kv_check.c", "-L", lib, "-lwstore-c",
-                "-Wl,-rpath," + lib, "-lpthread", "-lm", "-o", exe,
-            ] + sanitizerLinkFlags)
-        #expect(cc.status == 0, "cc failed: \(cc.output)")
-        guard cc.status == 0 else { return }
         var args = [dir.sub("stores")]
         try FileManager.default.createDirectory(atPath: args[0], withIntermediateDirectories: true)
         if realKV {
@@ -68,13 +39,13 @@ import WeightStore
             )
             args.append(dir.sub("kv.bin"))
         }
-        let r = runProcess(exe, args, environment: sanitizerEnvironment)
-        #expect(r.status == 0, "kv_check failed:\n\(r.output)")
-        let lines = r.output.split(separator: "\n")
-        #expect(lines.first?.contains(realKV ? "real KV" : "generated KV") == true, "\(r.output)")
-        let summary = lines.last { $0.hasPrefix("kv_check: ") && $0.contains("checks") } ?? ""
-        let counted = Int(summary.dropFirst("kv_check: ".count).prefix { $0.isNumber }) ?? 0
-        #expect(counted >= 40 && summary.hasSuffix(" checks, 0 failed"), "\(r.output)")
+        guard
+            let output = try Self.runCClient(
+                "kv_check", in: dir, flags: ["-O1"], libraries: ["-lpthread", "-lm"], arguments: args,
+                minimumChecks: 40)
+        else { return }
+        let first = output.split(separator: "\n").first
+        #expect(first?.contains(realKV ? "real KV" : "generated KV") == true, "\(output)")
     }
 
     @Test func pythonThroughCtypes() throws {
@@ -162,6 +133,36 @@ import WeightStore
     }
 
     // MARK: Support
+
+    /// Compiles Clients/`name`.c against include/wstore.h and the built libwstore-c.so, runs it
+    /// with `arguments`, and checks its summary line, which proves it ran to the end: at least
+    /// `minimumChecks` checks counted, none failed. Returns its output, or `nil` when it did not
+    /// compile (recorded as a failure).
+    @discardableResult
+    static func runCClient(
+        _ name: String, in dir: TemporaryDirectory, flags: [String] = [], libraries: [String], arguments: [String],
+        minimumChecks: Int
+    ) throws -> String? {
+        let lib = try #require(
+            libraryDirectory(),
+            "libwstore-c.so not found beside the test binary nor in .build/debug: build with `swift build --build-tests`"
+        )
+        let exe = dir.sub(name)
+        let cc = runProcess(
+            Self.cc,
+            ["-std=c11"] + flags + [
+                "-Wall", "-Wextra", "-Werror", "-I", root + "/include", root + "/Tests/CABITests/Clients/\(name).c",
+                "-L", lib, "-lwstore-c", "-Wl,-rpath," + lib,
+            ] + libraries + ["-o", exe] + sanitizerLinkFlags)
+        #expect(cc.status == 0, "cc failed: \(cc.output)")
+        guard cc.status == 0 else { return nil }
+        let r = runProcess(exe, arguments, environment: sanitizerEnvironment)
+        #expect(r.status == 0, "\(name) failed:\n\(r.output)")
+        let summary = r.output.split(separator: "\n").last { $0.hasPrefix("\(name): ") && $0.contains("checks") } ?? ""
+        let counted = Int(summary.dropFirst("\(name): ".count).prefix { $0.isNumber }) ?? 0
+        #expect(counted >= minimumChecks && summary.hasSuffix(" checks, 0 failed"), "\(r.output)")
+        return r.output
+    }
 
     /// A C compiler: cc, else the clang of the Swift toolchain, else gcc, from PATH.
     static let cc = cCompiler
