@@ -7,18 +7,23 @@ import WeightStore
 
 @testable import WStoreCLI
 
+/// Writes a synthetic routing trace with `wstore trace synth` (its --json summary printed).
+private func synthesizeTrace(_ path: String, layers: Int, experts: Int, requests: Int, tokens: Int) throws {
+    var synth = try #require(
+        try WStoreCommand.parseAsRoot(
+            [
+                "trace", "synth", path, "--layers", String(layers), "--experts", String(experts), "--requests",
+                String(requests), "--tokens", String(tokens), "--json",
+            ]) as? TraceSynthCommand)
+    try synth.run()
+}
+
 @Suite("wstore trace synth and bench cache")
 struct BenchCacheCommandTests {
     @Test func benchReportsEveryPolicyBesideMIN() throws {
         let dir = TemporaryDirectory()
         let trace = dir.path + "/t.jsonl"
-        var synth = try #require(
-            try WStoreCommand.parseAsRoot(
-                [
-                    "trace", "synth", trace, "--layers", "4", "--experts", "8", "--requests", "2", "--tokens", "50",
-                    "--json",
-                ]) as? TraceSynthCommand)
-        try synth.run()
+        try synthesizeTrace(trace, layers: 4, experts: 8, requests: 2, tokens: 50)
         let bench = try #require(
             try WStoreCommand.parseAsRoot(
                 ["bench", "cache", "--trace", trace, "--capacity", "50%", "--prefetch", "--json"]) as? BenchCache)
@@ -36,13 +41,7 @@ struct BenchCacheCommandTests {
         let dir = TemporaryDirectory()
         _ = try makeExpertStore(at: dir.path + "/s", layers: 2, experts: 4)
         let trace = dir.path + "/t.jsonl"
-        var synth = try #require(
-            try WStoreCommand.parseAsRoot(
-                [
-                    "trace", "synth", trace, "--layers", "2", "--experts", "4", "--requests", "1", "--tokens", "40",
-                    "--json",
-                ]) as? TraceSynthCommand)
-        try synth.run()
+        try synthesizeTrace(trace, layers: 2, experts: 4, requests: 1, tokens: 40)
         let bench = try #require(
             try WStoreCommand.parseAsRoot(
                 ["bench", "cache", "--trace", trace, "--capacity", "4", "--store", dir.path + "/s", "--policy", "lru"])
@@ -128,13 +127,7 @@ struct BenchCachePrecisionTests {
         let dir = TemporaryDirectory()
         _ = try makeVariantExpertStore(at: dir.path + "/s", layers: 2, experts: 8)
         let trace = dir.path + "/t.jsonl"
-        let synth = try #require(
-            try WStoreCommand.parseAsRoot(
-                [
-                    "trace", "synth", trace, "--layers", "2", "--experts", "8", "--requests", "2", "--tokens", "60",
-                    "--json",
-                ]) as? TraceSynthCommand)
-        try synth.run()
+        try synthesizeTrace(trace, layers: 2, experts: 8, requests: 2, tokens: 60)
         let bench = try #require(
             try WStoreCommand.parseAsRoot(
                 [
