@@ -192,8 +192,8 @@ struct BenchKVRemote: ParsableCommand {
                 c.pipelineWindowBytes = 0
                 return c
             }())
-        let keys = PrefixKey.chain(tokens: prompt, chunkTokens: chunkTokens, model: "bench")
-            .map { Array("\(r.namespace)\(String(format: "%016llx", $0))".utf8) }
+        let chain = PrefixKey.chain(tokens: prompt, chunkTokens: chunkTokens, model: "bench")
+        let keys = chain.map { Array("\(r.namespace)\(String(format: "%016llx", $0))".utf8) }
         defer { _ = try? client.pipeline(keys.map { RedisClient.Command([Array("DEL".utf8), $0]) }) }
         // The engine's buffers: per layer K and V, [tokens][kv_heads][head_dim], allocated once.
         let row = shape.headDim * dtype.elementSize!, tokenStride = shape.kvHeads * row
@@ -224,7 +224,6 @@ struct BenchKVRemote: ParsableCommand {
             }
             return true
         }
-        let chain = PrefixKey.chain(tokens: prompt, chunkTokens: chunkTokens, model: "bench")
         /// The lookup into buffers as a client without pipelining does it: one GET, the chunk
         /// checked and decoded (its records on every thread), then the next GET.
         func serialLookup() throws {
