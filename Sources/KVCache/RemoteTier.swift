@@ -21,7 +21,8 @@ public struct RemoteTierOptions: Sendable {
     public var retryMax: Duration = .seconds(5)
     /// Print a one-line warning to stderr when the tier goes down.
     public var warnings = true
-    /// Reply bytes a lookup's pipelined `GET` keeps in flight (``RedisClient/Options/pipelineWindowBytes``).
+    /// Reply bytes the tier's pipelines (a lookup's `GET`s, the writer's `EXISTS`) keep in flight
+    /// (``RedisClient/Options/pipelineWindowBytes``).
     public var pipelineWindowBytes = RedisClient.Options().pipelineWindowBytes
 
     public init(urls: [String]) { self.urls = urls }
