@@ -593,11 +593,39 @@ int wstore_kv_open(const char *path, int read_only, int threads, wstore_kv **out
 
 /**
  * Closes a KV handle; NULL is ignored. A writable handle first writes the last-use stamps
- * of its lookups (see wstore_kv_lookup) in one transaction. Errors:
- * WSTORE_E_INVALID_HANDLE when already closed (the handle is closed even when writing
- * the stamps fails, which is then reported).
+ * of its lookups (see wstore_kv_lookup) in one transaction, and a deferred one
+ * (wstore_kv_set_durability) syncs what it wrote. Errors: WSTORE_E_INVALID_HANDLE when
+ * already closed (the handle is closed even when writing the stamps or the sync fails,
+ * which is then reported: WSTORE_E_IO).
  */
 int wstore_kv_close(wstore_kv *kv);
+
+/** How a KV handle's writes reach the disk (format-spec/KV.md §9). */
+enum wstore_kv_durability {
+    /** Every write (a store, a flush of use stamps, chunks kept from the remote tier)
+     *  commits with a sync: once it returns it survives a system crash or power loss.
+     *  Every handle starts so. */
+    WSTORE_KV_SYNCED = 0,
+    /** Writes commit without a sync: a store costs its encode and a copy into the page
+     *  cache, not the disk's write rate. A crash of the process loses nothing committed.
+     *  A system crash or power loss may leave the store torn: the next writable open
+     *  after the reboot empties it (a warning on stderr), and a read-only open refuses it
+     *  (WSTORE_E_CORRUPT) until then. wstore_kv_sync makes what was committed durable;
+     *  wstore_kv_close and the last deferred handle of a process to go sync too. */
+    WSTORE_KV_DEFERRED = 1
+};
+
+/**
+ * Chooses how the writes of `kv` reach the disk from now on: an enum wstore_kv_durability
+ * code. Going deferred first writes (and syncs) a marker file beside the store's data file;
+ * going back to synced syncs everything committed so far. Errors: WSTORE_E_INVALID_ARGUMENT
+ * for an unknown code or WSTORE_KV_DEFERRED on a read-only handle, WSTORE_E_IO.
+ */
+int wstore_kv_set_durability(wstore_kv *kv, int durability);
+
+/** Makes every commit of the store so far durable (fsync of its data file); needed only
+ *  after deferred writes. Nothing to do on a read-only handle. Errors: WSTORE_E_IO. */
+int wstore_kv_sync(wstore_kv *kv);
 
 /**
  * The keys and values of one layer in the engine's own memory: element (token t, head h,

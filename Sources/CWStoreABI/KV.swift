@@ -105,7 +105,30 @@ public func wstore_kv_close(_ kv: OpaquePointer?) -> Int32 {
     return guarded {
         guard let store = kvStores.remove(kv) else { throw ABIError.invalidHandle("kv") }
         try store.flushUseStamps()
+        // A deferred handle syncs what it wrote, and reports it when that fails.
+        try store.setDurability(.synced)
     }
+}
+
+/// See `wstore_kv_set_durability` in wstore.h.
+@_cdecl("wstore_kv_set_durability")
+public func wstore_kv_set_durability(_ kv: OpaquePointer?, _ durability: Int32) -> Int32 {
+    guarded {
+        let store = try kvFrom(kv)
+        switch durability {
+        case Int32(WSTORE_KV_SYNCED.rawValue): try store.setDurability(.synced)
+        case Int32(WSTORE_KV_DEFERRED.rawValue): try store.setDurability(.deferred)
+        default:
+            throw ABIError.invalidArgument(
+                "unknown durability \(durability); known: WSTORE_KV_SYNCED (0), WSTORE_KV_DEFERRED (1)")
+        }
+    }
+}
+
+/// See `wstore_kv_sync` in wstore.h.
+@_cdecl("wstore_kv_sync")
+public func wstore_kv_sync(_ kv: OpaquePointer?) -> Int32 {
+    guarded { try kvFrom(kv).sync() }
 }
 
 /// See `wstore_kv_store` in wstore.h.

@@ -255,7 +255,7 @@ extension KVStore {
         let pending = uses.withLock { $0.take() }
         guard !pending.isEmpty else { return }
         do {
-            try env.write { txn in
+            try write { txn in
                 var counters = try Counters.read(txn, meta)
                 try foldUses(txn, pending, counters: &counters)
                 try counters.write(txn, meta)

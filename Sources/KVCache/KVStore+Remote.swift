@@ -174,7 +174,7 @@ extension KVStore {
     private func adopt(keys: [UInt64], from start: Int, values: [[UInt8]], rawBytes: [Int], model: String)
         throws
     {
-        try env.write { txn in
+        try write { txn in
             var counters = try Counters.read(txn, meta)
             var parent = start > 0 ? keys[start - 1] : 0
             for (j, value) in values.enumerated() {

@@ -90,6 +90,12 @@ public final class KVStore: Sendable {
     /// Last uses seen by lookups, not yet written (the next ``store(tokens:model:salt:kv:)``
     /// or ``flushUseStamps()`` writes them), and this handle's lookup counters.
     let uses = Mutex(PendingUses())
+    /// This handle's share of the store's deferred-commits marker while it defers commits
+    /// (KVStore+Durability.swift); `nil` while its writes are synced.
+    let deferral = Mutex<DeferredCommits?>(nil)
+    /// Whether the open found the store torn by a system crash during deferred commits and
+    /// emptied it (format-spec/KV.md §9).
+    public let emptiedAtOpen: Bool
 
     /// The newest KV store format this build reads: 2 bound chunks to their keys, 3 added
     /// the raw codec. A store is written as version 3 only when its codec is raw, else 2,
@@ -99,9 +105,10 @@ public final class KVStore: Sendable {
 
     private init(
         path: String, env: LMDBEnvironment, options: Options, readOnly: Bool,
-        remote: RemoteTierOptions?
+        remote: RemoteTierOptions?, emptiedAtOpen: Bool = false
     ) throws {
         self.path = path
+        self.emptiedAtOpen = emptiedAtOpen
         self.remote = remote.map(RemoteTierHandle.init)
         self.env = env
         self.readOnly = readOnly
@@ -113,12 +120,14 @@ public final class KVStore: Sendable {
     }
 
     /// Creates a new store in directory `path` (made if missing; it must not hold a store);
-    /// `remote` adds a shared remote tier (not a setting of the store: give it at each open).
+    /// `remote` adds a shared remote tier and `durability` chooses how this handle's writes
+    /// reach the disk (neither is a setting of the store: give them at each open).
     /// - Throws: ``WStoreError/invalidArgument(_:)`` for bad options or an existing store,
     ///   ``WStoreError/io(call:path:errno:)`` when the directory cannot be made, ``LMDBError``.
-    public static func create(at path: String, options: Options = Options(), remote: RemoteTierOptions? = nil) throws
-        -> KVStore
-    {
+    public static func create(
+        at path: String, options: Options = Options(), remote: RemoteTierOptions? = nil,
+        durability: Durability = .synced
+    ) throws -> KVStore {
         guard options.chunkTokens > 0, options.budgetBytes >= 0, options.maxChunks >= 0, options.kivi.group > 0,
             options.kivi.residual >= 0
         else {
@@ -137,19 +146,45 @@ public final class KVStore: Sendable {
             try json.withUnsafeBytes { try txn.put(store.meta, Array("settings".utf8), $0) }
             try Counters().write(txn, store.meta)
         }
+        // A marker of a store that was in this directory before covers nothing now.
+        try DeferredCommits.removeLeftover(directory: path)
+        try store.setDurability(durability)
         return store
     }
 
-    /// Opens an existing store; `readOnly` for inspection; `remote` adds a shared remote tier.
+    /// Opens an existing store; `readOnly` for inspection; `remote` adds a shared remote tier;
+    /// `durability` chooses how this handle's writes reach the disk.
     /// An unreachable remote tier is not an error: the store works from its local tier, warns
     /// once, counts it, and retries with backoff.
+    ///
+    /// A store that had deferred commits when the system stopped (KV.md §9) may be torn: a
+    /// writable open empties it (``emptiedAtOpen``, and a warning on stderr), a read-only
+    /// open refuses it.
     /// - Throws: ``WStoreError/notAStore(path:reason:)`` when `path` is not a KV store,
-    ///   ``WStoreError/newerFormat(what:found:supported:)`` for a newer one.
+    ///   ``WStoreError/newerFormat(what:found:supported:)`` for a newer one,
+    ///   ``WStoreError/damagedFile(path:reason:)`` for a torn one opened read-only.
     public static func open(
         at path: String, readOnly: Bool = false, threads: Int = 1,
-        remote: RemoteTierOptions? = nil
+        remote: RemoteTierOptions? = nil, durability: Durability = .synced
     ) throws -> KVStore {
         try LMDBFile.checkReadable(directory: path)
+        var emptied = false
+        if case .otherBoot = try DeferredCommits.state(directory: path) {
+            guard !readOnly else {
+                throw WStoreError.damagedFile(
+                    path: path + "/data.mdb",
+                    reason:
+                        "it had deferred commits when the system stopped, so its pages may be torn; a writable open empties it"
+                )
+            }
+            emptied = try DeferredCommits.empty(directory: path)
+            if emptied {
+                FileHandle.standardError.write(
+                    Data(
+                        "wstore: KV store \(path) had deferred commits when the system stopped; it was emptied (format-spec/KV.md §9)\n"
+                            .utf8))
+            }
+        }
         guard FileManager.default.fileExists(atPath: path + "/data.mdb") else {
             throw WStoreError.notAStore(path: path, reason: "no data.mdb in it")
         }
@@ -174,17 +209,17 @@ public final class KVStore: Sendable {
         guard version >= 1, sealed || version == 1 else {
             throw WStoreError.corruptRecord(name: "KV settings of \(path)", reason: "seal mismatch")
         }
-        var o = Options()
-        guard let ct = s.chunk_tokens, ct > 0, let codecName = s.codec, let codec = KVCodec(rawValue: codecName) else {
+        guard var o = Options(settings: s) else {
             throw WStoreError.notAStore(path: path, reason: "its KV settings are incomplete")
         }
-        o.chunkTokens = ct
-        o.codec = codec
-        o.budgetBytes = s.budget_bytes ?? 0
-        o.maxChunks = s.max_chunks ?? 0
-        o.kivi = KIVIOptions(group: s.kivi_group ?? 64, residual: s.kivi_residual ?? 0)
         o.threads = max(1, threads)
-        return try KVStore(path: path, env: env, options: o, readOnly: readOnly, remote: remote)
+        let store = try KVStore(
+            path: path, env: env, options: o, readOnly: readOnly, remote: remote, emptiedAtOpen: emptied)
+        if !readOnly {
+            try DeferredCommits.settleAbandoned(directory: path, env: env)
+            try store.setDurability(durability)
+        }
+        return store
     }
 
     /// How every process opens a KV store's environment. Writers write through the map
@@ -201,6 +236,10 @@ public final class KVStore: Sendable {
     }
 
     // MARK: store and lookup
+
+    /// Room in the map for the chunks of one store, so its transaction does not run twice
+    /// for want of it: a chunk's raw bytes and 1/64 more, plus 64 KiB, each.
+    static func roomFor(chunks: Int, rawBytes: Int) -> Int { chunks * (rawBytes + rawBytes / 64 + (64 << 10)) }
 
     /// Stores the whole chunks of `tokens` that are missing, and marks the present ones used.
     ///
@@ -220,7 +259,8 @@ public final class KVStore: Sendable {
         }
         // The missing chunks encode one ahead of the writes: while chunk i is written (and
         // its pages start for the disk), the next missing one encodes on a thread of its
-        // own, its tensors on every core. Values are kept: the transaction may run twice.
+        // own, its tensors on every core. Written values are let go (and encoded again
+        // should the transaction run twice) unless the remote tier is to be sent them.
         // Chunks under 1 MiB are not worth a thread: they encode when their turn comes.
         let missing = present.indices.filter { !present[$0] }
         let chunkBytes = kv.byteCount / max(1, kv.tokens) * options.chunkTokens
@@ -234,9 +274,11 @@ public final class KVStore: Sendable {
             return chunkBytes >= 1 << 20 ? Background(job) : Background(now: job)
         }
         encoding.start()
+        let deferred = durability == .deferred
         let stored: StoreResult
         do {
-            stored = try env.write { txn in
+            try env.ensureRoom(forAnother: Self.roomFor(chunks: missing.count, rawBytes: chunkBytes))
+            stored = try write { txn in
                 var counters = try Counters.read(txn, meta)
                 try foldUses(txn, pending, counters: &counters)
                 var result = StoreResult(written: 0, present: 0, evicted: 0, storedBytes: 0, rawBytes: 0)
@@ -273,9 +315,11 @@ public final class KVStore: Sendable {
                         result.storedBytes += value.count
                         result.rawBytes += rawBytes
                         result.evicted += try evictToBudget(txn, counters: &counters)
+                        // The remote tier is sent the values after the commit; else they can go.
+                        if remote == nil { encoding.release(i) }
                         // Its pages go to the disk while the next chunk encodes; the commit's
-                        // sync then waits for less.
-                        if value.count >= 1 << 20 { env.startWriteback() }
+                        // sync then waits for less. A deferred commit waits for none.
+                        if value.count >= 1 << 20 && !deferred { env.startWriteback() }
                     }
                     parent = key
                 }
@@ -475,8 +519,11 @@ final class ChunkPipeline {
     private let missing: [Int]
     private let make: (Int) -> Background<KVChunk.Encoded>
     private var running: [Int: Background<KVChunk.Encoded>] = [:]
-    /// The values encoded so far, by chunk index.
+    /// The values encoded so far and not released, by chunk index.
     private(set) var encoded: [Int: KVChunk.Encoded] = [:]
+
+    /// Chunks encoding ahead of the one being written.
+    static let ahead = 1
 
     init(missing: [Int], make: @escaping (Int) -> Background<KVChunk.Encoded>) {
         self.missing = missing
@@ -492,11 +539,31 @@ final class ChunkPipeline {
         if let v = encoded[i] { return v }
         guard let at = missing.firstIndex(of: i) else { return nil }
         let job = running.removeValue(forKey: i) ?? make(i)
-        if at + 1 < missing.count, encoded[missing[at + 1]] == nil, running[missing[at + 1]] == nil {
-            running[missing[at + 1]] = make(missing[at + 1])
+        for next in missing[(at + 1)...].prefix(Self.ahead) where encoded[next] == nil && running[next] == nil {
+            running[next] = make(next)
         }
         let v = try job.value()
         encoded[i] = v
         return v
+    }
+
+    /// Lets chunk `i`'s value go once it is written, so its buffers return to the scratch
+    /// pool for the chunks after it; should the transaction run again, it encodes again.
+    func release(_ i: Int) { encoded[i] = nil }
+}
+
+extension KVStore.Options {
+    /// The options a settings record holds (threads 1), or `nil` when it lacks the chunk
+    /// size or names an unknown codec.
+    init?(settings s: KVSettings) {
+        guard let ct = s.chunk_tokens, ct > 0, let name = s.codec, let codec = KVCodec(rawValue: name) else {
+            return nil
+        }
+        self.init()
+        chunkTokens = ct
+        self.codec = codec
+        budgetBytes = s.budget_bytes ?? 0
+        maxChunks = s.max_chunks ?? 0
+        kivi = KIVIOptions(group: s.kivi_group ?? 64, residual: s.kivi_residual ?? 0)
     }
 }

@@ -16,6 +16,7 @@ struct KV: AsyncParsableCommand {
 }
 
 extension KVCodec: ExpressibleByArgument {}
+extension KVStore.Durability: ExpressibleByArgument {}
 
 /// Parses `key=value,key=value` option text.
 func parseKeyValues(_ text: String, option: String) throws -> [String: String] {

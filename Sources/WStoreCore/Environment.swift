@@ -43,6 +43,11 @@ package final class LMDBEnvironment: @unchecked Sendable {
     package let readOnly: Bool
     /// Whether write transactions write straight into the map (``Options/writeMap``).
     package let writeMap: Bool
+    /// Whether the environment was opened with `MDB_NOSYNC` (``Options/noSync``).
+    private let openedNoSync: Bool
+    /// Whether `MDB_NOSYNC` is set on the environment now. Changed, and read, only by the
+    /// thread holding LMDB's write lock (inside a write transaction).
+    private var noSyncNow: Bool
     let env: OpaquePointer
     /// Shared by every transaction; exclusive while the map size changes.
     private let gate: RWLock
@@ -66,6 +71,8 @@ package final class LMDBEnvironment: @unchecked Sendable {
         self.path = path
         self.readOnly = readOnly
         self.writeMap = options.writeMap && !readOnly
+        self.openedNoSync = options.noSync
+        self.noSyncNow = options.noSync
         self.gate = RWLock()
         // Every stored property is set, so a throw below runs deinit, which closes `e`.
         try LMDBError.check(mdb_env_set_maxdbs(e, MDB_dbi(options.maxDatabases)), "mdb_env_set_maxdbs", path: path)
@@ -272,13 +279,21 @@ package final class LMDBEnvironment: @unchecked Sendable {
     /// only write through `txn`. Any other error aborts the transaction and is rethrown.
     /// Write transactions of one environment are serialized by LMDB.
     ///
+    /// With `sync: false` the commit does not flush: its pages reach the disk when the
+    /// system writes them back, or at the next synced commit or ``sync(force:)``. A
+    /// process crash loses nothing committed; a system crash may lose or tear it.
+    /// LMDB 0.9 takes `MDB_NOSYNC` per transaction (`mdb_txn_begin`) for the meta page
+    /// only and syncs the data pages by the environment's flag, so the transaction also
+    /// sets or clears the environment's `MDB_NOSYNC` (`mdb_env_set_flags`) once it holds
+    /// LMDB's write lock: no other commit of this process runs until it has committed.
+    ///
     /// - Throws: ``LMDBError`` from LMDB, or whatever `body` throws.
-    package func write<R>(_ body: (borrowing WriteTransaction) throws -> R) throws -> R {
+    package func write<R>(sync: Bool = true, _ body: (borrowing WriteTransaction) throws -> R) throws -> R {
         precondition(!readOnly, "write transaction on a read-only environment")
         while true {
             gate.lockShared()
             var raw: OpaquePointer?
-            let rc = mdb_txn_begin(env, nil, 0, &raw)
+            let rc = mdb_txn_begin(env, nil, sync ? 0 : UInt32(MDB_NOSYNC), &raw)
             if rc == MDB_MAP_RESIZED {
                 gate.unlock()
                 try setMapSizeExclusive(0)
@@ -292,6 +307,12 @@ package final class LMDBEnvironment: @unchecked Sendable {
             }
             do {
                 let txn = WriteTransaction(txn: raw!)
+                let noSync = openedNoSync || !sync
+                if noSync != noSyncNow {
+                    try LMDBError.check(
+                        mdb_env_set_flags(env, UInt32(MDB_NOSYNC), noSync ? 1 : 0), "mdb_env_set_flags", path: path)
+                    noSyncNow = noSync
+                }
                 let result = try body(txn)
                 try txn.commit()
                 gate.unlock()
@@ -304,6 +325,16 @@ package final class LMDBEnvironment: @unchecked Sendable {
                 throw error
             }
         }
+    }
+
+    /// Grows the map, doubling it, until `bytes` more than the pages in use fit: a write
+    /// of known size then never runs twice for want of room (see ``write(sync:_:)``).
+    /// Waits for every transaction of this process to end, and only when it grows.
+    package func ensureRoom(forAnother bytes: Int) throws {
+        let needed = usedBytes + bytes
+        var next = mapSize
+        while next < needed { next = next >= (1 << 40) ? next + (1 << 40) : next * 2 }
+        if next > mapSize { try setMapSizeExclusive(next) }
     }
 
     /// Doubles the map. Waits for every transaction of this process to end.

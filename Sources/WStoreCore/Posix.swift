@@ -329,6 +329,45 @@ package enum Posix {
         _ = try syscall("unlink", path) { Glibc.unlink(path) }
     }
 
+    /// unlink(2) of a file that may already be gone (`ENOENT` is not an error).
+    package static func unlinkIfPresent(_ path: String) throws(WStoreError) {
+        do { try unlink(path) } catch let e {
+            if case let .io(_, _, code) = e, code == ENOENT { return }
+            throw e
+        }
+    }
+
+    /// flock(2) of `fd`: shared or exclusive, waiting for it unless `wait` is false.
+    /// - Returns: `false` when `wait` is false and another open file description holds a
+    ///   conflicting lock (`EWOULDBLOCK`).
+    /// - Throws: ``WStoreError/io(call:path:errno:)`` for any other failure.
+    package static func lock(_ fd: Int32, exclusive: Bool, wait: Bool = true, path: String) throws(WStoreError) -> Bool
+    {
+        let op = (exclusive ? LOCK_EX : LOCK_SH) | (wait ? 0 : LOCK_NB)
+        do {
+            _ = try syscall("flock", path) { flock(fd, op) }
+            return true
+        } catch let e {
+            if case let .io(_, _, code) = e, code == EWOULDBLOCK, !wait { return false }
+            throw e
+        }
+    }
+
+    /// The device and inode of the file open as `fd` (fstat(2)), or `nil` when it fails.
+    package static func fileIdentity(_ fd: Int32) -> (device: UInt64, inode: UInt64)? {
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { return nil }
+        return (UInt64(st.st_dev), UInt64(st.st_ino))
+    }
+
+    /// This boot of the system, as the kernel names it (`/proc/sys/kernel/random/boot_id`,
+    /// a random UUID made at each boot), or `nil` where there is none.
+    package static let bootID: String? = {
+        guard let bytes = try? readToEnd("/proc/sys/kernel/random/boot_id") else { return nil }
+        let id = String(decoding: bytes.filter { $0 > 0x20 }, as: UTF8.self)
+        return id.isEmpty ? nil : id
+    }()
+
     /// mkdir(2) of `path` and of every missing parent; a directory already there is fine.
     package static func makeDirectories(_ path: String, mode: mode_t = 0o755) throws(WStoreError) {
         if isDirectory(path) { return }

@@ -237,8 +237,9 @@ package enum RecordDecoder {
 /// of a small frame.
 package enum ScratchPool {
     private static let free = Mutex<[UncheckedSendable<UnsafeMutableRawBufferPointer>]>([])
-    /// Buffers kept at most; more are released, smallest first.
-    private static let keep = 16
+    /// Buffers kept at most; more are released, smallest first. A KV chunk's records take
+    /// one buffer each (64 for 32 layers), and a store has two chunks' worth in use.
+    private static let keep = 128
     /// Larger buffers are released at once rather than kept.
     private static let largest = 64 << 20
     /// Most bytes kept in all; past it, the smallest buffers are released.

@@ -48,6 +48,15 @@ import WeightStore
         #expect(first?.contains(realKV ? "real KV" : "generated KV") == true, "\(output)")
     }
 
+    /// Deferred KV commits through the ABI: Clients/kv_deferred.c has a child store a prompt
+    /// deferred and SIGKILL itself before closing; the prompt comes back whole, the marker of
+    /// deferred commits is settled by the next writable open, and misuse gets codes.
+    @Test func deferredKVCommitsOutliveAKilledWriter() throws {
+        let dir = TemporaryDirectory()
+        _ = try Self.runCClient(
+            "kv_deferred", in: dir, flags: ["-O1"], libraries: [], arguments: [dir.path], minimumChecks: 20)
+    }
+
     @Test func pythonThroughCtypes() throws {
         let dir = TemporaryDirectory()
         try makeFixture(at: dir.sub("store"))

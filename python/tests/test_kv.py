@@ -167,3 +167,33 @@ def test_kv_misuse_raises(tmp_path: Path) -> None:
         assert reader.probe(range(64)) == 64 and reader.stats().read_only
         with pytest.raises(wstore.InvalidArgument):
             reader.store(range(64), keys, values)
+
+
+def test_deferred_commits(tmp_path: Path) -> None:
+    """A deferred handle writes without syncing; its marker lives while it defers, close
+    syncs and removes it, and the KV comes back exact (format-spec/KV.md §9)."""
+    tokens = np.arange(500, 692, dtype=np.uint32)  # 3 chunks of 64
+    keys, values = prompt_kv(len(tokens), np.dtype(ml_dtypes.bfloat16), seed=9)
+    marker = tmp_path / "kv" / "deferred-commits"
+    with pytest.raises(wstore.InvalidArgument, match="durability"):
+        wstore.kv.open(tmp_path / "kv", chunk_tokens=CHUNK, durability="lazy")
+    with wstore.kv.open(tmp_path / "kv", chunk_tokens=CHUNK, durability="deferred") as kv:
+        assert kv.durability == "deferred" and marker.exists()
+        assert kv.store(tokens, keys, values, model="m") == 192
+        kv.sync()
+        assert marker.exists()
+        with pytest.raises(wstore.InvalidArgument, match="durability"):
+            kv.set_durability("sometimes")
+    assert not marker.exists()
+    with wstore.kv.open(tmp_path / "kv", read_only=True) as kv:
+        assert kv.durability == "synced"
+        with pytest.raises(wstore.InvalidArgument, match="read-only"):
+            kv.set_durability("deferred")
+        hit = kv.lookup(tokens, model="m", layers=L, kv_heads=H, head_dim=D, dtype=ml_dtypes.bfloat16)
+        assert hit.tokens == 192
+        assert all(a.tobytes() == b.tobytes() for a, b in zip(hit.keys + hit.values, keys + values))
+    with wstore.kv.open(tmp_path / "kv") as kv:
+        kv.set_durability("deferred")
+        assert marker.exists()
+        kv.set_durability("synced")
+        assert kv.durability == "synced" and not marker.exists()

@@ -32,6 +32,8 @@ from ._store import Owned
 #: Codec names and their enum wstore_kv_codec codes.
 CODECS = {"lossless": 0, "raw": 1, "int2": 2, "int4": 4, "int8": 8}
 _CODEC_NAMES = {v: k for k, v in CODECS.items()}
+#: How a handle's writes reach the disk (KVStore.set_durability): enum wstore_kv_durability.
+DURABILITIES = {"synced": 0, "deferred": 1}
 
 
 class _Options(C.Structure):
@@ -95,6 +97,8 @@ for _name, _res, _args in [
     ("wstore_kv_open_remote", C.c_int, [_cp, C.c_int, C.c_int, C.POINTER(_Remote), C.POINTER(_vp)]),
     ("wstore_kv_get_tier_stats", C.c_int, [_vp, C.POINTER(_TierStats)]),
     ("wstore_kv_flush_remote", C.c_int, [_vp, C.c_int64, C.POINTER(C.c_int)]),
+    ("wstore_kv_set_durability", C.c_int, [_vp, C.c_int]),
+    ("wstore_kv_sync", C.c_int, [_vp]),
 ]:
     _f = getattr(lib, _name)
     _f.restype, _f.argtypes = _res, _args
@@ -209,6 +213,8 @@ class KVStore:
     def __init__(self, path: str, handle: int) -> None:
         self.path = path
         self._h: Owned | None = Owned(handle, lib.wstore_kv_close)
+        #: How this handle's writes reach the disk: "synced" or "deferred" (:meth:`set_durability`).
+        self.durability = "synced"
 
     def _live(self) -> Owned:
         h = self._h
@@ -217,9 +223,28 @@ class KVStore:
         return h
 
     def close(self) -> None:
-        """Closes the store (a writable one writes its lookups' last-use stamps first).
-        The corresponding C function is ``wstore_kv_close``."""
+        """Closes the store (a writable one writes its lookups' last-use stamps first, and a
+        deferred one syncs). The corresponding C function is ``wstore_kv_close``."""
         self._h = None
+
+    def set_durability(self, durability: str) -> None:
+        """How this handle's writes reach the disk from now on. ``"synced"`` (every handle
+        starts so): each write commits with a sync and survives a system crash once it
+        returns. ``"deferred"``: writes commit without a sync, so a store costs its encode
+        and a copy into the page cache, not the disk's write rate; a crash of the process
+        loses nothing, and after a system crash or power loss the next writable open empties
+        the store (format-spec/KV.md §9). Going back to ``"synced"`` syncs what was written.
+        The corresponding C function is ``wstore_kv_set_durability``."""
+        h = self._live()
+        if durability not in DURABILITIES:
+            raise InvalidArgument(f"unknown durability {durability!r}: one of {', '.join(DURABILITIES)}")
+        check(lib.wstore_kv_set_durability(h.ptr, DURABILITIES[durability]))
+        self.durability = durability
+
+    def sync(self) -> None:
+        """Makes every write so far durable (needed only after deferred writes).
+        The corresponding C function is ``wstore_kv_sync``."""
+        check(lib.wstore_kv_sync(self._live().ptr))
 
     def __enter__(self) -> KVStore:
         return self
@@ -326,7 +351,7 @@ class KVStore:
 def open(path: str | os.PathLike[str], *, chunk_tokens: int = 256, codec: str = "lossless", budget: int = 0,
          max_chunks: int = 0, threads: int = 1, read_only: bool = False, kivi_group: int = 0,
          kivi_residual: int = 0, remote: str | Sequence[str] | None = None, namespace: str | None = None,
-         remote_timeout: float = 0.5, queue_chunks: int = 0) -> KVStore:  # noqa: A001
+         remote_timeout: float = 0.5, queue_chunks: int = 0, durability: str = "synced") -> KVStore:  # noqa: A001
     """Opens the KV store in directory ``path``, creating it with these settings when the
     directory is missing or empty (``chunk_tokens``, ``codec`` — "lossless", "raw",
     "int8", "int4" or "int2" — and ``budget``, the most stored bytes kept, 0 for no limit,
@@ -343,6 +368,8 @@ def open(path: str | os.PathLike[str], *, chunk_tokens: int = 256, codec: str = 
     A server that does not answer is not an error: the store works from its local tier, warns
     once on stderr and reconnects with backoff (see :meth:`KVStore.tier_stats`).
 
+    ``durability`` is ``"synced"`` or ``"deferred"`` (:meth:`KVStore.set_durability`).
+
     Raises :class:`wstore.InvalidArgument` for bad settings, :class:`wstore.NotAStore`
     for a directory that holds something else. The corresponding C functions are
     ``wstore_kv_open`` and ``wstore_kv_create`` (``wstore_kv_open_remote`` and
@@ -354,6 +381,8 @@ def open(path: str | os.PathLike[str], *, chunk_tokens: int = 256, codec: str = 
     if chunk_tokens < 1 or budget < 0 or max_chunks < 0:
         raise InvalidArgument(f"chunk_tokens must be >= 1 and budget, max_chunks >= 0 "
                               f"(got {chunk_tokens}, {budget}, {max_chunks})")
+    if durability not in DURABILITIES:
+        raise InvalidArgument(f"unknown durability {durability!r}: one of {', '.join(DURABILITIES)}")
     tier = None if remote is None else _remote(remote, namespace, remote_timeout, queue_chunks)
     out = C.c_void_p()
     fresh = not os.path.exists(p) or (os.path.isdir(p) and not os.listdir(p))
@@ -368,7 +397,10 @@ def open(path: str | os.PathLike[str], *, chunk_tokens: int = 256, codec: str = 
         check(lib.wstore_kv_open(p.encode(), 1 if read_only else 0, threads, C.byref(out)))
     else:
         check(lib.wstore_kv_open_remote(p.encode(), 1 if read_only else 0, threads, C.byref(tier), C.byref(out)))
-    return KVStore(p, out.value or 0)
+    store = KVStore(p, out.value or 0)
+    if durability != "synced":
+        store.set_durability(durability)
+    return store
 
 
 def _remote(urls: str | Sequence[str], namespace: str | None, timeout: float, queue_chunks: int) -> _Remote:
