@@ -9,8 +9,9 @@
   `wstore bench load STORE --experts [--cold] --source CHECKPOINT --json`;
 - python-lmdb put of KV-chunk-sized values (one durable commit per put, as a KV store
   commits, and with sync off) and get, of values one KV chunk long, beside `wstore bench kv
-  --model-shape ...` with the raw codec (the same bytes, each request's new chunks in one
-  durable commit) and the lossless one (beside its own encode rate on the same block);
+  --model-shape ... --durability synced|deferred` with the raw codec (the same bytes, each
+  request's new chunks in one commit, synced beside sync per commit and deferred beside sync
+  off) and the lossless one (beside its own encode of the same chunks);
 - `cp` + `sync` of the checkpoint beside `wstore pack --codec raw` and `wstore pack` (the
   default codec) of it, the checkpoint's pages in memory for both.
 
@@ -206,9 +207,10 @@ def kv_chunk_bytes(shape, block_tokens=512):
 
 def kv_report(args):
     """python-lmdb put of values the size of one wstore KV chunk, beside `wstore bench kv`
-    with the raw codec (the same bytes, committed durably as python-lmdb's sync mode
-    does: msync of the map at each commit, one commit per request's new chunks) and the lossless codec (beside its own encode
-    rate on the same block, measured by bench kv in the same process)."""
+    with the raw codec (the same bytes, at the same durability: synced commits beside
+    python-lmdb's sync mode, deferred ones beside sync off; one commit per request's new
+    chunks) and the lossless codec (beside its own encode of the very chunks the puts
+    wrote, and of one block again and again, measured by bench kv in the same process)."""
     chunk = kv_chunk_bytes(args.kv_shape)
     print(f"KV put: python-lmdb and wstore bench kv ({args.kv_shape}, {chunk / 2**20:.0f} MiB chunks; "
           f"same run, {args.repeats} repeats; ranges min-max)")
@@ -218,17 +220,21 @@ def kv_report(args):
         for mode, v in peers.items():
             kv.setdefault("python-lmdb " + mode, []).append(v)
         for codec in ("raw", "lossless"):
-            report = wstore_json(args, "bench", "kv", "--model-shape", args.kv_shape, "--requests", "16",
-                                 "--capacity-blocks", "0", "--codec", codec)
-            s = report.get("store") or report.get("storeReport") or {}
-            put = s["putBytes"] / s["putSeconds"] / 1e9
-            kv.setdefault("wstore kv " + codec, []).append(
-                (put, s["getBytes"] / max(s["getSeconds"], 1e-12) / 1e9))
-            if codec == "raw":
-                ratios.setdefault("raw put / python-lmdb put (sync per commit)", []).append(
-                    put / peers["sync per commit"][0])
-            else:
-                ratios.setdefault("lossless put / its encode alone", []).append(put / s["encodeGBps"])
+            for durability, peer in (("synced", "sync per commit"), ("deferred", "sync off")):
+                report = wstore_json(args, "bench", "kv", "--model-shape", args.kv_shape, "--requests", "16",
+                                     "--capacity-blocks", "0", "--codec", codec, "--durability", durability)
+                s = report.get("store") or report.get("storeReport") or {}
+                put = s["putBytes"] / s["putSeconds"] / 1e9
+                kv.setdefault(f"wstore kv {codec} {durability}", []).append(
+                    (put, s["getBytes"] / max(s["getSeconds"], 1e-12) / 1e9))
+                if codec == "raw":
+                    ratios.setdefault(f"raw put {durability} / python-lmdb put ({peer})", []).append(
+                        put / peers[peer][0])
+                else:
+                    ratios.setdefault(f"lossless put {durability} / its encode of the same chunks", []).append(
+                        put / s["encodeGBps"])
+                    ratios.setdefault(f"lossless put {durability} / its encode of one block repeated", []).append(
+                        put / s["encodeOneBlockGBps"])
     for mode, v in kv.items():
         p, g = zip(*v)
         print(f"  {mode:30} put {min(p):5.2f}-{max(p):<5.2f} GB/s   get {min(g):5.2f}-{max(g):<5.2f} GB/s")
