@@ -296,28 +296,35 @@ extension KVStore {
             throw WStoreError.invalidArgument(
                 "every layer needs the same dtype (f16, bf16 or f32), KV heads and head size, all positive")
         }
-        let whole = tokens.count / options.chunkTokens * options.chunkTokens
+        let ct = options.chunkTokens
+        let whole = tokens.count / ct * ct
         let ids = Array(tokens.prefix(whole))
+        guard whole > 0 else {
+            return (StoreResult(written: 0, present: 0, evicted: 0, storedBytes: 0, rawBytes: 0), 0)
+        }
         let row = first.headDim * first.dtype.elementSize!
-        func gather(_ view: KVLayerView, _ kv: Int) throws -> KVTensor {
-            let rows = view.rows(kv, from: 0)
-            let bytes = [UInt8](unsafeUninitializedCapacity: first.kvHeads * whole * row) { b, n in
+        let heads = first.kvHeads
+        // Chunk i's rows of one layer's keys or values, gathered into a [heads, chunk, dim]
+        // tensor; only missing chunks are gathered, each once, by the encoder that needs it.
+        @Sendable func gather(_ view: KVLayerView, _ kv: Int, chunk i: Int) -> KVTensor {
+            let rows = view.rows(kv, from: i * ct)
+            let bytes = [UInt8](unsafeUninitializedCapacity: heads * ct * row) { b, n in
                 n = b.count
-                for h in 0 ..< first.kvHeads {
-                    for t in 0 ..< whole {
-                        (UnsafeMutableRawPointer(b.baseAddress!) + (h * whole + t) * row)
+                for h in 0 ..< heads {
+                    for t in 0 ..< ct {
+                        (UnsafeMutableRawPointer(b.baseAddress!) + (h * ct + t) * row)
                             .copyMemory(from: rows.row(head: h, token: t), byteCount: row)
                     }
                 }
             }
-            return try KVTensor(
-                dtype: first.dtype, heads: first.kvHeads, tokens: whole, headDim: first.headDim, bytes: bytes)
+            return try! KVTensor(dtype: first.dtype, heads: heads, tokens: ct, headDim: first.headDim, bytes: bytes)
         }
-        guard whole > 0 else {
-            return (StoreResult(written: 0, present: 0, evicted: 0, storedBytes: 0, rawBytes: 0), 0)
+        let result = try store(
+            tokens: ids, model: model, salt: salt, chunkBytes: layers.count * 2 * heads * ct * row
+        ) { i in
+            try! KVCacheData(
+                layers: layers.map { try! KVLayer(keys: gather($0, 0, chunk: i), values: gather($0, 1, chunk: i)) })
         }
-        let kv = try KVCacheData(layers: layers.map { try KVLayer(keys: gather($0, 0), values: gather($0, 1)) })
-        let result = try store(tokens: ids, model: model, salt: salt, kv: kv)
         return (result, try probe(tokens: ids, model: model, salt: salt))
     }
 }

@@ -248,10 +248,22 @@ public final class KVStore: Sendable {
     /// - Throws: ``WStoreError/invalidArgument(_:)`` when `kv` and `tokens` disagree, ``LMDBError``.
     @discardableResult
     public func store(tokens: [UInt32], model: String, salt: String = "", kv: KVCacheData) throws -> StoreResult {
-        guard !readOnly else { throw WStoreError.invalidArgument("\(path) is open read-only") }
         guard kv.tokens == tokens.count else {
             throw WStoreError.invalidArgument("KV cache holds \(kv.tokens) tokens for \(tokens.count) token ids")
         }
+        let ct = options.chunkTokens
+        return try store(
+            tokens: tokens, model: model, salt: salt, chunkBytes: kv.byteCount / max(1, kv.tokens) * ct
+        ) { i in kv.slice(tokens: i * ct ..< (i + 1) * ct) }
+    }
+
+    /// ``store(tokens:model:salt:kv:)`` with chunk `i`'s keys and values made by `chunk(i)`
+    /// (`chunkBytes` bytes each), called only for the chunks that are missing, on any thread.
+    func store(
+        tokens: [UInt32], model: String, salt: String, chunkBytes: Int,
+        chunk: @escaping @Sendable (Int) -> KVCacheData
+    ) throws -> StoreResult {
+        guard !readOnly else { throw WStoreError.invalidArgument("\(path) is open read-only") }
         let keys = PrefixKey.chain(tokens: tokens, chunkTokens: options.chunkTokens, model: model, salt: salt)
         let pending = uses.withLock { $0.take() }
         let present: [Bool] = try env.withRead { txn in
@@ -263,13 +275,11 @@ public final class KVStore: Sendable {
         // should the transaction run twice) unless the remote tier is to be sent them.
         // Chunks under 1 MiB are not worth a thread: they encode when their turn comes.
         let missing = present.indices.filter { !present[$0] }
-        let chunkBytes = kv.byteCount / max(1, kv.tokens) * options.chunkTokens
         let encoding = ChunkPipeline(missing: missing) { [options] i in
-            let part = kv.slice(tokens: i * options.chunkTokens ..< (i + 1) * options.chunkTokens)
             let key = keys[i]
             let job: @Sendable () throws -> KVChunk.Encoded = {
                 try KVChunk.encodeParts(
-                    part, key: key, codec: options.codec, kivi: options.kivi, threads: options.threads)
+                    chunk(i), key: key, codec: options.codec, kivi: options.kivi, threads: options.threads)
             }
             return chunkBytes >= 1 << 20 ? Background(job) : Background(now: job)
         }
@@ -291,7 +301,7 @@ public final class KVStore: Sendable {
                     } else {
                         guard let value = try encoding.value(i) else {
                             // Evicted between the read and this write: encode it now.
-                            let part = kv.slice(tokens: i * options.chunkTokens ..< (i + 1) * options.chunkTokens)
+                            let part = chunk(i)
                             let v = try KVChunk.encode(part, key: key, codec: options.codec, kivi: options.kivi)
                             try insert(
                                 txn, key: key, parent: parent, depth: i, model: model, value: v, counters: &counters,
@@ -303,17 +313,14 @@ public final class KVStore: Sendable {
                             parent = key
                             continue
                         }
-                        let rawBytes =
-                            kv.layers.count * 2 * kv.layers[0].keys.heads * options.chunkTokens
-                            * kv.layers[0].keys.headDim * kv.layers[0].keys.elementSize
                         try value.withPieces {
                             try insert(
                                 txn, key: key, parent: parent, depth: i, model: model, pieces: $0,
-                                counters: &counters, rawBytes: rawBytes)
+                                counters: &counters, rawBytes: chunkBytes)
                         }
                         result.written += 1
                         result.storedBytes += value.count
-                        result.rawBytes += rawBytes
+                        result.rawBytes += chunkBytes
                         result.evicted += try evictToBudget(txn, counters: &counters)
                         // The remote tier is sent the values after the commit; else they can go.
                         if remote == nil { encoding.release(i) }

@@ -78,11 +78,12 @@ public struct KVTensor: Sendable, Equatable {
     public func slice(tokens range: Range<Int>) -> KVTensor {
         precondition(range.lowerBound >= 0 && range.upperBound <= tokens)
         let row = headDim * elementSize, n = range.count
-        var out = [UInt8](repeating: 0, count: heads * n * row)
-        bytes.withUnsafeBytes { src in
-            out.withUnsafeMutableBytes { dst in
-                for h in 0 ..< heads where n > 0 {
-                    (dst.baseAddress! + h * n * row).copyMemory(
+        // Every byte is written by one copy below, so the array starts uninitialized.
+        let out = [UInt8](unsafeUninitializedCapacity: heads * n * row) { dst, count in
+            count = dst.count
+            bytes.withUnsafeBytes { src in
+                for h in 0 ..< heads where n * row > 0 {
+                    (UnsafeMutableRawPointer(dst.baseAddress!) + h * n * row).copyMemory(
                         from: src.baseAddress! + (h * tokens + range.lowerBound) * row, byteCount: n * row)
                 }
             }
@@ -101,7 +102,8 @@ public struct KVTensor: Sendable, Equatable {
         // Every byte is written by exactly one copy below (the parts' tokens add up to `total`
         // for every head), so the array starts uninitialized rather than zeroed.
         let size = first.heads * total * row
-        let out = [UInt8](unsafeUninitializedCapacity: size) { (dst: inout UnsafeMutableBufferPointer<UInt8>, count: inout Int) in
+        let out = [UInt8](unsafeUninitializedCapacity: size) {
+            (dst: inout UnsafeMutableBufferPointer<UInt8>, count: inout Int) in
             var at = 0
             for p in parts {
                 p.bytes.withUnsafeBytes { src in
