@@ -7,8 +7,8 @@
 - safetensors `safe_open(...).get_tensor` of the store's expert tensors, warm and cold
   (the file's pages dropped with posix_fadvise before each expert), beside
   `wstore bench load STORE --experts [--cold] --source CHECKPOINT --json`;
-- python-lmdb put of KV-chunk-sized values (one durable commit per put, as a KV store
-  commits, and with sync off) and get, of values one KV chunk long, beside `wstore bench kv
+- python-lmdb put of KV-chunk-sized values (distinct ones, and one value again and again;
+  one durable commit per put, as a KV store commits, and with sync off) and get, beside `wstore bench kv
   --model-shape ... --durability synced|deferred` with the raw codec (the same bytes, each
   request's new chunks in one commit, synced beside sync per commit and deferred beside sync
   off) and the lossless one (beside its own encode of the same chunks);
@@ -96,28 +96,34 @@ def load_rows(args):
 
 
 def lmdb_rows(args):
+    """python-lmdb put and get of `--kv-puts` values one KV chunk long: distinct values (as a
+    KV store's chunks are; 512 MiB made before timing), and one value put again and again
+    (its bytes stay in the CPU caches), with a sync per commit and with sync off."""
     import lmdb
 
-    value = np.random.default_rng(1).integers(0, 256, kv_chunk_bytes(args.kv_shape), dtype=np.uint8).tobytes()
+    size = kv_chunk_bytes(args.kv_shape)
+    rng = np.random.default_rng(1)
+    distinct = [rng.integers(0, 256, size, dtype=np.uint8).tobytes() for _ in range(args.kv_puts)]
     rows = []
     for sync in (True, False):
-        d = tempfile.mkdtemp(prefix="peers-lmdb-")
-        try:
-            env = lmdb.open(d, map_size=(args.kv_puts + 4) * len(value) * 2, sync=sync, writemap=True, metasync=sync)
-            t0 = time.perf_counter()
-            for i in range(args.kv_puts):
-                with env.begin(write=True) as txn:
-                    txn.put(b"chunk%08d" % i, value)
-            put = args.kv_puts * len(value) / (time.perf_counter() - t0) / 1e9
-            t0 = time.perf_counter()
-            with env.begin() as txn:
-                for i in range(args.kv_puts):
-                    b = bytes(txn.get(b"chunk%08d" % i))
-            get = args.kv_puts * len(value) / (time.perf_counter() - t0) / 1e9
-            env.close()
-        finally:
-            shutil.rmtree(d, ignore_errors=True)
-        rows.append(("sync per commit" if sync else "sync off", put, get))
+        for label, values in (("", distinct), (", one value repeated", [distinct[0]] * args.kv_puts)):
+            d = tempfile.mkdtemp(prefix="peers-lmdb-")
+            try:
+                env = lmdb.open(d, map_size=(args.kv_puts + 4) * size * 2, sync=sync, writemap=True, metasync=sync)
+                t0 = time.perf_counter()
+                for i, value in enumerate(values):
+                    with env.begin(write=True) as txn:
+                        txn.put(b"chunk%08d" % i, value)
+                put = args.kv_puts * size / (time.perf_counter() - t0) / 1e9
+                t0 = time.perf_counter()
+                with env.begin() as txn:
+                    for i in range(args.kv_puts):
+                        b = bytes(txn.get(b"chunk%08d" % i))
+                get = args.kv_puts * size / (time.perf_counter() - t0) / 1e9
+                env.close()
+            finally:
+                shutil.rmtree(d, ignore_errors=True)
+            rows.append(("sync per commit" + label if sync else "sync off" + label, put, get))
     return rows
 
 
