@@ -23,11 +23,7 @@ struct KVSettings: Codable, Equatable {
     }
 
     /// The record's bytes: compact JSON, keys sorted.
-    func encoded() throws -> [UInt8] {
-        let e = JSONEncoder()
-        e.outputFormatting = [.sortedKeys]
-        return [UInt8](try e.encode(self))
-    }
+    func encoded() throws -> [UInt8] { try sortedJSON(self) }
 
     /// The settings in `bytes`, or `nil` when they are not a wstore KV settings record.
     static func decode(_ bytes: [UInt8]) -> KVSettings? {
@@ -36,4 +32,12 @@ struct KVSettings: Codable, Equatable {
         }
         return s
     }
+}
+
+/// `value` as compact JSON with its keys sorted: the form of a KV store's settings record
+/// and of its deferred-commits marker (format-spec/KV.md §2, §9).
+func sortedJSON<T: Encodable>(_ value: T) throws -> [UInt8] {
+    let e = JSONEncoder()
+    e.outputFormatting = [.sortedKeys]
+    return [UInt8](try e.encode(value))
 }

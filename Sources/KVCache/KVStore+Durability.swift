@@ -81,11 +81,7 @@ final class DeferredCommits: @unchecked Sendable {
         var boot_id: String
         var settings: KVSettings
 
-        func encoded() throws -> [UInt8] {
-            let e = JSONEncoder()
-            e.outputFormatting = [.sortedKeys]
-            return [UInt8](try e.encode(self))
-        }
+        func encoded() throws -> [UInt8] { try sortedJSON(self) }
 
         static func decode(_ bytes: [UInt8]) -> Marker? {
             guard let m = try? JSONDecoder().decode(Marker.self, from: Data(bytes)), m.format == formatName else {

@@ -529,9 +529,6 @@ final class ChunkPipeline {
     /// The values encoded so far and not released, by chunk index.
     private(set) var encoded: [Int: KVChunk.Encoded] = [:]
 
-    /// Chunks encoding ahead of the one being written.
-    static let ahead = 1
-
     init(missing: [Int], make: @escaping (Int) -> Background<KVChunk.Encoded>) {
         self.missing = missing
         self.make = make
@@ -546,8 +543,8 @@ final class ChunkPipeline {
         if let v = encoded[i] { return v }
         guard let at = missing.firstIndex(of: i) else { return nil }
         let job = running.removeValue(forKey: i) ?? make(i)
-        for next in missing[(at + 1)...].prefix(Self.ahead) where encoded[next] == nil && running[next] == nil {
-            running[next] = make(next)
+        if at + 1 < missing.count, encoded[missing[at + 1]] == nil, running[missing[at + 1]] == nil {
+            running[missing[at + 1]] = make(missing[at + 1])
         }
         let v = try job.value()
         encoded[i] = v
