@@ -39,9 +39,17 @@ def moe_layer(x: np.ndarray, router: np.ndarray, top2: Callable[[list[int]], dic
     for t in range(x.shape[0]):
         with top2([int(e) for e in top[t]]) as experts:
             for k, e in enumerate(top[t]):
-                gate, up, down = experts(int(e))
-                out[t] += weights[t, k] * (down @ (silu(gate @ x[t]) * (up @ x[t])))
+                out[t] += weights[t, k] * expert_forward(experts(int(e)), x[t])
     return out
+
+
+def expert_forward(parts: tuple[np.ndarray, np.ndarray, np.ndarray], x: np.ndarray) -> np.ndarray:
+    """SwiGLU of one expert. Its arrays are referenced only by this call, so none outlives
+    the token's set: an array still referenced keeps its expert pinned (the package's
+    lifetimes), and four threads each keeping one while waiting for room for two more
+    would fill this test's five-expert budget with pins no one gives back."""
+    gate, up, down = parts
+    return down @ (silu(gate @ x) * (up @ x))
 
 
 class _Source:
