@@ -110,6 +110,7 @@ def lmdb_rows(args):
             d = tempfile.mkdtemp(prefix="peers-lmdb-")
             try:
                 env = lmdb.open(d, map_size=(args.kv_puts + 4) * size * 2, sync=sync, writemap=True, metasync=sync)
+                os.sync()  # no dirty pages of an earlier run left for the kernel to throttle this one on
                 t0 = time.perf_counter()
                 for i, value in enumerate(values):
                     with env.begin(write=True) as txn:
@@ -215,8 +216,10 @@ def kv_report(args):
     """python-lmdb put of values the size of one wstore KV chunk, beside `wstore bench kv`
     with the raw codec (the same bytes, at the same durability: synced commits beside
     python-lmdb's sync mode, deferred ones beside sync off; one commit per request's new
-    chunks) and the lossless codec (beside its own encode of the very chunks the puts
-    wrote, and of one block again and again, measured by bench kv in the same process)."""
+    chunks) and the lossless codec, at the store's default of one thread a chunk and on
+    every core (beside its own encode of the very chunks the puts wrote, and of one block
+    again and again, measured by bench kv in the same process). Each run starts after
+    os.sync(), with no dirty pages of the one before left to throttle it."""
     chunk = kv_chunk_bytes(args.kv_shape)
     print(f"KV put: python-lmdb and wstore bench kv ({args.kv_shape}, {chunk / 2**20:.0f} MiB chunks; "
           f"same run, {args.repeats} repeats; ranges min-max)")
@@ -225,27 +228,31 @@ def kv_report(args):
         peers = {mode: (put, get) for mode, put, get in lmdb_rows(args)}
         for mode, v in peers.items():
             kv.setdefault("python-lmdb " + mode, []).append(v)
-        for codec in ("raw", "lossless"):
+        # The lossless codec at the store's default (one thread a chunk) and on every core.
+        for codec, threads in (("raw", None), ("lossless", 1), ("lossless", None)):
+            name = codec if threads is None else f"{codec} threads={threads}"
             for durability, peer in (("synced", "sync per commit"), ("deferred", "sync off")):
+                os.sync()
                 report = wstore_json(args, "bench", "kv", "--model-shape", args.kv_shape, "--requests", "16",
-                                     "--capacity-blocks", "0", "--codec", codec, "--durability", durability)
+                                     "--capacity-blocks", "0", "--codec", codec, "--durability", durability,
+                                     *(["--threads", str(threads)] if threads else []))
                 s = report.get("store") or report.get("storeReport") or {}
                 put = s["putBytes"] / s["putSeconds"] / 1e9
-                kv.setdefault(f"wstore kv {codec} {durability}", []).append(
+                kv.setdefault(f"wstore kv {name} {durability}", []).append(
                     (put, s["getBytes"] / max(s["getSeconds"], 1e-12) / 1e9))
                 if codec == "raw":
                     ratios.setdefault(f"raw put {durability} / python-lmdb put ({peer})", []).append(
                         put / peers[peer][0])
                 else:
-                    ratios.setdefault(f"lossless put {durability} / its encode of the same chunks", []).append(
+                    ratios.setdefault(f"{name} put {durability} / its encode of the same chunks", []).append(
                         put / s["encodeGBps"])
-                    ratios.setdefault(f"lossless put {durability} / its encode of one block repeated", []).append(
+                    ratios.setdefault(f"{name} put {durability} / its encode of one block repeated", []).append(
                         put / s["encodeOneBlockGBps"])
     for mode, v in kv.items():
         p, g = zip(*v)
-        print(f"  {mode:30} put {min(p):5.2f}-{max(p):<5.2f} GB/s   get {min(g):5.2f}-{max(g):<5.2f} GB/s")
+        print(f"  {mode:38} put {min(p):5.2f}-{max(p):<5.2f} GB/s   get {min(g):5.2f}-{max(g):<5.2f} GB/s")
     for label, r in ratios.items():
-        print(f"  {label:46} {min(r):5.2f}-{max(r):<5.2f}")
+        print(f"  {label:62} {min(r):5.2f}-{max(r):<5.2f} (median {sorted(r)[len(r) // 2]:.2f})")
 
 
 if __name__ == "__main__":
