@@ -245,7 +245,8 @@ package enum ScratchPool {
     /// Most bytes kept in all; past it, the smallest buffers are released.
     private static let keptBytes = 256 << 20
 
-    /// A buffer of at least `size` bytes: the smallest free one that fits, or a new one.
+    /// A buffer of at least `size` bytes: the smallest free one that fits, or a new one of
+    /// ``sizeClass(_:)`` bytes.
     package static func take(_ size: Int) -> UnsafeMutableRawBufferPointer {
         let found = free.withLock { list -> UnsafeMutableRawBufferPointer? in
             var best: Int?
@@ -254,7 +255,19 @@ package enum ScratchPool {
             }
             return best.map { list.remove(at: $0).value }
         }
-        return found ?? .allocate(byteCount: size, alignment: 64)
+        return found ?? .allocate(byteCount: sizeClass(size), alignment: 64)
+    }
+
+    /// The size a new buffer for `size` bytes is made with: `size` rounded up to a whole
+    /// 4 KiB page, and above 64 KiB to a quarter of its power of two (at most a quarter more).
+    /// Records of nearly the same size (an expert's compressed parts) then share one
+    /// buffer instead of each new largest one adding a buffer to the pool; the pages a
+    /// caller never touches cost no memory.
+    package static func sizeClass(_ size: Int) -> Int {
+        let page = 4096
+        guard size > 64 << 10 else { return max(page, (size + page - 1) / page * page) }
+        let step = (1 << (Int.bitWidth - 1 - size.leadingZeroBitCount)) / 4
+        return (size + step - 1) / step * step
     }
 
     package static func give(_ buffer: UnsafeMutableRawBufferPointer) {
