@@ -306,7 +306,7 @@ extension KVStore {
         let heads = first.kvHeads
         // Chunk i's rows of one layer's keys or values, gathered into a [heads, chunk, dim]
         // tensor; only missing chunks are gathered, each once, by the encoder that needs it.
-        @Sendable func gather(_ view: KVLayerView, _ kv: Int, chunk i: Int) -> KVTensor {
+        @Sendable func gather(_ view: KVLayerView, _ kv: Int, chunk i: Int) throws -> KVTensor {
             let rows = view.rows(kv, from: i * ct)
             let bytes = [UInt8](unsafeUninitializedCapacity: heads * ct * row) { b, n in
                 n = b.count
@@ -317,13 +317,13 @@ extension KVStore {
                     }
                 }
             }
-            return try! KVTensor(dtype: first.dtype, heads: heads, tokens: ct, headDim: first.headDim, bytes: bytes)
+            return try KVTensor(dtype: first.dtype, heads: heads, tokens: ct, headDim: first.headDim, bytes: bytes)
         }
         let result = try store(
             tokens: ids, model: model, salt: salt, chunkBytes: layers.count * 2 * heads * ct * row
         ) { i in
-            try! KVCacheData(
-                layers: layers.map { try! KVLayer(keys: gather($0, 0, chunk: i), values: gather($0, 1, chunk: i)) })
+            try KVCacheData(
+                layers: layers.map { try KVLayer(keys: gather($0, 0, chunk: i), values: gather($0, 1, chunk: i)) })
         }
         return (result, try probe(tokens: ids, model: model, salt: salt))
     }

@@ -261,7 +261,7 @@ public final class KVStore: Sendable {
     /// (`chunkBytes` bytes each), called only for the chunks that are missing, on any thread.
     func store(
         tokens: [UInt32], model: String, salt: String, chunkBytes: Int,
-        chunk: @escaping @Sendable (Int) -> KVCacheData
+        chunk: @escaping @Sendable (Int) throws -> KVCacheData
     ) throws -> StoreResult {
         guard !readOnly else { throw WStoreError.invalidArgument("\(path) is open read-only") }
         let keys = PrefixKey.chain(tokens: tokens, chunkTokens: options.chunkTokens, model: model, salt: salt)
@@ -279,7 +279,7 @@ public final class KVStore: Sendable {
             let key = keys[i]
             let job: @Sendable () throws -> KVChunk.Encoded = {
                 try KVChunk.encodeParts(
-                    chunk(i), key: key, codec: options.codec, kivi: options.kivi, threads: options.threads)
+                    try chunk(i), key: key, codec: options.codec, kivi: options.kivi, threads: options.threads)
             }
             return chunkBytes >= 1 << 20 ? Background(job) : Background(now: job)
         }
@@ -301,7 +301,7 @@ public final class KVStore: Sendable {
                     } else {
                         guard let value = try encoding.value(i) else {
                             // Evicted between the read and this write: encode it now.
-                            let part = chunk(i)
+                            let part = try chunk(i)
                             let v = try KVChunk.encode(part, key: key, codec: options.codec, kivi: options.kivi)
                             try insert(
                                 txn, key: key, parent: parent, depth: i, model: model, value: v, counters: &counters,
