@@ -36,6 +36,13 @@ _CODEC_NAMES = {v: k for k, v in CODECS.items()}
 DURABILITIES = {"synced": 0, "deferred": 1}
 
 
+def _durability_code(durability: str) -> int:
+    """The enum wstore_kv_durability code of ``durability``; InvalidArgument for another name."""
+    if durability not in DURABILITIES:
+        raise InvalidArgument(f"unknown durability {durability!r}: one of {', '.join(DURABILITIES)}")
+    return DURABILITIES[durability]
+
+
 class _Options(C.Structure):
     """``struct wstore_kv_options``."""
 
@@ -236,9 +243,7 @@ class KVStore:
         the store (format-spec/KV.md §9). Going back to ``"synced"`` syncs what was written.
         The corresponding C function is ``wstore_kv_set_durability``."""
         h = self._live()
-        if durability not in DURABILITIES:
-            raise InvalidArgument(f"unknown durability {durability!r}: one of {', '.join(DURABILITIES)}")
-        check(lib.wstore_kv_set_durability(h.ptr, DURABILITIES[durability]))
+        check(lib.wstore_kv_set_durability(h.ptr, _durability_code(durability)))
         self.durability = durability
 
     def sync(self) -> None:
@@ -381,8 +386,7 @@ def open(path: str | os.PathLike[str], *, chunk_tokens: int = 256, codec: str = 
     if chunk_tokens < 1 or budget < 0 or max_chunks < 0:
         raise InvalidArgument(f"chunk_tokens must be >= 1 and budget, max_chunks >= 0 "
                               f"(got {chunk_tokens}, {budget}, {max_chunks})")
-    if durability not in DURABILITIES:
-        raise InvalidArgument(f"unknown durability {durability!r}: one of {', '.join(DURABILITIES)}")
+    _durability_code(durability)  # a bad name is refused before anything is made
     tier = None if remote is None else _remote(remote, namespace, remote_timeout, queue_chunks)
     out = C.c_void_p()
     fresh = not os.path.exists(p) or (os.path.isdir(p) and not os.listdir(p))
