@@ -15,6 +15,9 @@
 - `cp` + `sync` of the checkpoint beside `wstore pack --codec raw` and `wstore pack` (the
   default codec) of it, the checkpoint's pages in memory for both.
 
+Each timed KV write starts after os.sync(), in memory made cold or warm for every run
+alike (--memory; see prepare()).
+
 Every figure is a ratio against a peer measured in the same run; the machine may be
 shared, so repeat (--repeats) and report ranges. Needs numpy, safetensors and lmdb
 (`make bench-peers` installs lmdb into a venv).
@@ -95,7 +98,7 @@ def load_rows(args):
     return rows
 
 
-def lmdb_rows(args):
+def lmdb_rows(args, memory):
     """python-lmdb put and get of `--kv-puts` values one KV chunk long: distinct values (as a
     KV store's chunks are; 512 MiB made before timing), and one value put again and again
     (its bytes stay in the CPU caches), with a sync per commit and with sync off."""
@@ -110,7 +113,7 @@ def lmdb_rows(args):
             d = tempfile.mkdtemp(prefix="peers-lmdb-")
             try:
                 env = lmdb.open(d, map_size=(args.kv_puts + 4) * size * 2, sync=sync, writemap=True, metasync=sync)
-                os.sync()  # no dirty pages of an earlier run left for the kernel to throttle this one on
+                prepare(args, memory)
                 t0 = time.perf_counter()
                 for i, value in enumerate(values):
                     with env.begin(write=True) as txn:
@@ -126,6 +129,35 @@ def lmdb_rows(args):
                 shutil.rmtree(d, ignore_errors=True)
             rows.append(("sync per commit" + label if sync else "sync off" + label, put, get))
     return rows
+
+
+def prepare(args, memory):
+    """Before a timed write: os.sync(), so no dirty pages of an earlier run are left for the
+    kernel to throttle this one on; then the memory the write's new page-cache pages will
+    come from is made `cold` or `warm`, the same for every run.
+
+    On a VM whose balloon reports free memory to the host (virtio-balloon free page
+    reporting), new page-cache pages made from memory freed a moment ago fill several times
+    faster than ones made from memory freed seconds earlier, which the host has taken back
+    (measured here, a 1 GiB file written with pwrite: 4.6-4.8 GB/s right after another was
+    deleted, 0.42-0.60 GB/s 2-8 s after). Left to chance, a run that follows a large free
+    (python-lmdb's runs follow one another's deleted stores) writes at the first rate, one
+    that starts after seconds of setup (a bench kv process) at the second, and the ratio
+    measures that, not the stores. `cold`: `--settle` seconds idle, so nothing freed is
+    hot. `warm`: a scratch file of `--warm-bytes` written and deleted just before, the
+    state of a long-running host whose page cache reuses the memory it reclaims."""
+    os.sync()
+    if memory == "cold":
+        time.sleep(args.settle)
+        return
+    fd, path = tempfile.mkstemp(prefix="peers-warm-")
+    try:
+        block = b"\1" * (16 << 20)
+        for _ in range(max(1, args.warm_bytes // len(block))):
+            os.write(fd, block)
+    finally:
+        os.close(fd)
+        os.unlink(path)
 
 
 def timed(*cmd):
@@ -164,6 +196,10 @@ def main():
     ap.add_argument("--limit", type=int, default=48, help="experts per pass")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--kv-puts", type=int, default=32)
+    ap.add_argument("--memory", default="cold,warm",
+                    help="comma-separated: cold, warm; the memory each timed KV write starts in (see prepare())")
+    ap.add_argument("--settle", type=float, default=5.0, help="seconds idle before a cold KV write")
+    ap.add_argument("--warm-bytes", type=int, default=2 << 30, help="scratch bytes written before a warm KV write")
     ap.add_argument("--kv-shape", default="layers=8,kv_heads=8,head_dim=128,dtype=bf16")
     ap.add_argument("--parts", default="load,kv,pack", help="comma-separated: load, kv, pack")
     args = ap.parse_args()
@@ -218,21 +254,26 @@ def kv_report(args):
     python-lmdb's sync mode, deferred ones beside sync off; one commit per request's new
     chunks) and the lossless codec, at the store's default of one thread a chunk and on
     every core (beside its own encode of the very chunks the puts wrote, and of one block
-    again and again, measured by bench kv in the same process). Each run starts after
-    os.sync(), with no dirty pages of the one before left to throttle it."""
+    again and again, measured by bench kv in the same process). Every run starts after
+    os.sync() in memory made cold or warm (prepare()); each condition is reported apart."""
+    for memory in args.memory.split(","):
+        kv_report_in(args, memory)
+
+
+def kv_report_in(args, memory):
     chunk = kv_chunk_bytes(args.kv_shape)
-    print(f"KV put: python-lmdb and wstore bench kv ({args.kv_shape}, {chunk / 2**20:.0f} MiB chunks; "
-          f"same run, {args.repeats} repeats; ranges min-max)")
-    kv, ratios = {}, {}
+    print(f"KV put in {memory} memory: python-lmdb and wstore bench kv ({args.kv_shape}, "
+          f"{chunk / 2**20:.0f} MiB chunks; same run, {args.repeats} repeats; ranges min-max)")
+    kv, ratios, work = {}, {}, {}
     for _ in range(args.repeats):
-        peers = {mode: (put, get) for mode, put, get in lmdb_rows(args)}
+        peers = {mode: (put, get) for mode, put, get in lmdb_rows(args, memory)}
         for mode, v in peers.items():
             kv.setdefault("python-lmdb " + mode, []).append(v)
         # The lossless codec at the store's default (one thread a chunk) and on every core.
         for codec, threads in (("raw", None), ("lossless", 1), ("lossless", None)):
             name = codec if threads is None else f"{codec} threads={threads}"
             for durability, peer in (("synced", "sync per commit"), ("deferred", "sync off")):
-                os.sync()
+                prepare(args, memory)
                 report = wstore_json(args, "bench", "kv", "--model-shape", args.kv_shape, "--requests", "16",
                                      "--capacity-blocks", "0", "--codec", codec, "--durability", durability,
                                      *(["--threads", str(threads)] if threads else []))
@@ -240,6 +281,9 @@ def kv_report(args):
                 put = s["putBytes"] / s["putSeconds"] / 1e9
                 kv.setdefault(f"wstore kv {name} {durability}", []).append(
                     (put, s["getBytes"] / max(s["getSeconds"], 1e-12) / 1e9))
+                work.setdefault(f"wstore kv {name} {durability}", []).append(
+                    (s["putCPUSeconds"] / s["putSeconds"], s["putCPUSeconds"] / (s["putBytes"] / 1e9),
+                     s["encodeCPUSeconds"] / (s["encodeGBps"] * s["encodeSeconds"])))
                 if codec == "raw":
                     ratios.setdefault(f"raw put {durability} / python-lmdb put ({peer})", []).append(
                         put / peers[peer][0])
@@ -253,6 +297,12 @@ def kv_report(args):
         print(f"  {mode:38} put {min(p):5.2f}-{max(p):<5.2f} GB/s   get {min(g):5.2f}-{max(g):<5.2f} GB/s")
     for label, r in ratios.items():
         print(f"  {label:62} {min(r):5.2f}-{max(r):<5.2f} (median {sorted(r)[len(r) // 2]:.2f})")
+    print(f"  CPU during the puts (every thread; {os.cpu_count()} cores):")
+    for mode, v in work.items():
+        c, w, e = zip(*v)
+        print(f"  {mode:38} cores busy {min(c):4.2f}-{max(c):<4.2f}  CPU s/GB put {min(w):4.2f}-{max(w):<4.2f}"
+              f"  encode alone {min(e):4.2f}-{max(e):<4.2f}")
+    print()
 
 
 if __name__ == "__main__":

@@ -64,12 +64,16 @@ struct BenchKV: ParsableCommand {
         /// request buffers; the codec's encode of one block again and again (its bytes stay
         /// in the CPU caches); a plain file write + fsync of one block and pread of it.
         var encodeGBps: Double, encodeOneBlockGBps: Double, fileWriteSyncGBps: Double, filePreadGBps: Double
+        /// Process CPU seconds (every thread) during the puts and during the encode peer, and
+        /// the encode peer's wall seconds: CPU over wall, the cores each kept busy; CPU over
+        /// bytes, the work a byte took (encode, and for the put the copy into the page cache).
+        var putCPUSeconds: Double, encodeCPUSeconds: Double, encodeSeconds: Double
         var putGBps: Double { putSeconds > 0 ? Double(putBytes) / putSeconds / 1e9 : 0 }
         var getGBps: Double { getSeconds > 0 ? Double(getBytes) / getSeconds / 1e9 : 0 }
         enum CodingKeys: String, CodingKey {
             case shape, codec, requests, capacityBlocks, hitBlocks, replayHitBlocks, putBytes, putSeconds, getBytes,
                 getSeconds, memcpyGBps, storedBytes, rawBytes, maxAbsError, relativeRMSError, durability, encodeGBps,
-                encodeOneBlockGBps, fileWriteSyncGBps, filePreadGBps
+                encodeOneBlockGBps, fileWriteSyncGBps, filePreadGBps, putCPUSeconds, encodeCPUSeconds, encodeSeconds
         }
     }
 
@@ -221,6 +225,14 @@ struct BenchKV: ParsableCommand {
             print(
                 String(
                     format:
+                        "put kept %.2f of %d cores busy, %.2f CPU s/GB; the encode alone %.2f cores, %.2f CPU s/GB",
+                    s.putCPUSeconds / max(s.putSeconds, 1e-12), ProcessInfo.processInfo.activeProcessorCount,
+                    s.putCPUSeconds / max(Double(s.putBytes) / 1e9, 1e-12),
+                    s.encodeCPUSeconds / max(s.encodeSeconds, 1e-12),
+                    s.encodeCPUSeconds / max(s.encodeGBps * s.encodeSeconds, 1e-12)))
+            print(
+                String(
+                    format:
                         "stored %@ for %@ raw (%.2fx; error max abs %.4g, relative RMS %.4f); store hits %d blocks, leaves-first replay %d: %@",
                     formatBytes(s.storedBytes), formatBytes(s.rawBytes),
                     Double(s.rawBytes) / Double(max(s.storedBytes, 1)),
@@ -268,7 +280,7 @@ struct BenchKV: ParsableCommand {
         let kvStore = try KVStore.create(at: dir, options: o, durability: durability)
         let block = blockMaker(s, dtype)
         var hits = 0, putBytes = 0, getBytes = 0, putSeconds = 0.0, getSeconds = 0.0
-        var encodeBytes = 0, encodeSeconds = 0.0
+        var encodeBytes = 0, encodeSeconds = 0.0, putCPUSeconds = 0.0, encodeCPUSeconds = 0.0
         for (n, r) in reqs.enumerated() where !r.hashIDs.isEmpty {
             let tokens = r.hashIDs.flatMap { id in
                 (0 ..< blockTokens).map { UInt32(truncatingIfNeeded: id &* blockTokens &+ $0) }
@@ -282,7 +294,7 @@ struct BenchKV: ParsableCommand {
             // from the same buffer: before the put on even requests, after it on odd ones,
             // so neither finds the other's bytes in the CPU caches more often.
             let encodePeer = {
-                let (_, et) = try kvTime {
+                let (_, et, ec) = try kvTimeCPU {
                     for c in found.chunks ..< r.hashIDs.count {
                         _ = try KVChunk.encodeParts(
                             kv.slice(tokens: c * blockTokens ..< (c + 1) * blockTokens), key: UInt64(c), codec: codec,
@@ -290,11 +302,13 @@ struct BenchKV: ParsableCommand {
                     }
                 }
                 encodeSeconds += et
+                encodeCPUSeconds += ec
                 encodeBytes += (r.hashIDs.count - found.chunks) * (kv.byteCount / r.hashIDs.count)
             }
             if n % 2 == 0 { try encodePeer() }
-            let (res, pt) = try kvTime { try kvStore.store(tokens: tokens, model: "bench", kv: kv) }
+            let (res, pt, pc) = try kvTimeCPU { try kvStore.store(tokens: tokens, model: "bench", kv: kv) }
             putSeconds += pt
+            putCPUSeconds += pc
             putBytes += res.rawBytes
             if n % 2 == 1 { try encodePeer() }
         }
@@ -376,7 +390,8 @@ struct BenchKV: ParsableCommand {
             encodeGBps: encodeSeconds > 0 ? Double(encodeBytes) / encodeSeconds / 1e9 : 0,
             encodeOneBlockGBps: Double(bytes * blockReps) / et / 1e9,
             fileWriteSyncGBps: Double(raw.count * blockReps) / wt / 1e9,
-            filePreadGBps: Double(raw.count * blockReps) / rt / 1e9)
+            filePreadGBps: Double(raw.count * blockReps) / rt / 1e9,
+            putCPUSeconds: putCPUSeconds, encodeCPUSeconds: encodeCPUSeconds, encodeSeconds: encodeSeconds)
     }
 
     /// A trace with shared system prompts and growing conversations, in Mooncake's shape.

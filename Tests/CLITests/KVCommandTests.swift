@@ -92,6 +92,8 @@ import WStoreTestSupport
             capacity: 20)
         #expect(report.hitBlocks == report.replayHitBlocks && report.hitBlocks > 0)
         #expect(report.putBytes > 0 && report.getBytes > 0)
+        // The CPU the puts and the encode peer took, for the cores each kept busy.
+        #expect(report.putCPUSeconds > 0 && report.encodeCPUSeconds > 0 && report.encodeSeconds > 0)
         #expect(report.relativeRMSError > 0 && report.relativeRMSError < 0.01)  // int8
         let stats = try KVStore.open(at: dir + "/kv", readOnly: true).stats()
         #expect(stats.chunks <= 20 && stats.chunks > 0)
