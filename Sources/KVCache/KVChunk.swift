@@ -89,11 +89,25 @@ package enum KVChunk {
             sink.value.deallocate()
         }
         try parallelFor(tensors.count, threads: threads) { i, _ in
-            sink.value[i] = try encodeTensor(
-                tensors[i], isKeys: i % 2 == 0, binding: recordBinding(key: key, index: i),
-                codec: codec, kivi: kivi)
+            sink.value[i] = try encodeRecord(tensors, i, key: key, codec: codec, kivi: kivi)
         }
-        let records = sink.value.map { $0! }
+        return assemble(kv, records: sink.value.map { $0! }, key: key, codec: codec, kivi: kivi)
+    }
+
+    /// Record `i` of a chunk whose tensors are `tensors` (keys and values of each layer in
+    /// turn), bound to the chunk key `key`: the encoded record and the bytes it was made from.
+    static func encodeRecord(
+        _ tensors: [KVTensor], _ i: Int, key: UInt64, codec: KVCodec, kivi: KIVIOptions
+    ) throws -> (record: EncodedRecord, source: [UInt8]) {
+        try encodeTensor(
+            tensors[i], isKeys: i % 2 == 0, binding: recordBinding(key: key, index: i), codec: codec, kivi: kivi)
+    }
+
+    /// The chunk of `kv` from its encoded `records`, in order: its header, bound to `key`.
+    static func assemble(
+        _ kv: KVCacheData, records: [(record: EncodedRecord, source: [UInt8])], key: UInt64, codec: KVCodec,
+        kivi: KIVIOptions
+    ) -> Encoded {
         let first = kv.layers[0].keys
         let tableSize = 16 * records.count
         var header = [UInt8](repeating: 0, count: fixedHeaderSize + tableSize)

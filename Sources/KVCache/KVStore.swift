@@ -269,19 +269,17 @@ public final class KVStore: Sendable {
         let present: [Bool] = try env.withRead { txn in
             try keys.map { try txn.get(nodes, PrefixKey.bytes($0)) != nil }
         }
-        // The missing chunks encode one ahead of the writes: while chunk i is written (and
-        // its pages start for the disk), the next missing one encodes on a thread of its
-        // own, its tensors on every core. Written values are let go (and encoded again
-        // should the transaction run twice) unless the remote tier is to be sent them.
-        // Chunks under 1 MiB are not worth a thread: they encode when their turn comes.
+        // The missing chunks encode one ahead of the writes (ChunkPipeline): while chunk i
+        // is written (and its pages start for the disk), the next missing one encodes on a
+        // thread of its own; the writer, done with chunk i, encodes that chunk's tensors
+        // nobody has taken yet instead of waiting for them. Written values are let go (and
+        // encoded again should the transaction run twice) unless the remote tier is to be
+        // sent them. Chunks under 1 MiB are not worth a thread: they encode when their turn comes.
         let missing = present.indices.filter { !present[$0] }
-        let encoding = ChunkPipeline(missing: missing) { [options] i in
-            let key = keys[i]
-            let job: @Sendable () throws -> KVChunk.Encoded = {
-                try KVChunk.encodeParts(
-                    try chunk(i), key: key, codec: options.codec, kivi: options.kivi, threads: options.threads)
+        let encoding = ChunkPipeline(missing: missing, startOnAThread: chunkBytes >= 1 << 20) { [options] i in
+            ChunkEncoding(key: keys[i], codec: options.codec, kivi: options.kivi, threads: options.threads) {
+                try chunk(i)
             }
-            return chunkBytes >= 1 << 20 ? Background(job) : Background(now: job)
         }
         encoding.start()
         let deferred = durability == .deferred
@@ -518,42 +516,6 @@ extension KVStore {
     package func withChunkValue<R>(_ key: UInt64, _ body: (UnsafeRawBufferPointer) throws -> R) throws -> R? {
         try env.withRead { txn in try txn.get(chunks, PrefixKey.bytes(key)).map(body) }
     }
-}
-
-/// The missing chunks of one ``KVStore/store(tokens:model:salt:kv:)``, encoded one ahead of
-/// the chunk being written, in `missing` order.
-final class ChunkPipeline {
-    private let missing: [Int]
-    private let make: (Int) -> Background<KVChunk.Encoded>
-    private var running: [Int: Background<KVChunk.Encoded>] = [:]
-    /// The values encoded so far and not released, by chunk index.
-    private(set) var encoded: [Int: KVChunk.Encoded] = [:]
-
-    init(missing: [Int], make: @escaping (Int) -> Background<KVChunk.Encoded>) {
-        self.missing = missing
-        self.make = make
-    }
-
-    /// Starts encoding the first missing chunk.
-    func start() { if let first = missing.first { running[first] = make(first) } }
-
-    /// Chunk `i`'s value, waiting for its encoding (started now if it was not); starts the
-    /// next missing chunk's first. `nil` when `i` was not missing.
-    func value(_ i: Int) throws -> KVChunk.Encoded? {
-        if let v = encoded[i] { return v }
-        guard let at = missing.firstIndex(of: i) else { return nil }
-        let job = running.removeValue(forKey: i) ?? make(i)
-        if at + 1 < missing.count, encoded[missing[at + 1]] == nil, running[missing[at + 1]] == nil {
-            running[missing[at + 1]] = make(missing[at + 1])
-        }
-        let v = try job.value()
-        encoded[i] = v
-        return v
-    }
-
-    /// Lets chunk `i`'s value go once it is written, so its buffers return to the scratch
-    /// pool for the chunks after it; should the transaction run again, it encodes again.
-    func release(_ i: Int) { encoded[i] = nil }
 }
 
 extension KVStore.Options {
