@@ -145,7 +145,10 @@ def prepare(args, memory):
     that starts after seconds of setup (a bench kv process) at the second, and the ratio
     measures that, not the stores. `cold`: `--settle` seconds idle, so nothing freed is
     hot. `warm`: a scratch file of `--warm-bytes` written and deleted just before, the
-    state of a long-running host whose page cache reuses the memory it reclaims."""
+    state of a long-running host whose page cache reuses the memory it reclaims. Warm does
+    not last: memory left free gets reported within a second or two, so python-lmdb's loop
+    (512 MiB in about 0.2 s) runs all warm and a bench kv replay (about 2.5 s, its own
+    generated KV made between puts) only in part; cold holds for both."""
     os.sync()
     if memory == "cold":
         time.sleep(args.settle)
