@@ -206,6 +206,8 @@ def main():
     ap.add_argument("--kv-shape", default="layers=8,kv_heads=8,head_dim=128,dtype=bf16")
     ap.add_argument("--parts", default="load,kv,pack", help="comma-separated: load, kv, pack")
     args = ap.parse_args()
+    if not set(args.memory.split(",")) <= {"cold", "warm"}:
+        ap.error(f"--memory takes cold and warm, not {args.memory}")
     parts = set(args.parts.split(","))
     if "pack" in parts:
         pack_report(args)

@@ -144,6 +144,7 @@ final class ChunkEncoding: @unchecked Sendable {
         }
         made.signal()
         guard makeError == nil else { return }
+        if tensors.isEmpty { finished.signal() }  // nothing to count down
         if threads > 1 {
             try? parallelFor(threads, threads: threads) { _, _ in self.work() }
         } else {
