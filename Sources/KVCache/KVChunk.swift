@@ -74,24 +74,14 @@ package enum KVChunk {
     }
 
     /// Encodes `kv` as ``encode(_:key:codec:kivi:threads:)`` does, without assembling the
-    /// chunk: each record encoded (compressed or hashed) on its own thread.
+    /// chunk: its records encoded (compressed or hashed) on up to `threads` threads, by the
+    /// same ``ChunkEncoding`` a store's writer uses, here on the calling thread.
     /// - Throws: ``WStoreError`` when zstd fails.
     package static func encodeParts(
         _ kv: KVCacheData, key: UInt64, codec: KVCodec, kivi: KIVIOptions,
         threads: Int = 1
     ) throws -> Encoded {
-        let tensors = kv.layers.flatMap { [$0.keys, $0.values] }
-        let sink = UncheckedSendable(
-            UnsafeMutableBufferPointer<(record: EncodedRecord, source: [UInt8])?>.allocate(capacity: tensors.count))
-        sink.value.initialize(repeating: nil)
-        defer {
-            sink.value.deinitialize()
-            sink.value.deallocate()
-        }
-        try parallelFor(tensors.count, threads: threads) { i, _ in
-            sink.value[i] = try encodeRecord(tensors, i, key: key, codec: codec, kivi: kivi)
-        }
-        return assemble(kv, records: sink.value.map { $0! }, key: key, codec: codec, kivi: kivi)
+        try ChunkEncoding(key: key, codec: codec, kivi: kivi, threads: threads) { kv }.value()
     }
 
     /// Record `i` of a chunk whose tensors are `tensors` (keys and values of each layer in
